@@ -1,0 +1,813 @@
+//! Endpoints of an application: CRUD, signing secret (get, rotate), custom headers.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hyper::StatusCode;
+use hyper::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::apps::{resolve, resolve_in};
+use super::fields::{Patch, Problems};
+use super::idempotency::write_reply;
+use super::query::Collector;
+use super::{ApiError, ApiState, Auth, Ctx, Reply, parse_json};
+use crate::clock::format_rfc3339;
+use crate::ids::{self, IdKind};
+use crate::limits::{
+    ENDPOINT_CHANNELS_MAX, ENDPOINT_EVENT_TYPES_MAX, ENDPOINT_HEADERS_MAX, HEADER_NAME_LEN_MAX,
+    HEADER_VALUE_LEN_MAX, OLD_SECRETS_MAX, PAGE_SCAN_ROWS_MAX, SECRET_BYTES_GENERATED,
+    SECRET_BYTES_MAX, SECRET_BYTES_MIN, SECRET_GRACE_SECONDS_DEFAULT, SECRET_GRACE_SECONDS_MAX,
+    URL_LEN_MAX,
+};
+use crate::log::schema::{self, AppRecord, EndpointRecord, OldSecret, db_name};
+use crate::log::{LogError, WriteCtx, tables};
+
+/// Header names an endpoint may not set (hop-by-hop, framing, caching; Svix's list).
+const FORBIDDEN_HEADERS: [&str; 19] = [
+    "user-agent",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "age",
+    "cache-control",
+    "clear-site-data",
+    "expires",
+    "pragma",
+    "warning",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "content-location",
+];
+/// Header name prefixes an endpoint may not set (cloud infrastructure and our own).
+const FORBIDDEN_HEADER_PREFIXES: [&str; 11] = [
+    "x-amz-",
+    "x-amzn-",
+    "x-google",
+    "x-goog-",
+    "x-gfe",
+    "x-azure-",
+    "x-fd-",
+    "x-svix-",
+    "svix-",
+    "webhook-",
+    "x-sluice-",
+];
+/// Header names whose values are never shown back (Svix's list).
+const SENSITIVE_HEADERS: [&str; 6] = [
+    "x-auth-token",
+    "x-api-key",
+    "www-authenticate",
+    "authorization",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointIn {
+    url: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default, alias = "rateLimit")]
+    throttle_rate: Option<u16>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    version: Option<u16>,
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default, alias = "filterTypes")]
+    event_types: Option<Vec<String>>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct EndpointPatch {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default, alias = "rateLimit")]
+    throttle_rate: Patch<u16>,
+    #[serde(default)]
+    uid: Patch<String>,
+    #[serde(default)]
+    version: Option<u16>,
+    #[serde(default)]
+    disabled: Option<bool>,
+    #[serde(default, alias = "filterTypes")]
+    event_types: Patch<Vec<String>>,
+    #[serde(default)]
+    channels: Patch<Vec<String>>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EndpointOut {
+    id: String,
+    uid: Option<String>,
+    url: String,
+    description: String,
+    version: u16,
+    disabled: bool,
+    rate_limit: Option<u16>,
+    throttle_rate: Option<u16>,
+    event_types: Option<Vec<String>>,
+    filter_types: Option<Vec<String>>,
+    channels: Option<Vec<String>>,
+    created_at: String,
+    updated_at: String,
+    metadata: BTreeMap<String, String>,
+}
+
+impl EndpointOut {
+    fn from(e: EndpointRecord) -> EndpointOut {
+        EndpointOut {
+            id: e.id,
+            uid: e.uid,
+            url: e.url,
+            description: e.description,
+            version: e.version,
+            disabled: e.disabled,
+            rate_limit: e.throttle_rate,
+            throttle_rate: e.throttle_rate,
+            filter_types: e.event_types.clone(),
+            event_types: e.event_types,
+            channels: e.channels,
+            created_at: format_rfc3339(e.created_ms),
+            updated_at: format_rfc3339(e.updated_ms),
+            metadata: e.metadata,
+        }
+    }
+}
+
+// === validation ===
+
+fn check_url(problems: &mut Problems, url: &str) {
+    if url.len() > URL_LEN_MAX {
+        problems.add(
+            &["body", "url"],
+            format!("must be at most {URL_LEN_MAX} bytes"),
+        );
+        return;
+    }
+    match url.parse::<hyper::Uri>() {
+        Ok(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.host().is_some_and(|h| !h.is_empty()) => {}
+        _ => problems.add(
+            &["body", "url"],
+            "must be an absolute http:// or https:// URL",
+        ),
+    }
+}
+
+fn check_filters(
+    problems: &mut Problems,
+    event_types: Option<&Vec<String>>,
+    channels: Option<&Vec<String>>,
+) {
+    if let Some(types) = event_types {
+        if types.len() > ENDPOINT_EVENT_TYPES_MAX {
+            problems.add(
+                &["body", "eventTypes"],
+                format!("must list at most {ENDPOINT_EVENT_TYPES_MAX} event types"),
+            );
+        }
+        for (i, name) in types.iter().enumerate() {
+            problems.name(&["body", "eventTypes", &format!("[{i}]")], name);
+        }
+    }
+    if let Some(channels) = channels {
+        if channels.is_empty() || channels.len() > ENDPOINT_CHANNELS_MAX {
+            problems.add(
+                &["body", "channels"],
+                format!("must list 1 to {ENDPOINT_CHANNELS_MAX} channels"),
+            );
+        }
+        for (i, name) in channels.iter().enumerate() {
+            problems.name(&["body", "channels", &format!("[{i}]")], name);
+        }
+    }
+}
+
+/// Decodes `whsec_<base64>` into the raw key, or says why not.
+fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
+    let encoded = text
+        .strip_prefix("whsec_")
+        .ok_or("must start with whsec_")?;
+    let key = BASE64
+        .decode(encoded)
+        .map_err(|_| "must be whsec_ followed by base64".to_owned())?;
+    if !(SECRET_BYTES_MIN..=SECRET_BYTES_MAX).contains(&key.len()) {
+        return Err(format!(
+            "must decode to {SECRET_BYTES_MIN} to {SECRET_BYTES_MAX} bytes"
+        ));
+    }
+    Ok(key)
+}
+
+fn format_secret(key: &[u8]) -> String {
+    format!("whsec_{}", BASE64.encode(key))
+}
+
+fn generate_secret() -> Vec<u8> {
+    let mut key = vec![0u8; SECRET_BYTES_GENERATED];
+    ids::fill_random(&mut key);
+    key
+}
+
+fn check_secret(problems: &mut Problems, field: &str, secret: Option<&String>) -> Option<Vec<u8>> {
+    let text = secret?;
+    match parse_secret(text) {
+        Ok(key) => Some(key),
+        Err(msg) => {
+            problems.add(&["body", field], msg);
+            None
+        }
+    }
+}
+
+fn check_header(problems: &mut Problems, name: &str, value: Option<&str>) {
+    let lower = name.to_ascii_lowercase();
+    let loc = ["body", "headers", name];
+    if name.is_empty()
+        || name.len() > HEADER_NAME_LEN_MAX
+        || HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
+        problems.add(&loc, "is not a valid HTTP header name");
+    } else if FORBIDDEN_HEADERS.contains(&lower.as_str())
+        || FORBIDDEN_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p))
+    {
+        problems.add(&loc, "this header may not be set on an endpoint");
+    }
+    if let Some(value) = value {
+        if value.len() > HEADER_VALUE_LEN_MAX || HeaderValue::from_str(value).is_err() {
+            problems.add(
+                &loc,
+                format!("value must be valid and at most {HEADER_VALUE_LEN_MAX} bytes"),
+            );
+        }
+    }
+}
+
+fn check_headers(problems: &mut Problems, headers: &BTreeMap<String, String>) {
+    if headers.len() > ENDPOINT_HEADERS_MAX {
+        problems.add(
+            &["body", "headers"],
+            format!("at most {ENDPOINT_HEADERS_MAX} headers"),
+        );
+    }
+    for (name, value) in headers {
+        check_header(problems, name, Some(value));
+    }
+}
+
+/// Inserts or replaces a header, matching names case-insensitively.
+fn merge_header(headers: &mut BTreeMap<String, String>, name: &str, value: Option<String>) {
+    headers.retain(|existing, _| !existing.eq_ignore_ascii_case(name));
+    if let Some(value) = value {
+        headers.insert(name.to_owned(), value);
+    }
+}
+
+/// 422 unless every filtered event type exists and is not archived (Svix's rule).
+fn check_event_types_exist(
+    w: &mut WriteCtx<'_, '_>,
+    types: Option<&Vec<String>>,
+) -> Result<Result<(), ApiError>, LogError> {
+    let mut missing = Vec::new();
+    for name in types.into_iter().flatten() {
+        if tables::event_type(w.wtxn, w.dbs, name)?.is_none_or(|t| t.archived) {
+            missing.push(name.as_str());
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Ok(()));
+    }
+    let msg = format!(
+        "The following event types don't exist: {}",
+        missing.join(", ")
+    );
+    Ok(Err(ApiError::field(&["body", "eventTypes"], msg)))
+}
+
+/// An empty filter list means "no filter" (the portal widgets send `[]`).
+fn normalise_filter(list: Option<Vec<String>>) -> Option<Vec<String>> {
+    list.filter(|l| !l.is_empty())
+}
+
+fn uid_conflict() -> ApiError {
+    ApiError::Conflict {
+        code: "conflict",
+        detail: "An endpoint with that uid already exists".to_owned(),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("Endpoint not found.")
+}
+
+// === handlers ===
+
+/// Resolves app and endpoint inside a write; `Err` outcomes are 404s.
+fn find_in(
+    w: &mut WriteCtx<'_, '_>,
+    auth: Auth,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Result<(AppRecord, EndpointRecord), ApiError>, LogError> {
+    let app = match resolve_in(w, auth, app_ref)? {
+        Ok(app) => app,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(
+        match tables::endpoint_by_ref(w.wtxn, w.dbs, app.key, endpoint_ref)? {
+            Some(endpoint) => Ok((app, endpoint)),
+            None => Err(not_found()),
+        },
+    )
+}
+
+fn find(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<EndpointRecord, ApiError> {
+    let app = resolve(state, ctx, app_ref)?;
+    state
+        .log
+        .read(|rtxn, dbs| tables::endpoint_by_ref(rtxn, dbs, app.key, endpoint_ref))?
+        .ok_or_else(not_found)
+}
+
+pub(super) fn list(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
+    let app = resolve(state, ctx, app_ref)?;
+    let limit = ctx.query.limit()?;
+    let descending = ctx.query.descending(true)?;
+    let iterator = ctx.query.iterator();
+    let page = state.log.read(|rtxn, dbs| {
+        let cursor = match iterator {
+            Some((id, _)) => {
+                Some(tables::endpoint_by_ref(rtxn, dbs, app.key, id)?.map_or(0, |e| e.key))
+            }
+            None => None,
+        };
+        let backwards = iterator.is_some_and(|(_, b)| b);
+        let cursor = cursor.map(|k| schema::pair_key(app.key, k));
+        let prefix = schema::u64_key(app.key);
+        let mut page = Collector::new(limit);
+        let capped = tables::scan(
+            rtxn,
+            &dbs.app_endpoints,
+            &prefix,
+            cursor.as_ref().map(|c| &c[..]),
+            descending != backwards,
+            PAGE_SCAN_ROWS_MAX,
+            |key, _| {
+                let endpoint_key = schema::read_u64(db_name::APP_ENDPOINTS, key, 8)?;
+                let endpoint =
+                    tables::endpoint_by_key(rtxn, dbs, endpoint_key)?.ok_or_else(|| {
+                        LogError::corrupt(db_name::APP_ENDPOINTS, "row for a missing endpoint")
+                    })?;
+                Ok(page.push(EndpointOut::from(endpoint)))
+            },
+        )?;
+        Ok(page.into_page(capped, backwards, |e| e.id.clone()))
+    })?;
+    Reply::json(StatusCode::OK, &page)
+}
+
+pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
+    let input: EndpointIn = parse_json(&ctx.body)?;
+    let mut problems = Problems::default();
+    check_url(&mut problems, &input.url);
+    problems.text("description", &input.description, false);
+    problems.uid(IdKind::Endpoint, "uid", input.uid.as_deref());
+    problems.throttle_rate(input.throttle_rate);
+    problems.metadata(input.metadata.as_ref());
+    check_filters(
+        &mut problems,
+        input.event_types.as_ref(),
+        input.channels.as_ref(),
+    );
+    let secret = check_secret(&mut problems, "secret", input.secret.as_ref());
+    if let Some(headers) = &input.headers {
+        check_headers(&mut problems, headers);
+    }
+    problems.finish()?;
+    let secret = secret.unwrap_or_else(generate_secret);
+    let id = ids::new_id(IdKind::Endpoint, state.clock.now_ms());
+    let (auth, app_ref) = (ctx.auth, app_ref.to_owned());
+    write_reply(state, ctx.idempotency, move |w| {
+        let app = match resolve_in(w, auth, &app_ref)? {
+            Ok(app) => app,
+            Err(e) => return Ok(Err(e)),
+        };
+        let event_types = normalise_filter(input.event_types);
+        if let Err(e) = check_event_types_exist(w, event_types.as_ref())? {
+            return Ok(Err(e));
+        }
+        if let Some(uid) = &input.uid {
+            if tables::endpoint_uid_taken(w.wtxn, w.dbs, app.key, uid)?.is_some() {
+                return Ok(Err(uid_conflict()));
+            }
+        }
+        let mut headers = BTreeMap::new();
+        for (name, value) in input.headers.unwrap_or_default() {
+            merge_header(&mut headers, &name, Some(value));
+        }
+        let endpoint = EndpointRecord {
+            key: w.state.take_endpoint_key(),
+            app_key: app.key,
+            id,
+            uid: input.uid,
+            url: input.url,
+            description: input.description,
+            version: input.version.unwrap_or(1).max(1),
+            disabled: input.disabled,
+            throttle_rate: input.throttle_rate,
+            event_types,
+            channels: input.channels,
+            secret,
+            old_secrets: Vec::new(),
+            headers,
+            metadata: input.metadata.unwrap_or_default(),
+            created_ms: w.now_ms,
+            updated_ms: w.now_ms,
+        };
+        tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
+        w.state.endpoints.upsert(&endpoint);
+        Ok(Ok((StatusCode::CREATED, EndpointOut::from(endpoint))))
+    })
+    .await
+}
+
+pub(super) fn get(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    Reply::json(
+        StatusCode::OK,
+        &EndpointOut::from(find(state, ctx, app_ref, endpoint_ref)?),
+    )
+}
+
+pub(super) async fn upsert(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    let input: EndpointIn = parse_json(&ctx.body)?;
+    let as_patch = EndpointPatch {
+        url: Some(input.url),
+        description: Some(input.description),
+        throttle_rate: input.throttle_rate.map_or(Patch::Null, Patch::Value),
+        uid: input.uid.map_or(Patch::Null, Patch::Value),
+        version: input.version,
+        disabled: Some(input.disabled),
+        event_types: input.event_types.map_or(Patch::Null, Patch::Value),
+        channels: input.channels.map_or(Patch::Null, Patch::Value),
+        secret: None,
+        metadata: Some(input.metadata.unwrap_or_default()),
+    };
+    update(state, ctx, app_ref, endpoint_ref, as_patch).await
+}
+
+pub(super) async fn patch(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    let input: EndpointPatch = parse_json(&ctx.body)?;
+    update(state, ctx, app_ref, endpoint_ref, input).await
+}
+
+async fn update(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+    input: EndpointPatch,
+) -> Result<Reply, ApiError> {
+    let mut problems = Problems::default();
+    if let Some(url) = &input.url {
+        check_url(&mut problems, url);
+    }
+    if let Some(description) = &input.description {
+        problems.text("description", description, false);
+    }
+    problems.uid(
+        IdKind::Endpoint,
+        "uid",
+        input.uid.as_value().map(String::as_str),
+    );
+    problems.throttle_rate(input.throttle_rate.as_value().copied());
+    problems.metadata(input.metadata.as_ref());
+    check_filters(
+        &mut problems,
+        input.event_types.as_value(),
+        input.channels.as_value(),
+    );
+    let secret = check_secret(&mut problems, "secret", input.secret.as_ref());
+    problems.finish()?;
+    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
+    write_reply(state, None, move |w| {
+        let (app, previous) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        let event_types = match input.event_types {
+            Patch::Value(list) if list.is_empty() => Patch::Null,
+            other => other,
+        };
+        if let Err(e) = check_event_types_exist(w, event_types.as_value())? {
+            return Ok(Err(e));
+        }
+        if let Patch::Value(uid) = &input.uid {
+            if tables::endpoint_uid_taken(w.wtxn, w.dbs, app.key, uid)?
+                .is_some_and(|k| k != previous.key)
+            {
+                return Ok(Err(uid_conflict()));
+            }
+        }
+        let mut endpoint = previous.clone();
+        if let Some(url) = input.url {
+            endpoint.url = url;
+        }
+        if let Some(description) = input.description {
+            endpoint.description = description;
+        }
+        input.throttle_rate.apply_to(&mut endpoint.throttle_rate);
+        input.uid.apply_to(&mut endpoint.uid);
+        if let Some(version) = input.version {
+            endpoint.version = version.max(1);
+        }
+        if let Some(disabled) = input.disabled {
+            endpoint.disabled = disabled;
+        }
+        event_types.apply_to(&mut endpoint.event_types);
+        input.channels.apply_to(&mut endpoint.channels);
+        if let Some(secret) = secret {
+            endpoint.secret = secret;
+        }
+        if let Some(metadata) = input.metadata {
+            endpoint.metadata = metadata;
+        }
+        endpoint.updated_ms = w.now_ms;
+        tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
+        w.state.endpoints.upsert(&endpoint);
+        Ok(Ok((StatusCode::OK, EndpointOut::from(endpoint))))
+    })
+    .await
+}
+
+pub(super) async fn delete(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
+    write_reply(state, None, move |w| {
+        let (app, endpoint) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        tables::delete_endpoint(w.wtxn, w.dbs, &endpoint)?;
+        w.state.endpoints.remove(app.key, endpoint.key);
+        Ok(Ok((StatusCode::NO_CONTENT, ())))
+    })
+    .await
+}
+
+// === secret ===
+
+#[derive(Serialize)]
+struct SecretOut {
+    key: String,
+}
+
+pub(super) fn get_secret(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    let endpoint = find(state, ctx, app_ref, endpoint_ref)?;
+    Reply::json(
+        StatusCode::OK,
+        &SecretOut {
+            key: format_secret(&endpoint.secret),
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RotateIn {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    grace_period_seconds: Option<u64>,
+}
+
+pub(super) async fn rotate_secret(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    let input: RotateIn = if ctx.body.is_empty() {
+        RotateIn::default()
+    } else {
+        parse_json(&ctx.body)?
+    };
+    let mut problems = Problems::default();
+    let new_key = check_secret(&mut problems, "key", input.key.as_ref());
+    let grace_secs = input
+        .grace_period_seconds
+        .unwrap_or(SECRET_GRACE_SECONDS_DEFAULT);
+    if grace_secs > SECRET_GRACE_SECONDS_MAX {
+        problems.add(
+            &["body", "gracePeriodSeconds"],
+            format!("must be at most {SECRET_GRACE_SECONDS_MAX}"),
+        );
+    }
+    problems.finish()?;
+    let new_key = new_key.unwrap_or_else(generate_secret);
+    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
+    write_reply(state, ctx.idempotency, move |w| {
+        let (_, previous) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        let now_ms = w.now_ms;
+        let mut endpoint = previous.clone();
+        endpoint.old_secrets.retain(|old| old.expires_ms > now_ms);
+        if endpoint.old_secrets.len() >= OLD_SECRETS_MAX {
+            let detail = format!(
+                "You can only rotate a key {OLD_SECRETS_MAX} times within the grace period."
+            );
+            return Ok(Err(ApiError::bad_request("limit_reached", detail)));
+        }
+        let old = std::mem::replace(&mut endpoint.secret, new_key);
+        if grace_secs > 0 {
+            endpoint.old_secrets.push(OldSecret {
+                key: old,
+                expires_ms: now_ms + grace_secs * 1000,
+            });
+        }
+        endpoint.updated_ms = now_ms;
+        tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
+        Ok(Ok((StatusCode::NO_CONTENT, ())))
+    })
+    .await
+}
+
+// === headers ===
+
+#[derive(Serialize)]
+struct HeadersOut {
+    headers: BTreeMap<String, String>,
+    sensitive: Vec<String>,
+}
+
+pub(super) fn get_headers(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    let endpoint = find(state, ctx, app_ref, endpoint_ref)?;
+    let (sensitive, shown): (BTreeMap<_, _>, BTreeMap<_, _>) = endpoint
+        .headers
+        .into_iter()
+        .partition(|(name, _)| SENSITIVE_HEADERS.contains(&name.to_ascii_lowercase().as_str()));
+    Reply::json(
+        StatusCode::OK,
+        &HeadersOut {
+            headers: shown,
+            sensitive: sensitive.into_keys().collect(),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadersIn {
+    headers: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    delete_headers: Vec<String>,
+}
+
+/// PUT replaces every header; PATCH merges (`null` or `deleteHeaders` remove).
+pub(super) async fn set_headers(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+    merge: bool,
+) -> Result<Reply, ApiError> {
+    let input: HeadersIn = parse_json(&ctx.body)?;
+    let mut problems = Problems::default();
+    for (name, value) in &input.headers {
+        if value.is_none() && !merge {
+            problems.add(&["body", "headers", name], "must be a string");
+        }
+        check_header(&mut problems, name, value.as_deref());
+    }
+    problems.finish()?;
+    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
+    write_reply(state, None, move |w| {
+        let (_, previous) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut endpoint = previous.clone();
+        if !merge {
+            endpoint.headers.clear();
+        }
+        for name in &input.delete_headers {
+            merge_header(&mut endpoint.headers, name, None);
+        }
+        for (name, value) in input.headers {
+            merge_header(&mut endpoint.headers, &name, value);
+        }
+        if endpoint.headers.len() > ENDPOINT_HEADERS_MAX {
+            let msg = format!("at most {ENDPOINT_HEADERS_MAX} headers");
+            return Ok(Err(ApiError::field(&["body", "headers"], msg)));
+        }
+        endpoint.updated_ms = w.now_ms;
+        tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
+        Ok(Ok((StatusCode::NO_CONTENT, ())))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_round_trip_and_are_checked() {
+        let key = generate_secret();
+        assert_eq!(parse_secret(&format_secret(&key)), Ok(key));
+        assert!(
+            parse_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err(),
+            "prefix is required"
+        );
+        assert!(parse_secret("whsec_short").is_err());
+        assert!(parse_secret("whsec_!!!!").is_err());
+        assert!(parse_secret(&format!("whsec_{}", BASE64.encode([1u8; 76]))).is_err());
+    }
+
+    #[test]
+    fn header_rules() {
+        let verdict = |name: &str, value: &str| {
+            let mut p = Problems::default();
+            check_header(&mut p, name, Some(value));
+            p.finish().is_ok()
+        };
+        assert!(verdict("X-Custom", "yes"));
+        assert!(verdict("Authorization", "Bearer x"));
+        assert!(!verdict("Content-Type", "text/plain"));
+        assert!(!verdict("x-amz-date", "1"));
+        assert!(!verdict("webhook-id", "1"));
+        assert!(!verdict("bad header", "1"));
+        assert!(!verdict("X-Custom", "line\nbreak"));
+        let mut headers = BTreeMap::from([("X-A".to_owned(), "1".to_owned())]);
+        merge_header(&mut headers, "x-a", Some("2".to_owned()));
+        assert_eq!(
+            headers,
+            BTreeMap::from([("x-a".to_owned(), "2".to_owned())])
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! `ApiError`: every way a request can fail, and the one place errors become HTTP.
+//!
+//! Two body shapes, as the Svix SDKs expect: 422 is `{"detail":[{loc,msg,type}]}`, every
+//! other status is `{"code","detail"}`. No error ever leaves without a JSON body.
+
+use hyper::StatusCode;
+use serde::Serialize;
+
+use crate::log::LogError;
+
+/// One problem with one field of a request (the 422 body lists them all).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub loc: Vec<String>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    /// A `value_error` at `loc` (`["body", "uid"]`, `["query", "limit"]`, …).
+    pub fn value(loc: &[&str], msg: impl Into<String>) -> FieldError {
+        FieldError {
+            loc: loc.iter().map(|s| (*s).to_owned()).collect(),
+            msg: msg.into(),
+            kind: "value_error".to_owned(),
+        }
+    }
+
+    /// A body that is not JSON, or JSON of the wrong shape.
+    pub fn json_decode(loc: Vec<String>, msg: impl Into<String>) -> FieldError {
+        FieldError {
+            loc,
+            msg: msg.into(),
+            kind: "value_error.jsondecode".to_owned(),
+        }
+    }
+}
+
+/// Why a request was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("Incorrect authentication credentials.")]
+    Unauthorized,
+    #[error("Insufficient access for the given operation.")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("the method is not allowed on this route")]
+    MethodNotAllowed,
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("Request payload is too large.")]
+    PayloadTooLarge { limit_bytes: usize },
+    #[error("the request took too long to arrive")]
+    RequestTimeout,
+    #[error("the storage is full")]
+    StorageFull,
+    #[error("the server is busy")]
+    Busy,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn field(loc: &[&str], msg: impl Into<String>) -> ApiError {
+        ApiError::Validation(vec![FieldError::value(loc, msg)])
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for the statuses that invite it.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        matches!(self, ApiError::Busy).then_some(1)
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Coded<'a> {
+            code: &'a str,
+            detail: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Detailed<'a> {
+            detail: &'a [FieldError],
+        }
+        let text = self.to_string();
+        let coded = |code: &str, detail: &str| {
+            serde_json::to_vec(&Coded { code, detail }).unwrap_or_else(|_| b"{}".to_vec())
+        };
+        match self {
+            ApiError::Validation(errors) => {
+                serde_json::to_vec(&Detailed { detail: errors }).unwrap_or_else(|_| b"{}".to_vec())
+            }
+            ApiError::BadRequest { code, detail } | ApiError::Conflict { code, detail } => {
+                coded(code, detail)
+            }
+            ApiError::Unauthorized => coded("authentication_failed", &text),
+            ApiError::Forbidden => coded("insufficient access", &text),
+            ApiError::NotFound(detail) => coded("not_found", detail),
+            ApiError::MethodNotAllowed => {
+                coded("method_not_allowed", "Method not allowed on this route.")
+            }
+            ApiError::PayloadTooLarge { limit_bytes } => coded(
+                "payload_too_large",
+                &format!("Request payload is too large (the limit is {limit_bytes} bytes)."),
+            ),
+            ApiError::RequestTimeout => coded(
+                "request_timeout",
+                "The request body did not arrive in time.",
+            ),
+            ApiError::StorageFull => coded(
+                "storage_full",
+                "The message log is full; the request was not stored.",
+            ),
+            ApiError::Busy => coded("busy", "The server is busy; retry shortly."),
+            // Internal details go to tracing, not to the client.
+            ApiError::Internal(_) => coded("server_error", "Internal Server Error"),
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(error: LogError) -> ApiError {
+        match error {
+            LogError::MapFull => ApiError::StorageFull,
+            LogError::Busy => ApiError::Busy,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

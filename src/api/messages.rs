@@ -1,0 +1,202 @@
+//! Messages of an application: create (the durable ingest), get, list, expunge content.
+
+use hyper::StatusCode;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::apps::{resolve, resolve_in};
+use super::idempotency::write_reply;
+use super::query::{Collector, invalid};
+use super::{ApiError, ApiState, Ctx, Reply, message_in};
+use crate::clock::format_rfc3339;
+use crate::ids::{self, IdKind};
+use crate::limits::{PAGE_SCAN_ROWS_MAX, RETENTION_DAYS_DEFAULT};
+use crate::log::schema::{self, MessageRecord, db_name};
+use crate::log::{LogError, tables};
+
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageOut {
+    event_id: Option<String>,
+    event_type: String,
+    payload: Box<RawValue>,
+    channels: Option<Vec<String>>,
+    id: String,
+    timestamp: String,
+}
+
+impl MessageOut {
+    fn from(m: MessageRecord, with_content: bool) -> MessageOut {
+        let payload = match (&m.payload, with_content) {
+            (_, false) => "{}".to_owned(),
+            (None, true) => r#"{"expired":true}"#.to_owned(),
+            (Some(bytes), true) => String::from_utf8_lossy(bytes).into_owned(),
+        };
+        // Stored payloads were validated at ingest; the fallback only guards a corrupt log.
+        let payload = RawValue::from_string(payload).unwrap_or_else(|_| empty_object());
+        MessageOut {
+            event_id: m.event_id,
+            event_type: m.event_type,
+            payload,
+            channels: m.channels,
+            id: m.id,
+            timestamp: format_rfc3339(m.created_ms),
+        }
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("{{}} is JSON"))
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("Message not found.")
+}
+
+/// POST /app/{app}/msg: 202 only once the message and its deliveries are committed.
+pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
+    ctx.auth.require_org()?;
+    let with_content = ctx.query.bool("with_content", true)?;
+    let input = message_in::parse(&ctx.body).map_err(ApiError::Validation)?;
+    let id = ids::new_id(IdKind::Message, state.clock.now_ms());
+    let (auth, app_ref) = (ctx.auth, app_ref.to_owned());
+    write_reply(state, ctx.idempotency, move |w| {
+        let app = match resolve_in(w, auth, &app_ref)? {
+            Ok(app) => app,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(event_id) = &input.event_id {
+            if tables::message_seq_by_event_id(w.wtxn, w.dbs, app.key, event_id)?.is_some() {
+                let detail = "A message with this eventId already exists".to_owned();
+                return Ok(Err(ApiError::Conflict {
+                    code: "conflict",
+                    detail,
+                }));
+            }
+        }
+        let retention_days = u64::from(input.retention_days.unwrap_or(RETENTION_DAYS_DEFAULT));
+        let record = MessageRecord {
+            app_key: app.key,
+            created_ms: w.now_ms,
+            payload_expires_ms: w.now_ms + retention_days * DAY_MS,
+            id,
+            event_type: input.event_type,
+            event_id: input.event_id,
+            channels: input.channels,
+            payload: Some(input.payload),
+        };
+        tables::append_message(w, &record)?;
+        Ok(Ok((
+            StatusCode::ACCEPTED,
+            MessageOut::from(record, with_content),
+        )))
+    })
+    .await
+}
+
+pub(super) fn get(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    msg_ref: &str,
+) -> Result<Reply, ApiError> {
+    let app = resolve(state, ctx, app_ref)?;
+    let with_content = ctx.query.bool("with_content", true)?;
+    let (_, message) = state
+        .log
+        .read(|rtxn, dbs| tables::message_by_ref(rtxn, dbs, app.key, msg_ref))?
+        .ok_or_else(not_found)?;
+    Reply::json(StatusCode::OK, &MessageOut::from(message, with_content))
+}
+
+/// GET /app/{app}/msg: newest first; `-iterator` pages toward newer messages.
+pub(super) fn list(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
+    let app = resolve(state, ctx, app_ref)?;
+    let limit = ctx.query.limit()?;
+    let with_content = ctx.query.bool("with_content", true)?;
+    let before = ctx.query.time("before")?;
+    let after = ctx.query.time("after")?;
+    let event_types = ctx.query.list("event_types");
+    let channel = ctx.query.get("channel").map(str::to_owned);
+    let iterator = ctx.query.iterator();
+    let page = state.log.read(|rtxn, dbs| {
+        let cursor_seq = match iterator {
+            Some((id, _)) => match tables::message_by_ref(rtxn, dbs, app.key, id)? {
+                Some((seq, _)) => Some(seq),
+                None => {
+                    return Ok(Err(invalid(
+                        "iterator",
+                        "does not name a message of this application",
+                    )));
+                }
+            },
+            None => None,
+        };
+        let backwards = iterator.is_some_and(|(_, b)| b);
+        let cursor = cursor_seq.map(|seq| schema::pair_key(app.key, seq));
+        let prefix = schema::u64_key(app.key);
+        let mut page = Collector::new(limit);
+        let capped = tables::scan(
+            rtxn,
+            &dbs.app_msgs,
+            &prefix,
+            cursor.as_ref().map(|c| &c[..]),
+            !backwards,
+            PAGE_SCAN_ROWS_MAX,
+            |key, _| {
+                let seq = schema::read_u64(db_name::APP_MSGS, key, 8)?;
+                let message = tables::message_by_seq(rtxn, dbs, seq)?.ok_or_else(|| {
+                    LogError::corrupt(db_name::APP_MSGS, "row for a missing message")
+                })?;
+                // Seq order is time order, so a time bound passed means the scan is over.
+                if !backwards && after.is_some_and(|t| message.created_ms <= t) {
+                    return Ok(true);
+                }
+                if backwards && before.is_some_and(|t| message.created_ms >= t) {
+                    return Ok(true);
+                }
+                let in_window = before.is_none_or(|t| message.created_ms < t)
+                    && after.is_none_or(|t| message.created_ms > t);
+                let type_ok = event_types.is_empty() || event_types.contains(&message.event_type);
+                let channel_ok = channel
+                    .as_ref()
+                    .is_none_or(|c| message.channels.as_ref().is_some_and(|cs| cs.contains(c)));
+                if in_window && type_ok && channel_ok {
+                    return Ok(page.push(MessageOut::from(message, with_content)));
+                }
+                Ok(false)
+            },
+        )?;
+        Ok(Ok(page.into_page(capped, backwards, |m| m.id.clone())))
+    })??;
+    Reply::json(StatusCode::OK, &page)
+}
+
+/// DELETE /app/{app}/msg/{msg}/content: drops the payload, keeps the message's metadata.
+pub(super) async fn expunge_content(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    msg_ref: &str,
+) -> Result<Reply, ApiError> {
+    ctx.auth.require_org()?;
+    let (auth, app_ref, msg_ref) = (ctx.auth, app_ref.to_owned(), msg_ref.to_owned());
+    write_reply(state, None, move |w| {
+        let app = match resolve_in(w, auth, &app_ref)? {
+            Ok(app) => app,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some((seq, mut message)) = tables::message_by_ref(w.wtxn, w.dbs, app.key, &msg_ref)?
+        else {
+            return Ok(Err(not_found()));
+        };
+        message.payload = None;
+        w.dbs
+            .msgs
+            .put(w.wtxn, &schema::u64_key(seq), &message.encode())?;
+        Ok(Ok((StatusCode::NO_CONTENT, ())))
+    })
+    .await
+}

@@ -1,0 +1,416 @@
+//! The HTTP API: the Svix-v1-compatible REST surface under `/api/v1`.
+//!
+//! This file is the plumbing every request passes through, in order: connection cap and
+//! header timeout (hyper), path and method routing (404/405 before anything else), bearer
+//! authentication, a bounded body read (size and time), POST idempotency, then the
+//! resource handler. Handlers return `Reply` or `ApiError`; `ApiError::body` is the only
+//! place an error becomes HTTP, so every error is JSON.
+
+mod apps;
+mod auth;
+mod endpoints;
+mod error;
+mod event_types;
+mod fields;
+mod idempotency;
+pub mod message_in;
+mod messages;
+mod query;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::clock::Clock;
+use crate::config::ApiConfig;
+use crate::limits::URI_LEN_MAX;
+use crate::log::Log;
+pub use auth::{Auth, hash_token, new_token};
+pub use error::{ApiError, FieldError};
+use query::Query;
+
+/// What every handler can reach.
+pub struct ApiState {
+    pub log: Log,
+    pub clock: Clock,
+    pub config: ApiConfig,
+    /// SHA-256 of `SLUICE_ADMIN_TOKEN`, accepted as an org-wide token when set.
+    pub admin_token_hash: Option<[u8; 32]>,
+    /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
+    /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
+    in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
+}
+
+impl ApiState {
+    pub fn new(
+        log: Log,
+        clock: Clock,
+        config: ApiConfig,
+        admin_token_hash: Option<[u8; 32]>,
+    ) -> ApiState {
+        ApiState {
+            log,
+            clock,
+            config,
+            admin_token_hash,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A successful response: a status and a JSON body (empty for 204).
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Reply, ApiError> {
+        let body = serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Reply { status, body })
+    }
+
+    pub fn no_content() -> Reply {
+        Reply {
+            status: StatusCode::NO_CONTENT,
+            body: Vec::new(),
+        }
+    }
+}
+
+/// One request after routing, authentication and the body read.
+pub struct Ctx {
+    pub auth: Auth,
+    pub query: Query,
+    pub body: Bytes,
+    /// Hash of (token, idempotency key, URI) for a POST that carried a key.
+    pub idempotency: Option<[u8; 32]>,
+}
+
+/// Accepts connections until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(state.config.connections_max));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_timeout = Duration::from_millis(state.config.header_read_timeout_ms);
+    tokio::pin!(shutdown);
+    loop {
+        // Take a permit before accepting: over the cap, connections wait in the backlog.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(%error, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Small JSON replies must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let service = hyper::service::service_fn(move |req| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// Serves one request; never fails (errors become JSON responses).
+pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let result = route_and_serve(state, req).await;
+    let (status, body, retry_after) = match result {
+        Ok(reply) => (reply.status, reply.body, None),
+        Err(error) => {
+            if let ApiError::Internal(detail) = &error {
+                tracing::error!(%detail, "Request failed.");
+            }
+            (error.status(), error.body(), error.retry_after_secs())
+        }
+    };
+    let has_body = !body.is_empty();
+    let mut response = Response::new(Full::new(if method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(body)
+    }));
+    *response.status_mut() = status;
+    if has_body {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// The routes, with path parameters still as given (id or uid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    HealthPing,
+    Apps,
+    App(&'a str),
+    Endpoints(&'a str),
+    Endpoint(&'a str, &'a str),
+    EndpointSecret(&'a str, &'a str),
+    EndpointSecretRotate(&'a str, &'a str),
+    EndpointHeaders(&'a str, &'a str),
+    EventTypes,
+    EventType(&'a str),
+    Messages(&'a str),
+    Message(&'a str, &'a str),
+    MessageContent(&'a str, &'a str),
+}
+
+impl<'a> Route<'a> {
+    fn parse(segments: &'a [String]) -> Option<Route<'a>> {
+        let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+        Some(match s.as_slice() {
+            ["health"] => Route::Health,
+            ["health", "ping"] => Route::HealthPing,
+            ["app"] => Route::Apps,
+            ["app", a] => Route::App(a),
+            ["app", a, "endpoint"] => Route::Endpoints(a),
+            ["app", a, "endpoint", e] => Route::Endpoint(a, e),
+            ["app", a, "endpoint", e, "secret"] => Route::EndpointSecret(a, e),
+            ["app", a, "endpoint", e, "secret", "rotate"] => Route::EndpointSecretRotate(a, e),
+            ["app", a, "endpoint", e, "headers"] => Route::EndpointHeaders(a, e),
+            ["event-type"] => Route::EventTypes,
+            ["event-type", name] => Route::EventType(name),
+            ["app", a, "msg"] => Route::Messages(a),
+            ["app", a, "msg", m] => Route::Message(a, m),
+            ["app", a, "msg", m, "content"] => Route::MessageContent(a, m),
+            _ => return None,
+        })
+    }
+
+    fn methods(self) -> &'static [Method] {
+        use Method as M;
+        match self {
+            Route::Health | Route::HealthPing => &[M::GET, M::HEAD],
+            Route::Apps | Route::Endpoints(..) | Route::EventTypes | Route::Messages(..) => {
+                &[M::GET, M::POST]
+            }
+            Route::App(..) | Route::Endpoint(..) | Route::EventType(..) => {
+                &[M::GET, M::PUT, M::PATCH, M::DELETE]
+            }
+            Route::EndpointSecret(..) | Route::Message(..) => &[M::GET],
+            Route::EndpointSecretRotate(..) => &[M::POST],
+            Route::EndpointHeaders(..) => &[M::GET, M::PUT, M::PATCH],
+            Route::MessageContent(..) => &[M::DELETE],
+        }
+    }
+}
+
+/// Splits `/api/v1/...` into decoded segments; trailing and doubled slashes are ignored.
+fn path_segments(path: &str) -> Option<Vec<String>> {
+    let rest = path.strip_prefix("/api/v1")?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    rest.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .ok()
+                .map(|c| c.into_owned())
+        })
+        .collect()
+}
+
+async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Reply, ApiError> {
+    let uri = req.uri().clone();
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if path_and_query.len() > URI_LEN_MAX {
+        return Err(ApiError::bad_request(
+            "uri_too_long",
+            format!("The URI is longer than {URI_LEN_MAX} bytes."),
+        ));
+    }
+    let segments = path_segments(uri.path()).ok_or(ApiError::NotFound("Route not found."))?;
+    let route = Route::parse(&segments).ok_or(ApiError::NotFound("Route not found."))?;
+    let method = req.method().clone();
+    if !route.methods().contains(&method) {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    if let Route::Health | Route::HealthPing = route {
+        return health(state, route);
+    }
+    let auth = auth::authenticate(state, req.headers())?;
+    let query = Query::parse(uri.query().unwrap_or(""))?;
+    let idempotency = if method == Method::POST {
+        idempotency::key_hash(&auth, req.headers(), path_and_query)?
+    } else {
+        None
+    };
+    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+        read_body(state, req).await?
+    } else {
+        Bytes::new()
+    };
+    let ctx = Ctx {
+        auth,
+        query,
+        body,
+        idempotency,
+    };
+    match ctx.idempotency {
+        Some(key) => {
+            idempotency::serve_once(state, key, dispatch(state, route, &method, &ctx)).await
+        }
+        None => dispatch(state, route, &method, &ctx).await,
+    }
+}
+
+async fn dispatch(
+    state: &ApiState,
+    route: Route<'_>,
+    method: &Method,
+    ctx: &Ctx,
+) -> Result<Reply, ApiError> {
+    use Method as M;
+    match (route, method.clone()) {
+        (Route::Apps, M::GET) => apps::list(state, ctx),
+        (Route::Apps, _) => apps::create(state, ctx).await,
+        (Route::App(a), M::GET) => apps::get(state, ctx, a),
+        (Route::App(a), M::PUT) => apps::upsert(state, ctx, a).await,
+        (Route::App(a), M::PATCH) => apps::patch(state, ctx, a).await,
+        (Route::App(a), _) => apps::delete(state, ctx, a).await,
+        (Route::Endpoints(a), M::GET) => endpoints::list(state, ctx, a),
+        (Route::Endpoints(a), _) => endpoints::create(state, ctx, a).await,
+        (Route::Endpoint(a, e), M::GET) => endpoints::get(state, ctx, a, e),
+        (Route::Endpoint(a, e), M::PUT) => endpoints::upsert(state, ctx, a, e).await,
+        (Route::Endpoint(a, e), M::PATCH) => endpoints::patch(state, ctx, a, e).await,
+        (Route::Endpoint(a, e), _) => endpoints::delete(state, ctx, a, e).await,
+        (Route::EndpointSecret(a, e), _) => endpoints::get_secret(state, ctx, a, e),
+        (Route::EndpointSecretRotate(a, e), _) => endpoints::rotate_secret(state, ctx, a, e).await,
+        (Route::EndpointHeaders(a, e), M::GET) => endpoints::get_headers(state, ctx, a, e),
+        (Route::EndpointHeaders(a, e), M::PUT) => {
+            endpoints::set_headers(state, ctx, a, e, false).await
+        }
+        (Route::EndpointHeaders(a, e), _) => endpoints::set_headers(state, ctx, a, e, true).await,
+        (Route::EventTypes, M::GET) => event_types::list(state, ctx),
+        (Route::EventTypes, _) => event_types::create(state, ctx).await,
+        (Route::EventType(n), M::GET) => event_types::get(state, ctx, n),
+        (Route::EventType(n), M::PUT) => event_types::upsert(state, ctx, n).await,
+        (Route::EventType(n), M::PATCH) => event_types::patch(state, ctx, n).await,
+        (Route::EventType(n), _) => event_types::delete(state, ctx, n).await,
+        (Route::Messages(a), M::GET) => messages::list(state, ctx, a),
+        (Route::Messages(a), _) => messages::create(state, ctx, a).await,
+        (Route::Message(a, m), _) => messages::get(state, ctx, a, m),
+        (Route::MessageContent(a, m), _) => messages::expunge_content(state, ctx, a, m).await,
+        (Route::Health | Route::HealthPing, _) => health(state, route),
+    }
+}
+
+fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
+    if route == Route::HealthPing {
+        return Ok(Reply::no_content());
+    }
+    let database = match state.log.read(|rtxn, dbs| Ok(dbs.meta.len(rtxn)?)) {
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    let body = serde_json::json!({
+        "database": {"status": database},
+        "queue": {"status": "ok"},
+        "cache": {"status": "ok"},
+    });
+    let status = if database == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    Reply::json(status, &body)
+}
+
+/// Reads the body within `body_bytes_max` and `body_read_timeout_ms`.
+async fn read_body(state: &ApiState, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let limit = state.config.body_bytes_max;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
+    }
+    let timeout = Duration::from_millis(state.config.body_read_timeout_ms);
+    let collected =
+        tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await;
+    match collected {
+        Err(_) => Err(ApiError::RequestTimeout),
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit_bytes: limit })
+        }
+        Ok(Err(error)) => Err(ApiError::bad_request(
+            "bad_body",
+            format!("The request body could not be read: {error}"),
+        )),
+    }
+}
+
+/// Parses a management request body into `T`; problems become a 422 naming the field.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let value = parsed.map_err(|e| {
+        let mut loc = vec!["body".to_owned()];
+        loc.extend(e.path().iter().filter_map(|seg| match seg {
+            serde_path_to_error::Segment::Seq { index } => Some(format!("[{index}]")),
+            serde_path_to_error::Segment::Unknown => None,
+            other => Some(other.to_string()),
+        }));
+        ApiError::Validation(vec![FieldError::json_decode(loc, e.inner().to_string())])
+    })?;
+    de.end().map_err(|e| {
+        ApiError::Validation(vec![FieldError::json_decode(
+            vec!["body".to_owned()],
+            e.to_string(),
+        )])
+    })?;
+    Ok(value)
+}

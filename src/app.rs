@@ -1,0 +1,128 @@
+//! Wiring and lifecycle: the only module that knows every other one.
+//!
+//! `start` opens the log, makes sure some token can reach the API, binds the listener and
+//! starts serving; `Running::stop` stops accepting, lets requests in progress finish,
+//! then lets the writer commit and stop. Start-up after a crash is the same path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::log::schema::{TokenRecord, TokenScope};
+use crate::log::{Log, LogError, WriterJoin, tables};
+
+/// Why Sluice could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the log in {dir}: {source}")]
+    Log { dir: String, source: LogError },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A serving Sluice.
+pub struct Running {
+    /// Where the API listens (useful when the config asked for port 0).
+    pub addr: SocketAddr,
+    /// A token created on this first start, to show the operator once.
+    pub first_admin_token: Option<String>,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+    log: Log,
+    writer: WriterJoin,
+}
+
+/// Opens everything and starts serving. `admin_token` is `SLUICE_ADMIN_TOKEN`.
+pub async fn start(
+    config: &Config,
+    admin_token: Option<&str>,
+    clock: Clock,
+) -> Result<Running, StartError> {
+    let dir = config.data_dir.display().to_string();
+    let log_error = |source| StartError::Log {
+        dir: dir.clone(),
+        source,
+    };
+    let (log, writer) =
+        Log::open(&config.data_dir, &config.storage, clock.clone()).map_err(log_error)?;
+    let first_admin_token = match admin_token {
+        Some(_) => None,
+        None => ensure_some_token(&log, &clock).await.map_err(log_error)?,
+    };
+    let addr = config.api.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let admin_token_hash = admin_token.map(api::hash_token);
+    let state = Arc::new(ApiState::new(
+        log.clone(),
+        clock,
+        config.api.clone(),
+        admin_token_hash,
+    ));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%addr, data_dir = %dir, "Sluice is serving.");
+    Ok(Running {
+        addr,
+        first_admin_token,
+        stop,
+        server,
+        log,
+        writer,
+    })
+}
+
+/// With no token at all, creates an org token so the API is reachable, and returns it.
+async fn ensure_some_token(log: &Log, clock: &Clock) -> Result<Option<String>, LogError> {
+    if log.read(|rtxn, dbs| tables::has_tokens(rtxn, dbs))? {
+        return Ok(None);
+    }
+    let token = create_token(log, clock, TokenScope::Org).await?;
+    Ok(Some(token))
+}
+
+/// Creates and stores (hashed) a new token of `scope`; returns the token text.
+pub async fn create_token(log: &Log, clock: &Clock, scope: TokenScope) -> Result<String, LogError> {
+    let token = api::new_token();
+    let hash = api::hash_token(&token);
+    let record = TokenRecord {
+        scope,
+        created_ms: clock.now_ms(),
+    };
+    log.write(move |w| tables::put_token(w.wtxn, w.dbs, &hash, &record))
+        .await?;
+    Ok(token)
+}
+
+impl Running {
+    /// A handle to the log, for tests and tools that run beside the server.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Stops accepting, finishes requests in progress, commits and joins the writer.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        drop(self.log);
+        // The writer finishes its current batch once every handle is gone; joining a
+        // thread blocks, so do it off the runtime's worker threads.
+        let writer = self.writer;
+        let _ = tokio::task::spawn_blocking(move || writer.wait()).await;
+    }
+}

@@ -1,0 +1,179 @@
+//! The only source of wall-clock time, and the RFC 3339 text form of it.
+//!
+//! Decision code takes times as arguments; this module is where "now" comes from. Tests
+//! use `Clock::manual` to set time explicitly. Times are milliseconds since the Unix epoch
+//! (`u64`), which is what every record stores.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where "now" comes from.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    System,
+    /// A clock that only moves when told to (tests).
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    pub fn manual(start_ms: u64) -> Clock {
+        Clock::Manual(Arc::new(AtomicU64::new(start_ms)))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "this is the one place wall time is read"
+            )]
+            Clock::System => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Clock::Manual(ms) => ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Moves a manual clock forward; a no-op on the system clock.
+    pub fn advance_ms(&self, delta_ms: u64) {
+        if let Clock::Manual(ms) = self {
+            ms.fetch_add(delta_ms, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds: `2024-05-01T12:00:00.123Z`.
+pub fn format_rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (y, mo, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX));
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Parses RFC 3339 (`Z` or a numeric offset, optional fraction) into ms since the epoch.
+/// Times before the epoch clamp to 0. Returns `None` on any syntax error.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut millis = 0i64;
+    if let Some((b'.', frac)) = rest.split_first() {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        let mut scale = 100;
+        for &c in &frac[..n.min(3)] {
+            millis += i64::from(c - b'0') * scale;
+            scale /= 10;
+        }
+        rest = &frac[n..];
+    }
+    let offset_secs = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let secs = digits(&[*h1, *h2])? * 3600 + digits(&[*m1, *m2])? * 60;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    u64::try_from(secs * 1000 + millis).ok().or(Some(0))
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |acc, c| {
+        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+    })
+}
+
+// Howard Hinnant's algorithms for the proleptic Gregorian calendar.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_parses_round_trip() {
+        for ms in [0, 1_614_265_330_000, 1_700_000_000_123, 4_102_444_800_999] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            format_rfc3339(1_614_265_330_042),
+            "2021-02-25T15:02:10.042Z"
+        );
+    }
+
+    #[test]
+    fn parses_offsets_and_fractions() {
+        let cases = [
+            ("2021-02-25T15:02:10Z", Some(1_614_265_330_000)),
+            ("2021-02-25T15:02:10+00:00", Some(1_614_265_330_000)),
+            ("2021-02-25T16:02:10+01:00", Some(1_614_265_330_000)),
+            ("2021-02-25T15:02:10.5123456Z", Some(1_614_265_330_512)),
+            ("2021-02-25 15:02:10.042000+00:00", Some(1_614_265_330_042)),
+            ("1960-01-01T00:00:00Z", Some(0)),
+            ("2021-02-25T15:02:10", None),
+            ("2021-13-25T15:02:10Z", None),
+            ("2021-02-25T15:02:10.Z", None),
+            ("not a time", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_rfc3339(text), want, "{text}");
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! `Config`: the one typed value built from the TOML file (or the embedded default).
+//!
+//! `Config::parse` is pure. It reads the whole file and reports every problem at once
+//! (unknown keys, wrong types, out-of-range values), so an operator fixes a bad file in one
+//! pass; `main` turns any problem into exit status 64 before a socket is bound. Every key,
+//! its default and its range is listed in `KEYS` and in the README's configuration section.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The whole configuration of a Sluice process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Directory of the LMDB environment. Default `./sluice-data`.
+    pub data_dir: PathBuf,
+    /// Diagnostic verbosity: `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
+    pub log_level: String,
+    pub api: ApiConfig,
+    pub storage: StorageConfig,
+}
+
+/// `[api]`: the HTTP listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiConfig {
+    /// Address of the API listener. Default `127.0.0.1:8071`.
+    pub listen: SocketAddr,
+    /// Most concurrent connections; more wait in the kernel backlog. Default 4096, 1–1,000,000.
+    pub connections_max: usize,
+    /// Time allowed to send the request headers, ms. Default 10,000, 100–300,000.
+    pub header_read_timeout_ms: u64,
+    /// Time allowed to send the request body, ms. Default 30,000, 100–300,000.
+    pub body_read_timeout_ms: u64,
+    /// Largest request body, bytes. Default 1 MiB, 1 KiB–64 MiB.
+    pub body_bytes_max: usize,
+}
+
+/// `[storage]`: the LMDB environment and its writer thread.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageConfig {
+    /// LMDB map size (the most the data may grow to; the file is sparse). Default 16 GiB,
+    /// 1 MiB–16 TiB.
+    pub map_size_bytes: u64,
+    /// Capacity of the writer's intake queue; a full queue answers 503. Default 65,536,
+    /// 16–1,048,576.
+    pub intake_capacity: usize,
+}
+
+/// One problem found in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, or empty for a syntax error.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every key the file may contain, with its default, for docs and `check-config`.
+pub const KEYS: &[(&str, &str)] = &[
+    ("data_dir", "\"./sluice-data\""),
+    ("log_level", "\"info\""),
+    ("api.listen", "\"127.0.0.1:8071\""),
+    ("api.connections_max", "4096"),
+    ("api.header_read_timeout_ms", "10000"),
+    ("api.body_read_timeout_ms", "30000"),
+    ("api.body_bytes_max", "1048576"),
+    ("storage.map_size_bytes", "17179869184"),
+    ("storage.intake_capacity", "65536"),
+];
+
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+impl Config {
+    /// The configuration used when no file is given.
+    pub fn embedded_default() -> Config {
+        Config {
+            data_dir: PathBuf::from("./sluice-data"),
+            log_level: "info".to_owned(),
+            api: ApiConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8071)),
+                connections_max: 4096,
+                header_read_timeout_ms: 10_000,
+                body_read_timeout_ms: 30_000,
+                body_bytes_max: 1 << 20,
+            },
+            storage: StorageConfig {
+                map_size_bytes: 16 << 30,
+                intake_capacity: 65_536,
+            },
+        }
+    }
+
+    /// Parses and validates a whole file; on failure returns every problem found.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![Problem {
+                key: String::new(),
+                message: e.to_string().trim().to_owned(),
+            }]
+        })?;
+        let mut reader = Reader {
+            problems: Vec::new(),
+        };
+        let mut config = Config::embedded_default();
+        let known_top = ["data_dir", "log_level", "api", "storage"];
+        reader.reject_unknown("", &table, &known_top);
+        if let Some(v) = reader.string(&table, "", "data_dir") {
+            if v.is_empty() {
+                reader.problem("data_dir", "must not be empty");
+            }
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = reader.string(&table, "", "log_level") {
+            if !LOG_LEVELS.contains(&v.as_str()) {
+                reader.problem(
+                    "log_level",
+                    "must be one of error, warn, info, debug, trace",
+                );
+            }
+            config.log_level = v;
+        }
+        if let Some(api) = reader.section(&table, "api") {
+            reader.reject_unknown(
+                "api",
+                api,
+                &[
+                    "listen",
+                    "connections_max",
+                    "header_read_timeout_ms",
+                    "body_read_timeout_ms",
+                    "body_bytes_max",
+                ],
+            );
+            if let Some(v) = reader.string(api, "api", "listen") {
+                match v.parse() {
+                    Ok(addr) => config.api.listen = addr,
+                    Err(_) => reader.problem("api.listen", "must be an IP address and port"),
+                }
+            }
+            let a = &mut config.api;
+            reader.int(
+                api,
+                "api",
+                "connections_max",
+                1,
+                1_000_000,
+                &mut a.connections_max,
+            );
+            reader.int(
+                api,
+                "api",
+                "header_read_timeout_ms",
+                100,
+                300_000,
+                &mut a.header_read_timeout_ms,
+            );
+            reader.int(
+                api,
+                "api",
+                "body_read_timeout_ms",
+                100,
+                300_000,
+                &mut a.body_read_timeout_ms,
+            );
+            reader.int(
+                api,
+                "api",
+                "body_bytes_max",
+                1 << 10,
+                64 << 20,
+                &mut a.body_bytes_max,
+            );
+        }
+        if let Some(storage) = reader.section(&table, "storage") {
+            reader.reject_unknown("storage", storage, &["map_size_bytes", "intake_capacity"]);
+            let s = &mut config.storage;
+            reader.int(
+                storage,
+                "storage",
+                "map_size_bytes",
+                1 << 20,
+                16 << 40,
+                &mut s.map_size_bytes,
+            );
+            reader.int(
+                storage,
+                "storage",
+                "intake_capacity",
+                16,
+                1 << 20,
+                &mut s.intake_capacity,
+            );
+        }
+        if reader.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(reader.problems)
+        }
+    }
+}
+
+/// Walks a parsed TOML table and collects problems instead of stopping at the first.
+struct Reader {
+    problems: Vec<Problem>,
+}
+
+impl Reader {
+    fn problem(&mut self, key: &str, message: &str) {
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    fn reject_unknown(&mut self, section: &str, table: &toml::Table, known: &[&str]) {
+        for key in table.keys() {
+            if !known.contains(&key.as_str()) {
+                self.problem(&join(section, key), "unknown key");
+            }
+        }
+    }
+
+    fn section<'t>(&mut self, table: &'t toml::Table, name: &str) -> Option<&'t toml::Table> {
+        match table.get(name)? {
+            toml::Value::Table(t) => Some(t),
+            _ => {
+                self.problem(name, "must be a table");
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, table: &toml::Table, section: &str, key: &str) -> Option<String> {
+        match table.get(key)? {
+            toml::Value::String(s) => Some(s.clone()),
+            _ => {
+                self.problem(&join(section, key), "must be a string");
+                None
+            }
+        }
+    }
+
+    fn int<T: TryFrom<i64> + Copy>(
+        &mut self,
+        table: &toml::Table,
+        section: &str,
+        key: &str,
+        min: i64,
+        max: i64,
+        out: &mut T,
+    ) {
+        let Some(value) = table.get(key) else { return };
+        let path = join(section, key);
+        match value.as_integer() {
+            Some(v) if (min..=max).contains(&v) => match T::try_from(v) {
+                Ok(v) => *out = v,
+                Err(_) => self.problem(&path, "is out of range for this machine"),
+            },
+            Some(_) => self.problem(&path, &format!("must be between {min} and {max}")),
+            None => self.problem(&path, "must be an integer"),
+        }
+    }
+}
+
+fn join(section: &str, key: &str) -> String {
+    if section.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{section}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        assert_eq!(Config::parse(""), Ok(Config::embedded_default()));
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let text = r#"
+            data_dir = "/var/lib/sluice"
+            log_level = "debug"
+            [api]
+            listen = "0.0.0.0:9000"
+            connections_max = 10
+            header_read_timeout_ms = 1000
+            body_read_timeout_ms = 2000
+            body_bytes_max = 4096
+            [storage]
+            map_size_bytes = 1048576
+            intake_capacity = 128
+        "#;
+        let config = Config::parse(text).expect("valid");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/sluice"));
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(config.api.listen, "0.0.0.0:9000".parse().expect("addr"));
+        assert_eq!(config.api.connections_max, 10);
+        assert_eq!(config.api.body_bytes_max, 4096);
+        assert_eq!(config.storage.map_size_bytes, 1 << 20);
+        assert_eq!(config.storage.intake_capacity, 128);
+        assert_eq!(KEYS.len(), 9, "KEYS lists every key read above");
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = r#"
+            colour = "blue"
+            log_level = "loud"
+            [api]
+            listen = "nowhere"
+            body_bytes_max = 1
+            connections_max = "many"
+            [storage]
+            spare = 1
+        "#;
+        let problems = Config::parse(text).expect_err("invalid");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "colour",
+            "log_level",
+            "api.listen",
+            "api.body_bytes_max",
+            "api.connections_max",
+            "storage.spare",
+        ] {
+            assert!(keys.contains(&key), "missing {key} in {problems:?}");
+        }
+        assert_eq!(problems.len(), 6, "{problems:?}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let problems = Config::parse("[api\nlisten=").expect_err("invalid");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].key.is_empty());
+    }
+}

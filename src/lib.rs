@@ -1,0 +1,12 @@
+//! Sluice: a self-hosted, single-binary webhook delivery appliance.
+//!
+//! Start with `ARCHITECTURE.md` at the repository root: it has the bird's-eye view, the
+//! code map and the invariants. Modules are listed here in reading order.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod ids;
+pub mod limits;
+pub mod log;

@@ -1,0 +1,69 @@
+//! Every compile-time bound of Sluice in one place, named unit-last.
+//!
+//! Bounds that an operator may tune live in `config.rs` (with their defaults and ranges);
+//! the ones here are fixed because the API contract or the on-disk format depends on them.
+//! The `const _` assertions at the bottom state how the bounds relate.
+
+/// Longest accepted `uid` of an application or endpoint, and `eventId` of a message.
+pub const UID_LEN_MAX: usize = 256;
+/// Longest event type or channel name.
+pub const NAME_LEN_MAX: usize = 256;
+/// Longest free text field (application name, descriptions).
+pub const TEXT_LEN_MAX: usize = 1_024;
+/// Longest endpoint URL.
+pub const URL_LEN_MAX: usize = 2_048;
+/// Largest serialised `metadata` map, in bytes (Svix's limit).
+pub const METADATA_BYTES_MAX: usize = 4_096;
+/// Most channels on one message (Svix: 1–5).
+pub const MESSAGE_CHANNELS_MAX: usize = 5;
+/// Most channels an endpoint filters on (Svix: 1–10).
+pub const ENDPOINT_CHANNELS_MAX: usize = 10;
+/// Most event types an endpoint filters on.
+pub const ENDPOINT_EVENT_TYPES_MAX: usize = 256;
+/// Most custom headers on one endpoint.
+pub const ENDPOINT_HEADERS_MAX: usize = 32;
+/// Longest custom header value (Svix's limit).
+pub const HEADER_VALUE_LEN_MAX: usize = 4_096;
+/// Longest custom header name.
+pub const HEADER_NAME_LEN_MAX: usize = 256;
+/// Most unexpired previous signing keys an endpoint keeps (Svix's limit).
+pub const OLD_SECRETS_MAX: usize = 10;
+/// Longest rotation grace period, in seconds (7 days, Svix's limit).
+pub const SECRET_GRACE_SECONDS_MAX: u64 = 604_800;
+/// Default rotation grace period, in seconds (24 h).
+pub const SECRET_GRACE_SECONDS_DEFAULT: u64 = 86_400;
+/// Signing secret length bounds, in decoded bytes (Svix: 24–75).
+pub const SECRET_BYTES_MIN: usize = 24;
+pub const SECRET_BYTES_MAX: usize = 75;
+/// Length of a generated signing secret, in bytes.
+pub const SECRET_BYTES_GENERATED: usize = 24;
+/// Largest `limit` of one list page, and the default.
+pub const PAGE_LIMIT_MAX: usize = 250;
+pub const PAGE_LIMIT_DEFAULT: usize = 50;
+/// Most rows a filtered list scans for one page before it returns what it found
+/// (with an iterator to continue), so a sparse filter cannot make one request unbounded.
+pub const PAGE_SCAN_ROWS_MAX: usize = 10_000;
+/// Longest `idempotency-key` header.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
+/// How long a successful POST is remembered under its idempotency key: 24 h (Svix: 12 h).
+pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3_600_000;
+/// Most expired idempotency records one sweep deletes, so a sweep never makes a batch slow.
+pub const IDEMPOTENCY_SWEEP_ROWS_MAX: usize = 1_000;
+/// Message payload retention bounds, in days (Svix: 5–90, default 90).
+pub const RETENTION_DAYS_MIN: u16 = 1;
+pub const RETENTION_DAYS_MAX: u16 = 90;
+pub const RETENTION_DAYS_DEFAULT: u16 = 90;
+/// Most write operations committed in one LMDB transaction.
+pub const COMMIT_BATCH_OPS_MAX: usize = 4_096;
+/// Longest request path + query we route, in bytes.
+pub const URI_LEN_MAX: usize = 8_192;
+
+const _: () = assert!(PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX);
+const _: () = assert!(PAGE_LIMIT_MAX <= PAGE_SCAN_ROWS_MAX);
+const _: () = assert!(SECRET_BYTES_MIN <= SECRET_BYTES_GENERATED);
+const _: () = assert!(SECRET_BYTES_GENERATED <= SECRET_BYTES_MAX);
+const _: () = assert!(SECRET_GRACE_SECONDS_DEFAULT <= SECRET_GRACE_SECONDS_MAX);
+const _: () = assert!(RETENTION_DAYS_MIN <= RETENTION_DAYS_DEFAULT);
+const _: () = assert!(RETENTION_DAYS_DEFAULT <= RETENTION_DAYS_MAX);
+// Lengths are stored as u16 in message records.
+const _: () = assert!(UID_LEN_MAX <= u16::MAX as usize && NAME_LEN_MAX <= u16::MAX as usize);

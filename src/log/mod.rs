@@ -1,0 +1,264 @@
+//! The log: Sluice's durable state in one LMDB environment.
+//!
+//! Vocabulary: "the log" is this LMDB store, never diagnostic output (that is "tracing").
+//!
+//! `Log` is a cheap handle. Reads open a short read transaction on the caller's thread
+//! (`Log::read`) and never hold it across `.await`. Every write is a closure sent to the one
+//! writer thread (`writer.rs`), which runs many of them in one transaction, commits with
+//! fsync and only then acknowledges each (group commit). A caller that got `Ok` from
+//! `Log::write` knows its change is on disk.
+//!
+//! The on-disk layout is in `schema.rs`; the in-memory endpoint index the writer uses to
+//! fan a message out is in `index.rs`.
+
+pub mod index;
+pub mod schema;
+pub mod tables;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::config::StorageConfig;
+pub use writer::{WriteCtx, WriterState};
+
+/// A database of raw byte keys and values; `schema.rs` gives the bytes their meaning.
+pub type Table = Database<'static, Bytes, Bytes>;
+
+/// A malfunction of the log. Expected outcomes (a uid conflict, a missing record) are
+/// values returned by the operations, never these.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LogError {
+    #[error("the LMDB map is full; raise storage.map_size_bytes")]
+    MapFull,
+    #[error("the writer is busy; its intake queue is full")]
+    Busy,
+    #[error("the writer thread has stopped")]
+    WriterGone,
+    #[error("corrupt record in `{table}`: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("the data directory has schema version {found}; this build reads version {supported}")]
+    SchemaMismatch { found: u64, supported: u64 },
+    #[error("LMDB error: {0}")]
+    Lmdb(String),
+    #[error("cannot use the data directory: {0}")]
+    Io(String),
+}
+
+impl LogError {
+    pub fn corrupt(table: &'static str, detail: &str) -> LogError {
+        LogError::Corrupt {
+            table,
+            detail: detail.to_owned(),
+        }
+    }
+}
+
+impl From<heed::Error> for LogError {
+    fn from(error: heed::Error) -> LogError {
+        match error {
+            heed::Error::Mdb(heed::MdbError::MapFull) => LogError::MapFull,
+            other => LogError::Lmdb(other.to_string()),
+        }
+    }
+}
+
+/// The typed set of databases, opened once.
+#[derive(Clone, Copy)]
+pub struct Dbs {
+    pub meta: Table,
+    pub msgs: Table,
+    pub msg_ids: Table,
+    pub app_msgs: Table,
+    pub deliveries: Table,
+    pub due: Table,
+    pub apps: Table,
+    pub app_ids: Table,
+    pub endpoints: Table,
+    pub endpoint_ids: Table,
+    pub app_endpoints: Table,
+    pub event_types: Table,
+    pub tokens: Table,
+    pub idempotency: Table,
+}
+
+struct Shared {
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    intake: crossbeam_channel::Sender<writer::Op>,
+}
+
+/// Handle to the log. Cloning it is cheap; the writer stops when the last handle drops.
+#[derive(Clone)]
+pub struct Log {
+    shared: Arc<Shared>,
+}
+
+/// Joins the writer thread once every `Log` handle is gone.
+pub struct WriterJoin(std::thread::JoinHandle<()>);
+
+impl WriterJoin {
+    /// Waits for the writer to commit what it has and stop. Call after dropping every `Log`.
+    pub fn wait(self) {
+        // A panic in the writer already aborted the process (panic = "abort" in release);
+        // in tests the panic message has been printed and there is nothing left to do.
+        let _ = self.0.join();
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the environment in `dir` and starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        storage: &StorageConfig,
+        clock: Clock,
+    ) -> Result<(Log, WriterJoin), LogError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
+        let map_size = usize::try_from(storage.map_size_bytes).unwrap_or(usize::MAX);
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(map_size).max_dbs(32).max_readers(512);
+        #[expect(unsafe_code, reason = "opening an LMDB environment is unsafe in heed")]
+        // SAFETY: heed requires that the same environment is not opened twice in one process
+        // and that the file is not modified by other means while open. Sluice opens its data
+        // directory once per process (`app::run` or one CLI command), and other processes
+        // (the CLI next to a daemon) go through LMDB's own lock file, which is safe.
+        let env = unsafe { options.open(dir) }?;
+        env.clear_stale_readers()?;
+        let dbs = create_databases(&env)?;
+        check_schema(&env, &dbs)?;
+        let state = WriterState::load(&env, &dbs)?;
+        let (intake, ops) = crossbeam_channel::bounded(storage.intake_capacity);
+        let thread_env = env.clone();
+        let join = std::thread::Builder::new()
+            .name("sluice-writer".to_owned())
+            .spawn(move || writer::run(&thread_env, dbs, state, &ops, &clock))
+            .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
+        Ok((
+            Log {
+                shared: Arc::new(Shared { env, dbs, intake }),
+            },
+            WriterJoin(join),
+        ))
+    }
+
+    /// Runs `f` in a short read transaction on this thread. Never call across `.await`.
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&RoTxn<'_, WithoutTls>, &Dbs) -> Result<R, LogError>,
+    ) -> Result<R, LogError> {
+        let rtxn = self.shared.env.read_txn()?;
+        f(&rtxn, &self.shared.dbs)
+    }
+
+    /// Runs `op` on the writer thread inside a group-committed transaction and returns its
+    /// result once the transaction is durable. `op` must check before it writes: returning
+    /// an outcome value leaves its writes in place, returning `Err` aborts the whole batch.
+    pub async fn write<R, F>(&self, op: F) -> Result<R, LogError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<R, LogError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.submit(writer::Op::new(op, tx))?;
+        rx.await.map_err(|_| LogError::WriterGone)?
+    }
+
+    fn submit(&self, op: writer::Op) -> Result<(), LogError> {
+        self.shared.intake.try_send(op).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => LogError::Busy,
+            crossbeam_channel::TrySendError::Disconnected(_) => LogError::WriterGone,
+        })
+    }
+
+    /// Size facts for health and metrics: (map size, bytes in use).
+    pub fn usage(&self) -> (u64, u64) {
+        let info = self.shared.env.info();
+        let page = 4096u64;
+        (
+            info.map_size as u64,
+            (info.last_page_number as u64 + 1) * page,
+        )
+    }
+}
+
+fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
+    let wtxn = env.write_txn()?;
+    let tables: [Table; 14] = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
+            let mut tables = Vec::with_capacity(schema::db_name::ALL.len());
+            for name in schema::db_name::ALL {
+                tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
+            }
+            let tables: [Database<'_, Bytes, Bytes>; 14] = tables
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("ALL has 14 names"));
+            Ok(heed::CommitOrAbort::<_, ()>::Commit(tables))
+        })?
+        .unwrap_commit();
+    let [
+        meta,
+        msgs,
+        msg_ids,
+        app_msgs,
+        deliveries,
+        due,
+        apps,
+        app_ids,
+        endpoints,
+        endpoint_ids,
+        app_endpoints,
+        event_types,
+        tokens,
+        idempotency,
+    ] = tables;
+    Ok(Dbs {
+        meta,
+        msgs,
+        msg_ids,
+        app_msgs,
+        deliveries,
+        due,
+        apps,
+        app_ids,
+        endpoints,
+        endpoint_ids,
+        app_endpoints,
+        event_types,
+        tokens,
+        idempotency,
+    })
+}
+
+/// Records the schema version in a new environment; refuses one written by another layout.
+fn check_schema(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
+    let found = {
+        let rtxn = env.read_txn()?;
+        dbs.meta
+            .get(&rtxn, schema::meta_key::SCHEMA_VERSION)?
+            .map(|v| schema::read_u64("meta", v, 0))
+            .transpose()?
+    };
+    match found {
+        Some(schema::SCHEMA_VERSION) => Ok(()),
+        Some(found) => Err(LogError::SchemaMismatch {
+            found,
+            supported: schema::SCHEMA_VERSION,
+        }),
+        None => {
+            let mut wtxn = env.write_txn()?;
+            dbs.meta.put(
+                &mut wtxn,
+                schema::meta_key::SCHEMA_VERSION,
+                &schema::u64_key(schema::SCHEMA_VERSION),
+            )?;
+            wtxn.commit()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The on-disk format: database names, key layouts and record codecs.
+//!
+//! Every value starts with a version byte (`RECORD_VERSION`); decoding checks it and every
+//! length, and returns `LogError::Corrupt` instead of panicking. Keys are big-endian so
+//! that LMDB's byte order is numeric order. Hot records (messages, deliveries, due rows)
+//! use a compact binary layout; management records (apps, endpoints, event types, tokens)
+//! are the version byte followed by JSON, because they are small, rare and evolve.
+//!
+//! | database       | key                                   | value                      |
+//! |----------------|---------------------------------------|----------------------------|
+//! | `meta`         | name                                  | u64 BE                     |
+//! | `msgs`         | seq u64                               | `MessageRecord` (binary)   |
+//! | `msg_ids`      | `i` id / `u` app_key u64 eventId      | seq u64                    |
+//! | `app_msgs`     | app_key u64, seq u64                  | empty                      |
+//! | `deliveries`   | endpoint_key u64, seq u64             | `DeliveryRecord` (binary)  |
+//! | `due`          | due_ms u64, endpoint_key u64, seq u64 | empty                      |
+//! | `apps`         | app_key u64                           | `AppRecord` (JSON)         |
+//! | `app_ids`      | `i` id / `u` uid                      | app_key u64                |
+//! | `endpoints`    | endpoint_key u64                      | `EndpointRecord` (JSON)    |
+//! | `endpoint_ids` | `i` id / `u` app_key u64 uid          | endpoint_key u64           |
+//! | `app_endpoints`| app_key u64, endpoint_key u64         | empty                      |
+//! | `event_types`  | name                                  | `EventTypeRecord` (JSON)   |
+//! | `tokens`       | SHA-256 of the token                  | `TokenRecord` (JSON)       |
+//! | `idempotency`  | SHA-256 of (token, key, URI)          | `IdempotencyRecord` (bin)  |
+//!
+//! `seq` is the global message sequence: assigned by the writer, strictly increasing, never
+//! reused. `app_msgs` is each application's ordered log, so "messages of this application
+//! after offset N" is one range read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::LogError;
+
+/// Version of the whole layout, stored in `meta` under `schema_version`.
+pub const SCHEMA_VERSION: u64 = 1;
+/// Version byte that starts every record written by this build.
+pub const RECORD_VERSION: u8 = 1;
+
+/// Names of the LMDB databases, in the order `Dbs` opens them.
+pub mod db_name {
+    pub const META: &str = "meta";
+    pub const MSGS: &str = "msgs";
+    pub const MSG_IDS: &str = "msg_ids";
+    pub const APP_MSGS: &str = "app_msgs";
+    pub const DELIVERIES: &str = "deliveries";
+    pub const DUE: &str = "due";
+    pub const APPS: &str = "apps";
+    pub const APP_IDS: &str = "app_ids";
+    pub const ENDPOINTS: &str = "endpoints";
+    pub const ENDPOINT_IDS: &str = "endpoint_ids";
+    pub const APP_ENDPOINTS: &str = "app_endpoints";
+    pub const EVENT_TYPES: &str = "event_types";
+    pub const TOKENS: &str = "tokens";
+    pub const IDEMPOTENCY: &str = "idempotency";
+    pub const ALL: [&str; 14] = [
+        META,
+        MSGS,
+        MSG_IDS,
+        APP_MSGS,
+        DELIVERIES,
+        DUE,
+        APPS,
+        APP_IDS,
+        ENDPOINTS,
+        ENDPOINT_IDS,
+        APP_ENDPOINTS,
+        EVENT_TYPES,
+        TOKENS,
+        IDEMPOTENCY,
+    ];
+}
+
+/// Keys of the `meta` database.
+pub mod meta_key {
+    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
+    pub const NEXT_SEQ: &[u8] = b"next_seq";
+    pub const NEXT_APP_KEY: &[u8] = b"next_app_key";
+    pub const NEXT_ENDPOINT_KEY: &[u8] = b"next_endpoint_key";
+}
+
+// === keys ===
+
+pub fn u64_key(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+pub fn pair_key(a: u64, b: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&a.to_be_bytes());
+    key[8..].copy_from_slice(&b.to_be_bytes());
+    key
+}
+
+pub fn due_key(due_ms: u64, endpoint_key: u64, seq: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&due_ms.to_be_bytes());
+    key[8..16].copy_from_slice(&endpoint_key.to_be_bytes());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Key of an id in an id index: `i` then the id.
+pub fn id_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(b'i');
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Key of a uid in an id index: `u`, the parent's key (0 for org-wide) and the uid.
+pub fn uid_key(parent_key: u64, uid: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + uid.len());
+    key.push(b'u');
+    key.extend_from_slice(&parent_key.to_be_bytes());
+    key.extend_from_slice(uid.as_bytes());
+    key
+}
+
+/// Reads a big-endian u64 from the start of `bytes` (a key or a value).
+pub fn read_u64(table: &'static str, bytes: &[u8], offset: usize) -> Result<u64, LogError> {
+    bytes
+        .get(offset..offset + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| LogError::corrupt(table, "short u64"))
+}
+
+// === management records (version byte + JSON) ===
+
+/// An application (tenant).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub key: u64,
+    pub id: String,
+    pub uid: Option<String>,
+    pub name: String,
+    pub throttle_rate: Option<u16>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// A signing key and, for an old key, when it stops signing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OldSecret {
+    pub key: Vec<u8>,
+    pub expires_ms: u64,
+}
+
+/// A subscriber endpoint of one application.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub key: u64,
+    pub app_key: u64,
+    pub id: String,
+    pub uid: Option<String>,
+    pub url: String,
+    pub description: String,
+    pub version: u16,
+    pub disabled: bool,
+    pub throttle_rate: Option<u16>,
+    pub event_types: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
+    /// The current HMAC key (raw bytes, not the `whsec_` text).
+    pub secret: Vec<u8>,
+    pub old_secrets: Vec<OldSecret>,
+    /// Custom headers in the caller's case; names are unique case-insensitively.
+    pub headers: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// An event type (org-wide, keyed by name).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventTypeRecord {
+    pub name: String,
+    pub description: String,
+    pub archived: bool,
+    pub deprecated: bool,
+    pub schemas: Option<serde_json::Value>,
+    pub feature_flag: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// What a token may touch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenScope {
+    /// Every application and the org-wide resources.
+    Org,
+    /// One application, by its key.
+    App(u64),
+}
+
+/// A stored API token (only its hash is the key; the token itself is never stored).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub scope: TokenScope,
+    pub created_ms: u64,
+}
+
+pub fn encode_json<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // Serialising these plain structs cannot fail: every map key is a string.
+    serde_json::to_writer(&mut out, record).expect("records serialise");
+    out
+}
+
+pub fn decode_json<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, LogError> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, body)) => {
+            serde_json::from_slice(body).map_err(|e| LogError::corrupt(table, &e.to_string()))
+        }
+        Some((v, _)) => Err(LogError::corrupt(
+            table,
+            &format!("unknown record version {v}"),
+        )),
+        None => Err(LogError::corrupt(table, "empty record")),
+    }
+}
+
+// === message records (binary) ===
+
+/// A message as stored in `msgs`. `payload` is the exact JSON text accepted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MessageRecord {
+    pub app_key: u64,
+    pub created_ms: u64,
+    /// Last day the payload is kept, as a time (ms).
+    pub payload_expires_ms: u64,
+    pub id: String,
+    pub event_type: String,
+    pub event_id: Option<String>,
+    pub channels: Option<Vec<String>>,
+    /// `None` once expunged or expired.
+    pub payload: Option<Vec<u8>>,
+}
+
+const FLAG_EVENT_ID: u8 = 1;
+const FLAG_CHANNELS: u8 = 2;
+const FLAG_PAYLOAD: u8 = 4;
+
+impl MessageRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let payload_len = self.payload.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(64 + self.id.len() + self.event_type.len() + payload_len);
+        out.push(RECORD_VERSION);
+        let mut flags = 0;
+        if self.event_id.is_some() {
+            flags |= FLAG_EVENT_ID;
+        }
+        if self.channels.is_some() {
+            flags |= FLAG_CHANNELS;
+        }
+        if self.payload.is_some() {
+            flags |= FLAG_PAYLOAD;
+        }
+        out.push(flags);
+        out.extend_from_slice(&self.app_key.to_be_bytes());
+        out.extend_from_slice(&self.created_ms.to_be_bytes());
+        out.extend_from_slice(&self.payload_expires_ms.to_be_bytes());
+        put_str(&mut out, &self.id);
+        put_str(&mut out, &self.event_type);
+        if let Some(event_id) = &self.event_id {
+            put_str(&mut out, event_id);
+        }
+        if let Some(channels) = &self.channels {
+            assert!(
+                channels.len() <= usize::from(u8::MAX),
+                "channel count is validated at ingest"
+            );
+            out.push(u8::try_from(channels.len()).unwrap_or(u8::MAX));
+            for channel in channels {
+                put_str(&mut out, channel);
+            }
+        }
+        if let Some(payload) = &self.payload {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MessageRecord, LogError> {
+        let mut r = Cursor {
+            table: db_name::MSGS,
+            bytes,
+            pos: 0,
+        };
+        let version = r.u8()?;
+        if version != RECORD_VERSION {
+            return Err(LogError::corrupt(
+                db_name::MSGS,
+                &format!("unknown record version {version}"),
+            ));
+        }
+        let flags = r.u8()?;
+        let app_key = r.u64()?;
+        let created_ms = r.u64()?;
+        let payload_expires_ms = r.u64()?;
+        let id = r.string()?;
+        let event_type = r.string()?;
+        let event_id = if flags & FLAG_EVENT_ID != 0 {
+            Some(r.string()?)
+        } else {
+            None
+        };
+        let channels = if flags & FLAG_CHANNELS != 0 {
+            let n = r.u8()?;
+            Some((0..n).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?)
+        } else {
+            None
+        };
+        let payload = (flags & FLAG_PAYLOAD != 0).then(|| r.rest().to_vec());
+        Ok(MessageRecord {
+            app_key,
+            created_ms,
+            payload_expires_ms,
+            id,
+            event_type,
+            event_id,
+            channels,
+            payload,
+        })
+    }
+}
+
+/// Where one message stands with one endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending = 0,
+    Sending = 1,
+    Succeeded = 2,
+    Failed = 3,
+    /// Not attempted: the endpoint was disabled when the message arrived.
+    Skipped = 4,
+}
+
+/// A message's delivery to one endpoint, as stored in `deliveries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub state: DeliveryState,
+    pub attempts: u16,
+    /// When the next attempt is due (ms); meaningful while pending.
+    pub next_due_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl DeliveryRecord {
+    pub const ENCODED_LEN: usize = 1 + 1 + 2 + 8 + 8;
+
+    pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        out[0] = RECORD_VERSION;
+        out[1] = self.state as u8;
+        out[2..4].copy_from_slice(&self.attempts.to_be_bytes());
+        out[4..12].copy_from_slice(&self.next_due_ms.to_be_bytes());
+        out[12..20].copy_from_slice(&self.updated_ms.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<DeliveryRecord, LogError> {
+        let table = db_name::DELIVERIES;
+        if bytes.len() != Self::ENCODED_LEN || bytes[0] != RECORD_VERSION {
+            return Err(LogError::corrupt(table, "bad delivery record"));
+        }
+        let state = match bytes[1] {
+            0 => DeliveryState::Pending,
+            1 => DeliveryState::Sending,
+            2 => DeliveryState::Succeeded,
+            3 => DeliveryState::Failed,
+            4 => DeliveryState::Skipped,
+            other => {
+                return Err(LogError::corrupt(
+                    table,
+                    &format!("unknown delivery state {other}"),
+                ));
+            }
+        };
+        Ok(DeliveryRecord {
+            state,
+            attempts: u16::from_be_bytes([bytes[2], bytes[3]]),
+            next_due_ms: read_u64(table, bytes, 4)?,
+            updated_ms: read_u64(table, bytes, 12)?,
+        })
+    }
+}
+
+/// A remembered response to an idempotent POST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub created_ms: u64,
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl IdempotencyRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(11 + self.body.len());
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&self.created_ms.to_be_bytes());
+        out.extend_from_slice(&self.status.to_be_bytes());
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<IdempotencyRecord, LogError> {
+        let mut r = Cursor {
+            table: db_name::IDEMPOTENCY,
+            bytes,
+            pos: 0,
+        };
+        if r.u8()? != RECORD_VERSION {
+            return Err(LogError::corrupt(
+                db_name::IDEMPOTENCY,
+                "unknown record version",
+            ));
+        }
+        let created_ms = r.u64()?;
+        let status = r.u16()?;
+        Ok(IdempotencyRecord {
+            created_ms,
+            status,
+            body: r.rest().to_vec(),
+        })
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Every string stored here is bounded by `limits` far below u16::MAX.
+    let len = u16::try_from(s.len()).expect("stored strings are bounded by limits");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A bounds-checked reader over a record.
+struct Cursor<'a> {
+    table: &'static str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], LogError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
+        let end = end.ok_or_else(|| LogError::corrupt(self.table, "record is truncated"))?;
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn u8(&mut self) -> Result<u8, LogError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, LogError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, LogError> {
+        read_u64(self.table, self.take(8)?, 0)
+    }
+
+    fn string(&mut self) -> Result<String, LogError> {
+        let len = usize::from(self.u16()?);
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| LogError::corrupt(self.table, "string is not UTF-8"))
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        let rest = &self.bytes[self.pos..];
+        self.pos = self.bytes.len();
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> MessageRecord {
+        MessageRecord {
+            app_key: 7,
+            created_ms: 1_700_000_000_000,
+            payload_expires_ms: 1_800_000_000_000,
+            id: "msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF".to_owned(),
+            event_type: "user.created".to_owned(),
+            event_id: Some("evt-1".to_owned()),
+            channels: Some(vec!["a".to_owned(), "b".to_owned()]),
+            payload: Some(br#"{"x": 1}"#.to_vec()),
+        }
+    }
+
+    #[test]
+    fn message_round_trips_with_and_without_optionals() {
+        let full = message();
+        assert_eq!(
+            MessageRecord::decode(&full.encode()).expect("decodes"),
+            full
+        );
+        let bare = MessageRecord {
+            event_id: None,
+            channels: None,
+            payload: None,
+            ..message()
+        };
+        assert_eq!(
+            MessageRecord::decode(&bare.encode()).expect("decodes"),
+            bare
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_a_message_is_an_error_not_a_panic() {
+        let bytes = MessageRecord {
+            payload: None,
+            ..message()
+        }
+        .encode();
+        for len in 0..bytes.len() {
+            assert!(
+                MessageRecord::decode(&bytes[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn delivery_and_idempotency_round_trip() {
+        let d = DeliveryRecord {
+            state: DeliveryState::Skipped,
+            attempts: 3,
+            next_due_ms: 9,
+            updated_ms: 10,
+        };
+        assert_eq!(DeliveryRecord::decode(&d.encode()).expect("decodes"), d);
+        let mut bad = d.encode();
+        bad[1] = 99;
+        assert!(DeliveryRecord::decode(&bad).is_err());
+        let i = IdempotencyRecord {
+            created_ms: 5,
+            status: 202,
+            body: b"{}".to_vec(),
+        };
+        assert_eq!(IdempotencyRecord::decode(&i.encode()).expect("decodes"), i);
+    }
+
+    #[test]
+    fn json_records_check_their_version() {
+        let t = TokenRecord {
+            scope: TokenScope::App(3),
+            created_ms: 1,
+        };
+        let mut bytes = encode_json(&t);
+        assert_eq!(
+            decode_json::<TokenRecord>("tokens", &bytes).expect("decodes"),
+            t
+        );
+        bytes[0] = 9;
+        assert!(decode_json::<TokenRecord>("tokens", &bytes).is_err());
+        assert!(decode_json::<TokenRecord>("tokens", &[]).is_err());
+    }
+
+    #[test]
+    fn keys_sort_numerically() {
+        assert!(pair_key(1, u64::MAX) < pair_key(2, 0));
+        assert!(due_key(5, 9, 9) < due_key(6, 0, 0));
+        assert!(uid_key(1, "z") < uid_key(2, "a"));
+    }
+}

@@ -1,0 +1,413 @@
+//! Typed access to the tables: lookups by id or uid, and writes that keep the id indexes
+//! in step with the records. Functions take the transaction first; writes take a `RwTxn`
+//! and so can only run on the writer thread.
+
+use heed::{RoTxn, RwTxn};
+
+use super::schema::{
+    self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, TokenRecord, db_name, id_key,
+    pair_key, u64_key, uid_key,
+};
+use super::{Dbs, LogError};
+use crate::ids::IdKind;
+
+/// Parent key used for org-wide uids (applications).
+const ORG_PARENT: u64 = 0;
+
+fn key_of(table: &'static str, value: Option<&[u8]>) -> Result<Option<u64>, LogError> {
+    value.map(|v| schema::read_u64(table, v, 0)).transpose()
+}
+
+// === applications ===
+
+pub fn app_by_key(txn: &RoTxn, dbs: &Dbs, key: u64) -> Result<Option<AppRecord>, LogError> {
+    dbs.apps
+        .get(txn, &u64_key(key))?
+        .map(|v| schema::decode_json(db_name::APPS, v))
+        .transpose()
+}
+
+/// Finds an application by id or uid.
+pub fn app_by_ref(txn: &RoTxn, dbs: &Dbs, reference: &str) -> Result<Option<AppRecord>, LogError> {
+    let by_id = if reference.starts_with(IdKind::App.prefix()) {
+        key_of(db_name::APP_IDS, dbs.app_ids.get(txn, &id_key(reference))?)?
+    } else {
+        None
+    };
+    let key = match by_id {
+        Some(key) => Some(key),
+        None => key_of(
+            db_name::APP_IDS,
+            dbs.app_ids.get(txn, &uid_key(ORG_PARENT, reference))?,
+        )?,
+    };
+    key.map(|k| app_by_key(txn, dbs, k))
+        .transpose()
+        .map(Option::flatten)
+}
+
+pub fn app_uid_taken(txn: &RoTxn, dbs: &Dbs, uid: &str) -> Result<Option<u64>, LogError> {
+    key_of(
+        db_name::APP_IDS,
+        dbs.app_ids.get(txn, &uid_key(ORG_PARENT, uid))?,
+    )
+}
+
+/// Writes `app`, moving its uid index entry if the uid changed from `previous`.
+pub fn put_app(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    app: &AppRecord,
+    previous: Option<&AppRecord>,
+) -> Result<(), LogError> {
+    let key = u64_key(app.key);
+    if let Some(old_uid) = previous.and_then(|p| p.uid.as_deref()) {
+        if app.uid.as_deref() != Some(old_uid) {
+            dbs.app_ids.delete(wtxn, &uid_key(ORG_PARENT, old_uid))?;
+        }
+    }
+    if let Some(uid) = &app.uid {
+        dbs.app_ids.put(wtxn, &uid_key(ORG_PARENT, uid), &key)?;
+    }
+    if previous.is_none() {
+        dbs.app_ids.put(wtxn, &id_key(&app.id), &key)?;
+    }
+    dbs.apps.put(wtxn, &key, &schema::encode_json(app))?;
+    Ok(())
+}
+
+/// Deletes an application and its endpoints. Its messages stay in the log until retention
+/// removes them; without the application they are unreachable through the API.
+pub fn delete_app(wtxn: &mut RwTxn, dbs: &Dbs, app: &AppRecord) -> Result<Vec<u64>, LogError> {
+    let endpoint_keys = app_endpoint_keys(wtxn, dbs, app.key)?;
+    for endpoint_key in &endpoint_keys {
+        if let Some(endpoint) = endpoint_by_key(wtxn, dbs, *endpoint_key)? {
+            delete_endpoint(wtxn, dbs, &endpoint)?;
+        }
+    }
+    if let Some(uid) = &app.uid {
+        dbs.app_ids.delete(wtxn, &uid_key(ORG_PARENT, uid))?;
+    }
+    dbs.app_ids.delete(wtxn, &id_key(&app.id))?;
+    dbs.apps.delete(wtxn, &u64_key(app.key))?;
+    Ok(endpoint_keys)
+}
+
+// === endpoints ===
+
+pub fn endpoint_by_key(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    key: u64,
+) -> Result<Option<EndpointRecord>, LogError> {
+    dbs.endpoints
+        .get(txn, &u64_key(key))?
+        .map(|v| schema::decode_json(db_name::ENDPOINTS, v))
+        .transpose()
+}
+
+/// Finds an endpoint of `app_key` by id or uid.
+pub fn endpoint_by_ref(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    reference: &str,
+) -> Result<Option<EndpointRecord>, LogError> {
+    let by_id = if reference.starts_with(IdKind::Endpoint.prefix()) {
+        key_of(
+            db_name::ENDPOINT_IDS,
+            dbs.endpoint_ids.get(txn, &id_key(reference))?,
+        )?
+    } else {
+        None
+    };
+    let key = match by_id {
+        Some(key) => Some(key),
+        None => key_of(
+            db_name::ENDPOINT_IDS,
+            dbs.endpoint_ids.get(txn, &uid_key(app_key, reference))?,
+        )?,
+    };
+    let endpoint = key
+        .map(|k| endpoint_by_key(txn, dbs, k))
+        .transpose()?
+        .flatten();
+    // An id of another application's endpoint is "not found" here.
+    Ok(endpoint.filter(|e| e.app_key == app_key))
+}
+
+pub fn endpoint_uid_taken(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    uid: &str,
+) -> Result<Option<u64>, LogError> {
+    key_of(
+        db_name::ENDPOINT_IDS,
+        dbs.endpoint_ids.get(txn, &uid_key(app_key, uid))?,
+    )
+}
+
+pub fn put_endpoint(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    endpoint: &EndpointRecord,
+    previous: Option<&EndpointRecord>,
+) -> Result<(), LogError> {
+    let key = u64_key(endpoint.key);
+    if let Some(old_uid) = previous.and_then(|p| p.uid.as_deref()) {
+        if endpoint.uid.as_deref() != Some(old_uid) {
+            dbs.endpoint_ids
+                .delete(wtxn, &uid_key(endpoint.app_key, old_uid))?;
+        }
+    }
+    if let Some(uid) = &endpoint.uid {
+        dbs.endpoint_ids
+            .put(wtxn, &uid_key(endpoint.app_key, uid), &key)?;
+    }
+    if previous.is_none() {
+        dbs.endpoint_ids.put(wtxn, &id_key(&endpoint.id), &key)?;
+        dbs.app_endpoints
+            .put(wtxn, &pair_key(endpoint.app_key, endpoint.key), &[])?;
+    }
+    dbs.endpoints
+        .put(wtxn, &key, &schema::encode_json(endpoint))?;
+    Ok(())
+}
+
+/// Deletes an endpoint. Its delivery rows stay; the delivery engine drops rows whose
+/// endpoint no longer exists.
+pub fn delete_endpoint(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    endpoint: &EndpointRecord,
+) -> Result<(), LogError> {
+    if let Some(uid) = &endpoint.uid {
+        dbs.endpoint_ids
+            .delete(wtxn, &uid_key(endpoint.app_key, uid))?;
+    }
+    dbs.endpoint_ids.delete(wtxn, &id_key(&endpoint.id))?;
+    dbs.app_endpoints
+        .delete(wtxn, &pair_key(endpoint.app_key, endpoint.key))?;
+    dbs.endpoints.delete(wtxn, &u64_key(endpoint.key))?;
+    Ok(())
+}
+
+/// Keys of every endpoint of `app_key`, in creation order.
+pub fn app_endpoint_keys(txn: &RoTxn, dbs: &Dbs, app_key: u64) -> Result<Vec<u64>, LogError> {
+    let mut keys = Vec::new();
+    for row in dbs.app_endpoints.prefix_iter(txn, &u64_key(app_key))? {
+        let (key, _) = row?;
+        keys.push(schema::read_u64(db_name::APP_ENDPOINTS, key, 8)?);
+    }
+    Ok(keys)
+}
+
+// === event types ===
+
+pub fn event_type(txn: &RoTxn, dbs: &Dbs, name: &str) -> Result<Option<EventTypeRecord>, LogError> {
+    dbs.event_types
+        .get(txn, name.as_bytes())?
+        .map(|v| schema::decode_json(db_name::EVENT_TYPES, v))
+        .transpose()
+}
+
+pub fn put_event_type(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    record: &EventTypeRecord,
+) -> Result<(), LogError> {
+    dbs.event_types
+        .put(wtxn, record.name.as_bytes(), &schema::encode_json(record))?;
+    Ok(())
+}
+
+// === messages ===
+
+pub fn message_by_seq(txn: &RoTxn, dbs: &Dbs, seq: u64) -> Result<Option<MessageRecord>, LogError> {
+    dbs.msgs
+        .get(txn, &u64_key(seq))?
+        .map(MessageRecord::decode)
+        .transpose()
+}
+
+/// Finds a message of `app_key` by id or eventId; returns its seq and record.
+pub fn message_by_ref(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    reference: &str,
+) -> Result<Option<(u64, MessageRecord)>, LogError> {
+    let by_id = if reference.starts_with(IdKind::Message.prefix()) {
+        key_of(db_name::MSG_IDS, dbs.msg_ids.get(txn, &id_key(reference))?)?
+    } else {
+        None
+    };
+    let seq = match by_id {
+        Some(seq) => Some(seq),
+        None => message_seq_by_event_id(txn, dbs, app_key, reference)?,
+    };
+    let Some(seq) = seq else { return Ok(None) };
+    Ok(message_by_seq(txn, dbs, seq)?
+        .filter(|m| m.app_key == app_key)
+        .map(|m| (seq, m)))
+}
+
+pub fn message_seq_by_event_id(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    event_id: &str,
+) -> Result<Option<u64>, LogError> {
+    key_of(
+        db_name::MSG_IDS,
+        dbs.msg_ids.get(txn, &uid_key(app_key, event_id))?,
+    )
+}
+
+// === tokens ===
+
+pub fn token(txn: &RoTxn, dbs: &Dbs, hash: &[u8; 32]) -> Result<Option<TokenRecord>, LogError> {
+    dbs.tokens
+        .get(txn, hash)?
+        .map(|v| schema::decode_json(db_name::TOKENS, v))
+        .transpose()
+}
+
+pub fn put_token(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    hash: &[u8; 32],
+    record: &TokenRecord,
+) -> Result<(), LogError> {
+    dbs.tokens.put(wtxn, hash, &schema::encode_json(record))?;
+    Ok(())
+}
+
+pub fn has_tokens(txn: &RoTxn, dbs: &Dbs) -> Result<bool, LogError> {
+    Ok(!dbs.tokens.is_empty(txn)?)
+}
+
+// === the message append (the ingest commit) ===
+
+/// Appends a message, its id index entries, its place in the application's ordered log,
+/// and one delivery row per matching endpoint (pending, or skipped while the endpoint is
+/// disabled), with a due row for each pending one. All in the caller's batch transaction.
+/// Returns the message's seq and how many deliveries were recorded.
+pub fn append_message(
+    ctx: &mut super::WriteCtx<'_, '_>,
+    record: &MessageRecord,
+) -> Result<(u64, usize), LogError> {
+    use super::schema::{DeliveryRecord, DeliveryState, due_key};
+    let seq = ctx.state.take_seq();
+    let seq_key = u64_key(seq);
+    let dbs = ctx.dbs;
+    // Seqs only grow, so every append goes to the end of the B-tree (MDB_APPEND).
+    dbs.msgs
+        .put_with_flags(ctx.wtxn, heed::PutFlags::APPEND, &seq_key, &record.encode())?;
+    dbs.msg_ids.put(ctx.wtxn, &id_key(&record.id), &seq_key)?;
+    if let Some(event_id) = &record.event_id {
+        dbs.msg_ids
+            .put(ctx.wtxn, &uid_key(record.app_key, event_id), &seq_key)?;
+    }
+    dbs.app_msgs
+        .put(ctx.wtxn, &pair_key(record.app_key, seq), &[])?;
+    let mut deliveries = 0;
+    let channels = record.channels.as_deref();
+    for filter in ctx
+        .state
+        .endpoints
+        .matching(record.app_key, &record.event_type, channels)
+    {
+        let state = if filter.disabled {
+            DeliveryState::Skipped
+        } else {
+            DeliveryState::Pending
+        };
+        let row = DeliveryRecord {
+            state,
+            attempts: 0,
+            next_due_ms: ctx.now_ms,
+            updated_ms: ctx.now_ms,
+        };
+        dbs.deliveries
+            .put(ctx.wtxn, &pair_key(filter.endpoint_key, seq), &row.encode())?;
+        if state == DeliveryState::Pending {
+            dbs.due.put(
+                ctx.wtxn,
+                &due_key(ctx.now_ms, filter.endpoint_key, seq),
+                &[],
+            )?;
+        }
+        deliveries += 1;
+    }
+    Ok((seq, deliveries))
+}
+
+// === ordered scans for lists ===
+
+/// The smallest key greater than every key that starts with `prefix` (`None`: no bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Visits rows of `table` whose key starts with `prefix`, strictly after `cursor` in the
+/// direction of travel (toward lower or higher keys), until `visit` returns `true` or
+/// `rows_max` rows were seen. Returns whether the scan stopped at the row cap, which
+/// means a list page must say "not done" even if it is short.
+pub fn scan(
+    txn: &RoTxn,
+    table: &super::Table,
+    prefix: &[u8],
+    cursor: Option<&[u8]>,
+    toward_lower: bool,
+    rows_max: usize,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    use std::ops::Bound;
+    let end = prefix_end(prefix);
+    let lower = match cursor {
+        Some(c) if !toward_lower => Bound::Excluded(c),
+        _ => Bound::Included(prefix),
+    };
+    let upper = match (cursor, &end) {
+        (Some(c), _) if toward_lower => Bound::Excluded(c),
+        (_, Some(end)) => Bound::Excluded(end.as_slice()),
+        (_, None) => Bound::Unbounded,
+    };
+    let bounds = (lower, upper);
+    let mut seen = 0;
+    let mut step = |row: heed::Result<(&[u8], &[u8])>| -> Result<Option<bool>, LogError> {
+        let (key, value) = row?;
+        seen += 1;
+        if visit(key, value)? {
+            return Ok(Some(false));
+        }
+        Ok((seen >= rows_max).then_some(true))
+    };
+    if toward_lower {
+        for row in table.rev_range(txn, &bounds)? {
+            if let Some(capped) = step(row)? {
+                return Ok(capped);
+            }
+        }
+    } else {
+        for row in table.range(txn, &bounds)? {
+            if let Some(capped) = step(row)? {
+                return Ok(capped);
+            }
+        }
+    }
+    Ok(false)
+}
+
+pub fn app_key_of_id(txn: &RoTxn, dbs: &Dbs, id: &str) -> Result<Option<u64>, LogError> {
+    key_of(db_name::APP_IDS, dbs.app_ids.get(txn, &id_key(id))?)
+}
