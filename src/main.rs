@@ -131,9 +131,12 @@ fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
 
 fn init_tracing(level: &str) {
     let level = level.parse().unwrap_or(tracing::Level::INFO);
+    // Colour only on a terminal: journald and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .init();
 }

@@ -687,7 +687,13 @@ pub(super) async fn rotate_secret(
         }
         endpoint.updated_ms = now_ms;
         tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
-        Ok(Ok((StatusCode::NO_CONTENT, ())))
+        // SDK 2.x reads the new key from the response (Svix's server answered 204).
+        Ok(Ok((
+            StatusCode::OK,
+            SecretOut {
+                key: format_secret(&endpoint.secret),
+            },
+        )))
     })
     .await
 }

@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn span_scanner_handles_scalars_and_nesting() {
         let body = br#"{"x":-1.5e3,"y":[{"z":"]"}],"payload":{}}"#;
-        assert_eq!(payload_span(body), Ok(Some((36, 38))));
+        assert_eq!(payload_span(body), Ok(Some((38, 40))));
         assert_eq!(payload_span(br#"{"x":true}"#), Ok(None));
         assert_eq!(payload_span(b"[]"), Err(()));
     }

@@ -373,8 +373,10 @@ pub fn scan(
 ) -> Result<bool, LogError> {
     use std::ops::Bound;
     let end = prefix_end(prefix);
+    // LMDB refuses empty keys, so an empty prefix is "unbounded", not `Included(&[])`.
     let lower = match cursor {
         Some(c) if !toward_lower => Bound::Excluded(c),
+        _ if prefix.is_empty() => Bound::Unbounded,
         _ => Bound::Included(prefix),
     };
     let upper = match (cursor, &end) {

@@ -256,8 +256,11 @@ fn sweep_idempotency(env: &Env<WithoutTls>, dbs: &Dbs, state: &mut WriterState, 
         let mut expired = Vec::new();
         let mut last = None;
         {
-            let start = state.sweep_from.as_deref().unwrap_or(&[]);
-            let range = (std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded);
+            let start = match state.sweep_from.as_deref() {
+                Some(key) => std::ops::Bound::Excluded(key),
+                None => std::ops::Bound::Unbounded,
+            };
+            let range = (start, std::ops::Bound::Unbounded);
             for row in dbs
                 .idempotency
                 .range(&wtxn, &range)?

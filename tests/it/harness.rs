@@ -1,0 +1,185 @@
+//! Test harness: Sluice in-process or as a real child process, and a small HTTP client.
+//!
+//! Everything talks real HTTP over loopback to a real LMDB in a temporary directory.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use sluice::app::Running;
+use sluice::clock::Clock;
+use sluice::config::Config;
+
+pub(crate) const TOKEN: &str = "test-admin-token";
+
+/// A config for tests: data in `dir`, API on an ephemeral loopback port.
+pub(crate) fn test_config(dir: &Path) -> Config {
+    let mut config = Config::embedded_default();
+    config.data_dir = dir.to_path_buf();
+    config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.map_size_bytes = 256 << 20;
+    config
+}
+
+/// Starts Sluice in this process with `TOKEN` as the admin token.
+pub(crate) async fn start(dir: &Path) -> Running {
+    start_clocked(dir, Clock::System).await
+}
+
+/// Starts Sluice with a clock the test controls.
+pub(crate) async fn start_clocked(dir: &Path, clock: Clock) -> Running {
+    sluice::app::start(&test_config(dir), Some(TOKEN), clock)
+        .await
+        .expect("sluice starts")
+}
+
+/// A response: status, parsed JSON body (`Null` when empty), headers.
+#[derive(Debug)]
+pub(crate) struct Resp {
+    pub status: u16,
+    pub json: Value,
+    pub headers: hyper::HeaderMap,
+}
+
+/// One HTTP/1.1 request on a fresh connection; panics on a transport error.
+pub(crate) async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    try_call(addr, method, path, token, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One HTTP/1.1 request on a fresh connection; transport errors are returned.
+pub(crate) async fn try_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    Ok(Resp {
+        status,
+        json,
+        headers,
+    })
+}
+
+/// Shorthands with the admin token.
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Resp {
+    call(addr, "GET", path, Some(TOKEN), &[], b"").await
+}
+
+pub(crate) async fn post(addr: SocketAddr, path: &str, body: &Value) -> Resp {
+    call(
+        addr,
+        "POST",
+        path,
+        Some(TOKEN),
+        &[],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// Sluice as a child process (for kill -9 and SDK tests).
+pub(crate) struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Daemon {
+    /// Starts `sluice serve` on `dir` and waits until it logs its address.
+    pub(crate) fn spawn(dir: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("SLUICE_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("sluice exited before serving")
+                .expect("read stderr");
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .expect("addr")
+                    .parse()
+                    .expect("socket address");
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Daemon { child, addr }
+    }
+
+    /// SIGKILL: no chance to flush or drain.
+    pub(crate) fn kill9(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,254 @@
+//! Hostile input over real HTTP: each gets the right status and a JSON error, the server
+//! keeps serving, and nothing is stored.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TOKEN, call, get, post, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(
+            addr,
+            "/api/v1/app",
+            &json!({"name": "Target", "uid": "target"})
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        post(
+            addr,
+            "/api/v1/app",
+            &json!({"name": "Other", "uid": "other"})
+        )
+        .await
+        .status,
+        201
+    );
+    let msg = "/api/v1/app/target/msg";
+    let long_uid = "u".repeat(257);
+    let oversized = format!(
+        r#"{{"eventType":"a","payload":{{"pad":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    let cases: Vec<(&str, &str, String, Option<&str>, u16, &str)> = vec![
+        (
+            "invalid JSON",
+            msg,
+            "{\"eventType\": ".into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "non-object payload",
+            msg,
+            r#"{"eventType":"a","payload":[1,2]}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "string payload",
+            msg,
+            r#"{"eventType":"a","payload":"{}"}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "wrong type: eventType",
+            msg,
+            r#"{"eventType":7,"payload":{}}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "wrong type: channels",
+            msg,
+            r#"{"eventType":"a","payload":{},"channels":"eu"}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "wrong type: app name",
+            "/api/v1/app",
+            r#"{"name":5}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "over-long uid",
+            "/api/v1/app",
+            format!(r#"{{"name":"n","uid":"{long_uid}"}}"#),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "ill-formed uid",
+            "/api/v1/app",
+            r#"{"name":"n","uid":"a b/c"}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "uid with id prefix",
+            "/api/v1/app",
+            r#"{"name":"n","uid":"app_123"}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "eventId with id prefix",
+            msg,
+            r#"{"eventType":"a","payload":{},"eventId":"msg_1"}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        ("oversized body", msg, oversized, Some(TOKEN), 413, "code"),
+        (
+            "missing token",
+            msg,
+            r#"{"eventType":"a","payload":{}}"#.into(),
+            None,
+            401,
+            "code",
+        ),
+        (
+            "wrong token",
+            msg,
+            r#"{"eventType":"a","payload":{}}"#.into(),
+            Some("nope"),
+            401,
+            "code",
+        ),
+        (
+            "unknown route",
+            "/api/v1/nowhere",
+            "{}".into(),
+            Some(TOKEN),
+            404,
+            "code",
+        ),
+        (
+            "outside the API",
+            "/admin",
+            "{}".into(),
+            Some(TOKEN),
+            404,
+            "code",
+        ),
+        (
+            "wrong method",
+            "/api/v1/app/target/msg/x/content",
+            "{}".into(),
+            Some(TOKEN),
+            405,
+            "code",
+        ),
+    ];
+    for (what, path, body, token, status, field) in cases {
+        let resp = call(addr, "POST", path, token, &[], body.as_bytes()).await;
+        assert_eq!(resp.status, status, "{what}: {}", resp.json);
+        assert!(
+            resp.json.get(field).is_some(),
+            "{what}: JSON error with `{field}`: {}",
+            resp.json
+        );
+        assert_eq!(
+            resp.headers
+                .get("content-type")
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("application/json"),
+            "{what}"
+        );
+    }
+    // A 422 names the field.
+    let resp = call(
+        addr,
+        "POST",
+        msg,
+        Some(TOKEN),
+        &[],
+        br#"{"eventType":"a","payload":[1]}"#,
+    )
+    .await;
+    assert_eq!(resp.json["detail"][0]["loc"], json!(["body", "payload"]));
+
+    // An app token used on another app.
+    let key = sluice
+        .log()
+        .read(|rtxn, dbs| sluice::log::tables::app_by_ref(rtxn, dbs, "other"))
+        .expect("read")
+        .expect("app")
+        .key;
+    let scope = sluice::log::schema::TokenScope::App(key);
+    let app_token = sluice::app::create_token(sluice.log(), &sluice::clock::Clock::System, scope)
+        .await
+        .expect("token");
+    let resp = call(
+        addr,
+        "GET",
+        "/api/v1/app/target/msg",
+        Some(&app_token),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (resp.status, &resp.json["code"]),
+        (404, &json!("not_found"))
+    );
+    let resp = call(
+        addr,
+        "POST",
+        msg,
+        Some(&app_token),
+        &[],
+        br#"{"eventType":"a","payload":{}}"#,
+    )
+    .await;
+    assert_eq!(resp.status, 403, "message create is org-only");
+
+    // Still serving, and nothing was stored.
+    assert_eq!(get(addr, "/api/v1/health").await.status, 200);
+    let msgs = get(addr, "/api/v1/app/target/msg").await.json;
+    assert_eq!(msgs["data"], Value::Array(vec![]));
+    let apps = get(addr, "/api/v1/app").await.json;
+    assert_eq!(apps["data"].as_array().expect("data").len(), 2);
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http_does_not_take_the_server_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    for garbage in [
+        &b"\x00\x01\x02 not http\r\n\r\n"[..],
+        b"GET /api/v1/health HTTP/9.9\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(garbage).await.expect("write");
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+    }
+    let bad_utf8_path = call(addr, "GET", "/api/v1/app/%FF%FE", Some(TOKEN), &[], b"").await;
+    assert_eq!(bad_utf8_path.status, 404);
+    assert_eq!(get(addr, "/api/v1/health").await.status, 200);
+    sluice.stop().await;
+}

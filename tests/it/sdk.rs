@@ -1,0 +1,34 @@
+//! The official Python `svix` SDK drives Sluice over real HTTP (tests/sdk/svix_sdk_test.py).
+//!
+//! `SLUICE_PYTHON` names a Python with `svix` installed; `scripts/test` (and so CI) makes
+//! one in `.venv`. Without it this test fails and says how to get one.
+
+use std::process::Command;
+
+use crate::harness::{Daemon, TOKEN};
+
+#[test]
+fn official_python_sdk_round_trips_every_call() {
+    let python = std::env::var("SLUICE_PYTHON").expect(
+        "set SLUICE_PYTHON to a Python with the svix SDK (scripts/test creates .venv for this)",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::spawn(dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/svix_sdk_test.py");
+    let output = Command::new(python)
+        .arg(script)
+        .env("SLUICE_URL", format!("http://{}", daemon.addr))
+        .env("SLUICE_TOKEN", TOKEN)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "SDK script failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ALL SDK CHECKS PASSED"),
+        "stdout:\n{stdout}"
+    );
+}

@@ -1,0 +1,128 @@
+"""Drives Sluice with the official Python `svix` SDK and checks that data round-trips.
+
+Run by tests/it/sdk.rs with SLUICE_URL and SLUICE_TOKEN set. Prints
+"ALL SDK CHECKS PASSED" on success; any failed check raises.
+"""
+
+import os
+
+from svix.api import (
+    ApplicationIn,
+    EndpointHeadersIn,
+    EndpointHeadersPatchIn,
+    EndpointIn,
+    EndpointPatch,
+    EndpointSecretRotateIn,
+    EndpointUpsertIn,
+    EventTypeIn,
+    MessageIn,
+    Svix,
+    SvixOptions,
+)
+from svix.api.event_type import EventTypeListOptions
+from svix.api.endpoint import EndpointListOptions
+from svix.api.message import MessageListOptions, MessageGetOptions, MessageCreateOptions
+from svix.exceptions import HttpError
+
+svix = Svix(os.environ["SLUICE_TOKEN"], SvixOptions(server_url=os.environ["SLUICE_URL"]))
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print("ok:", what)
+
+
+app = svix.application.get_or_create(ApplicationIn(name="SDK App", uid="sdk-app", metadata={"team": "a"}))
+again = svix.application.get_or_create(ApplicationIn(name="ignored", uid="sdk-app"))
+check(app.id == again.id and app.id.startswith("app_"), "application.get_or_create returns one app")
+check(svix.application.get("sdk-app").metadata == {"team": "a"}, "application metadata round-trips")
+
+for name in ["invoice.paid", "invoice.failed"]:
+    svix.event_type.create(EventTypeIn(name=name, description=f"An {name} event"))
+types = svix.event_type.list(EventTypeListOptions())
+check({t.name for t in types.data} >= {"invoice.paid", "invoice.failed"}, "event_type create and list")
+
+ep = svix.endpoint.create(
+    app.id,
+    EndpointIn(
+        url="https://hooks.example.com/sluice",
+        uid="billing",
+        description="billing hook",
+        event_types=["invoice.paid"],
+        channels=["eu", "us"],
+        headers={"X-Tenant": "t-1"},
+    ),
+)
+check(ep.id.startswith("ep_") and ep.event_types == ["invoice.paid"] and ep.channels == ["eu", "us"],
+      "endpoint create with event types and channels")
+check(svix.endpoint.get_headers(app.id, ep.id).headers == {"X-Tenant": "t-1"}, "headers given at create")
+svix.endpoint.set_headers(app.id, ep.id, EndpointHeadersIn(headers={"X-Tenant": "t-2", "Authorization": "Bearer x"}))
+headers = svix.endpoint.get_headers(app.id, ep.id)
+check(headers.headers == {"X-Tenant": "t-2"} and headers.sensitive == ["Authorization"], "sensitive headers hidden")
+svix.endpoint.patch_headers(app.id, ep.id, EndpointHeadersPatchIn(headers={"X-Extra": "1"}, delete_headers=["X-Tenant"]))
+check(svix.endpoint.get_headers(app.id, ep.id).headers == {"X-Extra": "1"}, "patch_headers with deleteHeaders")
+
+listed = svix.endpoint.list(app.id, EndpointListOptions())
+check([e.id for e in listed.data] == [ep.id], "endpoint list")
+
+secret = svix.endpoint.get_secret(app.id, ep.id).key
+check(secret.startswith("whsec_"), "endpoint secret get")
+svix.endpoint.rotate_secret(app.id, ep.id, EndpointSecretRotateIn())
+rotated = svix.endpoint.get_secret(app.id, ep.id).key
+check(rotated != secret and rotated.startswith("whsec_"), "endpoint secret rotate")
+chosen = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+svix.endpoint.rotate_secret(app.id, ep.id, EndpointSecretRotateIn(key=chosen))
+check(svix.endpoint.get_secret(app.id, ep.id).key == chosen, "rotate to a chosen key")
+
+sent = []
+for i in range(7):
+    msg = svix.message.create(
+        app.id,
+        MessageIn(event_type="invoice.paid", payload={"invoice": i, "amount": 100 + i}, channels=["eu"],
+                  event_id=f"inv-{i}"),
+        MessageCreateOptions(with_content=True),
+    )
+    check(msg.id.startswith("msg_") and msg.payload == {"invoice": i, "amount": 100 + i}, f"message create {i}")
+    sent.append(msg.id)
+try:
+    svix.message.create(app.id, MessageIn(event_type="invoice.paid", payload={}, event_id="inv-0"))
+    raise AssertionError("duplicate eventId accepted")
+except HttpError as e:
+    check(e.status_code == 409, "duplicate eventId is 409")
+
+got = svix.message.get(app.id, sent[3], MessageGetOptions(with_content=True))
+check(got.payload == {"invoice": 3, "amount": 103} and got.channels == ["eu"] and got.event_id == "inv-3",
+      "message get with content")
+check(svix.message.get(app.id, "inv-5").id == sent[5], "message get by eventId")
+
+seen = []
+iterator = None
+pages = 0
+while True:
+    page = svix.message.list(app.id, MessageListOptions(limit=3, iterator=iterator, with_content=True))
+    pages += 1
+    seen.extend(m.id for m in page.data)
+    if page.done:
+        break
+    iterator = page.iterator
+check(pages == 3 and seen == list(reversed(sent)), "message list across several pages, newest first")
+filtered = svix.message.list(app.id, MessageListOptions(event_types=["invoice.failed"]))
+check(filtered.data == [], "message list event_types filter")
+windowed = svix.message.list(app.id, MessageListOptions(after=got.timestamp))
+check(sent[3] not in [m.id for m in windowed.data] and sent[6] in [m.id for m in windowed.data], "message list after")
+
+updated = svix.endpoint.upsert(app.id, ep.id, EndpointUpsertIn(url="https://hooks.example.com/v2", description="v2",
+                                                            event_types=["invoice.paid", "invoice.failed"]))
+check(updated.url == "https://hooks.example.com/v2" and updated.event_types == ["invoice.paid", "invoice.failed"],
+      "endpoint update (PUT)")
+patched = svix.endpoint.patch(app.id, ep.id, EndpointPatch(disabled=True))
+check(patched.disabled and patched.url == "https://hooks.example.com/v2", "endpoint patch")
+svix.endpoint.delete(app.id, ep.id)
+try:
+    svix.endpoint.get(app.id, ep.id)
+    raise AssertionError("deleted endpoint still readable")
+except HttpError as e:
+    check(e.status_code == 404, "endpoint delete")
+
+print("ALL SDK CHECKS PASSED")
