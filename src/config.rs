@@ -129,76 +129,10 @@ impl Config {
             config.log_level = v;
         }
         if let Some(api) = reader.section(&table, "api") {
-            reader.reject_unknown(
-                "api",
-                api,
-                &[
-                    "listen",
-                    "connections_max",
-                    "header_read_timeout_ms",
-                    "body_read_timeout_ms",
-                    "body_bytes_max",
-                ],
-            );
-            if let Some(v) = reader.string(api, "api", "listen") {
-                match v.parse() {
-                    Ok(addr) => config.api.listen = addr,
-                    Err(_) => reader.problem("api.listen", "must be an IP address and port"),
-                }
-            }
-            let a = &mut config.api;
-            reader.int(
-                api,
-                "api",
-                "connections_max",
-                1,
-                1_000_000,
-                &mut a.connections_max,
-            );
-            reader.int(
-                api,
-                "api",
-                "header_read_timeout_ms",
-                100,
-                300_000,
-                &mut a.header_read_timeout_ms,
-            );
-            reader.int(
-                api,
-                "api",
-                "body_read_timeout_ms",
-                100,
-                300_000,
-                &mut a.body_read_timeout_ms,
-            );
-            reader.int(
-                api,
-                "api",
-                "body_bytes_max",
-                1 << 10,
-                64 << 20,
-                &mut a.body_bytes_max,
-            );
+            read_api(&mut reader, api, &mut config.api);
         }
         if let Some(storage) = reader.section(&table, "storage") {
-            reader.reject_unknown("storage", storage, &["map_size_bytes", "intake_capacity"]);
-            let s = &mut config.storage;
-            reader.int(
-                storage,
-                "storage",
-                "map_size_bytes",
-                1 << 20,
-                16 << 40,
-                &mut s.map_size_bytes,
-            );
-            reader.int(
-                storage,
-                "storage",
-                "intake_capacity",
-                16,
-                1 << 20,
-                &mut s.intake_capacity,
-            );
+            read_storage(&mut reader, storage, &mut config.storage);
         }
         if reader.problems.is_empty() {
             Ok(config)
@@ -206,6 +140,75 @@ impl Config {
             Err(reader.problems)
         }
     }
+}
+
+fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
+    let keys = [
+        "listen",
+        "connections_max",
+        "header_read_timeout_ms",
+        "body_read_timeout_ms",
+        "body_bytes_max",
+    ];
+    reader.reject_unknown("api", api, &keys);
+    if let Some(v) = reader.string(api, "api", "listen") {
+        match v.parse() {
+            Ok(addr) => out.listen = addr,
+            Err(_) => reader.problem("api.listen", "must be an IP address and port"),
+        }
+    }
+    reader.int(
+        api,
+        "api",
+        "connections_max",
+        1,
+        1_000_000,
+        &mut out.connections_max,
+    );
+    reader.int(
+        api,
+        "api",
+        "header_read_timeout_ms",
+        100,
+        300_000,
+        &mut out.header_read_timeout_ms,
+    );
+    reader.int(
+        api,
+        "api",
+        "body_read_timeout_ms",
+        100,
+        300_000,
+        &mut out.body_read_timeout_ms,
+    );
+    reader.int(
+        api,
+        "api",
+        "body_bytes_max",
+        1 << 10,
+        64 << 20,
+        &mut out.body_bytes_max,
+    );
+}
+
+fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageConfig) {
+    reader.reject_unknown("storage", storage, &["map_size_bytes", "intake_capacity"]);
+    reader.int(
+        storage,
+        "storage",
+        "map_size_bytes",
+        1 << 20,
+        16 << 40,
+        &mut out.map_size_bytes,
+    );
+    reader.int(
+        storage,
+        "storage",
+        "intake_capacity",
+        16,
+        1 << 20,
+        &mut out.intake_capacity,
+    );
 }
 
 /// Walks a parsed TOML table and collects problems instead of stopping at the first.

@@ -134,16 +134,16 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
     let get_if_exists = ctx.query.bool("get_if_exists", false)?;
     let id = ids::new_id(IdKind::App, state.clock.now_ms());
     write_reply(state, ctx.idempotency, move |w| {
-        if let Some(uid) = &input.uid {
-            if let Some(key) = tables::app_uid_taken(w.wtxn, w.dbs, uid)? {
-                if !get_if_exists {
-                    return Ok(Err(conflict()));
-                }
-                let existing = tables::app_by_key(w.wtxn, w.dbs, key)?.ok_or_else(|| {
-                    LogError::corrupt("app_ids", "uid points at a missing application")
-                })?;
-                return Ok(Ok((StatusCode::OK, AppOut::from(existing))));
+        if let Some(uid) = &input.uid
+            && let Some(key) = tables::app_uid_taken(w.wtxn, w.dbs, uid)?
+        {
+            if !get_if_exists {
+                return Ok(Err(conflict()));
             }
+            let existing = tables::app_by_key(w.wtxn, w.dbs, key)?.ok_or_else(|| {
+                LogError::corrupt("app_ids", "uid points at a missing application")
+            })?;
+            return Ok(Ok((StatusCode::OK, AppOut::from(existing))));
         }
         let app = new_record(w, id, input);
         tables::put_app(w.wtxn, w.dbs, &app, None)?;

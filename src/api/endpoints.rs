@@ -263,13 +263,13 @@ fn check_header(problems: &mut Problems, name: &str, value: Option<&str>) {
     {
         problems.add(&loc, "this header may not be set on an endpoint");
     }
-    if let Some(value) = value {
-        if value.len() > HEADER_VALUE_LEN_MAX || HeaderValue::from_str(value).is_err() {
-            problems.add(
-                &loc,
-                format!("value must be valid and at most {HEADER_VALUE_LEN_MAX} bytes"),
-            );
-        }
+    if let Some(value) = value
+        && (value.len() > HEADER_VALUE_LEN_MAX || HeaderValue::from_str(value).is_err())
+    {
+        problems.add(
+            &loc,
+            format!("value must be valid and at most {HEADER_VALUE_LEN_MAX} bytes"),
+        );
     }
 }
 
@@ -431,10 +431,10 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
         if let Err(e) = check_event_types_exist(w, event_types.as_ref())? {
             return Ok(Err(e));
         }
-        if let Some(uid) = &input.uid {
-            if tables::endpoint_uid_taken(w.wtxn, w.dbs, app.key, uid)?.is_some() {
-                return Ok(Err(uid_conflict()));
-            }
+        if let Some(uid) = &input.uid
+            && tables::endpoint_uid_taken(w.wtxn, w.dbs, app.key, uid)?.is_some()
+        {
+            return Ok(Err(uid_conflict()));
         }
         let mut headers = BTreeMap::new();
         for (name, value) in input.headers.unwrap_or_default() {
@@ -510,13 +510,41 @@ pub(super) async fn patch(
     update(state, ctx, app_ref, endpoint_ref, input).await
 }
 
-async fn update(
-    state: &ApiState,
-    ctx: &Ctx,
-    app_ref: &str,
-    endpoint_ref: &str,
-    input: EndpointPatch,
-) -> Result<Reply, ApiError> {
+impl EndpointPatch {
+    /// Applies every field this patch sets (`event_types` already normalised).
+    fn apply(
+        self,
+        endpoint: &mut EndpointRecord,
+        event_types: Patch<Vec<String>>,
+        secret: Option<Vec<u8>>,
+    ) {
+        if let Some(url) = self.url {
+            endpoint.url = url;
+        }
+        if let Some(description) = self.description {
+            endpoint.description = description;
+        }
+        self.throttle_rate.apply_to(&mut endpoint.throttle_rate);
+        self.uid.apply_to(&mut endpoint.uid);
+        if let Some(version) = self.version {
+            endpoint.version = version.max(1);
+        }
+        if let Some(disabled) = self.disabled {
+            endpoint.disabled = disabled;
+        }
+        event_types.apply_to(&mut endpoint.event_types);
+        self.channels.apply_to(&mut endpoint.channels);
+        if let Some(secret) = secret {
+            endpoint.secret = secret;
+        }
+        if let Some(metadata) = self.metadata {
+            endpoint.metadata = metadata;
+        }
+    }
+}
+
+/// Checks every field a PATCH (or PUT) sets; returns the new secret's key, if one is given.
+fn validate_patch(input: &EndpointPatch) -> Result<Option<Vec<u8>>, ApiError> {
     let mut problems = Problems::default();
     if let Some(url) = &input.url {
         check_url(&mut problems, url);
@@ -538,49 +566,39 @@ async fn update(
     );
     let secret = check_secret(&mut problems, "secret", input.secret.as_ref());
     problems.finish()?;
+    Ok(secret)
+}
+
+async fn update(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+    input: EndpointPatch,
+) -> Result<Reply, ApiError> {
+    let secret = validate_patch(&input)?;
     let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
     write_reply(state, None, move |w| {
         let (app, previous) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
             Ok(found) => found,
             Err(e) => return Ok(Err(e)),
         };
-        let event_types = match input.event_types {
+        let mut input = input;
+        let event_types = match std::mem::take(&mut input.event_types) {
             Patch::Value(list) if list.is_empty() => Patch::Null,
             other => other,
         };
         if let Err(e) = check_event_types_exist(w, event_types.as_value())? {
             return Ok(Err(e));
         }
-        if let Patch::Value(uid) = &input.uid {
-            if tables::endpoint_uid_taken(w.wtxn, w.dbs, app.key, uid)?
+        if let Patch::Value(uid) = &input.uid
+            && tables::endpoint_uid_taken(w.wtxn, w.dbs, app.key, uid)?
                 .is_some_and(|k| k != previous.key)
-            {
-                return Ok(Err(uid_conflict()));
-            }
+        {
+            return Ok(Err(uid_conflict()));
         }
         let mut endpoint = previous.clone();
-        if let Some(url) = input.url {
-            endpoint.url = url;
-        }
-        if let Some(description) = input.description {
-            endpoint.description = description;
-        }
-        input.throttle_rate.apply_to(&mut endpoint.throttle_rate);
-        input.uid.apply_to(&mut endpoint.uid);
-        if let Some(version) = input.version {
-            endpoint.version = version.max(1);
-        }
-        if let Some(disabled) = input.disabled {
-            endpoint.disabled = disabled;
-        }
-        event_types.apply_to(&mut endpoint.event_types);
-        input.channels.apply_to(&mut endpoint.channels);
-        if let Some(secret) = secret {
-            endpoint.secret = secret;
-        }
-        if let Some(metadata) = input.metadata {
-            endpoint.metadata = metadata;
-        }
+        input.apply(&mut endpoint, event_types, secret);
         endpoint.updated_ms = w.now_ms;
         tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
         w.state.endpoints.upsert(&endpoint);

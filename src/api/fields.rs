@@ -55,10 +55,10 @@ impl Problems {
     }
 
     pub(super) fn uid(&mut self, kind: IdKind, field: &str, uid: Option<&str>) {
-        if let Some(uid) = uid {
-            if let Err(problem) = ids::check_uid(Some(kind), uid) {
-                self.add(&["body", field], problem.message());
-            }
+        if let Some(uid) = uid
+            && let Err(problem) = ids::check_uid(Some(kind), uid)
+        {
+            self.add(&["body", field], problem.message());
         }
     }
 

@@ -51,131 +51,140 @@ pub fn parse(body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
     })
 }
 
+type Object<'v> = simd_json::borrowed::Object<'v>;
+
 fn fields(value: &simd_json::BorrowedValue<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
-    let mut problems = Vec::new();
-    let mut add = |field: &str, msg: &str| problems.push(FieldError::value(&["body", field], msg));
     let Some(object) = value.as_object() else {
         return Err(vec![FieldError::json_decode(
             vec!["body".to_owned()],
             "The body must be a JSON object.",
         )]);
     };
-    let event_type = match object.get("eventType") {
-        Some(v) => match v.as_str() {
-            Some(name) => {
-                if let Err(p) = ids::check_name(name, NAME_LEN_MAX) {
-                    add("eventType", p.message());
-                }
-                name.to_owned()
-            }
-            None => {
-                add("eventType", "must be a string");
-                String::new()
-            }
-        },
-        None => {
-            add("eventType", "field required");
-            String::new()
+    let mut problems = Vec::new();
+    let event_type = note(&mut problems, "eventType", event_type(object));
+    let event_id = note(&mut problems, "eventId", event_id(object));
+    let channels = note(&mut problems, "channels", channels(object));
+    let retention_days = note(
+        &mut problems,
+        "payloadRetentionPeriod",
+        retention_days(object),
+    );
+    let payload = note(&mut problems, "payload", payload(object, body));
+    match (event_type, event_id, channels, retention_days, payload) {
+        (Some(event_type), Some(event_id), Some(channels), Some(retention_days), Some(payload))
+            if problems.is_empty() =>
+        {
+            Ok(MessageIn {
+                event_type,
+                event_id,
+                channels,
+                retention_days,
+                payload,
+            })
         }
-    };
-    let event_id = match object.get("eventId") {
-        None => None,
-        Some(v) if v.is_null() => None,
-        Some(v) => match v.as_str() {
-            Some(uid) => {
-                if let Err(p) = ids::check_uid(Some(IdKind::Message), uid) {
-                    add("eventId", p.message());
-                }
-                Some(uid.to_owned())
-            }
-            None => {
-                add("eventId", "must be a string");
-                None
-            }
-        },
-    };
-    let channels = match object.get("channels") {
-        None => None,
-        Some(v) if v.is_null() => None,
-        Some(v) => match v.as_array() {
-            Some(items) if (1..=MESSAGE_CHANNELS_MAX).contains(&items.len()) => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    match item.as_str() {
-                        Some(name) if ids::check_name(name, NAME_LEN_MAX).is_ok() => {
-                            out.push(name.to_owned())
-                        }
-                        _ => add(
-                            "channels",
-                            "each channel must be a name of a-z, A-Z, 0-9, '-', '_', '.'",
-                        ),
-                    }
-                }
-                Some(out)
-            }
-            _ => {
-                add("channels", "must be a list of 1 to 5 channel names");
-                None
-            }
-        },
-    };
-    let retention_days = match object.get("payloadRetentionPeriod") {
-        None => None,
-        Some(v) if v.is_null() => None,
-        Some(v) => match v.as_u64() {
-            Some(days)
-                if (u64::from(RETENTION_DAYS_MIN)..=u64::from(RETENTION_DAYS_MAX))
-                    .contains(&days) =>
-            {
-                u16::try_from(days).ok()
-            }
-            _ => {
-                add(
-                    "payloadRetentionPeriod",
-                    "must be an integer from 1 to 90 (days)",
-                );
-                None
-            }
-        },
-    };
-    let payload_value = object.get("payload").or_else(|| object.get("data"));
-    let payload = match payload_value {
-        None => {
-            add("payload", "field required");
-            Vec::new()
-        }
-        Some(v) if !v.is_object() => {
-            add("payload", "Payload must be an object.");
-            Vec::new()
-        }
-        Some(_) => match payload_span(body) {
-            Ok(Some((start, end))) => body[start..end].to_vec(),
-            Ok(None) | Err(_) => {
-                add("payload", "must appear exactly once (as payload or data)");
-                Vec::new()
-            }
-        },
-    };
-    if problems.is_empty() {
-        Ok(MessageIn {
-            event_type,
-            event_id,
-            channels,
-            retention_days,
-            payload,
-        })
-    } else {
-        Err(problems)
+        _ => Err(problems),
     }
+}
+
+/// Keeps a field's value, or records its problem.
+fn note<T>(
+    problems: &mut Vec<FieldError>,
+    field: &str,
+    result: Result<T, &'static str>,
+) -> Option<T> {
+    result
+        .map_err(|msg| problems.push(FieldError::value(&["body", field], msg)))
+        .ok()
+}
+
+/// A field that may be absent or `null`.
+fn optional<'o, 'v>(
+    object: &'o Object<'v>,
+    name: &str,
+) -> Option<&'o simd_json::BorrowedValue<'v>> {
+    object.get(name).filter(|v| !v.is_null())
+}
+
+fn event_type(object: &Object<'_>) -> Result<String, &'static str> {
+    let name = object
+        .get("eventType")
+        .ok_or("field required")?
+        .as_str()
+        .ok_or("must be a string")?;
+    ids::check_name(name, NAME_LEN_MAX).map_err(|p| p.message())?;
+    Ok(name.to_owned())
+}
+
+fn event_id(object: &Object<'_>) -> Result<Option<String>, &'static str> {
+    let Some(value) = optional(object, "eventId") else {
+        return Ok(None);
+    };
+    let uid = value.as_str().ok_or("must be a string")?;
+    ids::check_uid(Some(IdKind::Message), uid).map_err(|p| p.message())?;
+    Ok(Some(uid.to_owned()))
+}
+
+fn channels(object: &Object<'_>) -> Result<Option<Vec<String>>, &'static str> {
+    let Some(value) = optional(object, "channels") else {
+        return Ok(None);
+    };
+    let items = value
+        .as_array()
+        .filter(|items| (1..=MESSAGE_CHANNELS_MAX).contains(&items.len()));
+    let items = items.ok_or("must be a list of 1 to 5 channel names")?;
+    let names = items.iter().map(|item| {
+        item.as_str()
+            .filter(|n| ids::check_name(n, NAME_LEN_MAX).is_ok())
+    });
+    let names: Option<Vec<String>> = names.map(|n| n.map(str::to_owned)).collect();
+    names
+        .map(Some)
+        .ok_or("each channel must be a name of a-z, A-Z, 0-9, '-', '_', '.'")
+}
+
+fn retention_days(object: &Object<'_>) -> Result<Option<u16>, &'static str> {
+    let Some(value) = optional(object, "payloadRetentionPeriod") else {
+        return Ok(None);
+    };
+    let range = u64::from(RETENTION_DAYS_MIN)..=u64::from(RETENTION_DAYS_MAX);
+    let days = value
+        .as_u64()
+        .filter(|d| range.contains(d))
+        .and_then(|d| u16::try_from(d).ok());
+    days.map(Some)
+        .ok_or("must be an integer from 1 to 90 (days)")
+}
+
+fn payload(object: &Object<'_>, body: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let value = object
+        .get("payload")
+        .or_else(|| object.get("data"))
+        .ok_or("field required")?;
+    if !value.is_object() {
+        return Err("Payload must be an object.");
+    }
+    match payload_span(body) {
+        Ok(Some((start, end))) => Ok(body[start..end].to_vec()),
+        Ok(None) | Err(_) => Err("must appear exactly once (as payload or data)"),
+    }
+}
+
+/// Why `payload_span` found no single payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanError {
+    /// Not a JSON object (or cut short).
+    Malformed,
+    /// `payload`/`data` appears more than once.
+    Duplicate,
 }
 
 /// The byte range of the top-level `payload` (or `data`) value in a JSON object that
 /// simd-json has already validated. `Err` if the key appears twice (which copy a parser
 /// keeps is not something to leave to chance) or the text is not an object.
-pub fn payload_span(body: &[u8]) -> Result<Option<(usize, usize)>, ()> {
+pub fn payload_span(body: &[u8]) -> Result<Option<(usize, usize)>, SpanError> {
     let mut pos = skip_ws(body, 0);
     if body.get(pos) != Some(&b'{') {
-        return Err(());
+        return Err(SpanError::Malformed);
     }
     pos += 1;
     let mut found = None;
@@ -184,19 +193,19 @@ pub fn payload_span(body: &[u8]) -> Result<Option<(usize, usize)>, ()> {
         match body.get(pos) {
             Some(b'}') => return Ok(found),
             Some(b'"') => {}
-            _ => return Err(()),
+            _ => return Err(SpanError::Malformed),
         }
         let key_end = skip_string(body, pos)?;
         let is_payload = key_is_payload(&body[pos..key_end]);
         pos = skip_ws(body, key_end);
         if body.get(pos) != Some(&b':') {
-            return Err(());
+            return Err(SpanError::Malformed);
         }
         let value_start = skip_ws(body, pos + 1);
         let value_end = skip_value(body, value_start)?;
         if is_payload {
             if found.is_some() {
-                return Err(());
+                return Err(SpanError::Duplicate);
             }
             found = Some((value_start, value_end));
         }
@@ -204,7 +213,7 @@ pub fn payload_span(body: &[u8]) -> Result<Option<(usize, usize)>, ()> {
         match body.get(pos) {
             Some(b',') => pos += 1,
             Some(b'}') => return Ok(found),
-            _ => return Err(()),
+            _ => return Err(SpanError::Malformed),
         }
     }
 }
@@ -226,19 +235,19 @@ fn skip_ws(body: &[u8], mut pos: usize) -> usize {
 }
 
 /// `pos` is at an opening quote; returns the index after the closing quote.
-fn skip_string(body: &[u8], mut pos: usize) -> Result<usize, ()> {
+fn skip_string(body: &[u8], mut pos: usize) -> Result<usize, SpanError> {
     pos += 1;
     loop {
         match body.get(pos) {
             Some(b'"') => return Ok(pos + 1),
             Some(b'\\') => pos += 2,
             Some(_) => pos += 1,
-            None => return Err(()),
+            None => return Err(SpanError::Malformed),
         }
     }
 }
 
-fn skip_value(body: &[u8], pos: usize) -> Result<usize, ()> {
+fn skip_value(body: &[u8], pos: usize) -> Result<usize, SpanError> {
     match body.get(pos) {
         Some(b'"') => skip_string(body, pos),
         Some(b'{' | b'[') => {
@@ -259,7 +268,7 @@ fn skip_value(body: &[u8], pos: usize) -> Result<usize, ()> {
                         }
                     }
                     Some(_) => i += 1,
-                    None => return Err(()),
+                    None => return Err(SpanError::Malformed),
                 }
             }
         }
@@ -273,7 +282,7 @@ fn skip_value(body: &[u8], pos: usize) -> Result<usize, ()> {
             }
             Ok(i)
         }
-        None => Err(()),
+        None => Err(SpanError::Malformed),
     }
 }
 
@@ -340,6 +349,6 @@ mod tests {
         let body = br#"{"x":-1.5e3,"y":[{"z":"]"}],"payload":{}}"#;
         assert_eq!(payload_span(body), Ok(Some((38, 40))));
         assert_eq!(payload_span(br#"{"x":true}"#), Ok(None));
-        assert_eq!(payload_span(b"[]"), Err(()));
+        assert_eq!(payload_span(b"[]"), Err(SpanError::Malformed));
     }
 }

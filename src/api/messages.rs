@@ -67,14 +67,14 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
             Ok(app) => app,
             Err(e) => return Ok(Err(e)),
         };
-        if let Some(event_id) = &input.event_id {
-            if tables::message_seq_by_event_id(w.wtxn, w.dbs, app.key, event_id)?.is_some() {
-                let detail = "A message with this eventId already exists".to_owned();
-                return Ok(Err(ApiError::Conflict {
-                    code: "conflict",
-                    detail,
-                }));
-            }
+        if let Some(event_id) = &input.event_id
+            && tables::message_seq_by_event_id(w.wtxn, w.dbs, app.key, event_id)?.is_some()
+        {
+            let detail = "A message with this eventId already exists".to_owned();
+            return Ok(Err(ApiError::Conflict {
+                code: "conflict",
+                detail,
+            }));
         }
         let retention_days = u64::from(input.retention_days.unwrap_or(RETENTION_DAYS_DEFAULT));
         let record = MessageRecord {

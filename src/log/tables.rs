@@ -61,10 +61,10 @@ pub fn put_app(
     previous: Option<&AppRecord>,
 ) -> Result<(), LogError> {
     let key = u64_key(app.key);
-    if let Some(old_uid) = previous.and_then(|p| p.uid.as_deref()) {
-        if app.uid.as_deref() != Some(old_uid) {
-            dbs.app_ids.delete(wtxn, &uid_key(ORG_PARENT, old_uid))?;
-        }
+    if let Some(old_uid) = previous.and_then(|p| p.uid.as_deref())
+        && app.uid.as_deref() != Some(old_uid)
+    {
+        dbs.app_ids.delete(wtxn, &uid_key(ORG_PARENT, old_uid))?;
     }
     if let Some(uid) = &app.uid {
         dbs.app_ids.put(wtxn, &uid_key(ORG_PARENT, uid), &key)?;
@@ -155,11 +155,11 @@ pub fn put_endpoint(
     previous: Option<&EndpointRecord>,
 ) -> Result<(), LogError> {
     let key = u64_key(endpoint.key);
-    if let Some(old_uid) = previous.and_then(|p| p.uid.as_deref()) {
-        if endpoint.uid.as_deref() != Some(old_uid) {
-            dbs.endpoint_ids
-                .delete(wtxn, &uid_key(endpoint.app_key, old_uid))?;
-        }
+    if let Some(old_uid) = previous.and_then(|p| p.uid.as_deref())
+        && endpoint.uid.as_deref() != Some(old_uid)
+    {
+        dbs.endpoint_ids
+            .delete(wtxn, &uid_key(endpoint.app_key, old_uid))?;
     }
     if let Some(uid) = &endpoint.uid {
         dbs.endpoint_ids

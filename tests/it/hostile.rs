@@ -5,6 +5,9 @@ use serde_json::{Value, json};
 
 use crate::harness::{TOKEN, call, get, post, start};
 
+/// (what, path, body, token, expected status, field the JSON error must carry)
+type Case<'a> = (&'a str, &'a str, String, Option<&'a str>, u16, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -32,11 +35,11 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
     );
     let msg = "/api/v1/app/target/msg";
     let long_uid = "u".repeat(257);
-    let oversized = format!(
+    let _oversized = format!(
         r#"{{"eventType":"a","payload":{{"pad":"{}"}}}}"#,
         "x".repeat(2 << 20)
     );
-    let cases: Vec<(&str, &str, String, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "invalid JSON",
             msg,
@@ -117,7 +120,6 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
             422,
             "detail",
         ),
-        ("oversized body", msg, oversized, Some(TOKEN), 413, "code"),
         (
             "missing token",
             msg,
@@ -174,6 +176,16 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
             Some("application/json"),
             "{what}"
         );
+    }
+    // Oversized bodies, declared up front or streamed in chunks, are refused with 413.
+    let oversized = format!(
+        r#"{{"eventType":"a","payload":{{"pad":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    for chunked in [false, true] {
+        let (status, body) = raw_post(addr, msg, oversized.as_bytes(), chunked).await;
+        assert_eq!(status, 413, "chunked={chunked}: {body}");
+        assert_eq!(body["code"], json!("payload_too_large"));
     }
     // A 422 names the field.
     let resp = call(
@@ -251,4 +263,54 @@ async fn malformed_http_does_not_take_the_server_down() {
     assert_eq!(bad_utf8_path.status, 404);
     assert_eq!(get(addr, "/api/v1/health").await.status, 200);
     sluice.stop().await;
+}
+
+/// POSTs over a raw socket, writing the body from another task so that an early response
+/// (413 before the body is read) is still read back. Returns the status and JSON body.
+async fn raw_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &[u8],
+    chunked: bool,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_owned()
+    } else {
+        format!("content-length: {}", body.len())
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+    );
+    let body = body.to_vec();
+    let write = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        if chunked {
+            for chunk in body.chunks(64 * 1024) {
+                writer
+                    .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .await?;
+                writer.write_all(chunk).await?;
+                writer.write_all(b"\r\n").await?;
+            }
+            writer.write_all(b"0\r\n\r\n").await?;
+        } else {
+            writer.write_all(&body).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut response = Vec::new();
+    let _ = reader.read_to_end(&mut response).await;
+    write.abort();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let json_start = text.find("\r\n\r\n").expect("end of headers") + 4;
+    let json = serde_json::from_str(&text[json_start..]).expect("JSON error body");
+    (status, json)
 }
