@@ -4,6 +4,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod api;
+mod cli;
 mod crash;
 mod harness;
 mod hostile;
