@@ -15,39 +15,116 @@ fn bad_config_exits_64_and_lists_every_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "colour = 1\n[api]\nlisten = \"nowhere\"\n").expect("write");
-    let out = sluice().arg("check-config").arg(&file).output().expect("run");
+    let out = sluice()
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("colour: unknown key") && stderr.contains("api.listen"), "{stderr}");
+    assert!(
+        stderr.contains("colour: unknown key") && stderr.contains("api.listen"),
+        "{stderr}"
+    );
     // `serve` refuses the same file before binding: the data directory is never created.
     let data = dir.path().join("data");
-    let out = sluice().arg("serve").arg("--config").arg(&file).arg("--data-dir").arg(&data).output().expect("run");
+    let out = sluice()
+        .arg("serve")
+        .arg("--config")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert!(!data.exists());
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/sluice.toml");
-    let out = sluice().arg("check-config").arg(example).output().expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sluice()
+        .arg("check-config")
+        .arg(example)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn created_tokens_work_and_app_tokens_are_scoped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::spawn(dir.path());
-    assert_eq!(post(daemon.addr, "/api/v1/app", &json!({"name": "A", "uid": "a"})).await.status, 201);
-    assert_eq!(post(daemon.addr, "/api/v1/app", &json!({"name": "B", "uid": "b"})).await.status, 201);
+    assert_eq!(
+        post(
+            daemon.addr,
+            "/api/v1/app",
+            &json!({"name": "A", "uid": "a"})
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        post(
+            daemon.addr,
+            "/api/v1/app",
+            &json!({"name": "B", "uid": "b"})
+        )
+        .await
+        .status,
+        201
+    );
     // The CLI writes next to the running daemon through LMDB's own locking.
     let token = |args: &[&str]| {
-        let out = sluice().args(["token", "create", "--data-dir"]).arg(dir.path()).args(args).output().expect("run");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+        let out = sluice()
+            .args(["token", "create", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
     };
     let org = token(&[]);
     let app_a = token(&["--app", "a"]);
-    assert_eq!(call(daemon.addr, "GET", "/api/v1/app", Some(&org), &[], b"").await.status, 200);
-    assert_eq!(call(daemon.addr, "GET", "/api/v1/app/a", Some(&app_a), &[], b"").await.status, 200);
-    assert_eq!(call(daemon.addr, "GET", "/api/v1/app/b", Some(&app_a), &[], b"").await.status, 404);
-    assert_eq!(call(daemon.addr, "GET", "/api/v1/app", Some(&app_a), &[], b"").await.status, 403);
-    let out = sluice().args(["token", "create", "--app", "nope", "--data-dir"]).arg(dir.path()).output().expect("run");
+    assert_eq!(
+        call(daemon.addr, "GET", "/api/v1/app", Some(&org), &[], b"")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(daemon.addr, "GET", "/api/v1/app/a", Some(&app_a), &[], b"")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(daemon.addr, "GET", "/api/v1/app/b", Some(&app_a), &[], b"")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        call(daemon.addr, "GET", "/api/v1/app", Some(&app_a), &[], b"")
+            .await
+            .status,
+        403
+    );
+    let out = sluice()
+        .args(["token", "create", "--app", "nope", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
     assert!(!out.status.success());
 }
 
@@ -66,15 +143,31 @@ fn first_start_without_tokens_prints_one_admin_token() {
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let first = lines.next().expect("a line").expect("read");
     let token = first.rsplit(' ').next().expect("token").to_owned();
-    assert!(first.contains("admin token") && token.starts_with("sk_"), "{first}");
+    assert!(
+        first.contains("admin token") && token.starts_with("sk_"),
+        "{first}"
+    );
     let second = lines.next().expect("a line").expect("read");
-    let addr: std::net::SocketAddr = second.rsplit("http://").next().expect("addr").parse().expect("addr");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-    let status = runtime.block_on(call(addr, "GET", "/api/v1/app", Some(&token), &[], b"")).status;
+    let addr: std::net::SocketAddr = second
+        .rsplit("http://")
+        .next()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let status = runtime
+        .block_on(call(addr, "GET", "/api/v1/app", Some(&token), &[], b""))
+        .status;
     assert_eq!(status, 200);
     let _ = child.kill();
     let _ = child.wait();
     // The database holds only the token's hash.
     let data = std::fs::read(dir.path().join("data.mdb")).expect("data file");
-    assert!(!data.windows(token.len()).any(|w| w == token.as_bytes()), "token stored in clear");
+    assert!(
+        !data.windows(token.len()).any(|w| w == token.as_bytes()),
+        "token stored in clear"
+    );
 }
