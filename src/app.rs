@@ -12,8 +12,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
+use std::time::Duration;
+
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::delivery::attempt::AttemptCtx;
+use crate::delivery::client::Transport;
+use crate::delivery::engine::{self, Engine};
+use crate::delivery::policy::DestinationPolicy;
+use crate::delivery::schedule::RetrySchedule;
 use crate::log::schema::{TokenRecord, TokenScope};
 use crate::log::{Log, LogError, WriterJoin, tables};
 
@@ -37,6 +44,7 @@ pub struct Running {
     pub first_admin_token: Option<String>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
+    engine: Engine,
     log: Log,
     writer: WriterJoin,
 }
@@ -52,8 +60,14 @@ pub async fn start(
         dir: dir.clone(),
         source,
     };
-    let (log, writer) =
-        Log::open(&config.data_dir, &config.storage, clock.clone()).map_err(log_error)?;
+    let (publisher, intakes) = engine::channels(config.delivery.shards);
+    let (log, writer) = Log::open(
+        &config.data_dir,
+        &config.storage,
+        clock.clone(),
+        Some(publisher),
+    )
+    .map_err(log_error)?;
     let first_admin_token = match admin_token {
         Some(_) => None,
         None => ensure_some_token(&log, &clock).await.map_err(log_error)?,
@@ -65,6 +79,7 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    let engine = Engine::start(Arc::new(attempt_ctx(config, &log, &clock)), intakes);
     let admin_token_hash = admin_token.map(api::hash_token);
     let state = Arc::new(ApiState::new(
         log.clone(),
@@ -82,9 +97,37 @@ pub async fn start(
         first_admin_token,
         stop,
         server,
+        engine,
         log,
         writer,
     })
+}
+
+fn attempt_ctx(config: &Config, log: &Log, clock: &Clock) -> AttemptCtx {
+    let d = &config.delivery;
+    let policy = DestinationPolicy {
+        allow_http: d.allow_http,
+        allowed_networks: d.allowed_networks.clone(),
+    };
+    let transport = Transport::new(
+        policy,
+        Duration::from_millis(d.attempt_timeout_ms),
+        Duration::from_millis(d.connect_timeout_ms),
+        clock.clone(),
+    );
+    AttemptCtx {
+        log: log.clone(),
+        transport,
+        clock: clock.clone(),
+        schedule: RetrySchedule {
+            delays_ms: d.retry_schedule_ms.clone(),
+            jitter_percent: d.jitter_percent,
+            retry_after_max_ms: d.retry_after_max_ms,
+        },
+        disable_after_ms: d.disable_after_ms,
+        header_style: d.header_style,
+        in_flight_max: d.endpoint_in_flight_max,
+    }
 }
 
 /// With no token at all, creates an org token so the API is reachable, and returns it.
@@ -119,6 +162,7 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.server.await;
+        self.engine.stop().await;
         drop(self.log);
         // The writer finishes its current batch once every handle is gone; joining a
         // thread blocks, so do it off the runtime's worker threads.

@@ -18,6 +18,7 @@ pub struct Config {
     pub log_level: String,
     pub api: ApiConfig,
     pub storage: StorageConfig,
+    pub delivery: DeliveryConfig,
 }
 
 /// `[api]`: the HTTP listener.
@@ -44,6 +45,46 @@ pub struct StorageConfig {
     /// Capacity of the writer's intake queue; a full queue answers 503. Default 65,536,
     /// 16–1,048,576.
     pub intake_capacity: usize,
+}
+
+/// Which names the signature headers carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderStyle {
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` (Standard Webhooks).
+    Webhook,
+    /// `svix-id`, `svix-timestamp`, `svix-signature`.
+    Svix,
+    /// Both sets.
+    Both,
+}
+
+/// `[delivery]`: attempts, retries, lanes and the destination policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliveryConfig {
+    /// Budget of one attempt, connect to last response byte, ms. Default 5,000, 1,000–30,000.
+    pub attempt_timeout_ms: u64,
+    /// Connect budget, ms. Default 2,000, 100–2,000.
+    pub connect_timeout_ms: u64,
+    /// Delay before each retry, ms. Default 1 min, 5 min, 30 min, 2 h (5 attempts in all);
+    /// at most 20 entries, each at most 7 days.
+    pub retry_schedule_ms: Vec<u64>,
+    /// Each delay moves by up to this many percent either way. Default 20, 0–50.
+    pub jitter_percent: u8,
+    /// Longest `Retry-After` honoured, ms. Default 3,600,000, 0–86,400,000.
+    pub retry_after_max_ms: u64,
+    /// Allow `http://` endpoints. Default false.
+    pub allow_http: bool,
+    /// Non-public networks deliveries may reach anyway (CIDRs). Default none.
+    pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Delivery shards (tasks owning lanes). Default 4, 1–64.
+    pub shards: usize,
+    /// Attempts in flight per endpoint. Default 16, 1–1,024 (`fifo` endpoints: 1).
+    pub endpoint_in_flight_max: usize,
+    /// Disable an endpoint whose deliveries keep exhausting their schedule, with no
+    /// success between, for this long, ms. Default 5 days, 0–30 days.
+    pub disable_after_ms: u64,
+    /// Signature header names: `webhook`, `svix` or `both`. Default `webhook`.
+    pub header_style: HeaderStyle,
 }
 
 /// One problem found in a config file.
@@ -75,6 +116,20 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api.body_bytes_max", "1048576"),
     ("storage.map_size_bytes", "17179869184"),
     ("storage.intake_capacity", "65536"),
+    ("delivery.attempt_timeout_ms", "5000"),
+    ("delivery.connect_timeout_ms", "2000"),
+    (
+        "delivery.retry_schedule_ms",
+        "[60000, 300000, 1800000, 7200000]",
+    ),
+    ("delivery.jitter_percent", "20"),
+    ("delivery.retry_after_max_ms", "3600000"),
+    ("delivery.allow_http", "false"),
+    ("delivery.allowed_networks", "[]"),
+    ("delivery.shards", "4"),
+    ("delivery.endpoint_in_flight_max", "16"),
+    ("delivery.disable_after_ms", "432000000"),
+    ("delivery.header_style", "\"webhook\""),
 ];
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -96,6 +151,19 @@ impl Config {
                 map_size_bytes: 16 << 30,
                 intake_capacity: 65_536,
             },
+            delivery: DeliveryConfig {
+                attempt_timeout_ms: 5_000,
+                connect_timeout_ms: 2_000,
+                retry_schedule_ms: vec![60_000, 300_000, 1_800_000, 7_200_000],
+                jitter_percent: 20,
+                retry_after_max_ms: 3_600_000,
+                allow_http: false,
+                allowed_networks: Vec::new(),
+                shards: 4,
+                endpoint_in_flight_max: 16,
+                disable_after_ms: 5 * 86_400_000,
+                header_style: HeaderStyle::Webhook,
+            },
         }
     }
 
@@ -111,7 +179,7 @@ impl Config {
             problems: Vec::new(),
         };
         let mut config = Config::embedded_default();
-        let known_top = ["data_dir", "log_level", "api", "storage"];
+        let known_top = ["data_dir", "log_level", "api", "storage", "delivery"];
         reader.reject_unknown("", &table, &known_top);
         if let Some(v) = reader.string(&table, "", "data_dir") {
             if v.is_empty() {
@@ -133,6 +201,9 @@ impl Config {
         }
         if let Some(storage) = reader.section(&table, "storage") {
             read_storage(&mut reader, storage, &mut config.storage);
+        }
+        if let Some(delivery) = reader.section(&table, "delivery") {
+            read_delivery(&mut reader, delivery, &mut config.delivery);
         }
         if reader.problems.is_empty() {
             Ok(config)
@@ -209,6 +280,121 @@ fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageCon
         1 << 20,
         &mut out.intake_capacity,
     );
+}
+
+fn read_delivery(reader: &mut Reader, t: &toml::Table, out: &mut DeliveryConfig) {
+    let keys = [
+        "attempt_timeout_ms",
+        "connect_timeout_ms",
+        "retry_schedule_ms",
+        "jitter_percent",
+        "retry_after_max_ms",
+        "allow_http",
+        "allowed_networks",
+        "shards",
+        "endpoint_in_flight_max",
+        "disable_after_ms",
+        "header_style",
+    ];
+    const DAY_MS: i64 = 86_400_000;
+    reader.reject_unknown("delivery", t, &keys);
+    reader.int(
+        t,
+        "delivery",
+        "attempt_timeout_ms",
+        1_000,
+        30_000,
+        &mut out.attempt_timeout_ms,
+    );
+    reader.int(
+        t,
+        "delivery",
+        "connect_timeout_ms",
+        100,
+        2_000,
+        &mut out.connect_timeout_ms,
+    );
+    reader.int(
+        t,
+        "delivery",
+        "jitter_percent",
+        0,
+        50,
+        &mut out.jitter_percent,
+    );
+    reader.int(
+        t,
+        "delivery",
+        "retry_after_max_ms",
+        0,
+        DAY_MS,
+        &mut out.retry_after_max_ms,
+    );
+    reader.int(t, "delivery", "shards", 1, 64, &mut out.shards);
+    reader.int(
+        t,
+        "delivery",
+        "endpoint_in_flight_max",
+        1,
+        1_024,
+        &mut out.endpoint_in_flight_max,
+    );
+    reader.int(
+        t,
+        "delivery",
+        "disable_after_ms",
+        0,
+        30 * DAY_MS,
+        &mut out.disable_after_ms,
+    );
+    if let Some(v) = t.get("allow_http") {
+        match v.as_bool() {
+            Some(b) => out.allow_http = b,
+            None => reader.problem("delivery.allow_http", "must be true or false"),
+        }
+    }
+    if let Some(v) = reader.string(t, "delivery", "header_style") {
+        out.header_style = match v.as_str() {
+            "webhook" => HeaderStyle::Webhook,
+            "svix" => HeaderStyle::Svix,
+            "both" => HeaderStyle::Both,
+            _ => {
+                reader.problem("delivery.header_style", "must be webhook, svix or both");
+                out.header_style
+            }
+        };
+    }
+    if let Some(v) = t.get("retry_schedule_ms") {
+        let delays: Option<Vec<u64>> = v.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_integer().filter(|d| (0..=7 * DAY_MS).contains(d)))
+                .map(|d| d.and_then(|d| u64::try_from(d).ok()))
+                .collect()
+        });
+        match delays {
+            Some(delays) if delays.len() <= 20 => out.retry_schedule_ms = delays,
+            _ => reader.problem(
+                "delivery.retry_schedule_ms",
+                "must be a list of at most 20 delays, each 0 to 7 days in ms",
+            ),
+        }
+    }
+    if let Some(v) = t.get("allowed_networks") {
+        let nets: Option<Vec<ipnet::IpNet>> = v.as_array().and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().and_then(|s| s.parse().ok()))
+                .collect()
+        });
+        match nets {
+            Some(nets) => out.allowed_networks = nets,
+            None => reader.problem(
+                "delivery.allowed_networks",
+                "must be a list of CIDRs such as \"127.0.0.0/8\"",
+            ),
+        }
+    }
 }
 
 /// Walks a parsed TOML table and collects problems instead of stopping at the first.
@@ -314,7 +500,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 9, "KEYS lists every key read above");
+        assert_eq!(KEYS.len(), 20, "KEYS lists every key");
     }
 
     #[test]
@@ -342,6 +528,27 @@ mod tests {
             assert!(keys.contains(&key), "missing {key} in {problems:?}");
         }
         assert_eq!(problems.len(), 6, "{problems:?}");
+    }
+
+    #[test]
+    fn reads_the_delivery_section() {
+        let text = r#"
+            [delivery]
+            attempt_timeout_ms = 2000
+            retry_schedule_ms = [100, 200]
+            allow_http = true
+            allowed_networks = ["127.0.0.0/8", "::1/128"]
+            header_style = "both"
+        "#;
+        let d = Config::parse(text).expect("valid").delivery;
+        assert_eq!(
+            (d.attempt_timeout_ms, d.retry_schedule_ms, d.allow_http),
+            (2000, vec![100, 200], true)
+        );
+        assert_eq!(d.allowed_networks.len(), 2);
+        assert_eq!(d.header_style, HeaderStyle::Both);
+        let bad = "[delivery]\nattempt_timeout_ms = 60000\nallowed_networks = [\"nope\"]\nretry_schedule_ms = [-1]\n";
+        assert_eq!(Config::parse(bad).expect_err("invalid").len(), 3);
     }
 
     #[test]

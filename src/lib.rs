@@ -7,6 +7,8 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod ids;
 pub mod limits;
 pub mod log;
+pub mod signing;

@@ -203,7 +203,7 @@ async fn wait_for_stop_signal() {
 fn create_token(config: &Config, app: Option<&str>) -> ExitCode {
     let clock = Clock::System;
     let result = (|| -> Result<String, String> {
-        let (log, writer) = Log::open(&config.data_dir, &config.storage, clock.clone())
+        let (log, writer) = Log::open(&config.data_dir, &config.storage, clock.clone(), None)
             .map_err(|e| e.to_string())?;
         let scope = match app {
             None => TokenScope::Org,

@@ -94,6 +94,17 @@ struct EndpointIn {
     metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
     headers: Option<BTreeMap<String, String>>,
+    /// Sluice extension: `fifo` delivers one message at a time, strictly in order.
+    #[serde(default)]
+    ordering: Option<Ordering>,
+}
+
+/// Delivery order of an endpoint (a Sluice extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Ordering {
+    Unordered,
+    Fifo,
 }
 
 #[derive(Deserialize, Default)]
@@ -458,6 +469,10 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
             metadata: input.metadata.unwrap_or_default(),
             created_ms: w.now_ms,
             updated_ms: w.now_ms,
+            fifo: input.ordering.is_some_and(|o| o == Ordering::Fifo),
+            failing_since_ms: None,
+            disabled_reason: None,
+            disabled_at_ms: None,
         };
         tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
         w.state.endpoints.upsert(&endpoint);

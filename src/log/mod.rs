@@ -85,12 +85,52 @@ pub struct Dbs {
     pub event_types: Table,
     pub tokens: Table,
     pub idempotency: Table,
+    pub attempts: Table,
+    pub attempt_ids: Table,
+    pub msg_attempts: Table,
+    pub endpoint_attempts: Table,
 }
 
 struct Shared {
     env: Env<WithoutTls>,
     dbs: Dbs,
     intake: crossbeam_channel::Sender<writer::Op>,
+}
+
+/// A pending delivery the writer has just committed, or one a scan found due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DueJob {
+    pub endpoint_key: u64,
+    pub seq: u64,
+    pub due_ms: u64,
+}
+
+/// Where the writer hands newly committed deliveries after each commit: one bounded queue
+/// per delivery shard. A full queue drops the hand-off, never the delivery: it is in the
+/// `due` table, and the shard's next scan finds it.
+#[derive(Clone)]
+pub struct Publisher {
+    shards: Vec<tokio::sync::mpsc::Sender<DueJob>>,
+}
+
+impl Publisher {
+    pub fn new(shards: Vec<tokio::sync::mpsc::Sender<DueJob>>) -> Publisher {
+        assert!(!shards.is_empty(), "at least one shard");
+        Publisher { shards }
+    }
+
+    /// Which shard owns `endpoint_key` (a fixed, well-mixed function of the key).
+    pub fn shard_of(endpoint_key: u64, shards: usize) -> usize {
+        let mixed = endpoint_key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        usize::try_from(mixed % shards as u64).unwrap_or(0)
+    }
+
+    fn publish(&self, jobs: impl Iterator<Item = DueJob>) {
+        for job in jobs {
+            let shard = &self.shards[Publisher::shard_of(job.endpoint_key, self.shards.len())];
+            let _ = shard.try_send(job);
+        }
+    }
 }
 
 /// Handle to the log. Cloning it is cheap; the writer stops when the last handle drops.
@@ -117,6 +157,7 @@ impl Log {
         dir: &Path,
         storage: &StorageConfig,
         clock: Clock,
+        publisher: Option<Publisher>,
     ) -> Result<(Log, WriterJoin), LogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
@@ -137,7 +178,7 @@ impl Log {
         let thread_env = env.clone();
         let join = std::thread::Builder::new()
             .name("sluice-writer".to_owned())
-            .spawn(move || writer::run(&thread_env, dbs, state, &ops, &clock))
+            .spawn(move || writer::run(&thread_env, dbs, state, &ops, &clock, publisher.as_ref()))
             .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
         Ok((
             Log {
@@ -189,15 +230,15 @@ impl Log {
 
 fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     let wtxn = env.write_txn()?;
-    let tables: [Table; 14] = env
+    let tables: [Table; 18] = env
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
             let mut tables = Vec::with_capacity(schema::db_name::ALL.len());
             for name in schema::db_name::ALL {
                 tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let tables: [Database<'_, Bytes, Bytes>; 14] = tables
+            let tables: [Database<'_, Bytes, Bytes>; 18] = tables
                 .try_into()
-                .unwrap_or_else(|_| unreachable!("ALL has 14 names"));
+                .unwrap_or_else(|_| unreachable!("ALL has 18 names"));
             Ok(heed::CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();
@@ -216,6 +257,10 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         event_types,
         tokens,
         idempotency,
+        attempts,
+        attempt_ids,
+        msg_attempts,
+        endpoint_attempts,
     ] = tables;
     Ok(Dbs {
         meta,
@@ -232,6 +277,10 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         event_types,
         tokens,
         idempotency,
+        attempts,
+        attempt_ids,
+        msg_attempts,
+        endpoint_attempts,
     })
 }
 

@@ -22,6 +22,10 @@
 //! | `event_types`  | name                                  | `EventTypeRecord` (JSON)   |
 //! | `tokens`       | SHA-256 of the token                  | `TokenRecord` (JSON)       |
 //! | `idempotency`  | SHA-256 of (token, key, URI)          | `IdempotencyRecord` (bin)  |
+//! | `attempts`     | attempt_key u64                       | `AttemptRecord` (JSON)     |
+//! | `attempt_ids`  | `i` id                                | attempt_key u64            |
+//! | `msg_attempts` | seq u64, attempt_key u64              | empty                      |
+//! | `endpoint_attempts` | endpoint_key u64, attempt_key u64 | empty                      |
 //!
 //! `seq` is the global message sequence: assigned by the writer, strictly increasing, never
 //! reused. `app_msgs` is each application's ordered log, so "messages of this application
@@ -54,7 +58,11 @@ pub mod db_name {
     pub const EVENT_TYPES: &str = "event_types";
     pub const TOKENS: &str = "tokens";
     pub const IDEMPOTENCY: &str = "idempotency";
-    pub const ALL: [&str; 14] = [
+    pub const ATTEMPTS: &str = "attempts";
+    pub const ATTEMPT_IDS: &str = "attempt_ids";
+    pub const MSG_ATTEMPTS: &str = "msg_attempts";
+    pub const ENDPOINT_ATTEMPTS: &str = "endpoint_attempts";
+    pub const ALL: [&str; 18] = [
         META,
         MSGS,
         MSG_IDS,
@@ -69,6 +77,10 @@ pub mod db_name {
         EVENT_TYPES,
         TOKENS,
         IDEMPOTENCY,
+        ATTEMPTS,
+        ATTEMPT_IDS,
+        MSG_ATTEMPTS,
+        ENDPOINT_ATTEMPTS,
     ];
 }
 
@@ -78,6 +90,7 @@ pub mod meta_key {
     pub const NEXT_SEQ: &[u8] = b"next_seq";
     pub const NEXT_APP_KEY: &[u8] = b"next_app_key";
     pub const NEXT_ENDPOINT_KEY: &[u8] = b"next_endpoint_key";
+    pub const NEXT_ATTEMPT_KEY: &[u8] = b"next_attempt_key";
 }
 
 // === keys ===
@@ -171,6 +184,44 @@ pub struct EndpointRecord {
     pub metadata: BTreeMap<String, String>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// `fifo`: one delivery in flight at a time, strictly in message order.
+    #[serde(default)]
+    pub fifo: bool,
+    /// Since when deliveries have been exhausting their schedule with no success between.
+    #[serde(default)]
+    pub failing_since_ms: Option<u64>,
+    /// Why and when Sluice disabled the endpoint (not set when a client disabled it).
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+    #[serde(default)]
+    pub disabled_at_ms: Option<u64>,
+}
+
+/// Why an attempt was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trigger {
+    Scheduled,
+    Manual,
+}
+
+/// One delivery attempt, as recorded in `attempts`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub id: String,
+    pub seq: u64,
+    pub endpoint_key: u64,
+    pub app_key: u64,
+    pub created_ms: u64,
+    pub url: String,
+    /// 0 when there was no HTTP response.
+    pub status_code: u16,
+    /// The outcome's label (`success`, `http_error`, `timeout`, …).
+    pub outcome: String,
+    pub success: bool,
+    pub duration_ms: u64,
+    /// The start of the response body, or why there was none.
+    pub response: String,
+    pub trigger: Trigger,
 }
 
 /// An event type (org-wide, keyed by name).

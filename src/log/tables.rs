@@ -413,3 +413,197 @@ pub fn scan(
 pub fn app_key_of_id(txn: &RoTxn, dbs: &Dbs, id: &str) -> Result<Option<u64>, LogError> {
     key_of(db_name::APP_IDS, dbs.app_ids.get(txn, &id_key(id))?)
 }
+
+// === attempts and delivery progress ===
+
+/// What a delivery does after an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Delivered: the delivery is done.
+    Succeeded,
+    /// Failed; try again at this time (ms).
+    RetryAt(u64),
+    /// Failed and the schedule is used up.
+    Exhausted,
+    /// The receiver answered 410 Gone: the endpoint is disabled.
+    Gone,
+    /// A manual attempt: recorded, the delivery's own schedule is left as it was.
+    Manual,
+}
+
+/// Records one attempt and moves its delivery on, in the caller's batch: the attempt and
+/// its two indexes, the delivery row, the due row (moved or removed), and the endpoint's
+/// health (cleared by a success; disabled by 410 or by exhaustions that last longer than
+/// `disable_after_ms` with no success between). Returns the attempt's key.
+pub fn record_attempt(
+    ctx: &mut super::WriteCtx<'_, '_>,
+    record: &schema::AttemptRecord,
+    step: Step,
+    disable_after_ms: u64,
+) -> Result<u64, LogError> {
+    use super::schema::{DeliveryRecord, DeliveryState, due_key};
+    let dbs = ctx.dbs;
+    let attempt_key = ctx.state.take_attempt_key();
+    let key = u64_key(attempt_key);
+    dbs.attempts
+        .put(ctx.wtxn, &key, &schema::encode_json(record))?;
+    dbs.attempt_ids.put(ctx.wtxn, &id_key(&record.id), &key)?;
+    dbs.msg_attempts
+        .put(ctx.wtxn, &pair_key(record.seq, attempt_key), &[])?;
+    dbs.endpoint_attempts
+        .put(ctx.wtxn, &pair_key(record.endpoint_key, attempt_key), &[])?;
+
+    let row_key = pair_key(record.endpoint_key, record.seq);
+    let previous = dbs
+        .deliveries
+        .get(ctx.wtxn, &row_key)?
+        .map(DeliveryRecord::decode)
+        .transpose()?;
+    let now_ms = ctx.now_ms;
+    if step != Step::Manual {
+        if let Some(previous) = previous.filter(|p| p.state == DeliveryState::Pending) {
+            dbs.due.delete(
+                ctx.wtxn,
+                &due_key(previous.next_due_ms, record.endpoint_key, record.seq),
+            )?;
+        }
+        let (state, next_due_ms) = match step {
+            Step::Succeeded => (DeliveryState::Succeeded, now_ms),
+            Step::RetryAt(at) => {
+                dbs.due
+                    .put(ctx.wtxn, &due_key(at, record.endpoint_key, record.seq), &[])?;
+                (DeliveryState::Pending, at)
+            }
+            Step::Exhausted | Step::Gone | Step::Manual => (DeliveryState::Failed, now_ms),
+        };
+        let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
+        let row = DeliveryRecord {
+            state,
+            attempts,
+            next_due_ms,
+            updated_ms: now_ms,
+        };
+        dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
+    } else if record.success {
+        // A successful manual attempt completes a delivery that had failed for good.
+        if let Some(previous) = previous.filter(|p| p.state == DeliveryState::Failed) {
+            let row = DeliveryRecord {
+                state: DeliveryState::Succeeded,
+                updated_ms: now_ms,
+                ..previous
+            };
+            dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
+        }
+    }
+    update_health(ctx, record, step, disable_after_ms)?;
+    Ok(attempt_key)
+}
+
+fn update_health(
+    ctx: &mut super::WriteCtx<'_, '_>,
+    record: &schema::AttemptRecord,
+    step: Step,
+    disable_after_ms: u64,
+) -> Result<(), LogError> {
+    let Some(endpoint) = endpoint_by_key(ctx.wtxn, ctx.dbs, record.endpoint_key)? else {
+        return Ok(());
+    };
+    let now_ms = ctx.now_ms;
+    let mut next = endpoint.clone();
+    match step {
+        _ if record.success => next.failing_since_ms = None,
+        Step::Gone => disable(
+            &mut next,
+            now_ms,
+            "the endpoint answered 410 Gone".to_owned(),
+        ),
+        Step::Exhausted => match endpoint.failing_since_ms {
+            None => next.failing_since_ms = Some(now_ms),
+            Some(since) if now_ms.saturating_sub(since) >= disable_after_ms => {
+                let reason = format!(
+                    "deliveries kept failing since {}",
+                    crate::clock::format_rfc3339(since)
+                );
+                disable(&mut next, now_ms, reason);
+            }
+            Some(_) => {}
+        },
+        _ => {}
+    }
+    if next != endpoint {
+        put_endpoint(ctx.wtxn, ctx.dbs, &next, Some(&endpoint))?;
+        ctx.state.endpoints.upsert(&next);
+    }
+    Ok(())
+}
+
+fn disable(endpoint: &mut EndpointRecord, now_ms: u64, reason: String) {
+    if !endpoint.disabled {
+        endpoint.disabled = true;
+        endpoint.disabled_reason = Some(reason);
+        endpoint.disabled_at_ms = Some(now_ms);
+        endpoint.updated_ms = now_ms;
+    }
+}
+
+/// Marks a delivery that will not be attempted (its endpoint is disabled or gone) as
+/// skipped and removes its due row, so nothing vanishes silently and nothing loops.
+pub fn skip_delivery(
+    ctx: &mut super::WriteCtx<'_, '_>,
+    endpoint_key: u64,
+    seq: u64,
+) -> Result<(), LogError> {
+    use super::schema::{DeliveryRecord, DeliveryState, due_key};
+    let row_key = pair_key(endpoint_key, seq);
+    let Some(row) = ctx
+        .dbs
+        .deliveries
+        .get(ctx.wtxn, &row_key)?
+        .map(DeliveryRecord::decode)
+        .transpose()?
+    else {
+        return Ok(());
+    };
+    if row.state != DeliveryState::Pending {
+        return Ok(());
+    }
+    ctx.dbs
+        .due
+        .delete(ctx.wtxn, &due_key(row.next_due_ms, endpoint_key, seq))?;
+    let skipped = DeliveryRecord {
+        state: DeliveryState::Skipped,
+        updated_ms: ctx.now_ms,
+        ..row
+    };
+    ctx.dbs
+        .deliveries
+        .put(ctx.wtxn, &row_key, &skipped.encode())?;
+    Ok(())
+}
+
+pub fn delivery(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+    seq: u64,
+) -> Result<Option<schema::DeliveryRecord>, LogError> {
+    dbs.deliveries
+        .get(txn, &pair_key(endpoint_key, seq))?
+        .map(schema::DeliveryRecord::decode)
+        .transpose()
+}
+
+pub fn attempt_by_key(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    key: u64,
+) -> Result<Option<schema::AttemptRecord>, LogError> {
+    dbs.attempts
+        .get(txn, &u64_key(key))?
+        .map(|v| schema::decode_json(db_name::ATTEMPTS, v))
+        .transpose()
+}
+
+pub fn attempt_key_of_id(txn: &RoTxn, dbs: &Dbs, id: &str) -> Result<Option<u64>, LogError> {
+    key_of(db_name::ATTEMPT_IDS, dbs.attempt_ids.get(txn, &id_key(id))?)
+}

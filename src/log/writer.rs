@@ -42,6 +42,9 @@ pub struct WriterState {
     pub next_seq: u64,
     pub next_app_key: u64,
     pub next_endpoint_key: u64,
+    pub next_attempt_key: u64,
+    /// Deliveries committed by this batch, handed to the shards after the commit.
+    pub outbox: Vec<super::DueJob>,
     /// Which endpoints each application's messages fan out to.
     pub endpoints: EndpointIndex,
     counters_dirty: bool,
@@ -74,6 +77,8 @@ impl WriterState {
             next_seq: counter(meta_key::NEXT_SEQ)?,
             next_app_key: counter(meta_key::NEXT_APP_KEY)?,
             next_endpoint_key: counter(meta_key::NEXT_ENDPOINT_KEY)?,
+            next_attempt_key: counter(meta_key::NEXT_ATTEMPT_KEY)?,
+            outbox: Vec::new(),
             endpoints,
             counters_dirty: false,
             last_now_ms,
@@ -103,6 +108,13 @@ impl WriterState {
         key
     }
 
+    pub fn take_attempt_key(&mut self) -> u64 {
+        self.counters_dirty = true;
+        let key = self.next_attempt_key;
+        self.next_attempt_key += 1;
+        key
+    }
+
     fn flush_counters(&mut self, wtxn: &mut RwTxn<'_>, dbs: &Dbs) -> Result<(), LogError> {
         if self.counters_dirty {
             dbs.meta
@@ -116,6 +128,11 @@ impl WriterState {
                 wtxn,
                 meta_key::NEXT_ENDPOINT_KEY,
                 &schema::u64_key(self.next_endpoint_key),
+            )?;
+            dbs.meta.put(
+                wtxn,
+                meta_key::NEXT_ATTEMPT_KEY,
+                &schema::u64_key(self.next_attempt_key),
             )?;
             self.counters_dirty = false;
         }
@@ -163,6 +180,7 @@ pub(super) fn run(
     mut state: WriterState,
     ops: &Receiver<Op>,
     clock: &Clock,
+    publisher: Option<&super::Publisher>,
 ) {
     let mut queued: VecDeque<Op> = VecDeque::new();
     loop {
@@ -184,7 +202,12 @@ pub(super) fn run(
         }
         let now_ms = clock.now_ms().max(state.last_now_ms);
         state.last_now_ms = now_ms;
-        if let Err(error) = run_batch(env, &dbs, &mut state, &mut queued, now_ms) {
+        let result = run_batch(env, &dbs, &mut state, &mut queued, now_ms);
+        let committed = std::mem::take(&mut state.outbox);
+        if let (Ok(()), Some(publisher)) = (&result, publisher) {
+            publisher.publish(committed.into_iter());
+        }
+        if let Err(error) = result {
             tracing::error!(%error, "Write batch aborted; reloading writer state from the log.");
             match WriterState::load(env, &dbs) {
                 Ok(reloaded) => state = reloaded,

@@ -1,0 +1,196 @@
+//! One attempt of one delivery, start to finish: read what it needs from the log, sign and
+//! send, decide the next step (pure `schedule`), and record the attempt and the step in one
+//! write. Runs as its own task; reports to its shard with `Finished`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+
+use super::classify::{Outcome, TransportFailure};
+use super::client::{AttemptResult, Transport};
+use super::lane::LaneSettings;
+use super::schedule::{Next, RetrySchedule};
+use crate::clock::Clock;
+use crate::config::HeaderStyle;
+use crate::ids::{self, IdKind};
+use crate::log::schema::{AttemptRecord, DeliveryState, EndpointRecord, MessageRecord, Trigger};
+use crate::log::tables::{self, Step};
+use crate::log::{DueJob, Log};
+use crate::signing;
+
+const USER_AGENT: &str = concat!("Sluice/", env!("CARGO_PKG_VERSION"));
+
+/// What every attempt shares.
+pub struct AttemptCtx {
+    pub log: Log,
+    pub transport: Transport,
+    pub clock: Clock,
+    pub schedule: RetrySchedule,
+    pub disable_after_ms: u64,
+    pub header_style: HeaderStyle,
+    pub in_flight_max: usize,
+}
+
+/// How an attempt ended, for the shard.
+#[derive(Debug)]
+pub struct Finished {
+    pub job: DueJob,
+    /// The step recorded; `None` if nothing was attempted.
+    pub step: Option<Step>,
+    /// The receiver asked the whole lane to wait until this time.
+    pub pause_until_ms: Option<u64>,
+    /// The endpoint's current lane settings, if it still exists.
+    pub settings: Option<LaneSettings>,
+}
+
+impl AttemptCtx {
+    pub fn lane_settings(&self, endpoint: &EndpointRecord) -> LaneSettings {
+        LaneSettings {
+            fifo: endpoint.fifo,
+            in_flight_max: self.in_flight_max,
+            rate_per_sec: endpoint.throttle_rate,
+        }
+    }
+}
+
+/// Runs one scheduled attempt of `job`. `random` in [0, 1) is the retry jitter's draw.
+pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
+    let mut finished = Finished {
+        job,
+        step: None,
+        pause_until_ms: None,
+        settings: None,
+    };
+    let loaded = ctx.log.read(|rtxn, dbs| {
+        let endpoint = tables::endpoint_by_key(rtxn, dbs, job.endpoint_key)?;
+        let delivery = tables::delivery(rtxn, dbs, job.endpoint_key, job.seq)?;
+        let message = tables::message_by_seq(rtxn, dbs, job.seq)?;
+        Ok((endpoint, delivery, message))
+    });
+    let (endpoint, delivery, message) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::error!(%error, "Cannot read a due delivery; it stays due.");
+            return finished;
+        }
+    };
+    let Some(delivery) = delivery.filter(|d| d.state == DeliveryState::Pending) else {
+        return finished; // Already settled (a duplicate hand-off): nothing to do.
+    };
+    finished.settings = endpoint.as_ref().map(|e| ctx.lane_settings(e));
+    let (Some(endpoint), Some(message)) = (endpoint.filter(|e| !e.disabled), message) else {
+        skip(&ctx, job).await;
+        return finished;
+    };
+    let Some(payload) = message.payload.clone() else {
+        skip(&ctx, job).await; // The payload was expunged before it could be delivered.
+        return finished;
+    };
+    let now_ms = ctx.clock.now_ms();
+    let result = match build_request(&ctx, &endpoint, &message, payload, now_ms) {
+        Ok(request) => ctx.transport.attempt(request).await,
+        Err(detail) => AttemptResult {
+            outcome: Outcome::Failed(TransportFailure::Connect),
+            duration_ms: 0,
+            response: detail,
+        },
+    };
+    let done_ms = ctx.clock.now_ms();
+    let attempts_made = delivery.attempts.saturating_add(1);
+    let step = match result.outcome {
+        Outcome::Success { .. } => Step::Succeeded,
+        Outcome::Gone => Step::Gone,
+        outcome => match ctx
+            .schedule
+            .after_failure(attempts_made, outcome, done_ms, random)
+        {
+            Next::RetryAt(at) => Step::RetryAt(at),
+            Next::Exhausted => Step::Exhausted,
+        },
+    };
+    if let Outcome::Throttled { retry_after_ms, .. } = result.outcome {
+        let wait = retry_after_ms
+            .unwrap_or(THROTTLE_PAUSE_DEFAULT_MS)
+            .min(ctx.schedule.retry_after_max_ms);
+        finished.pause_until_ms = Some(done_ms + wait);
+    }
+    let record = AttemptRecord {
+        id: ids::new_id(IdKind::Attempt, now_ms),
+        seq: job.seq,
+        endpoint_key: endpoint.key,
+        app_key: endpoint.app_key,
+        created_ms: now_ms,
+        url: endpoint.url.clone(),
+        status_code: result.outcome.status_code(),
+        outcome: result.outcome.label().to_owned(),
+        success: result.outcome.is_success(),
+        duration_ms: result.duration_ms,
+        response: result.response,
+        trigger: Trigger::Scheduled,
+    };
+    let disable_after_ms = ctx.disable_after_ms;
+    match ctx
+        .log
+        .write(move |w| tables::record_attempt(w, &record, step, disable_after_ms))
+        .await
+    {
+        Ok(_) => finished.step = Some(step),
+        Err(error) => tracing::error!(%error, "Cannot record an attempt; the delivery stays due."),
+    }
+    finished
+}
+
+/// How long a lane pauses after 429/502/503/504 without `Retry-After`.
+const THROTTLE_PAUSE_DEFAULT_MS: u64 = 5_000;
+
+async fn skip(ctx: &AttemptCtx, job: DueJob) {
+    let result = ctx
+        .log
+        .write(move |w| tables::skip_delivery(w, job.endpoint_key, job.seq))
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "Cannot record a skipped delivery; it stays due.");
+    }
+}
+
+/// The signed POST: the exact stored payload, Standard Webhooks headers (per the
+/// configured style), the endpoint's custom headers.
+fn build_request(
+    ctx: &AttemptCtx,
+    endpoint: &EndpointRecord,
+    message: &MessageRecord,
+    payload: Vec<u8>,
+    now_ms: u64,
+) -> Result<Request<Full<Bytes>>, String> {
+    let timestamp = now_ms / 1000;
+    let keys = std::iter::once(endpoint.secret.as_slice()).chain(
+        endpoint
+            .old_secrets
+            .iter()
+            .filter(|old| old.expires_ms > now_ms)
+            .map(|old| old.key.as_slice()),
+    );
+    let signature = signing::signature_header(keys, &message.id, timestamp, &payload);
+    let mut builder = Request::post(endpoint.url.as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, USER_AGENT);
+    let prefixes: &[&str] = match ctx.header_style {
+        HeaderStyle::Webhook => &["webhook"],
+        HeaderStyle::Svix => &["svix"],
+        HeaderStyle::Both => &["webhook", "svix"],
+    };
+    for prefix in prefixes {
+        builder = builder
+            .header(format!("{prefix}-id"), message.id.as_str())
+            .header(format!("{prefix}-timestamp"), timestamp)
+            .header(format!("{prefix}-signature"), signature.as_str());
+    }
+    for (name, value) in &endpoint.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder
+        .body(Full::new(Bytes::from(payload)))
+        .map_err(|e| format!("cannot build the request: {e}"))
+}

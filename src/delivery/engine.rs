@@ -1,0 +1,306 @@
+//! The delivery engine: a fixed number of shard tasks, each the only owner of the lanes of
+//! the endpoints that hash to it.
+//!
+//! Work reaches a shard two ways. The writer hands over each newly committed pending
+//! delivery right after the commit (`Publisher`, a bounded queue; a full queue drops the
+//! hand-off). And every `SCAN_INTERVAL` the shard scans the durable `due` table for its
+//! deliveries due within `HORIZON_MS` that it does not hold yet: that is how start-up
+//! recovers, how dropped hand-offs and spilled lanes are picked up, and how far-off retries
+//! come back. Retries due within the horizon wait in the shard's timer map; later ones
+//! wait only in the log, so a million pending retries cost disk, not memory.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::attempt::{self, AttemptCtx, Finished};
+use super::lane::{Lane, LaneSettings};
+use crate::log::schema::{self, db_name};
+use crate::log::tables::{self, Step};
+use crate::log::{DueJob, LogError, Publisher};
+
+/// Capacity of each shard's hand-off queue from the writer.
+pub const SHARD_INTAKE_MAX: usize = 16_384;
+/// How far ahead a shard holds retries in memory, ms.
+pub const HORIZON_MS: u64 = 60_000;
+/// How often a shard scans the `due` table.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// Most `due` rows one scan reads (it resumes there next time).
+pub const SCAN_ROWS_MAX: usize = 20_000;
+/// Most retries a shard holds in its timer map.
+pub const TIMERS_MAX: usize = 100_000;
+/// Most attempts in flight in one shard (all its lanes together).
+pub const SHARD_IN_FLIGHT_MAX: usize = 4_096;
+
+/// Makes the writer's hand-off queues: the publisher for `Log::open`, the receivers for
+/// `Engine::start`.
+pub fn channels(shards: usize) -> (Publisher, Vec<mpsc::Receiver<DueJob>>) {
+    let (senders, receivers) = (0..shards).map(|_| mpsc::channel(SHARD_INTAKE_MAX)).unzip();
+    (Publisher::new(senders), receivers)
+}
+
+/// The running shards.
+pub struct Engine {
+    stop: watch::Sender<bool>,
+    shards: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    pub fn start(ctx: Arc<AttemptCtx>, intakes: Vec<mpsc::Receiver<DueJob>>) -> Engine {
+        let (stop, stopped) = watch::channel(false);
+        let count = intakes.len();
+        let shards = intakes
+            .into_iter()
+            .enumerate()
+            .map(|(index, intake)| {
+                let mut seed = [0u8; 8];
+                crate::ids::fill_random(&mut seed);
+                let shard = Shard {
+                    index,
+                    count,
+                    ctx: Arc::clone(&ctx),
+                    lanes: HashMap::new(),
+                    known: HashSet::new(),
+                    timers: BTreeSet::new(),
+                    in_flight: JoinSet::new(),
+                    scan_from: None,
+                    rng: u64::from_le_bytes(seed) | 1,
+                };
+                tokio::spawn(shard.run(intake, stopped.clone()))
+            })
+            .collect();
+        Engine { stop, shards }
+    }
+
+    /// Stops starting attempts, lets the ones in flight finish and record, and returns.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for shard in self.shards {
+            let _ = shard.await;
+        }
+    }
+}
+
+/// Everything that can wake a shard.
+enum Event {
+    Stop,
+    Finished(Finished),
+    HandedOff(DueJob),
+    Tick,
+}
+
+struct Shard {
+    index: usize,
+    count: usize,
+    ctx: Arc<AttemptCtx>,
+    lanes: HashMap<u64, Lane>,
+    /// Every (endpoint, seq) this shard holds in a lane, a timer or in flight.
+    known: HashSet<(u64, u64)>,
+    /// Retries waiting in memory: (due ms, endpoint, seq).
+    timers: BTreeSet<(u64, u64, u64)>,
+    in_flight: JoinSet<Finished>,
+    /// Where the next `due` scan resumes; `None` starts from the earliest row.
+    scan_from: Option<[u8; 24]>,
+    /// xorshift64* state for retry jitter.
+    rng: u64,
+}
+
+impl Shard {
+    async fn run(mut self, mut intake: mpsc::Receiver<DueJob>, mut stop: watch::Receiver<bool>) {
+        let mut next_scan = tokio::time::Instant::now();
+        loop {
+            let now_ms = self.ctx.clock.now_ms();
+            self.start_ready(now_ms);
+            let wake = self.wake_at(now_ms).min(next_scan);
+            let event = tokio::select! {
+                biased;
+                _ = stop.changed() => Event::Stop,
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => match done {
+                    Ok(finished) => Event::Finished(finished),
+                    Err(error) => panic!("an attempt task failed: {error}"),
+                },
+                job = intake.recv() => match job {
+                    Some(job) => Event::HandedOff(job),
+                    None => Event::Stop,
+                },
+                () = tokio::time::sleep_until(wake) => Event::Tick,
+            };
+            match event {
+                Event::Stop => break,
+                Event::Finished(finished) => self.finished(finished),
+                Event::HandedOff(job) => self.accept(job, now_ms),
+                Event::Tick => {
+                    self.fire_timers(self.ctx.clock.now_ms());
+                    if tokio::time::Instant::now() >= next_scan {
+                        if let Err(error) = self.scan() {
+                            tracing::error!(shard = self.index, %error, "Scan of due deliveries failed.");
+                        }
+                        next_scan = tokio::time::Instant::now() + SCAN_INTERVAL;
+                    }
+                }
+            }
+        }
+        // Attempts in flight finish and record (each is bounded by the attempt timeout).
+        while self.in_flight.join_next().await.is_some() {}
+    }
+
+    /// The next time something could become ready, as a runtime instant.
+    fn wake_at(&self, now_ms: u64) -> tokio::time::Instant {
+        let lane_wake = self.lanes.values().filter_map(Lane::wake_at).min();
+        let timer_wake = self.timers.first().map(|(due, _, _)| *due);
+        let at_ms = lane_wake
+            .into_iter()
+            .chain(timer_wake)
+            .min()
+            .unwrap_or(u64::MAX);
+        let delay = Duration::from_millis(at_ms.saturating_sub(now_ms).min(3_600_000));
+        tokio::time::Instant::now() + delay
+    }
+
+    fn accept(&mut self, job: DueJob, now_ms: u64) {
+        if !self.known.insert((job.endpoint_key, job.seq)) {
+            return;
+        }
+        if job.due_ms > now_ms {
+            if job.due_ms - now_ms <= HORIZON_MS && self.timers.len() < TIMERS_MAX {
+                self.timers.insert((job.due_ms, job.endpoint_key, job.seq));
+            } else {
+                self.known.remove(&(job.endpoint_key, job.seq)); // A later scan brings it back.
+            }
+            return;
+        }
+        let settings = match self.lanes.get(&job.endpoint_key) {
+            Some(lane) => lane.settings,
+            None => self.read_settings(job.endpoint_key),
+        };
+        let lane = self
+            .lanes
+            .entry(job.endpoint_key)
+            .or_insert_with(|| Lane::new(settings));
+        if !lane.push(job) {
+            self.known.remove(&(job.endpoint_key, job.seq)); // Spilled: it stays in the log.
+        }
+    }
+
+    fn read_settings(&self, endpoint_key: u64) -> LaneSettings {
+        let endpoint = self
+            .ctx
+            .log
+            .read(|rtxn, dbs| tables::endpoint_by_key(rtxn, dbs, endpoint_key));
+        match endpoint {
+            Ok(Some(endpoint)) => self.ctx.lane_settings(&endpoint),
+            _ => LaneSettings {
+                fifo: false,
+                in_flight_max: self.ctx.in_flight_max,
+                rate_per_sec: None,
+            },
+        }
+    }
+
+    fn fire_timers(&mut self, now_ms: u64) {
+        while let Some(&(due_ms, endpoint_key, seq)) = self.timers.first() {
+            if due_ms > now_ms {
+                break;
+            }
+            self.timers.pop_first();
+            self.known.remove(&(endpoint_key, seq));
+            self.accept(
+                DueJob {
+                    endpoint_key,
+                    seq,
+                    due_ms,
+                },
+                now_ms,
+            );
+        }
+    }
+
+    fn start_ready(&mut self, now_ms: u64) {
+        for lane in self.lanes.values_mut() {
+            while self.in_flight.len() < SHARD_IN_FLIGHT_MAX {
+                let Some(job) = lane.start(now_ms) else { break };
+                self.rng ^= self.rng >> 12;
+                self.rng ^= self.rng << 25;
+                self.rng ^= self.rng >> 27;
+                let random = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64
+                    / (1u64 << 53) as f64;
+                self.in_flight
+                    .spawn(attempt::run(Arc::clone(&self.ctx), job, random));
+            }
+        }
+        self.lanes.retain(|_, lane| !lane.is_idle());
+    }
+
+    fn finished(&mut self, finished: Finished) {
+        let job = finished.job;
+        let Some(lane) = self.lanes.get_mut(&job.endpoint_key) else {
+            unreachable!("a lane with an attempt in flight is never dropped");
+        };
+        lane.finish();
+        if let Some(settings) = finished.settings {
+            lane.settings = settings;
+        }
+        if let Some(until) = finished.pause_until_ms {
+            lane.pause_until(until);
+        }
+        match finished.step {
+            Some(Step::RetryAt(at)) if lane.settings.fifo => lane.hold_head(job, at),
+            Some(Step::RetryAt(at)) => {
+                self.known.remove(&(job.endpoint_key, job.seq));
+                let now_ms = self.ctx.clock.now_ms();
+                self.accept(DueJob { due_ms: at, ..job }, now_ms);
+            }
+            _ => {
+                self.known.remove(&(job.endpoint_key, job.seq));
+            }
+        }
+    }
+
+    /// Reads this shard's due rows (due within the horizon, not held yet) from where the
+    /// last scan stopped; wraps to the start when it reaches the horizon or the end.
+    fn scan(&mut self) -> Result<(), LogError> {
+        let now_ms = self.ctx.clock.now_ms();
+        let until_ms = now_ms + HORIZON_MS;
+        let (index, count) = (self.index, self.count);
+        let from = self.scan_from;
+        let (found, resume) = self.ctx.log.read(|rtxn, dbs| {
+            let lower = match &from {
+                Some(key) => std::ops::Bound::Excluded(&key[..]),
+                None => std::ops::Bound::Unbounded,
+            };
+            let mut found = Vec::new();
+            let mut rows = 0;
+            for row in dbs.due.range(rtxn, &(lower, std::ops::Bound::Unbounded))? {
+                let (key, _) = row?;
+                let due_ms = schema::read_u64(db_name::DUE, key, 0)?;
+                if due_ms > until_ms {
+                    return Ok((found, None));
+                }
+                let endpoint_key = schema::read_u64(db_name::DUE, key, 8)?;
+                let seq = schema::read_u64(db_name::DUE, key, 16)?;
+                if Publisher::shard_of(endpoint_key, count) == index {
+                    found.push(DueJob {
+                        endpoint_key,
+                        seq,
+                        due_ms,
+                    });
+                }
+                rows += 1;
+                if rows >= SCAN_ROWS_MAX {
+                    return Ok((found, Some(schema::due_key(due_ms, endpoint_key, seq))));
+                }
+            }
+            Ok((found, None))
+        })?;
+        self.scan_from = resume;
+        for job in found {
+            if !self.known.contains(&(job.endpoint_key, job.seq)) {
+                self.accept(job, now_ms);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! One endpoint's lane: its queue of due deliveries, in-flight count and limit, pause
+//! (after 429/5xx throttling) and `throttleRate` pacing. Pure state transitions; the shard
+//! that owns the lane supplies the time.
+
+use std::collections::VecDeque;
+
+use crate::log::DueJob;
+
+/// Most deliveries one lane holds in memory; more stay in the `due` table until the
+/// shard's scan brings them back.
+pub const LANE_QUEUE_MAX: usize = 1_024;
+
+/// What a lane needs to know about its endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneSettings {
+    /// One in flight at a time, strictly in seq order.
+    pub fifo: bool,
+    /// Most attempts in flight at once.
+    pub in_flight_max: usize,
+    /// Most attempts started per second (`throttleRate`), if limited.
+    pub rate_per_sec: Option<u16>,
+}
+
+/// The lane of one endpoint.
+#[derive(Debug)]
+pub struct Lane {
+    pub settings: LaneSettings,
+    queue: VecDeque<DueJob>,
+    in_flight: usize,
+    /// No attempt starts before this time (ms): throttled by the receiver, or a FIFO
+    /// lane waiting for its head's retry.
+    paused_until_ms: u64,
+    /// The earliest start allowed by `rate_per_sec` (ms).
+    next_start_ms: u64,
+}
+
+impl Lane {
+    pub fn new(settings: LaneSettings) -> Lane {
+        Lane {
+            settings,
+            queue: VecDeque::new(),
+            in_flight: 0,
+            paused_until_ms: 0,
+            next_start_ms: 0,
+        }
+    }
+
+    fn limit(&self) -> usize {
+        if self.settings.fifo {
+            1
+        } else {
+            self.settings.in_flight_max.max(1)
+        }
+    }
+
+    /// Queues a due delivery; `false` if the lane is full (the delivery stays in the log).
+    /// FIFO lanes keep their queue in seq order.
+    pub fn push(&mut self, job: DueJob) -> bool {
+        if self.queue.len() >= LANE_QUEUE_MAX {
+            return false;
+        }
+        if self.settings.fifo {
+            let at = self.queue.partition_point(|queued| queued.seq < job.seq);
+            self.queue.insert(at, job);
+        } else {
+            self.queue.push_back(job);
+        }
+        true
+    }
+
+    /// Puts a FIFO lane's failed head back in front, to be retried at `retry_at_ms`; the
+    /// lane sends nothing else until then.
+    pub fn hold_head(&mut self, job: DueJob, retry_at_ms: u64) {
+        self.queue.push_front(DueJob {
+            due_ms: retry_at_ms,
+            ..job
+        });
+        self.paused_until_ms = self.paused_until_ms.max(retry_at_ms);
+    }
+
+    /// Pauses the lane until `until_ms` (a receiver asked us to slow down).
+    pub fn pause_until(&mut self, until_ms: u64) {
+        self.paused_until_ms = self.paused_until_ms.max(until_ms);
+    }
+
+    /// Whether an attempt may start now.
+    pub fn ready(&self, now_ms: u64) -> bool {
+        !self.queue.is_empty()
+            && self.in_flight < self.limit()
+            && now_ms >= self.paused_until_ms
+            && now_ms >= self.next_start_ms
+    }
+
+    /// Starts the next attempt: takes the head and counts it in flight.
+    pub fn start(&mut self, now_ms: u64) -> Option<DueJob> {
+        if !self.ready(now_ms) {
+            return None;
+        }
+        let job = self.queue.pop_front()?;
+        self.in_flight += 1;
+        if let Some(rate) = self.settings.rate_per_sec.filter(|r| *r > 0) {
+            self.next_start_ms = self.next_start_ms.max(now_ms) + 1000 / u64::from(rate);
+        }
+        assert!(
+            self.in_flight <= self.limit(),
+            "in flight within the lane's limit"
+        );
+        Some(job)
+    }
+
+    /// An attempt of this lane finished.
+    pub fn finish(&mut self) {
+        assert!(self.in_flight > 0, "finish without start");
+        self.in_flight -= 1;
+    }
+
+    /// When the lane could start its next attempt, if it has work and room.
+    pub fn wake_at(&self) -> Option<u64> {
+        (!self.queue.is_empty() && self.in_flight < self.limit())
+            .then(|| self.paused_until_ms.max(self.next_start_ms))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Whether the lane holds nothing (it can be dropped).
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.in_flight == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(seq: u64) -> DueJob {
+        DueJob {
+            endpoint_key: 1,
+            seq,
+            due_ms: 0,
+        }
+    }
+
+    fn settings(fifo: bool, in_flight_max: usize, rate_per_sec: Option<u16>) -> LaneSettings {
+        LaneSettings {
+            fifo,
+            in_flight_max,
+            rate_per_sec,
+        }
+    }
+
+    #[test]
+    fn in_flight_never_exceeds_the_limit() {
+        let mut lane = Lane::new(settings(false, 2, None));
+        for seq in 0..5 {
+            assert!(lane.push(job(seq)));
+        }
+        assert_eq!(lane.start(0).map(|j| j.seq), Some(0));
+        assert_eq!(lane.start(0).map(|j| j.seq), Some(1));
+        assert_eq!(lane.start(0), None, "limit reached");
+        lane.finish();
+        assert_eq!(lane.start(0).map(|j| j.seq), Some(2));
+        assert_eq!(lane.in_flight(), 2);
+    }
+
+    #[test]
+    fn fifo_sends_one_at_a_time_in_seq_order_and_holds_a_failed_head() {
+        let mut lane = Lane::new(settings(true, 16, None));
+        for seq in [3, 1, 2] {
+            lane.push(job(seq));
+        }
+        let head = lane.start(0).expect("head");
+        assert_eq!(head.seq, 1);
+        assert_eq!(lane.start(0), None, "one in flight");
+        lane.finish();
+        lane.hold_head(head, 500);
+        assert_eq!(lane.start(499), None, "waits for the head's retry");
+        assert_eq!(lane.wake_at(), Some(500));
+        assert_eq!(
+            lane.start(500).map(|j| j.seq),
+            Some(1),
+            "the same head again, before 2 and 3"
+        );
+    }
+
+    #[test]
+    fn throttle_rate_spaces_starts_and_pause_blocks() {
+        let mut lane = Lane::new(settings(false, 16, Some(4)));
+        for seq in 0..3 {
+            lane.push(job(seq));
+        }
+        assert!(lane.start(1_000).is_some());
+        assert_eq!(lane.start(1_000), None, "next start in 250 ms");
+        assert!(lane.start(1_250).is_some());
+        lane.pause_until(5_000);
+        assert_eq!(lane.start(4_999), None);
+        assert!(lane.start(5_000).is_some());
+    }
+
+    #[test]
+    fn a_full_lane_refuses() {
+        let mut lane = Lane::new(settings(false, 1, None));
+        for seq in 0..LANE_QUEUE_MAX as u64 {
+            assert!(lane.push(job(seq)));
+        }
+        assert!(!lane.push(job(u64::MAX)));
+    }
+}

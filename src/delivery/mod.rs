@@ -1,0 +1,13 @@
+//! Delivery: turning committed deliveries into signed HTTP attempts, retries and records.
+//!
+//! `engine` runs the shards and their lanes (`lane`); `attempt` runs one attempt through
+//! the `client` transport under the destination `policy`; `classify` and `schedule` are
+//! the pure decisions.
+
+pub mod attempt;
+pub mod classify;
+pub mod client;
+pub mod engine;
+pub mod lane;
+pub mod policy;
+pub mod schedule;
