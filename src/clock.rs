@@ -143,6 +143,37 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     )
 }
 
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110) into ms since the
+/// epoch. The obsolete date forms are not accepted.
+pub fn parse_http_date(text: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = text.split_whitespace();
+    let _weekday = parts.next()?.strip_suffix(',')?;
+    let day = digits(parts.next()?.as_bytes())?;
+    let month_name = parts.next()?;
+    let month = MONTHS
+        .iter()
+        .position(|m| *m == month_name)
+        .map(|i| i as i64 + 1)?;
+    let year = digits(parts.next()?.as_bytes())?;
+    let time: Vec<&str> = parts.next()?.split(':').collect();
+    if parts.next() != Some("GMT") || parts.next().is_some() || time.len() != 3 {
+        return None;
+    }
+    let (h, m, s) = (
+        digits(time[0].as_bytes())?,
+        digits(time[1].as_bytes())?,
+        digits(time[2].as_bytes())?,
+    );
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
+    u64::try_from(secs * 1000).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,34 +207,4 @@ mod tests {
             assert_eq!(parse_rfc3339(text), want, "{text}");
         }
     }
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110) into ms since the
-/// epoch. The obsolete date forms are not accepted.
-pub fn parse_http_date(text: &str) -> Option<u64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mut parts = text.split_whitespace();
-    let _weekday = parts.next()?.strip_suffix(',')?;
-    let day = digits(parts.next()?.as_bytes())?;
-    let month = MONTHS
-        .iter()
-        .position(|m| Some(*m) == parts.next())
-        .map(|i| i as i64 + 1)?;
-    let year = digits(parts.next()?.as_bytes())?;
-    let time: Vec<&str> = parts.next()?.split(':').collect();
-    if parts.next() != Some("GMT") || parts.next().is_some() || time.len() != 3 {
-        return None;
-    }
-    let (h, m, s) = (
-        digits(time[0].as_bytes())?,
-        digits(time[1].as_bytes())?,
-        digits(time[2].as_bytes())?,
-    );
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
-    u64::try_from(secs * 1000).ok()
 }

@@ -347,6 +347,12 @@ fn read_delivery(reader: &mut Reader, t: &toml::Table, out: &mut DeliveryConfig)
         30 * DAY_MS,
         &mut out.disable_after_ms,
     );
+    read_lists(reader, t, out);
+}
+
+/// The non-integer keys of `[delivery]`.
+fn read_lists(reader: &mut Reader, t: &toml::Table, out: &mut DeliveryConfig) {
+    const DAY_MS: i64 = 86_400_000;
     if let Some(v) = t.get("allow_http") {
         match v.as_bool() {
             Some(b) => out.allow_http = b,

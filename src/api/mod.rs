@@ -7,6 +7,7 @@
 //! place an error becomes HTTP, so every error is JSON.
 
 mod apps;
+mod attempts;
 mod auth;
 mod endpoints;
 mod error;
@@ -201,6 +202,9 @@ enum Route<'a> {
     Messages(&'a str),
     Message(&'a str, &'a str),
     MessageContent(&'a str, &'a str),
+    AttemptsByMessage(&'a str, &'a str),
+    AttemptsByEndpoint(&'a str, &'a str),
+    Attempt(&'a str, &'a str, &'a str),
 }
 
 impl<'a> Route<'a> {
@@ -221,6 +225,9 @@ impl<'a> Route<'a> {
             ["app", a, "msg"] => Route::Messages(a),
             ["app", a, "msg", m] => Route::Message(a, m),
             ["app", a, "msg", m, "content"] => Route::MessageContent(a, m),
+            ["app", a, "attempt", "msg", m] => Route::AttemptsByMessage(a, m),
+            ["app", a, "attempt", "endpoint", e] => Route::AttemptsByEndpoint(a, e),
+            ["app", a, "msg", m, "attempt", t] => Route::Attempt(a, m, t),
             _ => return None,
         })
     }
@@ -235,7 +242,11 @@ impl<'a> Route<'a> {
             Route::App(..) | Route::Endpoint(..) | Route::EventType(..) => {
                 &[M::GET, M::PUT, M::PATCH, M::DELETE]
             }
-            Route::EndpointSecret(..) | Route::Message(..) => &[M::GET],
+            Route::EndpointSecret(..)
+            | Route::Message(..)
+            | Route::AttemptsByMessage(..)
+            | Route::AttemptsByEndpoint(..)
+            | Route::Attempt(..) => &[M::GET],
             Route::EndpointSecretRotate(..) => &[M::POST],
             Route::EndpointHeaders(..) => &[M::GET, M::PUT, M::PATCH],
             Route::MessageContent(..) => &[M::DELETE],
@@ -341,6 +352,9 @@ async fn dispatch(
         (Route::Messages(a), _) => messages::create(state, ctx, a).await,
         (Route::Message(a, m), _) => messages::get(state, ctx, a, m),
         (Route::MessageContent(a, m), _) => messages::expunge_content(state, ctx, a, m).await,
+        (Route::AttemptsByMessage(a, m), _) => attempts::list_by_message(state, ctx, a, m),
+        (Route::AttemptsByEndpoint(a, e), _) => attempts::list_by_endpoint(state, ctx, a, e),
+        (Route::Attempt(a, m, t), _) => attempts::get(state, ctx, a, m, t),
         (Route::Health | Route::HealthPing, _) => health(state, route),
     }
 }

@@ -97,8 +97,37 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
             response: detail,
         },
     };
+    record(
+        &ctx,
+        &endpoint,
+        &message,
+        delivery.attempts,
+        result,
+        now_ms,
+        random,
+        finished,
+    )
+    .await
+}
+
+/// Decides the next step of an attempt that was made and records both in one write.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one attempt, named for the reader"
+)]
+async fn record(
+    ctx: &AttemptCtx,
+    endpoint: &EndpointRecord,
+    message: &MessageRecord,
+    attempts_before: u16,
+    result: AttemptResult,
+    now_ms: u64,
+    random: f64,
+    mut finished: Finished,
+) -> Finished {
+    let job = finished.job;
     let done_ms = ctx.clock.now_ms();
-    let attempts_made = delivery.attempts.saturating_add(1);
+    let attempts_made = attempts_before.saturating_add(1);
     let step = match result.outcome {
         Outcome::Success { .. } => Step::Succeeded,
         Outcome::Gone => Step::Gone,
@@ -118,6 +147,8 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
     }
     let record = AttemptRecord {
         id: ids::new_id(IdKind::Attempt, now_ms),
+        msg_id: message.id.clone(),
+        endpoint_id: endpoint.id.clone(),
         seq: job.seq,
         endpoint_key: endpoint.key,
         app_key: endpoint.app_key,

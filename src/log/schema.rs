@@ -208,6 +208,8 @@ pub enum Trigger {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub id: String,
+    pub msg_id: String,
+    pub endpoint_id: String,
     pub seq: u64,
     pub endpoint_key: u64,
     pub app_key: u64,

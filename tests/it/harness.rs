@@ -183,3 +183,19 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `path` (every 20 ms, at most 10 s) until `cond` holds on its JSON. For state
+/// that changes through the delivery engine, where no event reaches the test.
+pub(crate) async fn eventually_json(
+    addr: SocketAddr,
+    path: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> bool {
+    for _ in 0..500 {
+        if cond(&get(addr, path).await.json) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

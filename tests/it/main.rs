@@ -6,7 +6,9 @@
 mod api;
 mod cli;
 mod crash;
+mod delivery;
 mod harness;
 mod hostile;
+mod receiver;
 mod sdk;
 mod tidy;

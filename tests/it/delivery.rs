@@ -1,0 +1,331 @@
+//! Delivery over real loopback HTTP: signatures, isolation, retries, throttling, 410,
+//! FIFO order, and the attempt log.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice::app::Running;
+use sluice::clock::Clock;
+
+use crate::harness::{TOKEN, call, get, post, test_config};
+use crate::receiver::{Answer, Receiver};
+
+/// Sluice with deliveries to loopback allowed and `schedule_ms` as the retry schedule.
+async fn start_delivering(dir: &std::path::Path, schedule_ms: &[u64]) -> Running {
+    let mut config = test_config(dir);
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    config.delivery.retry_schedule_ms = schedule_ms.to_vec();
+    config.delivery.endpoint_in_flight_max = 4;
+    sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("start")
+}
+
+async fn endpoint(addr: std::net::SocketAddr, app: &str, body: Value) -> Value {
+    let resp = post(addr, &format!("/api/v1/app/{app}/endpoint"), &body).await;
+    assert_eq!(resp.status, 201, "{}", resp.json);
+    resp.json
+}
+
+async fn send(addr: std::net::SocketAddr, app: &str, n: usize) -> String {
+    let body = json!({"eventType": "t.e", "payload": {"n": n}});
+    let resp = post(addr, &format!("/api/v1/app/{app}/msg"), &body).await;
+    assert_eq!(resp.status, 202);
+    resp.json["id"].as_str().expect("id").to_owned()
+}
+
+fn n_of(r: &crate::receiver::Received) -> u64 {
+    serde_json::from_slice::<Value>(&r.body).expect("json")["n"]
+        .as_u64()
+        .expect("n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_endpoint_does_not_hold_up_a_fast_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let fast = Receiver::start(|_| Answer::Status(200)).await;
+    let hung = Receiver::start(|_| Answer::Hang).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "iso", "uid": "iso"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "iso", json!({"url": fast.url()})).await;
+    endpoint(addr, "iso", json!({"url": hung.url()})).await;
+    let senders: Vec<_> = (0..8)
+        .map(|c| {
+            tokio::spawn(async move {
+                for n in (c..1000).step_by(8) {
+                    send(addr, "iso", n).await;
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.expect("sender");
+    }
+    let got = fast.wait_for(1000).await;
+    let first_hung = hung.wait_for(1).await[0].at;
+    let last_fast = got.iter().map(|r| r.at).max().expect("arrivals");
+    assert!(
+        last_fast < first_hung + Duration::from_secs(5),
+        "all 1000 reached the fast endpoint {:?} after the first hung attempt began",
+        last_fast.saturating_duration_since(first_hung)
+    );
+    let unique: std::collections::BTreeSet<u64> = got.iter().map(n_of).collect();
+    assert_eq!(unique.len(), 1000);
+    let hanging = hung.hanging.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        hanging <= 4,
+        "{hanging} attempts in flight to the hung endpoint; the limit is 4"
+    );
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_follow_the_schedule_and_are_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[400, 800]).await;
+    let addr = sluice.addr;
+    let flaky = Receiver::start(|n| {
+        if n < 2 {
+            Answer::Status(500)
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "r", "uid": "r"}))
+            .await
+            .status,
+        201
+    );
+    let ep = endpoint(addr, "r", json!({"url": flaky.url(), "uid": "flaky"})).await;
+    let msg = send(addr, "r", 1).await;
+    let got = flaky.wait_for(3).await;
+    let gaps: Vec<u128> = got
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at).as_millis())
+        .collect();
+    // ±20 % jitter, plus a little for the commit that records each attempt.
+    assert!(
+        (320..=480 + 150).contains(&gaps[0]),
+        "first retry after {} ms",
+        gaps[0]
+    );
+    assert!(
+        (640..=960 + 150).contains(&gaps[1]),
+        "second retry after {} ms",
+        gaps[1]
+    );
+    assert!(
+        got.iter().all(|r| r.header("webhook-id") == msg),
+        "one id for every attempt"
+    );
+    // The third attempt is recorded just after the receiver answers it.
+    let path = format!("/api/v1/app/r/attempt/msg/{msg}");
+    let recorded = crate::harness::eventually_json(addr, &path, |l| {
+        l["data"].as_array().is_some_and(|d| d.len() == 3)
+    });
+    assert!(recorded.await, "three attempts recorded");
+    let listed = get(addr, &path).await.json;
+    let statuses: Vec<(u64, u64)> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|a| {
+            (
+                a["responseStatusCode"].as_u64().expect("code"),
+                a["status"].as_u64().expect("status"),
+            )
+        })
+        .collect();
+    assert_eq!(statuses, [(200, 0), (500, 2), (500, 2)], "newest first");
+    let by_endpoint = get(
+        addr,
+        &format!(
+            "/api/v1/app/r/attempt/endpoint/{}?status=2",
+            ep["id"].as_str().expect("id")
+        ),
+    )
+    .await;
+    assert_eq!(by_endpoint.json["data"].as_array().expect("data").len(), 2);
+    let one = &listed["data"][0];
+    let fetched = get(
+        addr,
+        &format!(
+            "/api/v1/app/r/msg/{msg}/attempt/{}",
+            one["id"].as_str().expect("id")
+        ),
+    )
+    .await;
+    assert_eq!(fetched.json["id"], one["id"]);
+    // Nothing more arrives: the delivery is done (the next scan would have found it).
+    assert_eq!(flaky.received().len(), 3);
+    sluice.stop().await;
+    assert_eq!(flaky.received().len(), 3, "exactly three attempts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_moves_the_next_attempt_and_410_disables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[10_000]).await;
+    let addr = sluice.addr;
+    let busy = Receiver::start(|n| {
+        if n == 0 {
+            Answer::StatusWithRetryAfter(503, "1")
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    let gone = Receiver::start(|_| Answer::Status(410)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "t", "uid": "t"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "t", json!({"url": busy.url()})).await;
+    endpoint(addr, "t", json!({"url": gone.url(), "uid": "gone"})).await;
+    send(addr, "t", 1).await;
+    let got = busy.wait_for(2).await;
+    let gap = (got[1].at - got[0].at).as_millis();
+    assert!(
+        (1_000..4_000).contains(&gap),
+        "Retry-After: 1 moved the retry from 10 s to {gap} ms"
+    );
+    gone.wait_for(1).await;
+    let disabled = crate::harness::eventually_json(addr, "/api/v1/app/t/endpoint/gone", |e| {
+        e["disabled"] == json!(true)
+    })
+    .await;
+    assert!(disabled, "410 disables the endpoint");
+    send(addr, "t", 2).await;
+    busy.wait_for(3).await;
+    assert_eq!(gone.received().len(), 1, "a disabled endpoint gets nothing");
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_endpoints_receive_in_order_while_retrying() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[300, 300, 300]).await;
+    let addr = sluice.addr;
+    let receiver = Receiver::start(|n| {
+        if n == 0 || n == 1 {
+            Answer::Status(500)
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "f", "uid": "f"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(
+        addr,
+        "f",
+        json!({"url": receiver.url(), "ordering": "fifo"}),
+    )
+    .await;
+    for n in 0..20 {
+        send(addr, "f", n).await;
+    }
+    let got = receiver.wait_for(22).await;
+    let order: Vec<u64> = got.iter().map(n_of).collect();
+    let mut expected = vec![0, 0, 0];
+    expected.extend(1..20);
+    assert_eq!(
+        order, expected,
+        "the failing head blocks its lane; order is kept"
+    );
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_verify_with_standard_webhooks_through_a_rotation() {
+    let python = std::env::var("SLUICE_PYTHON").expect("SLUICE_PYTHON (scripts/test sets it)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let receiver = Receiver::start(|_| Answer::Status(204)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "s", "uid": "s"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "s", json!({"url": receiver.url(), "uid": "e"})).await;
+    let secret = |addr| async move {
+        get(addr, "/api/v1/app/s/endpoint/e/secret").await.json["key"]
+            .as_str()
+            .expect("key")
+            .to_owned()
+    };
+    let first = secret(addr).await;
+    for n in 0..3 {
+        send(addr, "s", n).await;
+    }
+    receiver.wait_for(3).await;
+    let rotate = |body: &'static [u8]| {
+        call(
+            addr,
+            "POST",
+            "/api/v1/app/s/endpoint/e/secret/rotate",
+            Some(TOKEN),
+            &[],
+            body,
+        )
+    };
+    assert_eq!(rotate(b"{}").await.status, 200);
+    let second = secret(addr).await;
+    for n in 3..6 {
+        send(addr, "s", n).await;
+    }
+    receiver.wait_for(6).await;
+    assert_eq!(rotate(br#"{"gracePeriodSeconds":0}"#).await.status, 200);
+    let third = secret(addr).await;
+    for n in 6..9 {
+        send(addr, "s", n).await;
+    }
+    let got = receiver.wait_for(9).await;
+    let mut deliveries: Vec<Value> = got
+        .iter()
+        .map(|r| json!({"n": n_of(r), "body": String::from_utf8_lossy(&r.body), "headers": r.headers}))
+        .collect();
+    deliveries.sort_by_key(|d| d["n"].as_u64());
+    let cases = json!([
+        {"deliveries": &deliveries[0..3], "secret": first, "valid": true},
+        {"deliveries": &deliveries[3..6], "secret": first, "valid": true},
+        {"deliveries": &deliveries[3..6], "secret": second, "valid": true},
+        {"deliveries": &deliveries[6..9], "secret": third, "valid": true},
+        {"deliveries": &deliveries[6..9], "secret": second, "valid": false},
+    ]);
+    let file = dir.path().join("cases.json");
+    std::fs::write(&file, cases.to_string()).expect("write");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/verify_signatures.py"
+    );
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&file)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sluice.stop().await;
+}
