@@ -329,3 +329,108 @@ async fn deliveries_verify_with_standard_webhooks_through_a_rotation() {
     );
     sluice.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_delivery_loses_no_delivery() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const MESSAGES: usize = 10_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("sluice.toml");
+    let text = "[delivery]\nallow_http = true\nallowed_networks = [\"127.0.0.0/8\"]\nretry_schedule_ms = [300, 600, 1200]\n";
+    std::fs::write(&config, text).expect("config");
+    let data = dir.path().join("data");
+    let steady = Receiver::start(|_| Answer::Status(200)).await;
+    // The flaky endpoint fails the first attempt of every message, so every message has
+    // a retry pending at some point.
+    let first_seen = std::sync::Mutex::new(BTreeSet::new());
+    let flaky = Receiver::start_with(move |_, r| {
+        let fresh = first_seen
+            .lock()
+            .expect("lock")
+            .insert(r.header("webhook-id").to_owned());
+        if fresh {
+            Answer::Status(500)
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    let daemon = crate::harness::Daemon::spawn_with(&data, Some(&config));
+    let addr = daemon.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "k", "uid": "k"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "k", json!({"url": steady.url()})).await;
+    endpoint(addr, "k", json!({"url": flaky.url()})).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..16)
+        .map(|c| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in (c..MESSAGES).step_by(16) {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = json!({"eventType": "t.e", "payload": {"n": n}}).to_string();
+                    match crate::harness::try_call(
+                        addr,
+                        "POST",
+                        "/api/v1/app/k/msg",
+                        Some(TOKEN),
+                        &[],
+                        body.as_bytes(),
+                    )
+                    .await
+                    {
+                        Ok(r) if r.status == 202 => {
+                            acked.push(r.json["id"].as_str().expect("id").to_owned())
+                        }
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    // Kill once a good part has been delivered, with more still queued or retrying.
+    steady.wait_for(2_000).await;
+    stop.store(true, Ordering::Relaxed);
+    daemon.kill9();
+    let mut acked = BTreeSet::new();
+    for s in senders {
+        acked.extend(s.await.expect("sender"));
+    }
+    assert!(acked.len() >= 2_000, "{} acknowledged", acked.len());
+
+    let daemon = crate::harness::Daemon::spawn_with(&data, Some(&config));
+    let ids = |r: &Receiver| -> BTreeSet<String> {
+        r.received()
+            .iter()
+            .filter(|x| x.header("webhook-id").starts_with("msg_"))
+            .map(|x| x.header("webhook-id").to_owned())
+            .collect()
+    };
+    for receiver in [&steady, &flaky] {
+        // Every acknowledged message reaches every endpoint at least once.
+        let all_arrive = async {
+            let mut seen = 0;
+            while !acked.is_subset(&ids(receiver)) {
+                seen = receiver.wait_for(seen + 1).await.len();
+            }
+        };
+        let arrived = tokio::time::timeout(Duration::from_secs(120), all_arrive).await;
+        let missing = acked.difference(&ids(receiver)).count();
+        assert!(
+            arrived.is_ok(),
+            "{missing} acknowledged messages never arrived"
+        );
+    }
+    drop(daemon);
+}

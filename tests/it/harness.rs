@@ -141,9 +141,19 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Starts `sluice serve` on `dir` and waits until it logs its address.
     pub(crate) fn spawn(dir: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        Daemon::spawn_with(dir, None)
+    }
+
+    /// Starts `sluice serve` with a config file (data dir and listen still from flags).
+    pub(crate) fn spawn_with(dir: &Path, config: Option<&Path>) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
+            .arg(dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .env("SLUICE_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

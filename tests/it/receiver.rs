@@ -35,7 +35,7 @@ pub(crate) enum Answer {
     Hang,
 }
 
-type Script = Arc<dyn Fn(usize) -> Answer + Send + Sync>;
+type Script = Arc<dyn Fn(usize, &Received) -> Answer + Send + Sync>;
 
 /// A running receiver.
 pub(crate) struct Receiver {
@@ -49,6 +49,13 @@ pub(crate) struct Receiver {
 impl Receiver {
     pub(crate) async fn start(
         script: impl Fn(usize) -> Answer + Send + Sync + 'static,
+    ) -> Receiver {
+        Receiver::start_with(move |n, _| script(n)).await
+    }
+
+    /// Like `start`, with the script seeing each request.
+    pub(crate) async fn start_with(
+        script: impl Fn(usize, &Received) -> Answer + Send + Sync + 'static,
     ) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -94,14 +101,16 @@ impl Receiver {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            let n = {
+                            let received = Received { at, headers, body };
+                            let (n, answer) = {
                                 let mut seen = seen.lock().expect("lock");
-                                seen.push(Received { at, headers, body });
-                                seen.len() - 1
+                                let answer = script(seen.len(), &received);
+                                seen.push(received);
+                                (seen.len() - 1, answer)
                             };
                             count_tx.send_replace(n + 1);
                             let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
-                            match script(n) {
+                            match answer {
                                 Answer::Status(status) => {
                                     *response.status_mut() = status.try_into().expect("status")
                                 }
