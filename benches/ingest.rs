@@ -6,18 +6,15 @@
 //! Reports accepted messages/s and accept latency p50/p99/p99.9, and, for scale, the
 //! disk's fsyncs per second measured in the same data directory in the same run.
 
+mod common;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use common::{TOKEN, connect, send};
 use sluice::clock::Clock;
 use sluice::config::Config;
-
-const TOKEN: &str = "bench-token";
 /// Hard cap on requests per client, whatever the duration.
 const REQUESTS_PER_CLIENT_MAX: usize = 1_000_000;
 
@@ -127,32 +124,6 @@ async fn load(
         all.extend(task.await.expect("client"));
     }
     (all.len(), all, start.elapsed())
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Sender {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    sender
-}
-
-async fn send(sender: &mut Sender, addr: SocketAddr, path: &str, body: &[u8]) -> u16 {
-    sender.ready().await.expect("ready");
-    let req = Request::post(path)
-        .header("host", addr.to_string())
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("response");
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await.expect("body");
-    status
 }
 
 /// 4 KiB appends, each followed by fdatasync, for `window`: the disk's durable-write rate.
