@@ -32,6 +32,8 @@ pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 pub const SCAN_ROWS_MAX: usize = 20_000;
 /// Most retries a shard holds in its timer map.
 pub const TIMERS_MAX: usize = 100_000;
+/// How soon a shard rescans after an attempt finishes while work is spilled.
+const SPILL_REFILL_DELAY: Duration = Duration::from_millis(10);
 /// Most attempts in flight in one shard (all its lanes together).
 pub const SHARD_IN_FLIGHT_MAX: usize = 4_096;
 
@@ -68,6 +70,7 @@ impl Engine {
                     in_flight: JoinSet::new(),
                     scan_from: None,
                     rng: u64::from_le_bytes(seed) | 1,
+                    spilled: false,
                 };
                 tokio::spawn(shard.run(intake, stopped.clone()))
             })
@@ -106,6 +109,9 @@ struct Shard {
     scan_from: Option<[u8; 24]>,
     /// xorshift64* state for retry jitter.
     rng: u64,
+    /// Some due delivery was left in the log because a lane or the timer map was full;
+    /// the next scan starts from the earliest row, and comes soon once there is room.
+    spilled: bool,
 }
 
 impl Shard {
@@ -130,7 +136,15 @@ impl Shard {
             };
             match event {
                 Event::Stop => break,
-                Event::Finished(finished) => self.finished(finished),
+                Event::Finished(finished) => {
+                    self.finished(finished);
+                    // A lane with spilled work has room again: refill it soon, not in
+                    // a full scan interval.
+                    let soon = tokio::time::Instant::now() + SPILL_REFILL_DELAY;
+                    if self.spilled && next_scan > soon {
+                        next_scan = soon;
+                    }
+                }
                 Event::HandedOff(job) => self.accept(job, now_ms),
                 Event::Tick => {
                     self.fire_timers(self.ctx.clock.now_ms());
@@ -169,6 +183,7 @@ impl Shard {
                 self.timers.insert((job.due_ms, job.endpoint_key, job.seq));
             } else {
                 self.known.remove(&(job.endpoint_key, job.seq)); // A later scan brings it back.
+                self.spilled |= job.due_ms - now_ms <= HORIZON_MS;
             }
             return;
         }
@@ -182,6 +197,7 @@ impl Shard {
             .or_insert_with(|| Lane::new(settings));
         if !lane.push(job) {
             self.known.remove(&(job.endpoint_key, job.seq)); // Spilled: it stays in the log.
+            self.spilled = true;
         }
     }
 
@@ -265,7 +281,9 @@ impl Shard {
         let now_ms = self.ctx.clock.now_ms();
         let until_ms = now_ms + HORIZON_MS;
         let (index, count) = (self.index, self.count);
-        let from = self.scan_from;
+        // After a spill, start from the earliest row so the oldest work comes back first.
+        let from = if self.spilled { None } else { self.scan_from };
+        self.spilled = false;
         let (found, resume) = self.ctx.log.read(|rtxn, dbs| {
             let lower = match &from {
                 Some(key) => std::ops::Bound::Excluded(&key[..]),
@@ -300,6 +318,9 @@ impl Shard {
             if !self.known.contains(&(job.endpoint_key, job.seq)) {
                 self.accept(job, now_ms);
             }
+        }
+        if self.spilled {
+            self.scan_from = None;
         }
         Ok(())
     }
