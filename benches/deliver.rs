@@ -175,7 +175,8 @@ async fn load(
             "/api/v1/app",
             br#"{"name":"bench","uid":"bench"}"#
         )
-        .await,
+        .await
+        .0,
         201
     );
     let endpoint = format!(r#"{{"url":"http://{sink}/hook","secret":"{secret}"}}"#);
@@ -186,7 +187,8 @@ async fn load(
             "/api/v1/app/bench/endpoint",
             endpoint.as_bytes()
         )
-        .await,
+        .await
+        .0,
         201
     );
     let pad = "x".repeat(1024 - 40);
@@ -223,16 +225,13 @@ async fn send_for_id(
     addr: SocketAddr,
     body: Vec<u8>,
 ) -> (u16, String) {
-    sender.ready().await.expect("ready");
-    let req = hyper::Request::post("/api/v1/app/bench/msg?with_content=false")
-        .header("host", addr.to_string())
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("response");
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let (status, bytes) = send(
+        sender,
+        addr,
+        "/api/v1/app/bench/msg?with_content=false",
+        &body,
+    )
+    .await;
     let json: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
     (status, json["id"].as_str().unwrap_or_default().to_owned())
 }

@@ -94,7 +94,7 @@ async fn load(
 ) -> (usize, Vec<Duration>, Duration) {
     let create_app = br#"{"name":"bench","uid":"bench"}"#;
     let mut setup = connect(addr).await;
-    let status = send(&mut setup, addr, "/api/v1/app", create_app).await;
+    let (status, _) = send(&mut setup, addr, "/api/v1/app", create_app).await;
     assert_eq!(status, 201, "create app");
     let pad = "x".repeat(1024 - 40);
     let start = Instant::now();
@@ -111,7 +111,7 @@ async fn load(
                     }
                     let body = format!(r#"{{"eventType":"bench.event","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}}}"#);
                     let sent = Instant::now();
-                    let status = send(&mut sender, addr, "/api/v1/app/bench/msg?with_content=false", body.as_bytes()).await;
+                    let (status, _) = send(&mut sender, addr, "/api/v1/app/bench/msg?with_content=false", body.as_bytes()).await;
                     assert_eq!(status, 202, "accepted");
                     latencies.push(sent.elapsed());
                 }

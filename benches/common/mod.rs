@@ -22,8 +22,13 @@ pub(crate) async fn connect(addr: SocketAddr) -> Sender {
     sender
 }
 
-/// POSTs `body` to `path` with the bench token; returns the status.
-pub(crate) async fn send(sender: &mut Sender, addr: SocketAddr, path: &str, body: &[u8]) -> u16 {
+/// POSTs `body` to `path` with the bench token; returns the status and the body.
+pub(crate) async fn send(
+    sender: &mut Sender,
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+) -> (u16, Bytes) {
     sender.ready().await.expect("ready");
     let req = Request::post(path)
         .header("host", addr.to_string())
@@ -33,6 +38,6 @@ pub(crate) async fn send(sender: &mut Sender, addr: SocketAddr, path: &str, body
         .expect("request");
     let resp = sender.send_request(req).await.expect("response");
     let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await.expect("body");
-    status
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, body)
 }
