@@ -469,7 +469,7 @@ async fn endpoint_secret_headers_and_scoped_tokens() {
         .status,
         201
     );
-    let app_token = create_app_token(&sluice, "shop").await;
+    let app_token = crate::harness::app_token(&sluice, "shop").await;
     let t = Some(app_token.as_str());
     assert_eq!(
         call(addr, "GET", "/api/v1/app/shop/endpoint", t, &[], b"")
@@ -500,23 +500,6 @@ async fn endpoint_secret_headers_and_scoped_tokens() {
         403
     );
     sluice.stop().await;
-}
-
-async fn create_app_token(sluice: &sluice::app::Running, app: &str) -> String {
-    use sluice::log::schema::TokenScope;
-    let key = sluice
-        .log()
-        .read(|rtxn, dbs| sluice::log::tables::app_by_ref(rtxn, dbs, app))
-        .expect("read")
-        .expect("app")
-        .key;
-    sluice::app::create_token(
-        sluice.log(),
-        &sluice::clock::Clock::System,
-        TokenScope::App(key),
-    )
-    .await
-    .expect("token")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -209,3 +209,21 @@ pub(crate) async fn eventually_json(
     }
     false
 }
+
+/// Creates a token scoped to the application `app` (id or uid).
+pub(crate) async fn app_token(sluice: &sluice::app::Running, app: &str) -> String {
+    use sluice::log::schema::TokenScope;
+    let key = sluice
+        .log()
+        .read(|rtxn, dbs| sluice::log::tables::app_by_ref(rtxn, dbs, app))
+        .expect("read")
+        .expect("app")
+        .key;
+    sluice::app::create_token(
+        sluice.log(),
+        &sluice::clock::Clock::System,
+        TokenScope::App(key),
+    )
+    .await
+    .expect("token")
+}

@@ -200,16 +200,7 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
     assert_eq!(resp.json["detail"][0]["loc"], json!(["body", "payload"]));
 
     // An app token used on another app.
-    let key = sluice
-        .log()
-        .read(|rtxn, dbs| sluice::log::tables::app_by_ref(rtxn, dbs, "other"))
-        .expect("read")
-        .expect("app")
-        .key;
-    let scope = sluice::log::schema::TokenScope::App(key);
-    let app_token = sluice::app::create_token(sluice.log(), &sluice::clock::Clock::System, scope)
-        .await
-        .expect("token");
+    let app_token = crate::harness::app_token(&sluice, "other").await;
     let resp = call(
         addr,
         "GET",
