@@ -241,9 +241,13 @@ impl tower_service::Service<Name> for PolicyResolver {
                 .copied()
                 .filter(|a| policy.check_ip(a.ip()).is_ok())
                 .collect();
+            if resolved.is_empty() {
+                let detail = format!("{host} resolves to no address");
+                return Err(std::io::Error::new(std::io::ErrorKind::NotFound, detail));
+            }
             // A name with any refused address is refused whole: mixing public and private
             // answers is how rebinding attacks start.
-            if allowed.is_empty() || allowed.len() != resolved.len() {
+            if allowed.len() != resolved.len() {
                 let refused = resolved
                     .iter()
                     .find(|a| policy.check_ip(a.ip()).is_err())

@@ -427,8 +427,6 @@ pub enum Step {
     Exhausted,
     /// The receiver answered 410 Gone: the endpoint is disabled.
     Gone,
-    /// A manual attempt: recorded, the delivery's own schedule is left as it was.
-    Manual,
 }
 
 /// Records one attempt and moves its delivery on, in the caller's batch: the attempt and
@@ -460,41 +458,29 @@ pub fn record_attempt(
         .map(DeliveryRecord::decode)
         .transpose()?;
     let now_ms = ctx.now_ms;
-    if step != Step::Manual {
-        if let Some(previous) = previous.filter(|p| p.state == DeliveryState::Pending) {
-            dbs.due.delete(
-                ctx.wtxn,
-                &due_key(previous.next_due_ms, record.endpoint_key, record.seq),
-            )?;
-        }
-        let (state, next_due_ms) = match step {
-            Step::Succeeded => (DeliveryState::Succeeded, now_ms),
-            Step::RetryAt(at) => {
-                dbs.due
-                    .put(ctx.wtxn, &due_key(at, record.endpoint_key, record.seq), &[])?;
-                (DeliveryState::Pending, at)
-            }
-            Step::Exhausted | Step::Gone | Step::Manual => (DeliveryState::Failed, now_ms),
-        };
-        let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
-        let row = DeliveryRecord {
-            state,
-            attempts,
-            next_due_ms,
-            updated_ms: now_ms,
-        };
-        dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
-    } else if record.success {
-        // A successful manual attempt completes a delivery that had failed for good.
-        if let Some(previous) = previous.filter(|p| p.state == DeliveryState::Failed) {
-            let row = DeliveryRecord {
-                state: DeliveryState::Succeeded,
-                updated_ms: now_ms,
-                ..previous
-            };
-            dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
-        }
+    if let Some(previous) = previous.filter(|p| p.state == DeliveryState::Pending) {
+        dbs.due.delete(
+            ctx.wtxn,
+            &due_key(previous.next_due_ms, record.endpoint_key, record.seq),
+        )?;
     }
+    let (state, next_due_ms) = match step {
+        Step::Succeeded => (DeliveryState::Succeeded, now_ms),
+        Step::RetryAt(at) => {
+            dbs.due
+                .put(ctx.wtxn, &due_key(at, record.endpoint_key, record.seq), &[])?;
+            (DeliveryState::Pending, at)
+        }
+        Step::Exhausted | Step::Gone => (DeliveryState::Failed, now_ms),
+    };
+    let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
+    let row = DeliveryRecord {
+        state,
+        attempts,
+        next_due_ms,
+        updated_ms: now_ms,
+    };
+    dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
     update_health(ctx, record, step, disable_after_ms)?;
     Ok(attempt_key)
 }
