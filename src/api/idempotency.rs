@@ -94,6 +94,11 @@ pub(super) async fn serve_once(
                     key,
                     _done: done,
                 };
+                // A previous owner may have committed and released the key between our
+                // first look and the claim; look again now that nobody else can.
+                if let Some(reply) = remembered(state, &key)? {
+                    return Ok(reply);
+                }
                 return handler.await;
             }
             // Returns once the owner's sender is dropped; then look again.
