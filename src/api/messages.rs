@@ -87,7 +87,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
             channels: input.channels,
             payload: Some(input.payload),
         };
-        tables::append_message(w, &record)?;
+        tables::append_message(w, &record, tables::Fanout::Matching)?;
         Ok(Ok((
             StatusCode::ACCEPTED,
             MessageOut::from(record, with_content),

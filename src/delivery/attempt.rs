@@ -15,7 +15,9 @@ use super::schedule::{Next, RetrySchedule};
 use crate::clock::Clock;
 use crate::config::HeaderStyle;
 use crate::ids::{self, IdKind};
-use crate::log::schema::{AttemptRecord, DeliveryState, EndpointRecord, MessageRecord, Trigger};
+use crate::log::schema::{
+    AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, MessageRecord, Trigger,
+};
 use crate::log::tables::{self, Step};
 use crate::log::{DueJob, Log};
 use crate::signing;
@@ -76,8 +78,12 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
             return finished;
         }
     };
-    let Some(delivery) = delivery.filter(|d| d.state == DeliveryState::Pending) else {
-        return finished; // Already settled (a duplicate hand-off): nothing to do.
+    let now_ms = ctx.clock.now_ms();
+    // Settled already, or waiting for a later retry: a duplicate or stale hand-off.
+    let Some(delivery) = delivery.filter(|d| {
+        d.state == DeliveryState::Pending && d.next_due_ms <= now_ms + DUE_SLACK_MS
+    }) else {
+        return finished;
     };
     finished.settings = endpoint.as_ref().map(|e| ctx.lane_settings(e));
     let (Some(endpoint), Some(message)) = (endpoint.filter(|e| !e.disabled), message) else {
@@ -88,7 +94,6 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
         skip(&ctx, job).await; // The payload was expunged before it could be delivered.
         return finished;
     };
-    let now_ms = ctx.clock.now_ms();
     let result = match build_request(&ctx, &endpoint, &message, payload, now_ms) {
         Ok(request) => ctx.transport.attempt(request).await,
         Err(detail) => AttemptResult {
@@ -101,7 +106,7 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
         &ctx,
         &endpoint,
         &message,
-        delivery.attempts,
+        delivery,
         result,
         now_ms,
         random,
@@ -119,7 +124,7 @@ async fn record(
     ctx: &AttemptCtx,
     endpoint: &EndpointRecord,
     message: &MessageRecord,
-    attempts_before: u16,
+    delivery: DeliveryRecord,
     result: AttemptResult,
     now_ms: u64,
     random: f64,
@@ -127,10 +132,11 @@ async fn record(
 ) -> Finished {
     let job = finished.job;
     let done_ms = ctx.clock.now_ms();
-    let attempts_made = attempts_before.saturating_add(1);
+    let attempts_made = delivery.attempts.saturating_add(1);
     let step = match result.outcome {
         Outcome::Success { .. } => Step::Succeeded,
         Outcome::Gone => Step::Gone,
+        _ if delivery.manual => Step::Failed,
         outcome => match ctx
             .schedule
             .after_failure(attempts_made, outcome, done_ms, random)
@@ -159,7 +165,11 @@ async fn record(
         success: result.outcome.is_success(),
         duration_ms: result.duration_ms,
         response: result.response,
-        trigger: Trigger::Scheduled,
+        trigger: if delivery.manual {
+            Trigger::Manual
+        } else {
+            Trigger::Scheduled
+        },
     };
     let disable_after_ms = ctx.disable_after_ms;
     match ctx
@@ -172,6 +182,10 @@ async fn record(
     }
     finished
 }
+
+/// How far a delivery's durable due time may lie ahead of this clock and still be
+/// attempted (the writer's batch time can run a little ahead of a reader's clock).
+const DUE_SLACK_MS: u64 = 1_000;
 
 /// How long a lane pauses after 429/502/503/504 without `Retry-After`.
 const THROTTLE_PAUSE_DEFAULT_MS: u64 = 5_000;

@@ -395,11 +395,16 @@ pub enum DeliveryState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeliveryRecord {
     pub state: DeliveryState,
+    /// Queued by a person (resend, recover): attempted once, never retried.
+    pub manual: bool,
     pub attempts: u16,
     /// When the next attempt is due (ms); meaningful while pending.
     pub next_due_ms: u64,
     pub updated_ms: u64,
 }
+
+/// The high bit of a delivery's state byte: the delivery is manual.
+const MANUAL_BIT: u8 = 0x80;
 
 impl DeliveryRecord {
     pub const ENCODED_LEN: usize = 1 + 1 + 2 + 8 + 8;
@@ -407,7 +412,7 @@ impl DeliveryRecord {
     pub fn encode(&self) -> [u8; Self::ENCODED_LEN] {
         let mut out = [0u8; Self::ENCODED_LEN];
         out[0] = RECORD_VERSION;
-        out[1] = self.state as u8;
+        out[1] = self.state as u8 | if self.manual { MANUAL_BIT } else { 0 };
         out[2..4].copy_from_slice(&self.attempts.to_be_bytes());
         out[4..12].copy_from_slice(&self.next_due_ms.to_be_bytes());
         out[12..20].copy_from_slice(&self.updated_ms.to_be_bytes());
@@ -419,7 +424,7 @@ impl DeliveryRecord {
         if bytes.len() != Self::ENCODED_LEN || bytes[0] != RECORD_VERSION {
             return Err(LogError::corrupt(table, "bad delivery record"));
         }
-        let state = match bytes[1] {
+        let state = match bytes[1] & !MANUAL_BIT {
             0 => DeliveryState::Pending,
             1 => DeliveryState::Sending,
             2 => DeliveryState::Succeeded,
@@ -434,6 +439,7 @@ impl DeliveryRecord {
         };
         Ok(DeliveryRecord {
             state,
+            manual: bytes[1] & MANUAL_BIT != 0,
             attempts: u16::from_be_bytes([bytes[2], bytes[3]]),
             next_due_ms: read_u64(table, bytes, 4)?,
             updated_ms: read_u64(table, bytes, 12)?,
@@ -589,6 +595,7 @@ mod tests {
     fn delivery_and_idempotency_round_trip() {
         let d = DeliveryRecord {
             state: DeliveryState::Skipped,
+            manual: true,
             attempts: 3,
             next_due_ms: 9,
             updated_ms: 10,

@@ -290,13 +290,24 @@ pub fn has_tokens(txn: &RoTxn, dbs: &Dbs) -> Result<bool, LogError> {
 
 // === the message append (the ingest commit) ===
 
+/// Which endpoints a new message goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fanout {
+    /// Every endpoint of the application whose filters match (the normal case).
+    Matching,
+    /// This endpoint only, whatever its filters (`send-example`).
+    Only(u64),
+}
+
 /// Appends a message, its id index entries, its place in the application's ordered log,
-/// and one delivery row per matching endpoint (pending, or skipped while the endpoint is
-/// disabled), with a due row for each pending one. All in the caller's batch transaction.
-/// Returns the message's seq and how many deliveries were recorded.
+/// and one delivery row per endpoint of `fanout` (pending, or skipped while the endpoint
+/// is disabled), with a due row for each pending one, handed to the shards after the
+/// commit. All in the caller's batch transaction. Returns the message's seq and how many
+/// deliveries were recorded.
 pub fn append_message(
     ctx: &mut super::WriteCtx<'_, '_>,
     record: &MessageRecord,
+    fanout: Fanout,
 ) -> Result<(u64, usize), LogError> {
     use super::schema::{DeliveryRecord, DeliveryState, due_key};
     let seq = ctx.state.take_seq();
@@ -312,36 +323,88 @@ pub fn append_message(
     }
     dbs.app_msgs
         .put(ctx.wtxn, &pair_key(record.app_key, seq), &[])?;
-    let mut deliveries = 0;
-    let channels = record.channels.as_deref();
-    for filter in ctx
-        .state
-        .endpoints
-        .matching(record.app_key, &record.event_type, channels)
-    {
-        let state = if filter.disabled {
+    let targets: Vec<(u64, bool)> = match fanout {
+        Fanout::Matching => ctx
+            .state
+            .endpoints
+            .matching(record.app_key, &record.event_type, record.channels.as_deref())
+            .map(|filter| (filter.endpoint_key, filter.disabled))
+            .collect(),
+        Fanout::Only(endpoint_key) => endpoint_by_key(ctx.wtxn, dbs, endpoint_key)?
+            .map(|e| (e.key, e.disabled))
+            .into_iter()
+            .collect(),
+    };
+    for &(endpoint_key, disabled) in &targets {
+        let state = if disabled {
             DeliveryState::Skipped
         } else {
             DeliveryState::Pending
         };
         let row = DeliveryRecord {
             state,
+            manual: false,
             attempts: 0,
             next_due_ms: ctx.now_ms,
             updated_ms: ctx.now_ms,
         };
         dbs.deliveries
-            .put(ctx.wtxn, &pair_key(filter.endpoint_key, seq), &row.encode())?;
+            .put(ctx.wtxn, &pair_key(endpoint_key, seq), &row.encode())?;
         if state == DeliveryState::Pending {
-            dbs.due.put(
-                ctx.wtxn,
-                &due_key(ctx.now_ms, filter.endpoint_key, seq),
-                &[],
-            )?;
+            dbs.due
+                .put(ctx.wtxn, &due_key(ctx.now_ms, endpoint_key, seq), &[])?;
+            ctx.state.outbox.push(super::DueJob {
+                endpoint_key,
+                seq,
+                due_ms: ctx.now_ms,
+            });
         }
-        deliveries += 1;
     }
-    Ok((seq, deliveries))
+    Ok((seq, targets.len()))
+}
+
+/// What `requeue` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeued {
+    /// The delivery is due now.
+    Queued,
+    /// It was already pending (waiting for an attempt or a retry); left as it was.
+    AlreadyPending,
+}
+
+/// Makes the delivery of message `seq` to `endpoint_key` due now, creating its row if
+/// the message never had one for that endpoint. A `manual` delivery is attempted once
+/// and not retried (resend, recover); otherwise it follows the retry schedule
+/// (replay-missing). A delivery already pending keeps its place: it will be attempted.
+pub fn requeue(
+    ctx: &mut super::WriteCtx<'_, '_>,
+    endpoint_key: u64,
+    seq: u64,
+    manual: bool,
+) -> Result<Requeued, LogError> {
+    use super::schema::{DeliveryRecord, DeliveryState, due_key};
+    let row_key = pair_key(endpoint_key, seq);
+    let previous = delivery(ctx.wtxn, ctx.dbs, endpoint_key, seq)?;
+    if previous.is_some_and(|p| p.state == DeliveryState::Pending) {
+        return Ok(Requeued::AlreadyPending);
+    }
+    let row = DeliveryRecord {
+        state: DeliveryState::Pending,
+        manual,
+        attempts: previous.map_or(0, |p| p.attempts),
+        next_due_ms: ctx.now_ms,
+        updated_ms: ctx.now_ms,
+    };
+    ctx.dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
+    ctx.dbs
+        .due
+        .put(ctx.wtxn, &due_key(ctx.now_ms, endpoint_key, seq), &[])?;
+    ctx.state.outbox.push(super::DueJob {
+        endpoint_key,
+        seq,
+        due_ms: ctx.now_ms,
+    });
+    Ok(Requeued::Queued)
 }
 
 // === ordered scans for lists ===
@@ -427,6 +490,8 @@ pub enum Step {
     Exhausted,
     /// The receiver answered 410 Gone: the endpoint is disabled.
     Gone,
+    /// A manual attempt failed; manual attempts are not retried.
+    Failed,
 }
 
 /// Records one attempt and moves its delivery on, in the caller's batch: the attempt and
@@ -471,11 +536,12 @@ pub fn record_attempt(
                 .put(ctx.wtxn, &due_key(at, record.endpoint_key, record.seq), &[])?;
             (DeliveryState::Pending, at)
         }
-        Step::Exhausted | Step::Gone => (DeliveryState::Failed, now_ms),
+        Step::Exhausted | Step::Gone | Step::Failed => (DeliveryState::Failed, now_ms),
     };
     let attempts = previous.map_or(0, |p| p.attempts).saturating_add(1);
     let row = DeliveryRecord {
         state,
+        manual: previous.is_some_and(|p| p.manual),
         attempts,
         next_due_ms,
         updated_ms: now_ms,
