@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
@@ -23,6 +23,7 @@ use crate::delivery::policy::DestinationPolicy;
 use crate::delivery::schedule::RetrySchedule;
 use crate::log::schema::{TokenRecord, TokenScope};
 use crate::log::{Log, LogError, WriterJoin, tables};
+use crate::tasks::TaskRunner;
 
 /// Why Sluice could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,7 @@ pub struct Running {
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
     engine: Engine,
+    tasks: TaskRunner,
     log: Log,
     writer: WriterJoin,
 }
@@ -80,12 +82,15 @@ pub async fn start(
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let engine = Engine::start(Arc::new(attempt_ctx(config, &log, &clock)), intakes);
+    let task_wake = Arc::new(Notify::new());
+    let tasks = TaskRunner::start(log.clone(), Arc::clone(&task_wake));
     let admin_token_hash = admin_token.map(api::hash_token);
     let state = Arc::new(ApiState::new(
         log.clone(),
         clock,
         config.api.clone(),
         admin_token_hash,
+        task_wake,
     ));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, state, async {
@@ -98,6 +103,7 @@ pub async fn start(
         stop,
         server,
         engine,
+        tasks,
         log,
         writer,
     })
@@ -162,6 +168,7 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.server.await;
+        self.tasks.stop().await;
         self.engine.stop().await;
         drop(self.log);
         // The writer finishes its current batch once every handle is gone; joining a

@@ -12,3 +12,4 @@ pub mod ids;
 pub mod limits;
 pub mod log;
 pub mod signing;
+pub mod tasks;

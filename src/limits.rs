@@ -57,9 +57,22 @@ pub const RETENTION_DAYS_DEFAULT: u16 = 90;
 pub const COMMIT_BATCH_OPS_MAX: usize = 4_096;
 /// Longest request path + query we route, in bytes.
 pub const URI_LEN_MAX: usize = 8_192;
+/// Most background tasks (recover, replay-missing) running at once.
+pub const TASKS_RUNNING_MAX: usize = 16;
+/// Most rows one background-task batch examines, and most deliveries it queues: one
+/// batch is one short write, so tasks never hold up ingest.
+pub const TASK_BATCH_ROWS_MAX: usize = 1_000;
+pub const TASK_BATCH_REQUEUES_MAX: usize = 100;
+/// Widest window of a recover or replay-missing task: 14 days and 5 minutes (Svix's).
+pub const TASK_WINDOW_MAX_MS: u64 = 14 * 86_400_000 + 300_000;
+/// Most deliveries an endpoint-stats request counts; a wider window is refused.
+pub const STATS_ROWS_MAX: usize = 2_000_000;
+/// The window endpoint stats cover when the request names none: 28 days.
+pub const STATS_WINDOW_DEFAULT_MS: u64 = 28 * 86_400_000;
 
 const _: () = assert!(PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX);
 const _: () = assert!(PAGE_LIMIT_MAX <= PAGE_SCAN_ROWS_MAX);
+const _: () = assert!(TASK_BATCH_REQUEUES_MAX <= TASK_BATCH_ROWS_MAX);
 const _: () = assert!(SECRET_BYTES_MIN <= SECRET_BYTES_GENERATED);
 const _: () = assert!(SECRET_BYTES_GENERATED <= SECRET_BYTES_MAX);
 const _: () = assert!(SECRET_GRACE_SECONDS_DEFAULT <= SECRET_GRACE_SECONDS_MAX);

@@ -130,12 +130,14 @@ struct EndpointPatch {
     secret: Option<String>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    ordering: Option<Ordering>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EndpointOut {
-    id: String,
+pub(super) struct EndpointOut {
+    pub(super) id: String,
     uid: Option<String>,
     url: String,
     description: String,
@@ -149,10 +151,16 @@ struct EndpointOut {
     created_at: String,
     updated_at: String,
     metadata: BTreeMap<String, String>,
+    /// Sluice extensions: delivery order, and why and when Sluice disabled the endpoint.
+    ordering: Ordering,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_at: Option<String>,
 }
 
 impl EndpointOut {
-    fn from(e: EndpointRecord) -> EndpointOut {
+    pub(super) fn from(e: EndpointRecord) -> EndpointOut {
         EndpointOut {
             id: e.id,
             uid: e.uid,
@@ -168,6 +176,13 @@ impl EndpointOut {
             created_at: format_rfc3339(e.created_ms),
             updated_at: format_rfc3339(e.updated_ms),
             metadata: e.metadata,
+            ordering: if e.fifo {
+                Ordering::Fifo
+            } else {
+                Ordering::Unordered
+            },
+            disabled_reason: e.disabled_reason,
+            disabled_at: e.disabled_at_ms.map(format_rfc3339),
         }
     }
 }
@@ -344,7 +359,7 @@ fn not_found() -> ApiError {
 // === handlers ===
 
 /// Resolves app and endpoint inside a write; `Err` outcomes are 404s.
-fn find_in(
+pub(super) fn find_in(
     w: &mut WriteCtx<'_, '_>,
     auth: Auth,
     app_ref: &str,
@@ -362,7 +377,7 @@ fn find_in(
     )
 }
 
-fn find(
+pub(super) fn find(
     state: &ApiState,
     ctx: &Ctx,
     app_ref: &str,
@@ -511,6 +526,7 @@ pub(super) async fn upsert(
         channels: input.channels.map_or(Patch::Null, Patch::Value),
         secret: None,
         metadata: Some(input.metadata.unwrap_or_default()),
+        ordering: Some(input.ordering.unwrap_or(Ordering::Unordered)),
     };
     update(state, ctx, app_ref, endpoint_ref, as_patch).await
 }
@@ -546,6 +562,15 @@ impl EndpointPatch {
         }
         if let Some(disabled) = self.disabled {
             endpoint.disabled = disabled;
+            if !disabled {
+                // Re-enabled: the failure history that disabled it starts over.
+                endpoint.disabled_reason = None;
+                endpoint.disabled_at_ms = None;
+                endpoint.failing_since_ms = None;
+            }
+        }
+        if let Some(ordering) = self.ordering {
+            endpoint.fifo = ordering == Ordering::Fifo;
         }
         event_types.apply_to(&mut endpoint.event_types);
         self.channels.apply_to(&mut endpoint.channels);

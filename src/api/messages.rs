@@ -1,4 +1,5 @@
-//! Messages of an application: create (the durable ingest), get, list, expunge content.
+//! Messages of an application: create (the durable ingest), get, list, expunge content,
+//! and an endpoint's `send-example`.
 
 use hyper::StatusCode;
 use serde::Serialize;
@@ -18,17 +19,17 @@ const DAY_MS: u64 = 86_400_000;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct MessageOut {
+pub(super) struct MessageOut {
     event_id: Option<String>,
     event_type: String,
     payload: Box<RawValue>,
     channels: Option<Vec<String>>,
-    id: String,
+    pub(super) id: String,
     timestamp: String,
 }
 
 impl MessageOut {
-    fn from(m: MessageRecord, with_content: bool) -> MessageOut {
+    pub(super) fn from(m: MessageRecord, with_content: bool) -> MessageOut {
         let payload = match (&m.payload, with_content) {
             (_, false) => "{}".to_owned(),
             (None, true) => r#"{"expired":true}"#.to_owned(),
@@ -197,6 +198,73 @@ pub(super) async fn expunge_content(
             .msgs
             .put(w.wtxn, &schema::u64_key(seq), &message.encode())?;
         Ok(Ok((StatusCode::NO_CONTENT, ())))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExampleIn {
+    event_type: String,
+    #[serde(default)]
+    example_index: usize,
+}
+
+/// The event type every endpoint can be sent an example of, and its payload.
+const PING_EVENT_TYPE: &str = "svix.ping";
+const PING_PAYLOAD: &[u8] = br#"{"success":true}"#;
+
+/// POST /app/{app}/endpoint/{endpoint}/send-example: creates a message of the example
+/// payload (`svix.ping`, or the event type's schema example) delivered to this endpoint
+/// only, whatever its filters.
+pub(super) async fn send_example(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    ctx.auth.require_org()?;
+    let input: ExampleIn = super::parse_json(&ctx.body)?;
+    let id = ids::new_id(IdKind::Message, state.clock.now_ms());
+    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
+    write_reply(state, ctx.idempotency, move |w| {
+        let (app, endpoint) = match super::endpoints::find_in(w, auth, &app_ref, &endpoint_ref)? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        let payload = if input.event_type == PING_EVENT_TYPE {
+            PING_PAYLOAD.to_vec()
+        } else {
+            let example = tables::event_type(w.wtxn, w.dbs, &input.event_type)?
+                .and_then(|t| t.schemas)
+                .and_then(|s| {
+                    s.get("1")?
+                        .get("examples")?
+                        .get(input.example_index)
+                        .cloned()
+                });
+            match example.map(|e| serde_json::to_vec(&e)) {
+                Some(Ok(bytes)) => bytes,
+                _ => {
+                    return Ok(Err(ApiError::bad_request(
+                        "invalid_scheme",
+                        "The event type has no example at that index in its schema.",
+                    )));
+                }
+            }
+        };
+        let record = MessageRecord {
+            app_key: app.key,
+            created_ms: w.now_ms,
+            payload_expires_ms: w.now_ms + u64::from(RETENTION_DAYS_DEFAULT) * DAY_MS,
+            id,
+            event_type: input.event_type,
+            event_id: None,
+            channels: None,
+            payload: Some(payload),
+        };
+        tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
+        Ok(Ok((StatusCode::OK, MessageOut::from(record, false))))
     })
     .await
 }

@@ -9,6 +9,7 @@
 mod apps;
 mod attempts;
 mod auth;
+mod deliveries;
 mod endpoints;
 mod error;
 mod event_types;
@@ -17,6 +18,7 @@ mod idempotency;
 pub mod message_in;
 mod messages;
 mod query;
+mod tasks;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,12 +34,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::clock::Clock;
 use crate::config::ApiConfig;
 use crate::limits::URI_LEN_MAX;
 use crate::log::Log;
+use crate::log::schema::TaskKind;
 pub use auth::{Auth, hash_token, new_token};
 pub use error::{ApiError, FieldError};
 use query::Query;
@@ -49,6 +52,8 @@ pub struct ApiState {
     pub config: ApiConfig,
     /// SHA-256 of `SLUICE_ADMIN_TOKEN`, accepted as an org-wide token when set.
     pub admin_token_hash: Option<[u8; 32]>,
+    /// Wakes the background-task runner after a task is created.
+    pub task_wake: Arc<Notify>,
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
     /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
     in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
@@ -60,12 +65,14 @@ impl ApiState {
         clock: Clock,
         config: ApiConfig,
         admin_token_hash: Option<[u8; 32]>,
+        task_wake: Arc<Notify>,
     ) -> ApiState {
         ApiState {
             log,
             clock,
             config,
             admin_token_hash,
+            task_wake,
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -205,6 +212,15 @@ enum Route<'a> {
     AttemptsByMessage(&'a str, &'a str),
     AttemptsByEndpoint(&'a str, &'a str),
     Attempt(&'a str, &'a str, &'a str),
+    Destinations(&'a str, &'a str),
+    Resend(&'a str, &'a str, &'a str),
+    EndpointMessages(&'a str, &'a str),
+    EndpointStats(&'a str, &'a str),
+    SendExample(&'a str, &'a str),
+    Recover(&'a str, &'a str),
+    ReplayMissing(&'a str, &'a str),
+    BackgroundTasks,
+    BackgroundTask(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -228,6 +244,15 @@ impl<'a> Route<'a> {
             ["app", a, "attempt", "msg", m] => Route::AttemptsByMessage(a, m),
             ["app", a, "attempt", "endpoint", e] => Route::AttemptsByEndpoint(a, e),
             ["app", a, "msg", m, "attempt", t] => Route::Attempt(a, m, t),
+            ["app", a, "msg", m, "endpoint"] => Route::Destinations(a, m),
+            ["app", a, "msg", m, "endpoint", e, "resend"] => Route::Resend(a, m, e),
+            ["app", a, "endpoint", e, "msg"] => Route::EndpointMessages(a, e),
+            ["app", a, "endpoint", e, "stats"] => Route::EndpointStats(a, e),
+            ["app", a, "endpoint", e, "send-example"] => Route::SendExample(a, e),
+            ["app", a, "endpoint", e, "recover"] => Route::Recover(a, e),
+            ["app", a, "endpoint", e, "replay-missing"] => Route::ReplayMissing(a, e),
+            ["background-task"] => Route::BackgroundTasks,
+            ["background-task", t] => Route::BackgroundTask(t),
             _ => return None,
         })
     }
@@ -246,8 +271,17 @@ impl<'a> Route<'a> {
             | Route::Message(..)
             | Route::AttemptsByMessage(..)
             | Route::AttemptsByEndpoint(..)
-            | Route::Attempt(..) => &[M::GET],
-            Route::EndpointSecretRotate(..) => &[M::POST],
+            | Route::Attempt(..)
+            | Route::Destinations(..)
+            | Route::EndpointMessages(..)
+            | Route::EndpointStats(..)
+            | Route::BackgroundTasks
+            | Route::BackgroundTask(..) => &[M::GET],
+            Route::EndpointSecretRotate(..)
+            | Route::Resend(..)
+            | Route::SendExample(..)
+            | Route::Recover(..)
+            | Route::ReplayMissing(..) => &[M::POST],
             Route::EndpointHeaders(..) => &[M::GET, M::PUT, M::PATCH],
             Route::MessageContent(..) => &[M::DELETE],
         }
@@ -355,6 +389,17 @@ async fn dispatch(
         (Route::AttemptsByMessage(a, m), _) => attempts::list_by_message(state, ctx, a, m),
         (Route::AttemptsByEndpoint(a, e), _) => attempts::list_by_endpoint(state, ctx, a, e),
         (Route::Attempt(a, m, t), _) => attempts::get(state, ctx, a, m, t),
+        (Route::Destinations(a, m), _) => deliveries::destinations(state, ctx, a, m),
+        (Route::Resend(a, m, e), _) => deliveries::resend(state, ctx, a, m, e).await,
+        (Route::EndpointMessages(a, e), _) => deliveries::messages(state, ctx, a, e),
+        (Route::EndpointStats(a, e), _) => deliveries::stats(state, ctx, a, e),
+        (Route::SendExample(a, e), _) => messages::send_example(state, ctx, a, e).await,
+        (Route::Recover(a, e), _) => tasks::start(state, ctx, a, e, TaskKind::Recover).await,
+        (Route::ReplayMissing(a, e), _) => {
+            tasks::start(state, ctx, a, e, TaskKind::ReplayMissing).await
+        }
+        (Route::BackgroundTasks, _) => tasks::list(state, ctx),
+        (Route::BackgroundTask(t), _) => tasks::get(state, ctx, t),
         (Route::Health | Route::HealthPing, _) => health(state, route),
     }
 }

@@ -80,9 +80,9 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
     };
     let now_ms = ctx.clock.now_ms();
     // Settled already, or waiting for a later retry: a duplicate or stale hand-off.
-    let Some(delivery) = delivery.filter(|d| {
-        d.state == DeliveryState::Pending && d.next_due_ms <= now_ms + DUE_SLACK_MS
-    }) else {
+    let Some(delivery) = delivery
+        .filter(|d| d.state == DeliveryState::Pending && d.next_due_ms <= now_ms + DUE_SLACK_MS)
+    else {
         return finished;
     };
     finished.settings = endpoint.as_ref().map(|e| ctx.lane_settings(e));
@@ -103,14 +103,7 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
         },
     };
     record(
-        &ctx,
-        &endpoint,
-        &message,
-        delivery,
-        result,
-        now_ms,
-        random,
-        finished,
+        &ctx, &endpoint, &message, delivery, result, now_ms, random, finished,
     )
     .await
 }

@@ -14,6 +14,7 @@
 pub mod index;
 pub mod schema;
 pub mod tables;
+pub mod tasks;
 mod writer;
 
 use std::path::Path;
@@ -89,6 +90,9 @@ pub struct Dbs {
     pub attempt_ids: Table,
     pub msg_attempts: Table,
     pub endpoint_attempts: Table,
+    pub tasks: Table,
+    pub task_ids: Table,
+    pub running_tasks: Table,
 }
 
 struct Shared {
@@ -230,15 +234,15 @@ impl Log {
 
 fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     let wtxn = env.write_txn()?;
-    let tables: [Table; 18] = env
+    let tables: [Table; 21] = env
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
             let mut tables = Vec::with_capacity(schema::db_name::ALL.len());
             for name in schema::db_name::ALL {
                 tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let tables: [Database<'_, Bytes, Bytes>; 18] = tables
+            let tables: [Database<'_, Bytes, Bytes>; 21] = tables
                 .try_into()
-                .unwrap_or_else(|_| unreachable!("ALL has 18 names"));
+                .unwrap_or_else(|_| unreachable!("ALL has 21 names"));
             Ok(heed::CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();
@@ -261,6 +265,9 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         attempt_ids,
         msg_attempts,
         endpoint_attempts,
+        tasks,
+        task_ids,
+        running_tasks,
     ] = tables;
     Ok(Dbs {
         meta,
@@ -281,6 +288,9 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         attempt_ids,
         msg_attempts,
         endpoint_attempts,
+        tasks,
+        task_ids,
+        running_tasks,
     })
 }
 

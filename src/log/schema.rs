@@ -26,6 +26,9 @@
 //! | `attempt_ids`  | `i` id                                | attempt_key u64            |
 //! | `msg_attempts` | seq u64, attempt_key u64              | empty                      |
 //! | `endpoint_attempts` | endpoint_key u64, attempt_key u64 | empty                      |
+//! | `tasks`        | task_key u64                          | `TaskRecord` (JSON)        |
+//! | `task_ids`     | `i` id                                | task_key u64               |
+//! | `running_tasks`| task_key u64                          | empty                      |
 //!
 //! `seq` is the global message sequence: assigned by the writer, strictly increasing, never
 //! reused. `app_msgs` is each application's ordered log, so "messages of this application
@@ -62,7 +65,10 @@ pub mod db_name {
     pub const ATTEMPT_IDS: &str = "attempt_ids";
     pub const MSG_ATTEMPTS: &str = "msg_attempts";
     pub const ENDPOINT_ATTEMPTS: &str = "endpoint_attempts";
-    pub const ALL: [&str; 18] = [
+    pub const TASKS: &str = "tasks";
+    pub const TASK_IDS: &str = "task_ids";
+    pub const RUNNING_TASKS: &str = "running_tasks";
+    pub const ALL: [&str; 21] = [
         META,
         MSGS,
         MSG_IDS,
@@ -81,6 +87,9 @@ pub mod db_name {
         ATTEMPT_IDS,
         MSG_ATTEMPTS,
         ENDPOINT_ATTEMPTS,
+        TASKS,
+        TASK_IDS,
+        RUNNING_TASKS,
     ];
 }
 
@@ -224,6 +233,47 @@ pub struct AttemptRecord {
     /// The start of the response body, or why there was none.
     pub response: String,
     pub trigger: Trigger,
+}
+
+/// What a background task does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// Re-send, as manual attempts, the endpoint's failed or skipped deliveries.
+    Recover,
+    /// Deliver to the endpoint the matching messages it never had a delivery for.
+    ReplayMissing,
+}
+
+/// Where a background task stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskStatus {
+    Running,
+    Finished,
+    Failed,
+}
+
+/// A background task over one endpoint's messages in a time window, as stored in `tasks`.
+/// The window is fixed as a seq range when the task is created (seq order is time order),
+/// and `next_seq` moves forward in the same transaction as each batch's requeues, so a
+/// restart resumes exactly where the last committed batch stopped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub key: u64,
+    pub id: String,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
+    pub app_key: u64,
+    pub endpoint_key: u64,
+    pub since_ms: u64,
+    pub until_ms: u64,
+    /// The next message seq to examine.
+    pub next_seq: u64,
+    /// The first seq past the window.
+    pub end_seq: u64,
+    pub messages_sent: u64,
+    pub error: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
 }
 
 /// An event type (org-wide, keyed by name).

@@ -253,6 +253,14 @@ pub fn message_by_ref(
         .map(|m| (seq, m)))
 }
 
+/// The seq the next message will get (one past the newest message).
+pub fn next_seq(txn: &RoTxn, dbs: &Dbs) -> Result<u64, LogError> {
+    match dbs.msgs.last(txn)? {
+        Some((key, _)) => Ok(schema::read_u64(db_name::MSGS, key, 0)? + 1),
+        None => Ok(1),
+    }
+}
+
 pub fn message_seq_by_event_id(
     txn: &RoTxn,
     dbs: &Dbs,
@@ -327,7 +335,11 @@ pub fn append_message(
         Fanout::Matching => ctx
             .state
             .endpoints
-            .matching(record.app_key, &record.event_type, record.channels.as_deref())
+            .matching(
+                record.app_key,
+                &record.event_type,
+                record.channels.as_deref(),
+            )
             .map(|filter| (filter.endpoint_key, filter.disabled))
             .collect(),
         Fanout::Only(endpoint_key) => endpoint_by_key(ctx.wtxn, dbs, endpoint_key)?

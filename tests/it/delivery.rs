@@ -11,7 +11,7 @@ use crate::harness::{TOKEN, call, get, post, test_config};
 use crate::receiver::{Answer, Receiver};
 
 /// Sluice with deliveries to loopback allowed and `schedule_ms` as the retry schedule.
-async fn start_delivering(dir: &std::path::Path, schedule_ms: &[u64]) -> Running {
+pub(crate) async fn start_delivering(dir: &std::path::Path, schedule_ms: &[u64]) -> Running {
     let mut config = test_config(dir);
     config.delivery.allow_http = true;
     config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
@@ -22,13 +22,13 @@ async fn start_delivering(dir: &std::path::Path, schedule_ms: &[u64]) -> Running
         .expect("start")
 }
 
-async fn endpoint(addr: std::net::SocketAddr, app: &str, body: Value) -> Value {
+pub(crate) async fn endpoint(addr: std::net::SocketAddr, app: &str, body: Value) -> Value {
     let resp = post(addr, &format!("/api/v1/app/{app}/endpoint"), &body).await;
     assert_eq!(resp.status, 201, "{}", resp.json);
     resp.json
 }
 
-async fn send(addr: std::net::SocketAddr, app: &str, n: usize) -> String {
+pub(crate) async fn send(addr: std::net::SocketAddr, app: &str, n: usize) -> String {
     let body = json!({"eventType": "t.e", "payload": {"n": n}});
     let resp = post(addr, &format!("/api/v1/app/{app}/msg"), &body).await;
     assert_eq!(resp.status, 202);

@@ -10,5 +10,6 @@ mod delivery;
 mod harness;
 mod hostile;
 mod receiver;
+mod recovery;
 mod sdk;
 mod tidy;

@@ -1,0 +1,255 @@
+//! Background tasks from the API: start `recover` and `replay-missing` on an endpoint, and
+//! follow any task at `/api/v1/background-task`. The work itself is done by the task
+//! runner (`crate::tasks`) in bounded batches; the task is in the log from the moment the
+//! 202 is sent, so it survives a restart.
+
+use std::collections::BTreeMap;
+
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::endpoints::find_in;
+use super::idempotency::write_reply;
+use super::query::{Collector, invalid};
+use super::{ApiError, ApiState, Ctx, Reply, parse_json};
+use crate::clock::{format_rfc3339, parse_rfc3339};
+use crate::ids::{self, IdKind};
+use crate::limits::{PAGE_SCAN_ROWS_MAX, TASK_WINDOW_MAX_MS, TASKS_RUNNING_MAX};
+use crate::log::schema::{self, TaskKind, TaskRecord, TaskStatus, TokenScope};
+use crate::log::tasks::{self, NotCreated, TaskSpec};
+use crate::log::{LogError, tables};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowIn {
+    since: String,
+    #[serde(default)]
+    until: Option<String>,
+}
+
+fn kind_name(kind: TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Recover => "endpoint.recover",
+        TaskKind::ReplayMissing => "endpoint.replay",
+    }
+}
+
+fn status_name(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Running => "running",
+        TaskStatus::Finished => "finished",
+        TaskStatus::Failed => "failed",
+    }
+}
+
+/// RecoverOut / ReplayOut.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskStarted {
+    id: String,
+    status: &'static str,
+    task: &'static str,
+    updated_at: String,
+}
+
+/// BackgroundTaskOut.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskOut {
+    id: String,
+    status: &'static str,
+    task: &'static str,
+    data: BTreeMap<&'static str, serde_json::Value>,
+    updated_at: String,
+}
+
+impl TaskOut {
+    fn from(t: TaskRecord, app_id: Option<String>, endpoint_id: Option<String>) -> TaskOut {
+        let mut data = BTreeMap::new();
+        data.insert("appId", serde_json::json!(app_id));
+        data.insert("endpointId", serde_json::json!(endpoint_id));
+        data.insert("since", serde_json::json!(format_rfc3339(t.since_ms)));
+        data.insert("until", serde_json::json!(format_rfc3339(t.until_ms)));
+        data.insert("messagesSent", serde_json::json!(t.messages_sent));
+        if let Some(error) = t.error {
+            data.insert("error", serde_json::json!(error));
+        }
+        TaskOut {
+            id: t.id,
+            status: status_name(t.status),
+            task: kind_name(t.kind),
+            data,
+            updated_at: format_rfc3339(t.updated_ms),
+        }
+    }
+}
+
+/// Parses `{since, until?}`: RFC 3339 times, `since` not after `until` (default now),
+/// and a window of at most `TASK_WINDOW_MAX_MS`.
+fn window(body: &[u8], now_ms: u64) -> Result<(u64, u64), ApiError> {
+    let input: WindowIn = parse_json(body)?;
+    let since = parse_rfc3339(&input.since)
+        .ok_or_else(|| ApiError::field(&["body", "since"], "must be an RFC 3339 time"))?;
+    let until = match &input.until {
+        Some(text) => parse_rfc3339(text)
+            .ok_or_else(|| ApiError::field(&["body", "until"], "must be an RFC 3339 time"))?,
+        None => now_ms,
+    };
+    if since > until {
+        return Err(ApiError::field(
+            &["body", "since"],
+            "must not be after until",
+        ));
+    }
+    if until - since > TASK_WINDOW_MAX_MS {
+        return Err(ApiError::field(
+            &["body", "since"],
+            format!(
+                "the window may be at most {} minutes",
+                TASK_WINDOW_MAX_MS / 60_000
+            ),
+        ));
+    }
+    Ok((since, until))
+}
+
+/// POST /app/{app}/endpoint/{endpoint}/recover and …/replay-missing: 202 with the task.
+pub(super) async fn start(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+    kind: TaskKind,
+) -> Result<Reply, ApiError> {
+    let now_ms = state.clock.now_ms();
+    let (since_ms, until_ms) = window(&ctx.body, now_ms)?;
+    let id = ids::new_id(IdKind::Task, now_ms);
+    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
+    let reply = write_reply(state, ctx.idempotency, move |w| {
+        let (app, endpoint) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        if endpoint.disabled {
+            return Ok(Err(ApiError::Conflict {
+                code: "endpoint_disabled",
+                detail: "The endpoint is disabled; enable it first.".to_owned(),
+            }));
+        }
+        let spec = TaskSpec {
+            kind,
+            app_key: app.key,
+            endpoint_key: endpoint.key,
+            since_ms,
+            until_ms,
+        };
+        match tasks::create(w, spec, id)? {
+            Ok(task) => Ok(Ok((
+                StatusCode::ACCEPTED,
+                TaskStarted {
+                    id: task.id,
+                    status: status_name(task.status),
+                    task: kind_name(task.kind),
+                    updated_at: format_rfc3339(task.updated_ms),
+                },
+            ))),
+            Err(NotCreated::TooManyRunning) => Ok(Err(ApiError::Conflict {
+                code: "too_many_tasks",
+                detail: format!(
+                    "{TASKS_RUNNING_MAX} background tasks are running; try again when one ends."
+                ),
+            })),
+        }
+    })
+    .await?;
+    state.task_wake.notify_one();
+    Ok(reply)
+}
+
+/// The API view of a task, with its application's and endpoint's ids (if they still exist).
+fn task_out(
+    rtxn: &heed::RoTxn<'_, heed::WithoutTls>,
+    dbs: &crate::log::Dbs,
+    task: TaskRecord,
+) -> Result<TaskOut, LogError> {
+    let app_id = tables::app_by_key(rtxn, dbs, task.app_key)?.map(|a| a.id);
+    let endpoint_id = tables::endpoint_by_key(rtxn, dbs, task.endpoint_key)?.map(|e| e.id);
+    Ok(TaskOut::from(task, app_id, endpoint_id))
+}
+
+fn visible(scope: TokenScope, task: &TaskRecord) -> bool {
+    match scope {
+        TokenScope::Org => true,
+        TokenScope::App(key) => key == task.app_key,
+    }
+}
+
+/// GET /background-task/{id}
+pub(super) fn get(state: &ApiState, ctx: &Ctx, id: &str) -> Result<Reply, ApiError> {
+    let scope = ctx.auth.scope;
+    let task = state.log.read(|rtxn, dbs| {
+        match tasks::by_id(rtxn, dbs, id)?.filter(|t| visible(scope, t)) {
+            Some(task) => Ok(Some(task_out(rtxn, dbs, task)?)),
+            None => Ok(None),
+        }
+    })?;
+    let task = task.ok_or(ApiError::NotFound("Background task not found."))?;
+    Reply::json(StatusCode::OK, &task)
+}
+
+/// GET /background-task: newest first, filtered by `status` and `task`.
+pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let scope = ctx.auth.scope;
+    let limit = ctx.query.limit()?;
+    let descending = ctx.query.descending(true)?;
+    let status = match ctx.query.get("status") {
+        None => None,
+        Some("running") => Some(TaskStatus::Running),
+        Some("finished") => Some(TaskStatus::Finished),
+        Some("failed") => Some(TaskStatus::Failed),
+        Some(_) => return Err(invalid("status", "must be running, finished or failed")),
+    };
+    let kind = match ctx.query.get("task") {
+        None => None,
+        Some("endpoint.recover") => Some(TaskKind::Recover),
+        Some("endpoint.replay") => Some(TaskKind::ReplayMissing),
+        Some(_) => {
+            return Err(invalid(
+                "task",
+                "must be endpoint.recover or endpoint.replay",
+            ));
+        }
+    };
+    let iterator = ctx.query.iterator();
+    let page = state.log.read(|rtxn, dbs| {
+        let cursor = match iterator {
+            Some((id, _)) => match tasks::by_id(rtxn, dbs, id)? {
+                Some(task) => Some(schema::u64_key(task.key)),
+                None => return Ok(Err(invalid("iterator", "does not name a task"))),
+            },
+            None => None,
+        };
+        let backwards = iterator.is_some_and(|(_, b)| b);
+        let mut page = Collector::new(limit);
+        let capped = tables::scan(
+            rtxn,
+            &dbs.tasks,
+            &[],
+            cursor.as_ref().map(|c| &c[..]),
+            descending != backwards,
+            PAGE_SCAN_ROWS_MAX,
+            |_, value| {
+                let task: TaskRecord = schema::decode_json(schema::db_name::TASKS, value)?;
+                let keep = visible(scope, &task)
+                    && status.is_none_or(|s| s == task.status)
+                    && kind.is_none_or(|k| k == task.kind);
+                if keep {
+                    return Ok(page.push(task_out(rtxn, dbs, task)?));
+                }
+                Ok(false)
+            },
+        )?;
+        Ok(Ok(page.into_page(capped, backwards, |t| t.id.clone())))
+    })??;
+    Reply::json(StatusCode::OK, &page)
+}

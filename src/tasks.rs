@@ -1,0 +1,82 @@
+//! The background-task runner: advances every running task (recover, replay-missing) one
+//! bounded batch at a time, round-robin, until each has finished or failed.
+//!
+//! The runner holds no task state of its own: which tasks run and how far each has come
+//! are in the log (`log::tasks`), so a restart picks up exactly where the last committed
+//! batch stopped. The API wakes the runner after it creates a task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::log::{Log, LogError, tasks};
+
+/// How long the runner waits after a failed batch before it tries again.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// The running task runner.
+pub struct TaskRunner {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl TaskRunner {
+    /// Starts the runner; `wake` is notified by whoever creates a task.
+    pub fn start(log: Log, wake: Arc<Notify>) -> TaskRunner {
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(run(log, wake, stopped));
+        TaskRunner { stop, handle }
+    }
+
+    /// Stops after the batch in progress (batches are single writes: none is cut short).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.handle.await;
+    }
+}
+
+async fn run(log: Log, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+    while !*stopped.borrow() {
+        let running = match log.read(|rtxn, dbs| tasks::running(rtxn, dbs)) {
+            Ok(running) => running,
+            Err(error) => {
+                tracing::error!(%error, "Cannot list running background tasks.");
+                Vec::new()
+            }
+        };
+        if running.is_empty() {
+            tokio::select! {
+                () = wake.notified() => {}
+                _ = stopped.changed() => {}
+            }
+            continue;
+        }
+        for key in running {
+            if *stopped.borrow() {
+                break;
+            }
+            if let Err(error) = advance(&log, key).await {
+                tracing::warn!(%error, task = key, "A background-task batch failed; retrying.");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY_DELAY) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+async fn advance(log: &Log, key: u64) -> Result<(), LogError> {
+    let task = log.write(move |w| tasks::advance(w, key)).await?;
+    if let Some(task) = task.filter(|t| t.status != crate::log::schema::TaskStatus::Running) {
+        tracing::info!(
+            id = %task.id,
+            status = ?task.status,
+            messages_sent = task.messages_sent,
+            "Background task ended."
+        );
+    }
+    Ok(())
+}
