@@ -21,7 +21,7 @@ use crate::limits::{
     SECRET_BYTES_MAX, SECRET_BYTES_MIN, SECRET_GRACE_SECONDS_DEFAULT, SECRET_GRACE_SECONDS_MAX,
     URL_LEN_MAX,
 };
-use crate::log::schema::{self, AppRecord, EndpointRecord, OldSecret, db_name};
+use crate::log::schema::{self, AppRecord, EndpointRecord, OldSecret, Signing, db_name};
 use crate::log::{LogError, WriteCtx, tables};
 
 /// Header names an endpoint may not set (hop-by-hop, framing, caching; Svix's list).
@@ -97,6 +97,34 @@ struct EndpointIn {
     /// Sluice extension: `fifo` delivers one message at a time, strictly in order.
     #[serde(default)]
     ordering: Option<Ordering>,
+    /// Sluice extension: HMAC signatures (default) or a static token header.
+    #[serde(default)]
+    signing: Option<SigningIn>,
+}
+
+/// How deliveries prove their origin (a Sluice extension), as a client sends it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+enum SigningIn {
+    Hmac,
+    StaticToken { header: String, token: String },
+}
+
+impl SigningIn {
+    fn into_record(self) -> Signing {
+        match self {
+            SigningIn::Hmac => Signing::Hmac,
+            SigningIn::StaticToken { header, token } => Signing::StaticToken { header, token },
+        }
+    }
+}
+
+/// The signing mode as shown back: the token never is.
+#[derive(Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+enum SigningOut {
+    Hmac,
+    StaticToken { header: String },
 }
 
 /// Delivery order of an endpoint (a Sluice extension).
@@ -132,6 +160,8 @@ struct EndpointPatch {
     metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
     ordering: Option<Ordering>,
+    #[serde(default)]
+    signing: Option<SigningIn>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +187,7 @@ pub(super) struct EndpointOut {
     disabled_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     disabled_at: Option<String>,
+    signing: SigningOut,
 }
 
 impl EndpointOut {
@@ -183,6 +214,10 @@ impl EndpointOut {
             },
             disabled_reason: e.disabled_reason,
             disabled_at: e.disabled_at_ms.map(format_rfc3339),
+            signing: match e.signing {
+                Signing::Hmac => SigningOut::Hmac,
+                Signing::StaticToken { header, .. } => SigningOut::StaticToken { header },
+            },
         }
     }
 }
@@ -275,27 +310,42 @@ fn check_secret(problems: &mut Problems, field: &str, secret: Option<&String>) -
 }
 
 fn check_header(problems: &mut Problems, name: &str, value: Option<&str>) {
+    check_header_at(problems, &["body", "headers", name], name, value);
+}
+
+/// Checks a header an endpoint sets, reporting problems at `loc`.
+fn check_header_at(problems: &mut Problems, loc: &[&str], name: &str, value: Option<&str>) {
     let lower = name.to_ascii_lowercase();
-    let loc = ["body", "headers", name];
     if name.is_empty()
         || name.len() > HEADER_NAME_LEN_MAX
         || HeaderName::from_bytes(name.as_bytes()).is_err()
     {
-        problems.add(&loc, "is not a valid HTTP header name");
+        problems.add(loc, "is not a valid HTTP header name");
     } else if FORBIDDEN_HEADERS.contains(&lower.as_str())
         || FORBIDDEN_HEADER_PREFIXES
             .iter()
             .any(|p| lower.starts_with(p))
     {
-        problems.add(&loc, "this header may not be set on an endpoint");
+        problems.add(loc, "this header may not be set on an endpoint");
     }
     if let Some(value) = value
         && (value.len() > HEADER_VALUE_LEN_MAX || HeaderValue::from_str(value).is_err())
     {
         problems.add(
-            &loc,
+            loc,
             format!("value must be valid and at most {HEADER_VALUE_LEN_MAX} bytes"),
         );
+    }
+}
+
+fn check_signing(problems: &mut Problems, signing: Option<&SigningIn>) {
+    if let Some(SigningIn::StaticToken { header, token }) = signing {
+        check_header_at(problems, &["body", "signing", "header"], header, None);
+        if token.is_empty() {
+            problems.add(&["body", "signing", "token"], "must not be empty");
+        } else {
+            check_header_at(problems, &["body", "signing", "token"], "x", Some(token));
+        }
     }
 }
 
@@ -444,6 +494,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     if let Some(headers) = &input.headers {
         check_headers(&mut problems, headers);
     }
+    check_signing(&mut problems, input.signing.as_ref());
     problems.finish()?;
     let secret = secret.unwrap_or_else(generate_secret);
     let id = ids::new_id(IdKind::Endpoint, state.clock.now_ms());
@@ -488,6 +539,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
             failing_since_ms: None,
             disabled_reason: None,
             disabled_at_ms: None,
+            signing: input.signing.map_or(Signing::Hmac, SigningIn::into_record),
         };
         tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
         w.state.endpoints.upsert(&endpoint);
@@ -527,6 +579,7 @@ pub(super) async fn upsert(
         secret: None,
         metadata: Some(input.metadata.unwrap_or_default()),
         ordering: Some(input.ordering.unwrap_or(Ordering::Unordered)),
+        signing: Some(input.signing.unwrap_or(SigningIn::Hmac)),
     };
     update(state, ctx, app_ref, endpoint_ref, as_patch).await
 }
@@ -572,6 +625,9 @@ impl EndpointPatch {
         if let Some(ordering) = self.ordering {
             endpoint.fifo = ordering == Ordering::Fifo;
         }
+        if let Some(signing) = self.signing {
+            endpoint.signing = signing.into_record();
+        }
         event_types.apply_to(&mut endpoint.event_types);
         self.channels.apply_to(&mut endpoint.channels);
         if let Some(secret) = secret {
@@ -605,6 +661,7 @@ fn validate_patch(input: &EndpointPatch) -> Result<Option<Vec<u8>>, ApiError> {
         input.channels.as_value(),
     );
     let secret = check_secret(&mut problems, "secret", input.secret.as_ref());
+    check_signing(&mut problems, input.signing.as_ref());
     problems.finish()?;
     Ok(secret)
 }

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::HeaderStyle;
 use crate::ids::{self, IdKind};
 use crate::log::schema::{
-    AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, MessageRecord, Trigger,
+    AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, MessageRecord, Signing, Trigger,
 };
 use crate::log::tables::{self, Step};
 use crate::log::{DueJob, Log};
@@ -210,7 +210,15 @@ fn build_request(
             .filter(|old| old.expires_ms > now_ms)
             .map(|old| old.key.as_slice()),
     );
-    let signature = signing::signature_header(keys, &message.id, timestamp, &payload);
+    let signature = match &endpoint.signing {
+        Signing::Hmac => Some(signing::signature_header(
+            keys,
+            &message.id,
+            timestamp,
+            &payload,
+        )),
+        Signing::StaticToken { .. } => None,
+    };
     let mut builder = Request::post(endpoint.url.as_str())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::USER_AGENT, USER_AGENT);
@@ -222,8 +230,13 @@ fn build_request(
     for prefix in prefixes {
         builder = builder
             .header(format!("{prefix}-id"), message.id.as_str())
-            .header(format!("{prefix}-timestamp"), timestamp)
-            .header(format!("{prefix}-signature"), signature.as_str());
+            .header(format!("{prefix}-timestamp"), timestamp);
+        if let Some(signature) = &signature {
+            builder = builder.header(format!("{prefix}-signature"), signature.as_str());
+        }
+    }
+    if let Signing::StaticToken { header, token } = &endpoint.signing {
+        builder = builder.header(header.as_str(), token.as_str());
     }
     for (name, value) in &endpoint.headers {
         builder = builder.header(name.as_str(), value.as_str());

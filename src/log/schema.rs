@@ -171,6 +171,17 @@ pub struct OldSecret {
     pub expires_ms: u64,
 }
 
+/// How deliveries to an endpoint show they come from Sluice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signing {
+    /// Standard Webhooks HMAC signatures with the endpoint's secret (the default).
+    #[default]
+    Hmac,
+    /// A fixed header the receiver compares with a shared token, for receivers that
+    /// cannot verify signatures.
+    StaticToken { header: String, token: String },
+}
+
 /// A subscriber endpoint of one application.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EndpointRecord {
@@ -204,6 +215,8 @@ pub struct EndpointRecord {
     pub disabled_reason: Option<String>,
     #[serde(default)]
     pub disabled_at_ms: Option<u64>,
+    #[serde(default)]
+    pub signing: Signing,
 }
 
 /// Why an attempt was made.

@@ -206,6 +206,14 @@ async fn retry_after_moves_the_next_attempt_and_410_disables() {
     })
     .await;
     assert!(disabled, "410 disables the endpoint");
+    let shown = get(addr, "/api/v1/app/t/endpoint/gone").await.json;
+    assert!(
+        shown["disabledReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("410")),
+        "the reason is recorded: {shown}"
+    );
+    assert!(shown["disabledAt"].is_string(), "{shown}");
     send(addr, "t", 2).await;
     busy.wait_for(3).await;
     assert_eq!(gone.received().len(), 1, "a disabled endpoint gets nothing");
@@ -433,4 +441,60 @@ async fn sigkill_during_delivery_loses_no_delivery() {
         );
     }
     drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_token_signing_sends_the_token_and_never_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "st", "uid": "st"}))
+            .await
+            .status,
+        201
+    );
+    let bad = post(
+        addr,
+        "/api/v1/app/st/endpoint",
+        &json!({"url": hook.url(), "signing": {"mode": "static-token", "header": "content-type", "token": "x"}}),
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.json["detail"][0]["loc"].clone()),
+        (422, json!(["body", "signing", "header"]))
+    );
+    let signing =
+        json!({"mode": "static-token", "header": "X-Hook-Token", "token": "s3cret-value"});
+    let ep = endpoint(addr, "st", json!({"url": hook.url(), "signing": signing})).await;
+    assert_eq!(
+        ep["signing"],
+        json!({"mode": "static-token", "header": "X-Hook-Token"})
+    );
+    assert_eq!(ep["ordering"], "unordered");
+    assert!(!ep.to_string().contains("s3cret-value"), "{ep}");
+    send(addr, "st", 1).await;
+    let got = hook.wait_for(1).await;
+    assert_eq!(got[0].header("x-hook-token"), "s3cret-value");
+    assert_eq!(got[0].header("webhook-signature"), "");
+    assert!(!got[0].header("webhook-id").is_empty());
+
+    // Back to HMAC (and to FIFO order) with a PATCH.
+    let path = format!("/api/v1/app/st/endpoint/{}", ep["id"].as_str().expect("id"));
+    let body = serde_json::to_vec(&json!({"signing": {"mode": "hmac"}, "ordering": "fifo"}))
+        .expect("json");
+    let patched = call(addr, "PATCH", &path, Some(TOKEN), &[], &body).await;
+    assert_eq!(
+        (
+            patched.json["signing"].clone(),
+            patched.json["ordering"].clone()
+        ),
+        (json!({"mode": "hmac"}), json!("fifo"))
+    );
+    send(addr, "st", 2).await;
+    let got = hook.wait_for(2).await;
+    assert!(got[1].header("webhook-signature").starts_with("v1,"));
+    assert_eq!(got[1].header("x-hook-token"), "");
+    sluice.stop().await;
 }
