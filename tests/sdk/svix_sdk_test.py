@@ -5,6 +5,7 @@ Run by tests/it/sdk.rs with SLUICE_URL and SLUICE_TOKEN set. Prints
 """
 
 import os
+from datetime import datetime, timedelta, timezone
 
 from svix.api import (
     ApplicationIn,
@@ -14,8 +15,11 @@ from svix.api import (
     EndpointPatch,
     EndpointSecretRotateIn,
     EndpointUpsertIn,
+    EventExampleIn,
     EventTypeIn,
     MessageIn,
+    RecoverIn,
+    ReplayIn,
     Svix,
     SvixOptions,
 )
@@ -124,5 +128,29 @@ try:
     raise AssertionError("deleted endpoint still readable")
 except HttpError as e:
     check(e.status_code == 404, "endpoint delete")
+
+# Delivery views, manual delivery and background tasks. The endpoint's destination is
+# not reachable from the test, so its deliveries are pending or failing: the shapes are
+# what is checked here (delivery itself is tested in tests/it against real receivers).
+ep2 = svix.endpoint.create(app.id, EndpointIn(url="https://hooks.example.com/v3"))
+m = svix.message.create(app.id, MessageIn(event_type="invoice.paid", payload={"x": 1}))
+dests = svix.message_attempt.list_attempted_destinations(app.id, m.id)
+check([d.id for d in dests.data] == [ep2.id], "attempted destinations")
+msgs = svix.message_attempt.list_attempted_messages(app.id, ep2.id)
+check(m.id in [x.id for x in msgs.data], "attempted messages")
+stats = svix.endpoint.get_stats(app.id, ep2.id)
+check(stats.pending + stats.sending + stats.fail + stats.success == 1, "endpoint stats")
+svix.message_attempt.resend(app.id, m.id, ep2.id)
+example = svix.endpoint.send_example(app.id, ep2.id, EventExampleIn(event_type="svix.ping"))
+check(example.event_type == "svix.ping", "send example")
+since = datetime.now(timezone.utc) - timedelta(hours=1)
+recovering = svix.endpoint.recover(app.id, ep2.id, RecoverIn(since=since))
+check(recovering.id.startswith("qtask_") and recovering.task == "endpoint.recover", "recover")
+replaying = svix.endpoint.replay_missing(app.id, ep2.id, ReplayIn(since=since))
+task = svix.background_task.get(replaying.id)
+check(task.id == replaying.id and task.task == "endpoint.replay" and "messagesSent" in task.data,
+      "background task get")
+listed = [t.id for t in svix.background_task.list().data]
+check(recovering.id in listed and replaying.id in listed, "background task list")
 
 print("ALL SDK CHECKS PASSED")
