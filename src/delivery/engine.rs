@@ -71,6 +71,7 @@ impl Engine {
                     scan_from: None,
                     rng: u64::from_le_bytes(seed) | 1,
                     spilled: false,
+                    spilled_lanes: HashSet::new(),
                 };
                 tokio::spawn(shard.run(intake, stopped.clone()))
             })
@@ -112,6 +113,10 @@ struct Shard {
     /// Some due delivery was left in the log because a lane or the timer map was full;
     /// the next scan starts from the earliest row, and comes soon once there is room.
     spilled: bool,
+    /// Endpoints with due deliveries left in the log. Their new hand-offs are left there
+    /// too, so that the scans refill the lane in due order: a newer delivery never
+    /// overtakes an older spilled one (which keeps `fifo` strict and the oldest first).
+    spilled_lanes: HashSet<u64>,
 }
 
 impl Shard {
@@ -145,7 +150,10 @@ impl Shard {
                         next_scan = soon;
                     }
                 }
-                Event::HandedOff(job) => self.accept(job, now_ms),
+                // Not `now_ms`: that was read before the wait, and a job committed during
+                // the wait would look early, wait for a timer and be overtaken by the
+                // next hand-off (breaking `fifo` order).
+                Event::HandedOff(job) => self.hand_off(job, self.ctx.clock.now_ms()),
                 Event::Tick => {
                     self.fire_timers(self.ctx.clock.now_ms());
                     if tokio::time::Instant::now() >= next_scan {
@@ -174,6 +182,16 @@ impl Shard {
         tokio::time::Instant::now() + delay
     }
 
+    /// A delivery the writer just committed: taken unless its lane has older work still
+    /// in the log (then the next scan brings both, in order).
+    fn hand_off(&mut self, job: DueJob, now_ms: u64) {
+        if self.spilled_lanes.contains(&job.endpoint_key) {
+            self.spilled = true;
+            return;
+        }
+        self.accept(job, now_ms);
+    }
+
     fn accept(&mut self, job: DueJob, now_ms: u64) {
         if !self.known.insert((job.endpoint_key, job.seq)) {
             return;
@@ -198,6 +216,7 @@ impl Shard {
         if !lane.push(job) {
             self.known.remove(&(job.endpoint_key, job.seq)); // Spilled: it stays in the log.
             self.spilled = true;
+            self.spilled_lanes.insert(job.endpoint_key);
         }
     }
 
@@ -284,6 +303,9 @@ impl Shard {
         // After a spill, start from the earliest row so the oldest work comes back first.
         let from = if self.spilled { None } else { self.scan_from };
         self.spilled = false;
+        // A lane stops being spilled once a scan has seen all of its due rows and they
+        // fitted; `accept` marks it again if they did not.
+        let was_spilled = std::mem::take(&mut self.spilled_lanes);
         let (found, resume) = self.ctx.log.read(|rtxn, dbs| {
             let lower = match &from {
                 Some(key) => std::ops::Bound::Excluded(&key[..]),
@@ -313,11 +335,17 @@ impl Shard {
             }
             Ok((found, None))
         })?;
+        let capped = resume.is_some();
         self.scan_from = resume;
         for job in found {
             if !self.known.contains(&(job.endpoint_key, job.seq)) {
                 self.accept(job, now_ms);
             }
+        }
+        if capped || from.is_some() {
+            // Rows past this scan's window (or before where it resumed) were not seen.
+            self.spilled_lanes.extend(was_spilled);
+            self.spilled |= !self.spilled_lanes.is_empty();
         }
         if self.spilled {
             self.scan_from = None;

@@ -12,12 +12,21 @@ use crate::receiver::{Answer, Receiver};
 
 /// Sluice with deliveries to loopback allowed and `schedule_ms` as the retry schedule.
 pub(crate) async fn start_delivering(dir: &std::path::Path, schedule_ms: &[u64]) -> Running {
+    start_delivering_clocked(dir, schedule_ms, Clock::System).await
+}
+
+/// The same, on a clock the test controls.
+async fn start_delivering_clocked(
+    dir: &std::path::Path,
+    schedule_ms: &[u64],
+    clock: Clock,
+) -> Running {
     let mut config = test_config(dir);
     config.delivery.allow_http = true;
     config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
     config.delivery.retry_schedule_ms = schedule_ms.to_vec();
     config.delivery.endpoint_in_flight_max = 4;
-    sluice::app::start(&config, Some(TOKEN), Clock::System)
+    sluice::app::start(&config, Some(TOKEN), clock)
         .await
         .expect("start")
 }
@@ -496,5 +505,89 @@ async fn static_token_signing_sends_the_token_and_never_shows_it() {
     let got = hook.wait_for(2).await;
     assert!(got[1].header("webhook-signature").starts_with("v1,"));
     assert_eq!(got[1].header("x-hook-token"), "");
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_retries_keep_their_schedule_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = 1_800_000_000_000;
+    let clock = Clock::manual(t0);
+    let hook = Receiver::start(|n| Answer::Status(if n == 0 { 500 } else { 200 })).await;
+    let sluice = start_delivering_clocked(dir.path(), &[60_000], clock.clone()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "k", "uid": "k"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "k", json!({"url": hook.url()})).await;
+    let msg = send(addr, "k", 1).await;
+    hook.wait_for(1).await;
+    let destinations = format!("/api/v1/app/k/msg/{msg}/endpoint");
+    let waiting = |d: &Value| d["data"][0]["statusText"] == "sending";
+    assert!(crate::harness::eventually_json(addr, &destinations, waiting).await);
+    let next = get(addr, &destinations).await.json["data"][0]["nextAttempt"].clone();
+    let next_ms = sluice::clock::parse_rfc3339(next.as_str().expect("nextAttempt")).expect("time");
+    assert!(
+        (t0 + 48_000..=t0 + 72_000).contains(&next_ms),
+        "one minute ± 20 %: {next}"
+    );
+    sluice.stop().await;
+
+    // Restarted ten seconds later: the retry is still due when it was, not now.
+    clock.advance_ms(10_000);
+    let sluice = start_delivering_clocked(dir.path(), &[60_000], clock.clone()).await;
+    let addr = sluice.addr;
+    let after = get(addr, &destinations).await.json;
+    assert_eq!(after["data"][0]["nextAttempt"], next, "{after}");
+    assert_eq!(after["data"][0]["statusText"], "sending");
+    // Once its time comes, it fires.
+    clock.advance_ms(next_ms - (t0 + 10_000) + 1);
+    let got = hook.wait_for(2).await;
+    assert_eq!(got[1].header("webhook-id"), msg);
+    let done = |d: &Value| d["data"][0]["statusText"] == "success";
+    assert!(crate::harness::eventually_json(addr, &destinations, done).await);
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_order_holds_when_the_lane_spills_to_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The head fails once and waits for its retry while more messages arrive than a lane
+    // holds in memory (`LANE_QUEUE_MAX`), so the rest wait in the log; messages keep
+    // arriving while the lane drains, and must not overtake the ones in the log.
+    let sluice = start_delivering(dir.path(), &[1_500]).await;
+    let addr = sluice.addr;
+    let receiver = Receiver::start(|n| Answer::Status(if n == 0 { 500 } else { 200 })).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "q", "uid": "q"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(
+        addr,
+        "q",
+        json!({"url": receiver.url(), "ordering": "fifo"}),
+    )
+    .await;
+    let count = sluice::delivery::lane::LANE_QUEUE_MAX as u64 + 1_500;
+    for n in 0..count {
+        send(addr, "q", usize::try_from(n).expect("n")).await;
+    }
+    let got = receiver
+        .wait_for(usize::try_from(count).expect("n") + 1)
+        .await;
+    let order: Vec<u64> = got.iter().map(n_of).collect();
+    let mut expected = vec![0];
+    expected.extend(0..count);
+    assert_eq!(order.len(), expected.len());
+    let first_difference = order.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(
+        first_difference, None,
+        "strict message order through the spill"
+    );
     sluice.stop().await;
 }
