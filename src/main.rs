@@ -37,6 +37,13 @@ enum Command {
         /// Overrides `api.listen`.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Allows `http://` endpoints (sets `delivery.allow_http`), for local use.
+        #[arg(long)]
+        allow_http: bool,
+        /// Allows deliveries to this non-public network too (adds to
+        /// `delivery.allowed_networks`); repeatable, e.g. `--allow-network 127.0.0.0/8`.
+        #[arg(long = "allow-network", value_name = "CIDR")]
+        allow_networks: Vec<ipnet::IpNet>,
     },
     /// Validate a config file and print every problem in it.
     CheckConfig { file: PathBuf },
@@ -75,6 +82,8 @@ fn main() -> ExitCode {
             config,
             data_dir,
             listen,
+            allow_http,
+            allow_networks,
         } => {
             let mut config = match load_config(config.as_deref()) {
                 Ok(config) => config,
@@ -86,6 +95,8 @@ fn main() -> ExitCode {
             if let Some(addr) = listen {
                 config.api.listen = addr;
             }
+            config.delivery.allow_http |= allow_http;
+            config.delivery.allowed_networks.extend(allow_networks);
             serve(&config)
         }
         Command::Token {

@@ -1,4 +1,5 @@
-//! The command line: config checking (exit 64 before any socket), token creation.
+//! The command line: config checking (exit 64 before any socket), token creation, and the
+//! `serve` flags that open the destination policy for local use.
 
 use std::process::Command;
 
@@ -169,5 +170,63 @@ fn first_start_without_tokens_prints_one_admin_token() {
     assert!(
         !data.windows(token.len()).any(|w| w == token.as_bytes()),
         "token stored in clear"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_flags_open_the_destination_policy_for_local_use() {
+    use crate::receiver::{Answer, Receiver};
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    // The same loopback endpoint under the default policy and under the local-use flags.
+    let mut runs = Vec::new();
+    for flags in [
+        vec![],
+        vec!["--allow-http", "--allow-network", "127.0.0.0/8"],
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args: Vec<std::ffi::OsString> = flags.iter().map(Into::into).collect();
+        let daemon = Daemon::spawn_args(dir.path(), &args);
+        let addr = daemon.addr;
+        assert_eq!(
+            post(addr, "/api/v1/app", &json!({"name": "p", "uid": "p"}))
+                .await
+                .status,
+            201
+        );
+        let ep = post(
+            addr,
+            "/api/v1/app/p/endpoint",
+            &json!({"url": hook.url(), "uid": "local"}),
+        )
+        .await;
+        assert_eq!(ep.status, 201);
+        let msg = post(
+            addr,
+            "/api/v1/app/p/msg",
+            &json!({"eventType": "t", "payload": {}}),
+        )
+        .await;
+        assert_eq!(msg.status, 202);
+        let path = "/api/v1/app/p/attempt/endpoint/local";
+        let attempted =
+            crate::harness::eventually_json(addr, path, |a| a["data"][0]["status"].is_u64()).await;
+        assert!(attempted, "an attempt is recorded");
+        runs.push(crate::harness::get(addr, path).await.json["data"][0].clone());
+        drop(daemon);
+    }
+    let (strict, open) = (&runs[0], &runs[1]);
+    assert_eq!(
+        (
+            strict["status"].as_u64(),
+            strict["responseStatusCode"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "refused by the default policy: {strict}"
+    );
+    assert_eq!(open["status"].as_u64(), Some(0), "delivered: {open}");
+    assert_eq!(
+        hook.received().len(),
+        1,
+        "only the flagged daemon reached it"
     );
 }

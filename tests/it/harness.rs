@@ -146,13 +146,21 @@ impl Daemon {
 
     /// Starts `sluice serve` with a config file (data dir and listen still from flags).
     pub(crate) fn spawn_with(dir: &Path, config: Option<&Path>) -> Daemon {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(config) = config {
+            args.push("--config".into());
+            args.push(config.into());
+        }
+        Daemon::spawn_args(dir, &args)
+    }
+
+    /// Starts `sluice serve` with extra command-line arguments.
+    pub(crate) fn spawn_args(dir: &Path, extra: &[std::ffi::OsString]) -> Daemon {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
+            .arg(dir)
+            .args(extra);
         let mut child = command
             .env("SLUICE_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null())
