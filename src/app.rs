@@ -47,6 +47,7 @@ pub struct Running {
     server: JoinHandle<()>,
     engine: Engine,
     tasks: TaskRunner,
+    upkeep: JoinHandle<()>,
     log: Log,
     writer: WriterJoin,
 }
@@ -82,6 +83,8 @@ pub async fn start(
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     let engine = Engine::start(Arc::new(attempt_ctx(config, &log, &clock)), intakes);
+    let metrics = crate::telemetry::install();
+    let upkeep = tokio::spawn(crate::telemetry::upkeep(metrics.clone(), log.clone()));
     let task_wake = Arc::new(Notify::new());
     let tasks = TaskRunner::start(log.clone(), Arc::clone(&task_wake));
     let admin_token_hash = admin_token.map(api::hash_token);
@@ -91,6 +94,7 @@ pub async fn start(
         config.api.clone(),
         admin_token_hash,
         task_wake,
+        metrics,
     ));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, state, async {
@@ -104,6 +108,7 @@ pub async fn start(
         server,
         engine,
         tasks,
+        upkeep,
         log,
         writer,
     })
@@ -170,6 +175,8 @@ impl Running {
         let _ = self.server.await;
         self.tasks.stop().await;
         self.engine.stop().await;
+        self.upkeep.abort();
+        let _ = self.upkeep.await;
         drop(self.log);
         // The writer finishes its current batch once every handle is gone; joining a
         // thread blocks, so do it off the runtime's worker threads.

@@ -13,3 +13,4 @@ pub mod limits;
 pub mod log;
 pub mod signing;
 pub mod tasks;
+pub mod telemetry;

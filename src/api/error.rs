@@ -95,6 +95,24 @@ impl ApiError {
         }
     }
 
+    /// A short, bounded label for metrics (`sluice_messages_rejected_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "validation",
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::PayloadTooLarge { .. } => "too_large",
+            ApiError::RequestTimeout => "timeout",
+            ApiError::StorageFull => "storage_full",
+            ApiError::Busy => "busy",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
     /// Seconds a client should wait before retrying, for the statuses that invite it.
     pub fn retry_after_secs(&self) -> Option<u32> {
         matches!(self, ApiError::Busy).then_some(1)

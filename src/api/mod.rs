@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub admin_token_hash: Option<[u8; 32]>,
     /// Wakes the background-task runner after a task is created.
     pub task_wake: Arc<Notify>,
+    /// Renders `GET /metrics`.
+    pub metrics: PrometheusHandle,
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
     /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
     in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
@@ -66,6 +69,7 @@ impl ApiState {
         config: ApiConfig,
         admin_token_hash: Option<[u8; 32]>,
         task_wake: Arc<Notify>,
+        metrics: PrometheusHandle,
     ) -> ApiState {
         ApiState {
             log,
@@ -73,6 +77,7 @@ impl ApiState {
             config,
             admin_token_hash,
             task_wake,
+            metrics,
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -162,6 +167,9 @@ pub async fn serve(
 /// Serves one request; never fails (errors become JSON responses).
 pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
+    if req.uri().path() == METRICS_PATH && matches!(method, Method::GET | Method::HEAD) {
+        return metrics_response(state, &method);
+    }
     let result = route_and_serve(state, req).await;
     let (status, body, retry_after) = match result {
         Ok(reply) => (reply.status, reply.body, None),
@@ -189,6 +197,24 @@ pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<B
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
+    response
+}
+
+/// Where Prometheus scrapes (outside `/api/v1`, no token, like `/api/v1/health`).
+const METRICS_PATH: &str = "/metrics";
+
+fn metrics_response(state: &ApiState, method: &Method) -> Response<Full<Bytes>> {
+    let text = crate::telemetry::render(&state.metrics, &state.log);
+    let body = if method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from(text)
+    };
+    let mut response = Response::new(Full::new(body));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     response
 }
 
@@ -320,11 +346,29 @@ async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Rep
     if !route.methods().contains(&method) {
         return Err(ApiError::MethodNotAllowed);
     }
+    if matches!(route, Route::Messages(_)) && method == Method::POST {
+        let started = std::time::Instant::now();
+        let result = serve_route(state, req, route, path_and_query).await;
+        let rejected = result.as_ref().err().map(ApiError::reason);
+        crate::telemetry::ingest_finished(started.elapsed(), rejected);
+        return result;
+    }
+    serve_route(state, req, route, path_and_query).await
+}
+
+/// Authenticates, reads the body, applies idempotency and runs the route's handler.
+async fn serve_route(
+    state: &ApiState,
+    req: Request<Incoming>,
+    route: Route<'_>,
+    path_and_query: &str,
+) -> Result<Reply, ApiError> {
+    let method = req.method().clone();
     if let Route::Health | Route::HealthPing = route {
         return health(state, route);
     }
     let auth = auth::authenticate(state, req.headers())?;
-    let query = Query::parse(uri.query().unwrap_or(""))?;
+    let query = Query::parse(req.uri().query().unwrap_or(""))?;
     let idempotency = if method == Method::POST {
         idempotency::key_hash(&auth, req.headers(), path_and_query)?
     } else {

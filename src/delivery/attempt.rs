@@ -138,6 +138,7 @@ async fn record(
             Next::Exhausted => Step::Exhausted,
         },
     };
+    count_attempt(&result, step, delivery.manual, message, done_ms);
     if let Outcome::Throttled { retry_after_ms, .. } = result.outcome {
         let wait = retry_after_ms
             .unwrap_or(THROTTLE_PAUSE_DEFAULT_MS)
@@ -176,6 +177,38 @@ async fn record(
     finished
 }
 
+/// Exports one attempt: outcome, duration against the 5 s budget, the step it led to, and
+/// for a scheduled delivery's success, its latency from acceptance.
+fn count_attempt(
+    result: &AttemptResult,
+    step: Step,
+    manual: bool,
+    message: &MessageRecord,
+    done_ms: u64,
+) {
+    use crate::telemetry::{self, name};
+    let seconds = result.duration_ms as f64 / 1000.0;
+    metrics::counter!(
+        name::ATTEMPTS,
+        "outcome" => result.outcome.label(),
+        "status_class" => telemetry::status_class(result.outcome.status_code()),
+    )
+    .increment(1);
+    metrics::histogram!(name::ATTEMPT_DURATION).record(seconds);
+    if seconds > telemetry::ATTEMPT_BUDGET_SECONDS {
+        metrics::counter!(name::ATTEMPTS_OVER_BUDGET).increment(1);
+    }
+    match step {
+        Step::Succeeded if !manual => {
+            let latency_ms = done_ms.saturating_sub(message.created_ms);
+            metrics::histogram!(name::DELIVERY_LATENCY).record(latency_ms as f64 / 1000.0);
+        }
+        Step::RetryAt(_) => metrics::counter!(name::RETRIES_SCHEDULED).increment(1),
+        Step::Exhausted => metrics::counter!(name::DELIVERIES_EXHAUSTED).increment(1),
+        _ => {}
+    }
+}
+
 /// How far a delivery's durable due time may lie ahead of this clock and still be
 /// attempted (the writer's batch time can run a little ahead of a reader's clock).
 const DUE_SLACK_MS: u64 = 1_000;
@@ -188,8 +221,9 @@ async fn skip(ctx: &AttemptCtx, job: DueJob) {
         .log
         .write(move |w| tables::skip_delivery(w, job.endpoint_key, job.seq))
         .await;
-    if let Err(error) = result {
-        tracing::error!(%error, "Cannot record a skipped delivery; it stays due.");
+    match result {
+        Ok(()) => metrics::counter!(crate::telemetry::name::DELIVERIES_SKIPPED).increment(1),
+        Err(error) => tracing::error!(%error, "Cannot record a skipped delivery; it stays due."),
     }
 }
 

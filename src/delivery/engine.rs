@@ -21,6 +21,7 @@ use super::lane::{Lane, LaneSettings};
 use crate::log::schema::{self, db_name};
 use crate::log::tables::{self, Step};
 use crate::log::{DueJob, LogError, Publisher};
+use crate::telemetry;
 
 /// Capacity of each shard's hand-off queue from the writer.
 pub const SHARD_INTAKE_MAX: usize = 16_384;
@@ -161,12 +162,26 @@ impl Shard {
                             tracing::error!(shard = self.index, %error, "Scan of due deliveries failed.");
                         }
                         next_scan = tokio::time::Instant::now() + SCAN_INTERVAL;
+                        self.export_gauges();
                     }
                 }
             }
         }
         // Attempts in flight finish and record (each is bounded by the attempt timeout).
         while self.in_flight.join_next().await.is_some() {}
+    }
+
+    /// Sets this shard's gauges (once per scan: they are samples, not counts).
+    fn export_gauges(&self) {
+        let now_ms = self.ctx.clock.now_ms();
+        let shard = self.index.to_string();
+        let throttled = self.lanes.values().filter(|l| l.paused(now_ms)).count();
+        metrics::gauge!(telemetry::name::SHARD_LANES, "shard" => shard.clone())
+            .set(self.lanes.len() as f64);
+        metrics::gauge!(telemetry::name::SHARD_LANES_THROTTLED, "shard" => shard.clone())
+            .set(throttled as f64);
+        metrics::gauge!(telemetry::name::SHARD_RETRIES_IN_MEMORY, "shard" => shard)
+            .set(self.timers.len() as f64);
     }
 
     /// The next time something could become ready, as a runtime instant.
@@ -264,12 +279,14 @@ impl Shard {
                     / (1u64 << 53) as f64;
                 self.in_flight
                     .spawn(attempt::run(Arc::clone(&self.ctx), job, random));
+                metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).increment(1.0);
             }
         }
         self.lanes.retain(|_, lane| !lane.is_idle());
     }
 
     fn finished(&mut self, finished: Finished) {
+        metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).decrement(1.0);
         let job = finished.job;
         let Some(lane) = self.lanes.get_mut(&job.endpoint_key) else {
             unreachable!("a lane with an attempt in flight is never dropped");

@@ -83,6 +83,12 @@ impl Lane {
         self.paused_until_ms = self.paused_until_ms.max(until_ms);
     }
 
+    /// Whether the lane is held back now (throttled by its receiver, or a FIFO lane
+    /// waiting for its head's retry).
+    pub fn paused(&self, now_ms: u64) -> bool {
+        now_ms < self.paused_until_ms
+    }
+
     /// Whether an attempt may start now.
     pub fn ready(&self, now_ms: u64) -> bool {
         !self.queue.is_empty()

@@ -22,6 +22,9 @@ pub struct EndpointFilter {
 #[derive(Default)]
 pub struct EndpointIndex {
     by_app: HashMap<u64, Vec<EndpointFilter>>,
+    /// How many filters are disabled, kept in step by every change (for metrics).
+    disabled: u64,
+    total: u64,
 }
 
 impl EndpointIndex {
@@ -33,21 +36,39 @@ impl EndpointIndex {
             event_types: record.event_types.clone(),
             channels: record.channels.clone(),
         };
+        self.disabled += u64::from(filter.disabled);
+        self.total += 1;
         let filters = self.by_app.entry(record.app_key).or_default();
         match filters.iter_mut().find(|f| f.endpoint_key == record.key) {
-            Some(existing) => *existing = filter,
+            Some(existing) => {
+                self.disabled -= u64::from(existing.disabled);
+                self.total -= 1;
+                *existing = filter;
+            }
             None => filters.push(filter),
         }
     }
 
     pub fn remove(&mut self, app_key: u64, endpoint_key: u64) {
         if let Some(filters) = self.by_app.get_mut(&app_key) {
+            for gone in filters.iter().filter(|f| f.endpoint_key == endpoint_key) {
+                self.disabled -= u64::from(gone.disabled);
+                self.total -= 1;
+            }
             filters.retain(|f| f.endpoint_key != endpoint_key);
         }
     }
 
     pub fn remove_app(&mut self, app_key: u64) {
-        self.by_app.remove(&app_key);
+        for gone in self.by_app.remove(&app_key).into_iter().flatten() {
+            self.disabled -= u64::from(gone.disabled);
+            self.total -= 1;
+        }
+    }
+
+    /// (enabled, disabled) endpoint counts.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.total - self.disabled, self.disabled)
     }
 
     /// The endpoints of `app_key` that a message of `event_type` on `channels` is for.
@@ -118,5 +139,44 @@ mod tests {
                 "case {i}"
             );
         }
+    }
+
+    #[test]
+    fn counts_follow_every_change() {
+        let record = |key: u64, app_key: u64, disabled: bool| EndpointRecord {
+            key,
+            app_key,
+            id: format!("ep_{key}"),
+            uid: None,
+            url: "https://example.com".to_owned(),
+            description: String::new(),
+            version: 1,
+            disabled,
+            throttle_rate: None,
+            event_types: None,
+            channels: None,
+            secret: vec![0; 24],
+            old_secrets: Vec::new(),
+            headers: std::collections::BTreeMap::new(),
+            metadata: std::collections::BTreeMap::new(),
+            created_ms: 0,
+            updated_ms: 0,
+            fifo: false,
+            failing_since_ms: None,
+            disabled_reason: None,
+            disabled_at_ms: None,
+            signing: crate::log::schema::Signing::Hmac,
+        };
+        let mut index = EndpointIndex::default();
+        index.upsert(&record(1, 10, false));
+        index.upsert(&record(2, 10, false));
+        index.upsert(&record(3, 20, true));
+        assert_eq!(index.counts(), (2, 1));
+        index.upsert(&record(2, 10, true));
+        assert_eq!(index.counts(), (1, 2));
+        index.remove(10, 1);
+        assert_eq!(index.counts(), (0, 2));
+        index.remove_app(20);
+        assert_eq!(index.counts(), (0, 1));
     }
 }

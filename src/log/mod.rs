@@ -221,13 +221,14 @@ impl Log {
         })
     }
 
-    /// Size facts for health and metrics: (map size, bytes in use).
-    pub fn usage(&self) -> (u64, u64) {
+    /// Size facts for health and metrics: (map size, bytes in use, reader slots in use).
+    pub fn usage(&self) -> (u64, u64, u32) {
         let info = self.shared.env.info();
         let page = 4096u64;
         (
             info.map_size as u64,
             (info.last_page_number as u64 + 1) * page,
+            info.number_of_readers,
         )
     }
 }

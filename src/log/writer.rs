@@ -23,6 +23,7 @@ use super::schema::{self, EndpointRecord, IdempotencyRecord, meta_key};
 use super::{Dbs, LogError};
 use crate::clock::Clock;
 use crate::limits::{COMMIT_BATCH_OPS_MAX, IDEMPOTENCY_SWEEP_ROWS_MAX, IDEMPOTENCY_TTL_MS};
+use crate::telemetry;
 
 /// How long the writer waits for work before it does housekeeping.
 const IDLE_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -48,6 +49,8 @@ pub struct WriterState {
     /// Which endpoints each application's messages fan out to.
     pub endpoints: EndpointIndex,
     counters_dirty: bool,
+    /// The endpoint counts last set on the `sluice_endpoints` gauge.
+    published_endpoint_counts: Option<(u64, u64)>,
     last_now_ms: u64,
     sweep_from: Option<Vec<u8>>,
 }
@@ -81,9 +84,21 @@ impl WriterState {
             outbox: Vec::new(),
             endpoints,
             counters_dirty: false,
+            published_endpoint_counts: None,
             last_now_ms,
             sweep_from: None,
         })
+    }
+
+    /// Sets the `sluice_endpoints` gauge when the counts changed.
+    fn publish_endpoint_counts(&mut self) {
+        let counts = self.endpoints.counts();
+        if self.published_endpoint_counts != Some(counts) {
+            let (enabled, disabled) = counts;
+            metrics::gauge!(telemetry::name::ENDPOINTS, "state" => "enabled").set(enabled as f64);
+            metrics::gauge!(telemetry::name::ENDPOINTS, "state" => "disabled").set(disabled as f64);
+            self.published_endpoint_counts = Some(counts);
+        }
     }
 
     /// Hands out the next message sequence number.
@@ -240,6 +255,7 @@ fn run_batch(
             return Err(error);
         }
     };
+    let started = std::time::Instant::now();
     let mut applied: Vec<Completion> = Vec::with_capacity(queued.len());
     let mut failure = None;
     {
@@ -265,6 +281,14 @@ fn run_batch(
             .flush_counters(&mut wtxn, dbs)
             .and_then(|()| wtxn.commit().map_err(LogError::from)),
     };
+    if result.is_ok() {
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics::histogram!(telemetry::name::COMMIT_DURATION).record(elapsed);
+        metrics::histogram!(telemetry::name::COMMIT_OPERATIONS).record(applied.len() as f64);
+        state.publish_endpoint_counts();
+    } else {
+        metrics::counter!(telemetry::name::COMMITS_FAILED).increment(1);
+    }
     for done in applied {
         done(result.clone());
     }

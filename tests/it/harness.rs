@@ -70,6 +70,37 @@ pub(crate) async fn try_call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Resp, String> {
+    let (status, headers, bytes) = call_raw(addr, method, path, token, headers, body).await?;
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    Ok(Resp {
+        status,
+        json,
+        headers,
+    })
+}
+
+/// A GET whose answer is text (`/metrics`, Prometheus): status and body.
+pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, bytes) = call_raw(addr, "GET", path, None, &[], b"")
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// One request; the body as bytes.
+async fn call_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, hyper::HeaderMap, Bytes), String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -102,17 +133,7 @@ pub(crate) async fn try_call(
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("non-JSON body ({e}): {}", String::from_utf8_lossy(&bytes)))
-    };
-    Ok(Resp {
-        status,
-        json,
-        headers,
-    })
+    Ok((status, headers, bytes))
 }
 
 /// Shorthands with the admin token.

@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod harness;
 mod hostile;
+mod ops;
 mod receiver;
 mod recovery;
 mod sdk;

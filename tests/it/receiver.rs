@@ -33,6 +33,8 @@ pub(crate) enum Answer {
     StatusWithRetryAfter(u16, &'static str),
     /// Never answer (the connection stays open until the client gives up).
     Hang,
+    /// Answer with this status after this long (a slow receiver).
+    After(std::time::Duration, u16),
 }
 
 type Script = Arc<dyn Fn(usize, &Received) -> Answer + Send + Sync>;
@@ -123,6 +125,10 @@ impl Receiver {
                                 Answer::Hang => {
                                     hanging.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                     std::future::pending::<()>().await;
+                                }
+                                Answer::After(delay, status) => {
+                                    tokio::time::sleep(delay).await;
+                                    *response.status_mut() = status.try_into().expect("status");
                                 }
                             }
                             Ok::<_, Infallible>(response)

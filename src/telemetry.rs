@@ -1,0 +1,251 @@
+//! Telemetry: every Prometheus metric Sluice exports (name, help, unit, buckets), the
+//! process-wide recorder behind `GET /metrics`, and its upkeep.
+//!
+//! Conventions: names start `sluice_`, use base units (seconds, bytes) and counters end
+//! `_total`; every histogram has explicit buckets (the attempt-duration histogram has an
+//! edge at exactly 5 s, the delivery budget, so "share within budget" is one division).
+//! Labels are bounded enums or shard numbers only — never an application, endpoint or
+//! message id.
+//!
+//! The recorder is global (the `metrics` facade has one per process), so it is installed
+//! once, by the first `start`; every later start in the same process shares it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::log::Log;
+
+/// Metric names, final suffixes included.
+pub mod name {
+    pub const BUILD_INFO: &str = "sluice_build_info";
+    pub const MESSAGES_ACCEPTED: &str = "sluice_messages_accepted_total";
+    pub const MESSAGES_REJECTED: &str = "sluice_messages_rejected_total";
+    pub const INGEST_DURATION: &str = "sluice_ingest_request_duration_seconds";
+    pub const COMMIT_DURATION: &str = "sluice_log_commit_duration_seconds";
+    pub const COMMIT_OPERATIONS: &str = "sluice_log_commit_operations";
+    pub const COMMITS_FAILED: &str = "sluice_log_commits_failed_total";
+    pub const ATTEMPTS: &str = "sluice_delivery_attempts_total";
+    pub const ATTEMPT_DURATION: &str = "sluice_delivery_attempt_duration_seconds";
+    pub const ATTEMPTS_OVER_BUDGET: &str = "sluice_delivery_attempts_over_budget_total";
+    pub const DELIVERY_LATENCY: &str = "sluice_delivery_latency_seconds";
+    pub const RETRIES_SCHEDULED: &str = "sluice_retries_scheduled_total";
+    pub const DELIVERIES_EXHAUSTED: &str = "sluice_deliveries_exhausted_total";
+    pub const DELIVERIES_SKIPPED: &str = "sluice_deliveries_skipped_total";
+    pub const DELIVERIES_PENDING: &str = "sluice_deliveries_pending";
+    pub const DELIVERIES_IN_FLIGHT: &str = "sluice_deliveries_in_flight";
+    pub const SHARD_RETRIES_IN_MEMORY: &str = "sluice_shard_retries_in_memory";
+    pub const SHARD_LANES: &str = "sluice_shard_lanes";
+    pub const SHARD_LANES_THROTTLED: &str = "sluice_shard_lanes_throttled";
+    pub const ENDPOINTS: &str = "sluice_endpoints";
+    pub const TASKS_RUNNING: &str = "sluice_background_tasks_running";
+    pub const LMDB_MAP_SIZE: &str = "sluice_lmdb_map_size_bytes";
+    pub const LMDB_USED: &str = "sluice_lmdb_used_bytes";
+    pub const LMDB_READERS: &str = "sluice_lmdb_readers";
+}
+
+/// The delivery budget: attempts longer than this are "over budget".
+pub const ATTEMPT_BUDGET_SECONDS: f64 = 5.0;
+/// How often histograms are compacted and the log's gauges sampled.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+const ATTEMPT_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0,
+];
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+const FAST_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const BATCH_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder on first use and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE.get_or_init(build).clone()
+}
+
+fn build() -> PrometheusHandle {
+    let buckets = [
+        (name::ATTEMPT_DURATION, &ATTEMPT_BUCKETS[..]),
+        (name::DELIVERY_LATENCY, &LATENCY_BUCKETS[..]),
+        (name::INGEST_DURATION, &FAST_BUCKETS[..]),
+        (name::COMMIT_DURATION, &FAST_BUCKETS[..]),
+        (name::COMMIT_OPERATIONS, &BATCH_BUCKETS[..]),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (metric, edges) in buckets {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(metric.to_owned()), edges)
+            .unwrap_or_else(|_| unreachable!("bucket lists are not empty"));
+    }
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    // Fails only if another recorder was installed first (an embedding program's); then
+    // that one receives Sluice's metrics and this handle renders nothing.
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::warn!("A metrics recorder was already installed; /metrics will be empty.");
+    }
+    describe();
+    gauge!(name::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Counters exist from the start, at 0, so that `rate()` sees their first increase.
+    for counter in [
+        name::MESSAGES_ACCEPTED,
+        name::ATTEMPTS_OVER_BUDGET,
+        name::RETRIES_SCHEDULED,
+        name::DELIVERIES_EXHAUSTED,
+        name::DELIVERIES_SKIPPED,
+        name::COMMITS_FAILED,
+    ] {
+        counter!(counter).absolute(0);
+    }
+    handle
+}
+
+fn describe() {
+    use name::*;
+    describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+    describe_counter!(
+        MESSAGES_ACCEPTED,
+        "Messages accepted (committed) by message create."
+    );
+    describe_counter!(
+        MESSAGES_REJECTED,
+        "Message create requests refused, by reason."
+    );
+    describe_histogram!(
+        INGEST_DURATION,
+        Unit::Seconds,
+        "Message create requests, arrival to response."
+    );
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "Log batch commits, first operation to fsync."
+    );
+    describe_histogram!(COMMIT_OPERATIONS, "Operations per log commit.");
+    describe_counter!(COMMITS_FAILED, "Log batches aborted by a malfunction.");
+    describe_counter!(ATTEMPTS, "Delivery attempts, by outcome and status class.");
+    describe_histogram!(
+        ATTEMPT_DURATION,
+        Unit::Seconds,
+        "Delivery attempts, connect to the last response byte (budget: 5 s)."
+    );
+    describe_counter!(ATTEMPTS_OVER_BUDGET, "Delivery attempts longer than 5 s.");
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "Deliveries, message acceptance to the first successful attempt."
+    );
+    describe_counter!(RETRIES_SCHEDULED, "Failed attempts given a retry.");
+    describe_counter!(
+        DELIVERIES_EXHAUSTED,
+        "Deliveries that used up their schedule."
+    );
+    describe_counter!(
+        DELIVERIES_SKIPPED,
+        "Deliveries not attempted: endpoint disabled or deleted."
+    );
+    describe_gauge!(
+        DELIVERIES_PENDING,
+        "Deliveries waiting for an attempt or a retry."
+    );
+    describe_gauge!(DELIVERIES_IN_FLIGHT, "Delivery attempts in flight.");
+    describe_gauge!(
+        SHARD_RETRIES_IN_MEMORY,
+        "Retries due within the horizon held by a shard."
+    );
+    describe_gauge!(SHARD_LANES, "Endpoint lanes with work, per shard.");
+    describe_gauge!(
+        SHARD_LANES_THROTTLED,
+        "Lanes paused by 429/502/503/504 or a FIFO retry, per shard."
+    );
+    describe_gauge!(ENDPOINTS, "Endpoints, by state.");
+    describe_gauge!(TASKS_RUNNING, "Background tasks (recover, replay) running.");
+    describe_gauge!(LMDB_MAP_SIZE, Unit::Bytes, "Size of the LMDB map.");
+    describe_gauge!(LMDB_USED, Unit::Bytes, "Bytes of the LMDB map in use.");
+    describe_gauge!(LMDB_READERS, "LMDB reader slots in use.");
+}
+
+/// The status class label of an HTTP status (0: no response).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        100..=199 => "1xx",
+        _ => "none",
+    }
+}
+
+/// Samples the log's gauges (map size and use, readers, pending deliveries, tasks).
+pub fn sample_log(log: &Log) {
+    let (map_size, used, readers) = log.usage();
+    gauge!(name::LMDB_MAP_SIZE).set(map_size as f64);
+    gauge!(name::LMDB_USED).set(used as f64);
+    gauge!(name::LMDB_READERS).set(f64::from(readers));
+    let counts = log.read(|rtxn, dbs| Ok((dbs.due.len(rtxn)?, dbs.running_tasks.len(rtxn)?)));
+    if let Ok((pending, tasks)) = counts {
+        gauge!(name::DELIVERIES_PENDING).set(pending as f64);
+        gauge!(name::TASKS_RUNNING).set(tasks as f64);
+    }
+}
+
+/// Renders the exposition text, with the log's gauges sampled just before.
+pub fn render(handle: &PrometheusHandle, log: &Log) -> String {
+    sample_log(log);
+    handle.render()
+}
+
+/// Keeps histograms bounded between scrapes (the exporter does not do it by itself) and
+/// the log's gauges fresh. Runs until the task is aborted.
+pub async fn upkeep(handle: PrometheusHandle, log: Log) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+        sample_log(&log);
+    }
+}
+
+/// Counts one message create request's result.
+pub fn ingest_finished(elapsed: Duration, rejected_reason: Option<&'static str>) {
+    metrics::histogram!(name::INGEST_DURATION).record(elapsed.as_secs_f64());
+    match rejected_reason {
+        None => counter!(name::MESSAGES_ACCEPTED).increment(1),
+        Some(reason) => counter!(name::MESSAGES_REJECTED, "reason" => reason).increment(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_a_bucket_edge() {
+        assert!(ATTEMPT_BUCKETS.contains(&ATTEMPT_BUDGET_SECONDS));
+        assert!(ATTEMPT_BUCKETS.is_sorted() && LATENCY_BUCKETS.is_sorted());
+    }
+
+    #[test]
+    fn status_classes() {
+        let cases = [
+            (0, "none"),
+            (200, "2xx"),
+            (204, "2xx"),
+            (301, "3xx"),
+            (410, "4xx"),
+            (503, "5xx"),
+        ];
+        for (status, class) in cases {
+            assert_eq!(status_class(status), class, "{status}");
+        }
+    }
+}
