@@ -15,12 +15,14 @@ use crate::api::{self, ApiState};
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::delivery::attempt::AttemptCtx;
+use crate::config::{ApiConfig, Config};
+use crate::delivery::attempt::{AttemptCtx, DeliverySettings};
 use crate::delivery::client::Transport;
 use crate::delivery::engine::{self, Engine};
 use crate::delivery::policy::DestinationPolicy;
 use crate::delivery::schedule::RetrySchedule;
+use crate::heartbeat::Heartbeat;
+use crate::live::Live;
 use crate::log::schema::{TokenRecord, TokenScope};
 use crate::log::{Log, LogError, WriterJoin, tables};
 use crate::tasks::TaskRunner;
@@ -37,6 +39,26 @@ pub enum StartError {
     },
 }
 
+/// Whether the loops that must never stop (the writer thread, the shards) still turn.
+#[derive(Clone)]
+pub struct Liveness {
+    heartbeats: Vec<Arc<Heartbeat>>,
+}
+
+impl Liveness {
+    pub fn alive(&self) -> bool {
+        self.heartbeats.iter().all(|h| h.is_fresh())
+    }
+}
+
+/// The settings a reload can replace, and the config they came from.
+struct LiveSettings {
+    started_with: Config,
+    api: Live<ApiConfig>,
+    delivery: Live<DeliverySettings>,
+    policy: Live<DestinationPolicy>,
+}
+
 /// A serving Sluice.
 pub struct Running {
     /// Where the API listens (useful when the config asked for port 0).
@@ -48,6 +70,7 @@ pub struct Running {
     engine: Engine,
     tasks: TaskRunner,
     upkeep: JoinHandle<()>,
+    live: LiveSettings,
     log: Log,
     writer: WriterJoin,
 }
@@ -82,16 +105,19 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let engine = Engine::start(Arc::new(attempt_ctx(config, &log, &clock)), intakes);
+    let (ctx, policy) = attempt_ctx(config, &log, &clock);
+    let delivery_settings = ctx.settings.clone();
+    let engine = Engine::start(Arc::new(ctx), intakes);
     let metrics = crate::telemetry::install();
     let upkeep = tokio::spawn(crate::telemetry::upkeep(metrics.clone(), log.clone()));
     let task_wake = Arc::new(Notify::new());
     let tasks = TaskRunner::start(log.clone(), Arc::clone(&task_wake));
     let admin_token_hash = admin_token.map(api::hash_token);
+    let api_config = Live::new(config.api.clone());
     let state = Arc::new(ApiState::new(
         log.clone(),
         clock,
-        config.api.clone(),
+        api_config.clone(),
         admin_token_hash,
         task_wake,
         metrics,
@@ -111,30 +137,47 @@ pub async fn start(
         upkeep,
         log,
         writer,
+        live: LiveSettings {
+            started_with: config.clone(),
+            api: api_config,
+            delivery: delivery_settings,
+            policy,
+        },
     })
 }
 
-fn attempt_ctx(config: &Config, log: &Log, clock: &Clock) -> AttemptCtx {
-    let d = &config.delivery;
-    let policy = DestinationPolicy {
-        allow_http: d.allow_http,
-        allowed_networks: d.allowed_networks.clone(),
-    };
+fn attempt_ctx(config: &Config, log: &Log, clock: &Clock) -> (AttemptCtx, Live<DestinationPolicy>) {
+    let policy = Live::new(destination_policy(config));
     let transport = Transport::new(
-        policy,
-        Duration::from_millis(d.attempt_timeout_ms),
-        Duration::from_millis(d.connect_timeout_ms),
+        policy.clone(),
+        Duration::from_millis(config.delivery.connect_timeout_ms),
         clock.clone(),
     );
-    AttemptCtx {
+    let ctx = AttemptCtx {
         log: log.clone(),
         transport,
         clock: clock.clone(),
+        settings: Live::new(delivery_settings(config)),
+    };
+    (ctx, policy)
+}
+
+fn destination_policy(config: &Config) -> DestinationPolicy {
+    DestinationPolicy {
+        allow_http: config.delivery.allow_http,
+        allowed_networks: config.delivery.allowed_networks.clone(),
+    }
+}
+
+fn delivery_settings(config: &Config) -> DeliverySettings {
+    let d = &config.delivery;
+    DeliverySettings {
         schedule: RetrySchedule {
             delays_ms: d.retry_schedule_ms.clone(),
             jitter_percent: d.jitter_percent,
             retry_after_max_ms: d.retry_after_max_ms,
         },
+        attempt_timeout: Duration::from_millis(d.attempt_timeout_ms),
         disable_after_ms: d.disable_after_ms,
         header_style: d.header_style,
         in_flight_max: d.endpoint_in_flight_max,
@@ -167,6 +210,50 @@ impl Running {
     /// A handle to the log, for tests and tools that run beside the server.
     pub fn log(&self) -> &Log {
         &self.log
+    }
+
+    /// Applies what `config` changes that can change while running (API limits and
+    /// timeouts, retry schedule, attempt bounds, destination policy, header style), and
+    /// returns the keys whose change needs a restart (left as they are). The log level
+    /// is the caller's (it owns tracing).
+    pub fn reload(&self, config: &Config) -> Vec<&'static str> {
+        let old = &self.live.started_with;
+        let mut api = config.api.clone();
+        let mut restart = Vec::new();
+        if config.data_dir != old.data_dir {
+            restart.push("data_dir");
+        }
+        if config.log_format != old.log_format {
+            restart.push("log_format");
+        }
+        if api.listen != old.api.listen {
+            restart.push("api.listen");
+            api.listen = old.api.listen;
+        }
+        if api.connections_max != old.api.connections_max {
+            restart.push("api.connections_max");
+            api.connections_max = old.api.connections_max;
+        }
+        if config.storage != old.storage {
+            restart.push("storage");
+        }
+        if config.delivery.shards != old.delivery.shards {
+            restart.push("delivery.shards");
+        }
+        if config.delivery.connect_timeout_ms != old.delivery.connect_timeout_ms {
+            restart.push("delivery.connect_timeout_ms");
+        }
+        self.live.api.set(api);
+        self.live.delivery.set(delivery_settings(config));
+        self.live.policy.set(destination_policy(config));
+        restart
+    }
+
+    /// The heartbeats of the writer thread and every delivery shard, for the watchdog.
+    pub fn liveness(&self) -> Liveness {
+        let mut heartbeats = self.engine.heartbeats();
+        heartbeats.push(self.log.writer_heartbeat());
+        Liveness { heartbeats }
     }
 
     /// Stops accepting, finishes requests in progress, commits and joins the writer.

@@ -16,9 +16,22 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Diagnostic verbosity: `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
     pub log_level: String,
+    /// Diagnostic format on stderr: `text` or `json` (under systemd, with `JOURNAL_STREAM`
+    /// set, text is sent without timestamps: journald stamps lines). Default `text`.
+    pub log_format: LogFormat,
+    /// On SIGTERM, how long in-flight requests and attempts may take to finish, ms.
+    /// Default 30,000, 1,000–600,000 (keep it under systemd's `TimeoutStopSec`).
+    pub drain_timeout_ms: u64,
     pub api: ApiConfig,
     pub storage: StorageConfig,
     pub delivery: DeliveryConfig,
+}
+
+/// How diagnostics are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `[api]`: the HTTP listener.
@@ -109,6 +122,8 @@ impl fmt::Display for Problem {
 pub const KEYS: &[(&str, &str)] = &[
     ("data_dir", "\"./sluice-data\""),
     ("log_level", "\"info\""),
+    ("log_format", "\"text\""),
+    ("drain_timeout_ms", "30000"),
     ("api.listen", "\"127.0.0.1:8071\""),
     ("api.connections_max", "4096"),
     ("api.header_read_timeout_ms", "10000"),
@@ -140,6 +155,8 @@ impl Config {
         Config {
             data_dir: PathBuf::from("./sluice-data"),
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            drain_timeout_ms: 30_000,
             api: ApiConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8071)),
                 connections_max: 4096,
@@ -179,7 +196,15 @@ impl Config {
             problems: Vec::new(),
         };
         let mut config = Config::embedded_default();
-        let known_top = ["data_dir", "log_level", "api", "storage", "delivery"];
+        let known_top = [
+            "data_dir",
+            "log_level",
+            "log_format",
+            "drain_timeout_ms",
+            "api",
+            "storage",
+            "delivery",
+        ];
         reader.reject_unknown("", &table, &known_top);
         if let Some(v) = reader.string(&table, "", "data_dir") {
             if v.is_empty() {
@@ -196,6 +221,20 @@ impl Config {
             }
             config.log_level = v;
         }
+        match reader.string(&table, "", "log_format").as_deref() {
+            None => {}
+            Some("text") => config.log_format = LogFormat::Text,
+            Some("json") => config.log_format = LogFormat::Json,
+            Some(_) => reader.problem("log_format", "must be text or json"),
+        }
+        reader.int(
+            &table,
+            "",
+            "drain_timeout_ms",
+            1_000,
+            600_000,
+            &mut config.drain_timeout_ms,
+        );
         if let Some(api) = reader.section(&table, "api") {
             read_api(&mut reader, api, &mut config.api);
         }
@@ -488,6 +527,8 @@ mod tests {
         let text = r#"
             data_dir = "/var/lib/sluice"
             log_level = "debug"
+            log_format = "json"
+            drain_timeout_ms = 5000
             [api]
             listen = "0.0.0.0:9000"
             connections_max = 10
@@ -501,12 +542,14 @@ mod tests {
         let config = Config::parse(text).expect("valid");
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/sluice"));
         assert_eq!(config.log_level, "debug");
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.drain_timeout_ms, 5_000);
         assert_eq!(config.api.listen, "0.0.0.0:9000".parse().expect("addr"));
         assert_eq!(config.api.connections_max, 10);
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 20, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 22, "KEYS lists every key");
     }
 
     #[test]
@@ -514,6 +557,8 @@ mod tests {
         let text = r#"
             colour = "blue"
             log_level = "loud"
+            log_format = "xml"
+            drain_timeout_ms = 1"
             [api]
             listen = "nowhere"
             body_bytes_max = 1
@@ -526,6 +571,8 @@ mod tests {
         for key in [
             "colour",
             "log_level",
+            "log_format",
+            "drain_timeout_ms",
             "api.listen",
             "api.body_bytes_max",
             "api.connections_max",
@@ -533,7 +580,7 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "missing {key} in {problems:?}");
         }
-        assert_eq!(problems.len(), 6, "{problems:?}");
+        assert_eq!(problems.len(), 8, "{problems:?}");
     }
 
     #[test]

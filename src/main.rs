@@ -6,11 +6,18 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 use sluice::clock::Clock;
-use sluice::config::Config;
+use sluice::config::{Config, LogFormat};
 use sluice::log::schema::TokenScope;
 use sluice::log::{Log, tables};
+use sluice::service;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Registry, fmt, reload};
 
 const EXIT_USAGE: u8 = 64;
 
@@ -47,6 +54,17 @@ enum Command {
     },
     /// Validate a config file and print every problem in it.
     CheckConfig { file: PathBuf },
+    /// Copy the log, online and compacted, into a new directory that `serve --data-dir`
+    /// opens as it is.
+    Backup {
+        /// The directory to write (created; must not hold a log already).
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -85,19 +103,32 @@ fn main() -> ExitCode {
             allow_http,
             allow_networks,
         } => {
-            let mut config = match load_config(config.as_deref()) {
-                Ok(config) => config,
+            let overrides = Overrides {
+                data_dir,
+                listen,
+                allow_http,
+                allow_networks,
+            };
+            let mut loaded = match load_config(config.as_deref()) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            overrides.apply(&mut loaded);
+            serve(&loaded, config, &overrides)
+        }
+        Command::Backup {
+            to,
+            config,
+            data_dir,
+        } => {
+            let mut loaded = match load_config(config.as_deref()) {
+                Ok(loaded) => loaded,
                 Err(code) => return code,
             };
             if let Some(dir) = data_dir {
-                config.data_dir = dir;
+                loaded.data_dir = dir;
             }
-            if let Some(addr) = listen {
-                config.api.listen = addr;
-            }
-            config.delivery.allow_http |= allow_http;
-            config.delivery.allowed_networks.extend(allow_networks);
-            serve(&config)
+            backup(&loaded, &to)
         }
         Command::Token {
             command:
@@ -119,41 +150,98 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+/// `serve` flags that override the config file (re-applied on every reload).
+struct Overrides {
+    data_dir: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    allow_http: bool,
+    allow_networks: Vec<ipnet::IpNet>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(addr) = self.listen {
+            config.api.listen = addr;
+        }
+        config.delivery.allow_http |= self.allow_http;
+        config
+            .delivery
+            .allowed_networks
+            .extend(self.allow_networks.iter().copied());
+    }
+}
+
+/// Reads and validates a config file; `None` is the embedded default.
+fn read_config(path: Option<&Path>) -> Result<Config, String> {
     let Some(path) = path else {
         return Ok(Config::embedded_default());
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("error: cannot read {}: {e}", path.display());
-        ExitCode::from(EXIT_USAGE)
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Config::parse(&text).map_err(|problems| {
-        eprintln!(
-            "error: {} has {} problem(s):",
-            path.display(),
-            problems.len()
-        );
+        let mut report = format!("{} has {} problem(s):", path.display(), problems.len());
         for problem in problems {
-            eprintln!("  {problem}");
+            report.push_str(&format!("\n  {problem}"));
         }
+        report
+    })
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    read_config(path).map_err(|report| {
+        eprintln!("error: {report}");
         ExitCode::from(EXIT_USAGE)
     })
 }
 
-fn init_tracing(level: &str) {
-    let level = level.parse().unwrap_or(tracing::Level::INFO);
-    // Colour only on a terminal: journald and pipes get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
+type Filtered = Layered<reload::Layer<LevelFilter, Registry>, Registry>;
+
+/// Changes the log level of the running subscriber.
+struct Logging(reload::Handle<LevelFilter, Registry>);
+
+impl Logging {
+    fn set_level(&self, level: &str) {
+        let level = level.parse().unwrap_or(LevelFilter::INFO);
+        if let Err(error) = self.0.modify(|filter| *filter = level) {
+            tracing::warn!(%error, "Cannot change the log level.");
+        }
+    }
 }
 
-fn serve(config: &Config) -> ExitCode {
-    init_tracing(&config.log_level);
+/// Diagnostics to stderr as text (colour on a terminal) or JSON; to the journal, with
+/// structured fields, when systemd connected stderr to it (`JOURNAL_STREAM`).
+fn init_tracing(config: &Config) -> Logging {
+    let level = config.log_level.parse().unwrap_or(LevelFilter::INFO);
+    let (filter, handle) = reload::Layer::new(level);
+    let journal =
+        std::env::var_os("JOURNAL_STREAM").is_some() && config.log_format == LogFormat::Text;
+    let output: Box<dyn Layer<Filtered> + Send + Sync> = match config.log_format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .boxed(),
+        LogFormat::Text => match tracing_journald::layer().ok().filter(|_| journal) {
+            Some(layer) => layer.with_syslog_identifier("sluice".to_owned()).boxed(),
+            None => fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false)
+                .boxed(),
+        },
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    Logging(handle)
+}
+
+fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> ExitCode {
+    let logging = init_tracing(config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -167,7 +255,7 @@ fn serve(config: &Config) -> ExitCode {
     let admin_token = std::env::var("SLUICE_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let running = match sluice::app::start(config, admin_token.as_deref(), Clock::System).await
         {
             Ok(running) => running,
@@ -187,27 +275,132 @@ fn serve(config: &Config) -> ExitCode {
                 println!("API listening on http://{}", running.addr);
             }
         }
-        wait_for_stop_signal().await;
-        tracing::info!("Stopping: finishing requests in progress.");
-        running.stop().await;
-        tracing::info!("Stopped.");
-        ExitCode::SUCCESS
-    })
+        let status = format!("Serving on {}", running.addr);
+        service::ready(&status);
+        let watchdog = service::watchdog_interval()
+            .map(|interval| tokio::spawn(service::watchdog(interval, running.liveness())));
+        let drain = Duration::from_millis(config.drain_timeout_ms);
+        run_until_stopped(&running, path.as_deref(), overrides, &logging, &status).await;
+        service::stopping();
+        tracing::info!("Stopping: finishing requests and attempts in progress.");
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        match tokio::time::timeout(drain, running.stop()).await {
+            Ok(()) => {
+                tracing::info!("Stopped.");
+                ExitCode::SUCCESS
+            }
+            Err(_) => {
+                tracing::error!(
+                    drain_ms = drain.as_millis(),
+                    "The drain deadline passed; exiting with work in flight (it is retried on the next start)."
+                );
+                ExitCode::FAILURE
+            }
+        }
+    });
+    // Blocking tasks still running after a missed deadline must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
-async fn wait_for_stop_signal() {
+/// Handles signals until SIGTERM or SIGINT: SIGHUP reloads the config file.
+async fn run_until_stopped(
+    running: &sluice::app::Running,
+    path: Option<&Path>,
+    overrides: &Overrides,
+    logging: &Logging,
+    status: &str,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the process still stops on SIGTERM's default action.
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
+    );
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = signals else {
+        tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let test_hooks = std::env::var("SLUICE_TEST_HOOKS").is_ok_and(|v| v == "1");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                service::reloading();
+                reload(running, path, overrides, logging);
+                service::ready(status);
+            }
+            _ = usr2.recv() => if test_hooks {
+                // Test hook: wedge the writer thread, as a deadlock would.
+                tracing::warn!("SLUICE_TEST_HOOKS: wedging the writer thread.");
+                let log = running.log().clone();
+                tokio::spawn(async move {
+                    let _ = log
+                        .write(|_| -> Result<(), sluice::log::LogError> {
+                            loop {
+                                std::thread::park();
+                            }
+                        })
+                        .await;
+                });
+            },
+        }
+    }
+}
+
+/// Re-reads the config file and applies it; an invalid file changes nothing.
+fn reload(
+    running: &sluice::app::Running,
+    path: Option<&Path>,
+    overrides: &Overrides,
+    logging: &Logging,
+) {
+    let Some(path) = path else {
+        tracing::warn!(
+            "SIGHUP: there is no config file to re-read (the embedded default is in use)."
+        );
+        return;
+    };
+    match read_config(Some(path)) {
+        Err(report) => {
+            tracing::error!(%report, "SIGHUP: the config was not reloaded; the running config stays.")
+        }
+        Ok(mut config) => {
+            overrides.apply(&mut config);
+            let restart = running.reload(&config);
+            logging.set_level(&config.log_level);
+            if !restart.is_empty() {
+                tracing::warn!(keys = ?restart, "SIGHUP: these keys change only on restart; they keep their running values.");
+            }
+            tracing::info!(file = %path.display(), "SIGHUP: config reloaded.");
+        }
+    }
+}
+
+/// Takes an online, compacted copy of the log into `to` (a new or empty directory).
+fn backup(config: &Config, to: &Path) -> ExitCode {
+    let result = (|| -> Result<u64, String> {
+        let (log, writer) = Log::open(&config.data_dir, &config.storage, Clock::System, None)
+            .map_err(|e| e.to_string())?;
+        let copied = log.backup_to(to).map_err(|e| e.to_string());
+        drop(log);
+        writer.wait();
+        copied
+    })();
+    match result {
+        Ok(bytes) => {
+            eprintln!("backup: {} ({bytes} bytes)", to.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: backup failed: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -40,6 +40,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::clock::Clock;
 use crate::config::ApiConfig;
 use crate::limits::URI_LEN_MAX;
+use crate::live::Live;
 use crate::log::Log;
 use crate::log::schema::TaskKind;
 pub use auth::{Auth, hash_token, new_token};
@@ -50,7 +51,8 @@ use query::Query;
 pub struct ApiState {
     pub log: Log,
     pub clock: Clock,
-    pub config: ApiConfig,
+    /// Replaceable by SIGHUP (`listen` and `connections_max` need a restart).
+    pub config: Live<ApiConfig>,
     /// SHA-256 of `SLUICE_ADMIN_TOKEN`, accepted as an org-wide token when set.
     pub admin_token_hash: Option<[u8; 32]>,
     /// Wakes the background-task runner after a task is created.
@@ -66,7 +68,7 @@ impl ApiState {
     pub fn new(
         log: Log,
         clock: Clock,
-        config: ApiConfig,
+        config: Live<ApiConfig>,
         admin_token_hash: Option<[u8; 32]>,
         task_wake: Arc<Notify>,
         metrics: PrometheusHandle,
@@ -119,9 +121,8 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(state.config.connections_max));
+    let permits = Arc::new(Semaphore::new(state.config.get().connections_max));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let header_timeout = Duration::from_millis(state.config.header_read_timeout_ms);
     tokio::pin!(shutdown);
     loop {
         // Take a permit before accepting: over the cap, connections wait in the backlog.
@@ -146,6 +147,7 @@ pub async fn serve(
         };
         // Small JSON replies must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
+        let header_timeout = Duration::from_millis(state.config.get().header_read_timeout_ms);
         let state = Arc::clone(&state);
         let service = hyper::service::service_fn(move |req| {
             let state = Arc::clone(&state);
@@ -471,7 +473,8 @@ fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
 
 /// Reads the body within `body_bytes_max` and `body_read_timeout_ms`.
 async fn read_body(state: &ApiState, req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let limit = state.config.body_bytes_max;
+    let config = state.config.get();
+    let limit = config.body_bytes_max;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -480,7 +483,7 @@ async fn read_body(state: &ApiState, req: Request<Incoming>) -> Result<Bytes, Ap
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit_bytes: limit });
     }
-    let timeout = Duration::from_millis(state.config.body_read_timeout_ms);
+    let timeout = Duration::from_millis(config.body_read_timeout_ms);
     let collected =
         tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await;
     match collected {

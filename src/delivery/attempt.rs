@@ -3,6 +3,7 @@
 //! write. Runs as its own task; reports to its shard with `Finished`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,6 +16,7 @@ use super::schedule::{Next, RetrySchedule};
 use crate::clock::Clock;
 use crate::config::HeaderStyle;
 use crate::ids::{self, IdKind};
+use crate::live::Live;
 use crate::log::schema::{
     AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, MessageRecord, Signing, Trigger,
 };
@@ -29,7 +31,15 @@ pub struct AttemptCtx {
     pub log: Log,
     pub transport: Transport,
     pub clock: Clock,
+    /// Replaceable by SIGHUP; each attempt takes one snapshot.
+    pub settings: Live<DeliverySettings>,
+}
+
+/// The delivery settings a reload may change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeliverySettings {
     pub schedule: RetrySchedule,
+    pub attempt_timeout: Duration,
     pub disable_after_ms: u64,
     pub header_style: HeaderStyle,
     pub in_flight_max: usize,
@@ -51,7 +61,7 @@ impl AttemptCtx {
     pub fn lane_settings(&self, endpoint: &EndpointRecord) -> LaneSettings {
         LaneSettings {
             fifo: endpoint.fifo,
-            in_flight_max: self.in_flight_max,
+            in_flight_max: self.settings.get().in_flight_max,
             rate_per_sec: endpoint.throttle_rate,
         }
     }
@@ -94,8 +104,14 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
         skip(&ctx, job).await; // The payload was expunged before it could be delivered.
         return finished;
     };
-    let result = match build_request(&ctx, &endpoint, &message, payload, now_ms) {
-        Ok(request) => ctx.transport.attempt(request).await,
+    let settings = ctx.settings.get();
+    let built = build_request(settings.header_style, &endpoint, &message, payload, now_ms);
+    let result = match built {
+        Ok(request) => {
+            ctx.transport
+                .attempt(request, settings.attempt_timeout)
+                .await
+        }
         Err(detail) => AttemptResult {
             outcome: Outcome::Failed(TransportFailure::Connect),
             duration_ms: 0,
@@ -124,13 +140,14 @@ async fn record(
     mut finished: Finished,
 ) -> Finished {
     let job = finished.job;
+    let settings = ctx.settings.get();
     let done_ms = ctx.clock.now_ms();
     let attempts_made = delivery.attempts.saturating_add(1);
     let step = match result.outcome {
         Outcome::Success { .. } => Step::Succeeded,
         Outcome::Gone => Step::Gone,
         _ if delivery.manual => Step::Failed,
-        outcome => match ctx
+        outcome => match settings
             .schedule
             .after_failure(attempts_made, outcome, done_ms, random)
         {
@@ -142,7 +159,7 @@ async fn record(
     if let Outcome::Throttled { retry_after_ms, .. } = result.outcome {
         let wait = retry_after_ms
             .unwrap_or(THROTTLE_PAUSE_DEFAULT_MS)
-            .min(ctx.schedule.retry_after_max_ms);
+            .min(settings.schedule.retry_after_max_ms);
         finished.pause_until_ms = Some(done_ms + wait);
     }
     let record = AttemptRecord {
@@ -165,7 +182,7 @@ async fn record(
             Trigger::Scheduled
         },
     };
-    let disable_after_ms = ctx.disable_after_ms;
+    let disable_after_ms = settings.disable_after_ms;
     match ctx
         .log
         .write(move |w| tables::record_attempt(w, &record, step, disable_after_ms))
@@ -230,7 +247,7 @@ async fn skip(ctx: &AttemptCtx, job: DueJob) {
 /// The signed POST: the exact stored payload, Standard Webhooks headers (per the
 /// configured style), the endpoint's custom headers.
 fn build_request(
-    ctx: &AttemptCtx,
+    header_style: HeaderStyle,
     endpoint: &EndpointRecord,
     message: &MessageRecord,
     payload: Vec<u8>,
@@ -256,7 +273,7 @@ fn build_request(
     let mut builder = Request::post(endpoint.url.as_str())
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::USER_AGENT, USER_AGENT);
-    let prefixes: &[&str] = match ctx.header_style {
+    let prefixes: &[&str] = match header_style {
         HeaderStyle::Webhook => &["webhook"],
         HeaderStyle::Svix => &["svix"],
         HeaderStyle::Both => &["webhook", "svix"],

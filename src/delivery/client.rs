@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::classify::{Outcome, TransportFailure, classify};
 use super::policy::DestinationPolicy;
 use crate::clock::Clock;
+use crate::live::Live;
 
 /// Most response bytes read before the connection is given up.
 pub const RESPONSE_READ_BYTES_MAX: usize = 64 * 1024;
@@ -52,21 +53,19 @@ type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector<PolicyResolver>
 /// The shared client and the bounds every attempt runs under.
 pub struct Transport {
     client: Client<HttpsConnector, Full<Bytes>>,
-    policy: Arc<DestinationPolicy>,
-    attempt_timeout: Duration,
+    /// Replaceable by SIGHUP; the resolver reads the same value.
+    policy: Live<DestinationPolicy>,
     clock: Clock,
 }
 
 impl Transport {
     pub fn new(
-        policy: DestinationPolicy,
-        attempt_timeout: Duration,
+        policy: Live<DestinationPolicy>,
         connect_timeout: Duration,
         clock: Clock,
     ) -> Transport {
-        let policy = Arc::new(policy);
         let mut http = HttpConnector::new_with_resolver(PolicyResolver {
-            policy: Arc::clone(&policy),
+            policy: policy.clone(),
         });
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -95,13 +94,12 @@ impl Transport {
         Transport {
             client,
             policy,
-            attempt_timeout,
             clock,
         }
     }
 
-    /// Makes one attempt: policy check, send, read the response within the timeout.
-    pub async fn attempt(&self, request: Request<Full<Bytes>>) -> AttemptResult {
+    /// Makes one attempt: policy check, send, read the response within `timeout`.
+    pub async fn attempt(&self, request: Request<Full<Bytes>>, timeout: Duration) -> AttemptResult {
         let started = Instant::now();
         let finish = |outcome, response: String| AttemptResult {
             outcome,
@@ -111,7 +109,7 @@ impl Transport {
         if let Err(refusal) = self.check_literal(request.uri()) {
             return finish(Outcome::Failed(TransportFailure::Refused), refusal);
         }
-        match tokio::time::timeout(self.attempt_timeout, self.exchange(request)).await {
+        match tokio::time::timeout(timeout, self.exchange(request)).await {
             Err(_) => finish(
                 Outcome::Failed(TransportFailure::Timeout),
                 "the attempt timed out".to_owned(),
@@ -124,7 +122,8 @@ impl Transport {
     /// The scheme, and an IP-literal host, are checked here; names are checked by the
     /// resolver on every address they resolve to.
     fn check_literal(&self, uri: &hyper::Uri) -> Result<(), String> {
-        self.policy
+        let policy = self.policy.get();
+        policy
             .check_scheme(uri.scheme_str())
             .map_err(|r| r.to_string())?;
         let host = uri
@@ -133,7 +132,7 @@ impl Transport {
             .trim_start_matches('[')
             .trim_end_matches(']');
         match host.parse::<IpAddr>() {
-            Ok(ip) => self.policy.check_ip(ip).map_err(|r| r.to_string()),
+            Ok(ip) => policy.check_ip(ip).map_err(|r| r.to_string()),
             Err(_) => Ok(()),
         }
     }
@@ -215,7 +214,7 @@ fn error_text(error: &hyper_util::client::legacy::Error) -> String {
 /// left, so the connector can only ever dial a vetted address.
 #[derive(Clone)]
 pub struct PolicyResolver {
-    policy: Arc<DestinationPolicy>,
+    policy: Live<DestinationPolicy>,
 }
 
 type Resolving =
@@ -231,7 +230,7 @@ impl tower_service::Service<Name> for PolicyResolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        let policy = Arc::clone(&self.policy);
+        let policy = self.policy.get();
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let resolved: Vec<SocketAddr> =

@@ -18,6 +18,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::attempt::{self, AttemptCtx, Finished};
 use super::lane::{Lane, LaneSettings};
+use crate::heartbeat::Heartbeat;
 use crate::log::schema::{self, db_name};
 use crate::log::tables::{self, Step};
 use crate::log::{DueJob, LogError, Publisher};
@@ -49,16 +50,20 @@ pub fn channels(shards: usize) -> (Publisher, Vec<mpsc::Receiver<DueJob>>) {
 pub struct Engine {
     stop: watch::Sender<bool>,
     shards: Vec<JoinHandle<()>>,
+    heartbeats: Vec<Arc<Heartbeat>>,
 }
 
 impl Engine {
     pub fn start(ctx: Arc<AttemptCtx>, intakes: Vec<mpsc::Receiver<DueJob>>) -> Engine {
         let (stop, stopped) = watch::channel(false);
         let count = intakes.len();
+        let heartbeats: Vec<Arc<Heartbeat>> =
+            (0..count).map(|_| Arc::new(Heartbeat::default())).collect();
         let shards = intakes
             .into_iter()
             .enumerate()
             .map(|(index, intake)| {
+                heartbeats[index].beat();
                 let mut seed = [0u8; 8];
                 crate::ids::fill_random(&mut seed);
                 let shard = Shard {
@@ -73,11 +78,21 @@ impl Engine {
                     rng: u64::from_le_bytes(seed) | 1,
                     spilled: false,
                     spilled_lanes: HashSet::new(),
+                    heartbeat: Arc::clone(&heartbeats[index]),
                 };
                 tokio::spawn(shard.run(intake, stopped.clone()))
             })
             .collect();
-        Engine { stop, shards }
+        Engine {
+            stop,
+            shards,
+            heartbeats,
+        }
+    }
+
+    /// Every shard's heartbeat (for the watchdog).
+    pub fn heartbeats(&self) -> Vec<Arc<Heartbeat>> {
+        self.heartbeats.clone()
     }
 
     /// Stops starting attempts, lets the ones in flight finish and record, and returns.
@@ -118,12 +133,15 @@ struct Shard {
     /// too, so that the scans refill the lane in due order: a newer delivery never
     /// overtakes an older spilled one (which keeps `fifo` strict and the oldest first).
     spilled_lanes: HashSet<u64>,
+    /// Beaten on every turn of the loop, which wakes at least every `SCAN_INTERVAL`.
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl Shard {
     async fn run(mut self, mut intake: mpsc::Receiver<DueJob>, mut stop: watch::Receiver<bool>) {
         let mut next_scan = tokio::time::Instant::now();
         loop {
+            self.heartbeat.beat();
             let now_ms = self.ctx.clock.now_ms();
             self.start_ready(now_ms);
             let wake = self.wake_at(now_ms).min(next_scan);
@@ -244,7 +262,7 @@ impl Shard {
             Ok(Some(endpoint)) => self.ctx.lane_settings(&endpoint),
             _ => LaneSettings {
                 fifo: false,
-                in_flight_max: self.ctx.in_flight_max,
+                in_flight_max: self.ctx.settings.get().in_flight_max,
                 rate_per_sec: None,
             },
         }

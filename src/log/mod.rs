@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::config::StorageConfig;
+use crate::heartbeat::Heartbeat;
 pub use writer::{WriteCtx, WriterState};
 
 /// A database of raw byte keys and values; `schema.rs` gives the bytes their meaning.
@@ -99,6 +100,8 @@ struct Shared {
     env: Env<WithoutTls>,
     dbs: Dbs,
     intake: crossbeam_channel::Sender<writer::Op>,
+    /// Beaten by the writer thread on every turn of its loop (at least once a second).
+    writer_heartbeat: Arc<Heartbeat>,
 }
 
 /// A pending delivery the writer has just committed, or one a scan found due.
@@ -180,13 +183,25 @@ impl Log {
         let state = WriterState::load(&env, &dbs)?;
         let (intake, ops) = crossbeam_channel::bounded(storage.intake_capacity);
         let thread_env = env.clone();
+        let writer_heartbeat = Arc::new(Heartbeat::default());
+        writer_heartbeat.beat();
+        let beats = Arc::clone(&writer_heartbeat);
         let join = std::thread::Builder::new()
             .name("sluice-writer".to_owned())
-            .spawn(move || writer::run(&thread_env, dbs, state, &ops, &clock, publisher.as_ref()))
+            .spawn(move || {
+                let publisher = publisher.as_ref();
+                writer::run(&thread_env, dbs, state, &ops, &clock, publisher, &beats);
+            })
             .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
+        let shared = Shared {
+            env,
+            dbs,
+            intake,
+            writer_heartbeat,
+        };
         Ok((
             Log {
-                shared: Arc::new(Shared { env, dbs, intake }),
+                shared: Arc::new(shared),
             },
             WriterJoin(join),
         ))
@@ -219,6 +234,35 @@ impl Log {
             crossbeam_channel::TrySendError::Full(_) => LogError::Busy,
             crossbeam_channel::TrySendError::Disconnected(_) => LogError::WriterGone,
         })
+    }
+
+    /// The writer thread's heartbeat (for the watchdog).
+    pub fn writer_heartbeat(&self) -> Arc<Heartbeat> {
+        Arc::clone(&self.shared.writer_heartbeat)
+    }
+
+    /// Copies the environment, compacted, into `dir` (created if missing) as a data
+    /// directory `Log::open` can open. Runs in one read transaction: the copy is the state
+    /// of one moment, and writers go on meanwhile. Returns the copy's size in bytes.
+    pub fn backup_to(&self, dir: &Path) -> Result<u64, LogError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
+        let target = dir.join("data.mdb");
+        if target.exists() {
+            return Err(LogError::Io(format!(
+                "{} already holds a log; back up into a new directory",
+                dir.display()
+            )));
+        }
+        let file = self
+            .shared
+            .env
+            .copy_to_path(&target, heed::CompactionOption::Enabled)?;
+        file.sync_all()
+            .map_err(|e| LogError::Io(format!("{}: {e}", target.display())))?;
+        file.metadata()
+            .map(|m| m.len())
+            .map_err(|e| LogError::Io(format!("{}: {e}", target.display())))
     }
 
     /// Size facts for health and metrics: (map size, bytes in use, reader slots in use).

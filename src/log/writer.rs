@@ -22,6 +22,7 @@ use super::index::EndpointIndex;
 use super::schema::{self, EndpointRecord, IdempotencyRecord, meta_key};
 use super::{Dbs, LogError};
 use crate::clock::Clock;
+use crate::heartbeat::Heartbeat;
 use crate::limits::{COMMIT_BATCH_OPS_MAX, IDEMPOTENCY_SWEEP_ROWS_MAX, IDEMPOTENCY_TTL_MS};
 use crate::telemetry;
 
@@ -196,9 +197,11 @@ pub(super) fn run(
     ops: &Receiver<Op>,
     clock: &Clock,
     publisher: Option<&super::Publisher>,
+    heartbeat: &Heartbeat,
 ) {
     let mut queued: VecDeque<Op> = VecDeque::new();
     loop {
+        heartbeat.beat();
         if queued.is_empty() {
             match ops.recv_timeout(IDLE_MAINTENANCE_INTERVAL) {
                 Ok(op) => queued.push_back(op),
