@@ -558,7 +558,7 @@ mod tests {
             colour = "blue"
             log_level = "loud"
             log_format = "xml"
-            drain_timeout_ms = 1"
+            drain_timeout_ms = 1
             [api]
             listen = "nowhere"
             body_bytes_max = 1
