@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::attempt::{self, AttemptCtx, Finished};
-use super::lane::{Lane, LaneSettings};
+use super::lane::{LANE_QUEUE_MAX, Lane, LaneSettings};
 use crate::heartbeat::Heartbeat;
 use crate::log::schema::{self, db_name};
 use crate::log::tables::{self, Step};
@@ -161,11 +161,13 @@ impl Shard {
             match event {
                 Event::Stop => break,
                 Event::Finished(finished) => {
+                    let endpoint_key = finished.job.endpoint_key;
                     self.finished(finished);
-                    // A lane with spilled work has room again: refill it soon, not in
-                    // a full scan interval.
+                    // A spilled lane that has drained to half is refilled soon, not in a
+                    // full scan interval (and not after every attempt: a scan reads many
+                    // rows to refill many slots).
                     let soon = tokio::time::Instant::now() + SPILL_REFILL_DELAY;
-                    if self.spilled && next_scan > soon {
+                    if self.spilled && next_scan > soon && self.wants_refill(endpoint_key) {
                         next_scan = soon;
                     }
                 }
@@ -187,6 +189,14 @@ impl Shard {
         }
         // Attempts in flight finish and record (each is bounded by the attempt timeout).
         while self.in_flight.join_next().await.is_some() {}
+    }
+
+    /// Whether a scan would help this endpoint's lane now: it has spilled work, or none
+    /// at all, and its queue is at most half full.
+    fn wants_refill(&self, endpoint_key: u64) -> bool {
+        self.lanes
+            .get(&endpoint_key)
+            .is_none_or(|lane| lane.queued() <= LANE_QUEUE_MAX / 2)
     }
 
     /// Sets this shard's gauges (once per scan: they are samples, not counts).

@@ -83,6 +83,11 @@ impl Lane {
         self.paused_until_ms = self.paused_until_ms.max(until_ms);
     }
 
+    /// How many deliveries wait in the lane's queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Whether the lane is held back now (throttled by its receiver, or a FIFO lane
     /// waiting for its head's retry).
     pub fn paused(&self, now_ms: u64) -> bool {

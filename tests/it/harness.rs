@@ -153,10 +153,12 @@ pub(crate) async fn post(addr: SocketAddr, path: &str, body: &Value) -> Resp {
     .await
 }
 
-/// Sluice as a child process (for kill -9 and SDK tests).
+/// Sluice as a child process (for kill -9, signals and SDK tests).
 pub(crate) struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line the daemon wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -177,11 +179,23 @@ impl Daemon {
 
     /// Starts `sluice serve` with extra command-line arguments.
     pub(crate) fn spawn_args(dir: &Path, extra: &[std::ffi::OsString]) -> Daemon {
+        Daemon::spawn_env(dir, extra, &[])
+    }
+
+    /// Starts `sluice serve` with extra arguments and environment variables.
+    pub(crate) fn spawn_env(
+        dir: &Path,
+        extra: &[std::ffi::OsString],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(extra);
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let mut child = command
             .env("SLUICE_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null())
@@ -204,9 +218,59 @@ impl Daemon {
                     .expect("socket address");
             }
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Daemon { child, addr }
+        // Keep draining stderr (so the child never blocks on a full pipe), and keep it.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().expect("lock").push(line);
+            }
+        });
+        Daemon { child, addr, log }
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`, …) with kill(1).
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits (at most 10 s) until the daemon has logged a line containing `text`
+    /// `times` times in all.
+    pub(crate) async fn wait_for_log(&self, text: &str, times: usize) {
+        for _ in 0..500 {
+            let seen = self
+                .log
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|l| l.contains(text))
+                .count();
+            if seen >= times {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!(
+            "the daemon never logged {text:?} {times} times:\n{}",
+            self.log.lock().expect("lock").join("\n")
+        );
+    }
+
+    /// Waits (at most `limit`) for the process to exit; its exit code.
+    pub(crate) async fn exit_code(&mut self, limit: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the daemon did not exit within {limit:?}");
     }
 
     /// SIGKILL: no chance to flush or drain.

@@ -225,3 +225,343 @@ async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
     drop(prometheus);
     drop(daemon);
 }
+
+/// Reads the next notification datagram within `limit`.
+async fn next_notification(socket: &tokio::net::UnixDatagram, limit: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let received = tokio::time::timeout(limit, socket.recv(&mut buf)).await;
+    let n = received.ok()?.expect("recv");
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// Reads notifications until one contains `wanted`; panics after `limit` without it.
+async fn expect_notification(socket: &tokio::net::UnixDatagram, wanted: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match next_notification(socket, left).await {
+            Some(text) if text.lines().any(|l| l == wanted) => return,
+            Some(_) => {}
+            None => panic!("no {wanted} within {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_sees_ready_then_health_gated_watchdog_pings_then_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind");
+    let config = delivery_config(dir.path(), "");
+    std::fs::write(
+        &config,
+        format!(
+            "drain_timeout_ms = 2000\n{}",
+            std::fs::read_to_string(&config).expect("read")
+        ),
+    )
+    .expect("config");
+    let args = ["--config".into(), config.clone().into_os_string()];
+    let env = [
+        ("NOTIFY_SOCKET", socket_path.as_os_str()),
+        // 400 ms: a ping every 200 ms.
+        ("WATCHDOG_USEC", std::ffi::OsStr::new("400000")),
+        ("SLUICE_TEST_HOOKS", std::ffi::OsStr::new("1")),
+    ];
+    let mut daemon = Daemon::spawn_env(&dir.path().join("data"), &args, &env);
+    let first = next_notification(&socket, Duration::from_secs(10)).await;
+    assert!(
+        first
+            .as_deref()
+            .is_some_and(|t| t.lines().any(|l| l == "READY=1")),
+        "READY=1 comes first: {first:?}"
+    );
+    for _ in 0..3 {
+        expect_notification(&socket, "WATCHDOG=1", Duration::from_secs(2)).await;
+    }
+
+    // Wedge the writer thread: the pings stop within the heartbeat's staleness bound.
+    daemon.signal("USR2");
+    daemon.wait_for_log("wedging the writer thread", 1).await;
+    let wedged_at = tokio::time::Instant::now();
+    let silence = Duration::from_secs(2);
+    loop {
+        match next_notification(&socket, silence).await {
+            Some(text) if text.contains("WATCHDOG=1") => assert!(
+                wedged_at.elapsed() < sluice::heartbeat::HEARTBEAT_STALE + Duration::from_secs(1),
+                "pings go on {:?} after the writer stopped",
+                wedged_at.elapsed()
+            ),
+            Some(_) => {}
+            None => break, // Two seconds without a ping.
+        }
+    }
+
+    // SIGTERM: STOPPING=1, then the drain deadline (the writer cannot commit) ends it.
+    daemon.signal("TERM");
+    expect_notification(&socket, "STOPPING=1", Duration::from_secs(5)).await;
+    let code = daemon.exit_code(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1), "a missed drain deadline is not a clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_a_restart_finds_everything_once() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = delivery_config(dir.path(), "");
+    let data = dir.path().join("data");
+    // A slowish receiver, so attempts are in flight when the signal comes.
+    let hook = Receiver::start(|_| Answer::After(Duration::from_millis(5), 200)).await;
+    let mut daemon = Daemon::spawn_with(&data, Some(&config));
+    let addr = daemon.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "d", "uid": "d"}))
+            .await
+            .status,
+        201
+    );
+    let body = json!({"url": hook.url(), "uid": "hook"});
+    assert_eq!(
+        post(addr, "/api/v1/app/d/endpoint", &body).await.status,
+        201
+    );
+    let senders: Vec<_> = (0..16)
+        .map(|c| {
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0..2_000 {
+                    let body = json!({"eventType": "d", "payload": {"c": c, "n": n}});
+                    let sent = crate::harness::try_call(
+                        addr,
+                        "POST",
+                        "/api/v1/app/d/msg",
+                        Some(crate::harness::TOKEN),
+                        &[],
+                        body.to_string().as_bytes(),
+                    )
+                    .await;
+                    match sent {
+                        Ok(resp) if resp.status == 202 => {
+                            acked.push(resp.json["id"].as_str().expect("id").to_owned());
+                        }
+                        _ => break, // The server stopped accepting.
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    hook.wait_for(200).await;
+    daemon.signal("TERM");
+    let code = daemon.exit_code(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "a clean stop within the drain deadline");
+    let mut acked = Vec::new();
+    for sender in senders {
+        acked.extend(sender.await.expect("sender"));
+    }
+    assert!(acked.len() >= 200, "{} acknowledged", acked.len());
+
+    let daemon = Daemon::spawn_with(&data, Some(&config));
+    let addr = daemon.addr;
+    let ids = |hook: &Receiver| -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for r in hook.received() {
+            *counts.entry(r.header("webhook-id").to_owned()).or_insert(0) += 1;
+        }
+        counts
+    };
+    // At least as many arrivals as acknowledgements (a request cut off by the stop may
+    // have committed without its client seeing the 202), then every acknowledged id.
+    let mut seen = acked.len();
+    loop {
+        tokio::time::timeout(Duration::from_secs(60), hook.wait_for(seen))
+            .await
+            .expect("every acknowledged message arrives");
+        let arrived = ids(&hook);
+        if acked.iter().all(|id| arrived.contains_key(id)) {
+            break;
+        }
+        seen = hook.received().len() + 1;
+    }
+    let twice: Vec<_> = ids(&hook).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    // The attempt log agrees: one attempt per message, none recorded twice.
+    let mut attempts = 0;
+    let mut iterator = String::new();
+    loop {
+        let path = format!("/api/v1/app/d/attempt/endpoint/hook?limit=250{iterator}");
+        let page = crate::harness::get(addr, &path).await.json;
+        attempts += page["data"].as_array().expect("data").len();
+        if page["done"] == json!(true) {
+            break;
+        }
+        iterator = format!("&iterator={}", page["iterator"].as_str().expect("iterator"));
+    }
+    assert_eq!(attempts, acked.len());
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_retry_schedule_and_ignores_an_invalid_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = delivery_config(dir.path(), "");
+    let failing = Receiver::start(|_| Answer::Status(500)).await;
+    let daemon = Daemon::spawn_with(&dir.path().join("data"), Some(&config));
+    let addr = daemon.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "h", "uid": "h"}))
+            .await
+            .status,
+        201
+    );
+    let body = json!({"url": failing.url()});
+    assert_eq!(
+        post(addr, "/api/v1/app/h/endpoint", &body).await.status,
+        201
+    );
+    let send = |n: u64| async move {
+        let body = json!({"eventType": "h", "payload": {"n": n}});
+        let resp = post(addr, "/api/v1/app/h/msg", &body).await;
+        assert_eq!(resp.status, 202);
+        resp.json["id"].as_str().expect("id").to_owned()
+    };
+    let attempts_of = |id: &str| {
+        failing
+            .received()
+            .iter()
+            .filter(|r| r.header("webhook-id") == id)
+            .count()
+    };
+
+    // Under the first schedule a failed attempt waits a minute for its retry.
+    let before = send(0).await;
+    failing.wait_for(1).await;
+
+    // The new file retries after 100 ms, twice.
+    std::fs::write(
+        &config,
+        "[delivery]\nallow_http = true\nallowed_networks = [\"127.0.0.0/8\"]\n\
+         retry_schedule_ms = [100, 100]\njitter_percent = 0\n",
+    )
+    .expect("config");
+    daemon.signal("HUP");
+    daemon.wait_for_log("config reloaded", 1).await;
+    let after = send(1).await;
+    failing.wait_for(4).await;
+    assert_eq!(
+        attempts_of(&after),
+        3,
+        "first attempt and two quick retries"
+    );
+    assert_eq!(
+        attempts_of(&before),
+        1,
+        "a retry already scheduled keeps its time"
+    );
+
+    // An invalid file changes nothing: the quick schedule stays.
+    std::fs::write(&config, "[delivery]\nretry_schedule_ms = \"soon\"\n").expect("config");
+    daemon.signal("HUP");
+    daemon.wait_for_log("was not reloaded", 1).await;
+    let third = send(2).await;
+    failing.wait_for(7).await;
+    assert_eq!(attempts_of(&third), 3);
+    let health = crate::harness::get(addr, "/api/v1/health").await;
+    assert_eq!(health.status, 200, "still serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_during_load_serves_every_message_accepted_before_it() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let daemon = Daemon::spawn(&data);
+    let addr = daemon.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "b", "uid": "b"}))
+            .await
+            .status,
+        201
+    );
+    let running = Arc::new(AtomicBool::new(true));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let senders: Vec<_> = (0..8)
+        .map(|c| {
+            let (running, acked) = (Arc::clone(&running), Arc::clone(&acked));
+            tokio::spawn(async move {
+                for n in 0..100_000 {
+                    if !running.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = json!({"eventType": "b", "payload": {"c": c, "n": n}});
+                    let resp = post(addr, "/api/v1/app/b/msg", &body).await;
+                    assert_eq!(resp.status, 202);
+                    let id = resp.json["id"].as_str().expect("id").to_owned();
+                    acked.lock().expect("lock").push(id);
+                }
+            })
+        })
+        .collect();
+    while acked.lock().expect("lock").len() < 500 {
+        tokio::task::yield_now().await;
+    }
+    // Everything acknowledged before the backup starts must be in the copy.
+    let before: BTreeSet<String> = acked.lock().expect("lock").iter().cloned().collect();
+    let copy = dir.path().join("copy");
+    let (from, to) = (data.clone(), copy.clone());
+    let backup = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["backup", "--to"])
+            .arg(&to)
+            .arg("--data-dir")
+            .arg(&from)
+            .output()
+            .expect("sluice backup runs")
+    })
+    .await
+    .expect("backup");
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    running.store(false, Ordering::Relaxed);
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    let total = acked.lock().expect("lock").len();
+    assert!(total > before.len(), "the load went on during the backup");
+    drop(daemon);
+
+    // The copy is a data directory: serve it and list every message.
+    let restored = Daemon::spawn(&copy);
+    let mut listed = BTreeSet::new();
+    let mut iterator = String::new();
+    loop {
+        let path = format!("/api/v1/app/b/msg?limit=250&with_content=false{iterator}");
+        let page = crate::harness::get(restored.addr, &path).await.json;
+        for m in page["data"].as_array().expect("data") {
+            listed.insert(m["id"].as_str().expect("id").to_owned());
+        }
+        if page["done"] == json!(true) {
+            break;
+        }
+        iterator = format!("&iterator={}", page["iterator"].as_str().expect("iterator"));
+    }
+    let missing = before.difference(&listed).count();
+    assert_eq!(
+        missing, 0,
+        "messages accepted before the backup are in the copy"
+    );
+    // A second backup into the same directory is refused rather than mixed.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["backup", "--to"])
+        .arg(&copy)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("sluice backup runs");
+    assert!(!again.status.success());
+}
