@@ -109,7 +109,11 @@ pub async fn start(
     let delivery_settings = ctx.settings.clone();
     let engine = Engine::start(Arc::new(ctx), intakes);
     let metrics = crate::telemetry::install();
-    let upkeep = tokio::spawn(crate::telemetry::upkeep(metrics.clone(), log.clone()));
+    let upkeep = tokio::spawn(crate::telemetry::upkeep(
+        metrics.clone(),
+        log.clone(),
+        clock.clone(),
+    ));
     let task_wake = Arc::new(Notify::new());
     let tasks = TaskRunner::start(log.clone(), Arc::clone(&task_wake));
     let admin_token_hash = admin_token.map(api::hash_token);

@@ -35,6 +35,7 @@ pub mod name {
     pub const DELIVERIES_EXHAUSTED: &str = "sluice_deliveries_exhausted_total";
     pub const DELIVERIES_SKIPPED: &str = "sluice_deliveries_skipped_total";
     pub const DELIVERIES_PENDING: &str = "sluice_deliveries_pending";
+    pub const BACKLOG_AGE: &str = "sluice_deliveries_overdue_seconds";
     pub const DELIVERIES_IN_FLIGHT: &str = "sluice_deliveries_in_flight";
     pub const SHARD_RETRIES_IN_MEMORY: &str = "sluice_shard_retries_in_memory";
     pub const SHARD_LANES: &str = "sluice_shard_lanes";
@@ -156,6 +157,11 @@ fn describe() {
         DELIVERIES_PENDING,
         "Deliveries waiting for an attempt or a retry."
     );
+    describe_gauge!(
+        BACKLOG_AGE,
+        Unit::Seconds,
+        "How long the most overdue pending delivery has been due (0: none overdue)."
+    );
     describe_gauge!(DELIVERIES_IN_FLIGHT, "Delivery attempts in flight.");
     describe_gauge!(
         SHARD_RETRIES_IN_MEMORY,
@@ -185,33 +191,46 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Samples the log's gauges (map size and use, readers, pending deliveries, tasks).
-pub fn sample_log(log: &Log) {
+/// Samples the log's gauges (map size and use, readers, pending deliveries and how
+/// overdue the oldest is, tasks). `now_ms` is the wall clock (due times are wall-clock).
+pub fn sample_log(log: &Log, now_ms: u64) {
     let (map_size, used, readers) = log.usage();
     gauge!(name::LMDB_MAP_SIZE).set(map_size as f64);
     gauge!(name::LMDB_USED).set(used as f64);
     gauge!(name::LMDB_READERS).set(f64::from(readers));
-    let counts = log.read(|rtxn, dbs| Ok((dbs.due.len(rtxn)?, dbs.running_tasks.len(rtxn)?)));
-    if let Ok((pending, tasks)) = counts {
+    let counts = log.read(|rtxn, dbs| {
+        let earliest_due = match dbs.due.first(rtxn)? {
+            Some((key, _)) => Some(crate::log::schema::read_u64("due", key, 0)?),
+            None => None,
+        };
+        Ok((
+            dbs.due.len(rtxn)?,
+            earliest_due,
+            dbs.running_tasks.len(rtxn)?,
+        ))
+    });
+    if let Ok((pending, earliest_due, tasks)) = counts {
         gauge!(name::DELIVERIES_PENDING).set(pending as f64);
+        let overdue_ms = earliest_due.map_or(0, |due| now_ms.saturating_sub(due));
+        gauge!(name::BACKLOG_AGE).set(overdue_ms as f64 / 1000.0);
         gauge!(name::TASKS_RUNNING).set(tasks as f64);
     }
 }
 
 /// Renders the exposition text, with the log's gauges sampled just before.
-pub fn render(handle: &PrometheusHandle, log: &Log) -> String {
-    sample_log(log);
+pub fn render(handle: &PrometheusHandle, log: &Log, now_ms: u64) -> String {
+    sample_log(log, now_ms);
     handle.render()
 }
 
 /// Keeps histograms bounded between scrapes (the exporter does not do it by itself) and
 /// the log's gauges fresh. Runs until the task is aborted.
-pub async fn upkeep(handle: PrometheusHandle, log: Log) {
+pub async fn upkeep(handle: PrometheusHandle, log: Log, clock: crate::clock::Clock) {
     let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
     loop {
         tick.tick().await;
         handle.run_upkeep();
-        sample_log(&log);
+        sample_log(&log, clock.now_ms());
     }
 }
 

@@ -206,7 +206,7 @@ pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<B
 const METRICS_PATH: &str = "/metrics";
 
 fn metrics_response(state: &ApiState, method: &Method) -> Response<Full<Bytes>> {
-    let text = crate::telemetry::render(&state.metrics, &state.log);
+    let text = crate::telemetry::render(&state.metrics, &state.log, state.clock.now_ms());
     let body = if method == Method::HEAD {
         Bytes::new()
     } else {

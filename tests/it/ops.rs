@@ -171,6 +171,21 @@ async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
+    // The alert rules shipped with Sluice are valid rules.
+    let rules = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/systemd/sluice.rules.yml"
+        ))
+        .output()
+        .expect("promtool runs");
+    assert!(
+        rules.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rules.stdout)
+    );
+
     // And it adds up.
     let n = accepted as f64;
     assert_eq!(sample(&text, "sluice_messages_accepted_total"), Some(n));
