@@ -233,6 +233,10 @@ fn check_url(problems: &mut Problems, url: &str) {
         return;
     }
     match url.parse::<hyper::Uri>() {
+        Ok(uri) if uri.authority().is_some_and(|a| a.as_str().contains('@')) => problems.add(
+            &["body", "url"],
+            "must not carry credentials (use endpoint headers)",
+        ),
         Ok(uri)
             if matches!(uri.scheme_str(), Some("http" | "https"))
                 && uri.host().is_some_and(|h| !h.is_empty()) => {}

@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::classify::{Outcome, TransportFailure, classify};
-use super::policy::DestinationPolicy;
+use super::policy::{DestinationPolicy, Refusal};
 use crate::clock::Clock;
 use crate::live::Live;
 
@@ -119,22 +119,14 @@ impl Transport {
         }
     }
 
-    /// The scheme, and an IP-literal host, are checked here; names are checked by the
-    /// resolver on every address they resolve to.
+    /// The scheme and the host are checked here (an IP literal in any spelling, no
+    /// credentials); a name is checked by the resolver on every address it resolves to.
     fn check_literal(&self, uri: &hyper::Uri) -> Result<(), String> {
-        let policy = self.policy.get();
-        policy
-            .check_scheme(uri.scheme_str())
-            .map_err(|r| r.to_string())?;
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        match host.parse::<IpAddr>() {
-            Ok(ip) => policy.check_ip(ip).map_err(|r| r.to_string()),
-            Err(_) => Ok(()),
-        }
+        self.policy
+            .get()
+            .check_url(uri)
+            .map(|_| ())
+            .map_err(|r| r.to_string())
     }
 
     async fn exchange(
@@ -235,29 +227,15 @@ impl tower_service::Service<Name> for PolicyResolver {
             let host = name.as_str().to_owned();
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = resolved
-                .iter()
-                .copied()
-                .filter(|a| policy.check_ip(a.ip()).is_ok())
-                .collect();
-            if resolved.is_empty() {
-                let detail = format!("{host} resolves to no address");
-                return Err(std::io::Error::new(std::io::ErrorKind::NotFound, detail));
+            let addrs: Vec<IpAddr> = resolved.iter().map(SocketAddr::ip).collect();
+            if let Err(refusal) = policy.check_resolved(&addrs) {
+                let kind = match refusal {
+                    Refusal::Unresolved => std::io::ErrorKind::NotFound,
+                    _ => std::io::ErrorKind::PermissionDenied,
+                };
+                return Err(std::io::Error::new(kind, format!("{host}: {refusal}")));
             }
-            // A name with any refused address is refused whole: mixing public and private
-            // answers is how rebinding attacks start.
-            if allowed.len() != resolved.len() {
-                let refused = resolved
-                    .iter()
-                    .find(|a| policy.check_ip(a.ip()).is_err())
-                    .map(|a| a.ip());
-                let detail = format!("{host} resolves to a refused address {refused:?}");
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    detail,
-                ));
-            }
-            Ok(allowed.into_iter())
+            Ok(resolved.into_iter())
         })
     }
 }

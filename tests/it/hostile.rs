@@ -41,6 +41,22 @@ async fn bad_requests_get_json_errors_and_change_nothing() {
     );
     let cases: Vec<Case<'_>> = vec![
         (
+            "endpoint URL with credentials",
+            "/api/v1/app/target/endpoint",
+            r#"{"url": "https://user:secret@example.com/hook"}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
+            "endpoint URL that is not http(s)",
+            "/api/v1/app/target/endpoint",
+            r#"{"url": "file:///etc/passwd"}"#.into(),
+            Some(TOKEN),
+            422,
+            "detail",
+        ),
+        (
             "invalid JSON",
             msg,
             "{\"eventType\": ".into(),
