@@ -259,6 +259,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::too_many_lines, reason = "a table reads best whole")]
     fn destination_table() {
         let ip = |t: &str| -> IpAddr { t.parse().expect("ip") };
         let dns = move |name: &str| -> Vec<IpAddr> {
