@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{ApiConfig, Config};
 use crate::delivery::attempt::{AttemptCtx, DeliverySettings};
-use crate::delivery::client::Transport;
+use crate::delivery::client::{Resolve, SystemResolver, Transport};
 use crate::delivery::engine::{self, Engine};
 use crate::delivery::policy::DestinationPolicy;
 use crate::delivery::schedule::RetrySchedule;
@@ -81,6 +81,16 @@ pub async fn start(
     admin_token: Option<&str>,
     clock: Clock,
 ) -> Result<Running, StartError> {
+    start_with_resolver(config, admin_token, clock, Arc::new(SystemResolver)).await
+}
+
+/// `start`, resolving delivery hosts with `resolver` (tests play hostile DNS with it).
+pub async fn start_with_resolver(
+    config: &Config,
+    admin_token: Option<&str>,
+    clock: Clock,
+    resolver: Arc<dyn Resolve>,
+) -> Result<Running, StartError> {
     let dir = config.data_dir.display().to_string();
     let log_error = |source| StartError::Log {
         dir: dir.clone(),
@@ -105,7 +115,7 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
-    let (ctx, policy) = attempt_ctx(config, &log, &clock);
+    let (ctx, policy) = attempt_ctx(config, &log, &clock, resolver);
     let delivery_settings = ctx.settings.clone();
     let engine = Engine::start(Arc::new(ctx), intakes);
     let metrics = crate::telemetry::install();
@@ -150,10 +160,16 @@ pub async fn start(
     })
 }
 
-fn attempt_ctx(config: &Config, log: &Log, clock: &Clock) -> (AttemptCtx, Live<DestinationPolicy>) {
+fn attempt_ctx(
+    config: &Config,
+    log: &Log,
+    clock: &Clock,
+    resolver: Arc<dyn Resolve>,
+) -> (AttemptCtx, Live<DestinationPolicy>) {
     let policy = Live::new(destination_policy(config));
     let transport = Transport::new(
         policy.clone(),
+        resolver,
         Duration::from_millis(config.delivery.connect_timeout_ms),
         clock.clone(),
     );

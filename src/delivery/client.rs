@@ -61,11 +61,13 @@ pub struct Transport {
 impl Transport {
     pub fn new(
         policy: Live<DestinationPolicy>,
+        resolver: Arc<dyn Resolve>,
         connect_timeout: Duration,
         clock: Clock,
     ) -> Transport {
         let mut http = HttpConnector::new_with_resolver(PolicyResolver {
             policy: policy.clone(),
+            resolver,
         });
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -202,20 +204,42 @@ fn error_text(error: &hyper_util::client::legacy::Error) -> String {
     text
 }
 
-/// Resolves names and drops every address the policy refuses; refuses the name if none is
-/// left, so the connector can only ever dial a vetted address.
+/// Name resolution, replaceable so that tests can play a hostile DNS server.
+pub trait Resolve: Send + Sync {
+    /// The addresses `host` resolves to.
+    fn resolve(&self, host: &str) -> Resolving<Vec<IpAddr>>;
+}
+
+/// A boxed future of a resolution.
+pub type Resolving<T> = Pin<Box<dyn Future<Output = Result<T, std::io::Error>> + Send>>;
+
+/// The operating system's resolver (`getaddrinfo`, off the runtime threads).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str) -> Resolving<Vec<IpAddr>> {
+        let host = host.to_owned();
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(found.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// Resolves names and refuses any name with a refused address, so the connector only ever
+/// dials vetted addresses. The connection is made to exactly the addresses vetted here
+/// (no second lookup), and a pooled connection keeps its address: a DNS answer that
+/// changes later (rebinding) can only affect new connections, which are vetted again.
 #[derive(Clone)]
 pub struct PolicyResolver {
     policy: Live<DestinationPolicy>,
+    resolver: Arc<dyn Resolve>,
 }
-
-type Resolving =
-    Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, std::io::Error>> + Send>>;
 
 impl tower_service::Service<Name> for PolicyResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
     type Error = std::io::Error;
-    type Future = Resolving;
+    type Future = Resolving<std::vec::IntoIter<SocketAddr>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -223,11 +247,10 @@ impl tower_service::Service<Name> for PolicyResolver {
 
     fn call(&mut self, name: Name) -> Self::Future {
         let policy = self.policy.get();
+        let resolving = self.resolver.resolve(name.as_str());
+        let host = name.as_str().to_owned();
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let addrs: Vec<IpAddr> = resolved.iter().map(SocketAddr::ip).collect();
+            let addrs = resolving.await?;
             if let Err(refusal) = policy.check_resolved(&addrs) {
                 let kind = match refusal {
                     Refusal::Unresolved => std::io::ErrorKind::NotFound,
@@ -235,7 +258,10 @@ impl tower_service::Service<Name> for PolicyResolver {
                 };
                 return Err(std::io::Error::new(kind, format!("{host}: {refusal}")));
             }
-            Ok(resolved.into_iter())
+            // The connector sets the port from the URL.
+            let vetted: Vec<SocketAddr> =
+                addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect();
+            Ok(vetted.into_iter())
         })
     }
 }

@@ -591,3 +591,89 @@ async fn fifo_order_holds_when_the_lane_spills_to_the_log() {
     );
     sluice.stop().await;
 }
+
+/// A DNS server that answers one address until told to answer another (rebinding).
+struct Rebinding {
+    rebound: std::sync::atomic::AtomicBool,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl sluice::delivery::client::Resolve for Rebinding {
+    fn resolve(&self, _host: &str) -> sluice::delivery::client::Resolving<Vec<std::net::IpAddr>> {
+        use std::sync::atomic::Ordering;
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let answer: std::net::IpAddr = if self.rebound.load(Ordering::SeqCst) {
+            [127, 0, 0, 2].into()
+        } else {
+            [127, 0, 0, 1].into()
+        };
+        Box::pin(async move { Ok(vec![answer]) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebinding_resolver_cannot_redirect_a_pooled_connection() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The vetted receiver closes the connection on its fourth request, forcing a new one.
+    let vetted = Receiver::start(|n| {
+        if n == 3 {
+            Answer::Close(200)
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    // What the attacker wants to reach: same port, an address the policy refuses.
+    let internal_addr = std::net::SocketAddr::from(([127, 0, 0, 2], vetted.addr.port()));
+    let internal = Receiver::start_at(internal_addr, |_, _| Answer::Status(200)).await;
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.1/32".parse().expect("net")];
+    config.delivery.retry_schedule_ms = vec![60_000];
+    config.delivery.endpoint_in_flight_max = 1;
+    let dns = Arc::new(Rebinding {
+        rebound: std::sync::atomic::AtomicBool::new(false),
+        lookups: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let resolver: Arc<dyn sluice::delivery::client::Resolve> = dns.clone();
+    let sluice = sluice::app::start_with_resolver(&config, Some(TOKEN), Clock::System, resolver)
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "r", "uid": "r"}))
+            .await
+            .status,
+        201
+    );
+    let url = format!("http://hook.test:{}/hook", vetted.addr.port());
+    endpoint(addr, "r", json!({"url": url, "uid": "hook"})).await;
+    send(addr, "r", 0).await;
+    vetted.wait_for(1).await;
+    assert_eq!(dns.lookups.load(Ordering::SeqCst), 1);
+
+    // The name now points inside. The pooled connection keeps its vetted address.
+    dns.rebound.store(true, Ordering::SeqCst);
+    for n in 1..4 {
+        send(addr, "r", n).await;
+        vetted.wait_for(n + 1).await;
+    }
+    assert_eq!(dns.lookups.load(Ordering::SeqCst), 1, "no new lookup");
+    // That connection is closed; the next one is vetted again, and refused.
+    let msg = send(addr, "r", 4).await;
+    let path = format!("/api/v1/app/r/attempt/msg/{msg}");
+    let refused =
+        crate::harness::eventually_json(addr, &path, |a| a["data"][0]["status"] == 2).await;
+    assert!(refused, "the attempt after the rebinding is refused");
+    let attempt = get(addr, &path).await.json["data"][0].clone();
+    assert!(
+        attempt["response"]
+            .as_str()
+            .is_some_and(|r| r.contains("127.0.0.2")),
+        "recorded with its reason: {attempt}"
+    );
+    assert!(internal.received().is_empty(), "nothing reached 127.0.0.2");
+    sluice.stop().await;
+}

@@ -35,6 +35,8 @@ pub(crate) enum Answer {
     Hang,
     /// Answer with this status after this long (a slow receiver).
     After(std::time::Duration, u16),
+    /// Answer with this status and close the connection (`connection: close`).
+    Close(u16),
 }
 
 type Script = Arc<dyn Fn(usize, &Received) -> Answer + Send + Sync>;
@@ -59,9 +61,15 @@ impl Receiver {
     pub(crate) async fn start_with(
         script: impl Fn(usize, &Received) -> Answer + Send + Sync + 'static,
     ) -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        Receiver::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), script).await
+    }
+
+    /// Like `start_with`, listening on `addr`.
+    pub(crate) async fn start_at(
+        addr: SocketAddr,
+        script: impl Fn(usize, &Received) -> Answer + Send + Sync + 'static,
+    ) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (count_tx, count) = watch::channel(0usize);
@@ -129,6 +137,12 @@ impl Receiver {
                                 Answer::After(delay, status) => {
                                     tokio::time::sleep(delay).await;
                                     *response.status_mut() = status.try_into().expect("status");
+                                }
+                                Answer::Close(status) => {
+                                    *response.status_mut() = status.try_into().expect("status");
+                                    response
+                                        .headers_mut()
+                                        .insert("connection", "close".parse().expect("value"));
                                 }
                             }
                             Ok::<_, Infallible>(response)
