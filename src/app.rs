@@ -75,6 +75,17 @@ pub struct Running {
     writer: WriterJoin,
 }
 
+/// Binds the API listener; returns it and the address it got (for port 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
 /// Opens everything and starts serving. `admin_token` is `SLUICE_ADMIN_TOKEN`.
 pub async fn start(
     config: &Config,
@@ -108,13 +119,7 @@ pub async fn start_with_resolver(
         Some(_) => None,
         None => ensure_some_token(&log, &clock).await.map_err(log_error)?,
     };
-    let addr = config.api.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let (listener, addr) = bind(config.api.listen).await?;
     let (ctx, policy) = attempt_ctx(config, &log, &clock, resolver);
     let delivery_settings = ctx.settings.clone();
     let engine = Engine::start(Arc::new(ctx), intakes);
@@ -128,14 +133,16 @@ pub async fn start_with_resolver(
     let tasks = TaskRunner::start(log.clone(), Arc::clone(&task_wake));
     let admin_token_hash = admin_token.map(api::hash_token);
     let api_config = Live::new(config.api.clone());
-    let state = Arc::new(ApiState::new(
+    let mut state = ApiState::new(
         log.clone(),
         clock,
         api_config.clone(),
         admin_token_hash,
         task_wake,
         metrics,
-    ));
+    );
+    state.ingest_guard_percent = config.storage.ingest_guard_percent;
+    let state = Arc::new(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, state, async {
         let _ = stopped.await;

@@ -47,6 +47,11 @@ pub struct ApiConfig {
     pub body_read_timeout_ms: u64,
     /// Largest request body, bytes. Default 1 MiB, 1 KiB–64 MiB.
     pub body_bytes_max: usize,
+    /// Requests per second one token may make (a token bucket; beyond it, 429 with
+    /// `Retry-After`). 0 turns the limit off. Default 0, 0–1,000,000.
+    pub token_rate_per_second: u32,
+    /// Requests a token may make at once above its rate. Default 1,000, 1–1,000,000.
+    pub token_rate_burst: u32,
 }
 
 /// `[storage]`: the LMDB environment and its writer thread.
@@ -58,6 +63,9 @@ pub struct StorageConfig {
     /// Capacity of the writer's intake queue; a full queue answers 503. Default 65,536,
     /// 16–1,048,576.
     pub intake_capacity: usize,
+    /// Message create answers 507 once the log uses this share of the map, in percent, so
+    /// the rest stays free for delivering what was accepted. Default 90, 50–99.
+    pub ingest_guard_percent: u8,
 }
 
 /// Which names the signature headers carry.
@@ -129,8 +137,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api.header_read_timeout_ms", "10000"),
     ("api.body_read_timeout_ms", "30000"),
     ("api.body_bytes_max", "1048576"),
+    ("api.token_rate_per_second", "0"),
+    ("api.token_rate_burst", "1000"),
     ("storage.map_size_bytes", "17179869184"),
     ("storage.intake_capacity", "65536"),
+    ("storage.ingest_guard_percent", "90"),
     ("delivery.attempt_timeout_ms", "5000"),
     ("delivery.connect_timeout_ms", "2000"),
     (
@@ -163,10 +174,13 @@ impl Config {
                 header_read_timeout_ms: 10_000,
                 body_read_timeout_ms: 30_000,
                 body_bytes_max: 1 << 20,
+                token_rate_per_second: 0,
+                token_rate_burst: 1_000,
             },
             storage: StorageConfig {
                 map_size_bytes: 16 << 30,
                 intake_capacity: 65_536,
+                ingest_guard_percent: 90,
             },
             delivery: DeliveryConfig {
                 attempt_timeout_ms: 5_000,
@@ -259,6 +273,8 @@ fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
         "header_read_timeout_ms",
         "body_read_timeout_ms",
         "body_bytes_max",
+        "token_rate_per_second",
+        "token_rate_burst",
     ];
     reader.reject_unknown("api", api, &keys);
     if let Some(v) = reader.string(api, "api", "listen") {
@@ -299,10 +315,35 @@ fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
         64 << 20,
         &mut out.body_bytes_max,
     );
+    reader.int(
+        api,
+        "api",
+        "token_rate_per_second",
+        0,
+        1_000_000,
+        &mut out.token_rate_per_second,
+    );
+    reader.int(
+        api,
+        "api",
+        "token_rate_burst",
+        1,
+        1_000_000,
+        &mut out.token_rate_burst,
+    );
 }
 
 fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageConfig) {
-    reader.reject_unknown("storage", storage, &["map_size_bytes", "intake_capacity"]);
+    let keys = ["map_size_bytes", "intake_capacity", "ingest_guard_percent"];
+    reader.reject_unknown("storage", storage, &keys);
+    reader.int(
+        storage,
+        "storage",
+        "ingest_guard_percent",
+        50,
+        99,
+        &mut out.ingest_guard_percent,
+    );
     reader.int(
         storage,
         "storage",
@@ -549,7 +590,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 22, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 25, "KEYS lists every key");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum ApiError {
     StorageFull,
     #[error("the server is busy")]
     Busy,
+    #[error("too many requests for this token")]
+    RateLimited { retry_after_secs: u32 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -91,6 +93,7 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -109,13 +112,18 @@ impl ApiError {
             ApiError::RequestTimeout => "timeout",
             ApiError::StorageFull => "storage_full",
             ApiError::Busy => "busy",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal(_) => "internal",
         }
     }
 
     /// Seconds a client should wait before retrying, for the statuses that invite it.
     pub fn retry_after_secs(&self) -> Option<u32> {
-        matches!(self, ApiError::Busy).then_some(1)
+        match self {
+            ApiError::Busy => Some(1),
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
     }
 
     /// The JSON body of this error.
@@ -156,9 +164,15 @@ impl ApiError {
             ),
             ApiError::StorageFull => coded(
                 "storage_full",
-                "The message log is full; the request was not stored.",
+                "The message log is (nearly) full (storage.map_size_bytes, storage.ingest_guard_percent); the request was not stored.",
             ),
             ApiError::Busy => coded("busy", "The server is busy; retry shortly."),
+            ApiError::RateLimited { retry_after_secs } => coded(
+                "rate_limited",
+                &format!(
+                    "This token made too many requests (api.token_rate_per_second); retry in {retry_after_secs} s."
+                ),
+            ),
             // Internal details go to tracing, not to the client.
             ApiError::Internal(_) => coded("server_error", "Internal Server Error"),
         }

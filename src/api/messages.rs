@@ -61,6 +61,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     ctx.auth.require_org()?;
     let with_content = ctx.query.bool("with_content", true)?;
     let input = message_in::parse(&ctx.body).map_err(ApiError::Validation)?;
+    state.ensure_room_for_messages()?;
     let id = ids::new_id(IdKind::Message, state.clock.now_ms());
     let (auth, app_ref) = (ctx.auth, app_ref.to_owned());
     write_reply(state, ctx.idempotency, move |w| {
@@ -225,6 +226,7 @@ pub(super) async fn send_example(
 ) -> Result<Reply, ApiError> {
     ctx.auth.require_org()?;
     let input: ExampleIn = super::parse_json(&ctx.body)?;
+    state.ensure_room_for_messages()?;
     let id = ids::new_id(IdKind::Message, state.clock.now_ms());
     let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
     write_reply(state, ctx.idempotency, move |w| {

@@ -18,6 +18,7 @@ mod idempotency;
 pub mod message_in;
 mod messages;
 mod query;
+mod rate;
 mod tasks;
 
 use std::collections::HashMap;
@@ -59,6 +60,10 @@ pub struct ApiState {
     pub task_wake: Arc<Notify>,
     /// Renders `GET /metrics`.
     pub metrics: PrometheusHandle,
+    /// Per-token request buckets.
+    rate_limiter: rate::RateLimiter,
+    /// `storage.ingest_guard_percent`: new messages are refused above this share of the map.
+    pub ingest_guard_percent: u8,
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
     /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
     in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
@@ -80,8 +85,22 @@ impl ApiState {
             admin_token_hash,
             task_wake,
             metrics,
+            rate_limiter: rate::RateLimiter::default(),
+            ingest_guard_percent: 90,
             in_flight: Mutex::new(HashMap::new()),
         }
+    }
+}
+
+impl ApiState {
+    /// Refuses new messages (507) once the log has used `ingest_guard_percent` of its map,
+    /// keeping the rest for delivering what was already accepted.
+    pub fn ensure_room_for_messages(&self) -> Result<(), ApiError> {
+        let (map_size, used, _) = self.log.usage();
+        if u128::from(used) * 100 >= u128::from(map_size) * u128::from(self.ingest_guard_percent) {
+            return Err(ApiError::StorageFull);
+        }
+        Ok(())
     }
 }
 
@@ -370,6 +389,13 @@ async fn serve_route(
         return health(state, route);
     }
     let auth = auth::authenticate(state, req.headers())?;
+    let limits = state.config.get();
+    state.rate_limiter.check(
+        &auth.token_hash,
+        state.clock.now_ms(),
+        limits.token_rate_per_second,
+        limits.token_rate_burst,
+    )?;
     let query = Query::parse(req.uri().query().unwrap_or(""))?;
     let idempotency = if method == Method::POST {
         idempotency::key_hash(&auth, req.headers(), path_and_query)?

@@ -1,5 +1,5 @@
 //! Hostile input over real HTTP: each gets the right status and a JSON error, the server
-//! keeps serving, and nothing is stored.
+//! keeps serving, and nothing is stored; per-token rate limits; the disk guard.
 
 use serde_json::{Value, json};
 
@@ -320,4 +320,94 @@ async fn raw_post(
     let json_start = text.find("\r\n\r\n").expect("end of headers") + 4;
     let json = serde_json::from_str(&text[json_start..]).expect("JSON error body");
     (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_past_its_rate_gets_429_while_another_is_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = crate::harness::test_config(dir.path());
+    config.api.token_rate_per_second = 1;
+    config.api.token_rate_burst = 20;
+    let sluice = sluice::app::start(&config, Some(TOKEN), sluice::clock::Clock::System)
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    let other = sluice::app::create_token(
+        sluice.log(),
+        &sluice::clock::Clock::System,
+        sluice::log::schema::TokenScope::Org,
+    )
+    .await
+    .expect("token");
+    let mut limited = None;
+    for n in 0..40 {
+        let resp = call(addr, "GET", "/api/v1/app", Some(TOKEN), &[], b"").await;
+        if resp.status == 429 {
+            limited = Some((n, resp));
+            break;
+        }
+        assert_eq!(resp.status, 200);
+    }
+    let (n, resp) = limited.expect("the flood is limited");
+    // The burst of 20, plus what the 1/s rate refills while the loop runs.
+    assert!((20..25).contains(&n), "limited after {n} requests");
+    assert_eq!(resp.json["code"], "rate_limited");
+    let retry_after = resp.headers.get("retry-after").expect("Retry-After");
+    assert_eq!(retry_after.to_str().expect("text"), "1");
+    let served = call(addr, "GET", "/api/v1/app", Some(&other), &[], b"").await;
+    assert_eq!(served.status, 200, "another token has its own bucket");
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearly_full_log_refuses_messages_with_507_and_delivers_what_it_took() {
+    use crate::receiver::{Answer, Receiver};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = crate::harness::test_config(dir.path());
+    config.storage.map_size_bytes = 4 << 20;
+    config.storage.ingest_guard_percent = 70;
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    let sluice = sluice::app::start(&config, Some(TOKEN), sluice::clock::Clock::System)
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "f", "uid": "f"}))
+            .await
+            .status,
+        201
+    );
+    let body = json!({"url": hook.url()});
+    assert_eq!(
+        post(addr, "/api/v1/app/f/endpoint", &body).await.status,
+        201
+    );
+    let pad = "x".repeat(2_000);
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut refused = None;
+    for n in 0..10_000 {
+        let body = json!({"eventType": "f", "payload": {"n": n, "pad": pad}});
+        let resp = post(addr, "/api/v1/app/f/msg", &body).await;
+        if resp.status == 507 {
+            refused = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status, 202, "{}", resp.json);
+        accepted.insert(resp.json["id"].as_str().expect("id").to_owned());
+    }
+    let refused = refused.expect("the guard refuses before the map is full");
+    assert_eq!(refused.json["code"], "storage_full");
+    assert!(accepted.len() > 100, "{} accepted first", accepted.len());
+    // Everything accepted is still delivered, and reads still work.
+    let got = hook.wait_for(accepted.len()).await;
+    let ids: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|r| r.header("webhook-id").to_owned())
+        .collect();
+    assert!(accepted.is_subset(&ids));
+    let listed = get(addr, "/api/v1/app/f/msg?limit=1").await;
+    assert_eq!(listed.status, 200);
+    sluice.stop().await;
 }

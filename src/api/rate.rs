@@ -1,0 +1,124 @@
+//! Per-token request rate limits: one token bucket per API token, refilled continuously at
+//! `api.token_rate_per_second` up to `api.token_rate_burst`. A request that finds its
+//! bucket empty is answered 429 with `Retry-After`, before its body is read. One noisy
+//! token cannot starve the others: each has its own bucket.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use super::ApiError;
+
+/// Most token buckets kept; beyond it, buckets that have refilled completely (idle
+/// tokens) are forgotten, which loses nothing.
+pub(super) const RATE_BUCKETS_MAX: usize = 100_000;
+
+/// One token's bucket.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Bucket {
+    tokens: f64,
+    updated_ms: u64,
+}
+
+impl Bucket {
+    pub(super) fn full(burst: u32, now_ms: u64) -> Bucket {
+        Bucket {
+            tokens: f64::from(burst),
+            updated_ms: now_ms,
+        }
+    }
+
+    /// Refills for the time passed, then takes one request; `Err(wait_ms)` says how long
+    /// until one is available. Pure: time is passed in.
+    pub(super) fn take(&mut self, now_ms: u64, rate: u32, burst: u32) -> Result<(), u64> {
+        let elapsed_s = now_ms.saturating_sub(self.updated_ms) as f64 / 1000.0;
+        let rate = f64::from(rate);
+        self.tokens = (self.tokens + elapsed_s * rate).min(f64::from(burst));
+        self.updated_ms = self.updated_ms.max(now_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - self.tokens) / rate * 1000.0).ceil() as u64)
+        }
+    }
+
+    fn is_full(&self, now_ms: u64, rate: u32, burst: u32) -> bool {
+        let elapsed_s = now_ms.saturating_sub(self.updated_ms) as f64 / 1000.0;
+        self.tokens + elapsed_s * f64::from(rate) >= f64::from(burst)
+    }
+}
+
+/// The buckets of every token seen recently.
+#[derive(Default)]
+pub(super) struct RateLimiter {
+    /// A std mutex: the critical section is a map lookup and arithmetic, never `.await`.
+    buckets: Mutex<HashMap<[u8; 32], Bucket>>,
+}
+
+impl RateLimiter {
+    /// Takes one request for `token_hash`; 429 when its bucket is empty. `rate` 0 is off.
+    pub(super) fn check(
+        &self,
+        token_hash: &[u8; 32],
+        now_ms: u64,
+        rate: u32,
+        burst: u32,
+    ) -> Result<(), ApiError> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.len() >= RATE_BUCKETS_MAX && !buckets.contains_key(token_hash) {
+            buckets.retain(|_, b| !b.is_full(now_ms, rate, burst));
+        }
+        let bucket = buckets
+            .entry(*token_hash)
+            .or_insert_with(|| Bucket::full(burst, now_ms));
+        bucket.take(now_ms, rate, burst).map_err(|wait_ms| {
+            let secs = u32::try_from(wait_ms.div_ceil(1000)).unwrap_or(u32::MAX);
+            ApiError::RateLimited {
+                retry_after_secs: secs.max(1),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let mut bucket = Bucket::full(3, 0);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(0, 2, 3), Ok(()));
+        }
+        assert_eq!(
+            bucket.take(0, 2, 3),
+            Err(500),
+            "2/s: one more in half a second"
+        );
+        assert_eq!(bucket.take(499, 2, 3), Err(2));
+        assert_eq!(bucket.take(500, 2, 3), Ok(()));
+        // Idle time refills up to the burst, not beyond.
+        assert_eq!(bucket.take(60_000, 2, 3), Ok(()));
+        assert_eq!(bucket.take(60_000, 2, 3), Ok(()));
+        assert_eq!(bucket.take(60_000, 2, 3), Ok(()));
+        assert!(bucket.take(60_000, 2, 3).is_err());
+    }
+
+    #[test]
+    fn tokens_have_their_own_buckets() {
+        let limiter = RateLimiter::default();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(limiter.check(&a, 0, 1, 1).is_ok());
+        assert!(matches!(
+            limiter.check(&a, 0, 1, 1),
+            Err(ApiError::RateLimited {
+                retry_after_secs: 1
+            })
+        ));
+        assert!(limiter.check(&b, 0, 1, 1).is_ok());
+        assert!(limiter.check(&a, 0, 0, 1).is_ok(), "rate 0 is no limit");
+    }
+}
