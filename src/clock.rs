@@ -107,7 +107,12 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     u64::try_from(secs * 1000 + millis).ok().or(Some(0))
 }
 
+/// A run of 1 to 4 ASCII digits as a number (every field read here is that short, and
+/// the bound keeps all later arithmetic far from overflow).
 fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 4 {
+        return None;
+    }
     b.iter().try_fold(0i64, |acc, c| {
         c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
     })
@@ -167,7 +172,7 @@ pub fn parse_http_date(text: &str) -> Option<u64> {
         digits(time[1].as_bytes())?,
         digits(time[2].as_bytes())?,
     );
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+    if year < 1970 || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
         return None;
     }
     let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
@@ -177,6 +182,24 @@ pub fn parse_http_date(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_fields_are_refused_not_overflowed() {
+        // Found by the `time_parsers` fuzz target: a long run of digits overflowed.
+        assert_eq!(
+            parse_http_date("Wde, 3333333333333333333321 Oct 20157282:0GMT"),
+            None
+        );
+        assert_eq!(parse_http_date("Sun, 06 Nov 99999999 08:49:37 GMT"), None);
+        assert_eq!(
+            parse_rfc3339("2021-02-25T15:02:10.99999999999999999999Z"),
+            Some(1_614_265_330_999)
+        );
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+    }
 
     #[test]
     fn formats_and_parses_round_trip() {

@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use sluice::log::schema::{
     AppRecord, DeliveryRecord, EndpointRecord, EventTypeRecord, IdempotencyRecord,
-    MessageRecord, TokenRecord, db_name, decode_json, encode_json,
+    MessageRecord, TaskRecord, TokenRecord, db_name, decode_json, encode_json,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -42,6 +42,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, endpoint);
     }
     let _ = decode_json::<EventTypeRecord>(db_name::EVENT_TYPES, data);
+    if let Ok(task) = decode_json::<TaskRecord>(db_name::TASKS, data) {
+        let again: TaskRecord = decode_json(db_name::TASKS, &encode_json(&task))
+            .expect("a re-encoded TaskRecord decodes");
+        assert_eq!(again, task);
+    }
     if let Ok(token) = decode_json::<TokenRecord>(db_name::TOKENS, data) {
         let again: TokenRecord = decode_json(db_name::TOKENS, &encode_json(&token))
             .expect("a re-encoded TokenRecord decodes");
