@@ -37,6 +37,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up TLS for the API: {0}")]
+    Tls(String),
 }
 
 /// Whether the loops that must never stop (the writer thread, the shards) still turn.
@@ -57,6 +59,7 @@ struct LiveSettings {
     api: Live<ApiConfig>,
     delivery: Live<DeliverySettings>,
     policy: Live<DestinationPolicy>,
+    tls: Live<Option<tokio_rustls::TlsAcceptor>>,
 }
 
 /// A serving Sluice.
@@ -142,6 +145,10 @@ pub async fn start_with_resolver(
         metrics,
     );
     state.ingest_guard_percent = config.storage.ingest_guard_percent;
+    state
+        .tls
+        .set(tls_acceptor(config).map_err(StartError::Tls)?);
+    let tls = state.tls.clone();
     let state = Arc::new(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, state, async {
@@ -163,8 +170,17 @@ pub async fn start_with_resolver(
             api: api_config,
             delivery: delivery_settings,
             policy,
+            tls,
         },
     })
+}
+
+/// The API's TLS acceptor, if the config names a certificate and key.
+fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    match (&config.api.tls_cert_file, &config.api.tls_key_file) {
+        (Some(cert), Some(key)) => api::tls::acceptor(cert, key).map(Some),
+        _ => Ok(None),
+    }
 }
 
 fn attempt_ctx(
@@ -240,11 +256,13 @@ impl Running {
     }
 
     /// Applies what `config` changes that can change while running (API limits and
-    /// timeouts, retry schedule, attempt bounds, destination policy, header style), and
-    /// returns the keys whose change needs a restart (left as they are). The log level
-    /// is the caller's (it owns tracing).
-    pub fn reload(&self, config: &Config) -> Vec<&'static str> {
+    /// timeouts, the TLS certificate, retry schedule, attempt bounds, destination policy,
+    /// header style), and returns the keys whose change needs a restart (left as they
+    /// are). Nothing changes if the TLS files do not load. The log level is the caller's
+    /// (it owns tracing).
+    pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, String> {
         let old = &self.live.started_with;
+        let tls = tls_acceptor(config)?;
         let mut api = config.api.clone();
         let mut restart = Vec::new();
         if config.data_dir != old.data_dir {
@@ -273,7 +291,8 @@ impl Running {
         self.live.api.set(api);
         self.live.delivery.set(delivery_settings(config));
         self.live.policy.set(destination_policy(config));
-        restart
+        self.live.tls.set(tls);
+        Ok(restart)
     }
 
     /// The heartbeats of the writer thread and every delivery shard, for the watchdog.

@@ -52,6 +52,10 @@ pub struct ApiConfig {
     pub token_rate_per_second: u32,
     /// Requests a token may make at once above its rate. Default 1,000, 1–1,000,000.
     pub token_rate_burst: u32,
+    /// Serve HTTPS with this PEM certificate chain and PEM private key (both or neither;
+    /// re-read on SIGHUP). Default none: plain HTTP, meant for loopback.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// `[storage]`: the LMDB environment and its writer thread.
@@ -139,6 +143,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api.body_bytes_max", "1048576"),
     ("api.token_rate_per_second", "0"),
     ("api.token_rate_burst", "1000"),
+    ("api.tls_cert_file", "(none)"),
+    ("api.tls_key_file", "(none)"),
     ("storage.map_size_bytes", "17179869184"),
     ("storage.intake_capacity", "65536"),
     ("storage.ingest_guard_percent", "90"),
@@ -176,6 +182,8 @@ impl Config {
                 body_bytes_max: 1 << 20,
                 token_rate_per_second: 0,
                 token_rate_burst: 1_000,
+                tls_cert_file: None,
+                tls_key_file: None,
             },
             storage: StorageConfig {
                 map_size_bytes: 16 << 30,
@@ -275,8 +283,20 @@ fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
         "body_bytes_max",
         "token_rate_per_second",
         "token_rate_burst",
+        "tls_cert_file",
+        "tls_key_file",
     ];
     reader.reject_unknown("api", api, &keys);
+    out.tls_cert_file = reader
+        .string(api, "api", "tls_cert_file")
+        .map(PathBuf::from);
+    out.tls_key_file = reader.string(api, "api", "tls_key_file").map(PathBuf::from);
+    if out.tls_cert_file.is_some() != out.tls_key_file.is_some() {
+        reader.problem(
+            "api.tls_cert_file",
+            "tls_cert_file and tls_key_file go together",
+        );
+    }
     if let Some(v) = reader.string(api, "api", "listen") {
         match v.parse() {
             Ok(addr) => out.listen = addr,
@@ -590,7 +610,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 25, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 27, "KEYS lists every key");
     }
 
     #[test]

@@ -372,7 +372,13 @@ fn reload(
         }
         Ok(mut config) => {
             overrides.apply(&mut config);
-            let restart = running.reload(&config);
+            let restart = match running.reload(&config) {
+                Ok(restart) => restart,
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: the config was not reloaded; the running config stays.");
+                    return;
+                }
+            };
             logging.set_level(&config.log_level);
             if !restart.is_empty() {
                 tracing::warn!(keys = ?restart, "SIGHUP: these keys change only on restart; they keep their running values.");

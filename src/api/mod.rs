@@ -20,6 +20,7 @@ mod messages;
 mod query;
 mod rate;
 mod tasks;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,6 +34,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -62,6 +64,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// Per-token request buckets.
     rate_limiter: rate::RateLimiter,
+    /// The listener's TLS acceptor, if `api.tls_*` are set; replaced on SIGHUP.
+    pub tls: Live<Option<tokio_rustls::TlsAcceptor>>,
     /// `storage.ingest_guard_percent`: new messages are refused above this share of the map.
     pub ingest_guard_percent: u8,
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
@@ -86,6 +90,7 @@ impl ApiState {
             task_wake,
             metrics,
             rate_limiter: rate::RateLimiter::default(),
+            tls: Live::new(None),
             ingest_guard_percent: 90,
             in_flight: Mutex::new(HashMap::new()),
         }
@@ -167,22 +172,45 @@ pub async fn serve(
         // Small JSON replies must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let header_timeout = Duration::from_millis(state.config.get().header_read_timeout_ms);
+        let tls = state.tls.get();
+        let watcher = graceful.watcher();
         let state = Arc::clone(&state);
-        let service = hyper::service::service_fn(move |req| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls.as_ref() {
+                None => serve_connection(stream, state, header_timeout, watcher).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like the headers: a silent client cannot
+                    // hold a connection slot.
+                    let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        serve_connection(stream, state, header_timeout, watcher).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
     graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it closes or the server drains.
+async fn serve_connection<S>(
+    stream: S,
+    state: Arc<ApiState>,
+    header_timeout: Duration,
+    watcher: Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = watcher.watch(conn).await;
 }
 
 /// Serves one request; never fails (errors become JSON responses).

@@ -14,3 +14,4 @@ mod receiver;
 mod recovery;
 mod sdk;
 mod tidy;
+mod tls;
