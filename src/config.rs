@@ -287,16 +287,7 @@ fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
         "tls_key_file",
     ];
     reader.reject_unknown("api", api, &keys);
-    out.tls_cert_file = reader
-        .string(api, "api", "tls_cert_file")
-        .map(PathBuf::from);
-    out.tls_key_file = reader.string(api, "api", "tls_key_file").map(PathBuf::from);
-    if out.tls_cert_file.is_some() != out.tls_key_file.is_some() {
-        reader.problem(
-            "api.tls_cert_file",
-            "tls_cert_file and tls_key_file go together",
-        );
-    }
+    read_api_tls(reader, api, out);
     if let Some(v) = reader.string(api, "api", "listen") {
         match v.parse() {
             Ok(addr) => out.listen = addr,
@@ -351,6 +342,19 @@ fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
         1_000_000,
         &mut out.token_rate_burst,
     );
+}
+
+fn read_api_tls(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
+    out.tls_cert_file = reader
+        .string(api, "api", "tls_cert_file")
+        .map(PathBuf::from);
+    out.tls_key_file = reader.string(api, "api", "tls_key_file").map(PathBuf::from);
+    if out.tls_cert_file.is_some() != out.tls_key_file.is_some() {
+        reader.problem(
+            "api.tls_cert_file",
+            "tls_cert_file and tls_key_file go together",
+        );
+    }
 }
 
 fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageConfig) {
