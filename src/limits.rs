@@ -57,6 +57,10 @@ pub const RETENTION_DAYS_DEFAULT: u16 = 90;
 pub const COMMIT_BATCH_OPS_MAX: usize = 4_096;
 /// Longest request path + query we route, in bytes.
 pub const URI_LEN_MAX: usize = 8_192;
+/// Most applications (tenants) one Sluice holds.
+pub const APPS_MAX: u64 = 1_000_000;
+/// Most endpoints one application may have.
+pub const ENDPOINTS_PER_APP_MAX: usize = 1_000;
 /// Most background tasks (recover, replay-missing) running at once.
 pub const TASKS_RUNNING_MAX: usize = 16;
 /// Most rows one background-task batch examines, and most deliveries it queues: one

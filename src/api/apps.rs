@@ -11,7 +11,7 @@ use super::query::Collector;
 use super::{ApiError, ApiState, Ctx, Reply, parse_json};
 use crate::clock::format_rfc3339;
 use crate::ids::{self, IdKind};
-use crate::limits::PAGE_SCAN_ROWS_MAX;
+use crate::limits::{APPS_MAX, PAGE_SCAN_ROWS_MAX};
 use crate::log::schema::{self, AppRecord, db_name};
 use crate::log::{LogError, WriteCtx, tables};
 
@@ -145,11 +145,25 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
             })?;
             return Ok(Ok((StatusCode::OK, AppOut::from(existing))));
         }
+        if let Err(e) = room_for_an_app(w)? {
+            return Ok(Err(e));
+        }
         let app = new_record(w, id, input);
         tables::put_app(w.wtxn, w.dbs, &app, None)?;
         Ok(Ok((StatusCode::CREATED, AppOut::from(app))))
     })
     .await
+}
+
+/// 400 `limit_reached` once `APPS_MAX` applications exist.
+fn room_for_an_app(w: &mut WriteCtx<'_, '_>) -> Result<Result<(), ApiError>, LogError> {
+    if w.dbs.apps.len(w.wtxn)? >= APPS_MAX {
+        return Ok(Err(ApiError::bad_request(
+            "limit_reached",
+            format!("Sluice holds the most applications it allows ({APPS_MAX})."),
+        )));
+    }
+    Ok(Ok(()))
 }
 
 fn new_record(w: &mut WriteCtx<'_, '_>, id: String, input: AppIn) -> AppRecord {
@@ -196,6 +210,9 @@ pub(super) async fn upsert(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
             }
         }
         let Some(previous) = existing else {
+            if let Err(e) = room_for_an_app(w)? {
+                return Ok(Err(e));
+            }
             let app = new_record(w, id, input);
             tables::put_app(w.wtxn, w.dbs, &app, None)?;
             return Ok(Ok((StatusCode::CREATED, AppOut::from(app))));

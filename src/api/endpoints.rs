@@ -16,10 +16,10 @@ use super::{ApiError, ApiState, Auth, Ctx, Reply, parse_json};
 use crate::clock::format_rfc3339;
 use crate::ids::{self, IdKind};
 use crate::limits::{
-    ENDPOINT_CHANNELS_MAX, ENDPOINT_EVENT_TYPES_MAX, ENDPOINT_HEADERS_MAX, HEADER_NAME_LEN_MAX,
-    HEADER_VALUE_LEN_MAX, OLD_SECRETS_MAX, PAGE_SCAN_ROWS_MAX, SECRET_BYTES_GENERATED,
-    SECRET_BYTES_MAX, SECRET_BYTES_MIN, SECRET_GRACE_SECONDS_DEFAULT, SECRET_GRACE_SECONDS_MAX,
-    URL_LEN_MAX,
+    ENDPOINT_CHANNELS_MAX, ENDPOINT_EVENT_TYPES_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX,
+    HEADER_NAME_LEN_MAX, HEADER_VALUE_LEN_MAX, OLD_SECRETS_MAX, PAGE_SCAN_ROWS_MAX,
+    SECRET_BYTES_GENERATED, SECRET_BYTES_MAX, SECRET_BYTES_MIN, SECRET_GRACE_SECONDS_DEFAULT,
+    SECRET_GRACE_SECONDS_MAX, URL_LEN_MAX,
 };
 use crate::log::schema::{self, AppRecord, EndpointRecord, OldSecret, Signing, db_name};
 use crate::log::{LogError, WriteCtx, tables};
@@ -508,6 +508,14 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
             Ok(app) => app,
             Err(e) => return Ok(Err(e)),
         };
+        if w.state.endpoints.count_for_app(app.key) >= ENDPOINTS_PER_APP_MAX {
+            return Ok(Err(ApiError::bad_request(
+                "limit_reached",
+                format!(
+                    "The application has the most endpoints allowed ({ENDPOINTS_PER_APP_MAX})."
+                ),
+            )));
+        }
         let event_types = normalise_filter(input.event_types);
         if let Err(e) = check_event_types_exist(w, event_types.as_ref())? {
             return Ok(Err(e));

@@ -66,6 +66,11 @@ impl EndpointIndex {
         }
     }
 
+    /// How many endpoints `app_key` has.
+    pub fn count_for_app(&self, app_key: u64) -> usize {
+        self.by_app.get(&app_key).map_or(0, Vec::len)
+    }
+
     /// (enabled, disabled) endpoint counts.
     pub fn counts(&self) -> (u64, u64) {
         (self.total - self.disabled, self.disabled)

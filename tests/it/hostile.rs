@@ -411,3 +411,42 @@ async fn a_nearly_full_log_refuses_messages_with_507_and_delivers_what_it_took()
     assert_eq!(listed.status, 200);
     sluice.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_cannot_grow_past_its_endpoint_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "e", "uid": "e"}))
+            .await
+            .status,
+        201
+    );
+    let limit = sluice::limits::ENDPOINTS_PER_APP_MAX;
+    let creates: Vec<_> = (0..4)
+        .map(|c| {
+            tokio::spawn(async move {
+                for n in (c..limit).step_by(4) {
+                    let body = json!({"url": format!("https://e{n}.example/hook")});
+                    let resp = post(addr, "/api/v1/app/e/endpoint", &body).await;
+                    assert_eq!(resp.status, 201);
+                }
+            })
+        })
+        .collect();
+    for create in creates {
+        create.await.expect("creates");
+    }
+    let over = post(
+        addr,
+        "/api/v1/app/e/endpoint",
+        &json!({"url": "https://one-more.example/hook"}),
+    )
+    .await;
+    assert_eq!(
+        (over.status, over.json["code"].as_str()),
+        (400, Some("limit_reached"))
+    );
+    sluice.stop().await;
+}
