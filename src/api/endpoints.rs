@@ -481,8 +481,8 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, 
     Reply::json(StatusCode::OK, &page)
 }
 
-pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
-    let input: EndpointIn = parse_json(&ctx.body)?;
+/// Checks every field of a create; returns the signing key (given, or a new one).
+fn validate_create(input: &EndpointIn) -> Result<Vec<u8>, ApiError> {
     let mut problems = Problems::default();
     check_url(&mut problems, &input.url);
     problems.text("description", &input.description, false);
@@ -500,7 +500,12 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     }
     check_signing(&mut problems, input.signing.as_ref());
     problems.finish()?;
-    let secret = secret.unwrap_or_else(generate_secret);
+    Ok(secret.unwrap_or_else(generate_secret))
+}
+
+pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
+    let input: EndpointIn = parse_json(&ctx.body)?;
+    let secret = validate_create(&input)?;
     let id = ids::new_id(IdKind::Endpoint, state.clock.now_ms());
     let (auth, app_ref) = (ctx.auth, app_ref.to_owned());
     write_reply(state, ctx.idempotency, move |w| {
