@@ -70,6 +70,10 @@ pub struct StorageConfig {
     /// Message create answers 507 once the log uses this share of the map, in percent, so
     /// the rest stays free for delivering what was accepted. Default 90, 50–99.
     pub ingest_guard_percent: u8,
+    /// File with the 32-byte key (raw, hex or base64) that seals endpoint secrets in the
+    /// log. Default none: not sealed (under systemd, the credential `secrets-key` is used
+    /// when present).
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// Which names the signature headers carry.
@@ -148,6 +152,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("storage.map_size_bytes", "17179869184"),
     ("storage.intake_capacity", "65536"),
     ("storage.ingest_guard_percent", "90"),
+    ("storage.secrets_key_file", "(none)"),
     ("delivery.attempt_timeout_ms", "5000"),
     ("delivery.connect_timeout_ms", "2000"),
     (
@@ -189,6 +194,7 @@ impl Config {
                 map_size_bytes: 16 << 30,
                 intake_capacity: 65_536,
                 ingest_guard_percent: 90,
+                secrets_key_file: None,
             },
             delivery: DeliveryConfig {
                 attempt_timeout_ms: 5_000,
@@ -358,8 +364,16 @@ fn read_api_tls(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
 }
 
 fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageConfig) {
-    let keys = ["map_size_bytes", "intake_capacity", "ingest_guard_percent"];
+    let keys = [
+        "map_size_bytes",
+        "intake_capacity",
+        "ingest_guard_percent",
+        "secrets_key_file",
+    ];
     reader.reject_unknown("storage", storage, &keys);
+    out.secrets_key_file = reader
+        .string(storage, "storage", "secrets_key_file")
+        .map(PathBuf::from);
     reader.int(
         storage,
         "storage",
@@ -614,7 +628,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 27, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 28, "KEYS lists every key");
     }
 
     #[test]

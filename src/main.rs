@@ -177,17 +177,35 @@ impl Overrides {
 /// Reads and validates a config file; `None` is the embedded default.
 fn read_config(path: Option<&Path>) -> Result<Config, String> {
     let Some(path) = path else {
-        return Ok(Config::embedded_default());
+        let mut config = Config::embedded_default();
+        use_secrets_credential(&mut config);
+        return Ok(config);
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Config::parse(&text).map_err(|problems| {
+    let mut config = Config::parse(&text).map_err(|problems| {
         let mut report = format!("{} has {} problem(s):", path.display(), problems.len());
         for problem in problems {
             report.push_str(&format!("\n  {problem}"));
         }
         report
-    })
+    })?;
+    use_secrets_credential(&mut config);
+    Ok(config)
+}
+
+/// Under systemd, `LoadCredential=secrets-key:…` provides the secrets key when the config
+/// names no file.
+fn use_secrets_credential(config: &mut Config) {
+    if config.storage.secrets_key_file.is_some() {
+        return;
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let credential = Path::new(&dir).join("secrets-key");
+        if credential.exists() {
+            config.storage.secrets_key_file = Some(credential);
+        }
+    }
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {

@@ -557,6 +557,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
             disabled_reason: None,
             disabled_at_ms: None,
             signing: input.signing.map_or(Signing::Hmac, SigningIn::into_record),
+            sealed: false,
         };
         tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
         w.state.endpoints.upsert(&endpoint);
@@ -796,7 +797,9 @@ pub(super) async fn rotate_secret(
     problems.finish()?;
     let new_key = new_key.unwrap_or_else(generate_secret);
     let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
-    write_reply(state, ctx.idempotency, move |w| {
+    // Not remembered under an idempotency key: the reply holds the new secret, and
+    // remembered replies are stored unsealed.
+    write_reply(state, None, move |w| {
         let (_, previous) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
             Ok(found) => found,
             Err(e) => return Ok(Err(e)),

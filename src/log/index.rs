@@ -171,6 +171,7 @@ mod tests {
             disabled_reason: None,
             disabled_at_ms: None,
             signing: crate::log::schema::Signing::Hmac,
+            sealed: false,
         };
         let mut index = EndpointIndex::default();
         index.upsert(&record(1, 10, false));

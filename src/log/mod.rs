@@ -13,6 +13,7 @@
 
 pub mod index;
 pub mod schema;
+pub mod seal;
 pub mod tables;
 pub mod tasks;
 mod writer;
@@ -50,6 +51,8 @@ pub enum LogError {
     Lmdb(String),
     #[error("cannot use the data directory: {0}")]
     Io(String),
+    #[error("secrets key: {0}")]
+    Secrets(String),
 }
 
 impl LogError {
@@ -70,9 +73,11 @@ impl From<heed::Error> for LogError {
     }
 }
 
-/// The typed set of databases, opened once.
-#[derive(Clone, Copy)]
+/// The typed set of databases, opened once, and the secrets key (if any) that seals and
+/// opens endpoint secrets on their way in and out.
+#[derive(Clone)]
 pub struct Dbs {
+    pub sealer: Option<Arc<seal::Sealer>>,
     pub meta: Table,
     pub msgs: Table,
     pub msg_ids: Table,
@@ -178,19 +183,33 @@ impl Log {
         // (the CLI next to a daemon) go through LMDB's own lock file, which is safe.
         let env = unsafe { options.open(dir) }?;
         env.clear_stale_readers()?;
-        let dbs = create_databases(&env)?;
+        let mut dbs = create_databases(&env)?;
         check_schema(&env, &dbs)?;
+        dbs.sealer = match &storage.secrets_key_file {
+            Some(path) => Some(Arc::new(seal::Sealer::from_key_file(path)?)),
+            None => None,
+        };
+        check_secrets_key(&env, &dbs)?;
         let state = WriterState::load(&env, &dbs)?;
         let (intake, ops) = crossbeam_channel::bounded(storage.intake_capacity);
         let thread_env = env.clone();
         let writer_heartbeat = Arc::new(Heartbeat::default());
         writer_heartbeat.beat();
         let beats = Arc::clone(&writer_heartbeat);
+        let writer_dbs = dbs.clone();
         let join = std::thread::Builder::new()
             .name("sluice-writer".to_owned())
             .spawn(move || {
                 let publisher = publisher.as_ref();
-                writer::run(&thread_env, dbs, state, &ops, &clock, publisher, &beats);
+                writer::run(
+                    &thread_env,
+                    writer_dbs,
+                    state,
+                    &ops,
+                    &clock,
+                    publisher,
+                    &beats,
+                );
             })
             .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
         let shared = Shared {
@@ -315,6 +334,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         running_tasks,
     ] = tables;
     Ok(Dbs {
+        sealer: None,
         meta,
         msgs,
         msg_ids,
@@ -337,6 +357,59 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         task_ids,
         running_tasks,
     })
+}
+
+/// Refuses a log whose secrets are sealed when no key, or another key, is configured; with
+/// a key and a log not sealed yet, seals every endpoint and records the key's check value.
+fn check_secrets_key(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
+    let recorded = {
+        let rtxn = env.read_txn()?;
+        dbs.meta
+            .get(&rtxn, schema::meta_key::SECRETS_KEY_CHECK)?
+            .map(<[u8]>::to_vec)
+    };
+    match (&dbs.sealer, recorded) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(LogError::Secrets(
+            "the log's endpoint secrets are sealed; set storage.secrets_key_file (or the \
+             systemd credential secrets-key) to the key they were sealed with"
+                .to_owned(),
+        )),
+        (Some(sealer), Some(check)) if check == sealer.check_value() => Ok(()),
+        (Some(_), Some(_)) => Err(LogError::Secrets(
+            "the configured key is not the one the log's secrets were sealed with".to_owned(),
+        )),
+        (Some(sealer), None) => {
+            let mut wtxn = env.write_txn()?;
+            let mut endpoints = Vec::new();
+            for row in dbs.endpoints.iter(&wtxn)? {
+                let (_, value) = row?;
+                endpoints.push(schema::decode_json::<schema::EndpointRecord>(
+                    schema::db_name::ENDPOINTS,
+                    value,
+                )?);
+            }
+            for endpoint in endpoints.iter().filter(|e| !e.sealed) {
+                let sealed = sealer.seal_endpoint(endpoint);
+                dbs.endpoints.put(
+                    &mut wtxn,
+                    &schema::u64_key(endpoint.key),
+                    &schema::encode_json(&sealed),
+                )?;
+            }
+            dbs.meta.put(
+                &mut wtxn,
+                schema::meta_key::SECRETS_KEY_CHECK,
+                &sealer.check_value(),
+            )?;
+            wtxn.commit()?;
+            tracing::info!(
+                endpoints = endpoints.len(),
+                "Sealed the endpoint secrets with the configured key."
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Records the schema version in a new environment; refuses one written by another layout.

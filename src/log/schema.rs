@@ -100,6 +100,8 @@ pub mod meta_key {
     pub const NEXT_APP_KEY: &[u8] = b"next_app_key";
     pub const NEXT_ENDPOINT_KEY: &[u8] = b"next_endpoint_key";
     pub const NEXT_ATTEMPT_KEY: &[u8] = b"next_attempt_key";
+    /// Identifies the secrets key the log's secrets are sealed with (absent: not sealed).
+    pub const SECRETS_KEY_CHECK: &[u8] = b"secrets_key_check";
 }
 
 // === keys ===
@@ -217,6 +219,9 @@ pub struct EndpointRecord {
     pub disabled_at_ms: Option<u64>,
     #[serde(default)]
     pub signing: Signing,
+    /// The secrets above are sealed (`seal.rs`): as stored, never as used.
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 /// Why an attempt was made.

@@ -100,10 +100,21 @@ pub fn endpoint_by_key(
     dbs: &Dbs,
     key: u64,
 ) -> Result<Option<EndpointRecord>, LogError> {
-    dbs.endpoints
+    let Some(stored) = dbs
+        .endpoints
         .get(txn, &u64_key(key))?
-        .map(|v| schema::decode_json(db_name::ENDPOINTS, v))
-        .transpose()
+        .map(|v| schema::decode_json::<EndpointRecord>(db_name::ENDPOINTS, v))
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    match &dbs.sealer {
+        Some(sealer) => sealer.open_endpoint(stored).map(Some),
+        None if stored.sealed => Err(LogError::Secrets(
+            "an endpoint's secrets are sealed and no key is configured".to_owned(),
+        )),
+        None => Ok(Some(stored)),
+    }
 }
 
 /// Finds an endpoint of `app_key` by id or uid.
@@ -170,8 +181,11 @@ pub fn put_endpoint(
         dbs.app_endpoints
             .put(wtxn, &pair_key(endpoint.app_key, endpoint.key), &[])?;
     }
-    dbs.endpoints
-        .put(wtxn, &key, &schema::encode_json(endpoint))?;
+    let stored = match &dbs.sealer {
+        Some(sealer) => schema::encode_json(&sealer.seal_endpoint(endpoint)),
+        None => schema::encode_json(endpoint),
+    };
+    dbs.endpoints.put(wtxn, &key, &stored)?;
     Ok(())
 }
 

@@ -13,5 +13,6 @@ mod ops;
 mod receiver;
 mod recovery;
 mod sdk;
+mod secrets;
 mod tidy;
 mod tls;

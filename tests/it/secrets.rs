@@ -1,0 +1,156 @@
+//! Secrets at rest: with a secrets key, endpoint signing keys and header values never
+//! reach the data directory in clear; the key is needed to start; a log sealed after the
+//! fact is clean in a compacted backup.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::json;
+use sluice::clock::Clock;
+
+use crate::harness::{TOKEN, get, post, test_config};
+
+const SECRET_BYTES: [u8; 32] = *b"0123456789abcdef-known-secret-!!";
+const HEADER_VALUE: &str = "Bearer header-secret-value-42";
+
+/// Whether any file under `dir` contains `needle`.
+fn found_in(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).expect("dir").any(|entry| {
+        let path = entry.expect("entry").path();
+        path.is_file()
+            && std::fs::read(&path)
+                .expect("read")
+                .windows(needle.len())
+                .any(|w| w == needle)
+    })
+}
+
+/// The secret as an unsealed record stores it (JSON array of its bytes).
+fn as_stored() -> String {
+    serde_json::to_string(&SECRET_BYTES.to_vec()).expect("json")
+}
+
+fn assert_clean(dir: &Path) {
+    let encoded = BASE64.encode(SECRET_BYTES);
+    let stored = as_stored();
+    for needle in [
+        &SECRET_BYTES[..],
+        encoded.as_bytes(),
+        stored.as_bytes(),
+        HEADER_VALUE.as_bytes(),
+    ] {
+        assert!(
+            !found_in(dir, needle),
+            "{} holds {:?} in clear",
+            dir.display(),
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
+
+/// Starts Sluice on `data` (with the key file, if any), creates an endpoint with the
+/// known secret and header, and stops.
+async fn make_endpoint(data: &Path, key: Option<&Path>) -> String {
+    let mut config = test_config(data);
+    config.storage.secrets_key_file = key.map(Path::to_path_buf);
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "s", "uid": "s"}))
+            .await
+            .status,
+        201
+    );
+    let body = json!({
+        "url": "https://hooks.example.com/",
+        "secret": format!("whsec_{}", BASE64.encode(SECRET_BYTES)),
+        "headers": {"Authorization": HEADER_VALUE},
+    });
+    let created = post(addr, "/api/v1/app/s/endpoint", &body).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    sluice.stop().await;
+    created.json["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_secrets_are_sealed_and_the_key_is_required() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("secrets.key");
+    std::fs::write(&key, "5a".repeat(32)).expect("key");
+    let data = dir.path().join("data");
+    let endpoint = make_endpoint(&data, Some(&key)).await;
+    assert_clean(&data);
+
+    // With the key, the secret is served as it was given.
+    let mut config = test_config(&data);
+    config.storage.secrets_key_file = Some(key.clone());
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("start with the key");
+    let secret = get(
+        sluice.addr,
+        &format!("/api/v1/app/s/endpoint/{endpoint}/secret"),
+    )
+    .await;
+    assert_eq!(
+        secret.json["key"].as_str(),
+        Some(format!("whsec_{}", BASE64.encode(SECRET_BYTES)).as_str())
+    );
+    sluice.stop().await;
+
+    // Without it, or with another key, Sluice refuses to start and says why.
+    config.storage.secrets_key_file = None;
+    let error = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .err()
+        .expect("refused without the key")
+        .to_string();
+    assert!(error.contains("secrets_key_file"), "{error}");
+    let wrong = dir.path().join("wrong.key");
+    std::fs::write(&wrong, "a5".repeat(32)).expect("key");
+    config.storage.secrets_key_file = Some(wrong);
+    let error = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .err()
+        .expect("refused with another key")
+        .to_string();
+    assert!(error.contains("not the one"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_sealed_after_the_fact_backs_up_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let endpoint = make_endpoint(&data, None).await;
+    assert!(
+        found_in(&data, as_stored().as_bytes()),
+        "not sealed yet: in clear"
+    );
+    assert!(found_in(&data, HEADER_VALUE.as_bytes()));
+    // The first start with a key seals what is there.
+    let key = dir.path().join("secrets.key");
+    std::fs::write(&key, BASE64.encode([9u8; 32])).expect("key");
+    let mut config = test_config(&data);
+    config.storage.secrets_key_file = Some(key);
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("start with a new key");
+    let secret = get(
+        sluice.addr,
+        &format!("/api/v1/app/s/endpoint/{endpoint}/secret"),
+    )
+    .await;
+    assert_eq!(
+        secret.json["key"].as_str(),
+        Some(format!("whsec_{}", BASE64.encode(SECRET_BYTES)).as_str())
+    );
+    // Freed LMDB pages may still hold the old clear text; a compacted copy holds only
+    // live data, which is sealed.
+    let copy = dir.path().join("copy");
+    sluice.log().backup_to(&copy).expect("backup");
+    sluice.stop().await;
+    assert_clean(&copy);
+}
