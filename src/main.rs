@@ -54,6 +54,17 @@ enum Command {
     },
     /// Validate a config file and print every problem in it.
     CheckConfig { file: PathBuf },
+    /// Re-seal the endpoint secrets with a new key (run while Sluice is stopped; then
+    /// point `storage.secrets_key_file` at the new key).
+    Rekey {
+        /// The file with the new 32-byte key (raw, hex or base64).
+        #[arg(long)]
+        new_key_file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Copy the log, online and compacted, into a new directory that `serve --data-dir`
     /// opens as it is.
     Backup {
@@ -120,16 +131,18 @@ fn main() -> ExitCode {
             to,
             config,
             data_dir,
-        } => {
-            let mut loaded = match load_config(config.as_deref()) {
-                Ok(loaded) => loaded,
-                Err(code) => return code,
-            };
-            if let Some(dir) = data_dir {
-                loaded.data_dir = dir;
-            }
-            backup(&loaded, &to)
-        }
+        } => match load_for_tool(config.as_deref(), data_dir) {
+            Ok(loaded) => backup(&loaded, &to),
+            Err(code) => code,
+        },
+        Command::Rekey {
+            new_key_file,
+            config,
+            data_dir,
+        } => match load_for_tool(config.as_deref(), data_dir) {
+            Ok(loaded) => rekey(&loaded, &new_key_file),
+            Err(code) => code,
+        },
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -137,16 +150,10 @@ fn main() -> ExitCode {
                     config,
                     data_dir,
                 },
-        } => {
-            let mut config = match load_config(config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
-            if let Some(dir) = data_dir {
-                config.data_dir = dir;
-            }
-            create_token(&config, app.as_deref())
-        }
+        } => match load_for_tool(config.as_deref(), data_dir) {
+            Ok(loaded) => create_token(&loaded, app.as_deref()),
+            Err(code) => code,
+        },
     }
 }
 
@@ -206,6 +213,15 @@ fn use_secrets_credential(config: &mut Config) {
             config.storage.secrets_key_file = Some(credential);
         }
     }
+}
+
+/// The config of a command that works on a data directory (`--data-dir` wins).
+fn load_for_tool(path: Option<&Path>, data_dir: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let mut config = load_config(path)?;
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    Ok(config)
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
@@ -402,6 +418,38 @@ fn reload(
                 tracing::warn!(keys = ?restart, "SIGHUP: these keys change only on restart; they keep their running values.");
             }
             tracing::info!(file = %path.display(), "SIGHUP: config reloaded.");
+        }
+    }
+}
+
+/// Re-seals the endpoint secrets under the key in `new_key_file`.
+fn rekey(config: &Config, new_key_file: &Path) -> ExitCode {
+    let result = (|| -> Result<usize, String> {
+        let new =
+            sluice::log::seal::Sealer::from_key_file(new_key_file).map_err(|e| e.to_string())?;
+        let (log, writer) = Log::open(&config.data_dir, &config.storage, Clock::System, None)
+            .map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resealed = runtime
+            .block_on(log.reseal_secrets(new))
+            .map_err(|e| e.to_string());
+        drop(log);
+        writer.wait();
+        resealed
+    })();
+    match result {
+        Ok(count) => {
+            eprintln!(
+                "rekey: {count} endpoint(s) re-sealed; set storage.secrets_key_file to {}",
+                new_key_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: rekey failed: {error}");
+            ExitCode::FAILURE
         }
     }
 }

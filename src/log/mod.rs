@@ -260,6 +260,35 @@ impl Log {
         Arc::clone(&self.shared.writer_heartbeat)
     }
 
+    /// Re-seals every endpoint's secrets with `new` (a key rotation) and records its check
+    /// value, in one transaction: afterwards the log opens only with the new key. Returns
+    /// how many endpoints were re-sealed.
+    pub async fn reseal_secrets(&self, new: seal::Sealer) -> Result<usize, LogError> {
+        self.write(move |w| {
+            let mut keys = Vec::new();
+            for row in w.dbs.endpoints.iter(w.wtxn)? {
+                let (key, _) = row?;
+                keys.push(schema::read_u64(schema::db_name::ENDPOINTS, key, 0)?);
+            }
+            for key in &keys {
+                // Opened with the key the log was opened with, sealed with the new one.
+                let endpoint = tables::endpoint_by_key(w.wtxn, w.dbs, *key)?
+                    .ok_or_else(|| LogError::corrupt("endpoints", "an endpoint vanished"))?;
+                let sealed = schema::encode_json(&new.seal_endpoint(&endpoint));
+                w.dbs
+                    .endpoints
+                    .put(w.wtxn, &schema::u64_key(*key), &sealed)?;
+            }
+            w.dbs.meta.put(
+                w.wtxn,
+                schema::meta_key::SECRETS_KEY_CHECK,
+                &new.check_value(),
+            )?;
+            Ok(keys.len())
+        })
+        .await
+    }
+
     /// Copies the environment, compacted, into `dir` (created if missing) as a data
     /// directory `Log::open` can open. Runs in one read transaction: the copy is the state
     /// of one moment, and writers go on meanwhile. Returns the copy's size in bytes.

@@ -118,6 +118,52 @@ async fn endpoint_secrets_are_sealed_and_the_key_is_required() {
         .expect("refused with another key")
         .to_string();
     assert!(error.contains("not the one"), "{error}");
+
+    // Rotation: `sluice rekey` re-seals under a new key; then only the new key opens it.
+    let old_config = dir.path().join("old.toml");
+    std::fs::write(
+        &old_config,
+        format!("[storage]\nsecrets_key_file = \"{}\"\n", key.display()),
+    )
+    .expect("config");
+    let new_key = dir.path().join("new.key");
+    std::fs::write(&new_key, "c3".repeat(32)).expect("key");
+    let rekeyed = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rekey", "--new-key-file"])
+        .arg(&new_key)
+        .arg("--config")
+        .arg(&old_config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("sluice rekey runs");
+    assert!(
+        rekeyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rekeyed.stderr)
+    );
+    config.storage.secrets_key_file = Some(key);
+    assert!(
+        sluice::app::start(&config, Some(TOKEN), Clock::System)
+            .await
+            .is_err(),
+        "the old key no longer opens the log"
+    );
+    config.storage.secrets_key_file = Some(new_key);
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("start with the new key");
+    let secret = get(
+        sluice.addr,
+        &format!("/api/v1/app/s/endpoint/{endpoint}/secret"),
+    )
+    .await;
+    assert_eq!(
+        secret.json["key"].as_str(),
+        Some(format!("whsec_{}", BASE64.encode(SECRET_BYTES)).as_str())
+    );
+    sluice.stop().await;
+    assert_clean(&data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
