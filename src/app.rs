@@ -73,6 +73,7 @@ pub struct Running {
     engine: Engine,
     tasks: TaskRunner,
     upkeep: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
     live: LiveSettings,
     log: Log,
     writer: WriterJoin,
@@ -132,23 +133,11 @@ pub async fn start_with_resolver(
         log.clone(),
         clock.clone(),
     ));
+    let sweeper = crate::sweeper::start(log.clone(), clock.clone(), config.storage.retention_days);
     let task_wake = Arc::new(Notify::new());
     let tasks = TaskRunner::start(log.clone(), Arc::clone(&task_wake));
-    let admin_token_hash = admin_token.map(api::hash_token);
-    let api_config = Live::new(config.api.clone());
-    let mut state = ApiState::new(
-        log.clone(),
-        clock,
-        api_config.clone(),
-        admin_token_hash,
-        task_wake,
-        metrics,
-    );
-    state.ingest_guard_percent = config.storage.ingest_guard_percent;
-    state
-        .tls
-        .set(tls_acceptor(config).map_err(StartError::Tls)?);
-    let tls = state.tls.clone();
+    let state = api_state(config, &log, clock, admin_token, task_wake, metrics)?;
+    let (api_config, tls) = (state.config.clone(), state.tls.clone());
     let state = Arc::new(state);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, state, async {
@@ -163,6 +152,7 @@ pub async fn start_with_resolver(
         engine,
         tasks,
         upkeep,
+        sweeper,
         log,
         writer,
         live: LiveSettings {
@@ -173,6 +163,30 @@ pub async fn start_with_resolver(
             tls,
         },
     })
+}
+
+/// What the API's handlers share.
+fn api_state(
+    config: &Config,
+    log: &Log,
+    clock: Clock,
+    admin_token: Option<&str>,
+    task_wake: Arc<Notify>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> Result<ApiState, StartError> {
+    let mut state = ApiState::new(
+        log.clone(),
+        clock,
+        Live::new(config.api.clone()),
+        admin_token.map(api::hash_token),
+        task_wake,
+        metrics,
+    );
+    state.ingest_guard_percent = config.storage.ingest_guard_percent;
+    state
+        .tls
+        .set(tls_acceptor(config).map_err(StartError::Tls)?);
+    Ok(state)
 }
 
 /// The API's TLS acceptor, if the config names a certificate and key.
@@ -310,6 +324,8 @@ impl Running {
         self.engine.stop().await;
         self.upkeep.abort();
         let _ = self.upkeep.await;
+        self.sweeper.abort();
+        let _ = self.sweeper.await;
         drop(self.log);
         // The writer finishes its current batch once every handle is gone; joining a
         // thread blocks, so do it off the runtime's worker threads.

@@ -74,6 +74,10 @@ pub struct StorageConfig {
     /// log. Default none: not sealed (under systemd, the credential `secrets-key` is used
     /// when present).
     pub secrets_key_file: Option<PathBuf>,
+    /// Messages older than this, with no delivery pending, are deleted with their
+    /// deliveries and attempts (payloads go earlier, at each message's own retention).
+    /// Default 90 days, 1–3,650.
+    pub retention_days: u16,
 }
 
 /// Which names the signature headers carry.
@@ -153,6 +157,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("storage.intake_capacity", "65536"),
     ("storage.ingest_guard_percent", "90"),
     ("storage.secrets_key_file", "(none)"),
+    ("storage.retention_days", "90"),
     ("delivery.attempt_timeout_ms", "5000"),
     ("delivery.connect_timeout_ms", "2000"),
     (
@@ -195,6 +200,7 @@ impl Config {
                 intake_capacity: 65_536,
                 ingest_guard_percent: 90,
                 secrets_key_file: None,
+                retention_days: 90,
             },
             delivery: DeliveryConfig {
                 attempt_timeout_ms: 5_000,
@@ -369,7 +375,16 @@ fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageCon
         "intake_capacity",
         "ingest_guard_percent",
         "secrets_key_file",
+        "retention_days",
     ];
+    reader.int(
+        storage,
+        "storage",
+        "retention_days",
+        1,
+        3_650,
+        &mut out.retention_days,
+    );
     reader.reject_unknown("storage", storage, &keys);
     out.secrets_key_file = reader
         .string(storage, "storage", "secrets_key_file")
@@ -628,7 +643,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 28, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 29, "KEYS lists every key");
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod live;
 pub mod log;
 pub mod service;
 pub mod signing;
+pub mod sweeper;
 pub mod tasks;
 pub mod telemetry;

@@ -61,6 +61,9 @@ pub const URI_LEN_MAX: usize = 8_192;
 pub const APPS_MAX: u64 = 1_000_000;
 /// Most endpoints one application may have.
 pub const ENDPOINTS_PER_APP_MAX: usize = 1_000;
+/// Most messages one retention-sweep batch deletes, and most it checks for an expired
+/// payload: one batch is one short write.
+pub const RETENTION_SWEEP_ROWS_MAX: usize = 500;
 /// Most background tasks (recover, replay-missing) running at once.
 pub const TASKS_RUNNING_MAX: usize = 16;
 /// Most rows one background-task batch examines, and most deliveries it queues: one

@@ -12,6 +12,7 @@
 //! fan a message out is in `index.rs`.
 
 pub mod index;
+pub mod retention;
 pub mod schema;
 pub mod seal;
 pub mod tables;

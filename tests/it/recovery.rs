@@ -1,6 +1,7 @@
 //! Bringing deliveries back: skipped deliveries and `recover`, `replay-missing`, resend
 //! (one manual attempt), send-example, the delivery-status views (attempted destinations,
-//! attempted messages, stats), and background tasks that resume after a restart.
+//! attempted messages, stats), background tasks that resume after a restart, and
+//! retention (payloads, then whole messages, never pending work).
 
 use std::collections::BTreeSet;
 
@@ -455,5 +456,62 @@ async fn a_background_task_resumes_after_a_restart() {
         250,
         "each recovered delivery was made once"
     );
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_payloads_then_messages_but_never_pending_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = 1_800_000_000_000;
+    let clock = Clock::manual(t0);
+    let mut config = crate::harness::test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    config.delivery.retry_schedule_ms = vec![60_000];
+    config.storage.retention_days = 2;
+    let sluice = sluice::app::start(&config, Some(crate::harness::TOKEN), clock.clone())
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    let fast = Receiver::start(|_| Answer::Status(200)).await;
+    let hung = Receiver::start(|_| Answer::Hang).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "t", "uid": "t"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "t", json!({"url": fast.url()})).await;
+    endpoint(addr, "t", json!({"url": hung.url(), "channels": ["slow"]})).await;
+    let create = |body: Value| async move {
+        let resp = post(addr, "/api/v1/app/t/msg", &body).await;
+        assert_eq!(resp.status, 202);
+        resp.json["id"].as_str().expect("id").to_owned()
+    };
+    let short =
+        create(json!({"eventType": "t", "payload": {"n": 1}, "payloadRetentionPeriod": 1})).await;
+    let pending =
+        create(json!({"eventType": "t", "payload": {"n": 2}, "channels": ["slow"]})).await;
+    let young = create(json!({"eventType": "t", "payload": {"n": 3}})).await;
+    fast.wait_for(3).await;
+    hung.wait_for(1).await;
+
+    // A day and an hour later: the short message's payload is gone, its record is not.
+    clock.advance_ms(25 * 3_600_000);
+    let path = format!("/api/v1/app/t/msg/{short}");
+    assert!(eventually_json(addr, &path, |m| m["payload"] == json!({"expired": true})).await);
+    let kept = get(addr, &format!("/api/v1/app/t/msg/{young}")).await.json;
+    assert_eq!(kept["payload"], json!({"n": 3}));
+
+    // Past the two-day retention: the delivered oldest message goes with its attempts;
+    // the one still pending stays, and so does everything younger than it.
+    clock.advance_ms(2 * 86_400_000);
+    assert!(eventually_json(addr, &path, |m| m["code"] == "not_found").await);
+    let attempts = get(addr, &format!("/api/v1/app/t/attempt/msg/{short}")).await;
+    assert_eq!(attempts.status, 404);
+    for id in [&pending, &young] {
+        let resp = get(addr, &format!("/api/v1/app/t/msg/{id}")).await;
+        assert_eq!(resp.status, 200, "{id} is kept");
+    }
     sluice.stop().await;
 }

@@ -1,0 +1,134 @@
+//! Retention: what the log forgets, in bounded batches on the writer.
+//!
+//! Two rules. A message's payload is dropped once its own retention (`payloadRetention…`,
+//! 1–90 days) has passed; the message's metadata and attempts stay. And a whole message —
+//! its ids, its place in the application's log, its delivery rows and its attempts — is
+//! deleted once it is older than `storage.retention_days`, unless a delivery of it is
+//! still pending (then it waits: nothing pending is ever lost). Seq order is time order,
+//! so the deletion walks from the oldest message and stops at the first one that is too
+//! young.
+
+use super::schema::{
+    self, DeliveryRecord, DeliveryState, MessageRecord, db_name, id_key, pair_key, u64_key, uid_key,
+};
+use super::{LogError, WriteCtx, tables};
+
+/// What one sweep batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub messages_deleted: u64,
+    pub payloads_dropped: u64,
+    /// The batch stopped at its bound: call again soon.
+    pub more: bool,
+    /// Where the next payload scan resumes (`None`: from the start).
+    pub payload_cursor: Option<u64>,
+}
+
+/// Deletes up to `rows_max` messages created before `delete_before_ms` (oldest first,
+/// stopping at a message with a pending delivery), then drops the payloads of up to
+/// `rows_max` messages from `payload_cursor` on whose payload retention has passed.
+pub fn sweep(
+    ctx: &mut WriteCtx<'_, '_>,
+    delete_before_ms: u64,
+    payload_cursor: Option<u64>,
+    rows_max: usize,
+) -> Result<Swept, LogError> {
+    let mut swept = Swept::default();
+    let mut doomed = Vec::new();
+    for row in ctx.dbs.msgs.iter(ctx.wtxn)? {
+        let (key, value) = row?;
+        let seq = schema::read_u64(db_name::MSGS, key, 0)?;
+        let message = MessageRecord::decode(value)?;
+        if message.created_ms >= delete_before_ms || doomed.len() >= rows_max {
+            swept.more = doomed.len() >= rows_max;
+            break;
+        }
+        doomed.push((seq, message));
+    }
+    for (seq, message) in doomed {
+        if !delete_message(ctx, seq, &message)? {
+            break; // A pending delivery: it and everything younger wait.
+        }
+        swept.messages_deleted += 1;
+    }
+
+    let now_ms = ctx.now_ms;
+    let start = payload_cursor.map_or(0, |c| c + 1);
+    let mut expired = Vec::new();
+    let (mut last, mut read) = (None, 0);
+    let lower = u64_key(start);
+    let range = (
+        std::ops::Bound::Included(&lower[..]),
+        std::ops::Bound::Unbounded,
+    );
+    for row in ctx.dbs.msgs.range(ctx.wtxn, &range)?.take(rows_max) {
+        let (key, value) = row?;
+        let seq = schema::read_u64(db_name::MSGS, key, 0)?;
+        last = Some(seq);
+        read += 1;
+        let message = MessageRecord::decode(value)?;
+        if message.payload.is_some() && message.payload_expires_ms <= now_ms {
+            expired.push((seq, message));
+        }
+    }
+    for (seq, mut message) in expired {
+        message.payload = None;
+        ctx.dbs
+            .msgs
+            .put(ctx.wtxn, &u64_key(seq), &message.encode())?;
+        swept.payloads_dropped += 1;
+    }
+    // A full page means there is more to read; a short one reached the end, and the
+    // next scan starts over.
+    swept.payload_cursor = last.filter(|_| read >= rows_max);
+    swept.more |= swept.payload_cursor.is_some();
+    Ok(swept)
+}
+
+/// Deletes one message and everything that hangs off it; `false` (and nothing deleted) if
+/// one of its deliveries is still pending.
+fn delete_message(
+    ctx: &mut WriteCtx<'_, '_>,
+    seq: u64,
+    message: &MessageRecord,
+) -> Result<bool, LogError> {
+    let dbs = ctx.dbs.clone();
+    let endpoints = tables::app_endpoint_keys(ctx.wtxn, &dbs, message.app_key)?;
+    let mut rows = Vec::new();
+    for endpoint_key in endpoints {
+        if let Some(value) = dbs.deliveries.get(ctx.wtxn, &pair_key(endpoint_key, seq))? {
+            if DeliveryRecord::decode(value)?.state == DeliveryState::Pending {
+                return Ok(false);
+            }
+            rows.push(endpoint_key);
+        }
+    }
+    for endpoint_key in rows {
+        dbs.deliveries
+            .delete(ctx.wtxn, &pair_key(endpoint_key, seq))?;
+    }
+    let mut attempt_keys = Vec::new();
+    for row in dbs.msg_attempts.prefix_iter(ctx.wtxn, &u64_key(seq))? {
+        let (key, _) = row?;
+        attempt_keys.push(schema::read_u64(db_name::MSG_ATTEMPTS, key, 8)?);
+    }
+    for attempt_key in attempt_keys {
+        if let Some(attempt) = tables::attempt_by_key(ctx.wtxn, &dbs, attempt_key)? {
+            dbs.attempt_ids.delete(ctx.wtxn, &id_key(&attempt.id))?;
+            dbs.endpoint_attempts
+                .delete(ctx.wtxn, &pair_key(attempt.endpoint_key, attempt_key))?;
+        }
+        dbs.attempts.delete(ctx.wtxn, &u64_key(attempt_key))?;
+        dbs.msg_attempts
+            .delete(ctx.wtxn, &pair_key(seq, attempt_key))?;
+    }
+    dbs.msg_ids.delete(ctx.wtxn, &id_key(&message.id))?;
+    if let Some(event_id) = &message.event_id {
+        dbs.msg_ids
+            .delete(ctx.wtxn, &uid_key(message.app_key, event_id))?;
+    }
+    dbs.app_msgs
+        .delete(ctx.wtxn, &pair_key(message.app_key, seq))?;
+    dbs.msgs.delete(ctx.wtxn, &u64_key(seq))?;
+    Ok(true)
+}
