@@ -1,0 +1,705 @@
+//! `sluice-bench`: the load harness. It runs the real `sluice` binary as a child process on
+//! a fresh data directory, starts receivers on loopback (verifying every signature with
+//! ring, counting duplicates), drives the API with keep-alive clients at full speed or a
+//! fixed rate, and reports accepted and delivered messages per second, end-to-end latency
+//! (acceptance to arrival) percentiles, attempt-duration percentiles (from `/metrics`),
+//! and Sluice's CPU seconds and peak RSS (from `/proc`). In the same run it measures a
+//! minimal hyper responder's request rate on this machine and prints every rate as a
+//! ratio to it. It refuses to report a throughput if any accepted message was not
+//! delivered or any signature failed. Every loop is bounded in count and time.
+//!
+//! ```sh
+//! cargo build --release && target/release/sluice-bench --scenario all
+//! ```
+
+#![expect(clippy::print_stdout, reason = "the report is the program's output")]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+const TOKEN: &str = "bench-token";
+const KEY: [u8; 24] = [7; 24];
+/// Most requests one client makes, whatever the duration.
+const REQUESTS_PER_CLIENT_MAX: usize = 2_000_000;
+/// How long the harness waits for deliveries to catch up after the load.
+const DRAIN_TIME_MAX: Duration = Duration::from_secs(120);
+/// Numbers the runs of this process (their data directories).
+static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[derive(Parser)]
+#[command(name = "sluice-bench", about = "Load harness for Sluice")]
+struct Args {
+    /// raw, ingest, deliver, fanout, isolation, latency, payloads, or all.
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// Seconds of load per scenario.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Concurrent keep-alive clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Payload bytes of each message (the deliver and fan-out scenarios).
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+    /// The sluice binary (default: next to this one).
+    #[arg(long)]
+    sluice: Option<PathBuf>,
+}
+
+/// What the receivers saw.
+#[derive(Default)]
+struct Seen {
+    /// First arrival of each (message id, endpoint path).
+    first: HashMap<(String, String), Instant>,
+    duplicates: usize,
+    bad_signatures: usize,
+}
+
+/// One scenario's figures.
+struct Report {
+    name: String,
+    accepted: usize,
+    accepted_per_s: f64,
+    delivered_per_s: Option<f64>,
+    latency_ms: Option<[f64; 3]>,
+    attempt_ms: Option<[f64; 2]>,
+    cpu_s: f64,
+    peak_rss_mib: f64,
+    refused: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let sluice = args.sluice.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("exe")
+            .with_file_name("sluice")
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let raw = runtime.block_on(raw_rate(
+        args.clients,
+        Duration::from_secs(args.secs.min(5)),
+    ));
+    println!(
+        "machine: {} CPUs; minimal hyper responder: {raw:.0} req/s ({} clients, same process)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.clients
+    );
+    let names: Vec<&str> = match args.scenario.as_str() {
+        "all" => vec![
+            "ingest",
+            "deliver",
+            "fanout",
+            "isolation",
+            "latency",
+            "payloads",
+        ],
+        "raw" => vec![],
+        one => vec![one],
+    };
+    let mut refused = false;
+    for name in names {
+        for report in runtime.block_on(scenario(name, &args, &sluice)) {
+            refused |= report.refused.is_some();
+            print_report(&report, raw);
+        }
+    }
+    if refused {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_report(r: &Report, raw: f64) {
+    if let Some(why) = &r.refused {
+        println!("{:<22} REFUSED: {why}", r.name);
+        return;
+    }
+    let mut line = format!(
+        "{:<22} accepted {:>8.0}/s ({:.2} of raw)",
+        r.name,
+        r.accepted_per_s,
+        r.accepted_per_s / raw
+    );
+    if let Some(d) = r.delivered_per_s {
+        line.push_str(&format!("  delivered {d:>8.0}/s ({:.2} of raw)", d / raw));
+    }
+    if let Some([p50, p99, p999]) = r.latency_ms {
+        line.push_str(&format!(
+            "  e2e ms p50 {p50:.1} p99 {p99:.1} p99.9 {p999:.1}"
+        ));
+    }
+    if let Some([p50, p99]) = r.attempt_ms {
+        line.push_str(&format!("  attempt ms p50<={p50} p99<={p99}"));
+    }
+    line.push_str(&format!(
+        "  n={} cpu {:.1}s peak-rss {:.0}MiB",
+        r.accepted, r.cpu_s, r.peak_rss_mib
+    ));
+    println!("{line}");
+}
+
+/// Runs one named scenario (some run several variants).
+async fn scenario(name: &str, args: &Args, sluice: &Path) -> Vec<Report> {
+    let base = Plan {
+        endpoints: 1,
+        hanging: 0,
+        fanout: 1,
+        payload: args.payload,
+        clients: args.clients,
+        secs: Duration::from_secs(args.secs),
+        rate: None,
+    };
+    let mut reports = Vec::new();
+    for (label, plan) in plans(name, base) {
+        reports.push(run(sluice, &label, plan).await);
+    }
+    reports
+}
+
+/// The runs of a scenario, labelled.
+fn plans(name: &str, base: Plan) -> Vec<(String, Plan)> {
+    match name {
+        "ingest" => vec![(
+            "ingest".into(),
+            Plan {
+                endpoints: 0,
+                payload: 1024,
+                ..base
+            },
+        )],
+        "deliver" => vec![("deliver 1 endpoint".into(), base)],
+        "fanout" => vec![(
+            "fanout 1000 eps x10".into(),
+            Plan {
+                endpoints: 1000,
+                fanout: 10,
+                ..base
+            },
+        )],
+        "isolation" => vec![
+            (
+                "100 healthy eps".into(),
+                Plan {
+                    endpoints: 100,
+                    fanout: 100,
+                    payload: 256,
+                    ..base
+                },
+            ),
+            (
+                "90 healthy + 10 hung".into(),
+                Plan {
+                    endpoints: 90,
+                    hanging: 10,
+                    fanout: 100,
+                    payload: 256,
+                    ..base
+                },
+            ),
+        ],
+        "latency" => vec![(
+            "deliver at 2000/s".into(),
+            Plan {
+                payload: 1024,
+                clients: 16,
+                rate: Some(2_000),
+                ..base
+            },
+        )],
+        "payloads" => [256, 4096, 65_536]
+            .into_iter()
+            .map(|payload| (format!("deliver {payload} B"), Plan { payload, ..base }))
+            .collect(),
+        other => {
+            eprintln!("unknown scenario {other}");
+            Vec::new()
+        }
+    }
+}
+
+/// One run: endpoints (some hanging), how many endpoints each message reaches, load.
+#[derive(Clone, Copy)]
+struct Plan {
+    /// Healthy endpoints (on the verifying receiver).
+    endpoints: usize,
+    hanging: usize,
+    fanout: usize,
+    payload: usize,
+    clients: usize,
+    secs: Duration,
+    rate: Option<u64>,
+}
+
+impl Plan {
+    /// Channel groups: with more endpoints than one message reaches, endpoint `i` listens
+    /// on channel `c{i % groups}` and each message picks one channel.
+    fn groups(self) -> usize {
+        ((self.endpoints + self.hanging) / self.fanout.max(1)).max(1)
+    }
+
+    /// Deliveries one message makes to healthy endpoints.
+    fn healthy_per_message(self) -> usize {
+        if self.groups() == 1 {
+            self.endpoints
+        } else {
+            self.fanout
+        }
+    }
+}
+
+async fn run(sluice: &Path, name: &str, plan: Plan) -> Report {
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-bench-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let sink = start_sink(Arc::clone(&seen)).await;
+    let hung = start_hanging_sink().await;
+    let mut child = Sluice::spawn(sluice, &dir);
+    let addr = child.addr;
+    setup(addr, sink, hung, plan).await;
+    let started = Instant::now();
+    let accepted = load(addr, plan).await;
+    let ingest = started.elapsed();
+    let expected = accepted.len() * plan.healthy_per_message();
+    let deadline = Instant::now() + DRAIN_TIME_MAX;
+    while seen.lock().expect("lock").first.len() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = http_get(addr, "/metrics").await;
+    let (cpu_s, peak_rss_mib) = child.usage();
+    child.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let seen = seen.lock().expect("lock");
+    let report = Report {
+        name: name.to_owned(),
+        accepted: accepted.len(),
+        accepted_per_s: accepted.len() as f64 / ingest.as_secs_f64(),
+        delivered_per_s: None,
+        latency_ms: None,
+        attempt_ms: attempt_percentiles(&metrics),
+        cpu_s,
+        peak_rss_mib,
+        refused: None,
+    };
+    deliveries(report, &seen, &accepted, expected, started)
+}
+
+/// Adds the delivery figures to `report`, or refuses them if anything is missing or any
+/// signature failed.
+fn deliveries(
+    mut report: Report,
+    seen: &Seen,
+    accepted: &HashMap<String, Instant>,
+    expected: usize,
+    started: Instant,
+) -> Report {
+    if expected == 0 {
+        return report;
+    }
+    let missing = expected.saturating_sub(seen.first.len());
+    if missing > 0 || seen.bad_signatures > 0 {
+        report.refused = Some(format!(
+            "{missing} deliveries missing, {} bad signatures",
+            seen.bad_signatures
+        ));
+        return report;
+    }
+    let last = seen.first.values().max().copied().unwrap_or(started);
+    report.delivered_per_s =
+        Some(seen.first.len() as f64 / last.duration_since(started).as_secs_f64());
+    let mut latencies: Vec<f64> = seen
+        .first
+        .iter()
+        .filter_map(|((id, _), at)| {
+            accepted
+                .get(id)
+                .map(|acked| at.saturating_duration_since(*acked).as_secs_f64() * 1e3)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    report.latency_ms = Some([pct(0.5), pct(0.99), pct(0.999)]);
+    if seen.duplicates > 0 {
+        report
+            .name
+            .push_str(&format!(" ({} duplicates)", seen.duplicates));
+    }
+    report
+}
+
+/// The Sluice child process.
+struct Sluice {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Sluice {
+    fn spawn(binary: &Path, dir: &Path) -> Sluice {
+        let mut child = Command::new(binary)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-http",
+                "--allow-network",
+                "127.0.0.0/8",
+                "--data-dir",
+            ])
+            .arg(dir.join("data"))
+            .env("SLUICE_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}); build it with cargo build --release",
+                    binary.display()
+                )
+            });
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("sluice exited before serving")
+                .expect("stderr");
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .expect("addr")
+                    .parse()
+                    .expect("address");
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Sluice { child, addr }
+    }
+
+    /// (CPU seconds, peak RSS MiB) so far, from /proc.
+    fn usage(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name: utime and stime are the 12th and 13th.
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let cpu_s = (ticks(11) + ticks(12)) / 100.0; // USER_HZ is 100 on Linux
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (cpu_s, hwm_kib / 1024.0)
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates the application and its endpoints: endpoint i listens on channel `c{i % g}`
+/// where `g` groups make each message (on one channel) reach `fanout` endpoints.
+async fn setup(addr: SocketAddr, sink: SocketAddr, hung: SocketAddr, plan: Plan) {
+    let mut sender = connect(addr).await;
+    let (status, _) = post(
+        &mut sender,
+        addr,
+        "/api/v1/app",
+        br#"{"name":"bench","uid":"bench"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 201, "app");
+    let total = plan.endpoints + plan.hanging;
+    let groups = plan.groups();
+    let secret = format!("whsec_{}", BASE64.encode(KEY));
+    for i in 0..total {
+        let target = if i < plan.endpoints { sink } else { hung };
+        let channels = if groups > 1 {
+            format!(r#","channels":["c{}"]"#, i % groups)
+        } else {
+            String::new()
+        };
+        let body = format!(r#"{{"url":"http://{target}/hook/{i}","secret":"{secret}"{channels}}}"#);
+        let (status, _) = post(
+            &mut sender,
+            addr,
+            "/api/v1/app/bench/endpoint",
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 201, "endpoint");
+    }
+}
+
+/// K clients post messages until the time is up (or at a fixed total rate); returns the
+/// acceptance time of each accepted message id.
+async fn load(addr: SocketAddr, plan: Plan) -> HashMap<String, Instant> {
+    let groups = plan.groups();
+    let pad = "x".repeat(plan.payload.saturating_sub(48).max(1));
+    let deadline = Instant::now() + plan.secs;
+    let tasks: Vec<_> = (0..plan.clients)
+        .map(|c| {
+            let pad = pad.clone();
+            tokio::spawn(async move {
+                let mut sender = connect(addr).await;
+                let mut accepted = Vec::new();
+                let mut tick = plan.rate.map(|rate| {
+                    let per_client = (rate as f64 / plan.clients as f64).max(0.001);
+                    tokio::time::interval(Duration::from_secs_f64(1.0 / per_client))
+                });
+                for n in 0..REQUESTS_PER_CLIENT_MAX {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    if let Some(tick) = tick.as_mut() {
+                        tick.tick().await;
+                    }
+                    let channels = if groups > 1 { format!(r#","channels":["c{}"]"#, (c + n) % groups) } else { String::new() };
+                    let body = format!(r#"{{"eventType":"bench.event","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}{channels}}}"#);
+                    let (status, bytes) = post(&mut sender, addr, "/api/v1/app/bench/msg?with_content=false", body.into_bytes()).await;
+                    if status != 202 {
+                        continue;
+                    }
+                    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                    if let Some(id) = json["id"].as_str() {
+                        accepted.push((id.to_owned(), Instant::now()));
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    let mut all = HashMap::new();
+    for task in tasks {
+        all.extend(task.await.expect("client"));
+    }
+    all
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Sender {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+async fn post(sender: &mut Sender, addr: SocketAddr, path: &str, body: Vec<u8>) -> (u16, Bytes) {
+    sender.ready().await.expect("ready");
+    let req = hyper::Request::post(path)
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    (
+        status,
+        resp.into_body().collect().await.expect("body").to_bytes(),
+    )
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut sender = connect(addr).await;
+    sender.ready().await.expect("ready");
+    let req = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    String::from_utf8_lossy(&resp.into_body().collect().await.expect("body").to_bytes())
+        .into_owned()
+}
+
+/// p50 and p99 of attempt durations, as the histogram's bucket upper bounds (ms).
+fn attempt_percentiles(metrics: &str) -> Option<[f64; 2]> {
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("sluice_delivery_attempt_duration_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let at = |p: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= total * p)
+            .map_or(f64::INFINITY, |(le, _)| le * 1000.0)
+    };
+    Some([at(0.5), at(0.99)])
+}
+
+/// The receiver: verifies each signature with ring against the endpoint key and records
+/// the first arrival of each (message, endpoint).
+async fn start_sink(seen: Arc<Mutex<Seen>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &KEY);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (seen, key) = (Arc::clone(&seen), key.clone());
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (seen, key) = (Arc::clone(&seen), key.clone());
+                    async move {
+                        let header = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let (id, ts, sig) = (
+                            header("webhook-id"),
+                            header("webhook-timestamp"),
+                            header("webhook-signature"),
+                        );
+                        let path = req.uri().path().to_owned();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let signed = [id.as_bytes(), b".", ts.as_bytes(), b".", &body].concat();
+                        let valid = sig
+                            .strip_prefix("v1,")
+                            .and_then(|s| BASE64.decode(s).ok())
+                            .is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok());
+                        let mut seen = seen.lock().expect("lock");
+                        if !valid {
+                            seen.bad_signatures += 1;
+                        }
+                        if seen.first.insert((id, path), Instant::now()).is_some() {
+                            seen.duplicates += 1;
+                        }
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// A receiver that accepts and never answers.
+async fn start_hanging_sink() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            if held.len() < 10_000 {
+                held.push(stream);
+            }
+        }
+    });
+    addr
+}
+
+/// The request rate of a minimal hyper responder with the same clients, for the ratios.
+async fn raw_rate(clients: usize, duration: Duration) -> f64 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{}"))))
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let body = vec![b'x'; 1024];
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut sender = connect(addr).await;
+                let mut done = 0usize;
+                while Instant::now() < deadline && done < REQUESTS_PER_CLIENT_MAX {
+                    post(&mut sender, addr, "/", body.clone()).await;
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("client");
+    }
+    server.abort();
+    total as f64 / started.elapsed().as_secs_f64()
+}
