@@ -1,13 +1,17 @@
 //! The delivery engine: a fixed number of shard tasks, each the only owner of the lanes of
 //! the endpoints that hash to it.
 //!
-//! Work reaches a shard two ways. The writer hands over each newly committed pending
+//! Work reaches a shard three ways. The writer hands over each newly committed pending
 //! delivery right after the commit (`Publisher`, a bounded queue; a full queue drops the
-//! hand-off). And every `SCAN_INTERVAL` the shard scans the durable `due` table for its
-//! deliveries due within `HORIZON_MS` that it does not hold yet: that is how start-up
-//! recovers, how dropped hand-offs and spilled lanes are picked up, and how far-off retries
-//! come back. Retries due within the horizon wait in the shard's timer map; later ones
-//! wait only in the log, so a million pending retries cost disk, not memory.
+//! hand-off). Every `SCAN_INTERVAL` the shard scans the durable `due` table, round robin,
+//! for its deliveries due within `HORIZON_MS` that it does not hold yet: that is how
+//! start-up recovers, how dropped hand-offs are picked up and how far-off retries come
+//! back. And a lane whose queue overflowed ("spilled") refills from its own endpoint's
+//! delivery rows, in seq order, from where it spilled: so a spilled lane keeps message
+//! order, and no endpoint's backlog — however large, however stuck — stands between
+//! another endpoint and its work. Retries due within the horizon wait in the shard's timer
+//! map; later ones wait only in the log, so a million pending retries cost disk, not
+//! memory.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -34,8 +38,8 @@ pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 pub const SCAN_ROWS_MAX: usize = 20_000;
 /// Most retries a shard holds in its timer map.
 pub const TIMERS_MAX: usize = 100_000;
-/// How soon a shard rescans after an attempt finishes while work is spilled.
-const SPILL_REFILL_DELAY: Duration = Duration::from_millis(10);
+/// Most delivery rows one refill of a spilled lane reads.
+pub const REFILL_ROWS_MAX: usize = 4_096;
 /// Most attempts in flight in one shard (all its lanes together).
 pub const SHARD_IN_FLIGHT_MAX: usize = 4_096;
 
@@ -77,7 +81,7 @@ impl Engine {
                     scan_from: None,
                     rng: u64::from_le_bytes(seed) | 1,
                     spilled: false,
-                    spilled_lanes: HashSet::new(),
+                    spilled_lanes: HashMap::new(),
                     heartbeat: Arc::clone(&heartbeats[index]),
                 };
                 tokio::spawn(shard.run(intake, stopped.clone()))
@@ -126,13 +130,13 @@ struct Shard {
     scan_from: Option<[u8; 24]>,
     /// xorshift64* state for retry jitter.
     rng: u64,
-    /// Some due delivery was left in the log because a lane or the timer map was full;
-    /// the next scan starts from the earliest row, and comes soon once there is room.
+    /// A delivery due soon was left in the log because the timer map was full: scan soon.
     spilled: bool,
-    /// Endpoints with due deliveries left in the log. Their new hand-offs are left there
-    /// too, so that the scans refill the lane in due order: a newer delivery never
-    /// overtakes an older spilled one (which keeps `fifo` strict and the oldest first).
-    spilled_lanes: HashSet<u64>,
+    /// Endpoints whose lane overflowed, with the seq their refill resumes at. Their
+    /// hand-offs and scanned rows are left in the log too: the lane refills only from its
+    /// delivery rows, in seq order, so a newer delivery never overtakes an older spilled
+    /// one (which keeps `fifo` strict and the oldest first).
+    spilled_lanes: HashMap<u64, u64>,
     /// Beaten on every turn of the loop, which wakes at least every `SCAN_INTERVAL`.
     heartbeat: Arc<Heartbeat>,
 }
@@ -163,13 +167,7 @@ impl Shard {
                 Event::Finished(finished) => {
                     let endpoint_key = finished.job.endpoint_key;
                     self.finished(finished);
-                    // A spilled lane that has drained to half is refilled soon, not in a
-                    // full scan interval (and not after every attempt: a scan reads many
-                    // rows to refill many slots).
-                    let soon = tokio::time::Instant::now() + SPILL_REFILL_DELAY;
-                    if self.spilled && next_scan > soon && self.wants_refill(endpoint_key) {
-                        next_scan = soon;
-                    }
+                    self.refill_if_drained(endpoint_key);
                 }
                 // Not `now_ms`: that was read before the wait, and a job committed during
                 // the wait would look early, wait for a timer and be overtaken by the
@@ -177,7 +175,11 @@ impl Shard {
                 Event::HandedOff(job) => self.hand_off(job, self.ctx.clock.now_ms()),
                 Event::Tick => {
                     self.fire_timers(self.ctx.clock.now_ms());
-                    if tokio::time::Instant::now() >= next_scan {
+                    let spilled: Vec<u64> = self.spilled_lanes.keys().copied().collect();
+                    for endpoint_key in spilled {
+                        self.refill_if_drained(endpoint_key);
+                    }
+                    if tokio::time::Instant::now() >= next_scan || self.spilled {
                         if let Err(error) = self.scan() {
                             tracing::error!(shard = self.index, %error, "Scan of due deliveries failed.");
                         }
@@ -191,12 +193,78 @@ impl Shard {
         while self.in_flight.join_next().await.is_some() {}
     }
 
-    /// Whether a scan would help this endpoint's lane now: it has spilled work, or none
-    /// at all, and its queue is at most half full.
-    fn wants_refill(&self, endpoint_key: u64) -> bool {
-        self.lanes
+    /// Refills a spilled lane once its queue has drained to half (not after every attempt:
+    /// one read refills many slots).
+    fn refill_if_drained(&mut self, endpoint_key: u64) {
+        if !self.spilled_lanes.contains_key(&endpoint_key) {
+            return;
+        }
+        let drained = self
+            .lanes
             .get(&endpoint_key)
-            .is_none_or(|lane| lane.queued() <= LANE_QUEUE_MAX / 2)
+            .is_none_or(|lane| lane.queued() <= LANE_QUEUE_MAX / 2);
+        if drained && let Err(error) = self.refill(endpoint_key) {
+            tracing::error!(shard = self.index, %error, "Refill of a spilled lane failed.");
+        }
+    }
+
+    /// Reads the endpoint's delivery rows from where its lane spilled, in seq order, and
+    /// queues the pending ones that are due, until the lane is full again (still spilled,
+    /// resuming there) or the rows run out (no longer spilled).
+    fn refill(&mut self, endpoint_key: u64) -> Result<(), LogError> {
+        let Some(&from_seq) = self.spilled_lanes.get(&endpoint_key) else {
+            return Ok(());
+        };
+        let now_ms = self.ctx.clock.now_ms();
+        let (rows, ended) = self.ctx.log.read(|rtxn, dbs| {
+            let mut rows = Vec::new();
+            let lower = schema::pair_key(endpoint_key, from_seq);
+            let upper = schema::pair_key(endpoint_key.saturating_add(1), 0);
+            let range = (
+                std::ops::Bound::Included(&lower[..]),
+                std::ops::Bound::Excluded(&upper[..]),
+            );
+            for row in dbs.deliveries.range(rtxn, &range)? {
+                let (key, value) = row?;
+                if rows.len() >= REFILL_ROWS_MAX {
+                    return Ok((rows, false));
+                }
+                let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
+                rows.push((seq, schema::DeliveryRecord::decode(value)?));
+            }
+            Ok((rows, true))
+        })?;
+        let mut resume = rows.last().map_or(from_seq, |(seq, _)| seq + 1);
+        for (seq, delivery) in rows {
+            let pending = delivery.state == schema::DeliveryState::Pending;
+            if !pending || self.known.contains(&(endpoint_key, seq)) {
+                continue;
+            }
+            if delivery.next_due_ms > now_ms {
+                continue; // A retry: the due scan brings it back when it is near.
+            }
+            let lane_full = self
+                .lanes
+                .get(&endpoint_key)
+                .is_some_and(|lane| lane.queued() >= LANE_QUEUE_MAX);
+            if lane_full {
+                resume = seq;
+                self.spilled_lanes.insert(endpoint_key, resume);
+                return Ok(());
+            }
+            let job = DueJob {
+                endpoint_key,
+                seq,
+                due_ms: delivery.next_due_ms,
+            };
+            self.enqueue(job);
+        }
+        if ended {
+            self.spilled_lanes.remove(&endpoint_key);
+        } else {
+            self.spilled_lanes.insert(endpoint_key, resume);
+        }
+        Ok(())
     }
 
     /// Sets this shard's gauges (once per scan: they are samples, not counts).
@@ -226,13 +294,19 @@ impl Shard {
     }
 
     /// A delivery the writer just committed: taken unless its lane has older work still
-    /// in the log (then the next scan brings both, in order).
+    /// in the log (then the lane's refill brings both, in order).
     fn hand_off(&mut self, job: DueJob, now_ms: u64) {
-        if self.spilled_lanes.contains(&job.endpoint_key) {
-            self.spilled = true;
-            return;
+        if !self.left_to_refill(&job) {
+            self.accept(job, now_ms);
         }
-        self.accept(job, now_ms);
+    }
+
+    /// Whether `job` is at or past where its spilled lane's refill resumes: the refill will
+    /// bring it, in order. (An earlier one, such as a retry coming due, is taken at once.)
+    fn left_to_refill(&self, job: &DueJob) -> bool {
+        self.spilled_lanes
+            .get(&job.endpoint_key)
+            .is_some_and(|&resume| job.seq >= resume)
     }
 
     fn accept(&mut self, job: DueJob, now_ms: u64) {
@@ -248,6 +322,15 @@ impl Shard {
             }
             return;
         }
+        self.known.remove(&(job.endpoint_key, job.seq));
+        if !self.left_to_refill(&job) {
+            self.enqueue(job);
+        }
+    }
+
+    /// Queues a due job in its lane (creating the lane); a full lane spills: the job stays
+    /// in the log and the lane refills from it.
+    fn enqueue(&mut self, job: DueJob) {
         let settings = match self.lanes.get(&job.endpoint_key) {
             Some(lane) => lane.settings,
             None => self.read_settings(job.endpoint_key),
@@ -256,10 +339,14 @@ impl Shard {
             .lanes
             .entry(job.endpoint_key)
             .or_insert_with(|| Lane::new(settings));
-        if !lane.push(job) {
-            self.known.remove(&(job.endpoint_key, job.seq)); // Spilled: it stays in the log.
-            self.spilled = true;
-            self.spilled_lanes.insert(job.endpoint_key);
+        if lane.push(job) {
+            self.known.insert((job.endpoint_key, job.seq));
+        } else {
+            let resume = self
+                .spilled_lanes
+                .entry(job.endpoint_key)
+                .or_insert(job.seq);
+            *resume = (*resume).min(job.seq);
         }
     }
 
@@ -345,12 +432,8 @@ impl Shard {
         let now_ms = self.ctx.clock.now_ms();
         let until_ms = now_ms + HORIZON_MS;
         let (index, count) = (self.index, self.count);
-        // After a spill, start from the earliest row so the oldest work comes back first.
-        let from = if self.spilled { None } else { self.scan_from };
+        let from = self.scan_from;
         self.spilled = false;
-        // A lane stops being spilled once a scan has seen all of its due rows and they
-        // fitted; `accept` marks it again if they did not.
-        let was_spilled = std::mem::take(&mut self.spilled_lanes);
         let (found, resume) = self.ctx.log.read(|rtxn, dbs| {
             let lower = match &from {
                 Some(key) => std::ops::Bound::Excluded(&key[..]),
@@ -380,20 +463,12 @@ impl Shard {
             }
             Ok((found, None))
         })?;
-        let capped = resume.is_some();
         self.scan_from = resume;
         for job in found {
-            if !self.known.contains(&(job.endpoint_key, job.seq)) {
+            let held = self.known.contains(&(job.endpoint_key, job.seq));
+            if !held && !self.left_to_refill(&job) {
                 self.accept(job, now_ms);
             }
-        }
-        if capped || from.is_some() {
-            // Rows past this scan's window (or before where it resumed) were not seen.
-            self.spilled_lanes.extend(was_spilled);
-            self.spilled |= !self.spilled_lanes.is_empty();
-        }
-        if self.spilled {
-            self.scan_from = None;
         }
         Ok(())
     }
