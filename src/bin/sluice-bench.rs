@@ -57,6 +57,9 @@ struct Args {
     /// The sluice binary (default: next to this one).
     #[arg(long)]
     sluice: Option<PathBuf>,
+    /// `delivery.endpoint_in_flight_max` for the runs (Sluice's default is 16).
+    #[arg(long, default_value_t = 16)]
+    in_flight: usize,
 }
 
 /// What the receivers saw.
@@ -116,7 +119,7 @@ fn main() -> ExitCode {
     };
     let mut refused = false;
     for name in names {
-        for report in runtime.block_on(scenario(name, &args, &sluice)) {
+        for report in runtime.block_on(scenario(name, &args, &sluice, args.in_flight)) {
             refused |= report.refused.is_some();
             print_report(&report, raw);
         }
@@ -158,7 +161,7 @@ fn print_report(r: &Report, raw: f64) {
 }
 
 /// Runs one named scenario (some run several variants).
-async fn scenario(name: &str, args: &Args, sluice: &Path) -> Vec<Report> {
+async fn scenario(name: &str, args: &Args, sluice: &Path, in_flight: usize) -> Vec<Report> {
     let base = Plan {
         endpoints: 1,
         hanging: 0,
@@ -170,7 +173,7 @@ async fn scenario(name: &str, args: &Args, sluice: &Path) -> Vec<Report> {
     };
     let mut reports = Vec::new();
     for (label, plan) in plans(name, base) {
-        reports.push(run(sluice, &label, plan).await);
+        reports.push(run(sluice, &label, plan, in_flight).await);
     }
     reports
 }
@@ -266,7 +269,7 @@ impl Plan {
     }
 }
 
-async fn run(sluice: &Path, name: &str, plan: Plan) -> Report {
+async fn run(sluice: &Path, name: &str, plan: Plan, in_flight: usize) -> Report {
     let dir = std::env::temp_dir().join(format!(
         "sluice-bench-{}-{}",
         std::process::id(),
@@ -275,7 +278,7 @@ async fn run(sluice: &Path, name: &str, plan: Plan) -> Report {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let sink = start_sink(Arc::clone(&seen)).await;
     let hung = start_hanging_sink().await;
-    let mut child = Sluice::spawn(sluice, &dir);
+    let mut child = Sluice::spawn(sluice, &dir, in_flight);
     let addr = child.addr;
     setup(addr, sink, hung, plan).await;
     let started = Instant::now();
@@ -360,7 +363,11 @@ struct Sluice {
 }
 
 impl Sluice {
-    fn spawn(binary: &Path, dir: &Path) -> Sluice {
+    fn spawn(binary: &Path, dir: &Path, in_flight: usize) -> Sluice {
+        std::fs::create_dir_all(dir).expect("dir");
+        let config = dir.join("sluice.toml");
+        let text = format!("[delivery]\nendpoint_in_flight_max = {in_flight}\n");
+        std::fs::write(&config, text).expect("config");
         let mut child = Command::new(binary)
             .args([
                 "serve",
@@ -369,8 +376,10 @@ impl Sluice {
                 "--allow-http",
                 "--allow-network",
                 "127.0.0.0/8",
-                "--data-dir",
+                "--config",
             ])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(dir.join("data"))
             .env("SLUICE_ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null())
