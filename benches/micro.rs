@@ -1,0 +1,179 @@
+//! Micro-benchmarks of the hot paths, each a bounded timing loop: signing by payload size,
+//! message-create validation (simd-json, Sluice's parser) against serde_json on the same
+//! bytes, endpoint matching among 10,000 endpoints, and the group-commit append (many
+//! concurrent writers sharing fsyncs) against one writer at a time.
+//!
+//! Run: `cargo bench --bench micro`.
+
+#![expect(clippy::print_stdout, reason = "the figures are the program's output")]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sluice::clock::Clock;
+use sluice::log::index::EndpointIndex;
+use sluice::log::schema::{EndpointRecord, MessageRecord, Signing};
+use sluice::log::{Log, tables};
+
+/// Runs `f` repeatedly for about `budget` (at most `max` times); returns ns per call.
+fn time_per_call(budget: Duration, max: u64, mut f: impl FnMut()) -> f64 {
+    let started = Instant::now();
+    let mut calls = 0u64;
+    while calls < max && started.elapsed() < budget {
+        f();
+        calls += 1;
+    }
+    started.elapsed().as_nanos() as f64 / calls.max(1) as f64
+}
+
+fn main() {
+    let budget = Duration::from_secs(1);
+    signing(budget);
+    validation(budget);
+    matching(budget);
+    group_commit();
+}
+
+fn signing(budget: Duration) {
+    let key = [7u8; 24];
+    for size in [256usize, 4096, 65_536] {
+        let body = vec![b'x'; size];
+        let ns = time_per_call(budget, 10_000_000, || {
+            black_box(sluice::signing::signature_header(
+                [key.as_slice()],
+                "msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF",
+                1_800_000_000,
+                black_box(&body),
+            ));
+        });
+        println!(
+            "sign {size:>6} B: {ns:>9.0} ns ({:.0} MB/s)",
+            size as f64 / ns * 1e3
+        );
+    }
+}
+
+fn validation(budget: Duration) {
+    for size in [1024usize, 65_536] {
+        let pad = "x".repeat(size);
+        let body = format!(
+            r#"{{"eventType":"invoice.paid","eventId":"evt-1","channels":["eu"],"payload":{{"id":"in_1","amount":100,"pad":"{pad}","nested":{{"a":[1,2,3],"b":true}}}}}}"#
+        )
+        .into_bytes();
+        let sluice_ns = time_per_call(budget, 10_000_000, || {
+            black_box(sluice::api::message_in::parse(black_box(&body)).is_ok());
+        });
+        let serde_ns = time_per_call(budget, 10_000_000, || {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).is_ok());
+        });
+        println!(
+            "validate {size:>6} B body: sluice (simd-json) {sluice_ns:>8.0} ns, serde_json Value {serde_ns:>8.0} ns ({:.2}x)",
+            serde_ns / sluice_ns
+        );
+    }
+}
+
+fn endpoint(key: u64, app_key: u64, event_types: Option<Vec<String>>) -> EndpointRecord {
+    EndpointRecord {
+        key,
+        app_key,
+        id: format!("ep_{key}"),
+        uid: None,
+        url: "https://example.com/hook".to_owned(),
+        description: String::new(),
+        version: 1,
+        disabled: false,
+        throttle_rate: None,
+        event_types,
+        channels: None,
+        secret: vec![0; 24],
+        old_secrets: Vec::new(),
+        headers: BTreeMap::new(),
+        metadata: BTreeMap::new(),
+        created_ms: 0,
+        updated_ms: 0,
+        fifo: false,
+        failing_since_ms: None,
+        disabled_reason: None,
+        disabled_at_ms: None,
+        signing: Signing::Hmac,
+        sealed: false,
+    }
+}
+
+fn matching(budget: Duration) {
+    // 10,000 endpoints: 100 applications of 100, each filtering on one of 10 event types.
+    let mut index = EndpointIndex::default();
+    for key in 0..10_000u64 {
+        let types = Some(vec![format!("type.{}", key % 10)]);
+        index.upsert(&endpoint(key, key / 100, types));
+    }
+    let ns = time_per_call(budget, 10_000_000, || {
+        black_box(index.matching(black_box(42), "type.3", None).count());
+    });
+    println!("match a message among 10,000 endpoints (100 in its app): {ns:.0} ns");
+}
+
+/// Durable appends: 1 writer at a time (one fsync each) against 64 concurrent writers
+/// (group commit), on a temporary data directory.
+fn group_commit() {
+    std::fs::create_dir_all("target/bench-data").expect("dir");
+    let dir = tempfile::tempdir_in("target/bench-data").expect("tempdir");
+    let mut config = sluice::config::Config::embedded_default();
+    config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (log, writer) = Log::open(dir.path(), &config.storage, Clock::System, None).expect("log");
+    for concurrency in [1usize, 64] {
+        let appended = runtime.block_on(append_for(&log, concurrency, Duration::from_secs(2)));
+        println!(
+            "durable append, {concurrency:>2} concurrent writers: {:.0} messages/s",
+            appended as f64 / 2.0
+        );
+    }
+    drop(log);
+    writer.wait();
+}
+
+async fn append_for(log: &Log, concurrency: usize, duration: Duration) -> usize {
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|c| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut done = 0;
+                while Instant::now() < deadline && done < 1_000_000 {
+                    let record = MessageRecord {
+                        app_key: 1,
+                        created_ms: 0,
+                        payload_expires_ms: u64::MAX,
+                        id: format!("msg_bench_{c}_{done}"),
+                        event_type: "bench".to_owned(),
+                        event_id: None,
+                        channels: None,
+                        payload: Some(vec![b'x'; 1024]),
+                    };
+                    log.write(move |w| {
+                        let mut record = record;
+                        record.created_ms = w.now_ms;
+                        tables::append_message(w, &record, tables::Fanout::Matching)
+                    })
+                    .await
+                    .expect("append");
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("writer");
+    }
+    total
+}
