@@ -3,7 +3,8 @@
 //! attempt fails at once and schedules its retry an hour later. Once every delivery is
 //! waiting for its retry, the process's anonymous resident memory (heap, not the LMDB map)
 //! is compared with what it was before the load. Also reports how fast the first attempts
-//! were made and recorded.
+//! were made and recorded, and how long a restart takes to be ready with all of them
+//! still waiting (none lost, none fired early).
 //!
 //! Run: `cargo bench --bench retries` (env `SLUICE_BENCH_MESSAGES`, default 100000, times
 //! `SLUICE_BENCH_ENDPOINTS`, default 10, is the number of pending retries).
@@ -84,6 +85,63 @@ fn main() {
     let disk = dir_bytes(&config.data_dir);
     server_rt.block_on(running.stop());
 
+    // Restart on the same data: time to ready, and every retry still waiting.
+    let restart = Instant::now();
+    let running = server_rt
+        .block_on(sluice::app::start(&config, Some(TOKEN), Clock::System))
+        .expect("restart");
+    let ready = restart.elapsed();
+    let kept = client_rt.block_on(wait_until_pending(running.addr, pending_wanted));
+    server_rt.block_on(running.stop());
+
+    let figures = Figures {
+        accepted,
+        endpoints,
+        pending_wanted,
+        ingested,
+        settle_time,
+        settled,
+        baseline,
+        loaded,
+        disk,
+        ready,
+        kept,
+    };
+    if !report(&figures) {
+        std::process::exit(1);
+    }
+}
+
+/// What one run measured.
+struct Figures {
+    accepted: usize,
+    endpoints: usize,
+    pending_wanted: usize,
+    ingested: Duration,
+    settle_time: Duration,
+    settled: u64,
+    baseline: (u64, u64),
+    loaded: (u64, u64),
+    disk: u64,
+    ready: Duration,
+    kept: u64,
+}
+
+/// Prints the figures; `false` if some retry was not waiting when it should be.
+fn report(f: &Figures) -> bool {
+    let Figures {
+        accepted,
+        endpoints,
+        pending_wanted,
+        ingested,
+        settle_time,
+        settled,
+        baseline,
+        loaded,
+        disk,
+        ready,
+        kept,
+    } = *f;
     let mut out = std::io::stderr().lock();
     let _ = writeln!(
         out,
@@ -110,10 +168,16 @@ fn main() {
         loaded.1 / 1024
     );
     let _ = writeln!(out, "  data directory: {} MiB", disk >> 20);
-    if settled < pending_wanted as u64 {
+    let _ = writeln!(
+        out,
+        "  restart: ready in {:.1} ms; retries still waiting after it: {kept}",
+        ready.as_secs_f64() * 1e3
+    );
+    if settled < pending_wanted as u64 || kept < pending_wanted as u64 {
         let _ = writeln!(out, "REFUSED: not every delivery reached its retry in time");
-        std::process::exit(1);
+        return false;
     }
+    true
 }
 
 async fn setup(addr: SocketAddr, endpoints: usize) {
