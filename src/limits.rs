@@ -64,6 +64,11 @@ pub const ENDPOINTS_PER_APP_MAX: usize = 1_000;
 /// Most messages one retention-sweep batch deletes, and most it checks for an expired
 /// payload: one batch is one short write.
 pub const RETENTION_SWEEP_ROWS_MAX: usize = 500;
+/// Most delivery-row lookups one retention batch makes (a message costs one per endpoint
+/// of its application), so an application with many endpoints cannot make a batch long.
+pub const RETENTION_SWEEP_LOOKUPS_MAX: usize = 20_000;
+/// Most retention batches in one sweep; the rest waits for the next sweep.
+pub const RETENTION_SWEEP_BATCHES_MAX: usize = 1_000;
 /// Most background tasks (recover, replay-missing) running at once.
 pub const TASKS_RUNNING_MAX: usize = 16;
 /// Most rows one background-task batch examines, and most deliveries it queues: one

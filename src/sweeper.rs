@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::limits::RETENTION_SWEEP_ROWS_MAX;
+use crate::limits::{RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX};
 use crate::log::{Log, retention};
 
 /// How often the sweeper looks for data past its retention.
@@ -22,7 +22,7 @@ pub fn start(log: Log, clock: Clock, retention_days: u16) -> JoinHandle<()> {
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            loop {
+            for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
                 let before = clock.now_ms().saturating_sub(keep_ms);
                 let from = cursor;
                 let batch =

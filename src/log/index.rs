@@ -66,6 +66,13 @@ impl EndpointIndex {
         }
     }
 
+    /// The keys of `app_key`'s endpoints.
+    pub fn keys_of(&self, app_key: u64) -> Vec<u64> {
+        self.by_app.get(&app_key).map_or_else(Vec::new, |filters| {
+            filters.iter().map(|f| f.endpoint_key).collect()
+        })
+    }
+
     /// How many endpoints `app_key` has.
     pub fn count_for_app(&self, app_key: u64) -> usize {
         self.by_app.get(&app_key).map_or(0, Vec::len)

@@ -12,6 +12,7 @@ use super::schema::{
     self, DeliveryRecord, DeliveryState, MessageRecord, db_name, id_key, pair_key, u64_key, uid_key,
 };
 use super::{LogError, WriteCtx, tables};
+use crate::limits::RETENTION_SWEEP_LOOKUPS_MAX;
 
 /// What one sweep batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,7 +46,16 @@ pub fn sweep(
         }
         doomed.push((seq, message));
     }
+    // Deleting a message looks up its delivery to each endpoint of its application, so
+    // the batch is bounded by those lookups too, not only by messages.
+    let mut lookups = 0;
     for (seq, message) in doomed {
+        let cost = ctx.state.endpoints.count_for_app(message.app_key).max(1);
+        if lookups > 0 && lookups + cost > RETENTION_SWEEP_LOOKUPS_MAX {
+            swept.more = true;
+            break;
+        }
+        lookups += cost;
         if !delete_message(ctx, seq, &message)? {
             break; // A pending delivery: it and everything younger wait.
         }
@@ -92,8 +102,8 @@ fn delete_message(
     seq: u64,
     message: &MessageRecord,
 ) -> Result<bool, LogError> {
-    let dbs = ctx.dbs.clone();
-    let endpoints = tables::app_endpoint_keys(ctx.wtxn, &dbs, message.app_key)?;
+    let dbs = ctx.dbs;
+    let endpoints = ctx.state.endpoints.keys_of(message.app_key);
     let mut rows = Vec::new();
     for endpoint_key in endpoints {
         if let Some(value) = dbs.deliveries.get(ctx.wtxn, &pair_key(endpoint_key, seq))? {
@@ -113,7 +123,7 @@ fn delete_message(
         attempt_keys.push(schema::read_u64(db_name::MSG_ATTEMPTS, key, 8)?);
     }
     for attempt_key in attempt_keys {
-        if let Some(attempt) = tables::attempt_by_key(ctx.wtxn, &dbs, attempt_key)? {
+        if let Some(attempt) = tables::attempt_by_key(ctx.wtxn, dbs, attempt_key)? {
             dbs.attempt_ids.delete(ctx.wtxn, &id_key(&attempt.id))?;
             dbs.endpoint_attempts
                 .delete(ctx.wtxn, &pair_key(attempt.endpoint_key, attempt_key))?;
