@@ -129,51 +129,41 @@ struct Figures {
 
 /// Prints the figures; `false` if some retry was not waiting when it should be.
 fn report(f: &Figures) -> bool {
-    let Figures {
-        accepted,
-        endpoints,
-        pending_wanted,
-        ingested,
-        settle_time,
-        settled,
-        baseline,
-        loaded,
-        disk,
-        ready,
-        kept,
-    } = *f;
     let mut out = std::io::stderr().lock();
     let _ = writeln!(
         out,
-        "pending retries: {accepted} messages x {endpoints} endpoints, every first attempt refused"
+        "pending retries: {} messages x {} endpoints, every first attempt refused",
+        f.accepted, f.endpoints
     );
     let _ = writeln!(
         out,
         "  ingest {:.1} s ({:.0} msg/s); all first attempts recorded by {:.1} s ({:.0} attempts/s)",
-        ingested.as_secs_f64(),
-        accepted as f64 / ingested.as_secs_f64(),
-        settle_time.as_secs_f64(),
-        settled as f64 / settle_time.as_secs_f64()
+        f.ingested.as_secs_f64(),
+        f.accepted as f64 / f.ingested.as_secs_f64(),
+        f.settle_time.as_secs_f64(),
+        f.settled as f64 / f.settle_time.as_secs_f64()
     );
     let _ = writeln!(
         out,
-        "  waiting for their retry: {settled} (wanted {pending_wanted})"
+        "  waiting for their retry: {} (wanted {})",
+        f.settled, f.pending_wanted
     );
     let _ = writeln!(
         out,
         "  anonymous RSS: {} MiB before, {} MiB with them pending (+{} MiB); total RSS {} MiB (includes mapped LMDB pages)",
-        baseline.0 / 1024,
-        loaded.0 / 1024,
-        loaded.0.saturating_sub(baseline.0) / 1024,
-        loaded.1 / 1024
+        f.baseline.0 / 1024,
+        f.loaded.0 / 1024,
+        f.loaded.0.saturating_sub(f.baseline.0) / 1024,
+        f.loaded.1 / 1024
     );
-    let _ = writeln!(out, "  data directory: {} MiB", disk >> 20);
+    let _ = writeln!(out, "  data directory: {} MiB", f.disk >> 20);
     let _ = writeln!(
         out,
-        "  restart: ready in {:.1} ms; retries still waiting after it: {kept}",
-        ready.as_secs_f64() * 1e3
+        "  restart: ready in {:.1} ms; retries still waiting after it: {}",
+        f.ready.as_secs_f64() * 1e3,
+        f.kept
     );
-    if settled < pending_wanted as u64 || kept < pending_wanted as u64 {
+    if f.settled < f.pending_wanted as u64 || f.kept < f.pending_wanted as u64 {
         let _ = writeln!(out, "REFUSED: not every delivery reached its retry in time");
         return false;
     }

@@ -49,6 +49,15 @@ fn assert_clean(dir: &Path) {
     }
 }
 
+/// The API serves the endpoint's secret as it was given.
+async fn assert_serves_the_secret(addr: std::net::SocketAddr, endpoint: &str) {
+    let secret = get(addr, &format!("/api/v1/app/s/endpoint/{endpoint}/secret")).await;
+    assert_eq!(
+        secret.json["key"].as_str(),
+        Some(format!("whsec_{}", BASE64.encode(SECRET_BYTES)).as_str())
+    );
+}
+
 /// Starts Sluice on `data` (with the key file, if any), creates an endpoint with the
 /// known secret and header, and stops.
 async fn make_endpoint(data: &Path, key: Option<&Path>) -> String {
@@ -90,15 +99,7 @@ async fn endpoint_secrets_are_sealed_and_the_key_is_required() {
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await
         .expect("start with the key");
-    let secret = get(
-        sluice.addr,
-        &format!("/api/v1/app/s/endpoint/{endpoint}/secret"),
-    )
-    .await;
-    assert_eq!(
-        secret.json["key"].as_str(),
-        Some(format!("whsec_{}", BASE64.encode(SECRET_BYTES)).as_str())
-    );
+    assert_serves_the_secret(sluice.addr, &endpoint).await;
     sluice.stop().await;
 
     // Without it, or with another key, Sluice refuses to start and says why.
@@ -153,15 +154,7 @@ async fn endpoint_secrets_are_sealed_and_the_key_is_required() {
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await
         .expect("start with the new key");
-    let secret = get(
-        sluice.addr,
-        &format!("/api/v1/app/s/endpoint/{endpoint}/secret"),
-    )
-    .await;
-    assert_eq!(
-        secret.json["key"].as_str(),
-        Some(format!("whsec_{}", BASE64.encode(SECRET_BYTES)).as_str())
-    );
+    assert_serves_the_secret(sluice.addr, &endpoint).await;
     sluice.stop().await;
     assert_clean(&data);
 }
@@ -184,15 +177,7 @@ async fn a_log_sealed_after_the_fact_backs_up_clean() {
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await
         .expect("start with a new key");
-    let secret = get(
-        sluice.addr,
-        &format!("/api/v1/app/s/endpoint/{endpoint}/secret"),
-    )
-    .await;
-    assert_eq!(
-        secret.json["key"].as_str(),
-        Some(format!("whsec_{}", BASE64.encode(SECRET_BYTES)).as_str())
-    );
+    assert_serves_the_secret(sluice.addr, &endpoint).await;
     // Freed LMDB pages may still hold the old clear text; a compacted copy holds only
     // live data, which is sealed.
     let copy = dir.path().join("copy");
