@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use mimalloc::MiMalloc;
 use sluice::clock::Clock;
 use sluice::config::{Config, LogFormat};
 use sluice::log::schema::TokenScope;
@@ -18,6 +19,10 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Registry, fmt, reload};
+
+/// See Cargo.toml: measured cheaper than glibc malloc on the hot paths.
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 const EXIT_USAGE: u8 = 64;
 

@@ -30,6 +30,10 @@ use clap::Parser;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
+/// The same allocator as Sluice, so that neither side of a ratio pays glibc malloc alone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TOKEN: &str = "bench-token";
 const KEY: [u8; 24] = [7; 24];
 /// Most requests one client makes, whatever the duration.
@@ -60,6 +64,10 @@ struct Args {
     /// `delivery.endpoint_in_flight_max` for the runs (Sluice's default is 16).
     #[arg(long, default_value_t = 16)]
     in_flight: usize,
+    /// Internal: serve the minimal responder in this process, print `addr=`, and exit when
+    /// standard input closes (the harness runs itself this way for the raw rate).
+    #[arg(long, hide = true)]
+    serve_raw: bool,
 }
 
 /// What the receivers saw.
@@ -86,6 +94,10 @@ struct Report {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.serve_raw {
+        serve_raw_until_stdin_closes();
+        return ExitCode::SUCCESS;
+    }
     let sluice = args.sluice.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .expect("exe")
@@ -96,12 +108,12 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    let raw = runtime.block_on(raw_rate(
-        args.clients,
-        Duration::from_secs(args.secs.min(5)),
-    ));
+    let raw_secs = Duration::from_secs(args.secs.min(5));
+    let raw = runtime.block_on(raw_rate_child(args.clients, raw_secs));
+    let raw_in_process = runtime.block_on(raw_rate_in_process(args.clients, raw_secs));
     println!(
-        "machine: {} CPUs; minimal hyper responder: {raw:.0} req/s ({} clients, same process)",
+        "machine: {} CPUs; minimal hyper responder, {} clients: {raw:.0} req/s in its own \
+         process (the ratios' base), {raw_in_process:.0} req/s inside the harness's runtime",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.clients
     );
@@ -667,27 +679,82 @@ async fn start_hanging_sink() -> SocketAddr {
     addr
 }
 
-/// The request rate of a minimal hyper responder with the same clients, for the ratios.
-async fn raw_rate(clients: usize, duration: Duration) -> f64 {
+/// The minimal responder: reads each request's body and answers `{}`.
+async fn serve_minimal(listener: tokio::net::TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let _ = stream.set_nodelay(true);
+        let service =
+            hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let _ = req.into_body().collect().await;
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{}"))))
+            });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service),
+        );
+    }
+}
+
+/// The child side of `raw_rate_child`: a default multi-threaded runtime (as Sluice's),
+/// serving until the parent closes our standard input.
+fn serve_raw_until_stdin_closes() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("addr={}", listener.local_addr().expect("addr"));
+        tokio::spawn(serve_minimal(listener));
+        let _ = tokio::task::spawn_blocking(|| {
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+        })
+        .await;
+    });
+}
+
+/// The minimal responder's rate in its own process, as Sluice runs: the base of every
+/// ratio, so that both sides pay the same cross-process costs.
+async fn raw_rate_child(clients: usize, duration: Duration) -> f64 {
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .arg("--serve-raw")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the raw responder");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .expect("the raw responder exited")
+        .expect("stdout");
+    let addr: SocketAddr = line
+        .strip_prefix("addr=")
+        .expect("addr= line")
+        .parse()
+        .expect("address");
+    let rate = drive(addr, clients, duration).await;
+    drop(child.stdin.take()); // The child exits when its input closes.
+    let _ = child.wait();
+    rate
+}
+
+/// The minimal responder's rate on this harness's own runtime (printed for reference).
+async fn raw_rate_in_process(clients: usize, duration: Duration) -> f64 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let service = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{}"))))
-                },
-            );
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    });
+    let server = tokio::spawn(serve_minimal(listener));
+    let rate = drive(addr, clients, duration).await;
+    server.abort();
+    rate
+}
+
+/// `clients` keep-alive clients post 1 KiB bodies to `addr` for `duration`; requests/s.
+async fn drive(addr: SocketAddr, clients: usize, duration: Duration) -> f64 {
     let body = vec![b'x'; 1024];
     let deadline = Instant::now() + duration;
     let started = Instant::now();
@@ -709,6 +776,5 @@ async fn raw_rate(clients: usize, duration: Duration) -> f64 {
     for task in tasks {
         total += task.await.expect("client");
     }
-    server.abort();
     total as f64 / started.elapsed().as_secs_f64()
 }

@@ -21,7 +21,7 @@ use crate::log::schema::{
     AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, MessageRecord, Signing, Trigger,
 };
 use crate::log::tables::{self, Step};
-use crate::log::{DueJob, Log};
+use crate::log::{DueJob, Log, QueuedWrite};
 use crate::signing;
 
 const USER_AGENT: &str = concat!("Sluice/", env!("CARGO_PKG_VERSION"));
@@ -49,8 +49,14 @@ pub struct DeliverySettings {
 #[derive(Debug)]
 pub struct Finished {
     pub job: DueJob,
-    /// The step recorded; `None` if nothing was attempted.
+    /// The step decided; `None` if nothing was attempted or its record could not be
+    /// queued.
     pub step: Option<Step>,
+    /// The attempt's record, queued on the writer but not yet durable. A lane that is not
+    /// FIFO frees its slot at the response and waits for this apart; a FIFO lane's attempt
+    /// waits for it itself (`None` then), so that its next delivery never goes out before
+    /// this one's outcome is durable.
+    pub recording: Option<QueuedWrite<u64>>,
     /// The receiver asked the whole lane to wait until this time.
     pub pause_until_ms: Option<u64>,
     /// The endpoint's current lane settings, if it still exists.
@@ -72,6 +78,7 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
     let mut finished = Finished {
         job,
         step: None,
+        recording: None,
         pause_until_ms: None,
         settings: None,
     };
@@ -183,15 +190,27 @@ async fn record(
         },
     };
     let disable_after_ms = settings.disable_after_ms;
-    match ctx
+    let queued = ctx
         .log
-        .write(move |w| tables::record_attempt(w, &record, step, disable_after_ms))
-        .await
-    {
-        Ok(_) => finished.step = Some(step),
-        Err(error) => tracing::error!(%error, "Cannot record an attempt; the delivery stays due."),
+        .write_queued(move |w| tables::record_attempt(w, &record, step, disable_after_ms));
+    match queued {
+        Ok(recording) if endpoint.fifo => match recording.durable().await {
+            Ok(_) => finished.step = Some(step),
+            Err(error) => report_unrecorded(&error),
+        },
+        Ok(recording) => {
+            finished.step = Some(step);
+            finished.recording = Some(recording);
+        }
+        Err(error) => report_unrecorded(&error),
     }
     finished
+}
+
+/// An attempt whose record did not become durable: its delivery stays due in the log, and
+/// a later scan attempts it again (at least once).
+pub fn report_unrecorded(error: &crate::log::LogError) {
+    tracing::error!(%error, "Cannot record an attempt; the delivery stays due.");
 }
 
 /// Exports one attempt: outcome, duration against the 5 s budget, the step it led to, and

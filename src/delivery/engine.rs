@@ -25,7 +25,7 @@ use super::lane::{LANE_QUEUE_MAX, Lane, LaneSettings};
 use crate::heartbeat::Heartbeat;
 use crate::log::schema::{self, db_name};
 use crate::log::tables::{self, Step};
-use crate::log::{DueJob, LogError, Publisher};
+use crate::log::{DueJob, LogError, Publisher, QueuedWrite};
 use crate::telemetry;
 
 /// Capacity of each shard's hand-off queue from the writer.
@@ -42,6 +42,9 @@ pub const TIMERS_MAX: usize = 100_000;
 pub const REFILL_ROWS_MAX: usize = 4_096;
 /// Most attempts in flight in one shard (all its lanes together).
 pub const SHARD_IN_FLIGHT_MAX: usize = 4_096;
+/// Most answered attempts of one shard whose records are queued but not yet durable; at
+/// this many, the shard starts no attempt until some commit (back-pressure from the disk).
+pub const SHARD_RECORDING_MAX: usize = 4_096;
 
 /// Makes the writer's hand-off queues: the publisher for `Log::open`, the receivers for
 /// `Engine::start`.
@@ -78,6 +81,7 @@ impl Engine {
                     known: HashSet::new(),
                     timers: BTreeSet::new(),
                     in_flight: JoinSet::new(),
+                    recording: JoinSet::new(),
                     scan_from: None,
                     rng: u64::from_le_bytes(seed) | 1,
                     spilled: false,
@@ -112,6 +116,8 @@ impl Engine {
 enum Event {
     Stop,
     Finished(Finished),
+    /// An answered attempt's record is durable (or failed); the delivery it releases.
+    Recorded(Option<(u64, u64)>),
     HandedOff(DueJob),
     Tick,
 }
@@ -126,6 +132,10 @@ struct Shard {
     /// Retries waiting in memory: (due ms, endpoint, seq).
     timers: BTreeSet<(u64, u64, u64)>,
     in_flight: JoinSet<Finished>,
+    /// Answered attempts waiting for their record to be durable. Each yields the
+    /// (endpoint, seq) it then releases from `known`: until then a scan could find the
+    /// delivery still due in the log and send it again.
+    recording: JoinSet<Option<(u64, u64)>>,
     /// Where the next `due` scan resumes; `None` starts from the earliest row.
     scan_from: Option<[u8; 24]>,
     /// xorshift64* state for retry jitter.
@@ -156,6 +166,10 @@ impl Shard {
                     Ok(finished) => Event::Finished(finished),
                     Err(error) => panic!("an attempt task failed: {error}"),
                 },
+                Some(done) = self.recording.join_next(), if !self.recording.is_empty() => match done {
+                    Ok(released) => Event::Recorded(released),
+                    Err(error) => panic!("a recording task failed: {error}"),
+                },
                 job = intake.recv() => match job {
                     Some(job) => Event::HandedOff(job),
                     None => Event::Stop,
@@ -168,6 +182,11 @@ impl Shard {
                     let endpoint_key = finished.job.endpoint_key;
                     self.finished(finished);
                     self.refill_if_drained(endpoint_key);
+                }
+                Event::Recorded(released) => {
+                    if let Some(key) = released {
+                        self.known.remove(&key);
+                    }
                 }
                 // Not `now_ms`: that was read before the wait, and a job committed during
                 // the wait would look early, wait for a timer and be overtaken by the
@@ -190,7 +209,12 @@ impl Shard {
             }
         }
         // Attempts in flight finish and record (each is bounded by the attempt timeout).
-        while self.in_flight.join_next().await.is_some() {}
+        while let Some(done) = self.in_flight.join_next().await {
+            if let Some(recording) = done.ok().and_then(|finished| finished.recording) {
+                self.recording.spawn(Self::await_record(recording, None));
+            }
+        }
+        while self.recording.join_next().await.is_some() {}
     }
 
     /// Refills a spilled lane once its queue has drained to half (not after every attempt:
@@ -385,7 +409,9 @@ impl Shard {
 
     fn start_ready(&mut self, now_ms: u64) {
         for lane in self.lanes.values_mut() {
-            while self.in_flight.len() < SHARD_IN_FLIGHT_MAX {
+            while self.in_flight.len() < SHARD_IN_FLIGHT_MAX
+                && self.recording.len() < SHARD_RECORDING_MAX
+            {
                 let Some(job) = lane.start(now_ms) else { break };
                 self.rng ^= self.rng >> 12;
                 self.rng ^= self.rng << 25;
@@ -400,9 +426,10 @@ impl Shard {
         self.lanes.retain(|_, lane| !lane.is_idle());
     }
 
-    fn finished(&mut self, finished: Finished) {
+    fn finished(&mut self, mut finished: Finished) {
         metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).decrement(1.0);
         let job = finished.job;
+        let recording = finished.recording.take();
         let Some(lane) = self.lanes.get_mut(&job.endpoint_key) else {
             unreachable!("a lane with an attempt in flight is never dropped");
         };
@@ -416,14 +443,37 @@ impl Shard {
         match finished.step {
             Some(Step::RetryAt(at)) if lane.settings.fifo => lane.hold_head(job, at),
             Some(Step::RetryAt(at)) => {
+                // The retry's timer holds the delivery from here, recorded or not.
                 self.known.remove(&(job.endpoint_key, job.seq));
                 let now_ms = self.ctx.clock.now_ms();
                 self.accept(DueJob { due_ms: at, ..job }, now_ms);
+                if let Some(recording) = recording {
+                    self.recording.spawn(Self::await_record(recording, None));
+                }
             }
-            _ => {
-                self.known.remove(&(job.endpoint_key, job.seq));
-            }
+            _ => match recording {
+                Some(recording) => {
+                    let key = (job.endpoint_key, job.seq);
+                    self.recording
+                        .spawn(Self::await_record(recording, Some(key)));
+                }
+                None => {
+                    self.known.remove(&(job.endpoint_key, job.seq));
+                }
+            },
         }
+    }
+
+    /// Waits for an answered attempt's record to be durable; then `release` may leave
+    /// `known`.
+    async fn await_record(
+        recording: QueuedWrite<u64>,
+        release: Option<(u64, u64)>,
+    ) -> Option<(u64, u64)> {
+        if let Err(error) = recording.durable().await {
+            attempt::report_unrecorded(&error);
+        }
+        release
     }
 
     /// Reads this shard's due rows (due within the horizon, not held yet) from where the

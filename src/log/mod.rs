@@ -152,6 +152,17 @@ pub struct Log {
     shared: Arc<Shared>,
 }
 
+/// A write the writer has queued; `durable` waits for its commit.
+#[derive(Debug)]
+pub struct QueuedWrite<R>(oneshot::Receiver<Result<R, LogError>>);
+
+impl<R> QueuedWrite<R> {
+    /// The operation's result once its batch is committed (or why it is not).
+    pub async fn durable(self) -> Result<R, LogError> {
+        self.0.await.map_err(|_| LogError::WriterGone)?
+    }
+}
+
 /// Joins the writer thread once every `Log` handle is gone.
 pub struct WriterJoin(std::thread::JoinHandle<()>);
 
@@ -244,9 +255,20 @@ impl Log {
         R: Send + 'static,
         F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<R, LogError> + Send + 'static,
     {
+        self.write_queued(op)?.durable().await
+    }
+
+    /// Queues `op` for the writer now and returns a handle that resolves once its batch is
+    /// durable: for a caller that has more to do before it needs the outcome. `Err` if the
+    /// writer's queue is full or the writer is gone (nothing was queued).
+    pub fn write_queued<R, F>(&self, op: F) -> Result<QueuedWrite<R>, LogError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<R, LogError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         self.submit(writer::Op::new(op, tx))?;
-        rx.await.map_err(|_| LogError::WriterGone)?
+        Ok(QueuedWrite(rx))
     }
 
     fn submit(&self, op: writer::Op) -> Result<(), LogError> {
