@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::config::{ApiConfig, Config};
-use crate::delivery::attempt::{AttemptCtx, DeliverySettings};
+use crate::delivery::attempt::{AttemptCtx, DeliverySettings, EndpointCache};
 use crate::delivery::client::{Resolve, SystemResolver, Transport};
 use crate::delivery::engine::{self, Engine};
 use crate::delivery::policy::DestinationPolicy;
@@ -215,6 +215,7 @@ fn attempt_ctx(
         transport,
         clock: clock.clone(),
         settings: Live::new(delivery_settings(config)),
+        endpoints: EndpointCache::default(),
     };
     (ctx, policy)
 }

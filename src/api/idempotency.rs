@@ -123,8 +123,9 @@ fn remembered(state: &ApiState, key: &[u8; 32]) -> Result<Option<Reply>, ApiErro
         }))
 }
 
-/// Runs a write that produces a JSON reply; on success the reply is serialised on the
-/// writer and, for an idempotent POST, stored in the same transaction as the change.
+/// Runs a write that produces a JSON reply. For an idempotent POST the reply is
+/// serialised on the writer and stored in the same transaction as the change; otherwise
+/// it is serialised here, after the commit, keeping the single writer thread's work short.
 pub(super) async fn write_reply<T, F>(
     state: &ApiState,
     idempotency: Option<[u8; 32]>,
@@ -136,31 +137,46 @@ where
         + Send
         + 'static,
 {
-    let reply = state
+    let written = state
         .log
         .write(move |ctx| {
             let (status, out) = match op(ctx)? {
                 Ok(done) => done,
                 Err(error) => return Ok(Err(error)),
             };
-            let body = if status == StatusCode::NO_CONTENT {
-                Vec::new()
-            } else {
-                match serde_json::to_vec(&out) {
-                    Ok(body) => body,
-                    Err(e) => return Ok(Err(ApiError::Internal(e.to_string()))),
-                }
+            let Some(key) = idempotency else {
+                return Ok(Ok(Written::Unencoded(status, out)));
             };
-            if let Some(key) = idempotency {
-                let record = IdempotencyRecord {
-                    created_ms: ctx.now_ms,
-                    status: status.as_u16(),
-                    body: body.clone(),
-                };
-                ctx.dbs.idempotency.put(ctx.wtxn, &key, &record.encode())?;
-            }
-            Ok(Ok(Reply { status, body }))
+            let reply = match encode(status, &out) {
+                Ok(reply) => reply,
+                Err(error) => return Ok(Err(error)),
+            };
+            let record = IdempotencyRecord {
+                created_ms: ctx.now_ms,
+                status: status.as_u16(),
+                body: reply.body.clone(),
+            };
+            ctx.dbs.idempotency.put(ctx.wtxn, &key, &record.encode())?;
+            Ok(Ok(Written::Encoded(reply)))
         })
         .await??;
-    Ok(reply)
+    match written {
+        Written::Encoded(reply) => Ok(reply),
+        Written::Unencoded(status, out) => encode(status, &out),
+    }
+}
+
+/// A committed write's reply, serialised on the writer (idempotent) or not yet.
+enum Written<T> {
+    Encoded(Reply),
+    Unencoded(StatusCode, T),
+}
+
+fn encode<T: Serialize>(status: StatusCode, out: &T) -> Result<Reply, ApiError> {
+    let body = if status == StatusCode::NO_CONTENT {
+        Vec::new()
+    } else {
+        serde_json::to_vec(out).map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    Ok(Reply { status, body })
 }

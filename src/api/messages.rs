@@ -62,13 +62,14 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     let with_content = ctx.query.bool("with_content", true)?;
     let input = message_in::parse(&ctx.body).map_err(ApiError::Validation)?;
     state.ensure_room_for_messages()?;
+    // Resolved here, in a read transaction, to keep the single writer's work short; the
+    // writer only checks that the application was not deleted in between.
+    let app = resolve(state, ctx, app_ref)?;
     let id = ids::new_id(IdKind::Message, state.clock.now_ms());
-    let (auth, app_ref) = (ctx.auth, app_ref.to_owned());
     write_reply(state, ctx.idempotency, move |w| {
-        let app = match resolve_in(w, auth, &app_ref)? {
-            Ok(app) => app,
-            Err(e) => return Ok(Err(e)),
-        };
+        if !tables::app_exists(w.wtxn, w.dbs, app.key)? {
+            return Ok(Err(ApiError::NotFound("Application not found.")));
+        }
         if let Some(event_id) = &input.event_id
             && tables::message_seq_by_event_id(w.wtxn, w.dbs, app.key, event_id)?.is_some()
         {

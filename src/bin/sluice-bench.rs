@@ -87,6 +87,8 @@ struct Report {
     delivered_per_s: Option<f64>,
     latency_ms: Option<[f64; 3]>,
     attempt_ms: Option<[f64; 2]>,
+    /// Log commits, and operations per commit (group commit's batch size).
+    commits: Option<(f64, f64)>,
     cpu_s: f64,
     peak_rss_mib: f64,
     refused: Option<String>,
@@ -164,6 +166,11 @@ fn print_report(r: &Report, raw: f64) {
     }
     if let Some([p50, p99]) = r.attempt_ms {
         line.push_str(&format!("  attempt ms p50<={p50} p99<={p99}"));
+    }
+    if let Some((commits, per_commit)) = r.commits {
+        line.push_str(&format!(
+            "  commits {commits:.0} ({per_commit:.1} ops each)"
+        ));
     }
     line.push_str(&format!(
         "  n={} cpu {:.1}s peak-rss {:.0}MiB",
@@ -313,6 +320,7 @@ async fn run(sluice: &Path, name: &str, plan: Plan, in_flight: usize) -> Report 
         delivered_per_s: None,
         latency_ms: None,
         attempt_ms: attempt_percentiles(&metrics),
+        commits: commit_batches(&metrics),
         cpu_s,
         peak_rss_mib,
         refused: None,
@@ -573,6 +581,22 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     let resp = sender.send_request(req).await.expect("response");
     String::from_utf8_lossy(&resp.into_body().collect().await.expect("body").to_bytes())
         .into_owned()
+}
+
+/// How many log commits there were and their mean operations, from the batch histogram.
+fn commit_batches(metrics: &str) -> Option<(f64, f64)> {
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let commits = value("sluice_log_commit_operations_count")?;
+    let operations = value("sluice_log_commit_operations_sum")?;
+    (commits > 0.0).then(|| (commits, operations / commits))
 }
 
 /// p50 and p99 of attempt durations, as the histogram's bucket upper bounds (ms).

@@ -2,7 +2,8 @@
 //! send, decide the next step (pure `schedule`), and record the attempt and the step in one
 //! write. Runs as its own task; reports to its shard with `Finished`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +34,48 @@ pub struct AttemptCtx {
     pub clock: Clock,
     /// Replaceable by SIGHUP; each attempt takes one snapshot.
     pub settings: Live<DeliverySettings>,
+    pub endpoints: EndpointCache,
+}
+
+/// Most endpoints `EndpointCache` holds; past it, the cache starts over.
+pub const ENDPOINT_CACHE_MAX: usize = 10_000;
+
+/// Decoded endpoints, each kept with the stored row it was decoded from. Every attempt
+/// still reads the row, in its own read transaction, and reuses the decoded record only if
+/// the row is byte for byte the same: an update, a rekey or a deletion is seen at once,
+/// with no invalidation to get wrong. This spares each attempt a JSON decode (and the
+/// opening of sealed secrets).
+#[derive(Default)]
+pub struct EndpointCache {
+    entries: Mutex<HashMap<u64, CachedEndpoint>>,
+}
+
+/// The stored row and what it decoded to.
+type CachedEndpoint = (Vec<u8>, Arc<EndpointRecord>);
+
+impl EndpointCache {
+    fn get(
+        &self,
+        rtxn: &heed::RoTxn<'_, heed::WithoutTls>,
+        dbs: &crate::log::Dbs,
+        key: u64,
+    ) -> Result<Option<Arc<EndpointRecord>>, crate::log::LogError> {
+        let Some(stored) = dbs.endpoints.get(rtxn, &crate::log::schema::u64_key(key))? else {
+            return Ok(None);
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((bytes, record)) = entries.get(&key)
+            && bytes.as_slice() == stored
+        {
+            return Ok(Some(Arc::clone(record)));
+        }
+        let record = Arc::new(tables::decode_endpoint(dbs, stored)?);
+        if entries.len() >= ENDPOINT_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(key, (stored.to_vec(), Arc::clone(&record)));
+        Ok(Some(record))
+    }
 }
 
 /// The delivery settings a reload may change.
@@ -83,7 +126,7 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
         settings: None,
     };
     let loaded = ctx.log.read(|rtxn, dbs| {
-        let endpoint = tables::endpoint_by_key(rtxn, dbs, job.endpoint_key)?;
+        let endpoint = ctx.endpoints.get(rtxn, dbs, job.endpoint_key)?;
         let delivery = tables::delivery(rtxn, dbs, job.endpoint_key, job.seq)?;
         let message = tables::message_by_seq(rtxn, dbs, job.seq)?;
         Ok((endpoint, delivery, message))
@@ -103,11 +146,11 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
         return finished;
     };
     finished.settings = endpoint.as_ref().map(|e| ctx.lane_settings(e));
-    let (Some(endpoint), Some(message)) = (endpoint.filter(|e| !e.disabled), message) else {
+    let (Some(endpoint), Some(mut message)) = (endpoint.filter(|e| !e.disabled), message) else {
         skip(&ctx, job).await;
         return finished;
     };
-    let Some(payload) = message.payload.clone() else {
+    let Some(payload) = message.payload.take() else {
         skip(&ctx, job).await; // The payload was expunged before it could be delivered.
         return finished;
     };

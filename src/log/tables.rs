@@ -27,6 +27,11 @@ pub fn app_by_key(txn: &RoTxn, dbs: &Dbs, key: u64) -> Result<Option<AppRecord>,
         .transpose()
 }
 
+/// Whether the application `key` exists (a key lookup, without decoding the record).
+pub fn app_exists(txn: &RoTxn, dbs: &Dbs, key: u64) -> Result<bool, LogError> {
+    Ok(dbs.apps.get(txn, &u64_key(key))?.is_some())
+}
+
 /// Finds an application by id or uid.
 pub fn app_by_ref(txn: &RoTxn, dbs: &Dbs, reference: &str) -> Result<Option<AppRecord>, LogError> {
     let by_id = if reference.starts_with(IdKind::App.prefix()) {
@@ -100,20 +105,21 @@ pub fn endpoint_by_key(
     dbs: &Dbs,
     key: u64,
 ) -> Result<Option<EndpointRecord>, LogError> {
-    let Some(stored) = dbs
-        .endpoints
+    dbs.endpoints
         .get(txn, &u64_key(key))?
-        .map(|v| schema::decode_json::<EndpointRecord>(db_name::ENDPOINTS, v))
-        .transpose()?
-    else {
-        return Ok(None);
-    };
+        .map(|stored| decode_endpoint(dbs, stored))
+        .transpose()
+}
+
+/// Decodes a stored endpoint row and opens its sealed secrets.
+pub fn decode_endpoint(dbs: &Dbs, stored: &[u8]) -> Result<EndpointRecord, LogError> {
+    let stored = schema::decode_json::<EndpointRecord>(db_name::ENDPOINTS, stored)?;
     match &dbs.sealer {
-        Some(sealer) => sealer.open_endpoint(stored).map(Some),
+        Some(sealer) => sealer.open_endpoint(stored),
         None if stored.sealed => Err(LogError::Secrets(
             "an endpoint's secrets are sealed and no key is configured".to_owned(),
         )),
-        None => Ok(Some(stored)),
+        None => Ok(stored),
     }
 }
 
