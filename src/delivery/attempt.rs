@@ -233,9 +233,11 @@ async fn record(
         },
     };
     let disable_after_ms = settings.disable_after_ms;
-    let queued = ctx
-        .log
-        .write_queued(move |w| tables::record_attempt(w, &record, step, disable_after_ms));
+    // Encoded here, not on the single writer thread.
+    let encoded = crate::log::schema::encode_json(&record);
+    let queued = ctx.log.write_queued(move |w| {
+        tables::record_attempt(w, &record, &encoded, step, disable_after_ms)
+    });
     match queued {
         Ok(recording) if endpoint.fifo => match recording.durable().await {
             Ok(_) => finished.step = Some(step),

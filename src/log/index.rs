@@ -5,7 +5,7 @@
 //! Svix: an endpoint matches when its event-type filter is absent or names the message's
 //! type, and its channel filter is absent or shares a channel with the message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::schema::EndpointRecord;
 
@@ -25,6 +25,9 @@ pub struct EndpointIndex {
     /// How many filters are disabled, kept in step by every change (for metrics).
     disabled: u64,
     total: u64,
+    /// Endpoints with a failure history (`failing_since_ms`), so that recording a success
+    /// elsewhere needs no read of the endpoint.
+    failing: HashSet<u64>,
 }
 
 impl EndpointIndex {
@@ -38,6 +41,11 @@ impl EndpointIndex {
         };
         self.disabled += u64::from(filter.disabled);
         self.total += 1;
+        if record.failing_since_ms.is_some() {
+            self.failing.insert(record.key);
+        } else {
+            self.failing.remove(&record.key);
+        }
         let filters = self.by_app.entry(record.app_key).or_default();
         match filters.iter_mut().find(|f| f.endpoint_key == record.key) {
             Some(existing) => {
@@ -50,6 +58,7 @@ impl EndpointIndex {
     }
 
     pub fn remove(&mut self, app_key: u64, endpoint_key: u64) {
+        self.failing.remove(&endpoint_key);
         if let Some(filters) = self.by_app.get_mut(&app_key) {
             for gone in filters.iter().filter(|f| f.endpoint_key == endpoint_key) {
                 self.disabled -= u64::from(gone.disabled);
@@ -61,9 +70,15 @@ impl EndpointIndex {
 
     pub fn remove_app(&mut self, app_key: u64) {
         for gone in self.by_app.remove(&app_key).into_iter().flatten() {
+            self.failing.remove(&gone.endpoint_key);
             self.disabled -= u64::from(gone.disabled);
             self.total -= 1;
         }
+    }
+
+    /// Whether the endpoint has a failure history (`failing_since_ms` is set).
+    pub fn is_failing(&self, endpoint_key: u64) -> bool {
+        self.failing.contains(&endpoint_key)
     }
 
     /// The keys of `app_key`'s endpoints.
@@ -191,5 +206,21 @@ mod tests {
         assert_eq!(index.counts(), (0, 2));
         index.remove_app(20);
         assert_eq!(index.counts(), (0, 1));
+
+        // The failure history follows every change too.
+        let failing = |key: u64, app_key: u64, since: Option<u64>| EndpointRecord {
+            failing_since_ms: since,
+            ..record(key, app_key, false)
+        };
+        index.upsert(&failing(4, 30, Some(5)));
+        index.upsert(&failing(5, 30, Some(5)));
+        index.upsert(&failing(6, 40, Some(5)));
+        assert!(index.is_failing(4) && index.is_failing(5) && index.is_failing(6));
+        index.upsert(&failing(4, 30, None));
+        assert!(!index.is_failing(4), "a success cleared it");
+        index.remove(30, 5);
+        assert!(!index.is_failing(5), "deleted");
+        index.remove_app(40);
+        assert!(!index.is_failing(6), "its application deleted");
     }
 }

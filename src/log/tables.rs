@@ -533,6 +533,7 @@ pub enum Step {
 pub fn record_attempt(
     ctx: &mut super::WriteCtx<'_, '_>,
     record: &schema::AttemptRecord,
+    encoded: &[u8],
     step: Step,
     disable_after_ms: u64,
 ) -> Result<u64, LogError> {
@@ -540,8 +541,7 @@ pub fn record_attempt(
     let dbs = ctx.dbs;
     let attempt_key = ctx.state.take_attempt_key();
     let key = u64_key(attempt_key);
-    dbs.attempts
-        .put(ctx.wtxn, &key, &schema::encode_json(record))?;
+    dbs.attempts.put(ctx.wtxn, &key, encoded)?;
     dbs.attempt_ids.put(ctx.wtxn, &id_key(&record.id), &key)?;
     dbs.msg_attempts
         .put(ctx.wtxn, &pair_key(record.seq, attempt_key), &[])?;
@@ -589,6 +589,11 @@ fn update_health(
     step: Step,
     disable_after_ms: u64,
 ) -> Result<(), LogError> {
+    // The common case, a success at a healthy endpoint, changes nothing: answered from the
+    // writer's index without reading and decoding the endpoint.
+    if record.success && !ctx.state.endpoints.is_failing(record.endpoint_key) {
+        return Ok(());
+    }
     let Some(endpoint) = endpoint_by_key(ctx.wtxn, ctx.dbs, record.endpoint_key)? else {
         return Ok(());
     };
