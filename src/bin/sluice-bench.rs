@@ -46,7 +46,7 @@ static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "Load harness for Sluice")]
 struct Args {
-    /// raw, ingest, deliver, fanout, isolation, latency, payloads, or all.
+    /// raw, ingest, deliver, fanout, isolation, latency, payloads, retries, or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Seconds of load per scenario.
@@ -143,7 +143,10 @@ fn main() -> ExitCode {
         one => vec![one],
     };
     let mut refused = false;
-    for name in names {
+    if args.scenario == "retries" || args.scenario == "all" {
+        refused |= !runtime.block_on(retries(&sluice, args.clients));
+    }
+    for name in names.into_iter().filter(|n| *n != "retries") {
         for report in runtime.block_on(scenario(name, &args, &sluice, args.in_flight)) {
             refused |= report.refused.is_some();
             print_report(&report, raw);
@@ -308,7 +311,8 @@ async fn run(sluice: &Path, name: &str, plan: Plan, in_flight: usize) -> Report 
     let seen = Arc::new(Mutex::new(Seen::default()));
     let sink = start_sink(Arc::clone(&seen)).await;
     let hung = start_hanging_sink().await;
-    let mut child = Sluice::spawn(sluice, &dir, in_flight);
+    let config = format!("[delivery]\nendpoint_in_flight_max = {in_flight}\n");
+    let mut child = Sluice::spawn(sluice, &dir, &config, true);
     let addr = child.addr;
     setup(addr, sink, hung, plan).await;
     let started = Instant::now();
@@ -400,22 +404,21 @@ struct Sluice {
 }
 
 impl Sluice {
-    fn spawn(binary: &Path, dir: &Path, in_flight: usize) -> Sluice {
+    /// Starts Sluice on `dir` with `config` (TOML) and returns once it logs that it is
+    /// serving. `loopback` lets it deliver to the harness's receivers; without it the
+    /// destination policy refuses loopback URLs.
+    fn spawn(binary: &Path, dir: &Path, config: &str, loopback: bool) -> Sluice {
         std::fs::create_dir_all(dir).expect("dir");
-        let config = dir.join("sluice.toml");
-        let text = format!("[delivery]\nendpoint_in_flight_max = {in_flight}\n");
-        std::fs::write(&config, text).expect("config");
-        let mut child = Command::new(binary)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--allow-http",
-                "--allow-network",
-                "127.0.0.0/8",
-                "--config",
-            ])
-            .arg(&config)
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, config).expect("config");
+        let mut command = Command::new(binary);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--allow-http"]);
+        if loopback {
+            command.args(["--allow-network", "127.0.0.0/8"]);
+        }
+        let mut child = command
+            .arg("--config")
+            .arg(&config_path)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("SLUICE_ADMIN_TOKEN", TOKEN)
@@ -472,12 +475,152 @@ impl Sluice {
         (cpu_s, hwm_kib / 1024.0)
     }
 
+    /// (total, anonymous, file-backed) resident MiB now, from /proc.
+    fn resident_mib(&self) -> [f64; 3] {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        ["VmRSS:", "RssAnon:", "RssFile:"].map(|field| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        })
+    }
+
     fn stop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+    }
+}
+
+/// Messages of the retries scenario, each fanned out to `RETRY_ENDPOINTS` endpoints.
+const RETRY_MESSAGES: usize = 100_000;
+const RETRY_ENDPOINTS: usize = 10;
+/// How long the retries scenario waits for every first attempt to be recorded.
+const RETRY_SETTLE_TIME_MAX: Duration = Duration::from_secs(900);
+
+/// One million pending retries: every delivery's first attempt is refused by the
+/// destination policy (a loopback URL without an allow-list) and its retry waits an hour.
+/// Reports resident memory with them all pending, the time a restart on the same data
+/// takes to serve, and checks that every retry is still pending after it. `false` if any
+/// was lost.
+async fn retries(sluice: &Path, clients: usize) -> bool {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{}-retries", std::process::id()));
+    let config = "[delivery]\nretry_schedule_ms = [3600000]\n";
+    let mut first = Sluice::spawn(sluice, &dir, config, false);
+    let addr = first.addr;
+    let mut sender = connect(addr).await;
+    let (status, _) = post(
+        &mut sender,
+        addr,
+        "/api/v1/app",
+        br#"{"name":"bench","uid":"bench"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 201, "app");
+    for n in 0..RETRY_ENDPOINTS {
+        let body = format!(r#"{{"url":"http://127.0.0.1:9/hook/{n}","uid":"e{n}"}}"#);
+        let (status, _) = post(
+            &mut sender,
+            addr,
+            "/api/v1/app/bench/endpoint",
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 201, "endpoint");
+    }
+    let started = Instant::now();
+    let accepted = ingest_numbered(addr, clients, RETRY_MESSAGES).await;
+    let ingested = started.elapsed();
+    let wanted = (accepted * RETRY_ENDPOINTS) as u64;
+    let pending = pending_retries(addr, wanted).await;
+    let settled = started.elapsed();
+    let loaded = first.resident_mib();
+    first.stop();
+    let restarted_at = Instant::now();
+    let mut second = Sluice::spawn(sluice, &dir, config, false);
+    let ready = restarted_at.elapsed();
+    // Memory once the shards have made a few scans, and before the check below reads
+    // every delivery row (which maps the whole log into the process).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted = second.resident_mib();
+    let kept = pending_retries(second.addr, wanted).await;
+    second.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let [total, anon, file] = loaded;
+    println!(
+        "retries                {accepted} messages x {RETRY_ENDPOINTS} endpoints accepted in {:.1} s; \
+         {pending} retries pending after {:.1} s (first attempts {:.0}/s)",
+        ingested.as_secs_f64(),
+        settled.as_secs_f64(),
+        pending as f64 / settled.as_secs_f64()
+    );
+    println!(
+        "                       with them pending: RSS {total:.0} MiB (heap {anon:.0}, mapped log pages {file:.0}); \
+         restart serving in {:.0} ms with {kept} still pending, RSS 2 s after it {:.0} MiB (heap {:.0})",
+        ready.as_secs_f64() * 1e3,
+        restarted[0],
+        restarted[1]
+    );
+    if pending < wanted || kept < wanted {
+        println!(
+            "retries                REFUSED: {wanted} wanted pending, {pending} before and {kept} after the restart"
+        );
+        return false;
+    }
+    true
+}
+
+/// `clients` keep-alive clients post `total` small numbered messages; how many were accepted.
+async fn ingest_numbered(addr: SocketAddr, clients: usize, total: usize) -> usize {
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            tokio::spawn(async move {
+                let mut sender = connect(addr).await;
+                let mut accepted = 0;
+                for n in (client..total).step_by(clients) {
+                    let body = format!(r#"{{"eventType":"bench.retry","payload":{{"n":{n}}}}}"#);
+                    let (status, _) = post(
+                        &mut sender,
+                        addr,
+                        "/api/v1/app/bench/msg",
+                        body.into_bytes(),
+                    )
+                    .await;
+                    accepted += usize::from(status == 202);
+                }
+                accepted
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await.expect("client");
+    }
+    accepted
+}
+
+/// Polls the endpoints' stats once a second until `wanted` deliveries have made their
+/// first attempt and wait for their retry (`sending`), or the time is up; how many do.
+async fn pending_retries(addr: SocketAddr, wanted: u64) -> u64 {
+    let deadline = Instant::now() + RETRY_SETTLE_TIME_MAX;
+    loop {
+        let mut sending = 0;
+        for n in 0..RETRY_ENDPOINTS {
+            let stats = http_get(addr, &format!("/api/v1/app/bench/endpoint/e{n}/stats")).await;
+            let stats: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+            sending += stats["sending"].as_u64().unwrap_or(0);
+        }
+        if sending >= wanted || Instant::now() > deadline {
+            return sending;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -593,6 +736,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     sender.ready().await.expect("ready");
     let req = hyper::Request::get(path)
         .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::new(Bytes::new()))
         .expect("request");
     let resp = sender.send_request(req).await.expect("response");
