@@ -12,7 +12,9 @@ use super::schema::{
     self, DeliveryRecord, DeliveryState, MessageRecord, db_name, id_key, pair_key, u64_key, uid_key,
 };
 use super::{LogError, WriteCtx, tables};
-use crate::limits::RETENTION_SWEEP_LOOKUPS_MAX;
+use crate::limits::{RETENTION_DAYS_MIN, RETENTION_SWEEP_LOOKUPS_MAX};
+
+const DAY_MS: u64 = 86_400_000;
 
 /// What one sweep batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,15 +25,19 @@ pub struct Swept {
     pub more: bool,
     /// Where the next payload scan resumes (`None`: from the start).
     pub payload_cursor: Option<u64>,
+    /// This batch's payload scan reached the end of what could have expired: one pass
+    /// over the log is complete.
+    pub payload_pass_done: bool,
 }
 
 /// Deletes up to `rows_max` messages created before `delete_before_ms` (oldest first,
-/// stopping at a message with a pending delivery), then drops the payloads of up to
-/// `rows_max` messages from `payload_cursor` on whose payload retention has passed.
+/// stopping at a message with a pending delivery), then, if `payload_cursor` is given
+/// (`Some(None)` starts a pass), drops the payloads of up to `rows_max` messages from
+/// there on whose payload retention has passed.
 pub fn sweep(
     ctx: &mut WriteCtx<'_, '_>,
     delete_before_ms: u64,
-    payload_cursor: Option<u64>,
+    payload_cursor: Option<Option<u64>>,
     rows_max: usize,
 ) -> Result<Swept, LogError> {
     let mut swept = Swept::default();
@@ -62,23 +68,43 @@ pub fn sweep(
         swept.messages_deleted += 1;
     }
 
+    if let Some(cursor) = payload_cursor {
+        drop_expired_payloads(ctx, cursor, rows_max, &mut swept)?;
+    }
+    Ok(swept)
+}
+
+/// One batch of a payload pass: reads up to `rows_max` messages after `cursor`, in seq
+/// (time) order, and drops the payloads whose retention has passed. The pass ends at the
+/// first message younger than the shortest payload retention: no later one can have
+/// expired, so a young log costs one read, not a scan of every message.
+fn drop_expired_payloads(
+    ctx: &mut WriteCtx<'_, '_>,
+    cursor: Option<u64>,
+    rows_max: usize,
+    swept: &mut Swept,
+) -> Result<(), LogError> {
     let now_ms = ctx.now_ms;
-    let start = payload_cursor.map_or(0, |c| c + 1);
-    let mut expired = Vec::new();
-    let (mut last, mut read) = (None, 0);
-    let lower = u64_key(start);
+    let young_after_ms = now_ms.saturating_sub(u64::from(RETENTION_DAYS_MIN) * DAY_MS);
+    let lower = u64_key(cursor.map_or(0, |c| c + 1));
     let range = (
         std::ops::Bound::Included(&lower[..]),
         std::ops::Bound::Unbounded,
     );
+    let mut expired = Vec::new();
+    let (mut last, mut read, mut reached_young) = (None, 0, false);
     for row in ctx.dbs.msgs.range(ctx.wtxn, &range)?.take(rows_max) {
         let (key, value) = row?;
+        let header = MessageRecord::retention_header(value)?;
+        if header.created_ms > young_after_ms {
+            reached_young = true;
+            break;
+        }
         let seq = schema::read_u64(db_name::MSGS, key, 0)?;
         last = Some(seq);
         read += 1;
-        let message = MessageRecord::decode(value)?;
-        if message.payload.is_some() && message.payload_expires_ms <= now_ms {
-            expired.push((seq, message));
+        if header.has_payload && header.payload_expires_ms <= now_ms {
+            expired.push((seq, MessageRecord::decode(value)?));
         }
     }
     for (seq, mut message) in expired {
@@ -88,11 +114,11 @@ pub fn sweep(
             .put(ctx.wtxn, &u64_key(seq), &message.encode())?;
         swept.payloads_dropped += 1;
     }
-    // A full page means there is more to read; a short one reached the end, and the
-    // next scan starts over.
-    swept.payload_cursor = last.filter(|_| read >= rows_max);
+    // A full batch that did not reach the young end means there is more to read.
+    swept.payload_cursor = last.filter(|_| read >= rows_max && !reached_young);
+    swept.payload_pass_done = swept.payload_cursor.is_none();
     swept.more |= swept.payload_cursor.is_some();
-    Ok(swept)
+    Ok(())
 }
 
 /// Deletes one message and everything that hangs off it; `false` (and nothing deleted) if

@@ -364,6 +364,14 @@ const FLAG_EVENT_ID: u8 = 1;
 const FLAG_CHANNELS: u8 = 2;
 const FLAG_PAYLOAD: u8 = 4;
 
+/// A message's times and whether it still has its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionHeader {
+    pub created_ms: u64,
+    pub payload_expires_ms: u64,
+    pub has_payload: bool,
+}
+
 impl MessageRecord {
     pub fn encode(&self) -> Vec<u8> {
         let payload_len = self.payload.as_ref().map_or(0, Vec::len);
@@ -402,6 +410,29 @@ impl MessageRecord {
             out.extend_from_slice(payload);
         }
         out
+    }
+
+    /// The fields retention needs, read without decoding the rest of the record.
+    pub fn retention_header(bytes: &[u8]) -> Result<RetentionHeader, LogError> {
+        let mut r = Cursor {
+            table: db_name::MSGS,
+            bytes,
+            pos: 0,
+        };
+        let version = r.u8()?;
+        if version != RECORD_VERSION {
+            return Err(LogError::corrupt(
+                db_name::MSGS,
+                &format!("unknown record version {version}"),
+            ));
+        }
+        let flags = r.u8()?;
+        let _app_key = r.u64()?;
+        Ok(RetentionHeader {
+            created_ms: r.u64()?,
+            payload_expires_ms: r.u64()?,
+            has_payload: flags & FLAG_PAYLOAD != 0,
+        })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<MessageRecord, LogError> {
@@ -642,6 +673,18 @@ mod tests {
             MessageRecord::decode(&bare.encode()).expect("decodes"),
             bare
         );
+        for record in [&full, &bare] {
+            let header = MessageRecord::retention_header(&record.encode()).expect("header");
+            assert_eq!(
+                header,
+                RetentionHeader {
+                    created_ms: record.created_ms,
+                    payload_expires_ms: record.payload_expires_ms,
+                    has_payload: record.payload.is_some(),
+                }
+            );
+        }
+        assert!(MessageRecord::retention_header(&full.encode()[..17]).is_err());
     }
 
     #[test]
