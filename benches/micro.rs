@@ -1,21 +1,63 @@
 //! Micro-benchmarks of the hot paths, each a bounded timing loop: signing by payload size,
 //! message-create validation (simd-json, Sluice's parser) against serde_json on the same
 //! bytes, endpoint matching among 10,000 endpoints, and the group-commit append (many
-//! concurrent writers sharing fsyncs) against one writer at a time.
+//! concurrent writers sharing fsyncs) against one writer at a time. Each also reports the
+//! heap allocations one call makes (a counting wrapper around the system allocator).
 //!
 //! Run: `cargo bench --bench micro`.
 
 #![expect(clippy::print_stdout, reason = "the figures are the program's output")]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice::clock::Clock;
 use sluice::log::index::EndpointIndex;
 use sluice::log::schema::{EndpointRecord, MessageRecord, Signing};
 use sluice::log::{Log, tables};
+
+/// Heap allocations made by every thread of this process so far.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The system allocator, counting allocations.
+struct Counting;
+
+#[expect(unsafe_code, reason = "a global allocator is an unsafe trait")]
+// SAFETY: every call is passed unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `System` with this layout; the contract is the same.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Heap allocations (and reallocations) per call of `f`, over `calls` calls.
+fn allocations_per_call(calls: u64, mut f: impl FnMut()) -> f64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..calls {
+        f();
+    }
+    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / calls as f64
+}
 
 /// Runs `f` repeatedly for about `budget` (at most `max` times); returns ns per call.
 fn time_per_call(budget: Duration, max: u64, mut f: impl FnMut()) -> f64 {
@@ -40,16 +82,18 @@ fn signing(budget: Duration) {
     let key = [7u8; 24];
     for size in [256usize, 4096, 65_536] {
         let body = vec![b'x'; size];
-        let ns = time_per_call(budget, 10_000_000, || {
+        let mut sign = || {
             black_box(sluice::signing::signature_header(
                 [key.as_slice()],
                 "msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF",
                 1_800_000_000,
                 black_box(&body),
             ));
-        });
+        };
+        let ns = time_per_call(budget, 10_000_000, &mut sign);
+        let allocations = allocations_per_call(1_000, &mut sign);
         println!(
-            "sign {size:>6} B: {ns:>9.0} ns ({:.0} MB/s)",
+            "sign {size:>6} B: {ns:>9.0} ns ({:.0} MB/s), {allocations:.1} allocations",
             size as f64 / ns * 1e3
         );
     }
@@ -62,14 +106,19 @@ fn validation(budget: Duration) {
             r#"{{"eventType":"invoice.paid","eventId":"evt-1","channels":["eu"],"payload":{{"id":"in_1","amount":100,"pad":"{pad}","nested":{{"a":[1,2,3],"b":true}}}}}}"#
         )
         .into_bytes();
-        let sluice_ns = time_per_call(budget, 10_000_000, || {
+        let mut sluice_parse = || {
             black_box(sluice::api::message_in::parse(black_box(&body)).is_ok());
-        });
-        let serde_ns = time_per_call(budget, 10_000_000, || {
+        };
+        let mut serde_parse = || {
             black_box(serde_json::from_slice::<serde_json::Value>(black_box(&body)).is_ok());
-        });
+        };
+        let sluice_ns = time_per_call(budget, 10_000_000, &mut sluice_parse);
+        let serde_ns = time_per_call(budget, 10_000_000, &mut serde_parse);
+        let sluice_allocations = allocations_per_call(1_000, &mut sluice_parse);
+        let serde_allocations = allocations_per_call(1_000, &mut serde_parse);
         println!(
-            "validate {size:>6} B body: sluice (simd-json) {sluice_ns:>8.0} ns, serde_json Value {serde_ns:>8.0} ns ({:.2}x)",
+            "validate {size:>6} B body: sluice (simd-json) {sluice_ns:>8.0} ns, {sluice_allocations:.0} allocations; \
+             serde_json Value {serde_ns:>8.0} ns, {serde_allocations:.0} allocations ({:.2}x)",
             serde_ns / sluice_ns
         );
     }
@@ -110,10 +159,14 @@ fn matching(budget: Duration) {
         let types = Some(vec![format!("type.{}", key % 10)]);
         index.upsert(&endpoint(key, key / 100, types));
     }
-    let ns = time_per_call(budget, 10_000_000, || {
+    let mut find = || {
         black_box(index.matching(black_box(42), "type.3", None).count());
-    });
-    println!("match a message among 10,000 endpoints (100 in its app): {ns:.0} ns");
+    };
+    let ns = time_per_call(budget, 10_000_000, &mut find);
+    let allocations = allocations_per_call(1_000, &mut find);
+    println!(
+        "match a message among 10,000 endpoints (100 in its app): {ns:.0} ns, {allocations:.0} allocations"
+    );
 }
 
 /// Durable appends: 1 writer at a time (one fsync each) against 64 concurrent writers
@@ -130,9 +183,12 @@ fn group_commit() {
         .expect("runtime");
     let (log, writer) = Log::open(dir.path(), &config.storage, Clock::System, None).expect("log");
     for concurrency in [1usize, 64] {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
         let appended = runtime.block_on(append_for(&log, concurrency, Duration::from_secs(2)));
+        let allocations = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / appended as f64;
         println!(
-            "durable append, {concurrency:>2} concurrent writers: {:.0} messages/s",
+            "durable append, {concurrency:>2} concurrent writers: {:.0} messages/s, \
+             {allocations:.1} allocations per message (caller, writer and runtime)",
             appended as f64 / 2.0
         );
     }

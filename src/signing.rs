@@ -16,28 +16,55 @@ pub fn signature_header<'k>(
     timestamp_secs: u64,
     body: &[u8],
 ) -> String {
-    let timestamp = timestamp_secs.to_string();
-    let mut header = String::new();
+    let mut digits = [0u8; 20];
+    let timestamp = decimal(timestamp_secs, &mut digits);
+    // One allocation per signature: the header itself (one key's `v1,` and 44 base64
+    // characters fit the initial capacity).
+    let mut header = String::with_capacity(SIGNATURE_LEN);
     for key in keys {
         let key = hmac::Key::new(hmac::HMAC_SHA256, key);
         let mut ctx = hmac::Context::with_key(&key);
         ctx.update(msg_id.as_bytes());
         ctx.update(b".");
-        ctx.update(timestamp.as_bytes());
+        ctx.update(timestamp);
         ctx.update(b".");
         ctx.update(body);
         if !header.is_empty() {
             header.push(' ');
         }
         header.push_str("v1,");
-        header.push_str(&BASE64.encode(ctx.sign().as_ref()));
+        BASE64.encode_string(ctx.sign().as_ref(), &mut header);
     }
     header
+}
+
+/// Length of one `v1,<base64 of a SHA-256 tag>` signature.
+const SIGNATURE_LEN: usize = 3 + 44;
+
+/// `n` in decimal ASCII, written into `buf` (20 digits hold any u64).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_matches_display() {
+        for n in [0, 7, 10, 1_800_000_000, u64::MAX] {
+            let mut buf = [0u8; 20];
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes(), "{n}");
+        }
+    }
 
     #[test]
     fn svix_test_vector() {

@@ -34,7 +34,14 @@ use hyper_util::rt::TokioIo;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The admin token of a Sluice the harness starts.
 const TOKEN: &str = "bench-token";
+/// The token the clients present: `TOKEN`, or `--token` with `--target`.
+static TOKEN_IN_USE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn token() -> &'static str {
+    TOKEN_IN_USE.get().map_or(TOKEN, String::as_str)
+}
 const KEY: [u8; 24] = [7; 24];
 /// Most requests one client makes, whatever the duration.
 const REQUESTS_PER_CLIENT_MAX: usize = 2_000_000;
@@ -46,7 +53,7 @@ static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "Load harness for Sluice")]
 struct Args {
-    /// raw, ingest, deliver, fanout, isolation, latency, payloads, retries, or all.
+    /// raw, ingest, deliver, fanout, isolation, latency, payloads, mix, retries, or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Seconds of load per scenario.
@@ -64,6 +71,36 @@ struct Args {
     /// `delivery.endpoint_in_flight_max` for the runs (Sluice's default is 16).
     #[arg(long, default_value_t = 16)]
     in_flight: usize,
+    /// A fixed total rate of messages per second for every scenario (default: full speed,
+    /// except the latency scenario's 2,000/s).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// The receivers' behaviour mix of the `mix` scenario, in percent of its endpoints:
+    /// fast (200 at once), slow (200 after `--slow-ms`), fail (`--fail-status`), close
+    /// (the connection is closed without an answer), hang (never answers).
+    #[arg(long, default_value = "fast=70,slow=10,fail=10,close=5,hang=5")]
+    mix: String,
+    /// Endpoints of the `mix` scenario; each message goes to all of them.
+    #[arg(long, default_value_t = 100)]
+    endpoints: usize,
+    /// How long a slow receiver waits before it answers, ms.
+    #[arg(long, default_value_t = 50)]
+    slow_ms: u64,
+    /// The status a failing receiver answers.
+    #[arg(long, default_value_t = 500)]
+    fail_status: u16,
+    /// A Sluice already running at this address, instead of starting one per run. It
+    /// must allow deliveries to loopback (`--allow-http --allow-network 127.0.0.0/8`);
+    /// each run creates its own application. The retries scenario needs its own process
+    /// and is skipped.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// The token for `--target` (an organisation token).
+    #[arg(long, default_value = TOKEN)]
+    token: String,
+    /// The process id of the `--target` Sluice, for its CPU and memory figures.
+    #[arg(long)]
+    pid: Option<u32>,
     /// Internal: serve the minimal responder in this process, print `addr=`, and exit when
     /// standard input closes (the harness runs itself this way for the raw rate).
     #[arg(long, hide = true)]
@@ -88,6 +125,9 @@ struct Seen {
     first: HashMap<(MsgKey, u32), Instant>,
     duplicates: usize,
     bad_signatures: usize,
+    /// Attempts answered with the failing status, and connections closed unanswered.
+    failed: usize,
+    closed: usize,
 }
 
 /// One scenario's figures.
@@ -111,6 +151,7 @@ fn main() -> ExitCode {
         serve_raw_until_stdin_closes();
         return ExitCode::SUCCESS;
     }
+    let _ = TOKEN_IN_USE.set(args.token.clone());
     let sluice = args.sluice.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .expect("exe")
@@ -138,16 +179,25 @@ fn main() -> ExitCode {
             "isolation",
             "latency",
             "payloads",
+            "mix",
         ],
         "raw" => vec![],
         one => vec![one],
     };
+    let subject = Subject {
+        binary: sluice.clone(),
+        target: args.target,
+        pid: args.pid,
+        in_flight: args.in_flight,
+    };
     let mut refused = false;
-    if args.scenario == "retries" || args.scenario == "all" {
+    if args.target.is_some() && args.scenario == "retries" {
+        eprintln!("the retries scenario restarts Sluice: it cannot run against --target");
+    } else if args.target.is_none() && (args.scenario == "retries" || args.scenario == "all") {
         refused |= !runtime.block_on(retries(&sluice, args.clients));
     }
     for name in names.into_iter().filter(|n| *n != "retries") {
-        for report in runtime.block_on(scenario(name, &args, &sluice, args.in_flight)) {
+        for report in runtime.block_on(scenario(name, &args, &subject)) {
             refused |= report.refused.is_some();
             print_report(&report, raw);
         }
@@ -194,19 +244,47 @@ fn print_report(r: &Report, raw: f64) {
 }
 
 /// Runs one named scenario (some run several variants).
-async fn scenario(name: &str, args: &Args, sluice: &Path, in_flight: usize) -> Vec<Report> {
+async fn scenario(name: &str, args: &Args, subject: &Subject) -> Vec<Report> {
     let base = Plan {
         endpoints: 1,
+        slow: 0,
+        failing: 0,
+        closing: 0,
         hanging: 0,
         fanout: 1,
         payload: args.payload,
         clients: args.clients,
         secs: Duration::from_secs(args.secs),
-        rate: None,
+        rate: args.rate,
+    };
+    let runs = if name == "mix" {
+        match parse_mix(&args.mix, args.endpoints) {
+            Ok(mix) => vec![(
+                format!("mix {} of {}", args.mix, args.endpoints),
+                Plan {
+                    payload: base.payload,
+                    clients: base.clients,
+                    secs: base.secs,
+                    rate: base.rate,
+                    ..mix
+                },
+            )],
+            Err(error) => {
+                eprintln!("--mix: {error}");
+                Vec::new()
+            }
+        }
+    } else {
+        plans(name, base)
     };
     let mut reports = Vec::new();
-    for (label, plan) in plans(name, base) {
-        reports.push(run(sluice, &label, plan, in_flight).await);
+    for (label, plan) in runs {
+        let receivers = Receivers {
+            plan,
+            slow: Duration::from_millis(args.slow_ms),
+            fail_status: args.fail_status,
+        };
+        reports.push(run(subject, &label, receivers).await);
     }
     reports
 }
@@ -275,8 +353,16 @@ fn plans(name: &str, base: Plan) -> Vec<(String, Plan)> {
 /// One run: endpoints (some hanging), how many endpoints each message reaches, load.
 #[derive(Clone, Copy)]
 struct Plan {
-    /// Healthy endpoints (on the verifying receiver).
+    /// Fast endpoints: the verifying receiver answers 200 at once. They come first, then
+    /// slow, failing, closing and hanging ones, in that order of endpoint number.
     endpoints: usize,
+    /// Answer 200 after `Receivers::slow`.
+    slow: usize,
+    /// Answer `Receivers::fail_status`.
+    failing: usize,
+    /// Close the connection without an answer.
+    closing: usize,
+    /// Never answer (a listener that accepts and holds the connection).
     hanging: usize,
     fanout: usize,
     payload: usize,
@@ -289,34 +375,128 @@ impl Plan {
     /// Channel groups: with more endpoints than one message reaches, endpoint `i` listens
     /// on channel `c{i % groups}` and each message picks one channel.
     fn groups(self) -> usize {
-        ((self.endpoints + self.hanging) / self.fanout.max(1)).max(1)
+        (self.total() / self.fanout.max(1)).max(1)
     }
 
-    /// Deliveries one message makes to healthy endpoints.
+    fn total(self) -> usize {
+        self.endpoints + self.slow + self.failing + self.closing + self.hanging
+    }
+
+    /// Deliveries one message makes to endpoints that answer 2xx (with channel groups,
+    /// every endpoint is a fast one).
     fn healthy_per_message(self) -> usize {
         if self.groups() == 1 {
-            self.endpoints
+            self.endpoints + self.slow
         } else {
             self.fanout
         }
     }
+
+    /// How endpoint `i` answers.
+    fn behaviour(self, i: usize) -> Behaviour {
+        let bounds = [
+            (self.endpoints, Behaviour::Fast),
+            (self.slow, Behaviour::Slow),
+            (self.failing, Behaviour::Fail),
+            (self.closing, Behaviour::Close),
+        ];
+        let mut end = 0;
+        for (count, behaviour) in bounds {
+            end += count;
+            if i < end {
+                return behaviour;
+            }
+        }
+        Behaviour::Hang
+    }
 }
 
-async fn run(sluice: &Path, name: &str, plan: Plan, in_flight: usize) -> Report {
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-bench-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+/// How a receiver answers one endpoint's deliveries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Behaviour {
+    Fast,
+    Slow,
+    Fail,
+    Close,
+    Hang,
+}
+
+/// What the verifying receiver needs to know about the endpoints of a run.
+#[derive(Clone, Copy)]
+struct Receivers {
+    plan: Plan,
+    slow: Duration,
+    fail_status: u16,
+}
+
+/// Parses `fast=70,slow=10,...` into counts of `total` endpoints (the remainder of the
+/// rounding goes to fast).
+fn parse_mix(text: &str, total: usize) -> Result<Plan, String> {
+    let mut percent = HashMap::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once('=')
+            .ok_or(format!("{part}: want name=percent"))?;
+        let value: usize = value
+            .parse()
+            .map_err(|_| format!("{part}: not a whole percent"))?;
+        if !["fast", "slow", "fail", "close", "hang"].contains(&name) {
+            return Err(format!("{name}: not one of fast, slow, fail, close, hang"));
+        }
+        percent.insert(name.to_owned(), value);
+    }
+    if percent.values().sum::<usize>() != 100 {
+        return Err("the percentages must add up to 100".to_owned());
+    }
+    let count = |name: &str| total * percent.get(name).copied().unwrap_or(0) / 100;
+    let (slow, failing, closing, hanging) =
+        (count("slow"), count("fail"), count("close"), count("hang"));
+    Ok(Plan {
+        endpoints: total - slow - failing - closing - hanging,
+        slow,
+        failing,
+        closing,
+        hanging,
+        fanout: total,
+        payload: 1024,
+        clients: 64,
+        secs: Duration::from_secs(10),
+        rate: None,
+    })
+}
+
+/// What a run measures: a Sluice binary to start per run, or a running one.
+struct Subject {
+    binary: PathBuf,
+    target: Option<SocketAddr>,
+    pid: Option<u32>,
+    in_flight: usize,
+}
+
+async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
+    let plan = receivers.plan;
+    let run_number = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("sluice-bench-{}-{run_number}", std::process::id()));
+    // Its own application, so that runs against one `--target` do not meet.
+    let app = format!("bench-{}-{run_number}", std::process::id());
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let sink = start_sink(Arc::clone(&seen)).await;
+    let sink = start_sink(Arc::clone(&seen), receivers).await;
     let hung = start_hanging_sink().await;
-    let config = format!("[delivery]\nendpoint_in_flight_max = {in_flight}\n");
-    let mut child = Sluice::spawn(sluice, &dir, &config, true);
+    let mut child = match subject.target {
+        Some(addr) => Sluice::running(addr, subject.pid),
+        None => {
+            let config = format!(
+                "[delivery]\nendpoint_in_flight_max = {}\n",
+                subject.in_flight
+            );
+            Sluice::spawn(&subject.binary, &dir, &config, true)
+        }
+    };
     let addr = child.addr;
-    setup(addr, sink, hung, plan).await;
+    setup(addr, &app, sink, hung, plan).await;
     let started = Instant::now();
-    let accepted = load(addr, plan).await;
+    let accepted = load(addr, &app, plan).await;
     let ingest = started.elapsed();
     let expected = accepted.len() * plan.healthy_per_message();
     let deadline = Instant::now() + DRAIN_TIME_MAX;
@@ -394,12 +574,21 @@ fn deliveries(
             .name
             .push_str(&format!(" ({} duplicates)", seen.duplicates));
     }
+    if seen.failed + seen.closed > 0 {
+        report.name.push_str(&format!(
+            " [failing answered {}, connections closed {}]",
+            seen.failed, seen.closed
+        ));
+    }
     report
 }
 
 /// The Sluice child process.
 struct Sluice {
-    child: Child,
+    /// The process this harness started, if it started one.
+    child: Option<Child>,
+    /// Its process id, or `--pid` for a `--target`.
+    pid: Option<u32>,
     addr: SocketAddr,
 }
 
@@ -448,12 +637,27 @@ impl Sluice {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Sluice { child, addr }
+        Sluice {
+            pid: Some(child.id()),
+            child: Some(child),
+            addr,
+        }
+    }
+
+    /// A Sluice this harness did not start (`--target`).
+    fn running(addr: SocketAddr, pid: Option<u32>) -> Sluice {
+        Sluice {
+            child: None,
+            pid,
+            addr,
+        }
     }
 
     /// (CPU seconds, peak RSS MiB) so far, from /proc.
     fn usage(&self) -> (f64, f64) {
-        let pid = self.child.id();
+        let Some(pid) = self.pid else {
+            return (f64::NAN, f64::NAN);
+        };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the command name: utime and stime are the 12th and 13th.
         let after = stat.rsplit(')').next().unwrap_or("");
@@ -477,7 +681,9 @@ impl Sluice {
 
     /// (total, anonymous, file-backed) resident MiB now, from /proc.
     fn resident_mib(&self) -> [f64; 3] {
-        let pid = self.child.id();
+        let Some(pid) = self.pid else {
+            return [f64::NAN; 3];
+        };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         ["VmRSS:", "RssAnon:", "RssFile:"].map(|field| {
             status
@@ -490,12 +696,15 @@ impl Sluice {
         })
     }
 
+    /// Stops the process this harness started (a `--target` keeps running).
     fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -626,21 +835,24 @@ async fn pending_retries(addr: SocketAddr, wanted: u64) -> u64 {
 
 /// Creates the application and its endpoints: endpoint i listens on channel `c{i % g}`
 /// where `g` groups make each message (on one channel) reach `fanout` endpoints.
-async fn setup(addr: SocketAddr, sink: SocketAddr, hung: SocketAddr, plan: Plan) {
+async fn setup(addr: SocketAddr, app: &str, sink: SocketAddr, hung: SocketAddr, plan: Plan) {
     let mut sender = connect(addr).await;
     let (status, _) = post(
         &mut sender,
         addr,
         "/api/v1/app",
-        br#"{"name":"bench","uid":"bench"}"#.to_vec(),
+        format!(r#"{{"name":"bench","uid":"{app}"}}"#).into_bytes(),
     )
     .await;
     assert_eq!(status, 201, "app");
-    let total = plan.endpoints + plan.hanging;
     let groups = plan.groups();
     let secret = format!("whsec_{}", BASE64.encode(KEY));
-    for i in 0..total {
-        let target = if i < plan.endpoints { sink } else { hung };
+    for i in 0..plan.total() {
+        let target = if plan.behaviour(i) == Behaviour::Hang {
+            hung
+        } else {
+            sink
+        };
         let channels = if groups > 1 {
             format!(r#","channels":["c{}"]"#, i % groups)
         } else {
@@ -650,7 +862,7 @@ async fn setup(addr: SocketAddr, sink: SocketAddr, hung: SocketAddr, plan: Plan)
         let (status, _) = post(
             &mut sender,
             addr,
-            "/api/v1/app/bench/endpoint",
+            &format!("/api/v1/app/{app}/endpoint"),
             body.into_bytes(),
         )
         .await;
@@ -660,13 +872,14 @@ async fn setup(addr: SocketAddr, sink: SocketAddr, hung: SocketAddr, plan: Plan)
 
 /// K clients post messages until the time is up (or at a fixed total rate); returns the
 /// acceptance time of each accepted message id.
-async fn load(addr: SocketAddr, plan: Plan) -> HashMap<MsgKey, Instant> {
+async fn load(addr: SocketAddr, app: &str, plan: Plan) -> HashMap<MsgKey, Instant> {
+    let path = format!("/api/v1/app/{app}/msg?with_content=false");
     let groups = plan.groups();
     let pad = "x".repeat(plan.payload.saturating_sub(48).max(1));
     let deadline = Instant::now() + plan.secs;
     let tasks: Vec<_> = (0..plan.clients)
         .map(|c| {
-            let pad = pad.clone();
+            let (pad, path) = (pad.clone(), path.clone());
             tokio::spawn(async move {
                 let mut sender = connect(addr).await;
                 let mut accepted = Vec::new();
@@ -683,7 +896,7 @@ async fn load(addr: SocketAddr, plan: Plan) -> HashMap<MsgKey, Instant> {
                     }
                     let channels = if groups > 1 { format!(r#","channels":["c{}"]"#, (c + n) % groups) } else { String::new() };
                     let body = format!(r#"{{"eventType":"bench.event","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}{channels}}}"#);
-                    let (status, bytes) = post(&mut sender, addr, "/api/v1/app/bench/msg?with_content=false", body.into_bytes()).await;
+                    let (status, bytes) = post(&mut sender, addr, &path, body.into_bytes()).await;
                     if status != 202 {
                         continue;
                     }
@@ -719,7 +932,7 @@ async fn post(sender: &mut Sender, addr: SocketAddr, path: &str, body: Vec<u8>) 
     sender.ready().await.expect("ready");
     let req = hyper::Request::post(path)
         .header("host", addr.to_string())
-        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("authorization", format!("Bearer {}", token()))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .expect("request");
@@ -736,7 +949,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
     sender.ready().await.expect("ready");
     let req = hyper::Request::get(path)
         .header("host", addr.to_string())
-        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("authorization", format!("Bearer {}", token()))
         .body(Full::new(Bytes::new()))
         .expect("request");
     let resp = sender.send_request(req).await.expect("response");
@@ -789,9 +1002,10 @@ fn attempt_percentiles(metrics: &str) -> Option<[f64; 2]> {
     Some([at(0.5), at(0.99)])
 }
 
-/// The receiver: verifies each signature with ring against the endpoint key and records
-/// the first arrival of each (message, endpoint).
-async fn start_sink(seen: Arc<Mutex<Seen>>) -> SocketAddr {
+/// The receiver: answers each endpoint as its behaviour says (fast, slow, failing, or
+/// closing the connection), verifies every signature it reads with ring against the
+/// endpoint key, and records the first arrival of each (message, endpoint) it accepted.
+async fn start_sink(seen: Arc<Mutex<Seen>>, receivers: Receivers) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -803,49 +1017,7 @@ async fn start_sink(seen: Arc<Mutex<Seen>>) -> SocketAddr {
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (seen, key) = (Arc::clone(&seen), key.clone());
-                    async move {
-                        let header = |name: &str| {
-                            req.headers()
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned()
-                        };
-                        let (id, ts, sig) = (
-                            header("webhook-id"),
-                            header("webhook-timestamp"),
-                            header("webhook-signature"),
-                        );
-                        let endpoint = req
-                            .uri()
-                            .path()
-                            .strip_prefix("/hook/")
-                            .and_then(|n| n.parse::<u32>().ok())
-                            .unwrap_or(u32::MAX);
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let signed = [id.as_bytes(), b".", ts.as_bytes(), b".", &body].concat();
-                        let valid = sig
-                            .strip_prefix("v1,")
-                            .and_then(|s| BASE64.decode(s).ok())
-                            .is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok());
-                        let mut seen = seen.lock().expect("lock");
-                        if !valid {
-                            seen.bad_signatures += 1;
-                        }
-                        if seen
-                            .first
-                            .insert((msg_key(&id), endpoint), Instant::now())
-                            .is_some()
-                        {
-                            seen.duplicates += 1;
-                        }
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
-                    }
+                    receive(req, seen, key, receivers)
                 });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
@@ -854,6 +1026,77 @@ async fn start_sink(seen: Arc<Mutex<Seen>>) -> SocketAddr {
         }
     });
     addr
+}
+
+/// One delivery at the receiver. An `Err` makes hyper close the connection unanswered.
+async fn receive(
+    req: hyper::Request<hyper::body::Incoming>,
+    seen: Arc<Mutex<Seen>>,
+    key: ring::hmac::Key,
+    receivers: Receivers,
+) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (id, ts, sig) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    );
+    let endpoint = req
+        .uri()
+        .path()
+        .strip_prefix("/hook/")
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(u32::MAX);
+    let behaviour = receivers.plan.behaviour(endpoint as usize);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let signed = [id.as_bytes(), b".", ts.as_bytes(), b".", &body].concat();
+    let valid = sig
+        .strip_prefix("v1,")
+        .and_then(|s| BASE64.decode(s).ok())
+        .is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok());
+    if behaviour == Behaviour::Slow {
+        tokio::time::sleep(receivers.slow).await;
+    }
+    let mut seen = seen.lock().expect("lock");
+    if !valid {
+        seen.bad_signatures += 1;
+    }
+    match behaviour {
+        Behaviour::Close => {
+            seen.closed += 1;
+            Err(std::io::Error::other(
+                "the mix closes this endpoint's connections",
+            ))
+        }
+        Behaviour::Fail => {
+            seen.failed += 1;
+            let mut response = hyper::Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = hyper::StatusCode::from_u16(receivers.fail_status)
+                .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+            Ok(response)
+        }
+        Behaviour::Fast | Behaviour::Slow | Behaviour::Hang => {
+            if seen
+                .first
+                .insert((msg_key(&id), endpoint), Instant::now())
+                .is_some()
+            {
+                seen.duplicates += 1;
+            }
+            Ok(hyper::Response::new(Full::new(Bytes::new())))
+        }
+    }
 }
 
 /// A receiver that accepts and never answers.

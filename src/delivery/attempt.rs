@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
+use hyper::header::{HeaderName, HeaderValue};
 
 use super::classify::{Outcome, TransportFailure};
 use super::client::{AttemptResult, Transport};
@@ -26,6 +27,9 @@ use crate::log::{DueJob, Log, QueuedWrite};
 use crate::signing;
 
 const USER_AGENT: &str = concat!("Sluice/", env!("CARGO_PKG_VERSION"));
+/// The id, timestamp and signature headers of each header style.
+const WEBHOOK_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
+const SVIX_HEADERS: [&str; 3] = ["svix-id", "svix-timestamp", "svix-signature"];
 
 /// What every attempt shares.
 pub struct AttemptCtx {
@@ -335,19 +339,26 @@ fn build_request(
         Signing::StaticToken { .. } => None,
     };
     let mut builder = Request::post(endpoint.url.as_str())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::USER_AGENT, USER_AGENT);
-    let prefixes: &[&str] = match header_style {
-        HeaderStyle::Webhook => &["webhook"],
-        HeaderStyle::Svix => &["svix"],
-        HeaderStyle::Both => &["webhook", "svix"],
+        .header(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .header(
+            hyper::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+    let styles: &[[&'static str; 3]] = match header_style {
+        HeaderStyle::Webhook => &[WEBHOOK_HEADERS],
+        HeaderStyle::Svix => &[SVIX_HEADERS],
+        HeaderStyle::Both => &[WEBHOOK_HEADERS, SVIX_HEADERS],
     };
-    for prefix in prefixes {
+    for [id, time, signed] in styles {
+        // `from_static`: names known at compile time are neither parsed nor copied.
         builder = builder
-            .header(format!("{prefix}-id"), message.id.as_str())
-            .header(format!("{prefix}-timestamp"), timestamp);
+            .header(HeaderName::from_static(id), message.id.as_str())
+            .header(HeaderName::from_static(time), timestamp);
         if let Some(signature) = &signature {
-            builder = builder.header(format!("{prefix}-signature"), signature.as_str());
+            builder = builder.header(HeaderName::from_static(signed), signature.as_str());
         }
     }
     if let Signing::StaticToken { header, token } = &endpoint.signing {
