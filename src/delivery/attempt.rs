@@ -1,12 +1,15 @@
 //! One attempt of one delivery, start to finish: read what it needs from the log, sign and
 //! send, decide the next step (pure `schedule`), and record the attempt and the step in one
-//! write. Runs as its own task; reports to its shard with `Finished`.
+//! write. Runs as its own task: it tells its shard when the receiver has answered
+//! (`Finished`, which frees the endpoint's slot), then waits for its record to be durable
+//! and ends with the delivery the shard may then release.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::header::{HeaderName, HeaderValue};
@@ -99,11 +102,11 @@ pub struct Finished {
     /// The step decided; `None` if nothing was attempted or its record could not be
     /// queued.
     pub step: Option<Step>,
-    /// The attempt's record, queued on the writer but not yet durable. A lane that is not
-    /// FIFO frees its slot at the response and waits for this apart; a FIFO lane's attempt
-    /// waits for it itself (`None` then), so that its next delivery never goes out before
-    /// this one's outcome is durable.
-    pub recording: Option<QueuedWrite<u64>>,
+    /// The attempt's record is queued but not yet durable: the task ends, yielding the
+    /// delivery to release, once it is. (A FIFO lane's attempt waits for its record before
+    /// it reports, so that its next delivery never goes out before this one's outcome is
+    /// durable; then this is `false`.)
+    pub recording_pending: bool,
     /// The receiver asked the whole lane to wait until this time.
     pub pause_until_ms: Option<u64>,
     /// The endpoint's current lane settings, if it still exists.
@@ -120,12 +123,42 @@ impl AttemptCtx {
     }
 }
 
-/// Runs one scheduled attempt of `job`. `random` in [0, 1) is the retry jitter's draw.
-pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
+/// Runs one scheduled attempt of `job` (`random` in [0, 1) is the retry jitter's draw),
+/// reports it on `answered` as soon as the receiver has answered, then waits for the
+/// attempt's record. Returns the (endpoint, seq) the shard may stop holding once the
+/// record is durable, if the shard must wait for that (see `Finished`).
+pub async fn run(
+    ctx: Arc<AttemptCtx>,
+    job: DueJob,
+    random: f64,
+    answered: mpsc::Sender<Finished>,
+) -> Option<(u64, u64)> {
+    let (mut finished, recording) = attempt(ctx, job, random).await;
+    let release = recording
+        .as_ref()
+        .filter(|_| !matches!(finished.step, Some(Step::RetryAt(_))))
+        .map(|_| (job.endpoint_key, job.seq));
+    finished.recording_pending = release.is_some();
+    // The shard outlives its attempts; if it is gone there is nobody left to tell.
+    let _ = answered.send(finished).await;
+    if let Some(recording) = recording
+        && let Err(error) = recording.durable().await
+    {
+        report_unrecorded(&error);
+    }
+    release
+}
+
+/// The attempt itself: what to tell the shard, and the record still on its way to disk.
+async fn attempt(
+    ctx: Arc<AttemptCtx>,
+    job: DueJob,
+    random: f64,
+) -> (Finished, Option<QueuedWrite<u64>>) {
     let mut finished = Finished {
         job,
         step: None,
-        recording: None,
+        recording_pending: false,
         pause_until_ms: None,
         settings: None,
     };
@@ -139,7 +172,7 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
         Ok(loaded) => loaded,
         Err(error) => {
             tracing::error!(%error, "Cannot read a due delivery; it stays due.");
-            return finished;
+            return (finished, None);
         }
     };
     let now_ms = ctx.clock.now_ms();
@@ -147,16 +180,16 @@ pub async fn run(ctx: Arc<AttemptCtx>, job: DueJob, random: f64) -> Finished {
     let Some(delivery) = delivery
         .filter(|d| d.state == DeliveryState::Pending && d.next_due_ms <= now_ms + DUE_SLACK_MS)
     else {
-        return finished;
+        return (finished, None);
     };
     finished.settings = endpoint.as_ref().map(|e| ctx.lane_settings(e));
     let (Some(endpoint), Some(mut message)) = (endpoint.filter(|e| !e.disabled), message) else {
         skip(&ctx, job).await;
-        return finished;
+        return (finished, None);
     };
     let Some(payload) = message.payload.take() else {
         skip(&ctx, job).await; // The payload was expunged before it could be delivered.
-        return finished;
+        return (finished, None);
     };
     let settings = ctx.settings.get();
     let built = build_request(settings.header_style, &endpoint, &message, payload, now_ms);
@@ -192,7 +225,7 @@ async fn record(
     now_ms: u64,
     random: f64,
     mut finished: Finished,
-) -> Finished {
+) -> (Finished, Option<QueuedWrite<u64>>) {
     let job = finished.job;
     let settings = ctx.settings.get();
     let done_ms = ctx.clock.now_ms();
@@ -249,11 +282,11 @@ async fn record(
         },
         Ok(recording) => {
             finished.step = Some(step);
-            finished.recording = Some(recording);
+            return (finished, Some(recording));
         }
         Err(error) => report_unrecorded(&error),
     }
-    finished
+    (finished, None)
 }
 
 /// An attempt whose record did not become durable: its delivery stays due in the log, and

@@ -25,7 +25,7 @@ use super::lane::{LANE_QUEUE_MAX, Lane, LaneSettings};
 use crate::heartbeat::Heartbeat;
 use crate::log::schema::{self, db_name};
 use crate::log::tables::{self, Step};
-use crate::log::{DueJob, LogError, Publisher, QueuedWrite};
+use crate::log::{DueJob, LogError, Publisher};
 use crate::telemetry;
 
 /// Capacity of each shard's hand-off queue from the writer.
@@ -73,6 +73,8 @@ impl Engine {
                 heartbeats[index].beat();
                 let mut seed = [0u8; 8];
                 crate::ids::fill_random(&mut seed);
+                let (answered, answers) =
+                    mpsc::channel(SHARD_IN_FLIGHT_MAX + SHARD_RECORDING_MAX);
                 let shard = Shard {
                     index,
                     count,
@@ -80,15 +82,16 @@ impl Engine {
                     lanes: HashMap::new(),
                     known: HashSet::new(),
                     timers: BTreeSet::new(),
-                    in_flight: JoinSet::new(),
-                    recording: JoinSet::new(),
+                    attempts: JoinSet::new(),
+                    unanswered: 0,
+                    answered,
                     scan_from: None,
                     rng: u64::from_le_bytes(seed) | 1,
                     spilled: false,
                     spilled_lanes: HashMap::new(),
                     heartbeat: Arc::clone(&heartbeats[index]),
                 };
-                tokio::spawn(shard.run(intake, stopped.clone()))
+                tokio::spawn(shard.run(intake, answers, stopped.clone()))
             })
             .collect();
         Engine {
@@ -115,8 +118,9 @@ impl Engine {
 /// Everything that can wake a shard.
 enum Event {
     Stop,
-    Finished(Finished),
-    /// An answered attempt's record is durable (or failed); the delivery it releases.
+    /// The receiver answered (or nothing was sent): the endpoint's slot is free.
+    Answered(Finished),
+    /// An attempt task ended: its record is durable (or failed); the delivery it releases.
     Recorded(Option<(u64, u64)>),
     HandedOff(DueJob),
     Tick,
@@ -131,11 +135,15 @@ struct Shard {
     known: HashSet<(u64, u64)>,
     /// Retries waiting in memory: (due ms, endpoint, seq).
     timers: BTreeSet<(u64, u64, u64)>,
-    in_flight: JoinSet<Finished>,
-    /// Answered attempts waiting for their record to be durable. Each yields the
-    /// (endpoint, seq) it then releases from `known`: until then a scan could find the
-    /// delivery still due in the log and send it again.
-    recording: JoinSet<Option<(u64, u64)>>,
+    /// Every attempt task: first waiting for its receiver (`unanswered` of them), then for
+    /// its record to be durable. Each ends with the (endpoint, seq) it then releases from
+    /// `known`, if the shard held it for that: until the record is durable, a scan could
+    /// find the delivery still due in the log and send it again.
+    attempts: JoinSet<Option<(u64, u64)>>,
+    /// Attempts started whose `Finished` has not arrived: the shard's in-flight count.
+    unanswered: usize,
+    /// Where attempt tasks report their answers (the shard holds the receiver).
+    answered: mpsc::Sender<Finished>,
     /// Where the next `due` scan resumes; `None` starts from the earliest row.
     scan_from: Option<[u8; 24]>,
     /// xorshift64* state for retry jitter.
@@ -152,7 +160,12 @@ struct Shard {
 }
 
 impl Shard {
-    async fn run(mut self, mut intake: mpsc::Receiver<DueJob>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut intake: mpsc::Receiver<DueJob>,
+        mut answers: mpsc::Receiver<Finished>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut next_scan = tokio::time::Instant::now();
         loop {
             self.heartbeat.beat();
@@ -162,13 +175,10 @@ impl Shard {
             let event = tokio::select! {
                 biased;
                 _ = stop.changed() => Event::Stop,
-                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => match done {
-                    Ok(finished) => Event::Finished(finished),
-                    Err(error) => panic!("an attempt task failed: {error}"),
-                },
-                Some(done) = self.recording.join_next(), if !self.recording.is_empty() => match done {
+                Some(finished) = answers.recv() => Event::Answered(finished),
+                Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => match done {
                     Ok(released) => Event::Recorded(released),
-                    Err(error) => panic!("a recording task failed: {error}"),
+                    Err(error) => panic!("an attempt task failed: {error}"),
                 },
                 job = intake.recv() => match job {
                     Some(job) => Event::HandedOff(job),
@@ -178,7 +188,7 @@ impl Shard {
             };
             match event {
                 Event::Stop => break,
-                Event::Finished(finished) => {
+                Event::Answered(finished) => {
                     let endpoint_key = finished.job.endpoint_key;
                     self.finished(finished);
                     self.refill_if_drained(endpoint_key);
@@ -209,12 +219,10 @@ impl Shard {
             }
         }
         // Attempts in flight finish and record (each is bounded by the attempt timeout).
-        while let Some(done) = self.in_flight.join_next().await {
-            if let Some(recording) = done.ok().and_then(|finished| finished.recording) {
-                self.recording.spawn(Self::await_record(recording, None));
-            }
-        }
-        while self.recording.join_next().await.is_some() {}
+        // Their answers are not awaited here: a task whose shard stopped listening still
+        // records and ends.
+        drop(answers);
+        while self.attempts.join_next().await.is_some() {}
     }
 
     /// Refills a spilled lane once its queue has drained to half (not after every attempt:
@@ -409,8 +417,8 @@ impl Shard {
 
     fn start_ready(&mut self, now_ms: u64) {
         for lane in self.lanes.values_mut() {
-            while self.in_flight.len() < SHARD_IN_FLIGHT_MAX
-                && self.recording.len() < SHARD_RECORDING_MAX
+            while self.unanswered < SHARD_IN_FLIGHT_MAX
+                && self.attempts.len() - self.unanswered < SHARD_RECORDING_MAX
             {
                 let Some(job) = lane.start(now_ms) else { break };
                 self.rng ^= self.rng >> 12;
@@ -418,18 +426,23 @@ impl Shard {
                 self.rng ^= self.rng >> 27;
                 let random = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64
                     / (1u64 << 53) as f64;
-                self.in_flight
-                    .spawn(attempt::run(Arc::clone(&self.ctx), job, random));
+                self.attempts.spawn(attempt::run(
+                    Arc::clone(&self.ctx),
+                    job,
+                    random,
+                    self.answered.clone(),
+                ));
+                self.unanswered += 1;
                 metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).increment(1.0);
             }
         }
         self.lanes.retain(|_, lane| !lane.is_idle());
     }
 
-    fn finished(&mut self, mut finished: Finished) {
+    fn finished(&mut self, finished: Finished) {
         metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).decrement(1.0);
+        self.unanswered -= 1;
         let job = finished.job;
-        let recording = finished.recording.take();
         let Some(lane) = self.lanes.get_mut(&job.endpoint_key) else {
             unreachable!("a lane with an attempt in flight is never dropped");
         };
@@ -447,33 +460,13 @@ impl Shard {
                 self.known.remove(&(job.endpoint_key, job.seq));
                 let now_ms = self.ctx.clock.now_ms();
                 self.accept(DueJob { due_ms: at, ..job }, now_ms);
-                if let Some(recording) = recording {
-                    self.recording.spawn(Self::await_record(recording, None));
-                }
             }
-            _ => match recording {
-                Some(recording) => {
-                    let key = (job.endpoint_key, job.seq);
-                    self.recording
-                        .spawn(Self::await_record(recording, Some(key)));
-                }
-                None => {
-                    self.known.remove(&(job.endpoint_key, job.seq));
-                }
-            },
+            // Held until the task ends with the record durable (`Event::Recorded`).
+            _ if finished.recording_pending => {}
+            _ => {
+                self.known.remove(&(job.endpoint_key, job.seq));
+            }
         }
-    }
-
-    /// Waits for an answered attempt's record to be durable; then `release` may leave
-    /// `known`.
-    async fn await_record(
-        recording: QueuedWrite<u64>,
-        release: Option<(u64, u64)>,
-    ) -> Option<(u64, u64)> {
-        if let Err(error) = recording.durable().await {
-            attempt::report_unrecorded(&error);
-        }
-        release
     }
 
     /// Reads this shard's due rows (due within the horizon, not held yet) from where the
