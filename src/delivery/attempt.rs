@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use http_body_util::Full;
 use hyper::Request;
 use hyper::header::{HeaderName, HeaderValue};
+use tokio::sync::mpsc;
 
 use super::classify::{Outcome, TransportFailure};
 use super::client::{AttemptResult, Transport};

@@ -73,8 +73,7 @@ impl Engine {
                 heartbeats[index].beat();
                 let mut seed = [0u8; 8];
                 crate::ids::fill_random(&mut seed);
-                let (answered, answers) =
-                    mpsc::channel(SHARD_IN_FLIGHT_MAX + SHARD_RECORDING_MAX);
+                let (answered, answers) = mpsc::channel(SHARD_IN_FLIGHT_MAX + SHARD_RECORDING_MAX);
                 let shard = Shard {
                     index,
                     count,
