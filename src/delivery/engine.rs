@@ -416,8 +416,10 @@ impl Shard {
 
     fn start_ready(&mut self, now_ms: u64) {
         for lane in self.lanes.values_mut() {
+            // Saturating: a task's end can be seen just before its answer (another worker
+            // ran it in between), so `attempts` may briefly count fewer than `unanswered`.
             while self.unanswered < SHARD_IN_FLIGHT_MAX
-                && self.attempts.len() - self.unanswered < SHARD_RECORDING_MAX
+                && self.attempts.len().saturating_sub(self.unanswered) < SHARD_RECORDING_MAX
             {
                 let Some(job) = lane.start(now_ms) else { break };
                 self.rng ^= self.rng >> 12;
