@@ -1224,3 +1224,114 @@ async fn drive(addr: SocketAddr, clients: usize, duration: Duration) -> f64 {
     }
     total as f64 / started.elapsed().as_secs_f64()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            name: "t".to_owned(),
+            accepted: 2,
+            accepted_per_s: 1.0,
+            delivered_per_s: None,
+            latency_ms: None,
+            attempt_ms: None,
+            commits: None,
+            cpu_s: 0.0,
+            peak_rss_mib: 0.0,
+            refused: None,
+        }
+    }
+
+    /// Two accepted messages for one endpoint, both arrived once with good signatures.
+    fn complete(started: Instant) -> (Seen, HashMap<MsgKey, Instant>) {
+        let accepted: HashMap<MsgKey, Instant> = ["msg_a", "msg_b"]
+            .into_iter()
+            .map(|id| (msg_key(id), started))
+            .collect();
+        let mut seen = Seen::default();
+        for id in accepted.keys() {
+            seen.first
+                .insert((*id, 0), started + Duration::from_millis(5));
+        }
+        (seen, accepted)
+    }
+
+    #[test]
+    fn a_complete_run_reports_its_rates() {
+        let started = Instant::now();
+        let (seen, accepted) = complete(started);
+        let r = deliveries(report(), &seen, &accepted, 2, started);
+        assert!(r.refused.is_none());
+        assert!(r.delivered_per_s.is_some_and(|rate| rate > 0.0));
+        assert!(r.latency_ms.is_some());
+    }
+
+    #[test]
+    fn a_missing_delivery_or_a_bad_signature_refuses_the_figures() {
+        let started = Instant::now();
+        let (mut seen, accepted) = complete(started);
+        seen.first.remove(&(msg_key("msg_b"), 0));
+        let r = deliveries(report(), &seen, &accepted, 2, started);
+        assert!(
+            r.refused
+                .as_deref()
+                .is_some_and(|why| why.contains("1 deliveries missing"))
+        );
+        assert!(r.delivered_per_s.is_none());
+
+        // An arrival of a message that was never accepted cannot stand in for it.
+        seen.first.insert((msg_key("msg_x"), 0), started);
+        let r = deliveries(report(), &seen, &accepted, 2, started);
+        assert!(r.refused.is_some());
+
+        let (mut seen, accepted) = complete(started);
+        seen.bad_signatures = 1;
+        let r = deliveries(report(), &seen, &accepted, 2, started);
+        assert!(
+            r.refused
+                .as_deref()
+                .is_some_and(|why| why.contains("1 bad signatures"))
+        );
+        assert!(r.delivered_per_s.is_none());
+    }
+
+    #[test]
+    fn the_mix_divides_endpoints_and_refuses_bad_specs() {
+        let plan = parse_mix("fast=70,slow=10,fail=10,close=5,hang=5", 100).expect("mix");
+        assert_eq!(
+            (
+                plan.endpoints,
+                plan.slow,
+                plan.failing,
+                plan.closing,
+                plan.hanging
+            ),
+            (70, 10, 10, 5, 5)
+        );
+        assert_eq!(plan.healthy_per_message(), 80);
+        let at = |i| plan.behaviour(i);
+        assert_eq!(
+            [at(0), at(70), at(80), at(90), at(95), at(99)],
+            [
+                Behaviour::Fast,
+                Behaviour::Slow,
+                Behaviour::Fail,
+                Behaviour::Close,
+                Behaviour::Hang,
+                Behaviour::Hang
+            ]
+        );
+        assert!(parse_mix("fast=50", 10).is_err(), "must add up to 100");
+        assert!(parse_mix("fast=90,slow=5,weird=5", 10).is_err());
+        assert!(parse_mix("fast=x", 10).is_err());
+    }
+
+    #[test]
+    fn the_message_id_is_found_in_a_reply() {
+        let reply = br#"{"eventType":"e","payload":{},"id":"msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF","timestamp":"t"}"#;
+        assert_eq!(message_id(reply), Some("msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF"));
+        assert_eq!(message_id(br#"{"code":"x"}"#), None);
+    }
+}
