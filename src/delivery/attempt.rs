@@ -113,11 +113,12 @@ pub struct Finished {
     pub settings: Option<LaneSettings>,
 }
 
-impl AttemptCtx {
-    pub fn lane_settings(&self, endpoint: &EndpointRecord) -> LaneSettings {
+impl DeliverySettings {
+    /// The lane settings of `endpoint` under these delivery settings.
+    pub fn lane(&self, endpoint: &EndpointRecord) -> LaneSettings {
         LaneSettings {
             fifo: endpoint.fifo,
-            in_flight_max: self.settings.get().in_flight_max,
+            in_flight_max: self.in_flight_max,
             rate_per_sec: endpoint.throttle_rate,
         }
     }
@@ -175,6 +176,8 @@ async fn attempt(
             return (finished, None);
         }
     };
+    // One snapshot for the whole attempt: a reload never gives it half of each config.
+    let settings = ctx.settings.get();
     let now_ms = ctx.clock.now_ms();
     // Settled already, or waiting for a later retry: a duplicate or stale hand-off.
     let Some(delivery) = delivery
@@ -182,7 +185,7 @@ async fn attempt(
     else {
         return (finished, None);
     };
-    finished.settings = endpoint.as_ref().map(|e| ctx.lane_settings(e));
+    finished.settings = endpoint.as_ref().map(|e| settings.lane(e));
     let (Some(endpoint), Some(mut message)) = (endpoint.filter(|e| !e.disabled), message) else {
         skip(&ctx, job).await;
         return (finished, None);
@@ -191,7 +194,6 @@ async fn attempt(
         skip(&ctx, job).await; // The payload was expunged before it could be delivered.
         return (finished, None);
     };
-    let settings = ctx.settings.get();
     let built = build_request(settings.header_style, &endpoint, &message, payload, now_ms);
     let result = match built {
         Ok(request) => {
@@ -205,29 +207,40 @@ async fn attempt(
             response: detail,
         },
     };
-    record(
-        &ctx, &endpoint, &message, delivery, result, now_ms, random, finished,
-    )
-    .await
+    let attempt = Attempt {
+        delivery,
+        result,
+        now_ms,
+        random,
+    };
+    record(&ctx, &settings, &endpoint, &message, attempt, finished).await
 }
 
-/// Decides the next step of an attempt that was made and records both in one write.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the parts of one attempt, named for the reader"
-)]
-async fn record(
-    ctx: &AttemptCtx,
-    endpoint: &EndpointRecord,
-    message: &MessageRecord,
+/// An attempt that was made: the delivery row it was made for, what came of it, when it
+/// started, and the retry jitter's draw.
+struct Attempt {
     delivery: DeliveryRecord,
     result: AttemptResult,
     now_ms: u64,
     random: f64,
+}
+
+/// Decides the next step of an attempt that was made and queues the record of both.
+async fn record(
+    ctx: &AttemptCtx,
+    settings: &DeliverySettings,
+    endpoint: &EndpointRecord,
+    message: &MessageRecord,
+    attempt: Attempt,
     mut finished: Finished,
 ) -> (Finished, Option<QueuedWrite<u64>>) {
+    let Attempt {
+        delivery,
+        result,
+        now_ms,
+        random,
+    } = attempt;
     let job = finished.job;
-    let settings = ctx.settings.get();
     let done_ms = ctx.clock.now_ms();
     let attempts_made = delivery.attempts.saturating_add(1);
     let step = match result.outcome {

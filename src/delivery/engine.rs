@@ -387,7 +387,7 @@ impl Shard {
             .log
             .read(|rtxn, dbs| tables::endpoint_by_key(rtxn, dbs, endpoint_key));
         match endpoint {
-            Ok(Some(endpoint)) => self.ctx.lane_settings(&endpoint),
+            Ok(Some(endpoint)) => self.ctx.settings.get().lane(&endpoint),
             _ => LaneSettings {
                 fifo: false,
                 in_flight_max: self.ctx.settings.get().in_flight_max,

@@ -364,6 +364,39 @@ const FLAG_EVENT_ID: u8 = 1;
 const FLAG_CHANNELS: u8 = 2;
 const FLAG_PAYLOAD: u8 = 4;
 
+/// The fixed-size start of a message record.
+struct MessageHeader {
+    flags: u8,
+    app_key: u64,
+    created_ms: u64,
+    payload_expires_ms: u64,
+}
+
+impl MessageHeader {
+    /// Checks the version and reads the header; the cursor is left at the id.
+    fn read(bytes: &[u8]) -> Result<(MessageHeader, Cursor<'_>), LogError> {
+        let mut r = Cursor {
+            table: db_name::MSGS,
+            bytes,
+            pos: 0,
+        };
+        let version = r.u8()?;
+        if version != RECORD_VERSION {
+            return Err(LogError::corrupt(
+                db_name::MSGS,
+                &format!("unknown record version {version}"),
+            ));
+        }
+        let header = MessageHeader {
+            flags: r.u8()?,
+            app_key: r.u64()?,
+            created_ms: r.u64()?,
+            payload_expires_ms: r.u64()?,
+        };
+        Ok((header, r))
+    }
+}
+
 /// A message's times and whether it still has its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetentionHeader {
@@ -414,44 +447,24 @@ impl MessageRecord {
 
     /// The fields retention needs, read without decoding the rest of the record.
     pub fn retention_header(bytes: &[u8]) -> Result<RetentionHeader, LogError> {
-        let mut r = Cursor {
-            table: db_name::MSGS,
-            bytes,
-            pos: 0,
-        };
-        let version = r.u8()?;
-        if version != RECORD_VERSION {
-            return Err(LogError::corrupt(
-                db_name::MSGS,
-                &format!("unknown record version {version}"),
-            ));
-        }
-        let flags = r.u8()?;
-        let _app_key = r.u64()?;
+        let (header, _) = MessageHeader::read(bytes)?;
         Ok(RetentionHeader {
-            created_ms: r.u64()?,
-            payload_expires_ms: r.u64()?,
-            has_payload: flags & FLAG_PAYLOAD != 0,
+            created_ms: header.created_ms,
+            payload_expires_ms: header.payload_expires_ms,
+            has_payload: header.flags & FLAG_PAYLOAD != 0,
         })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<MessageRecord, LogError> {
-        let mut r = Cursor {
-            table: db_name::MSGS,
-            bytes,
-            pos: 0,
-        };
-        let version = r.u8()?;
-        if version != RECORD_VERSION {
-            return Err(LogError::corrupt(
-                db_name::MSGS,
-                &format!("unknown record version {version}"),
-            ));
-        }
-        let flags = r.u8()?;
-        let app_key = r.u64()?;
-        let created_ms = r.u64()?;
-        let payload_expires_ms = r.u64()?;
+        let (
+            MessageHeader {
+                flags,
+                app_key,
+                created_ms,
+                payload_expires_ms,
+            },
+            mut r,
+        ) = MessageHeader::read(bytes)?;
         let id = r.string()?;
         let event_type = r.string()?;
         let event_id = if flags & FLAG_EVENT_ID != 0 {
