@@ -173,9 +173,11 @@ fn main() -> ExitCode {
     let raw_secs = Duration::from_secs(args.secs.min(5));
     let raw = runtime.block_on(raw_rate_child(args.clients, raw_secs));
     let raw_in_process = runtime.block_on(raw_rate_in_process(args.clients, raw_secs));
+    let fsyncs = fsyncs_per_second(&std::env::temp_dir(), Duration::from_secs(2));
     println!(
         "machine: {} CPUs; minimal hyper responder, {} clients: {raw:.0} req/s in its own \
-         process (the ratios' base), {raw_in_process:.0} req/s inside the harness's runtime",
+         process (the ratios' base), {raw_in_process:.0} req/s inside the harness's runtime; \
+         disk: {fsyncs:.0} fsyncs/s (4 KiB append + fdatasync where the runs keep their data)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.clients
     );
@@ -1123,6 +1125,28 @@ async fn start_hanging_sink() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Most appends the disk probe makes, whatever the window.
+const FSYNC_PROBES_MAX: u64 = 1_000_000;
+
+/// 4 KiB appends, each followed by `fdatasync`, for `window`: the disk's durable-write
+/// rate, the physical bound a design that synced every message would meet.
+fn fsyncs_per_second(dir: &Path, window: Duration) -> f64 {
+    use std::io::Write;
+    let path = dir.join(format!("sluice-bench-{}-fsync-probe", std::process::id()));
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let block = [0u8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < window && n < FSYNC_PROBES_MAX {
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("fdatasync");
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    rate
 }
 
 /// The minimal responder: reads each request's body and answers `{}`.
