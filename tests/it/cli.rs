@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::harness::{Daemon, call, post};
+use crate::harness::{Daemon, call, post, run_ok};
 
 fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -79,16 +79,11 @@ async fn created_tokens_work_and_app_tokens_are_scoped() {
     );
     // The CLI writes next to the running daemon through LMDB's own locking.
     let token = |args: &[&str]| {
-        let out = sluice()
-            .args(["token", "create", "--data-dir"])
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .expect("run");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            sluice()
+                .args(["token", "create", "--data-dir"])
+                .arg(dir.path())
+                .args(args),
         );
         String::from_utf8(out.stdout)
             .expect("utf8")

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sluice::app::Running;
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, call, get, post, test_config};
+use crate::harness::{TOKEN, call, get, post, run_ok, test_config};
 use crate::receiver::{Answer, Receiver};
 
 /// Sluice with deliveries to loopback allowed and `schedule_ms` as the retry schedule.
@@ -333,17 +333,7 @@ async fn deliveries_verify_with_standard_webhooks_through_a_rotation() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/sdk/verify_signatures.py"
     );
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(&file)
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(std::process::Command::new(python).arg(script).arg(&file));
     sluice.stop().await;
 }
 

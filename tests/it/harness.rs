@@ -19,6 +19,20 @@ use sluice::config::Config;
 pub(crate) const TOKEN: &str = "test-admin-token";
 
 /// A config for tests: data in `dir`, API on an ephemeral loopback port.
+/// Runs `command` to completion and asserts that it succeeded, showing its output if not.
+pub(crate) fn run_ok(command: &mut Command) -> std::process::Output {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub(crate) fn test_config(dir: &Path) -> Config {
     let mut config = Config::embedded_default();
     config.data_dir = dir.to_path_buf();

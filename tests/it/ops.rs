@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Daemon, get_text, post};
+use crate::harness::{Daemon, get_text, post, run_ok};
 use crate::receiver::{Answer, Receiver};
 
 /// Writes a config that lets deliveries reach loopback receivers.
@@ -177,18 +177,13 @@ async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
     );
 
     // The alert rules shipped with Sluice are valid rules.
-    let rules = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/systemd/sluice.rules.yml"
-        ))
-        .output()
-        .expect("promtool runs");
-    assert!(
-        rules.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rules.stdout)
+    run_ok(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/systemd/sluice.rules.yml"
+            )),
     );
 
     // And it adds up.
@@ -551,22 +546,17 @@ async fn backup_during_load_serves_every_message_accepted_before_it() {
     let before: BTreeSet<String> = acked.lock().expect("lock").iter().cloned().collect();
     let copy = dir.path().join("copy");
     let (from, to) = (data.clone(), copy.clone());
-    let backup = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["backup", "--to"])
-            .arg(&to)
-            .arg("--data-dir")
-            .arg(&from)
-            .output()
-            .expect("sluice backup runs")
+    tokio::task::spawn_blocking(move || {
+        run_ok(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["backup", "--to"])
+                .arg(&to)
+                .arg("--data-dir")
+                .arg(&from),
+        )
     })
     .await
     .expect("backup");
-    assert!(
-        backup.status.success(),
-        "{}",
-        String::from_utf8_lossy(&backup.stderr)
-    );
     running.store(false, Ordering::Relaxed);
     for sender in senders {
         sender.await.expect("sender");

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Daemon, TOKEN};
+use crate::harness::{Daemon, TOKEN, run_ok};
 
 #[test]
 fn official_python_sdk_round_trips_every_call() {
@@ -15,18 +15,13 @@ fn official_python_sdk_round_trips_every_call() {
     let dir = tempfile::tempdir().expect("tempdir");
     let daemon = Daemon::spawn(dir.path());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/svix_sdk_test.py");
-    let output = Command::new(python)
-        .arg(script)
-        .env("SLUICE_URL", format!("http://{}", daemon.addr))
-        .env("SLUICE_TOKEN", TOKEN)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "SDK script failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    let output = run_ok(
+        Command::new(python)
+            .arg(script)
+            .env("SLUICE_URL", format!("http://{}", daemon.addr))
+            .env("SLUICE_TOKEN", TOKEN),
     );
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("ALL SDK CHECKS PASSED"),
         "stdout:\n{stdout}"

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, get, post, test_config};
+use crate::harness::{TOKEN, get, post, run_ok, test_config};
 
 const SECRET_BYTES: [u8; 32] = *b"0123456789abcdef-known-secret-!!";
 const HEADER_VALUE: &str = "Bearer header-secret-value-42";
@@ -129,19 +129,14 @@ async fn endpoint_secrets_are_sealed_and_the_key_is_required() {
     .expect("config");
     let new_key = dir.path().join("new.key");
     std::fs::write(&new_key, "c3".repeat(32)).expect("key");
-    let rekeyed = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["rekey", "--new-key-file"])
-        .arg(&new_key)
-        .arg("--config")
-        .arg(&old_config)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .expect("sluice rekey runs");
-    assert!(
-        rekeyed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rekeyed.stderr)
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["rekey", "--new-key-file"])
+            .arg(&new_key)
+            .arg("--config")
+            .arg(&old_config)
+            .arg("--data-dir")
+            .arg(&data),
     );
     config.storage.secrets_key_file = Some(key);
     assert!(

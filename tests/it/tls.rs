@@ -14,21 +14,13 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::harness::{TOKEN, test_config};
+use crate::harness::{TOKEN, run_ok, test_config};
 
 /// A CA and a server certificate for localhost / 127.0.0.1 signed by it, in `dir`.
 fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (Debian package openssl, installed by .ci/run) runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // openssl is the Debian package of that name, installed by .ci/run.
+        run_ok(Command::new("openssl").args(args).current_dir(dir));
     };
     let ec = [
         "-newkey",
