@@ -736,25 +736,10 @@ async fn retries(sluice: &Path, clients: usize) -> bool {
     let config = "[delivery]\nretry_schedule_ms = [3600000]\n";
     let mut first = Sluice::spawn(sluice, &dir, config, false);
     let addr = first.addr;
-    let mut sender = connect(addr).await;
-    let (status, _) = post(
-        &mut sender,
-        addr,
-        "/api/v1/app",
-        br#"{"name":"bench","uid":"bench"}"#.to_vec(),
-    )
-    .await;
-    assert_eq!(status, 201, "app");
+    let mut sender = create_app(addr, "bench").await;
     for n in 0..RETRY_ENDPOINTS {
         let body = format!(r#"{{"url":"http://127.0.0.1:9/hook/{n}","uid":"e{n}"}}"#);
-        let (status, _) = post(
-            &mut sender,
-            addr,
-            "/api/v1/app/bench/endpoint",
-            body.into_bytes(),
-        )
-        .await;
-        assert_eq!(status, 201, "endpoint");
+        create_endpoint(&mut sender, addr, "bench", body).await;
     }
     let started = Instant::now();
     let accepted = ingest_numbered(addr, clients, RETRY_MESSAGES).await;
@@ -800,31 +785,18 @@ async fn retries(sluice: &Path, clients: usize) -> bool {
 
 /// `clients` keep-alive clients post `total` small numbered messages; how many were accepted.
 async fn ingest_numbered(addr: SocketAddr, clients: usize, total: usize) -> usize {
-    let tasks: Vec<_> = (0..clients)
-        .map(|client| {
-            tokio::spawn(async move {
-                let mut sender = connect(addr).await;
-                let mut accepted = 0;
-                for n in (client..total).step_by(clients) {
-                    let body = format!(r#"{{"eventType":"bench.retry","payload":{{"n":{n}}}}}"#);
-                    let (status, _) = post(
-                        &mut sender,
-                        addr,
-                        "/api/v1/app/bench/msg",
-                        body.into_bytes(),
-                    )
-                    .await;
-                    accepted += usize::from(status == 202);
-                }
-                accepted
-            })
-        })
-        .collect();
-    let mut accepted = 0;
-    for task in tasks {
-        accepted += task.await.expect("client");
-    }
-    accepted
+    let accepted = on_clients(clients, |client| async move {
+        let mut sender = connect(addr).await;
+        let mut accepted = 0;
+        for n in (client..total).step_by(clients) {
+            let body = format!(r#"{{"eventType":"bench.retry","payload":{{"n":{n}}}}}"#);
+            let path = "/api/v1/app/bench/msg";
+            let (status, _) = post(&mut sender, addr, path, body.into_bytes()).await;
+            accepted += usize::from(status == 202);
+        }
+        accepted
+    });
+    accepted.await.into_iter().sum()
 }
 
 /// Polls the endpoints' stats once a second until `wanted` deliveries have made their
@@ -845,18 +817,39 @@ async fn pending_retries(addr: SocketAddr, wanted: u64) -> u64 {
     }
 }
 
+/// Creates application `app` (its uid); returns the connection, for its endpoints.
+async fn create_app(addr: SocketAddr, app: &str) -> Sender {
+    let mut sender = connect(addr).await;
+    let body = format!(r#"{{"name":"bench","uid":"{app}"}}"#);
+    let (status, _) = post(&mut sender, addr, "/api/v1/app", body.into_bytes()).await;
+    assert_eq!(status, 201, "app");
+    sender
+}
+
+async fn create_endpoint(sender: &mut Sender, addr: SocketAddr, app: &str, body: String) {
+    let path = format!("/api/v1/app/{app}/endpoint");
+    let (status, _) = post(sender, addr, &path, body.into_bytes()).await;
+    assert_eq!(status, 201, "endpoint");
+}
+
+/// Runs `client(0..clients)` as concurrent tasks and collects what each returns.
+async fn on_clients<T, F>(clients: usize, client: impl Fn(usize) -> F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..clients).map(|c| tokio::spawn(client(c))).collect();
+    let mut results = Vec::with_capacity(clients);
+    for task in tasks {
+        results.push(task.await.expect("client"));
+    }
+    results
+}
+
 /// Creates the application and its endpoints: endpoint i listens on channel `c{i % g}`
 /// where `g` groups make each message (on one channel) reach `fanout` endpoints.
 async fn setup(addr: SocketAddr, app: &str, sink: SocketAddr, hung: SocketAddr, plan: Plan) {
-    let mut sender = connect(addr).await;
-    let (status, _) = post(
-        &mut sender,
-        addr,
-        "/api/v1/app",
-        format!(r#"{{"name":"bench","uid":"{app}"}}"#).into_bytes(),
-    )
-    .await;
-    assert_eq!(status, 201, "app");
+    let mut sender = create_app(addr, app).await;
     let groups = plan.groups();
     let secret = format!("whsec_{}", BASE64.encode(KEY));
     for i in 0..plan.total() {
@@ -871,14 +864,7 @@ async fn setup(addr: SocketAddr, app: &str, sink: SocketAddr, hung: SocketAddr, 
             String::new()
         };
         let body = format!(r#"{{"url":"http://{target}/hook/{i}","secret":"{secret}"{channels}}}"#);
-        let (status, _) = post(
-            &mut sender,
-            addr,
-            &format!("/api/v1/app/{app}/endpoint"),
-            body.into_bytes(),
-        )
-        .await;
-        assert_eq!(status, 201, "endpoint");
+        create_endpoint(&mut sender, addr, app, body).await;
     }
 }
 
@@ -889,42 +875,42 @@ async fn load(addr: SocketAddr, app: &str, plan: Plan) -> HashMap<MsgKey, Instan
     let groups = plan.groups();
     let pad = "x".repeat(plan.payload.saturating_sub(48).max(1));
     let deadline = Instant::now() + plan.secs;
-    let tasks: Vec<_> = (0..plan.clients)
-        .map(|c| {
-            let (pad, path) = (pad.clone(), path.clone());
-            tokio::spawn(async move {
-                let mut sender = connect(addr).await;
-                let mut accepted = Vec::new();
-                let mut tick = plan.rate.map(|rate| {
-                    let per_client = (rate as f64 / plan.clients as f64).max(0.001);
-                    tokio::time::interval(Duration::from_secs_f64(1.0 / per_client))
-                });
-                for n in 0..REQUESTS_PER_CLIENT_MAX {
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                    if let Some(tick) = tick.as_mut() {
-                        tick.tick().await;
-                    }
-                    let channels = if groups > 1 { format!(r#","channels":["c{}"]"#, (c + n) % groups) } else { String::new() };
-                    let body = format!(r#"{{"eventType":"bench.event","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}{channels}}}"#);
-                    let (status, bytes) = post(&mut sender, addr, &path, body.into_bytes()).await;
-                    if status != 202 {
-                        continue;
-                    }
-                    if let Some(id) = message_id(&bytes) {
-                        accepted.push((msg_key(id), Instant::now()));
-                    }
+    let accepted = on_clients(plan.clients, |c| {
+        let (pad, path) = (pad.clone(), path.clone());
+        async move {
+            let mut sender = connect(addr).await;
+            let mut accepted = Vec::new();
+            let mut tick = plan.rate.map(|rate| {
+                let per_client = (rate as f64 / plan.clients as f64).max(0.001);
+                tokio::time::interval(Duration::from_secs_f64(1.0 / per_client))
+            });
+            for n in 0..REQUESTS_PER_CLIENT_MAX {
+                if Instant::now() >= deadline {
+                    break;
                 }
-                accepted
-            })
-        })
-        .collect();
-    let mut all = HashMap::new();
-    for task in tasks {
-        all.extend(task.await.expect("client"));
-    }
-    all
+                if let Some(tick) = tick.as_mut() {
+                    tick.tick().await;
+                }
+                let channels = if groups > 1 {
+                    format!(r#","channels":["c{}"]"#, (c + n) % groups)
+                } else {
+                    String::new()
+                };
+                let body = format!(
+                    r#"{{"eventType":"bench.event","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}{channels}}}"#
+                );
+                let (status, bytes) = post(&mut sender, addr, &path, body.into_bytes()).await;
+                if status != 202 {
+                    continue;
+                }
+                if let Some(id) = message_id(&bytes) {
+                    accepted.push((msg_key(id), Instant::now()));
+                }
+            }
+            accepted
+        }
+    });
+    accepted.await.into_iter().flatten().collect()
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -1228,25 +1214,19 @@ async fn drive(addr: SocketAddr, clients: usize, duration: Duration) -> f64 {
     let body = vec![b'x'; 1024];
     let deadline = Instant::now() + duration;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut sender = connect(addr).await;
-                let mut done = 0usize;
-                while Instant::now() < deadline && done < REQUESTS_PER_CLIENT_MAX {
-                    post(&mut sender, addr, "/", body.clone()).await;
-                    done += 1;
-                }
-                done
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.expect("client");
-    }
-    total as f64 / started.elapsed().as_secs_f64()
+    let done = on_clients(clients, |_| {
+        let body = body.clone();
+        async move {
+            let mut sender = connect(addr).await;
+            let mut done = 0usize;
+            while Instant::now() < deadline && done < REQUESTS_PER_CLIENT_MAX {
+                post(&mut sender, addr, "/", body.clone()).await;
+                done += 1;
+            }
+            done
+        }
+    });
+    done.await.into_iter().sum::<usize>() as f64 / started.elapsed().as_secs_f64()
 }
 
 #[cfg(test)]
