@@ -8,8 +8,8 @@ use std::sync::{Mutex, PoisonError};
 
 use super::ApiError;
 
-/// Most token buckets kept; beyond it, buckets that have refilled completely (idle
-/// tokens) are forgotten, which loses nothing.
+/// Most token buckets kept. To make room, buckets that have refilled completely (idle
+/// tokens) are forgotten, which loses nothing; if every one is in use, the fullest goes.
 pub(super) const RATE_BUCKETS_MAX: usize = 100_000;
 
 /// One token's bucket.
@@ -68,8 +68,8 @@ impl RateLimiter {
             return Ok(());
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= RATE_BUCKETS_MAX && !buckets.contains_key(token_hash) {
-            buckets.retain(|_, b| !b.is_full(now_ms, rate, burst));
+        if !buckets.contains_key(token_hash) {
+            make_room(&mut buckets, RATE_BUCKETS_MAX, now_ms, rate, burst);
         }
         let bucket = buckets
             .entry(*token_hash)
@@ -80,6 +80,31 @@ impl RateLimiter {
                 retry_after_secs: secs.max(1),
             }
         })
+    }
+}
+
+/// Leaves fewer than `max` buckets: first drops the full ones, then (all in use) the one
+/// nearest to full, which gives its token the least it did not already have.
+fn make_room(
+    buckets: &mut HashMap<[u8; 32], Bucket>,
+    max: usize,
+    now_ms: u64,
+    rate: u32,
+    burst: u32,
+) {
+    if buckets.len() < max {
+        return;
+    }
+    buckets.retain(|_, b| !b.is_full(now_ms, rate, burst));
+    while buckets.len() >= max {
+        let fullest = buckets
+            .iter()
+            .max_by(|a, b| a.1.tokens.total_cmp(&b.1.tokens))
+            .map(|(key, _)| *key);
+        match fullest {
+            Some(key) => buckets.remove(&key),
+            None => break,
+        };
     }
 }
 
@@ -120,5 +145,28 @@ mod tests {
         ));
         assert!(limiter.check(&b, 0, 1, 1).is_ok());
         assert!(limiter.check(&a, 0, 0, 1).is_ok(), "rate 0 is no limit");
+    }
+
+    #[test]
+    fn room_is_made_from_idle_buckets_first_then_the_fullest() {
+        let mut buckets = HashMap::new();
+        let mut busy = |key: u8, tokens: f64| {
+            buckets.insert(
+                [key; 32],
+                Bucket {
+                    tokens,
+                    updated_ms: 0,
+                },
+            );
+        };
+        busy(1, 0.0);
+        busy(2, 10.0); // full at burst 10: idle
+        busy(3, 5.0);
+        make_room(&mut buckets, 3, 0, 1, 10);
+        assert_eq!(buckets.len(), 2, "the idle one went");
+        assert!(!buckets.contains_key(&[2; 32]));
+        make_room(&mut buckets, 2, 0, 1, 10);
+        assert_eq!(buckets.len(), 1, "all in use: the fullest went");
+        assert!(buckets.contains_key(&[1; 32]));
     }
 }
