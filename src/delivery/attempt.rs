@@ -102,11 +102,6 @@ pub struct Finished {
     /// The step decided; `None` if nothing was attempted or its record could not be
     /// queued.
     pub step: Option<Step>,
-    /// The attempt's record is queued but not yet durable: the task ends, yielding the
-    /// delivery to release, once it is. (A FIFO lane's attempt waits for its record before
-    /// it reports, so that its next delivery never goes out before this one's outcome is
-    /// durable; then this is `false`.)
-    pub recording_pending: bool,
     /// The receiver asked the whole lane to wait until this time.
     pub pause_until_ms: Option<u64>,
     /// The endpoint's current lane settings, if it still exists.
@@ -126,20 +121,19 @@ impl DeliverySettings {
 
 /// Runs one scheduled attempt of `job` (`random` in [0, 1) is the retry jitter's draw),
 /// reports it on `answered` as soon as the receiver has answered, then waits for the
-/// attempt's record. Returns the (endpoint, seq) the shard may stop holding once the
-/// record is durable, if the shard must wait for that (see `Finished`).
+/// attempt's record. Ends with the (endpoint, seq) the shard may then stop holding:
+/// every delivery but one waiting for a retry, whose timer (or FIFO lane) holds it. A
+/// FIFO lane's attempt waits for its record before it reports, so that its next delivery
+/// never goes out before this one's outcome is durable.
 pub async fn run(
     ctx: Arc<AttemptCtx>,
     job: DueJob,
     random: f64,
     answered: mpsc::Sender<Finished>,
 ) -> Option<(u64, u64)> {
-    let (mut finished, recording) = attempt(ctx, job, random).await;
-    let release = recording
-        .as_ref()
-        .filter(|_| !matches!(finished.step, Some(Step::RetryAt(_))))
-        .map(|_| (job.endpoint_key, job.seq));
-    finished.recording_pending = release.is_some();
+    let (finished, recording) = attempt(ctx, job, random).await;
+    let release =
+        (!matches!(finished.step, Some(Step::RetryAt(_)))).then_some((job.endpoint_key, job.seq));
     // The shard outlives its attempts; if it is gone there is nobody left to tell.
     let _ = answered.send(finished).await;
     if let Some(recording) = recording
@@ -159,7 +153,6 @@ async fn attempt(
     let mut finished = Finished {
         job,
         step: None,
-        recording_pending: false,
         pause_until_ms: None,
         settings: None,
     };

@@ -462,11 +462,8 @@ impl Shard {
                 let now_ms = self.ctx.clock.now_ms();
                 self.accept(DueJob { due_ms: at, ..job }, now_ms);
             }
-            // Held until the task ends with the record durable (`Event::Recorded`).
-            _ if finished.recording_pending => {}
-            _ => {
-                self.known.remove(&(job.endpoint_key, job.seq));
-            }
+            // Held until the task ends, its record durable (`Event::Recorded`).
+            _ => {}
         }
     }
 
