@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice::clock::Clock;
+use sluice::log::Log;
 use sluice::log::index::EndpointIndex;
-use sluice::log::schema::{EndpointRecord, MessageRecord, Signing};
-use sluice::log::{Log, tables};
+use sluice::log::ops::{AppFields, Envelope, NewMessage, Op, Outcome};
+use sluice::log::schema::{EndpointRecord, Signing};
 
 /// Heap allocations made by every thread of this process so far.
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -181,10 +182,30 @@ fn group_commit() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (log, writer) = Log::open(dir.path(), &config.storage, Clock::System, None).expect("log");
+    let (log, writer) = Log::open(dir.path(), &config.storage, None, None).expect("log");
+    let app = Op::CreateApp {
+        id: "app_bench".to_owned(),
+        fields: AppFields {
+            name: "bench".to_owned(),
+            ..AppFields::default()
+        },
+        get_if_exists: false,
+    };
+    let app_key = match runtime
+        .block_on(log.submit(Envelope::new(app, Clock::System.now_ms())))
+        .expect("app")
+    {
+        Outcome::App { app, .. } => app.key,
+        other => panic!("no application: {other:?}"),
+    };
     for concurrency in [1usize, 64] {
         let before = ALLOCATIONS.load(Ordering::Relaxed);
-        let appended = runtime.block_on(append_for(&log, concurrency, Duration::from_secs(2)));
+        let appended = runtime.block_on(append_for(
+            &log,
+            app_key,
+            concurrency,
+            Duration::from_secs(2),
+        ));
         let allocations = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / appended as f64;
         println!(
             "durable append, {concurrency:>2} concurrent writers: {:.0} messages/s, \
@@ -196,7 +217,7 @@ fn group_commit() {
     writer.wait();
 }
 
-async fn append_for(log: &Log, concurrency: usize, duration: Duration) -> usize {
+async fn append_for(log: &Log, app_key: u64, concurrency: usize, duration: Duration) -> usize {
     let deadline = Instant::now() + duration;
     let tasks: Vec<_> = (0..concurrency)
         .map(|c| {
@@ -204,23 +225,21 @@ async fn append_for(log: &Log, concurrency: usize, duration: Duration) -> usize 
             tokio::spawn(async move {
                 let mut done = 0;
                 while Instant::now() < deadline && done < 1_000_000 {
-                    let record = MessageRecord {
-                        app_key: 1,
-                        created_ms: 0,
-                        payload_expires_ms: u64::MAX,
-                        id: format!("msg_bench_{c}_{done}"),
-                        event_type: "bench".to_owned(),
-                        event_id: None,
-                        channels: None,
-                        payload: Some(vec![b'x'; 1024]),
+                    let op = Op::CreateMessage {
+                        app_key,
+                        message: NewMessage {
+                            id: format!("msg_bench_{c}_{done}"),
+                            event_type: "bench".to_owned(),
+                            event_id: None,
+                            channels: None,
+                            payload: vec![b'x'; 1024],
+                            retention_days: 90,
+                        },
+                        with_content: false,
                     };
-                    log.write(move |w| {
-                        let mut record = record;
-                        record.created_ms = w.now_ms;
-                        tables::append_message(w, &record, tables::Fanout::Matching)
-                    })
-                    .await
-                    .expect("append");
+                    log.submit(Envelope::new(op, Clock::System.now_ms()))
+                        .await
+                        .expect("append");
                     done += 1;
                 }
                 done

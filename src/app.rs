@@ -23,7 +23,8 @@ use crate::delivery::policy::DestinationPolicy;
 use crate::delivery::schedule::RetrySchedule;
 use crate::heartbeat::Heartbeat;
 use crate::live::Live;
-use crate::log::schema::{TokenRecord, TokenScope};
+use crate::log::ops::{Envelope, Op};
+use crate::log::schema::TokenScope;
 use crate::log::{Log, LogError, WriterJoin, tables};
 use crate::tasks::TaskRunner;
 
@@ -115,7 +116,7 @@ pub async fn start_with_resolver(
     let (log, writer) = Log::open(
         &config.data_dir,
         &config.storage,
-        clock.clone(),
+        Some(api::render_reply),
         Some(publisher),
     )
     .map_err(log_error)?;
@@ -135,7 +136,7 @@ pub async fn start_with_resolver(
     ));
     let sweeper = crate::sweeper::start(log.clone(), clock.clone(), config.storage.retention_days);
     let task_wake = Arc::new(Notify::new());
-    let tasks = TaskRunner::start(log.clone(), Arc::clone(&task_wake));
+    let tasks = TaskRunner::start(log.clone(), clock.clone(), Arc::clone(&task_wake));
     let state = api_state(config, &log, clock, admin_token, task_wake, metrics)?;
     let (api_config, tls) = (state.config.clone(), state.tls.clone());
     let state = Arc::new(state);
@@ -254,13 +255,11 @@ async fn ensure_some_token(log: &Log, clock: &Clock) -> Result<Option<String>, L
 /// Creates and stores (hashed) a new token of `scope`; returns the token text.
 pub async fn create_token(log: &Log, clock: &Clock, scope: TokenScope) -> Result<String, LogError> {
     let token = api::new_token();
-    let hash = api::hash_token(&token);
-    let record = TokenRecord {
+    let op = Op::CreateToken {
+        hash: api::hash_token(&token),
         scope,
-        created_ms: clock.now_ms(),
     };
-    log.write(move |w| tables::put_token(w.wtxn, w.dbs, &hash, &record))
-        .await?;
+    log.submit(Envelope::new(op, clock.now_ms())).await?;
     Ok(token)
 }
 

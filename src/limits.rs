@@ -49,6 +49,8 @@ pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3_600_000;
 /// Most expired idempotency records one sweep deletes, so a sweep never makes a batch slow.
 pub const IDEMPOTENCY_SWEEP_ROWS_MAX: usize = 1_000;
+/// One day, in ms.
+pub const DAY_MS: u64 = 86_400_000;
 /// Message payload retention bounds, in days (Svix: 5–90, default 90).
 pub const RETENTION_DAYS_MIN: u16 = 1;
 pub const RETENTION_DAYS_MAX: u16 = 90;

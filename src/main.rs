@@ -377,16 +377,7 @@ async fn run_until_stopped(
             _ = usr2.recv() => if test_hooks {
                 // Test hook: wedge the writer thread, as a deadlock would.
                 tracing::warn!("SLUICE_TEST_HOOKS: wedging the writer thread.");
-                let log = running.log().clone();
-                tokio::spawn(async move {
-                    let _ = log
-                        .write(|_| -> Result<(), sluice::log::LogError> {
-                            loop {
-                                std::thread::park();
-                            }
-                        })
-                        .await;
-                });
+                let _ = running.log().wedge_writer();
             },
         }
     }
@@ -432,17 +423,8 @@ fn rekey(config: &Config, new_key_file: &Path) -> ExitCode {
     let result = (|| -> Result<usize, String> {
         let new =
             sluice::log::seal::Sealer::from_key_file(new_key_file).map_err(|e| e.to_string())?;
-        let (log, writer) = Log::open(&config.data_dir, &config.storage, Clock::System, None)
-            .map_err(|e| e.to_string())?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let resealed = runtime
-            .block_on(log.reseal_secrets(new))
-            .map_err(|e| e.to_string());
-        drop(log);
-        writer.wait();
-        resealed
+        sluice::log::reseal_secrets(&config.data_dir, &config.storage, &new)
+            .map_err(|e| e.to_string())
     })();
     match result {
         Ok(count) => {
@@ -462,8 +444,8 @@ fn rekey(config: &Config, new_key_file: &Path) -> ExitCode {
 /// Takes an online, compacted copy of the log into `to` (a new or empty directory).
 fn backup(config: &Config, to: &Path) -> ExitCode {
     let result = (|| -> Result<u64, String> {
-        let (log, writer) = Log::open(&config.data_dir, &config.storage, Clock::System, None)
-            .map_err(|e| e.to_string())?;
+        let (log, writer) =
+            Log::open(&config.data_dir, &config.storage, None, None).map_err(|e| e.to_string())?;
         let copied = log.backup_to(to).map_err(|e| e.to_string());
         drop(log);
         writer.wait();
@@ -484,8 +466,8 @@ fn backup(config: &Config, to: &Path) -> ExitCode {
 fn create_token(config: &Config, app: Option<&str>) -> ExitCode {
     let clock = Clock::System;
     let result = (|| -> Result<String, String> {
-        let (log, writer) = Log::open(&config.data_dir, &config.storage, clock.clone(), None)
-            .map_err(|e| e.to_string())?;
+        let (log, writer) =
+            Log::open(&config.data_dir, &config.storage, None, None).map_err(|e| e.to_string())?;
         let scope = match app {
             None => TokenScope::Org,
             Some(reference) => {

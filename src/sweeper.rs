@@ -1,14 +1,18 @@
-//! The retention sweeper: applies the log's retention rules (`log::retention`) in bounded
-//! batches — every `SWEEP_INTERVAL`, and batch after batch while there is more — so that
-//! old data leaves the log continuously and no single write is long.
+//! The sweeper: applies the log's retention rules (`log::retention`) and expires
+//! remembered idempotent replies, in bounded batches — every `SWEEP_INTERVAL`, and batch
+//! after batch while there is more — so that old data leaves the log continuously, under
+//! steady load as when idle, and no single write is long.
 
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
-use crate::limits::{RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX};
-use crate::log::{Log, retention};
+use crate::limits::{
+    DAY_MS, IDEMPOTENCY_SWEEP_ROWS_MAX, RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX,
+};
+use crate::log::ops::{Envelope, Op, Outcome};
+use crate::log::{Log, LogError};
 
 /// How often the sweeper looks for data past its retention.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
@@ -16,46 +20,83 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// a pass reads every message older than a day, so it is not repeated every tick, and a
 /// payload outlives its retention by at most about this long.
 pub const PAYLOAD_PASS_INTERVAL_MS: u64 = 3_600_000;
-const DAY_MS: u64 = 86_400_000;
+
+/// Where the retention sweep and the idempotency sweep stand between ticks.
+#[derive(Default)]
+struct Cursors {
+    payload: Option<u64>,
+    next_pass_ms: u64,
+    idempotency: Option<Vec<u8>>,
+}
 
 /// Starts the sweeper; it runs until the handle is aborted.
 pub fn start(log: Log, clock: Clock, retention_days: u16) -> JoinHandle<()> {
     tokio::spawn(async move {
         let keep_ms = u64::from(retention_days) * DAY_MS;
-        let mut cursor = None;
-        let mut next_pass_ms = 0;
+        let mut cursors = Cursors::default();
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
-                let before = clock.now_ms().saturating_sub(keep_ms);
-                let in_pass = cursor.is_some() || clock.now_ms() >= next_pass_ms;
-                let from = in_pass.then_some(cursor);
-                let batch =
-                    log.write(move |w| retention::sweep(w, before, from, RETENTION_SWEEP_ROWS_MAX));
-                match batch.await {
-                    Ok(swept) => {
-                        cursor = swept.payload_cursor;
-                        if in_pass && swept.payload_pass_done {
-                            next_pass_ms = clock.now_ms() + PAYLOAD_PASS_INTERVAL_MS;
-                        }
-                        if swept.messages_deleted + swept.payloads_dropped > 0 {
-                            tracing::info!(
-                                messages_deleted = swept.messages_deleted,
-                                payloads_dropped = swept.payloads_dropped,
-                                "Retention sweep."
-                            );
-                        }
-                        if !swept.more {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "Retention sweep failed; will retry.");
-                        break;
-                    }
-                }
+            if let Err(error) = retention(&log, &clock, keep_ms, &mut cursors).await {
+                tracing::warn!(%error, "Retention sweep failed; will retry.");
+            }
+            if let Err(error) = expire_idempotency(&log, &clock, &mut cursors).await {
+                tracing::warn!(%error, "Idempotency sweep failed; will retry.");
             }
         }
     })
+}
+
+async fn retention(
+    log: &Log,
+    clock: &Clock,
+    keep_ms: u64,
+    cursors: &mut Cursors,
+) -> Result<(), LogError> {
+    for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
+        let now_ms = clock.now_ms();
+        let in_pass = cursors.payload.is_some() || now_ms >= cursors.next_pass_ms;
+        let op = Op::RetentionSweep {
+            delete_before_ms: now_ms.saturating_sub(keep_ms),
+            payload_cursor: in_pass.then_some(cursors.payload),
+            rows_max: RETENTION_SWEEP_ROWS_MAX as u32,
+        };
+        let Outcome::Swept(swept) = log.submit(Envelope::new(op, now_ms)).await? else {
+            return Ok(());
+        };
+        cursors.payload = swept.payload_cursor;
+        if in_pass && swept.payload_pass_done {
+            cursors.next_pass_ms = clock.now_ms() + PAYLOAD_PASS_INTERVAL_MS;
+        }
+        if swept.messages_deleted + swept.payloads_dropped > 0 {
+            tracing::info!(
+                messages_deleted = swept.messages_deleted,
+                payloads_dropped = swept.payloads_dropped,
+                "Retention sweep."
+            );
+        }
+        if !swept.more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One bounded batch of expired idempotency rows per tick, resuming where the last
+/// stopped: the table is cleaned continuously, never by one long transaction.
+async fn expire_idempotency(
+    log: &Log,
+    clock: &Clock,
+    cursors: &mut Cursors,
+) -> Result<(), LogError> {
+    let op = Op::ExpireIdempotency {
+        after: cursors.idempotency.take(),
+        rows_max: IDEMPOTENCY_SWEEP_ROWS_MAX as u32,
+    };
+    if let Outcome::IdempotencyExpired { resume, .. } =
+        log.submit(Envelope::new(op, clock.now_ms())).await?
+    {
+        cursors.idempotency = resume;
+    }
+    Ok(())
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
+use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::{Log, LogError, tasks};
 
 /// How long the runner waits after a failed batch before it tries again.
@@ -24,9 +26,9 @@ pub struct TaskRunner {
 
 impl TaskRunner {
     /// Starts the runner; `wake` is notified by whoever creates a task.
-    pub fn start(log: Log, wake: Arc<Notify>) -> TaskRunner {
+    pub fn start(log: Log, clock: Clock, wake: Arc<Notify>) -> TaskRunner {
         let (stop, stopped) = watch::channel(false);
-        let handle = tokio::spawn(run(log, wake, stopped));
+        let handle = tokio::spawn(run(log, clock, wake, stopped));
         TaskRunner { stop, handle }
     }
 
@@ -37,7 +39,7 @@ impl TaskRunner {
     }
 }
 
-async fn run(log: Log, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+async fn run(log: Log, clock: Clock, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
     while !*stopped.borrow() {
         let running = match log.read(|rtxn, dbs| tasks::running(rtxn, dbs)) {
             Ok(running) => running,
@@ -57,7 +59,7 @@ async fn run(log: Log, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
             if *stopped.borrow() {
                 break;
             }
-            if let Err(error) = advance(&log, key).await {
+            if let Err(error) = advance(&log, &clock, key).await {
                 tracing::warn!(%error, task = key, "A background-task batch failed; retrying.");
                 tokio::select! {
                     () = tokio::time::sleep(RETRY_DELAY) => {}
@@ -68,8 +70,11 @@ async fn run(log: Log, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
     }
 }
 
-async fn advance(log: &Log, key: u64) -> Result<(), LogError> {
-    let task = log.write(move |w| tasks::advance(w, key)).await?;
+async fn advance(log: &Log, clock: &Clock, key: u64) -> Result<(), LogError> {
+    let op = Op::AdvanceTask { task_key: key };
+    let Outcome::TaskAdvanced(task) = log.submit(Envelope::new(op, clock.now_ms())).await? else {
+        return Ok(());
+    };
     if let Some(task) = task.filter(|t| t.status != crate::log::schema::TaskStatus::Running) {
         tracing::info!(
             id = %task.id,

@@ -6,14 +6,15 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{Patch, Problems};
-use super::idempotency::write_reply;
+use super::idempotency::submit_reply;
 use super::query::Collector;
 use super::{ApiError, ApiState, Ctx, Reply, parse_json};
 use crate::clock::format_rfc3339;
 use crate::ids::{self, IdKind};
-use crate::limits::{APPS_MAX, PAGE_SCAN_ROWS_MAX};
+use crate::limits::PAGE_SCAN_ROWS_MAX;
+use crate::log::ops::{AppChanges, AppFields, Op};
 use crate::log::schema::{self, AppRecord, db_name};
-use crate::log::{LogError, WriteCtx, tables};
+use crate::log::tables;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -56,7 +57,7 @@ pub(super) struct AppOut {
 }
 
 impl AppOut {
-    fn from(app: AppRecord) -> AppOut {
+    pub(super) fn from(app: AppRecord) -> AppOut {
         AppOut {
             uid: app.uid,
             name: app.name,
@@ -86,18 +87,6 @@ pub(super) fn resolve(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<AppR
         .read(|rtxn, dbs| tables::app_by_ref(rtxn, dbs, app_ref))?;
     ctx.auth
         .check_app(app.ok_or(ApiError::NotFound("Application not found."))?)
-}
-
-/// The same, inside a write (the application may have changed since the request began).
-pub(super) fn resolve_in(
-    wctx: &mut WriteCtx<'_, '_>,
-    ctx_auth: super::Auth,
-    app_ref: &str,
-) -> Result<Result<AppRecord, ApiError>, LogError> {
-    let app = tables::app_by_ref(wctx.wtxn, wctx.dbs, app_ref)?;
-    Ok(app
-        .ok_or(ApiError::NotFound("Application not found."))
-        .and_then(|a| ctx_auth.check_app(a)))
 }
 
 pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
@@ -132,57 +121,22 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
     let input: AppIn = parse_json(&ctx.body)?;
     validate(&input)?;
     let get_if_exists = ctx.query.bool("get_if_exists", false)?;
-    let id = ids::new_id(IdKind::App, state.clock.now_ms());
-    write_reply(state, ctx.idempotency, move |w| {
-        if let Some(uid) = &input.uid
-            && let Some(key) = tables::app_uid_taken(w.wtxn, w.dbs, uid)?
-        {
-            if !get_if_exists {
-                return Ok(Err(conflict()));
-            }
-            let existing = tables::app_by_key(w.wtxn, w.dbs, key)?.ok_or_else(|| {
-                LogError::corrupt("app_ids", "uid points at a missing application")
-            })?;
-            return Ok(Ok((StatusCode::OK, AppOut::from(existing))));
+    let op = Op::CreateApp {
+        id: ids::new_id(IdKind::App, state.clock.now_ms()),
+        fields: input.into_fields(),
+        get_if_exists,
+    };
+    submit_reply(state, ctx.idempotency, op).await
+}
+
+impl AppIn {
+    fn into_fields(self) -> AppFields {
+        AppFields {
+            uid: self.uid,
+            name: self.name,
+            throttle_rate: self.throttle_rate,
+            metadata: self.metadata.unwrap_or_default(),
         }
-        if let Err(e) = room_for_an_app(w)? {
-            return Ok(Err(e));
-        }
-        let app = new_record(w, id, input);
-        tables::put_app(w.wtxn, w.dbs, &app, None)?;
-        Ok(Ok((StatusCode::CREATED, AppOut::from(app))))
-    })
-    .await
-}
-
-/// 400 `limit_reached` once `APPS_MAX` applications exist.
-fn room_for_an_app(w: &mut WriteCtx<'_, '_>) -> Result<Result<(), ApiError>, LogError> {
-    if w.dbs.apps.len(w.wtxn)? >= APPS_MAX {
-        return Ok(Err(ApiError::bad_request(
-            "limit_reached",
-            format!("Sluice holds the most applications it allows ({APPS_MAX})."),
-        )));
-    }
-    Ok(Ok(()))
-}
-
-fn new_record(w: &mut WriteCtx<'_, '_>, id: String, input: AppIn) -> AppRecord {
-    AppRecord {
-        key: w.state.take_app_key(),
-        id,
-        uid: input.uid,
-        name: input.name,
-        throttle_rate: input.throttle_rate,
-        metadata: input.metadata.unwrap_or_default(),
-        created_ms: w.now_ms,
-        updated_ms: w.now_ms,
-    }
-}
-
-fn conflict() -> ApiError {
-    ApiError::Conflict {
-        code: "conflict",
-        detail: "An application with that id or uid already exists".to_owned(),
     }
 }
 
@@ -199,36 +153,12 @@ pub(super) async fn upsert(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
         input.uid = Some(app_ref.to_owned());
     }
     validate(&input)?;
-    let id = ids::new_id(IdKind::App, state.clock.now_ms());
-    let app_ref = app_ref.to_owned();
-    write_reply(state, None, move |w| {
-        let existing = tables::app_by_ref(w.wtxn, w.dbs, &app_ref)?;
-        if let Some(uid) = &input.uid {
-            let holder = tables::app_uid_taken(w.wtxn, w.dbs, uid)?;
-            if holder.is_some_and(|k| Some(k) != existing.as_ref().map(|e| e.key)) {
-                return Ok(Err(conflict()));
-            }
-        }
-        let Some(previous) = existing else {
-            if let Err(e) = room_for_an_app(w)? {
-                return Ok(Err(e));
-            }
-            let app = new_record(w, id, input);
-            tables::put_app(w.wtxn, w.dbs, &app, None)?;
-            return Ok(Ok((StatusCode::CREATED, AppOut::from(app))));
-        };
-        let app = AppRecord {
-            uid: input.uid,
-            name: input.name,
-            throttle_rate: input.throttle_rate,
-            metadata: input.metadata.unwrap_or_default(),
-            updated_ms: w.now_ms,
-            ..previous.clone()
-        };
-        tables::put_app(w.wtxn, w.dbs, &app, Some(&previous))?;
-        Ok(Ok((StatusCode::OK, AppOut::from(app))))
-    })
-    .await
+    let op = Op::PutApp {
+        reference: app_ref.to_owned(),
+        id: ids::new_id(IdKind::App, state.clock.now_ms()),
+        fields: input.into_fields(),
+    };
+    submit_reply(state, None, op).await
 }
 
 pub(super) async fn patch(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
@@ -242,43 +172,22 @@ pub(super) async fn patch(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<
     problems.throttle_rate(input.throttle_rate.as_value().copied());
     problems.metadata(input.metadata.as_ref());
     problems.finish()?;
-    let app_ref = app_ref.to_owned();
-    write_reply(state, None, move |w| {
-        let Some(previous) = tables::app_by_ref(w.wtxn, w.dbs, &app_ref)? else {
-            return Ok(Err(ApiError::NotFound("Application not found.")));
-        };
-        if let Patch::Value(uid) = &input.uid {
-            let holder = tables::app_uid_taken(w.wtxn, w.dbs, uid)?;
-            if holder.is_some_and(|k| k != previous.key) {
-                return Ok(Err(conflict()));
-            }
-        }
-        let mut app = previous.clone();
-        if let Some(name) = input.name {
-            app.name = name;
-        }
-        input.uid.apply_to(&mut app.uid);
-        input.throttle_rate.apply_to(&mut app.throttle_rate);
-        if let Some(metadata) = input.metadata {
-            app.metadata = metadata;
-        }
-        app.updated_ms = w.now_ms;
-        tables::put_app(w.wtxn, w.dbs, &app, Some(&previous))?;
-        Ok(Ok((StatusCode::OK, AppOut::from(app))))
-    })
-    .await
+    let op = Op::PatchApp {
+        reference: app_ref.to_owned(),
+        changes: AppChanges {
+            name: input.name,
+            throttle_rate: input.throttle_rate.into_change(),
+            uid: input.uid.into_change(),
+            metadata: input.metadata,
+        },
+    };
+    submit_reply(state, None, op).await
 }
 
 pub(super) async fn delete(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
     ctx.auth.require_org()?;
-    let app_ref = app_ref.to_owned();
-    write_reply(state, None, move |w| {
-        let Some(app) = tables::app_by_ref(w.wtxn, w.dbs, &app_ref)? else {
-            return Ok(Err(ApiError::NotFound("Application not found.")));
-        };
-        tables::delete_app(w.wtxn, w.dbs, &app)?;
-        w.state.endpoints.remove_app(app.key);
-        Ok(Ok((StatusCode::NO_CONTENT, ())))
-    })
-    .await
+    let op = Op::DeleteApp {
+        reference: app_ref.to_owned(),
+    };
+    submit_reply(state, None, op).await
 }

@@ -5,14 +5,15 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
-use super::apps::{resolve, resolve_in};
+use super::apps::resolve;
 use super::endpoints::{EndpointOut, find};
-use super::idempotency::write_reply;
+use super::idempotency::submit_reply;
 use super::messages::MessageOut;
 use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply};
 use crate::clock::format_rfc3339;
 use crate::limits::{PAGE_SCAN_ROWS_MAX, STATS_ROWS_MAX, STATS_WINDOW_DEFAULT_MS};
+use crate::log::ops::Op;
 use crate::log::schema::{self, DeliveryRecord, DeliveryState, db_name};
 use crate::log::{LogError, tables, tasks};
 
@@ -248,27 +249,11 @@ pub(super) async fn resend(
     msg_ref: &str,
     endpoint_ref: &str,
 ) -> Result<Reply, ApiError> {
-    let (auth, app_ref) = (ctx.auth, app_ref.to_owned());
-    let (msg_ref, endpoint_ref) = (msg_ref.to_owned(), endpoint_ref.to_owned());
-    write_reply(state, ctx.idempotency, move |w| {
-        let app = match resolve_in(w, auth, &app_ref)? {
-            Ok(app) => app,
-            Err(e) => return Ok(Err(e)),
-        };
-        let Some((seq, message)) = tables::message_by_ref(w.wtxn, w.dbs, app.key, &msg_ref)? else {
-            return Ok(Err(ApiError::NotFound("Message not found.")));
-        };
-        let Some(endpoint) = tables::endpoint_by_ref(w.wtxn, w.dbs, app.key, &endpoint_ref)? else {
-            return Ok(Err(ApiError::NotFound("Endpoint not found.")));
-        };
-        if message.payload.is_none() {
-            return Ok(Err(ApiError::bad_request(
-                "missing_payload",
-                "The message's payload has expired or was expunged.",
-            )));
-        }
-        tables::requeue(w, endpoint.key, seq, true)?;
-        Ok(Ok((StatusCode::ACCEPTED, serde_json::json!({}))))
-    })
-    .await
+    let app = resolve(state, ctx, app_ref)?;
+    let op = Op::Resend {
+        app_key: app.key,
+        message: msg_ref.to_owned(),
+        endpoint: endpoint_ref.to_owned(),
+    };
+    submit_reply(state, ctx.idempotency, op).await
 }

@@ -8,21 +8,21 @@ use hyper::StatusCode;
 use hyper::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::apps::{resolve, resolve_in};
+use super::apps::resolve;
 use super::fields::{Patch, Problems};
-use super::idempotency::write_reply;
+use super::idempotency::{submit, submit_reply};
 use super::query::Collector;
-use super::{ApiError, ApiState, Auth, Ctx, Reply, parse_json};
+use super::{ApiError, ApiState, Ctx, Reply, parse_json};
 use crate::clock::format_rfc3339;
 use crate::ids::{self, IdKind};
 use crate::limits::{
-    ENDPOINT_CHANNELS_MAX, ENDPOINT_EVENT_TYPES_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX,
-    HEADER_NAME_LEN_MAX, HEADER_VALUE_LEN_MAX, OLD_SECRETS_MAX, PAGE_SCAN_ROWS_MAX,
-    SECRET_BYTES_GENERATED, SECRET_BYTES_MAX, SECRET_BYTES_MIN, SECRET_GRACE_SECONDS_DEFAULT,
-    SECRET_GRACE_SECONDS_MAX, URL_LEN_MAX,
+    ENDPOINT_CHANNELS_MAX, ENDPOINT_EVENT_TYPES_MAX, ENDPOINT_HEADERS_MAX, HEADER_NAME_LEN_MAX,
+    HEADER_VALUE_LEN_MAX, PAGE_SCAN_ROWS_MAX, SECRET_BYTES_GENERATED, SECRET_BYTES_MAX,
+    SECRET_BYTES_MIN, SECRET_GRACE_SECONDS_DEFAULT, SECRET_GRACE_SECONDS_MAX, URL_LEN_MAX,
 };
-use crate::log::schema::{self, AppRecord, EndpointRecord, OldSecret, Signing, db_name};
-use crate::log::{LogError, WriteCtx, tables};
+use crate::log::ops::{EndpointChanges, EndpointFields, Op, merge_header};
+use crate::log::schema::{self, EndpointRecord, Signing, db_name};
+use crate::log::{LogError, tables};
 
 /// Header names an endpoint may not set (hop-by-hop, framing, caching; Svix's list).
 const FORBIDDEN_HEADERS: [&str; 19] = [
@@ -111,10 +111,14 @@ enum SigningIn {
 }
 
 impl SigningIn {
-    fn into_record(self) -> Signing {
+    /// The signing mode as stored: the token sealed when the log seals secrets.
+    fn into_stored(self, log: &crate::log::Log) -> Signing {
         match self {
             SigningIn::Hmac => Signing::Hmac,
-            SigningIn::StaticToken { header, token } => Signing::StaticToken { header, token },
+            SigningIn::StaticToken { header, token } => Signing::StaticToken {
+                header,
+                token: log.stored_text(&token),
+            },
         }
     }
 }
@@ -365,71 +369,11 @@ fn check_headers(problems: &mut Problems, headers: &BTreeMap<String, String>) {
     }
 }
 
-/// Inserts or replaces a header, matching names case-insensitively.
-fn merge_header(headers: &mut BTreeMap<String, String>, name: &str, value: Option<String>) {
-    headers.retain(|existing, _| !existing.eq_ignore_ascii_case(name));
-    if let Some(value) = value {
-        headers.insert(name.to_owned(), value);
-    }
-}
-
-/// 422 unless every filtered event type exists and is not archived (Svix's rule).
-fn check_event_types_exist(
-    w: &mut WriteCtx<'_, '_>,
-    types: Option<&Vec<String>>,
-) -> Result<Result<(), ApiError>, LogError> {
-    let mut missing = Vec::new();
-    for name in types.into_iter().flatten() {
-        if tables::event_type(w.wtxn, w.dbs, name)?.is_none_or(|t| t.archived) {
-            missing.push(name.as_str());
-        }
-    }
-    if missing.is_empty() {
-        return Ok(Ok(()));
-    }
-    let msg = format!(
-        "The following event types don't exist: {}",
-        missing.join(", ")
-    );
-    Ok(Err(ApiError::field(&["body", "eventTypes"], msg)))
-}
-
-/// An empty filter list means "no filter" (the portal widgets send `[]`).
-fn normalise_filter(list: Option<Vec<String>>) -> Option<Vec<String>> {
-    list.filter(|l| !l.is_empty())
-}
-
-fn uid_conflict() -> ApiError {
-    ApiError::Conflict {
-        code: "conflict",
-        detail: "An endpoint with that uid already exists".to_owned(),
-    }
-}
-
 fn not_found() -> ApiError {
     ApiError::NotFound("Endpoint not found.")
 }
 
 // === handlers ===
-
-/// Resolves app and endpoint inside a write; `Err` outcomes are 404s.
-pub(super) fn find_in(
-    w: &mut WriteCtx<'_, '_>,
-    auth: Auth,
-    app_ref: &str,
-    endpoint_ref: &str,
-) -> Result<Result<(AppRecord, EndpointRecord), ApiError>, LogError> {
-    let app = match resolve_in(w, auth, app_ref)? {
-        Ok(app) => app,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(
-        match tables::endpoint_by_ref(w.wtxn, w.dbs, app.key, endpoint_ref)? {
-            Some(endpoint) => Ok((app, endpoint)),
-            None => Err(not_found()),
-        },
-    )
-}
 
 pub(super) fn find(
     state: &ApiState,
@@ -506,64 +450,35 @@ fn validate_create(input: &EndpointIn) -> Result<Vec<u8>, ApiError> {
 pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
     let input: EndpointIn = parse_json(&ctx.body)?;
     let secret = validate_create(&input)?;
-    let id = ids::new_id(IdKind::Endpoint, state.clock.now_ms());
-    let (auth, app_ref) = (ctx.auth, app_ref.to_owned());
-    write_reply(state, ctx.idempotency, move |w| {
-        let app = match resolve_in(w, auth, &app_ref)? {
-            Ok(app) => app,
-            Err(e) => return Ok(Err(e)),
-        };
-        if w.state.endpoints.count_for_app(app.key) >= ENDPOINTS_PER_APP_MAX {
-            return Ok(Err(ApiError::bad_request(
-                "limit_reached",
-                format!(
-                    "The application has the most endpoints allowed ({ENDPOINTS_PER_APP_MAX})."
-                ),
-            )));
-        }
-        let event_types = normalise_filter(input.event_types);
-        if let Err(e) = check_event_types_exist(w, event_types.as_ref())? {
-            return Ok(Err(e));
-        }
-        if let Some(uid) = &input.uid
-            && tables::endpoint_uid_taken(w.wtxn, w.dbs, app.key, uid)?.is_some()
-        {
-            return Ok(Err(uid_conflict()));
-        }
-        let mut headers = BTreeMap::new();
-        for (name, value) in input.headers.unwrap_or_default() {
-            merge_header(&mut headers, &name, Some(value));
-        }
-        let endpoint = EndpointRecord {
-            key: w.state.take_endpoint_key(),
-            app_key: app.key,
-            id,
-            uid: input.uid,
-            url: input.url,
-            description: input.description,
-            version: input.version.unwrap_or(1).max(1),
-            disabled: input.disabled,
-            throttle_rate: input.throttle_rate,
-            event_types,
-            channels: input.channels,
-            secret,
-            old_secrets: Vec::new(),
-            headers,
-            metadata: input.metadata.unwrap_or_default(),
-            created_ms: w.now_ms,
-            updated_ms: w.now_ms,
-            fifo: input.ordering.is_some_and(|o| o == Ordering::Fifo),
-            failing_since_ms: None,
-            disabled_reason: None,
-            disabled_at_ms: None,
-            signing: input.signing.map_or(Signing::Hmac, SigningIn::into_record),
-            sealed: false,
-        };
-        tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
-        w.state.endpoints.upsert(&endpoint);
-        Ok(Ok((StatusCode::CREATED, EndpointOut::from(endpoint))))
-    })
-    .await
+    let app = resolve(state, ctx, app_ref)?;
+    let mut headers = BTreeMap::new();
+    for (name, value) in input.headers.unwrap_or_default() {
+        merge_header(&mut headers, &name, Some(state.log.stored_text(&value)));
+    }
+    let fields = EndpointFields {
+        uid: input.uid,
+        url: input.url,
+        description: input.description,
+        version: input.version.unwrap_or(1),
+        disabled: input.disabled,
+        throttle_rate: input.throttle_rate,
+        event_types: input.event_types,
+        channels: input.channels,
+        secret: state.log.stored_secret(&secret),
+        headers,
+        metadata: input.metadata.unwrap_or_default(),
+        fifo: input.ordering.is_some_and(|o| o == Ordering::Fifo),
+        signing: input
+            .signing
+            .map_or(Signing::Hmac, |s| s.into_stored(&state.log)),
+        sealed: state.log.seals(),
+    };
+    let op = Op::CreateEndpoint {
+        app_key: app.key,
+        id: ids::new_id(IdKind::Endpoint, state.clock.now_ms()),
+        fields: Box::new(fields),
+    };
+    submit_reply(state, ctx.idempotency, op).await
 }
 
 pub(super) fn get(
@@ -612,51 +527,6 @@ pub(super) async fn patch(
     update(state, ctx, app_ref, endpoint_ref, input).await
 }
 
-impl EndpointPatch {
-    /// Applies every field this patch sets (`event_types` already normalised).
-    fn apply(
-        self,
-        endpoint: &mut EndpointRecord,
-        event_types: Patch<Vec<String>>,
-        secret: Option<Vec<u8>>,
-    ) {
-        if let Some(url) = self.url {
-            endpoint.url = url;
-        }
-        if let Some(description) = self.description {
-            endpoint.description = description;
-        }
-        self.throttle_rate.apply_to(&mut endpoint.throttle_rate);
-        self.uid.apply_to(&mut endpoint.uid);
-        if let Some(version) = self.version {
-            endpoint.version = version.max(1);
-        }
-        if let Some(disabled) = self.disabled {
-            endpoint.disabled = disabled;
-            if !disabled {
-                // Re-enabled: the failure history that disabled it starts over.
-                endpoint.disabled_reason = None;
-                endpoint.disabled_at_ms = None;
-                endpoint.failing_since_ms = None;
-            }
-        }
-        if let Some(ordering) = self.ordering {
-            endpoint.fifo = ordering == Ordering::Fifo;
-        }
-        if let Some(signing) = self.signing {
-            endpoint.signing = signing.into_record();
-        }
-        event_types.apply_to(&mut endpoint.event_types);
-        self.channels.apply_to(&mut endpoint.channels);
-        if let Some(secret) = secret {
-            endpoint.secret = secret;
-        }
-        if let Some(metadata) = self.metadata {
-            endpoint.metadata = metadata;
-        }
-    }
-}
-
 /// Checks every field a PATCH (or PUT) sets; returns the new secret's key, if one is given.
 fn validate_patch(input: &EndpointPatch) -> Result<Option<Vec<u8>>, ApiError> {
     let mut problems = Problems::default();
@@ -692,34 +562,27 @@ async fn update(
     input: EndpointPatch,
 ) -> Result<Reply, ApiError> {
     let secret = validate_patch(&input)?;
-    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
-    write_reply(state, None, move |w| {
-        let (app, previous) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut input = input;
-        let event_types = match std::mem::take(&mut input.event_types) {
-            Patch::Value(list) if list.is_empty() => Patch::Null,
-            other => other,
-        };
-        if let Err(e) = check_event_types_exist(w, event_types.as_value())? {
-            return Ok(Err(e));
-        }
-        if let Patch::Value(uid) = &input.uid
-            && tables::endpoint_uid_taken(w.wtxn, w.dbs, app.key, uid)?
-                .is_some_and(|k| k != previous.key)
-        {
-            return Ok(Err(uid_conflict()));
-        }
-        let mut endpoint = previous.clone();
-        input.apply(&mut endpoint, event_types, secret);
-        endpoint.updated_ms = w.now_ms;
-        tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
-        w.state.endpoints.upsert(&endpoint);
-        Ok(Ok((StatusCode::OK, EndpointOut::from(endpoint))))
-    })
-    .await
+    let app = resolve(state, ctx, app_ref)?;
+    let changes = EndpointChanges {
+        url: input.url,
+        description: input.description,
+        throttle_rate: input.throttle_rate.into_change(),
+        uid: input.uid.into_change(),
+        version: input.version,
+        disabled: input.disabled,
+        event_types: input.event_types.into_change(),
+        channels: input.channels.into_change(),
+        secret: secret.map(|key| state.log.stored_secret(&key)),
+        metadata: input.metadata,
+        fifo: input.ordering.map(|o| o == Ordering::Fifo),
+        signing: input.signing.map(|s| s.into_stored(&state.log)),
+    };
+    let op = Op::UpdateEndpoint {
+        app_key: app.key,
+        endpoint: endpoint_ref.to_owned(),
+        changes: Box::new(changes),
+    };
+    submit_reply(state, None, op).await
 }
 
 pub(super) async fn delete(
@@ -728,17 +591,12 @@ pub(super) async fn delete(
     app_ref: &str,
     endpoint_ref: &str,
 ) -> Result<Reply, ApiError> {
-    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
-    write_reply(state, None, move |w| {
-        let (app, endpoint) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
-        tables::delete_endpoint(w.wtxn, w.dbs, &endpoint)?;
-        w.state.endpoints.remove(app.key, endpoint.key);
-        Ok(Ok((StatusCode::NO_CONTENT, ())))
-    })
-    .await
+    let app = resolve(state, ctx, app_ref)?;
+    let op = Op::DeleteEndpoint {
+        app_key: app.key,
+        endpoint: endpoint_ref.to_owned(),
+    };
+    submit_reply(state, None, op).await
 }
 
 // === secret ===
@@ -796,41 +654,23 @@ pub(super) async fn rotate_secret(
     }
     problems.finish()?;
     let new_key = new_key.unwrap_or_else(generate_secret);
-    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
+    let app = resolve(state, ctx, app_ref)?;
+    let op = Op::RotateSecret {
+        app_key: app.key,
+        endpoint: endpoint_ref.to_owned(),
+        new_key: state.log.stored_secret(&new_key),
+        grace_ms: grace_secs * 1000,
+    };
     // Not remembered under an idempotency key: the reply holds the new secret, and
     // remembered replies are stored unsealed.
-    write_reply(state, None, move |w| {
-        let (_, previous) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
-        let now_ms = w.now_ms;
-        let mut endpoint = previous.clone();
-        endpoint.old_secrets.retain(|old| old.expires_ms > now_ms);
-        if endpoint.old_secrets.len() >= OLD_SECRETS_MAX {
-            let detail = format!(
-                "You can only rotate a key {OLD_SECRETS_MAX} times within the grace period."
-            );
-            return Ok(Err(ApiError::bad_request("limit_reached", detail)));
-        }
-        let old = std::mem::replace(&mut endpoint.secret, new_key);
-        if grace_secs > 0 {
-            endpoint.old_secrets.push(OldSecret {
-                key: old,
-                expires_ms: now_ms + grace_secs * 1000,
-            });
-        }
-        endpoint.updated_ms = now_ms;
-        tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
-        // SDK 2.x reads the new key from the response (Svix's server answered 204).
-        Ok(Ok((
-            StatusCode::OK,
-            SecretOut {
-                key: format_secret(&endpoint.secret),
-            },
-        )))
-    })
-    .await
+    submit(state, None, op).await?;
+    // SDK 2.x reads the new key from the response (Svix's server answered 204).
+    Reply::json(
+        StatusCode::OK,
+        &SecretOut {
+            key: format_secret(&new_key),
+        },
+    )
 }
 
 // === headers ===
@@ -886,31 +726,20 @@ pub(super) async fn set_headers(
         check_header(&mut problems, name, value.as_deref());
     }
     problems.finish()?;
-    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
-    write_reply(state, None, move |w| {
-        let (_, previous) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut endpoint = previous.clone();
-        if !merge {
-            endpoint.headers.clear();
-        }
-        for name in &input.delete_headers {
-            merge_header(&mut endpoint.headers, name, None);
-        }
-        for (name, value) in input.headers {
-            merge_header(&mut endpoint.headers, &name, value);
-        }
-        if endpoint.headers.len() > ENDPOINT_HEADERS_MAX {
-            let msg = format!("at most {ENDPOINT_HEADERS_MAX} headers");
-            return Ok(Err(ApiError::field(&["body", "headers"], msg)));
-        }
-        endpoint.updated_ms = w.now_ms;
-        tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
-        Ok(Ok((StatusCode::NO_CONTENT, ())))
-    })
-    .await
+    let app = resolve(state, ctx, app_ref)?;
+    let set = input
+        .headers
+        .into_iter()
+        .map(|(name, value)| (name, value.map(|v| state.log.stored_text(&v))))
+        .collect();
+    let op = Op::SetHeaders {
+        app_key: app.key,
+        endpoint: endpoint_ref.to_owned(),
+        replace: !merge,
+        delete: input.delete_headers,
+        set,
+    };
+    submit_reply(state, None, op).await
 }
 
 #[cfg(test)]

@@ -6,7 +6,11 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
+use crate::limits::{
+    APPS_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX, TASKS_RUNNING_MAX,
+};
 use crate::log::LogError;
+use crate::log::ops::Refusal;
 
 /// One problem with one field of a request (the 422 body lists them all).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -185,6 +189,81 @@ impl From<LogError> for ApiError {
             LogError::MapFull => ApiError::StorageFull,
             LogError::Busy => ApiError::Busy,
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    /// The one mapping of the log's refusals to HTTP.
+    fn from(refusal: Refusal) -> ApiError {
+        let conflict = |code, detail: &str| ApiError::Conflict {
+            code,
+            detail: detail.to_owned(),
+        };
+        match refusal {
+            Refusal::AppNotFound => ApiError::NotFound("Application not found."),
+            Refusal::EndpointNotFound => ApiError::NotFound("Endpoint not found."),
+            Refusal::MessageNotFound => ApiError::NotFound("Message not found."),
+            Refusal::EventTypeNotFound => ApiError::NotFound("Event type not found."),
+            Refusal::AppUidTaken => conflict(
+                "conflict",
+                "An application with that id or uid already exists",
+            ),
+            Refusal::EndpointUidTaken => {
+                conflict("conflict", "An endpoint with that uid already exists")
+            }
+            Refusal::EventIdTaken => {
+                conflict("conflict", "A message with this eventId already exists")
+            }
+            Refusal::EventTypeExists => conflict(
+                "event_type_exists",
+                "An event_type with this name already exists",
+            ),
+            Refusal::AppsLimit => ApiError::bad_request(
+                "limit_reached",
+                format!("Sluice holds the most applications it allows ({APPS_MAX})."),
+            ),
+            Refusal::EndpointsLimit => ApiError::bad_request(
+                "limit_reached",
+                format!(
+                    "The application has the most endpoints allowed ({ENDPOINTS_PER_APP_MAX})."
+                ),
+            ),
+            Refusal::UnknownEventTypes(names) => ApiError::field(
+                &["body", "eventTypes"],
+                format!(
+                    "The following event types don't exist: {}",
+                    names.join(", ")
+                ),
+            ),
+            Refusal::OldSecretsLimit => ApiError::bad_request(
+                "limit_reached",
+                format!(
+                    "You can only rotate a key {OLD_SECRETS_MAX} times within the grace period."
+                ),
+            ),
+            Refusal::HeadersLimit => ApiError::field(
+                &["body", "headers"],
+                format!("at most {ENDPOINT_HEADERS_MAX} headers"),
+            ),
+            Refusal::TasksLimit => ApiError::Conflict {
+                code: "too_many_tasks",
+                detail: format!(
+                    "{TASKS_RUNNING_MAX} background tasks are running; try again when one ends."
+                ),
+            },
+            Refusal::EndpointDisabled => conflict(
+                "endpoint_disabled",
+                "The endpoint is disabled; enable it first.",
+            ),
+            Refusal::PayloadGone => ApiError::bad_request(
+                "missing_payload",
+                "The message's payload has expired or was expunged.",
+            ),
+            Refusal::NoExample => ApiError::bad_request(
+                "invalid_scheme",
+                "The event type has no example at that index in its schema.",
+            ),
         }
     }
 }

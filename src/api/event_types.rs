@@ -4,11 +4,12 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{Patch, Problems};
-use super::idempotency::write_reply;
+use super::idempotency::submit_reply;
 use super::query::Collector;
 use super::{ApiError, ApiState, Ctx, Reply, parse_json};
 use crate::clock::format_rfc3339;
 use crate::limits::{PAGE_SCAN_ROWS_MAX, TEXT_LEN_MAX};
+use crate::log::ops::{Change, EventTypeChanges, EventTypeFields, Op};
 use crate::log::schema::{self, EventTypeRecord, db_name};
 use crate::log::tables;
 
@@ -48,7 +49,7 @@ struct EventTypePatch {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EventTypeOut {
+pub(super) struct EventTypeOut {
     name: String,
     description: String,
     archived: bool,
@@ -61,7 +62,7 @@ struct EventTypeOut {
 }
 
 impl EventTypeOut {
-    fn from(t: EventTypeRecord, with_content: bool) -> EventTypeOut {
+    pub(super) fn from(t: EventTypeRecord, with_content: bool) -> EventTypeOut {
         EventTypeOut {
             name: t.name,
             description: t.description,
@@ -151,30 +152,28 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
         input.feature_flag.as_deref(),
     );
     problems.finish()?;
-    write_reply(state, ctx.idempotency, move |w| {
-        let existing = tables::event_type(w.wtxn, w.dbs, &name)?;
-        if existing.as_ref().is_some_and(|t| !t.archived) {
-            let detail = "An event_type with this name already exists".to_owned();
-            return Ok(Err(ApiError::Conflict {
-                code: "event_type_exists",
-                detail,
-            }));
-        }
-        // Creating an archived name un-archives it and overwrites its fields (Svix).
-        let record = EventTypeRecord {
-            name,
-            description: input.description,
-            archived: input.archived,
-            deprecated: input.deprecated,
-            schemas: input.schemas,
-            feature_flag: input.feature_flag,
-            created_ms: existing.map_or(w.now_ms, |t| t.created_ms),
-            updated_ms: w.now_ms,
-        };
-        tables::put_event_type(w.wtxn, w.dbs, &record)?;
-        Ok(Ok((StatusCode::CREATED, EventTypeOut::from(record, true))))
-    })
-    .await
+    let op = Op::CreateEventType {
+        name,
+        fields: input.into_fields()?,
+    };
+    submit_reply(state, ctx.idempotency, op).await
+}
+
+impl EventTypeIn {
+    fn into_fields(self) -> Result<EventTypeFields, ApiError> {
+        Ok(EventTypeFields {
+            description: self.description,
+            archived: self.archived,
+            deprecated: self.deprecated,
+            schemas: self.schemas.as_ref().map(schemas_text).transpose()?,
+            feature_flag: self.feature_flag,
+        })
+    }
+}
+
+/// Schemas travel in ops as JSON text.
+fn schemas_text(schemas: &serde_json::Value) -> Result<String, ApiError> {
+    serde_json::to_string(schemas).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 pub(super) fn get(state: &ApiState, _ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
@@ -197,28 +196,11 @@ pub(super) async fn upsert(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Re
         input.feature_flag.as_deref(),
     );
     problems.finish()?;
-    let name = name.to_owned();
-    write_reply(state, None, move |w| {
-        let existing = tables::event_type(w.wtxn, w.dbs, &name)?;
-        let status = if existing.is_some() {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        };
-        let record = EventTypeRecord {
-            name,
-            description: input.description,
-            archived: input.archived,
-            deprecated: input.deprecated,
-            schemas: input.schemas,
-            feature_flag: input.feature_flag,
-            created_ms: existing.map_or(w.now_ms, |t| t.created_ms),
-            updated_ms: w.now_ms,
-        };
-        tables::put_event_type(w.wtxn, w.dbs, &record)?;
-        Ok(Ok((status, EventTypeOut::from(record, true))))
-    })
-    .await
+    let op = Op::PutEventType {
+        name: name.to_owned(),
+        fields: input.into_fields()?,
+    };
+    submit_reply(state, None, op).await
 }
 
 pub(super) async fn patch(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
@@ -232,46 +214,31 @@ pub(super) async fn patch(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Rep
         input.feature_flag.as_value().map(String::as_str),
     );
     problems.finish()?;
-    let name = name.to_owned();
-    write_reply(state, None, move |w| {
-        let Some(mut record) = tables::event_type(w.wtxn, w.dbs, &name)? else {
-            return Ok(Err(not_found()));
-        };
-        if let Some(description) = input.description {
-            record.description = description;
-        }
-        if let Some(archived) = input.archived {
-            record.archived = archived;
-        }
-        if let Some(deprecated) = input.deprecated {
-            record.deprecated = deprecated;
-        }
-        input.schemas.apply_to(&mut record.schemas);
-        input.feature_flag.apply_to(&mut record.feature_flag);
-        record.updated_ms = w.now_ms;
-        tables::put_event_type(w.wtxn, w.dbs, &record)?;
-        Ok(Ok((StatusCode::OK, EventTypeOut::from(record, true))))
-    })
-    .await
+    let schemas = match input.schemas {
+        Patch::Absent => Change::Keep,
+        Patch::Null => Change::Clear,
+        Patch::Value(v) => Change::Set(schemas_text(&v)?),
+    };
+    let op = Op::PatchEventType {
+        name: name.to_owned(),
+        changes: EventTypeChanges {
+            description: input.description,
+            archived: input.archived,
+            deprecated: input.deprecated,
+            schemas,
+            feature_flag: input.feature_flag.into_change(),
+        },
+    };
+    submit_reply(state, None, op).await
 }
 
 /// Archives the event type, or deletes it for good with `?expunge=true`.
 pub(super) async fn delete(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     ctx.auth.require_org()?;
     let expunge = ctx.query.bool("expunge", false)?;
-    let name = name.to_owned();
-    write_reply(state, None, move |w| {
-        let Some(mut record) = tables::event_type(w.wtxn, w.dbs, &name)? else {
-            return Ok(Err(not_found()));
-        };
-        if expunge {
-            w.dbs.event_types.delete(w.wtxn, name.as_bytes())?;
-        } else {
-            record.archived = true;
-            record.updated_ms = w.now_ms;
-            tables::put_event_type(w.wtxn, w.dbs, &record)?;
-        }
-        Ok(Ok((StatusCode::NO_CONTENT, ())))
-    })
-    .await
+    let op = Op::DeleteEventType {
+        name: name.to_owned(),
+        expunge,
+    };
+    submit_reply(state, None, op).await
 }

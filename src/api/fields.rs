@@ -28,12 +28,12 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
 }
 
 impl<T> Patch<T> {
-    /// Applies this patch to a nullable field.
-    pub(super) fn apply_to(self, field: &mut Option<T>) {
+    /// The log's form of this change.
+    pub(super) fn into_change(self) -> crate::log::ops::Change<T> {
         match self {
-            Patch::Absent => {}
-            Patch::Null => *field = None,
-            Patch::Value(v) => *field = Some(v),
+            Patch::Absent => crate::log::ops::Change::Keep,
+            Patch::Null => crate::log::ops::Change::Clear,
+            Patch::Value(v) => crate::log::ops::Change::Set(v),
         }
     }
 

@@ -1,22 +1,20 @@
 //! POST idempotency: the same `idempotency-key` from the same token on the same URI gets
 //! the first successful response again, for `IDEMPOTENCY_TTL_MS`.
 //!
-//! Successful responses are stored by the handler's own write, in the same transaction as
-//! the change they describe (see `write_reply`), so a crash can never leave a change
-//! without its remembered response or the reverse. Concurrent duplicates are serialised
+//! Successful responses are stored by the writer with the op they describe, in the same
+//! transaction (see `submit`), so a crash can never leave a change without its
+//! remembered response or the reverse. Concurrent duplicates are serialised
 //! here: the first claims the key, later ones wait for it to finish and then read what it
 //! stored (or, if it failed, try themselves).
 
 use std::future::Future;
 
 use hyper::{HeaderMap, StatusCode};
-use serde::Serialize;
 use tokio::sync::watch;
 
 use super::{ApiError, ApiState, Auth, Reply};
 use crate::limits::{IDEMPOTENCY_KEY_LEN_MAX, IDEMPOTENCY_TTL_MS};
-use crate::log::schema::IdempotencyRecord;
-use crate::log::{LogError, WriteCtx};
+use crate::log::ops::{Envelope, Op, Outcome};
 
 /// Hash of (token, key, URI), or `None` when the request carries no key.
 pub(super) fn key_hash(
@@ -109,12 +107,9 @@ pub(super) async fn serve_once(
 
 fn remembered(state: &ApiState, key: &[u8; 32]) -> Result<Option<Reply>, ApiError> {
     let now_ms = state.clock.now_ms();
-    let record = state.log.read(|rtxn, dbs| {
-        dbs.idempotency
-            .get(rtxn, key)?
-            .map(IdempotencyRecord::decode)
-            .transpose()
-    })?;
+    let record = state
+        .log
+        .read(|rtxn, dbs| crate::log::tables::idempotency(rtxn, dbs, key))?;
     Ok(record
         .filter(|r| r.created_ms.saturating_add(IDEMPOTENCY_TTL_MS) > now_ms)
         .map(|r| Reply {
@@ -123,60 +118,26 @@ fn remembered(state: &ApiState, key: &[u8; 32]) -> Result<Option<Reply>, ApiErro
         }))
 }
 
-/// Runs a write that produces a JSON reply. For an idempotent POST the reply is
-/// serialised on the writer and stored in the same transaction as the change; otherwise
-/// it is serialised here, after the commit, keeping the single writer thread's work short.
-pub(super) async fn write_reply<T, F>(
+/// Submits `op` built now, remembering its reply under the request's idempotency key
+/// (stored by the writer in the same transaction as the change), and turns a refusal into
+/// its HTTP error.
+pub(super) async fn submit(
     state: &ApiState,
     idempotency: Option<[u8; 32]>,
-    op: F,
-) -> Result<Reply, ApiError>
-where
-    T: Serialize + Send + 'static,
-    F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<Result<(StatusCode, T), ApiError>, LogError>
-        + Send
-        + 'static,
-{
-    let written = state
-        .log
-        .write(move |ctx| {
-            let (status, out) = match op(ctx)? {
-                Ok(done) => done,
-                Err(error) => return Ok(Err(error)),
-            };
-            let Some(key) = idempotency else {
-                return Ok(Ok(Written::Unencoded(status, out)));
-            };
-            let reply = match encode(status, &out) {
-                Ok(reply) => reply,
-                Err(error) => return Ok(Err(error)),
-            };
-            let record = IdempotencyRecord {
-                created_ms: ctx.now_ms,
-                status: status.as_u16(),
-                body: reply.body.clone(),
-            };
-            ctx.dbs.idempotency.put(ctx.wtxn, &key, &record.encode())?;
-            Ok(Ok(Written::Encoded(reply)))
-        })
-        .await??;
-    match written {
-        Written::Encoded(reply) => Ok(reply),
-        Written::Unencoded(status, out) => encode(status, &out),
+    op: Op,
+) -> Result<Outcome, ApiError> {
+    let envelope = Envelope::new(op, state.clock.now_ms()).remembered(idempotency);
+    match state.log.submit(envelope).await? {
+        Outcome::Refused(refusal) => Err(ApiError::from(refusal)),
+        outcome => Ok(outcome),
     }
 }
 
-/// A committed write's reply, serialised on the writer (idempotent) or not yet.
-enum Written<T> {
-    Encoded(Reply),
-    Unencoded(StatusCode, T),
-}
-
-fn encode<T: Serialize>(status: StatusCode, out: &T) -> Result<Reply, ApiError> {
-    let body = if status == StatusCode::NO_CONTENT {
-        Vec::new()
-    } else {
-        serde_json::to_vec(out).map_err(|e| ApiError::Internal(e.to_string()))?
-    };
-    Ok(Reply { status, body })
+/// `submit`, then the outcome's reply.
+pub(super) async fn submit_reply(
+    state: &ApiState,
+    idempotency: Option<[u8; 32]>,
+    op: Op,
+) -> Result<Reply, ApiError> {
+    super::reply_of(submit(state, idempotency, op).await?)
 }

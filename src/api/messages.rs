@@ -5,17 +5,16 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::apps::{resolve, resolve_in};
-use super::idempotency::write_reply;
+use super::apps::resolve;
+use super::idempotency::submit_reply;
 use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply, message_in};
 use crate::clock::format_rfc3339;
 use crate::ids::{self, IdKind};
 use crate::limits::{PAGE_SCAN_ROWS_MAX, RETENTION_DAYS_DEFAULT};
+use crate::log::ops::{NewMessage, Op};
 use crate::log::schema::{self, MessageRecord, db_name};
 use crate::log::{LogError, tables};
-
-const DAY_MS: u64 = 86_400_000;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -65,38 +64,19 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     // Resolved here, in a read transaction, to keep the single writer's work short; the
     // writer only checks that the application was not deleted in between.
     let app = resolve(state, ctx, app_ref)?;
-    let id = ids::new_id(IdKind::Message, state.clock.now_ms());
-    write_reply(state, ctx.idempotency, move |w| {
-        if !tables::app_exists(w.wtxn, w.dbs, app.key)? {
-            return Ok(Err(ApiError::NotFound("Application not found.")));
-        }
-        if let Some(event_id) = &input.event_id
-            && tables::message_seq_by_event_id(w.wtxn, w.dbs, app.key, event_id)?.is_some()
-        {
-            let detail = "A message with this eventId already exists".to_owned();
-            return Ok(Err(ApiError::Conflict {
-                code: "conflict",
-                detail,
-            }));
-        }
-        let retention_days = u64::from(input.retention_days.unwrap_or(RETENTION_DAYS_DEFAULT));
-        let record = MessageRecord {
-            app_key: app.key,
-            created_ms: w.now_ms,
-            payload_expires_ms: w.now_ms + retention_days * DAY_MS,
-            id,
+    let op = Op::CreateMessage {
+        app_key: app.key,
+        message: NewMessage {
+            id: ids::new_id(IdKind::Message, state.clock.now_ms()),
             event_type: input.event_type,
             event_id: input.event_id,
             channels: input.channels,
-            payload: Some(input.payload),
-        };
-        tables::append_message(w, &record, tables::Fanout::Matching)?;
-        Ok(Ok((
-            StatusCode::ACCEPTED,
-            MessageOut::from(record, with_content),
-        )))
-    })
-    .await
+            payload: input.payload,
+            retention_days: input.retention_days.unwrap_or(RETENTION_DAYS_DEFAULT),
+        },
+        with_content,
+    };
+    submit_reply(state, ctx.idempotency, op).await
 }
 
 pub(super) fn get(
@@ -185,23 +165,12 @@ pub(super) async fn expunge_content(
     msg_ref: &str,
 ) -> Result<Reply, ApiError> {
     ctx.auth.require_org()?;
-    let (auth, app_ref, msg_ref) = (ctx.auth, app_ref.to_owned(), msg_ref.to_owned());
-    write_reply(state, None, move |w| {
-        let app = match resolve_in(w, auth, &app_ref)? {
-            Ok(app) => app,
-            Err(e) => return Ok(Err(e)),
-        };
-        let Some((seq, mut message)) = tables::message_by_ref(w.wtxn, w.dbs, app.key, &msg_ref)?
-        else {
-            return Ok(Err(not_found()));
-        };
-        message.payload = None;
-        w.dbs
-            .msgs
-            .put(w.wtxn, &schema::u64_key(seq), &message.encode())?;
-        Ok(Ok((StatusCode::NO_CONTENT, ())))
-    })
-    .await
+    let app = resolve(state, ctx, app_ref)?;
+    let op = Op::ExpungeContent {
+        app_key: app.key,
+        message: msg_ref.to_owned(),
+    };
+    submit_reply(state, None, op).await
 }
 
 #[derive(serde::Deserialize)]
@@ -211,10 +180,6 @@ struct ExampleIn {
     #[serde(default)]
     example_index: usize,
 }
-
-/// The event type every endpoint can be sent an example of, and its payload.
-const PING_EVENT_TYPE: &str = "svix.ping";
-const PING_PAYLOAD: &[u8] = br#"{"success":true}"#;
 
 /// POST /app/{app}/endpoint/{endpoint}/send-example: creates a message of the example
 /// payload (`svix.ping`, or the event type's schema example) delivered to this endpoint
@@ -228,46 +193,13 @@ pub(super) async fn send_example(
     ctx.auth.require_org()?;
     let input: ExampleIn = super::parse_json(&ctx.body)?;
     state.ensure_room_for_messages()?;
-    let id = ids::new_id(IdKind::Message, state.clock.now_ms());
-    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
-    write_reply(state, ctx.idempotency, move |w| {
-        let (app, endpoint) = match super::endpoints::find_in(w, auth, &app_ref, &endpoint_ref)? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
-        let payload = if input.event_type == PING_EVENT_TYPE {
-            PING_PAYLOAD.to_vec()
-        } else {
-            let example = tables::event_type(w.wtxn, w.dbs, &input.event_type)?
-                .and_then(|t| t.schemas)
-                .and_then(|s| {
-                    s.get("1")?
-                        .get("examples")?
-                        .get(input.example_index)
-                        .cloned()
-                });
-            match example.map(|e| serde_json::to_vec(&e)) {
-                Some(Ok(bytes)) => bytes,
-                _ => {
-                    return Ok(Err(ApiError::bad_request(
-                        "invalid_scheme",
-                        "The event type has no example at that index in its schema.",
-                    )));
-                }
-            }
-        };
-        let record = MessageRecord {
-            app_key: app.key,
-            created_ms: w.now_ms,
-            payload_expires_ms: w.now_ms + u64::from(RETENTION_DAYS_DEFAULT) * DAY_MS,
-            id,
-            event_type: input.event_type,
-            event_id: None,
-            channels: None,
-            payload: Some(payload),
-        };
-        tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
-        Ok(Ok((StatusCode::OK, MessageOut::from(record, false))))
-    })
-    .await
+    let app = resolve(state, ctx, app_ref)?;
+    let op = Op::SendExample {
+        app_key: app.key,
+        endpoint: endpoint_ref.to_owned(),
+        id: ids::new_id(IdKind::Message, state.clock.now_ms()),
+        event_type: input.event_type,
+        example_index: u32::try_from(input.example_index).unwrap_or(u32::MAX),
+    };
+    submit_reply(state, ctx.idempotency, op).await
 }

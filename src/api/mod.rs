@@ -45,6 +45,7 @@ use crate::config::ApiConfig;
 use crate::limits::URI_LEN_MAX;
 use crate::live::Live;
 use crate::log::Log;
+use crate::log::ops::{MessageView, Outcome};
 use crate::log::schema::TaskKind;
 pub use auth::{Auth, hash_token, new_token};
 pub use error::{ApiError, FieldError};
@@ -551,6 +552,65 @@ async fn read_body(state: &ApiState, req: Request<Incoming>) -> Result<Bytes, Ap
             format!("The request body could not be read: {error}"),
         )),
     }
+}
+
+/// The reply of a committed op's outcome: one mapping, used for fresh replies and for
+/// the ones remembered under an idempotency key.
+pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
+    let status = |created: bool| {
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        }
+    };
+    match outcome {
+        Outcome::App { app, created } => Reply::json(status(created), &apps::AppOut::from(app)),
+        Outcome::EventType {
+            event_type,
+            created,
+        } => Reply::json(
+            status(created),
+            &event_types::EventTypeOut::from(event_type, true),
+        ),
+        Outcome::Endpoint { endpoint, created } => {
+            Reply::json(status(created), &endpoints::EndpointOut::from(*endpoint))
+        }
+        Outcome::Done => Ok(Reply::no_content()),
+        Outcome::Message { message, view, .. } => match view {
+            MessageView::Accepted { with_content } => Reply::json(
+                StatusCode::ACCEPTED,
+                &messages::MessageOut::from(*message, with_content),
+            ),
+            MessageView::Example => {
+                Reply::json(StatusCode::OK, &messages::MessageOut::from(*message, false))
+            }
+        },
+        Outcome::Requeued(_) => Reply::json(StatusCode::ACCEPTED, &serde_json::json!({})),
+        Outcome::TaskCreated(task) => {
+            Reply::json(StatusCode::ACCEPTED, &tasks::TaskStarted::from(&task))
+        }
+        Outcome::Refused(refusal) => Err(ApiError::from(refusal)),
+        Outcome::SecretRotated
+        | Outcome::TaskAdvanced(_)
+        | Outcome::AttemptRecorded { .. }
+        | Outcome::Swept(_)
+        | Outcome::IdempotencyExpired { .. } => Err(ApiError::Internal(
+            "an outcome with no reply of its own".to_owned(),
+        )),
+    }
+}
+
+/// The reply an idempotent request remembers, as (status, body); `None` for outcomes
+/// that are never remembered (refusals, and a rotated secret, whose reply holds the new
+/// key in clear). Given to `Log::open`.
+pub fn render_reply(outcome: &Outcome) -> Option<(u16, Vec<u8>)> {
+    if matches!(outcome, Outcome::SecretRotated | Outcome::Refused(_)) {
+        return None;
+    }
+    reply_of(outcome.clone())
+        .ok()
+        .map(|reply| (reply.status.as_u16(), reply.body))
 }
 
 /// Parses a management request body into `T`; problems become a 422 naming the field.

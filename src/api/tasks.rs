@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::endpoints::find_in;
-use super::idempotency::write_reply;
+use super::idempotency::submit_reply;
 use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply, parse_json};
 use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::ids::{self, IdKind};
-use crate::limits::{PAGE_SCAN_ROWS_MAX, TASK_WINDOW_MAX_MS, TASKS_RUNNING_MAX};
+use crate::limits::{PAGE_SCAN_ROWS_MAX, TASK_WINDOW_MAX_MS};
+use crate::log::ops::Op;
 use crate::log::schema::{self, TaskKind, TaskRecord, TaskStatus, TokenScope};
-use crate::log::tasks::{self, NotCreated, TaskSpec};
+use crate::log::tasks;
 use crate::log::{LogError, tables};
 
 #[derive(Deserialize)]
@@ -45,7 +45,7 @@ fn status_name(status: TaskStatus) -> &'static str {
 /// RecoverOut / ReplayOut.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct TaskStarted {
+pub(super) struct TaskStarted {
     id: String,
     status: &'static str,
     task: &'static str,
@@ -124,46 +124,29 @@ pub(super) async fn start(
     let now_ms = state.clock.now_ms();
     let (since_ms, until_ms) = window(&ctx.body, now_ms)?;
     let id = ids::new_id(IdKind::Task, now_ms);
-    let (auth, app_ref, endpoint_ref) = (ctx.auth, app_ref.to_owned(), endpoint_ref.to_owned());
-    let reply = write_reply(state, ctx.idempotency, move |w| {
-        let (app, endpoint) = match find_in(w, auth, &app_ref, &endpoint_ref)? {
-            Ok(found) => found,
-            Err(e) => return Ok(Err(e)),
-        };
-        if endpoint.disabled {
-            return Ok(Err(ApiError::Conflict {
-                code: "endpoint_disabled",
-                detail: "The endpoint is disabled; enable it first.".to_owned(),
-            }));
-        }
-        let spec = TaskSpec {
-            kind,
-            app_key: app.key,
-            endpoint_key: endpoint.key,
-            since_ms,
-            until_ms,
-        };
-        match tasks::create(w, spec, id)? {
-            Ok(task) => Ok(Ok((
-                StatusCode::ACCEPTED,
-                TaskStarted {
-                    id: task.id,
-                    status: status_name(task.status),
-                    task: kind_name(task.kind),
-                    updated_at: format_rfc3339(task.updated_ms),
-                },
-            ))),
-            Err(NotCreated::TooManyRunning) => Ok(Err(ApiError::Conflict {
-                code: "too_many_tasks",
-                detail: format!(
-                    "{TASKS_RUNNING_MAX} background tasks are running; try again when one ends."
-                ),
-            })),
-        }
-    })
-    .await?;
+    let app = super::apps::resolve(state, ctx, app_ref)?;
+    let op = Op::CreateTask {
+        app_key: app.key,
+        endpoint: endpoint_ref.to_owned(),
+        id,
+        kind,
+        since_ms,
+        until_ms,
+    };
+    let reply = submit_reply(state, ctx.idempotency, op).await?;
     state.task_wake.notify_one();
     Ok(reply)
+}
+
+impl TaskStarted {
+    pub(super) fn from(task: &TaskRecord) -> TaskStarted {
+        TaskStarted {
+            id: task.id.clone(),
+            status: status_name(task.status),
+            task: kind_name(task.kind),
+            updated_at: format_rfc3339(task.updated_ms),
+        }
+    }
 }
 
 /// The API view of a task, with its application's and endpoint's ids (if they still exist).

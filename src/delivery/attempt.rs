@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::HeaderStyle;
 use crate::ids::{self, IdKind};
 use crate::live::Live;
+use crate::log::ops::{AttemptRow, Envelope, Op};
 use crate::log::schema::{
     AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, MessageRecord, Signing, Trigger,
 };
@@ -149,7 +150,7 @@ async fn attempt(
     ctx: Arc<AttemptCtx>,
     job: DueJob,
     random: f64,
-) -> (Finished, Option<QueuedWrite<u64>>) {
+) -> (Finished, Option<QueuedWrite>) {
     let mut finished = Finished {
         job,
         step: None,
@@ -226,7 +227,7 @@ async fn record(
     message: &MessageRecord,
     attempt: Attempt,
     mut finished: Finished,
-) -> (Finished, Option<QueuedWrite<u64>>) {
+) -> (Finished, Option<QueuedWrite>) {
     let Attempt {
         delivery,
         result,
@@ -275,12 +276,8 @@ async fn record(
             Trigger::Scheduled
         },
     };
-    let disable_after_ms = settings.disable_after_ms;
-    // Encoded here, not on the single writer thread.
-    let encoded = crate::log::schema::encode_json(&record);
-    let queued = ctx.log.write_queued(move |w| {
-        tables::record_attempt(w, &record, &encoded, step, disable_after_ms)
-    });
+    let op = record_op(&record, step, settings.disable_after_ms);
+    let queued = ctx.log.submit_queued(Envelope::new(op, done_ms));
     match queued {
         Ok(recording) if endpoint.fifo => match recording.durable().await {
             Ok(_) => finished.step = Some(step),
@@ -293,6 +290,22 @@ async fn record(
         Err(error) => report_unrecorded(&error),
     }
     (finished, None)
+}
+
+/// The op that records an attempt, its record encoded here, not on the single writer
+/// thread.
+fn record_op(record: &AttemptRecord, step: Step, disable_after_ms: u64) -> Op {
+    Op::RecordAttempt {
+        attempt: AttemptRow {
+            id: record.id.clone(),
+            seq: record.seq,
+            endpoint_key: record.endpoint_key,
+            success: record.success,
+            stored: crate::log::schema::encode_json(record),
+        },
+        step,
+        disable_after_ms,
+    }
 }
 
 /// An attempt whose record did not become durable: its delivery stays due in the log, and
@@ -341,12 +354,13 @@ const DUE_SLACK_MS: u64 = 1_000;
 const THROTTLE_PAUSE_DEFAULT_MS: u64 = 5_000;
 
 async fn skip(ctx: &AttemptCtx, job: DueJob) {
-    let result = ctx
-        .log
-        .write(move |w| tables::skip_delivery(w, job.endpoint_key, job.seq))
-        .await;
+    let op = Op::SkipDelivery {
+        endpoint_key: job.endpoint_key,
+        seq: job.seq,
+    };
+    let result = ctx.log.submit(Envelope::new(op, ctx.clock.now_ms())).await;
     match result {
-        Ok(()) => metrics::counter!(crate::telemetry::name::DELIVERIES_SKIPPED).increment(1),
+        Ok(_) => metrics::counter!(crate::telemetry::name::DELIVERIES_SKIPPED).increment(1),
         Err(error) => tracing::error!(%error, "Cannot record a skipped delivery; it stays due."),
     }
 }

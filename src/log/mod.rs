@@ -11,7 +11,9 @@
 //! The on-disk layout is in `schema.rs`; the in-memory endpoint index the writer uses to
 //! fan a message out is in `index.rs`.
 
+mod apply;
 pub mod index;
+pub mod ops;
 pub mod retention;
 pub mod schema;
 pub mod seal;
@@ -26,10 +28,10 @@ use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
 use crate::config::StorageConfig;
 use crate::heartbeat::Heartbeat;
-pub use writer::{WriteCtx, WriterState};
+use ops::{Envelope, Outcome, RenderReply};
+pub(in crate::log) use writer::{WriteCtx, WriterState};
 
 /// A database of raw byte keys and values; `schema.rs` gives the bytes their meaning.
 pub type Table = Database<'static, Bytes, Bytes>;
@@ -105,7 +107,7 @@ pub struct Dbs {
 struct Shared {
     env: Env<WithoutTls>,
     dbs: Dbs,
-    intake: crossbeam_channel::Sender<writer::Op>,
+    intake: crossbeam_channel::Sender<writer::Intake>,
     /// Beaten by the writer thread on every turn of its loop (at least once a second).
     writer_heartbeat: Arc<Heartbeat>,
 }
@@ -152,13 +154,13 @@ pub struct Log {
     shared: Arc<Shared>,
 }
 
-/// A write the writer has queued; `durable` waits for its commit.
+/// An op the writer has queued; `durable` waits for its commit.
 #[derive(Debug)]
-pub struct QueuedWrite<R>(oneshot::Receiver<Result<R, LogError>>);
+pub struct QueuedWrite(oneshot::Receiver<Result<Outcome, LogError>>);
 
-impl<R> QueuedWrite<R> {
-    /// The operation's result once its batch is committed (or why it is not).
-    pub async fn durable(self) -> Result<R, LogError> {
+impl QueuedWrite {
+    /// The op's outcome once its batch is committed (or why it is not).
+    pub async fn durable(self) -> Result<Outcome, LogError> {
         self.0.await.map_err(|_| LogError::WriterGone)?
     }
 }
@@ -177,31 +179,15 @@ impl WriterJoin {
 
 impl Log {
     /// Opens (or creates) the environment in `dir` and starts the writer thread.
+    /// `render` gives the replies idempotent requests remember (the API's); `publisher`
+    /// takes the deliveries each commit makes due.
     pub fn open(
         dir: &Path,
         storage: &StorageConfig,
-        clock: Clock,
+        render: Option<RenderReply>,
         publisher: Option<Publisher>,
     ) -> Result<(Log, WriterJoin), LogError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
-        let map_size = usize::try_from(storage.map_size_bytes).unwrap_or(usize::MAX);
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(map_size).max_dbs(32).max_readers(512);
-        #[expect(unsafe_code, reason = "opening an LMDB environment is unsafe in heed")]
-        // SAFETY: heed requires that the same environment is not opened twice in one process
-        // and that the file is not modified by other means while open. Sluice opens its data
-        // directory once per process (`app::run` or one CLI command), and other processes
-        // (the CLI next to a daemon) go through LMDB's own lock file, which is safe.
-        let env = unsafe { options.open(dir) }?;
-        env.clear_stale_readers()?;
-        let mut dbs = create_databases(&env)?;
-        check_schema(&env, &dbs)?;
-        dbs.sealer = match &storage.secrets_key_file {
-            Some(path) => Some(Arc::new(seal::Sealer::from_key_file(path)?)),
-            None => None,
-        };
-        check_secrets_key(&env, &dbs)?;
+        let (env, dbs) = open_env(dir, storage)?;
         let state = WriterState::load(&env, &dbs)?;
         let (intake, ops) = crossbeam_channel::bounded(storage.intake_capacity);
         let thread_env = env.clone();
@@ -218,7 +204,7 @@ impl Log {
                     writer_dbs,
                     state,
                     &ops,
-                    &clock,
+                    render,
                     publisher,
                     &beats,
                 );
@@ -247,69 +233,60 @@ impl Log {
         f(&rtxn, &self.shared.dbs)
     }
 
-    /// Runs `op` on the writer thread inside a group-committed transaction and returns its
-    /// result once the transaction is durable. `op` must check before it writes: returning
-    /// an outcome value leaves its writes in place, returning `Err` aborts the whole batch.
-    pub async fn write<R, F>(&self, op: F) -> Result<R, LogError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<R, LogError> + Send + 'static,
-    {
-        self.write_queued(op)?.durable().await
+    /// Applies `envelope` on the writer thread inside a group-committed transaction and
+    /// returns its outcome once the transaction is durable. `Err` is a malfunction (the
+    /// writer's queue is full, the log cannot be written); refusals are outcomes.
+    pub async fn submit(&self, envelope: Envelope) -> Result<Outcome, LogError> {
+        self.submit_queued(envelope)?.durable().await
     }
 
-    /// Queues `op` for the writer now and returns a handle that resolves once its batch is
-    /// durable: for a caller that has more to do before it needs the outcome. `Err` if the
-    /// writer's queue is full or the writer is gone (nothing was queued).
-    pub fn write_queued<R, F>(&self, op: F) -> Result<QueuedWrite<R>, LogError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<R, LogError> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        self.submit(writer::Op::new(op, tx))?;
+    /// Queues `envelope` for the writer now and returns a handle that resolves once its
+    /// batch is durable: for a caller that has more to do before it needs the outcome.
+    /// `Err` if the writer's queue is full or the writer is gone (nothing was queued).
+    pub fn submit_queued(&self, envelope: Envelope) -> Result<QueuedWrite, LogError> {
+        let (waiter, rx) = oneshot::channel();
+        self.send(writer::Intake::Apply(writer::Job { envelope, waiter }))?;
         Ok(QueuedWrite(rx))
     }
 
-    fn submit(&self, op: writer::Op) -> Result<(), LogError> {
-        self.shared.intake.try_send(op).map_err(|e| match e {
+    /// Test hook: parks the writer thread for good, as a deadlock would (the watchdog
+    /// test watches the pings stop). Only `SLUICE_TEST_HOOKS=1` reaches it.
+    pub fn wedge_writer(&self) -> Result<(), LogError> {
+        self.send(writer::Intake::Wedge)
+    }
+
+    fn send(&self, item: writer::Intake) -> Result<(), LogError> {
+        self.shared.intake.try_send(item).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => LogError::Busy,
             crossbeam_channel::TrySendError::Disconnected(_) => LogError::WriterGone,
         })
     }
 
+    /// A secret in the form the log stores it: sealed when a secrets key is configured.
+    /// Ops carry secrets only in this form.
+    pub fn stored_secret(&self, plain: &[u8]) -> Vec<u8> {
+        match &self.shared.dbs.sealer {
+            Some(sealer) => sealer.seal(plain),
+            None => plain.to_vec(),
+        }
+    }
+
+    /// A secret text (header value, static token) in the form the log stores it.
+    pub fn stored_text(&self, plain: &str) -> String {
+        match &self.shared.dbs.sealer {
+            Some(sealer) => sealer.seal_text(plain),
+            None => plain.to_owned(),
+        }
+    }
+
+    /// Whether the log seals secrets (a secrets key is configured).
+    pub fn seals(&self) -> bool {
+        self.shared.dbs.sealer.is_some()
+    }
+
     /// The writer thread's heartbeat (for the watchdog).
     pub fn writer_heartbeat(&self) -> Arc<Heartbeat> {
         Arc::clone(&self.shared.writer_heartbeat)
-    }
-
-    /// Re-seals every endpoint's secrets with `new` (a key rotation) and records its check
-    /// value, in one transaction: afterwards the log opens only with the new key. Returns
-    /// how many endpoints were re-sealed.
-    pub async fn reseal_secrets(&self, new: seal::Sealer) -> Result<usize, LogError> {
-        self.write(move |w| {
-            let mut keys = Vec::new();
-            for row in w.dbs.endpoints.iter(w.wtxn)? {
-                let (key, _) = row?;
-                keys.push(schema::read_u64(schema::db_name::ENDPOINTS, key, 0)?);
-            }
-            for key in &keys {
-                // Opened with the key the log was opened with, sealed with the new one.
-                let endpoint = tables::endpoint_by_key(w.wtxn, w.dbs, *key)?
-                    .ok_or_else(|| LogError::corrupt("endpoints", "an endpoint vanished"))?;
-                let sealed = schema::encode_json(&new.seal_endpoint(&endpoint));
-                w.dbs
-                    .endpoints
-                    .put(w.wtxn, &schema::u64_key(*key), &sealed)?;
-            }
-            w.dbs.meta.put(
-                w.wtxn,
-                schema::meta_key::SECRETS_KEY_CHECK,
-                &new.check_value(),
-            )?;
-            Ok(keys.len())
-        })
-        .await
     }
 
     /// Copies the environment, compacted, into `dir` (created if missing) as a data
@@ -336,6 +313,52 @@ impl Log {
             .map_err(|e| LogError::Io(format!("{}: {e}", target.display())))
     }
 
+    /// A SHA-256 digest of every table's contents (each row's key and value, in key
+    /// order), taken in one read transaction: two logs that applied the same ops hold the
+    /// same digests. For the determinism tests and cluster verification.
+    pub fn table_digests(&self) -> Result<Vec<(&'static str, [u8; 32])>, LogError> {
+        let rtxn = self.shared.env.read_txn()?;
+        let dbs = &self.shared.dbs;
+        let tables = [
+            &dbs.meta,
+            &dbs.msgs,
+            &dbs.msg_ids,
+            &dbs.app_msgs,
+            &dbs.deliveries,
+            &dbs.due,
+            &dbs.apps,
+            &dbs.app_ids,
+            &dbs.endpoints,
+            &dbs.endpoint_ids,
+            &dbs.app_endpoints,
+            &dbs.event_types,
+            &dbs.tokens,
+            &dbs.idempotency,
+            &dbs.attempts,
+            &dbs.attempt_ids,
+            &dbs.msg_attempts,
+            &dbs.endpoint_attempts,
+            &dbs.tasks,
+            &dbs.task_ids,
+            &dbs.running_tasks,
+        ];
+        let mut digests = Vec::with_capacity(tables.len());
+        for (name, table) in schema::db_name::ALL.into_iter().zip(tables) {
+            let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+            for row in table.iter(&rtxn)? {
+                let (key, value) = row?;
+                digest.update(&(key.len() as u64).to_be_bytes());
+                digest.update(key);
+                digest.update(&(value.len() as u64).to_be_bytes());
+                digest.update(value);
+            }
+            let mut out = [0u8; 32];
+            out.copy_from_slice(digest.finish().as_ref());
+            digests.push((name, out));
+        }
+        Ok(digests)
+    }
+
     /// Size facts for health and metrics: (map size, bytes in use, reader slots in use).
     pub fn usage(&self) -> (u64, u64, u32) {
         let info = self.shared.env.info();
@@ -346,6 +369,62 @@ impl Log {
             info.number_of_readers,
         )
     }
+}
+
+/// Opens the environment in `dir`, checks its schema and secrets key (sealing a clear log
+/// when a key is configured). Runs before any writer thread exists: its write
+/// transactions (the schema version, the sealing migration) are the start-up's own.
+fn open_env(dir: &Path, storage: &StorageConfig) -> Result<(Env<WithoutTls>, Dbs), LogError> {
+    std::fs::create_dir_all(dir).map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
+    let map_size = usize::try_from(storage.map_size_bytes).unwrap_or(usize::MAX);
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options.map_size(map_size).max_dbs(32).max_readers(512);
+    #[expect(unsafe_code, reason = "opening an LMDB environment is unsafe in heed")]
+    // SAFETY: heed requires that the same environment is not opened twice in one process
+    // and that the file is not modified by other means while open. Sluice opens its data
+    // directory once per process (`app::run` or one CLI command), and other processes
+    // (the CLI next to a daemon) go through LMDB's own lock file, which is safe.
+    let env = unsafe { options.open(dir) }?;
+    env.clear_stale_readers()?;
+    let mut dbs = create_databases(&env)?;
+    check_schema(&env, &dbs)?;
+    dbs.sealer = match &storage.secrets_key_file {
+        Some(path) => Some(Arc::new(seal::Sealer::from_key_file(path)?)),
+        None => None,
+    };
+    check_secrets_key(&env, &dbs)?;
+    Ok((env, dbs))
+}
+
+/// Re-seals every endpoint's secrets with `new` (a key rotation) and records its check
+/// value, in one transaction: afterwards the log opens only with the new key. Runs with
+/// no writer thread (`sluice rekey`, Sluice stopped); LMDB's lock serialises it against
+/// any other process. Returns how many endpoints were re-sealed.
+pub fn reseal_secrets(
+    dir: &Path,
+    storage: &StorageConfig,
+    new: &seal::Sealer,
+) -> Result<usize, LogError> {
+    let (env, dbs) = open_env(dir, storage)?;
+    let mut wtxn = env.write_txn()?;
+    let mut endpoints = Vec::new();
+    for row in dbs.endpoints.iter(&wtxn)? {
+        let (_, value) = row?;
+        // Opened with the key the log was opened with, sealed with the new one.
+        endpoints.push(tables::decode_endpoint(&dbs, value)?);
+    }
+    for endpoint in &endpoints {
+        let sealed = schema::encode_json(&new.seal_endpoint(endpoint));
+        dbs.endpoints
+            .put(&mut wtxn, &schema::u64_key(endpoint.key), &sealed)?;
+    }
+    dbs.meta.put(
+        &mut wtxn,
+        schema::meta_key::SECRETS_KEY_CHECK,
+        &new.check_value(),
+    )?;
+    wtxn.commit()?;
+    Ok(endpoints.len())
 }
 
 fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {

@@ -34,7 +34,7 @@ pub struct Swept {
 /// stopping at a message with a pending delivery), then, if `payload_cursor` is given
 /// (`Some(None)` starts a pass), drops the payloads of up to `rows_max` messages from
 /// there on whose payload retention has passed.
-pub fn sweep(
+pub(in crate::log) fn sweep(
     ctx: &mut WriteCtx<'_, '_>,
     delete_before_ms: u64,
     payload_cursor: Option<Option<u64>>,

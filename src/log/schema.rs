@@ -100,6 +100,8 @@ pub mod meta_key {
     pub const NEXT_APP_KEY: &[u8] = b"next_app_key";
     pub const NEXT_ENDPOINT_KEY: &[u8] = b"next_endpoint_key";
     pub const NEXT_ATTEMPT_KEY: &[u8] = b"next_attempt_key";
+    /// The time of the last op applied (ms): ops' times are clamped to it.
+    pub const APPLIED_MS: &[u8] = b"applied_ms";
     /// Identifies the secrets key the log's secrets are sealed with (absent: not sealed).
     pub const SECRETS_KEY_CHECK: &[u8] = b"secrets_key_check";
 }

@@ -105,7 +105,7 @@ impl Sealer {
         Ok(plain.to_vec())
     }
 
-    fn seal_text(&self, plain: &str) -> String {
+    pub fn seal_text(&self, plain: &str) -> String {
         format!(
             "{SEALED_TEXT_PREFIX}{}",
             BASE64.encode(self.seal(plain.as_bytes()))

@@ -86,7 +86,7 @@ pub fn put_app(
 pub fn delete_app(wtxn: &mut RwTxn, dbs: &Dbs, app: &AppRecord) -> Result<Vec<u64>, LogError> {
     let endpoint_keys = app_endpoint_keys(wtxn, dbs, app.key)?;
     for endpoint_key in &endpoint_keys {
-        if let Some(endpoint) = endpoint_by_key(wtxn, dbs, *endpoint_key)? {
+        if let Some(endpoint) = endpoint_row_by_key(wtxn, dbs, *endpoint_key)? {
             delete_endpoint(wtxn, dbs, &endpoint)?;
         }
     }
@@ -100,6 +100,20 @@ pub fn delete_app(wtxn: &mut RwTxn, dbs: &Dbs, app: &AppRecord) -> Result<Vec<u6
 
 // === endpoints ===
 
+/// The endpoint `key` as stored: secrets still sealed if the log seals them. The writer
+/// works on this form (it never seals or opens).
+pub fn endpoint_row_by_key(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    key: u64,
+) -> Result<Option<EndpointRecord>, LogError> {
+    dbs.endpoints
+        .get(txn, &u64_key(key))?
+        .map(|stored| schema::decode_json::<EndpointRecord>(db_name::ENDPOINTS, stored))
+        .transpose()
+}
+
+/// The endpoint `key` with its secrets opened (for reads that use them).
 pub fn endpoint_by_key(
     txn: &RoTxn,
     dbs: &Dbs,
@@ -114,6 +128,11 @@ pub fn endpoint_by_key(
 /// Decodes a stored endpoint row and opens its sealed secrets.
 pub fn decode_endpoint(dbs: &Dbs, stored: &[u8]) -> Result<EndpointRecord, LogError> {
     let stored = schema::decode_json::<EndpointRecord>(db_name::ENDPOINTS, stored)?;
+    open_endpoint(dbs, stored)
+}
+
+/// Opens the sealed secrets of a stored endpoint.
+pub fn open_endpoint(dbs: &Dbs, stored: EndpointRecord) -> Result<EndpointRecord, LogError> {
     match &dbs.sealer {
         Some(sealer) => sealer.open_endpoint(stored),
         None if stored.sealed => Err(LogError::Secrets(
@@ -123,13 +142,13 @@ pub fn decode_endpoint(dbs: &Dbs, stored: &[u8]) -> Result<EndpointRecord, LogEr
     }
 }
 
-/// Finds an endpoint of `app_key` by id or uid.
-pub fn endpoint_by_ref(
+/// The key of endpoint `reference` (id or uid) of `app_key`.
+fn endpoint_key_by_ref(
     txn: &RoTxn,
     dbs: &Dbs,
     app_key: u64,
     reference: &str,
-) -> Result<Option<EndpointRecord>, LogError> {
+) -> Result<Option<u64>, LogError> {
     let by_id = if reference.starts_with(IdKind::Endpoint.prefix()) {
         key_of(
             db_name::ENDPOINT_IDS,
@@ -138,19 +157,40 @@ pub fn endpoint_by_ref(
     } else {
         None
     };
-    let key = match by_id {
-        Some(key) => Some(key),
+    match by_id {
+        Some(key) => Ok(Some(key)),
         None => key_of(
             db_name::ENDPOINT_IDS,
             dbs.endpoint_ids.get(txn, &uid_key(app_key, reference))?,
-        )?,
+        ),
+    }
+}
+
+/// Finds an endpoint of `app_key` by id or uid, as stored.
+pub fn endpoint_row_by_ref(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    reference: &str,
+) -> Result<Option<EndpointRecord>, LogError> {
+    let endpoint = match endpoint_key_by_ref(txn, dbs, app_key, reference)? {
+        Some(key) => endpoint_row_by_key(txn, dbs, key)?,
+        None => None,
     };
-    let endpoint = key
-        .map(|k| endpoint_by_key(txn, dbs, k))
-        .transpose()?
-        .flatten();
     // An id of another application's endpoint is "not found" here.
     Ok(endpoint.filter(|e| e.app_key == app_key))
+}
+
+/// Finds an endpoint of `app_key` by id or uid, its secrets opened.
+pub fn endpoint_by_ref(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    reference: &str,
+) -> Result<Option<EndpointRecord>, LogError> {
+    endpoint_row_by_ref(txn, dbs, app_key, reference)?
+        .map(|stored| open_endpoint(dbs, stored))
+        .transpose()
 }
 
 pub fn endpoint_uid_taken(
@@ -187,11 +227,9 @@ pub fn put_endpoint(
         dbs.app_endpoints
             .put(wtxn, &pair_key(endpoint.app_key, endpoint.key), &[])?;
     }
-    let stored = match &dbs.sealer {
-        Some(sealer) => schema::encode_json(&sealer.seal_endpoint(endpoint)),
-        None => schema::encode_json(endpoint),
-    };
-    dbs.endpoints.put(wtxn, &key, &stored)?;
+    // Written as given: secrets arrive in their stored form (sealed before the op).
+    dbs.endpoints
+        .put(wtxn, &key, &schema::encode_json(endpoint))?;
     Ok(())
 }
 
@@ -332,7 +370,7 @@ pub enum Fanout {
 /// is disabled), with a due row for each pending one, handed to the shards after the
 /// commit. All in the caller's batch transaction. Returns the message's seq and how many
 /// deliveries were recorded.
-pub fn append_message(
+pub(in crate::log) fn append_message(
     ctx: &mut super::WriteCtx<'_, '_>,
     record: &MessageRecord,
     fanout: Fanout,
@@ -362,7 +400,7 @@ pub fn append_message(
             )
             .map(|filter| (filter.endpoint_key, filter.disabled))
             .collect(),
-        Fanout::Only(endpoint_key) => endpoint_by_key(ctx.wtxn, dbs, endpoint_key)?
+        Fanout::Only(endpoint_key) => endpoint_row_by_key(ctx.wtxn, dbs, endpoint_key)?
             .map(|e| (e.key, e.disabled))
             .into_iter()
             .collect(),
@@ -396,7 +434,7 @@ pub fn append_message(
 }
 
 /// What `requeue` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Requeued {
     /// The delivery is due now.
     Queued,
@@ -408,7 +446,7 @@ pub enum Requeued {
 /// the message never had one for that endpoint. A `manual` delivery is attempted once
 /// and not retried (resend, recover); otherwise it follows the retry schedule
 /// (replay-missing). A delivery already pending keeps its place: it will be attempted.
-pub fn requeue(
+pub(in crate::log) fn requeue(
     ctx: &mut super::WriteCtx<'_, '_>,
     endpoint_key: u64,
     seq: u64,
@@ -512,7 +550,7 @@ pub fn app_key_of_id(txn: &RoTxn, dbs: &Dbs, id: &str) -> Result<Option<u64>, Lo
 // === attempts and delivery progress ===
 
 /// What a delivery does after an attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Step {
     /// Delivered: the delivery is done.
     Succeeded,
@@ -530,10 +568,9 @@ pub enum Step {
 /// its two indexes, the delivery row, the due row (moved or removed), and the endpoint's
 /// health (cleared by a success; disabled by 410 or by exhaustions that last longer than
 /// `disable_after_ms` with no success between). Returns the attempt's key.
-pub fn record_attempt(
+pub(in crate::log) fn record_attempt(
     ctx: &mut super::WriteCtx<'_, '_>,
-    record: &schema::AttemptRecord,
-    encoded: &[u8],
+    record: &super::ops::AttemptRow,
     step: Step,
     disable_after_ms: u64,
 ) -> Result<u64, LogError> {
@@ -541,7 +578,7 @@ pub fn record_attempt(
     let dbs = ctx.dbs;
     let attempt_key = ctx.state.take_attempt_key();
     let key = u64_key(attempt_key);
-    dbs.attempts.put(ctx.wtxn, &key, encoded)?;
+    dbs.attempts.put(ctx.wtxn, &key, &record.stored)?;
     dbs.attempt_ids.put(ctx.wtxn, &id_key(&record.id), &key)?;
     dbs.msg_attempts
         .put(ctx.wtxn, &pair_key(record.seq, attempt_key), &[])?;
@@ -585,7 +622,7 @@ pub fn record_attempt(
 
 fn update_health(
     ctx: &mut super::WriteCtx<'_, '_>,
-    record: &schema::AttemptRecord,
+    record: &super::ops::AttemptRow,
     step: Step,
     disable_after_ms: u64,
 ) -> Result<(), LogError> {
@@ -594,7 +631,7 @@ fn update_health(
     if record.success && !ctx.state.endpoints.is_failing(record.endpoint_key) {
         return Ok(());
     }
-    let Some(endpoint) = endpoint_by_key(ctx.wtxn, ctx.dbs, record.endpoint_key)? else {
+    let Some(endpoint) = endpoint_row_by_key(ctx.wtxn, ctx.dbs, record.endpoint_key)? else {
         return Ok(());
     };
     let now_ms = ctx.now_ms;
@@ -637,7 +674,7 @@ fn disable(endpoint: &mut EndpointRecord, now_ms: u64, reason: String) {
 
 /// Marks a delivery that will not be attempted (its endpoint is disabled or gone) as
 /// skipped and removes its due row, so nothing vanishes silently and nothing loops.
-pub fn skip_delivery(
+pub(in crate::log) fn skip_delivery(
     ctx: &mut super::WriteCtx<'_, '_>,
     endpoint_key: u64,
     seq: u64,
@@ -695,4 +732,52 @@ pub fn attempt_by_key(
 
 pub fn attempt_key_of_id(txn: &RoTxn, dbs: &Dbs, id: &str) -> Result<Option<u64>, LogError> {
     key_of(db_name::ATTEMPT_IDS, dbs.attempt_ids.get(txn, &id_key(id))?)
+}
+
+// === idempotency ===
+
+pub fn idempotency(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    key: &[u8; 32],
+) -> Result<Option<schema::IdempotencyRecord>, LogError> {
+    dbs.idempotency
+        .get(txn, key)?
+        .map(schema::IdempotencyRecord::decode)
+        .transpose()
+}
+
+/// Deletes the expired idempotency rows among the next `rows_max` after `after`, so the
+/// table is cleaned continuously without a long transaction. Returns where the next sweep
+/// resumes (`None`: from the start) and how many rows were deleted.
+pub(in crate::log) fn expire_idempotency(
+    ctx: &mut super::WriteCtx<'_, '_>,
+    after: Option<&[u8]>,
+    rows_max: usize,
+) -> Result<(Option<Vec<u8>>, u64), LogError> {
+    let mut expired = Vec::new();
+    let mut last = None;
+    {
+        let start = match after {
+            Some(key) => std::ops::Bound::Excluded(key),
+            None => std::ops::Bound::Unbounded,
+        };
+        let range = (start, std::ops::Bound::Unbounded);
+        for row in ctx.dbs.idempotency.range(ctx.wtxn, &range)?.take(rows_max) {
+            let (key, value) = row?;
+            last = Some(key.to_vec());
+            let record = schema::IdempotencyRecord::decode(value)?;
+            if record
+                .created_ms
+                .saturating_add(crate::limits::IDEMPOTENCY_TTL_MS)
+                <= ctx.now_ms
+            {
+                expired.push(key.to_vec());
+            }
+        }
+    }
+    for key in &expired {
+        ctx.dbs.idempotency.delete(ctx.wtxn, key)?;
+    }
+    Ok((last, expired.len() as u64))
 }

@@ -58,7 +58,7 @@ pub fn first_seq_at(txn: &RoTxn, dbs: &Dbs, at_ms: u64, next_seq: u64) -> Result
 
 /// Creates a running task over `spec`'s window; the caller wakes the runner after the
 /// commit.
-pub fn create(
+pub(in crate::log) fn create(
     ctx: &mut WriteCtx<'_, '_>,
     spec: TaskSpec,
     id: String,
@@ -134,14 +134,17 @@ pub fn running(txn: &RoTxn, dbs: &Dbs) -> Result<Vec<u64>, LogError> {
 
 /// Advances a running task by one bounded batch. Returns the task as it now stands
 /// (`None` if there is no such task).
-pub fn advance(ctx: &mut WriteCtx<'_, '_>, key: u64) -> Result<Option<TaskRecord>, LogError> {
+pub(in crate::log) fn advance(
+    ctx: &mut WriteCtx<'_, '_>,
+    key: u64,
+) -> Result<Option<TaskRecord>, LogError> {
     let Some(mut task) = by_key(ctx.wtxn, ctx.dbs, key)? else {
         return Ok(None);
     };
     if task.status != TaskStatus::Running {
         return Ok(Some(task));
     }
-    let endpoint = tables::endpoint_by_key(ctx.wtxn, ctx.dbs, task.endpoint_key)?
+    let endpoint = tables::endpoint_row_by_key(ctx.wtxn, ctx.dbs, task.endpoint_key)?
         .filter(|e| e.app_key == task.app_key);
     let batch = match endpoint {
         None => Err("the endpoint was deleted"),

@@ -19,41 +19,41 @@ use heed::{Env, RwTxn, WithoutTls};
 use tokio::sync::oneshot;
 
 use super::index::EndpointIndex;
-use super::schema::{self, EndpointRecord, IdempotencyRecord, meta_key};
-use super::{Dbs, LogError};
-use crate::clock::Clock;
+use super::ops::{Envelope, Outcome, RenderReply};
+use super::schema::{self, EndpointRecord, meta_key};
+use super::{Dbs, LogError, apply};
 use crate::heartbeat::Heartbeat;
-use crate::limits::{COMMIT_BATCH_OPS_MAX, IDEMPOTENCY_SWEEP_ROWS_MAX, IDEMPOTENCY_TTL_MS};
+use crate::limits::COMMIT_BATCH_OPS_MAX;
 use crate::telemetry;
 
-/// How long the writer waits for work before it does housekeeping.
-const IDLE_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the writer waits for work before it beats its heartbeat again.
+const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What an operation sees: the batch transaction, the databases and the writer's state.
-pub struct WriteCtx<'a, 't> {
-    pub wtxn: &'a mut RwTxn<'t>,
-    pub dbs: &'a Dbs,
-    pub state: &'a mut WriterState,
-    /// The batch's time (ms): one value for every operation of the batch, never decreasing
-    /// from one batch to the next, so `created_ms` follows `seq` order.
-    pub now_ms: u64,
+/// What applying an op sees: the batch transaction, the databases and the writer's state.
+pub(in crate::log) struct WriteCtx<'a, 't> {
+    pub(in crate::log) wtxn: &'a mut RwTxn<'t>,
+    pub(in crate::log) dbs: &'a Dbs,
+    pub(in crate::log) state: &'a mut WriterState,
+    /// The op's time (ms): its `at_ms`, never less than the previous op's, so
+    /// `created_ms` follows `seq` order.
+    pub(in crate::log) now_ms: u64,
 }
 
 /// State owned by the writer thread, derived from the log and rebuilt from it on abort.
-pub struct WriterState {
-    pub next_seq: u64,
-    pub next_app_key: u64,
-    pub next_endpoint_key: u64,
-    pub next_attempt_key: u64,
+pub(in crate::log) struct WriterState {
+    pub(in crate::log) next_seq: u64,
+    pub(in crate::log) next_app_key: u64,
+    pub(in crate::log) next_endpoint_key: u64,
+    pub(in crate::log) next_attempt_key: u64,
     /// Deliveries committed by this batch, handed to the shards after the commit.
-    pub outbox: Vec<super::DueJob>,
+    pub(in crate::log) outbox: Vec<super::DueJob>,
     /// Which endpoints each application's messages fan out to.
-    pub endpoints: EndpointIndex,
+    pub(in crate::log) endpoints: EndpointIndex,
     counters_dirty: bool,
     /// The endpoint counts last set on the `sluice_endpoints` gauge.
     published_endpoint_counts: Option<(u64, u64)>,
+    /// The time of the last op applied (stored in `meta`, so a restart goes on from it).
     last_now_ms: u64,
-    sweep_from: Option<Vec<u8>>,
 }
 
 impl WriterState {
@@ -73,9 +73,13 @@ impl WriterState {
             let record: EndpointRecord = schema::decode_json(schema::db_name::ENDPOINTS, value)?;
             endpoints.upsert(&record);
         }
-        let last_now_ms = match dbs.msgs.last(&rtxn)? {
-            Some((_, value)) => schema::MessageRecord::decode(value)?.created_ms,
-            None => 0,
+        // Logs written before the clock was stored go on from their newest message.
+        let last_now_ms = match dbs.meta.get(&rtxn, meta_key::APPLIED_MS)? {
+            Some(value) => schema::read_u64("meta", value, 0)?,
+            None => match dbs.msgs.last(&rtxn)? {
+                Some((_, value)) => schema::MessageRecord::decode(value)?.created_ms,
+                None => 0,
+            },
         };
         Ok(WriterState {
             next_seq: counter(meta_key::NEXT_SEQ)?,
@@ -87,7 +91,6 @@ impl WriterState {
             counters_dirty: false,
             published_endpoint_counts: None,
             last_now_ms,
-            sweep_from: None,
         })
     }
 
@@ -103,28 +106,28 @@ impl WriterState {
     }
 
     /// Hands out the next message sequence number.
-    pub fn take_seq(&mut self) -> u64 {
+    pub(in crate::log) fn take_seq(&mut self) -> u64 {
         self.counters_dirty = true;
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
     }
 
-    pub fn take_app_key(&mut self) -> u64 {
+    pub(in crate::log) fn take_app_key(&mut self) -> u64 {
         self.counters_dirty = true;
         let key = self.next_app_key;
         self.next_app_key += 1;
         key
     }
 
-    pub fn take_endpoint_key(&mut self) -> u64 {
+    pub(in crate::log) fn take_endpoint_key(&mut self) -> u64 {
         self.counters_dirty = true;
         let key = self.next_endpoint_key;
         self.next_endpoint_key += 1;
         key
     }
 
-    pub fn take_attempt_key(&mut self) -> u64 {
+    pub(in crate::log) fn take_attempt_key(&mut self) -> u64 {
         self.counters_dirty = true;
         let key = self.next_attempt_key;
         self.next_attempt_key += 1;
@@ -150,43 +153,28 @@ impl WriterState {
                 meta_key::NEXT_ATTEMPT_KEY,
                 &schema::u64_key(self.next_attempt_key),
             )?;
+            dbs.meta.put(
+                wtxn,
+                meta_key::APPLIED_MS,
+                &schema::u64_key(self.last_now_ms),
+            )?;
             self.counters_dirty = false;
         }
         Ok(())
     }
 }
 
-type Completion = Box<dyn FnOnce(Result<(), LogError>) + Send>;
-
-enum Ran {
-    Applied(Completion),
-    Failed(LogError),
+/// One queued op and its waiter.
+pub(super) struct Job {
+    pub(super) envelope: Envelope,
+    pub(super) waiter: oneshot::Sender<Result<Outcome, LogError>>,
 }
 
-/// One queued write: the closure to run in the batch transaction and its waiter.
-pub(super) struct Op {
-    run: Box<dyn FnOnce(&mut WriteCtx<'_, '_>) -> Ran + Send>,
-}
-
-impl Op {
-    pub(super) fn new<R, F>(f: F, waiter: oneshot::Sender<Result<R, LogError>>) -> Op
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut WriteCtx<'_, '_>) -> Result<R, LogError> + Send + 'static,
-    {
-        Op {
-            run: Box::new(move |ctx| match f(ctx) {
-                Ok(result) => Ran::Applied(Box::new(move |commit| {
-                    // The waiter may have gone (client disconnected); the write stands.
-                    let _ = waiter.send(commit.map(|()| result));
-                })),
-                Err(error) => {
-                    let _ = waiter.send(Err(error.clone()));
-                    Ran::Failed(error)
-                }
-            }),
-        }
-    }
+/// What the writer's intake carries.
+pub(super) enum Intake {
+    Apply(Job),
+    /// Test hook (`SLUICE_TEST_HOOKS`): the writer parks for good, as a deadlock would.
+    Wedge,
 }
 
 /// The writer thread's loop; returns when every `Log` handle has been dropped.
@@ -194,33 +182,34 @@ pub(super) fn run(
     env: &Env<WithoutTls>,
     dbs: Dbs,
     mut state: WriterState,
-    ops: &Receiver<Op>,
-    clock: &Clock,
+    intake: &Receiver<Intake>,
+    render: Option<RenderReply>,
     publisher: Option<&super::Publisher>,
     heartbeat: &Heartbeat,
 ) {
-    let mut queued: VecDeque<Op> = VecDeque::new();
+    let mut queued: VecDeque<Job> = VecDeque::new();
+    let take = |item: Intake, queued: &mut VecDeque<Job>| match item {
+        Intake::Apply(job) => queued.push_back(job),
+        Intake::Wedge => loop {
+            std::thread::park();
+        },
+    };
     loop {
         heartbeat.beat();
         if queued.is_empty() {
-            match ops.recv_timeout(IDLE_MAINTENANCE_INTERVAL) {
-                Ok(op) => queued.push_back(op),
-                Err(RecvTimeoutError::Timeout) => {
-                    sweep_idempotency(env, &dbs, &mut state, clock.now_ms());
-                    continue;
-                }
+            match intake.recv_timeout(IDLE_WAKE_INTERVAL) {
+                Ok(item) => take(item, &mut queued),
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
         while queued.len() < COMMIT_BATCH_OPS_MAX {
-            match ops.try_recv() {
-                Ok(op) => queued.push_back(op),
+            match intake.try_recv() {
+                Ok(item) => take(item, &mut queued),
                 Err(_) => break,
             }
         }
-        let now_ms = clock.now_ms().max(state.last_now_ms);
-        state.last_now_ms = now_ms;
-        let result = run_batch(env, &dbs, &mut state, &mut queued, now_ms);
+        let result = run_batch(env, &dbs, &mut state, &mut queued, render);
         let committed = std::mem::take(&mut state.outbox);
         if let (Ok(()), Some(publisher)) = (&result, publisher) {
             publisher.publish(committed.into_iter());
@@ -231,10 +220,11 @@ pub(super) fn run(
                 Ok(reloaded) => state = reloaded,
                 Err(error) => {
                     // The log cannot be read back: continuing would acknowledge writes on
-                    // top of an index we cannot trust. Stop; systemd restarts us and the
+                    // top of an index we cannot trust, and fail every write until the
+                    // watchdog noticed. Stop the process now; systemd restarts it and the
                     // start-up path reports the problem.
-                    tracing::error!(%error, "Cannot reload writer state; the writer stops.");
-                    return;
+                    tracing::error!(%error, "Cannot reload writer state; Sluice stops.");
+                    std::process::abort();
                 }
             }
         }
@@ -245,33 +235,35 @@ fn run_batch(
     env: &Env<WithoutTls>,
     dbs: &Dbs,
     state: &mut WriterState,
-    queued: &mut VecDeque<Op>,
-    now_ms: u64,
+    queued: &mut VecDeque<Job>,
+    render: Option<RenderReply>,
 ) -> Result<(), LogError> {
     let mut wtxn = match env.write_txn() {
         Ok(wtxn) => wtxn,
         Err(error) => {
             let error = LogError::from(error);
-            for op in queued.drain(..) {
-                drop(op); // Dropping the waiter's sender reports `WriterGone` to it.
+            for job in queued.drain(..) {
+                let _ = job.waiter.send(Err(error.clone()));
             }
             return Err(error);
         }
     };
     let started = std::time::Instant::now();
-    let mut applied: Vec<Completion> = Vec::with_capacity(queued.len());
+    let mut applied: Vec<(oneshot::Sender<Result<Outcome, LogError>>, Outcome)> =
+        Vec::with_capacity(queued.len());
     let mut failure = None;
     {
         let mut ctx = WriteCtx {
             wtxn: &mut wtxn,
             dbs,
             state,
-            now_ms,
+            now_ms: 0,
         };
-        while let Some(op) = queued.pop_front() {
-            match (op.run)(&mut ctx) {
-                Ran::Applied(done) => applied.push(done),
-                Ran::Failed(error) => {
+        while let Some(Job { envelope, waiter }) = queued.pop_front() {
+            match apply_one(&mut ctx, envelope, render) {
+                Ok(outcome) => applied.push((waiter, outcome)),
+                Err(error) => {
+                    let _ = waiter.send(Err(error.clone()));
                     failure = Some(error);
                     break;
                 }
@@ -292,50 +284,31 @@ fn run_batch(
     } else {
         metrics::counter!(telemetry::name::COMMITS_FAILED).increment(1);
     }
-    for done in applied {
-        done(result.clone());
+    for (waiter, outcome) in applied {
+        // The waiter may have gone (client disconnected); the write stands.
+        let _ = waiter.send(result.clone().map(|()| outcome));
     }
     result
 }
 
-/// Deletes a bounded number of expired idempotency records, resuming where the last
-/// sweep stopped, so the table is cleaned continuously without a long transaction.
-fn sweep_idempotency(env: &Env<WithoutTls>, dbs: &Dbs, state: &mut WriterState, now_ms: u64) {
-    let result = (|| -> Result<Option<Vec<u8>>, LogError> {
-        let mut wtxn = env.write_txn()?;
-        let mut expired = Vec::new();
-        let mut last = None;
-        {
-            let start = match state.sweep_from.as_deref() {
-                Some(key) => std::ops::Bound::Excluded(key),
-                None => std::ops::Bound::Unbounded,
-            };
-            let range = (start, std::ops::Bound::Unbounded);
-            for row in dbs
-                .idempotency
-                .range(&wtxn, &range)?
-                .take(IDEMPOTENCY_SWEEP_ROWS_MAX)
-            {
-                let (key, value) = row?;
-                last = Some(key.to_vec());
-                let record = IdempotencyRecord::decode(value)?;
-                if record.created_ms.saturating_add(IDEMPOTENCY_TTL_MS) <= now_ms {
-                    expired.push(key.to_vec());
-                }
-            }
-        }
-        for key in &expired {
-            dbs.idempotency.delete(&mut wtxn, key)?;
-        }
-        if expired.is_empty() {
-            wtxn.abort();
-        } else {
-            wtxn.commit()?;
-        }
-        Ok(last)
-    })();
-    match result {
-        Ok(next) => state.sweep_from = next,
-        Err(error) => tracing::warn!(%error, "Idempotency sweep failed; will retry."),
+/// Applies one envelope at its (clamped) time and stores its remembered reply.
+fn apply_one(
+    ctx: &mut WriteCtx<'_, '_>,
+    envelope: Envelope,
+    render: Option<RenderReply>,
+) -> Result<Outcome, LogError> {
+    // The log's time never goes back: `created_ms` follows `seq`, whatever the clocks of
+    // the nodes that built the ops.
+    ctx.now_ms = envelope.at_ms.max(ctx.state.last_now_ms);
+    if ctx.now_ms != ctx.state.last_now_ms {
+        ctx.state.last_now_ms = ctx.now_ms;
+        ctx.state.counters_dirty = true;
     }
+    let outcome = apply::apply(ctx, envelope.op)?;
+    if let (Some(key), Some(render)) = (envelope.remember, render)
+        && let Some((status, body)) = render(&outcome)
+    {
+        apply::remember_reply(ctx, &key, status, body)?;
+    }
+    Ok(outcome)
 }

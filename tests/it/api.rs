@@ -1,7 +1,7 @@
 //! API behaviour: resources, pagination, scoping, idempotency, the fan-out commit.
 
 use serde_json::{Value, json};
-use sluice::log::schema::{DeliveryRecord, DeliveryState};
+use sluice::log::schema::DeliveryState;
 
 use sluice::clock::Clock;
 
@@ -194,7 +194,7 @@ async fn setup_app_with_endpoints(addr: std::net::SocketAddr) {
 
 /// Reads the delivery rows of a message: (endpoint uid → state).
 fn deliveries_of(sluice: &sluice::app::Running, msg_id: &str) -> Vec<(String, DeliveryState)> {
-    use sluice::log::{schema, tables};
+    use sluice::log::tables;
     sluice
         .log()
         .read(|rtxn, dbs| {
@@ -203,11 +203,8 @@ fn deliveries_of(sluice: &sluice::app::Running, msg_id: &str) -> Vec<(String, De
             let mut out = Vec::new();
             for key in tables::app_endpoint_keys(rtxn, dbs, app.key)? {
                 let endpoint = tables::endpoint_by_key(rtxn, dbs, key)?.expect("endpoint");
-                if let Some(row) = dbs.deliveries.get(rtxn, &schema::pair_key(key, seq))? {
-                    out.push((
-                        endpoint.uid.unwrap_or_default(),
-                        DeliveryRecord::decode(row)?.state,
-                    ));
+                if let Some(row) = tables::delivery(rtxn, dbs, key, seq)? {
+                    out.push((endpoint.uid.unwrap_or_default(), row.state));
                 }
             }
             out.sort_by(|a, b| a.0.cmp(&b.0));

@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod crash;
 mod delivery;
+mod determinism;
 mod harness;
 mod hostile;
 mod ops;

@@ -360,8 +360,8 @@ async fn send_example_reaches_only_its_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_task_resumes_after_a_restart() {
+    use sluice::log::ops::{Envelope, Op, Outcome};
     use sluice::log::schema::{TaskKind, TaskStatus};
-    use sluice::log::tasks::{self, TaskSpec};
     use sluice::log::{Log, tables};
     let dir = tempfile::tempdir().expect("tempdir");
     let hook = Receiver::start(|_| Answer::Status(200)).await;
@@ -401,33 +401,34 @@ async fn a_background_task_resumes_after_a_restart() {
     // While Sluice is down, a recover task is created and runs exactly one batch: as if
     // the process had stopped in the middle of the task.
     let config = test_config(dir.path());
-    let (log, writer) = Log::open(dir.path(), &config.storage, Clock::System, None).expect("open");
-    let (app_key, endpoint_key) = log
-        .read(|rtxn, dbs| {
-            let app = tables::app_by_ref(rtxn, dbs, "b")?.expect("app");
-            let ep = tables::endpoint_by_ref(rtxn, dbs, app.key, ep["id"].as_str().expect("id"))?;
-            Ok((app.key, ep.expect("endpoint").key))
-        })
+    let (log, writer) = Log::open(dir.path(), &config.storage, None, None).expect("open");
+    let app_key = log
+        .read(|rtxn, dbs| Ok(tables::app_by_ref(rtxn, dbs, "b")?.expect("app").key))
         .expect("read");
-    let spec = TaskSpec {
-        kind: TaskKind::Recover,
+    let now_ms = Clock::System.now_ms();
+    let create = Op::CreateTask {
         app_key,
-        endpoint_key,
+        endpoint: ep["id"].as_str().expect("id").to_owned(),
+        id: sluice::ids::new_id(sluice::ids::IdKind::Task, now_ms),
+        kind: TaskKind::Recover,
         since_ms: 0,
-        until_ms: Clock::System.now_ms(),
+        until_ms: now_ms,
     };
-    let id = sluice::ids::new_id(sluice::ids::IdKind::Task, Clock::System.now_ms());
-    let task = log
-        .write(move |w| tasks::create(w, spec, id))
+    let Outcome::TaskCreated(task) = log
+        .submit(Envelope::new(create, now_ms))
         .await
         .expect("write")
-        .expect("created");
-    let key = task.key;
-    let task = log
-        .write(move |w| tasks::advance(w, key))
+    else {
+        panic!("task not created");
+    };
+    let advance = Op::AdvanceTask { task_key: task.key };
+    let Outcome::TaskAdvanced(Some(task)) = log
+        .submit(Envelope::new(advance, now_ms))
         .await
         .expect("write")
-        .expect("task");
+    else {
+        panic!("task not advanced");
+    };
     assert_eq!(
         (task.status, task.messages_sent),
         (TaskStatus::Running, 100)

@@ -1,0 +1,772 @@
+//! Applying ops: the only code that changes the tables, run by the writer thread.
+//!
+//! `apply` is a pure function of the state in the transaction and the op: it reads, checks
+//! everything that can make the op refuse (returning `Outcome::Refused` before its first
+//! put), then writes. An `Err(LogError)` is a malfunction and aborts the whole batch.
+//! Secrets arrive in their stored form and are written as they are, so applying never
+//! seals (sealing draws a random nonce) and never opens.
+
+use super::ops::{
+    AppChanges, AppFields, EndpointChanges, EndpointFields, EventTypeChanges, EventTypeFields,
+    MessageView, NewMessage, Op, Outcome, Refusal, merge_header,
+};
+use super::schema::{
+    self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, OldSecret, TokenRecord,
+};
+use super::tasks::{self as task_log, NotCreated, TaskSpec};
+use super::{LogError, WriteCtx, retention, tables};
+use crate::limits::{
+    APPS_MAX, DAY_MS, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX,
+    RETENTION_DAYS_DEFAULT,
+};
+
+/// The event type every endpoint can be sent an example of, and its payload.
+const PING_EVENT_TYPE: &str = "svix.ping";
+const PING_PAYLOAD: &[u8] = br#"{"success":true}"#;
+
+fn refused(refusal: Refusal) -> Result<Outcome, LogError> {
+    Ok(Outcome::Refused(refusal))
+}
+
+/// Applies one op in the writer's transaction.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per op: the dispatch reads as the list of every op"
+)]
+pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogError> {
+    match op {
+        Op::CreateApp {
+            id,
+            fields,
+            get_if_exists,
+        } => create_app(w, id, fields, get_if_exists),
+        Op::PutApp {
+            reference,
+            id,
+            fields,
+        } => put_app(w, &reference, id, fields),
+        Op::PatchApp { reference, changes } => patch_app(w, &reference, changes),
+        Op::DeleteApp { reference } => delete_app(w, &reference),
+        Op::CreateEventType { name, fields } => create_event_type(w, name, fields),
+        Op::PutEventType { name, fields } => put_event_type(w, name, fields),
+        Op::PatchEventType { name, changes } => patch_event_type(w, &name, changes),
+        Op::DeleteEventType { name, expunge } => delete_event_type(w, &name, expunge),
+        Op::CreateEndpoint {
+            app_key,
+            id,
+            fields,
+        } => create_endpoint(w, app_key, id, *fields),
+        Op::UpdateEndpoint {
+            app_key,
+            endpoint,
+            changes,
+        } => update_endpoint(w, app_key, &endpoint, *changes),
+        Op::DeleteEndpoint { app_key, endpoint } => delete_endpoint(w, app_key, &endpoint),
+        Op::RotateSecret {
+            app_key,
+            endpoint,
+            new_key,
+            grace_ms,
+        } => rotate_secret(w, app_key, &endpoint, new_key, grace_ms),
+        Op::SetHeaders {
+            app_key,
+            endpoint,
+            replace,
+            delete,
+            set,
+        } => set_headers(w, app_key, &endpoint, replace, &delete, set),
+        Op::CreateMessage {
+            app_key,
+            message,
+            with_content,
+        } => create_message(w, app_key, message, with_content),
+        Op::SendExample {
+            app_key,
+            endpoint,
+            id,
+            event_type,
+            example_index,
+        } => send_example(w, app_key, &endpoint, id, event_type, example_index),
+        Op::ExpungeContent { app_key, message } => expunge_content(w, app_key, &message),
+        Op::Resend {
+            app_key,
+            message,
+            endpoint,
+        } => resend(w, app_key, &message, &endpoint),
+        Op::CreateTask {
+            app_key,
+            endpoint,
+            id,
+            kind,
+            since_ms,
+            until_ms,
+        } => {
+            let Some(endpoint) = tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, &endpoint)?
+            else {
+                return refused(endpoint_or_app_missing(w, app_key)?);
+            };
+            if endpoint.disabled {
+                return refused(Refusal::EndpointDisabled);
+            }
+            let spec = TaskSpec {
+                kind,
+                app_key,
+                endpoint_key: endpoint.key,
+                since_ms,
+                until_ms,
+            };
+            Ok(match task_log::create(w, spec, id)? {
+                Ok(task) => Outcome::TaskCreated(Box::new(task)),
+                Err(NotCreated::TooManyRunning) => Outcome::Refused(Refusal::TasksLimit),
+            })
+        }
+        Op::AdvanceTask { task_key } => Ok(Outcome::TaskAdvanced(
+            task_log::advance(w, task_key)?.map(Box::new),
+        )),
+        Op::RecordAttempt {
+            attempt,
+            step,
+            disable_after_ms,
+        } => Ok(Outcome::AttemptRecorded {
+            attempt_key: tables::record_attempt(w, &attempt, step, disable_after_ms)?,
+        }),
+        Op::SkipDelivery { endpoint_key, seq } => {
+            tables::skip_delivery(w, endpoint_key, seq)?;
+            Ok(Outcome::Done)
+        }
+        Op::CreateToken { hash, scope } => {
+            let record = TokenRecord {
+                scope,
+                created_ms: w.now_ms,
+            };
+            tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+            Ok(Outcome::Done)
+        }
+        Op::RetentionSweep {
+            delete_before_ms,
+            payload_cursor,
+            rows_max,
+        } => Ok(Outcome::Swept(retention::sweep(
+            w,
+            delete_before_ms,
+            payload_cursor,
+            rows_max as usize,
+        )?)),
+        Op::ExpireIdempotency { after, rows_max } => {
+            let (resume, deleted) =
+                tables::expire_idempotency(w, after.as_deref(), rows_max as usize)?;
+            Ok(Outcome::IdempotencyExpired { resume, deleted })
+        }
+    }
+}
+
+/// Stores a remembered reply with the change it describes.
+pub(super) fn remember_reply(
+    w: &mut WriteCtx<'_, '_>,
+    key: &[u8; 32],
+    status: u16,
+    body: Vec<u8>,
+) -> Result<(), LogError> {
+    let record = schema::IdempotencyRecord {
+        created_ms: w.now_ms,
+        status,
+        body,
+    };
+    w.dbs.idempotency.put(w.wtxn, key, &record.encode())?;
+    Ok(())
+}
+
+// === applications ===
+
+fn new_app(w: &mut WriteCtx<'_, '_>, id: String, fields: AppFields) -> AppRecord {
+    AppRecord {
+        key: w.state.take_app_key(),
+        id,
+        uid: fields.uid,
+        name: fields.name,
+        throttle_rate: fields.throttle_rate,
+        metadata: fields.metadata,
+        created_ms: w.now_ms,
+        updated_ms: w.now_ms,
+    }
+}
+
+fn room_for_an_app(w: &WriteCtx<'_, '_>) -> Result<bool, LogError> {
+    Ok(w.dbs.apps.len(w.wtxn)? < APPS_MAX)
+}
+
+/// `App` (created, or the existing one with `get_if_exists`) or a refusal.
+fn create_app(
+    w: &mut WriteCtx<'_, '_>,
+    id: String,
+    fields: AppFields,
+    get_if_exists: bool,
+) -> Result<Outcome, LogError> {
+    if let Some(uid) = &fields.uid
+        && let Some(key) = tables::app_uid_taken(w.wtxn, w.dbs, uid)?
+    {
+        if !get_if_exists {
+            return refused(Refusal::AppUidTaken);
+        }
+        let existing = tables::app_by_key(w.wtxn, w.dbs, key)?
+            .ok_or_else(|| LogError::corrupt("app_ids", "uid points at a missing application"))?;
+        return Ok(Outcome::App {
+            app: existing,
+            created: false,
+        });
+    }
+    if !room_for_an_app(w)? {
+        return refused(Refusal::AppsLimit);
+    }
+    let app = new_app(w, id, fields);
+    tables::put_app(w.wtxn, w.dbs, &app, None)?;
+    Ok(Outcome::App { app, created: true })
+}
+
+fn put_app(
+    w: &mut WriteCtx<'_, '_>,
+    reference: &str,
+    id: String,
+    fields: AppFields,
+) -> Result<Outcome, LogError> {
+    let existing = tables::app_by_ref(w.wtxn, w.dbs, reference)?;
+    if let Some(uid) = &fields.uid {
+        let holder = tables::app_uid_taken(w.wtxn, w.dbs, uid)?;
+        if holder.is_some_and(|k| Some(k) != existing.as_ref().map(|e| e.key)) {
+            return refused(Refusal::AppUidTaken);
+        }
+    }
+    let Some(previous) = existing else {
+        if !room_for_an_app(w)? {
+            return refused(Refusal::AppsLimit);
+        }
+        let app = new_app(w, id, fields);
+        tables::put_app(w.wtxn, w.dbs, &app, None)?;
+        return Ok(Outcome::App { app, created: true });
+    };
+    let app = AppRecord {
+        uid: fields.uid,
+        name: fields.name,
+        throttle_rate: fields.throttle_rate,
+        metadata: fields.metadata,
+        updated_ms: w.now_ms,
+        ..previous.clone()
+    };
+    tables::put_app(w.wtxn, w.dbs, &app, Some(&previous))?;
+    Ok(Outcome::App {
+        app,
+        created: false,
+    })
+}
+
+fn patch_app(
+    w: &mut WriteCtx<'_, '_>,
+    reference: &str,
+    changes: AppChanges,
+) -> Result<Outcome, LogError> {
+    let Some(previous) = tables::app_by_ref(w.wtxn, w.dbs, reference)? else {
+        return refused(Refusal::AppNotFound);
+    };
+    if let Some(uid) = changes.uid.as_set() {
+        let holder = tables::app_uid_taken(w.wtxn, w.dbs, uid)?;
+        if holder.is_some_and(|k| k != previous.key) {
+            return refused(Refusal::AppUidTaken);
+        }
+    }
+    let mut app = previous.clone();
+    if let Some(name) = changes.name {
+        app.name = name;
+    }
+    changes.uid.apply_to(&mut app.uid);
+    changes.throttle_rate.apply_to(&mut app.throttle_rate);
+    if let Some(metadata) = changes.metadata {
+        app.metadata = metadata;
+    }
+    app.updated_ms = w.now_ms;
+    tables::put_app(w.wtxn, w.dbs, &app, Some(&previous))?;
+    Ok(Outcome::App {
+        app,
+        created: false,
+    })
+}
+
+fn delete_app(w: &mut WriteCtx<'_, '_>, reference: &str) -> Result<Outcome, LogError> {
+    let Some(app) = tables::app_by_ref(w.wtxn, w.dbs, reference)? else {
+        return refused(Refusal::AppNotFound);
+    };
+    tables::delete_app(w.wtxn, w.dbs, &app)?;
+    w.state.endpoints.remove_app(app.key);
+    Ok(Outcome::Done)
+}
+
+// === event types ===
+
+fn event_type_record(
+    name: String,
+    fields: EventTypeFields,
+    existing: Option<&EventTypeRecord>,
+    now_ms: u64,
+) -> Result<EventTypeRecord, LogError> {
+    Ok(EventTypeRecord {
+        name,
+        description: fields.description,
+        archived: fields.archived,
+        deprecated: fields.deprecated,
+        schemas: parse_schemas(fields.schemas.as_deref())?,
+        feature_flag: fields.feature_flag,
+        created_ms: existing.map_or(now_ms, |t| t.created_ms),
+        updated_ms: now_ms,
+    })
+}
+
+/// Schemas travel as JSON text; the API checked it is an object.
+fn parse_schemas(text: Option<&str>) -> Result<Option<serde_json::Value>, LogError> {
+    text.map(|t| {
+        serde_json::from_str(t).map_err(|e| LogError::corrupt("ops", &format!("schemas: {e}")))
+    })
+    .transpose()
+}
+
+fn create_event_type(
+    w: &mut WriteCtx<'_, '_>,
+    name: String,
+    fields: EventTypeFields,
+) -> Result<Outcome, LogError> {
+    let existing = tables::event_type(w.wtxn, w.dbs, &name)?;
+    if existing.as_ref().is_some_and(|t| !t.archived) {
+        return refused(Refusal::EventTypeExists);
+    }
+    // Creating an archived name un-archives it and overwrites its fields (Svix).
+    let record = event_type_record(name, fields, existing.as_ref(), w.now_ms)?;
+    tables::put_event_type(w.wtxn, w.dbs, &record)?;
+    Ok(Outcome::EventType {
+        event_type: record,
+        created: true,
+    })
+}
+
+fn put_event_type(
+    w: &mut WriteCtx<'_, '_>,
+    name: String,
+    fields: EventTypeFields,
+) -> Result<Outcome, LogError> {
+    let existing = tables::event_type(w.wtxn, w.dbs, &name)?;
+    let record = event_type_record(name, fields, existing.as_ref(), w.now_ms)?;
+    tables::put_event_type(w.wtxn, w.dbs, &record)?;
+    Ok(Outcome::EventType {
+        event_type: record,
+        created: existing.is_none(),
+    })
+}
+
+fn patch_event_type(
+    w: &mut WriteCtx<'_, '_>,
+    name: &str,
+    changes: EventTypeChanges,
+) -> Result<Outcome, LogError> {
+    let Some(mut record) = tables::event_type(w.wtxn, w.dbs, name)? else {
+        return refused(Refusal::EventTypeNotFound);
+    };
+    if let Some(description) = changes.description {
+        record.description = description;
+    }
+    if let Some(archived) = changes.archived {
+        record.archived = archived;
+    }
+    if let Some(deprecated) = changes.deprecated {
+        record.deprecated = deprecated;
+    }
+    match changes.schemas {
+        super::ops::Change::Keep => {}
+        super::ops::Change::Clear => record.schemas = None,
+        super::ops::Change::Set(text) => record.schemas = parse_schemas(Some(&text))?,
+    }
+    changes.feature_flag.apply_to(&mut record.feature_flag);
+    record.updated_ms = w.now_ms;
+    tables::put_event_type(w.wtxn, w.dbs, &record)?;
+    Ok(Outcome::EventType {
+        event_type: record,
+        created: false,
+    })
+}
+
+fn delete_event_type(
+    w: &mut WriteCtx<'_, '_>,
+    name: &str,
+    expunge: bool,
+) -> Result<Outcome, LogError> {
+    let Some(mut record) = tables::event_type(w.wtxn, w.dbs, name)? else {
+        return refused(Refusal::EventTypeNotFound);
+    };
+    if expunge {
+        w.dbs.event_types.delete(w.wtxn, name.as_bytes())?;
+    } else {
+        record.archived = true;
+        record.updated_ms = w.now_ms;
+        tables::put_event_type(w.wtxn, w.dbs, &record)?;
+    }
+    Ok(Outcome::Done)
+}
+
+// === endpoints ===
+
+/// Why an endpoint of `app_key` was not found: its application is gone, or it is.
+fn endpoint_or_app_missing(w: &WriteCtx<'_, '_>, app_key: u64) -> Result<Refusal, LogError> {
+    Ok(if tables::app_exists(w.wtxn, w.dbs, app_key)? {
+        Refusal::EndpointNotFound
+    } else {
+        Refusal::AppNotFound
+    })
+}
+
+/// The endpoint `reference` of `app_key` as stored, or the refusal to answer with.
+fn find_endpoint(
+    w: &WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+) -> Result<Result<EndpointRecord, Refusal>, LogError> {
+    match tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, reference)? {
+        Some(endpoint) => Ok(Ok(endpoint)),
+        None => Ok(Err(endpoint_or_app_missing(w, app_key)?)),
+    }
+}
+
+/// A refusal unless every filtered event type exists and is not archived (Svix's rule).
+fn unknown_event_types(
+    w: &WriteCtx<'_, '_>,
+    types: Option<&Vec<String>>,
+) -> Result<Option<Refusal>, LogError> {
+    let mut missing = Vec::new();
+    for name in types.into_iter().flatten() {
+        if tables::event_type(w.wtxn, w.dbs, name)?.is_none_or(|t| t.archived) {
+            missing.push(name.clone());
+        }
+    }
+    Ok((!missing.is_empty()).then_some(Refusal::UnknownEventTypes(missing)))
+}
+
+fn create_endpoint(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    id: String,
+    fields: EndpointFields,
+) -> Result<Outcome, LogError> {
+    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
+        return refused(Refusal::AppNotFound);
+    }
+    if w.state.endpoints.count_for_app(app_key) >= ENDPOINTS_PER_APP_MAX {
+        return refused(Refusal::EndpointsLimit);
+    }
+    let event_types = fields.event_types.filter(|l| !l.is_empty());
+    if let Some(refusal) = unknown_event_types(w, event_types.as_ref())? {
+        return refused(refusal);
+    }
+    if let Some(uid) = &fields.uid
+        && tables::endpoint_uid_taken(w.wtxn, w.dbs, app_key, uid)?.is_some()
+    {
+        return refused(Refusal::EndpointUidTaken);
+    }
+    let endpoint = EndpointRecord {
+        key: w.state.take_endpoint_key(),
+        app_key,
+        id,
+        uid: fields.uid,
+        url: fields.url,
+        description: fields.description,
+        version: fields.version.max(1),
+        disabled: fields.disabled,
+        throttle_rate: fields.throttle_rate,
+        event_types,
+        channels: fields.channels,
+        secret: fields.secret,
+        old_secrets: Vec::new(),
+        headers: fields.headers,
+        metadata: fields.metadata,
+        created_ms: w.now_ms,
+        updated_ms: w.now_ms,
+        fifo: fields.fifo,
+        failing_since_ms: None,
+        disabled_reason: None,
+        disabled_at_ms: None,
+        signing: fields.signing,
+        sealed: fields.sealed,
+    };
+    tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
+    w.state.endpoints.upsert(&endpoint);
+    Ok(Outcome::Endpoint {
+        endpoint: Box::new(endpoint),
+        created: true,
+    })
+}
+
+impl EndpointChanges {
+    /// Applies every field these changes set (`event_types` already normalised).
+    fn apply(self, endpoint: &mut EndpointRecord) {
+        if let Some(url) = self.url {
+            endpoint.url = url;
+        }
+        if let Some(description) = self.description {
+            endpoint.description = description;
+        }
+        self.throttle_rate.apply_to(&mut endpoint.throttle_rate);
+        self.uid.apply_to(&mut endpoint.uid);
+        if let Some(version) = self.version {
+            endpoint.version = version.max(1);
+        }
+        if let Some(disabled) = self.disabled {
+            endpoint.disabled = disabled;
+            if !disabled {
+                // Re-enabled: the failure history that disabled it starts over.
+                endpoint.disabled_reason = None;
+                endpoint.disabled_at_ms = None;
+                endpoint.failing_since_ms = None;
+            }
+        }
+        if let Some(fifo) = self.fifo {
+            endpoint.fifo = fifo;
+        }
+        if let Some(signing) = self.signing {
+            endpoint.signing = signing;
+        }
+        self.event_types.apply_to(&mut endpoint.event_types);
+        self.channels.apply_to(&mut endpoint.channels);
+        if let Some(secret) = self.secret {
+            endpoint.secret = secret;
+        }
+        if let Some(metadata) = self.metadata {
+            endpoint.metadata = metadata;
+        }
+    }
+}
+
+fn update_endpoint(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+    mut changes: EndpointChanges,
+) -> Result<Outcome, LogError> {
+    let previous = match find_endpoint(w, app_key, reference)? {
+        Ok(found) => found,
+        Err(refusal) => return refused(refusal),
+    };
+    // An empty filter list means "no filter" (the portal widgets send `[]`).
+    if changes.event_types.as_set().is_some_and(Vec::is_empty) {
+        changes.event_types = super::ops::Change::Clear;
+    }
+    if let Some(refusal) = unknown_event_types(w, changes.event_types.as_set())? {
+        return refused(refusal);
+    }
+    if let Some(uid) = changes.uid.as_set()
+        && tables::endpoint_uid_taken(w.wtxn, w.dbs, app_key, uid)?
+            .is_some_and(|k| k != previous.key)
+    {
+        return refused(Refusal::EndpointUidTaken);
+    }
+    let mut endpoint = previous.clone();
+    changes.apply(&mut endpoint);
+    endpoint.updated_ms = w.now_ms;
+    tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
+    w.state.endpoints.upsert(&endpoint);
+    Ok(Outcome::Endpoint {
+        endpoint: Box::new(endpoint),
+        created: false,
+    })
+}
+
+fn delete_endpoint(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+) -> Result<Outcome, LogError> {
+    let endpoint = match find_endpoint(w, app_key, reference)? {
+        Ok(found) => found,
+        Err(refusal) => return refused(refusal),
+    };
+    tables::delete_endpoint(w.wtxn, w.dbs, &endpoint)?;
+    w.state.endpoints.remove(app_key, endpoint.key);
+    Ok(Outcome::Done)
+}
+
+fn rotate_secret(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+    new_key: Vec<u8>,
+    grace_ms: u64,
+) -> Result<Outcome, LogError> {
+    let previous = match find_endpoint(w, app_key, reference)? {
+        Ok(found) => found,
+        Err(refusal) => return refused(refusal),
+    };
+    let now_ms = w.now_ms;
+    let mut endpoint = previous.clone();
+    endpoint.old_secrets.retain(|old| old.expires_ms > now_ms);
+    if endpoint.old_secrets.len() >= OLD_SECRETS_MAX {
+        return refused(Refusal::OldSecretsLimit);
+    }
+    let old = std::mem::replace(&mut endpoint.secret, new_key);
+    if grace_ms > 0 {
+        endpoint.old_secrets.push(OldSecret {
+            key: old,
+            expires_ms: now_ms + grace_ms,
+        });
+    }
+    endpoint.updated_ms = now_ms;
+    tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
+    Ok(Outcome::SecretRotated)
+}
+
+fn set_headers(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+    replace: bool,
+    delete: &[String],
+    set: Vec<(String, Option<String>)>,
+) -> Result<Outcome, LogError> {
+    let previous = match find_endpoint(w, app_key, reference)? {
+        Ok(found) => found,
+        Err(refusal) => return refused(refusal),
+    };
+    let mut endpoint = previous.clone();
+    if replace {
+        endpoint.headers.clear();
+    }
+    for name in delete {
+        merge_header(&mut endpoint.headers, name, None);
+    }
+    for (name, value) in set {
+        merge_header(&mut endpoint.headers, &name, value);
+    }
+    if endpoint.headers.len() > ENDPOINT_HEADERS_MAX {
+        return refused(Refusal::HeadersLimit);
+    }
+    endpoint.updated_ms = w.now_ms;
+    tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
+    Ok(Outcome::Done)
+}
+
+// === messages ===
+
+fn create_message(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    message: NewMessage,
+    with_content: bool,
+) -> Result<Outcome, LogError> {
+    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
+        return refused(Refusal::AppNotFound);
+    }
+    if let Some(event_id) = &message.event_id
+        && tables::message_seq_by_event_id(w.wtxn, w.dbs, app_key, event_id)?.is_some()
+    {
+        return refused(Refusal::EventIdTaken);
+    }
+    let record = MessageRecord {
+        app_key,
+        created_ms: w.now_ms,
+        payload_expires_ms: w.now_ms + u64::from(message.retention_days) * DAY_MS,
+        id: message.id,
+        event_type: message.event_type,
+        event_id: message.event_id,
+        channels: message.channels,
+        payload: Some(message.payload),
+    };
+    let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
+    Ok(Outcome::Message {
+        message: Box::new(record),
+        seq,
+        view: MessageView::Accepted { with_content },
+    })
+}
+
+fn send_example(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+    id: String,
+    event_type: String,
+    example_index: u32,
+) -> Result<Outcome, LogError> {
+    let endpoint = match find_endpoint(w, app_key, reference)? {
+        Ok(found) => found,
+        Err(refusal) => return refused(refusal),
+    };
+    let payload = if event_type == PING_EVENT_TYPE {
+        PING_PAYLOAD.to_vec()
+    } else {
+        let example = tables::event_type(w.wtxn, w.dbs, &event_type)?
+            .and_then(|t| t.schemas)
+            .and_then(|s| {
+                s.get("1")?
+                    .get("examples")?
+                    .get(usize::try_from(example_index).ok()?)
+                    .cloned()
+            });
+        match example.map(|e| serde_json::to_vec(&e)) {
+            Some(Ok(bytes)) => bytes,
+            _ => return refused(Refusal::NoExample),
+        }
+    };
+    let record = MessageRecord {
+        app_key,
+        created_ms: w.now_ms,
+        payload_expires_ms: w.now_ms + u64::from(RETENTION_DAYS_DEFAULT) * DAY_MS,
+        id,
+        event_type,
+        event_id: None,
+        channels: None,
+        payload: Some(payload),
+    };
+    let (seq, _) = tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
+    Ok(Outcome::Message {
+        message: Box::new(record),
+        seq,
+        view: MessageView::Example,
+    })
+}
+
+fn expunge_content(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+) -> Result<Outcome, LogError> {
+    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
+        return refused(Refusal::AppNotFound);
+    }
+    let Some((seq, mut message)) = tables::message_by_ref(w.wtxn, w.dbs, app_key, reference)?
+    else {
+        return refused(Refusal::MessageNotFound);
+    };
+    message.payload = None;
+    w.dbs
+        .msgs
+        .put(w.wtxn, &schema::u64_key(seq), &message.encode())?;
+    Ok(Outcome::Done)
+}
+
+fn resend(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    message_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Outcome, LogError> {
+    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
+        return refused(Refusal::AppNotFound);
+    }
+    let Some((seq, message)) = tables::message_by_ref(w.wtxn, w.dbs, app_key, message_ref)? else {
+        return refused(Refusal::MessageNotFound);
+    };
+    let Some(endpoint) = tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, endpoint_ref)? else {
+        return refused(Refusal::EndpointNotFound);
+    };
+    if message.payload.is_none() {
+        return refused(Refusal::PayloadGone);
+    }
+    Ok(Outcome::Requeued(tables::requeue(
+        w,
+        endpoint.key,
+        seq,
+        true,
+    )?))
+}
