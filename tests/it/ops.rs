@@ -117,15 +117,30 @@ fn start_prometheus(dir: &Path, target: SocketAddr) -> (Prometheus, SocketAddr) 
     (Prometheus(child), addr)
 }
 
-/// Runs a PromQL instant query until it yields one sample; returns its value.
-async fn query(prometheus: SocketAddr, promql: &str) -> f64 {
+/// One PromQL instant query; the answer's JSON (None while Prometheus is not reachable).
+/// A query Prometheus cannot parse fails the test at once.
+async fn instant_query(prometheus: SocketAddr, promql: &str) -> Option<serde_json::Value> {
     let path = format!(
         "/api/v1/query?query={}",
         percent_encoding::utf8_percent_encode(promql, percent_encoding::NON_ALPHANUMERIC)
     );
+    let resp = crate::harness::try_call(prometheus, "GET", &path, None, &[], b"")
+        .await
+        .ok()?;
+    assert_ne!(
+        resp.json["errorType"],
+        json!("bad_data"),
+        "Prometheus refuses {promql}: {}",
+        resp.json
+    );
+    Some(resp.json)
+}
+
+/// Runs a PromQL instant query until it yields one sample; returns its value.
+async fn query(prometheus: SocketAddr, promql: &str) -> f64 {
     for _ in 0..300 {
-        if let Ok(resp) = crate::harness::try_call(prometheus, "GET", &path, None, &[], b"").await {
-            let value = resp.json["data"]["result"][0]["value"][1].clone();
+        if let Some(answer) = instant_query(prometheus, promql).await {
+            let value = answer["data"]["result"][0]["value"][1].clone();
             if let Some(v) = value.as_str().and_then(|v| v.parse::<f64>().ok())
                 && v.is_finite()
             {
@@ -135,6 +150,67 @@ async fn query(prometheus: SocketAddr, promql: &str) -> f64 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("Prometheus never answered {promql}");
+}
+
+/// Runs a PromQL instant query until its result holds at least one series (of any value,
+/// NaN included: the quantile of a histogram that did not move is still a series);
+/// returns them.
+async fn query_series(prometheus: SocketAddr, promql: &str) -> Vec<serde_json::Value> {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..300 {
+        if let Some(answer) = instant_query(prometheus, promql).await {
+            if let Some(series) = answer["data"]["result"].as_array()
+                && !series.is_empty()
+            {
+                return series.clone();
+            }
+            last = answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("Prometheus never returned a series for {promql}; last answer: {last}");
+}
+
+/// A file of this repository.
+fn repo_file(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The `expr` of every target of every panel of the Grafana dashboard (a collapsed row
+/// keeps its panels inside it), each with its panel's title, made runnable on a plain
+/// Prometheus: Grafana's `$__rate_interval` becomes `1m` (this test's Prometheus scrapes
+/// every second, so a minute holds many samples), and the dashboard's `$instance` picker
+/// becomes `.*`, what its "All" option sends.
+fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(panels: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or("?");
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("a target has an expr");
+                let runnable = expr
+                    .replace("$__rate_interval", "1m")
+                    .replace("$instance", ".*");
+                assert!(
+                    !runnable.contains('$'),
+                    "panel {title:?} uses a variable this test does not substitute: {expr}"
+                );
+                out.push((title.to_owned(), runnable));
+            }
+            walk(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// Whether `text` selects the 5 s bucket by one spelling of its label only: Prometheus 2
+/// stores `le="5"` as exposed, Prometheus 3 normalises it to `le="5.0"`, so each of these
+/// matchers misses the bucket on one of them (`le=~"5|5\\.0"` reads both).
+fn picks_one_bucket_spelling(text: &str) -> bool {
+    ["le=\"5\"", "le=\"5.0\"", "le=\\\"5\\\"", "le=\\\"5.0\\\""]
+        .iter()
+        .any(|matcher| text.contains(matcher))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,15 +252,41 @@ async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
-    // The alert rules shipped with Sluice are valid rules.
+    // The alert rules shipped with Sluice are valid rules, and their unit tests (every
+    // alert fires on its synthetic series, and stays silent on a healthy case) pass.
     run_ok(
         Command::new("promtool")
             .args(["check", "rules"])
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/systemd/sluice.rules.yml"
-            )),
+            .arg(repo_file("systemd/sluice.rules.yml")),
     );
+    run_ok(
+        Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(repo_file("systemd/sluice.rules.test.yml")),
+    );
+    // No query for operators picks the 5 s bucket by one spelling of `le` only.
+    let dashboard_text =
+        std::fs::read_to_string(repo_file("contrib/grafana/sluice.json")).expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text).expect("JSON");
+    let panel_queries = dashboard_queries(&dashboard);
+    assert!(panel_queries.len() >= 11, "the dashboard has its panels");
+    for file in ["systemd/sluice.rules.yml", "README.md"] {
+        let text = std::fs::read_to_string(repo_file(file)).expect("read");
+        assert!(
+            !picks_one_bucket_spelling(&text),
+            "{file} selects a bucket by one spelling of le"
+        );
+    }
+    assert!(
+        !picks_one_bucket_spelling(&dashboard_text),
+        "the dashboard selects a bucket by one spelling of le"
+    );
+    for (title, expr) in &panel_queries {
+        assert!(
+            !picks_one_bucket_spelling(expr),
+            "panel {title:?} selects a bucket by one spelling of le: {expr}"
+        );
+    }
 
     // And it adds up.
     let n = accepted as f64;
@@ -222,8 +324,8 @@ async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
     // A real Prometheus reads the share of attempts within the budget (here since the
     // start; the README's alert takes the same ratio over `rate(...[5m])`) and the rate
     // of accepted messages, once it has scraped the final counts.
-    let share = "sum(sluice_delivery_attempt_duration_seconds_bucket{le=\"5\"}) \
-                 / sum(sluice_delivery_attempt_duration_seconds_count)";
+    let share = r#"sum(sluice_delivery_attempt_duration_seconds_bucket{le=~"5|5\\.0"})
+                 / sum(sluice_delivery_attempt_duration_seconds_count)"#;
     let mut seen = 0.0;
     for _ in 0..100 {
         seen = query(prometheus_addr, share).await;
@@ -242,6 +344,17 @@ async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
     )
     .await;
     assert!(rate > 0.0, "accepted-message rate {rate}");
+
+    // Every panel of the Grafana dashboard shows something: each query runs on this
+    // Prometheus and returns at least one series (a `rate(...[1m])` needs two scrapes
+    // inside its window, so each is polled until it does).
+    for (title, expr) in &panel_queries {
+        let series = query_series(prometheus_addr, expr).await;
+        assert!(
+            series.iter().all(|s| s["value"][1].is_string()),
+            "panel {title:?}: {expr} answers no instant vector: {series:?}"
+        );
+    }
     drop(prometheus);
     drop(daemon);
 }
