@@ -198,18 +198,8 @@ pub fn sample_log(log: &Log, now_ms: u64) {
     gauge!(name::LMDB_MAP_SIZE).set(map_size as f64);
     gauge!(name::LMDB_USED).set(used as f64);
     gauge!(name::LMDB_READERS).set(f64::from(readers));
-    let counts = log.read(|rtxn, dbs| {
-        let earliest_due = match dbs.due.first(rtxn)? {
-            Some((key, _)) => Some(crate::log::schema::read_u64("due", key, 0)?),
-            None => None,
-        };
-        Ok((
-            dbs.due.len(rtxn)?,
-            earliest_due,
-            dbs.running_tasks.len(rtxn)?,
-        ))
-    });
-    if let Ok((pending, earliest_due, tasks)) = counts {
+    let counts = log.read(|rtxn, dbs| crate::log::tables::pending_work(rtxn, dbs));
+    if let Ok((earliest_due, pending, tasks)) = counts {
         gauge!(name::DELIVERIES_PENDING).set(pending as f64);
         let overdue_ms = earliest_due.map_or(0, |due| now_ms.saturating_sub(due));
         gauge!(name::BACKLOG_AGE).set(overdue_ms as f64 / 1000.0);

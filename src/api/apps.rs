@@ -13,8 +13,8 @@ use crate::clock::format_rfc3339;
 use crate::ids::{self, IdKind};
 use crate::limits::PAGE_SCAN_ROWS_MAX;
 use crate::log::ops::{AppChanges, AppFields, Op};
-use crate::log::schema::{self, AppRecord, db_name};
-use crate::log::tables;
+use crate::log::schema::AppRecord;
+use crate::log::tables::{self, Walk};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -100,17 +100,13 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
             None => None,
         };
         let backwards = iterator.is_some_and(|(_, b)| b);
-        let cursor = cursor.map(schema::u64_key);
         let mut page = Collector::new(limit);
-        let capped = tables::scan(
-            rtxn,
-            &dbs.apps,
-            &[],
-            cursor.as_ref().map(|c| &c[..]),
-            descending != backwards,
-            PAGE_SCAN_ROWS_MAX,
-            |_, value| Ok(page.push(AppOut::from(schema::decode_json(db_name::APPS, value)?))),
-        )?;
+        let walk = Walk {
+            after: cursor,
+            toward_lower: descending != backwards,
+            rows_max: PAGE_SCAN_ROWS_MAX,
+        };
+        let capped = tables::scan_apps(rtxn, dbs, walk, |app| Ok(page.push(AppOut::from(app))))?;
         Ok(page.into_page(capped, backwards, |a| a.id.clone()))
     })?;
     Reply::json(StatusCode::OK, &page)

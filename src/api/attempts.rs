@@ -8,8 +8,8 @@ use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply};
 use crate::clock::format_rfc3339;
 use crate::limits::PAGE_SCAN_ROWS_MAX;
-use crate::log::schema::{self, AttemptRecord, Trigger, db_name};
-use crate::log::{LogError, Table, tables};
+use crate::log::schema::{AttemptRecord, Trigger};
+use crate::log::tables::{self, AttemptsOf, Walk};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -99,8 +99,7 @@ fn filter(ctx: &Ctx) -> Result<Filter, ApiError> {
 fn list_from(
     state: &ApiState,
     ctx: &Ctx,
-    table: fn(&crate::log::Dbs) -> &Table,
-    prefix: u64,
+    of: AttemptsOf,
     filter: &Filter,
 ) -> Result<Reply, ApiError> {
     let limit = ctx.query.limit()?;
@@ -109,33 +108,24 @@ fn list_from(
     let page = state.log.read(|rtxn, dbs| {
         let cursor = match iterator {
             Some((id, _)) => match tables::attempt_key_of_id(rtxn, dbs, id)? {
-                Some(key) => Some(schema::pair_key(prefix, key)),
+                Some(key) => Some(key),
                 None => return Ok(Err(invalid("iterator", "does not name an attempt"))),
             },
             None => None,
         };
         let backwards = iterator.is_some_and(|(_, b)| b);
         let mut page = Collector::new(limit);
-        let index = table(dbs);
-        let prefix_key = schema::u64_key(prefix);
-        let capped = tables::scan(
-            rtxn,
-            index,
-            &prefix_key,
-            cursor.as_ref().map(|c| &c[..]),
-            !backwards,
-            PAGE_SCAN_ROWS_MAX,
-            |key, _| {
-                let attempt_key = schema::read_u64(db_name::ATTEMPTS, key, 8)?;
-                let attempt = tables::attempt_by_key(rtxn, dbs, attempt_key)?.ok_or_else(|| {
-                    LogError::corrupt(db_name::ATTEMPTS, "index row for a missing attempt")
-                })?;
-                if filter.keeps(&attempt) {
-                    return Ok(page.push(AttemptOut::from(attempt, with_content)));
-                }
-                Ok(false)
-            },
-        )?;
+        let walk = Walk {
+            after: cursor,
+            toward_lower: !backwards,
+            rows_max: PAGE_SCAN_ROWS_MAX,
+        };
+        let capped = tables::scan_attempts(rtxn, dbs, of, walk, |attempt| {
+            if filter.keeps(&attempt) {
+                return Ok(page.push(AttemptOut::from(attempt, with_content)));
+            }
+            Ok(false)
+        })?;
         Ok(Ok(page.into_page(capped, backwards, |a| a.id.clone())))
     })??;
     Reply::json(StatusCode::OK, &page)
@@ -164,7 +154,7 @@ pub(super) fn list_by_message(
     if let Some(endpoint) = endpoint {
         filter.endpoint_key = Some(endpoint.ok_or(ApiError::NotFound("Endpoint not found."))?);
     }
-    list_from(state, ctx, |dbs| &dbs.msg_attempts, seq, &filter)
+    list_from(state, ctx, AttemptsOf::Message(seq), &filter)
 }
 
 /// GET /app/{app}/attempt/endpoint/{endpoint}
@@ -180,13 +170,7 @@ pub(super) fn list_by_endpoint(
         .log
         .read(|rtxn, dbs| tables::endpoint_by_ref(rtxn, dbs, app.key, endpoint_ref))?;
     let endpoint = endpoint.ok_or(ApiError::NotFound("Endpoint not found."))?;
-    list_from(
-        state,
-        ctx,
-        |dbs| &dbs.endpoint_attempts,
-        endpoint.key,
-        &filter,
-    )
+    list_from(state, ctx, AttemptsOf::Endpoint(endpoint.key), &filter)
 }
 
 /// GET /app/{app}/msg/{msg}/attempt/{attempt}

@@ -14,8 +14,9 @@ use super::{ApiError, ApiState, Ctx, Reply};
 use crate::clock::format_rfc3339;
 use crate::limits::{PAGE_SCAN_ROWS_MAX, STATS_ROWS_MAX, STATS_WINDOW_DEFAULT_MS};
 use crate::log::ops::Op;
-use crate::log::schema::{self, DeliveryRecord, DeliveryState, db_name};
-use crate::log::{LogError, tables, tasks};
+use crate::log::schema::{DeliveryRecord, DeliveryState};
+use crate::log::tables::{self, Walk};
+use crate::log::tasks;
 
 /// Svix's message status of a delivery: (code, text, next attempt). A skipped delivery
 /// (its endpoint was disabled) reads as failed: the SDKs know no other status.
@@ -76,36 +77,28 @@ pub(super) fn destinations(
             return Ok(Err(ApiError::NotFound("Message not found.")));
         };
         let cursor = match iterator {
-            Some((id, _)) => match tables::endpoint_by_ref(rtxn, dbs, app.key, id)? {
-                Some(e) => Some(schema::pair_key(app.key, e.key)),
+            Some((id, _)) => match tables::endpoint_row_by_ref(rtxn, dbs, app.key, id)? {
+                Some(e) => Some(e.key),
                 None => return Ok(Err(invalid("iterator", "does not name an endpoint"))),
             },
             None => None,
         };
         let backwards = iterator.is_some_and(|(_, b)| b);
         let mut page = Collector::new(limit);
-        let capped = tables::scan(
-            rtxn,
-            &dbs.app_endpoints,
-            &schema::u64_key(app.key),
-            cursor.as_ref().map(|c| &c[..]),
-            backwards,
-            PAGE_SCAN_ROWS_MAX,
-            |key, _| {
-                let endpoint_key = schema::read_u64(db_name::APP_ENDPOINTS, key, 8)?;
-                let Some(delivery) = tables::delivery(rtxn, dbs, endpoint_key, seq)? else {
-                    return Ok(false);
-                };
-                let endpoint =
-                    tables::endpoint_by_key(rtxn, dbs, endpoint_key)?.ok_or_else(|| {
-                        LogError::corrupt(db_name::APP_ENDPOINTS, "row for a missing endpoint")
-                    })?;
-                Ok(page.push(WithStatus {
-                    item: EndpointOut::from(endpoint),
-                    status: DeliveryStatus::of(&delivery),
-                }))
-            },
-        )?;
+        let walk = Walk {
+            after: cursor,
+            toward_lower: backwards,
+            rows_max: PAGE_SCAN_ROWS_MAX,
+        };
+        let capped = tables::scan_app_endpoints(rtxn, dbs, app.key, walk, |endpoint| {
+            let Some(delivery) = tables::delivery(rtxn, dbs, endpoint.key, seq)? else {
+                return Ok(false);
+            };
+            Ok(page.push(WithStatus {
+                item: EndpointOut::from(endpoint),
+                status: DeliveryStatus::of(&delivery),
+            }))
+        })?;
         Ok(Ok(page.into_page(capped, backwards, |e| e.item.id.clone())))
     })??;
     Reply::json(StatusCode::OK, &page)
@@ -135,23 +128,20 @@ pub(super) fn messages(
     let page = state.log.read(|rtxn, dbs| {
         let cursor = match iterator {
             Some((id, _)) => match tables::message_by_ref(rtxn, dbs, endpoint.app_key, id)? {
-                Some((seq, _)) => Some(schema::pair_key(endpoint.key, seq)),
+                Some((seq, _)) => Some(seq),
                 None => return Ok(Err(invalid("iterator", "does not name a message"))),
             },
             None => None,
         };
         let backwards = iterator.is_some_and(|(_, b)| b);
         let mut page = Collector::new(limit);
-        let capped = tables::scan(
-            rtxn,
-            &dbs.deliveries,
-            &schema::u64_key(endpoint.key),
-            cursor.as_ref().map(|c| &c[..]),
-            !backwards,
-            PAGE_SCAN_ROWS_MAX,
-            |key, value| {
-                let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
-                let delivery = DeliveryRecord::decode(value)?;
+        let walk = Walk {
+            after: cursor,
+            toward_lower: !backwards,
+            rows_max: PAGE_SCAN_ROWS_MAX,
+        };
+        let capped =
+            tables::scan_endpoint_deliveries(rtxn, dbs, endpoint.key, walk, |seq, delivery| {
                 let shown = DeliveryStatus::of(&delivery);
                 if status.is_some_and(|s| s != shown.status) {
                     return Ok(false);
@@ -172,8 +162,7 @@ pub(super) fn messages(
                     item: MessageOut::from(message, with_content),
                     status: shown,
                 }))
-            },
-        )?;
+            })?;
         Ok(Ok(page.into_page(capped, backwards, |m| m.item.id.clone())))
     })??;
     Reply::json(StatusCode::OK, &page)
@@ -210,26 +199,17 @@ pub(super) fn stats(
         let next_seq = tables::next_seq(rtxn, dbs)?;
         let from = tasks::first_seq_at(rtxn, dbs, since, next_seq)?;
         let to = tasks::first_seq_at(rtxn, dbs, until, next_seq)?;
-        let lower = schema::pair_key(endpoint.key, from);
-        let upper = schema::pair_key(endpoint.key, to);
-        let range = (
-            std::ops::Bound::Included(&lower[..]),
-            std::ops::Bound::Excluded(&upper[..]),
-        );
         let mut stats = StatsOut::default();
-        for (rows, row) in dbs.deliveries.range(rtxn, &range)?.enumerate() {
-            if rows >= STATS_ROWS_MAX {
-                return Ok(None);
-            }
-            let (_, value) = row?;
-            match status_of(&DeliveryRecord::decode(value)?).0 {
-                0 => stats.success += 1,
-                1 => stats.pending += 1,
-                3 => stats.sending += 1,
-                _ => stats.fail += 1,
-            }
-        }
-        Ok(Some(stats))
+        let whole =
+            tables::each_delivery_in(rtxn, dbs, endpoint.key, (from, to), STATS_ROWS_MAX, |d| {
+                match status_of(&d).0 {
+                    0 => stats.success += 1,
+                    1 => stats.pending += 1,
+                    3 => stats.sending += 1,
+                    _ => stats.fail += 1,
+                }
+            })?;
+        Ok(whole.then_some(stats))
     })?;
     let stats = counted.ok_or_else(|| {
         ApiError::bad_request(

@@ -21,8 +21,8 @@ use crate::limits::{
     SECRET_BYTES_MIN, SECRET_GRACE_SECONDS_DEFAULT, SECRET_GRACE_SECONDS_MAX, URL_LEN_MAX,
 };
 use crate::log::ops::{EndpointChanges, EndpointFields, Op, merge_header};
-use crate::log::schema::{self, EndpointRecord, Signing, db_name};
-use crate::log::{LogError, tables};
+use crate::log::schema::{EndpointRecord, Signing};
+use crate::log::tables::{self, Walk};
 
 /// Header names an endpoint may not set (hop-by-hop, framing, caching; Svix's list).
 const FORBIDDEN_HEADERS: [&str; 19] = [
@@ -396,30 +396,21 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, 
     let page = state.log.read(|rtxn, dbs| {
         let cursor = match iterator {
             Some((id, _)) => {
-                Some(tables::endpoint_by_ref(rtxn, dbs, app.key, id)?.map_or(0, |e| e.key))
+                Some(tables::endpoint_row_by_ref(rtxn, dbs, app.key, id)?.map_or(0, |e| e.key))
             }
             None => None,
         };
         let backwards = iterator.is_some_and(|(_, b)| b);
-        let cursor = cursor.map(|k| schema::pair_key(app.key, k));
-        let prefix = schema::u64_key(app.key);
         let mut page = Collector::new(limit);
-        let capped = tables::scan(
-            rtxn,
-            &dbs.app_endpoints,
-            &prefix,
-            cursor.as_ref().map(|c| &c[..]),
-            descending != backwards,
-            PAGE_SCAN_ROWS_MAX,
-            |key, _| {
-                let endpoint_key = schema::read_u64(db_name::APP_ENDPOINTS, key, 8)?;
-                let endpoint =
-                    tables::endpoint_by_key(rtxn, dbs, endpoint_key)?.ok_or_else(|| {
-                        LogError::corrupt(db_name::APP_ENDPOINTS, "row for a missing endpoint")
-                    })?;
-                Ok(page.push(EndpointOut::from(endpoint)))
-            },
-        )?;
+        let walk = Walk {
+            after: cursor,
+            toward_lower: descending != backwards,
+            rows_max: PAGE_SCAN_ROWS_MAX,
+        };
+        // Stored rows: the view shows no secret, so none is opened.
+        let capped = tables::scan_app_endpoints(rtxn, dbs, app.key, walk, |endpoint| {
+            Ok(page.push(EndpointOut::from(endpoint)))
+        })?;
         Ok(page.into_page(capped, backwards, |e| e.id.clone()))
     })?;
     Reply::json(StatusCode::OK, &page)

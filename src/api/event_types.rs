@@ -10,8 +10,8 @@ use super::{ApiError, ApiState, Ctx, Reply, parse_json};
 use crate::clock::format_rfc3339;
 use crate::limits::{PAGE_SCAN_ROWS_MAX, TEXT_LEN_MAX};
 use crate::log::ops::{Change, EventTypeChanges, EventTypeFields, Op};
-use crate::log::schema::{self, EventTypeRecord, db_name};
-use crate::log::tables;
+use crate::log::schema::EventTypeRecord;
+use crate::log::tables::{self, Walk};
 
 /// Largest serialised `schemas` object, in bytes.
 const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
@@ -117,23 +117,18 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
     let iterator = ctx.query.iterator();
     let page = state.log.read(|rtxn, dbs| {
         let backwards = iterator.is_some_and(|(_, b)| b);
-        let cursor = iterator.map(|(name, _)| name.as_bytes());
         let mut page = Collector::new(limit);
-        let capped = tables::scan(
-            rtxn,
-            &dbs.event_types,
-            &[],
-            cursor,
-            backwards,
-            PAGE_SCAN_ROWS_MAX,
-            |_, value| {
-                let record: EventTypeRecord = schema::decode_json(db_name::EVENT_TYPES, value)?;
-                if record.archived && !include_archived {
-                    return Ok(false);
-                }
-                Ok(page.push(EventTypeOut::from(record, with_content)))
-            },
-        )?;
+        let walk = Walk {
+            after: iterator.map(|(name, _)| name),
+            toward_lower: backwards,
+            rows_max: PAGE_SCAN_ROWS_MAX,
+        };
+        let capped = tables::scan_event_types(rtxn, dbs, walk, |record| {
+            if record.archived && !include_archived {
+                return Ok(false);
+            }
+            Ok(page.push(EventTypeOut::from(record, with_content)))
+        })?;
         Ok(page.into_page(capped, backwards, |t| t.name.clone()))
     })?;
     Reply::json(StatusCode::OK, &page)

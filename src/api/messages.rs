@@ -13,8 +13,8 @@ use crate::clock::format_rfc3339;
 use crate::ids::{self, IdKind};
 use crate::limits::{PAGE_SCAN_ROWS_MAX, RETENTION_DAYS_DEFAULT};
 use crate::log::ops::{NewMessage, Op};
-use crate::log::schema::{self, MessageRecord, db_name};
-use crate::log::{LogError, tables};
+use crate::log::schema::MessageRecord;
+use crate::log::tables::{self, Walk};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,40 +118,31 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, 
             None => None,
         };
         let backwards = iterator.is_some_and(|(_, b)| b);
-        let cursor = cursor_seq.map(|seq| schema::pair_key(app.key, seq));
-        let prefix = schema::u64_key(app.key);
         let mut page = Collector::new(limit);
-        let capped = tables::scan(
-            rtxn,
-            &dbs.app_msgs,
-            &prefix,
-            cursor.as_ref().map(|c| &c[..]),
-            !backwards,
-            PAGE_SCAN_ROWS_MAX,
-            |key, _| {
-                let seq = schema::read_u64(db_name::APP_MSGS, key, 8)?;
-                let message = tables::message_by_seq(rtxn, dbs, seq)?.ok_or_else(|| {
-                    LogError::corrupt(db_name::APP_MSGS, "row for a missing message")
-                })?;
-                // Seq order is time order, so a time bound passed means the scan is over.
-                if !backwards && after.is_some_and(|t| message.created_ms <= t) {
-                    return Ok(true);
-                }
-                if backwards && before.is_some_and(|t| message.created_ms >= t) {
-                    return Ok(true);
-                }
-                let in_window = before.is_none_or(|t| message.created_ms < t)
-                    && after.is_none_or(|t| message.created_ms > t);
-                let type_ok = event_types.is_empty() || event_types.contains(&message.event_type);
-                let channel_ok = channel
-                    .as_ref()
-                    .is_none_or(|c| message.channels.as_ref().is_some_and(|cs| cs.contains(c)));
-                if in_window && type_ok && channel_ok {
-                    return Ok(page.push(MessageOut::from(message, with_content)));
-                }
-                Ok(false)
-            },
-        )?;
+        let walk = Walk {
+            after: cursor_seq,
+            toward_lower: !backwards,
+            rows_max: PAGE_SCAN_ROWS_MAX,
+        };
+        let capped = tables::scan_app_messages(rtxn, dbs, app.key, walk, |_, message| {
+            // Seq order is time order, so a time bound passed means the scan is over.
+            if !backwards && after.is_some_and(|t| message.created_ms <= t) {
+                return Ok(true);
+            }
+            if backwards && before.is_some_and(|t| message.created_ms >= t) {
+                return Ok(true);
+            }
+            let in_window = before.is_none_or(|t| message.created_ms < t)
+                && after.is_none_or(|t| message.created_ms > t);
+            let type_ok = event_types.is_empty() || event_types.contains(&message.event_type);
+            let channel_ok = channel
+                .as_ref()
+                .is_none_or(|c| message.channels.as_ref().is_some_and(|cs| cs.contains(c)));
+            if in_window && type_ok && channel_ok {
+                return Ok(page.push(MessageOut::from(message, with_content)));
+            }
+            Ok(false)
+        })?;
         Ok(Ok(page.into_page(capped, backwards, |m| m.id.clone())))
     })??;
     Reply::json(StatusCode::OK, &page)

@@ -509,7 +509,10 @@ fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
     if route == Route::HealthPing {
         return Ok(Reply::no_content());
     }
-    let database = match state.log.read(|rtxn, dbs| Ok(dbs.meta.len(rtxn)?)) {
+    let database = match state
+        .log
+        .read(|rtxn, dbs| crate::log::tables::check_readable(rtxn, dbs))
+    {
         Ok(_) => "ok",
         Err(_) => "error",
     };

@@ -15,9 +15,9 @@ use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::ids::{self, IdKind};
 use crate::limits::{PAGE_SCAN_ROWS_MAX, TASK_WINDOW_MAX_MS};
 use crate::log::ops::Op;
-use crate::log::schema::{self, TaskKind, TaskRecord, TaskStatus, TokenScope};
+use crate::log::schema::{TaskKind, TaskRecord, TaskStatus, TokenScope};
+use crate::log::tables::{self, Walk};
 use crate::log::tasks;
-use crate::log::{LogError, tables};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,17 +149,6 @@ impl TaskStarted {
     }
 }
 
-/// The API view of a task, with its application's and endpoint's ids (if they still exist).
-fn task_out(
-    rtxn: &heed::RoTxn<'_, heed::WithoutTls>,
-    dbs: &crate::log::Dbs,
-    task: TaskRecord,
-) -> Result<TaskOut, LogError> {
-    let app_id = tables::app_by_key(rtxn, dbs, task.app_key)?.map(|a| a.id);
-    let endpoint_id = tables::endpoint_by_key(rtxn, dbs, task.endpoint_key)?.map(|e| e.id);
-    Ok(TaskOut::from(task, app_id, endpoint_id))
-}
-
 fn visible(scope: TokenScope, task: &TaskRecord) -> bool {
     match scope {
         TokenScope::Org => true,
@@ -172,7 +161,10 @@ pub(super) fn get(state: &ApiState, ctx: &Ctx, id: &str) -> Result<Reply, ApiErr
     let scope = ctx.auth.scope;
     let task = state.log.read(|rtxn, dbs| {
         match tasks::by_id(rtxn, dbs, id)?.filter(|t| visible(scope, t)) {
-            Some(task) => Ok(Some(task_out(rtxn, dbs, task)?)),
+            Some(task) => {
+                let (app_id, endpoint_id) = tasks::ids_of(rtxn, dbs, &task)?;
+                Ok(Some(TaskOut::from(task, app_id, endpoint_id)))
+            }
             None => Ok(None),
         }
     })?;
@@ -207,31 +199,28 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
     let page = state.log.read(|rtxn, dbs| {
         let cursor = match iterator {
             Some((id, _)) => match tasks::by_id(rtxn, dbs, id)? {
-                Some(task) => Some(schema::u64_key(task.key)),
+                Some(task) => Some(task.key),
                 None => return Ok(Err(invalid("iterator", "does not name a task"))),
             },
             None => None,
         };
         let backwards = iterator.is_some_and(|(_, b)| b);
         let mut page = Collector::new(limit);
-        let capped = tables::scan(
-            rtxn,
-            &dbs.tasks,
-            &[],
-            cursor.as_ref().map(|c| &c[..]),
-            descending != backwards,
-            PAGE_SCAN_ROWS_MAX,
-            |_, value| {
-                let task: TaskRecord = schema::decode_json(schema::db_name::TASKS, value)?;
-                let keep = visible(scope, &task)
-                    && status.is_none_or(|s| s == task.status)
-                    && kind.is_none_or(|k| k == task.kind);
-                if keep {
-                    return Ok(page.push(task_out(rtxn, dbs, task)?));
-                }
-                Ok(false)
-            },
-        )?;
+        let walk = Walk {
+            after: cursor,
+            toward_lower: descending != backwards,
+            rows_max: PAGE_SCAN_ROWS_MAX,
+        };
+        let capped = tables::scan_tasks(rtxn, dbs, walk, |task| {
+            let keep = visible(scope, &task)
+                && status.is_none_or(|s| s == task.status)
+                && kind.is_none_or(|k| k == task.kind);
+            if keep {
+                let (app_id, endpoint_id) = tasks::ids_of(rtxn, dbs, &task)?;
+                return Ok(page.push(TaskOut::from(task, app_id, endpoint_id)));
+            }
+            Ok(false)
+        })?;
         Ok(Ok(page.into_page(capped, backwards, |t| t.id.clone())))
     })??;
     Reply::json(StatusCode::OK, &page)

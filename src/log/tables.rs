@@ -495,7 +495,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// direction of travel (toward lower or higher keys), until `visit` returns `true` or
 /// `rows_max` rows were seen. Returns whether the scan stopped at the row cap, which
 /// means a list page must say "not done" even if it is short.
-pub fn scan(
+fn scan(
     txn: &RoTxn,
     table: &super::Table,
     prefix: &[u8],
@@ -541,6 +541,227 @@ pub fn scan(
         }
     }
     Ok(false)
+}
+
+/// How a list page walks an index: from the row after `after` (in the direction of
+/// travel), toward lower keys or higher, reading at most `rows_max` rows. `visit` returns
+/// `true` to stop (the page is full); the scan returns whether it stopped at the row cap.
+#[derive(Clone, Copy, Debug)]
+pub struct Walk<C> {
+    pub after: Option<C>,
+    pub toward_lower: bool,
+    pub rows_max: usize,
+}
+
+/// Applications in key (creation) order.
+pub fn scan_apps(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(AppRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(u64_key);
+    scan(
+        txn,
+        &dbs.apps,
+        &[],
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |_, value| visit(schema::decode_json(db_name::APPS, value)?),
+    )
+}
+
+/// An application's messages in seq order (its ordered log).
+pub fn scan_app_messages(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(u64, MessageRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(|seq| pair_key(app_key, seq));
+    scan(
+        txn,
+        &dbs.app_msgs,
+        &u64_key(app_key),
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |key, _| {
+            let seq = schema::read_u64(db_name::APP_MSGS, key, 8)?;
+            let message = message_by_seq(txn, dbs, seq)?
+                .ok_or_else(|| LogError::corrupt(db_name::APP_MSGS, "row for a missing message"))?;
+            visit(seq, message)
+        },
+    )
+}
+
+/// An application's endpoints in key (creation) order, as stored (secrets not opened).
+pub fn scan_app_endpoints(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(EndpointRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(|key| pair_key(app_key, key));
+    scan(
+        txn,
+        &dbs.app_endpoints,
+        &u64_key(app_key),
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |key, _| {
+            let endpoint_key = schema::read_u64(db_name::APP_ENDPOINTS, key, 8)?;
+            let endpoint = endpoint_row_by_key(txn, dbs, endpoint_key)?.ok_or_else(|| {
+                LogError::corrupt(db_name::APP_ENDPOINTS, "row for a missing endpoint")
+            })?;
+            visit(endpoint)
+        },
+    )
+}
+
+/// Event types in name order.
+pub fn scan_event_types(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    walk: Walk<&str>,
+    mut visit: impl FnMut(EventTypeRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    scan(
+        txn,
+        &dbs.event_types,
+        &[],
+        walk.after.map(str::as_bytes),
+        walk.toward_lower,
+        walk.rows_max,
+        |_, value| visit(schema::decode_json(db_name::EVENT_TYPES, value)?),
+    )
+}
+
+/// Background tasks in key (creation) order.
+pub fn scan_tasks(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(schema::TaskRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(u64_key);
+    scan(
+        txn,
+        &dbs.tasks,
+        &[],
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |_, value| visit(schema::decode_json(db_name::TASKS, value)?),
+    )
+}
+
+/// An endpoint's deliveries in seq order.
+pub fn scan_endpoint_deliveries(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(u64, schema::DeliveryRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(|seq| pair_key(endpoint_key, seq));
+    scan(
+        txn,
+        &dbs.deliveries,
+        &u64_key(endpoint_key),
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |key, value| {
+            let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
+            visit(seq, schema::DeliveryRecord::decode(value)?)
+        },
+    )
+}
+
+/// Which attempts an attempt list walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptsOf {
+    /// Every attempt of one message (by seq).
+    Message(u64),
+    /// Every attempt at one endpoint (by key).
+    Endpoint(u64),
+}
+
+/// Attempts of a message or an endpoint, in attempt-key (time) order.
+pub fn scan_attempts(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    of: AttemptsOf,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(schema::AttemptRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let (table, prefix) = match of {
+        AttemptsOf::Message(seq) => (&dbs.msg_attempts, seq),
+        AttemptsOf::Endpoint(key) => (&dbs.endpoint_attempts, key),
+    };
+    let cursor = walk.after.map(|key| pair_key(prefix, key));
+    scan(
+        txn,
+        table,
+        &u64_key(prefix),
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |key, _| {
+            let attempt_key = schema::read_u64(db_name::ATTEMPTS, key, 8)?;
+            let attempt = attempt_by_key(txn, dbs, attempt_key)?.ok_or_else(|| {
+                LogError::corrupt(db_name::ATTEMPTS, "index row for a missing attempt")
+            })?;
+            visit(attempt)
+        },
+    )
+}
+
+/// Visits an endpoint's deliveries of seqs in `[from_seq, to_seq)`, at most `rows_max`;
+/// `false` if there were more (the window is too wide to count).
+pub fn each_delivery_in(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+    (from_seq, to_seq): (u64, u64),
+    rows_max: usize,
+    mut visit: impl FnMut(schema::DeliveryRecord),
+) -> Result<bool, LogError> {
+    let lower = pair_key(endpoint_key, from_seq);
+    let upper = pair_key(endpoint_key, to_seq);
+    let range = (
+        std::ops::Bound::Included(&lower[..]),
+        std::ops::Bound::Excluded(&upper[..]),
+    );
+    for (rows, row) in dbs.deliveries.range(txn, &range)?.enumerate() {
+        if rows >= rows_max {
+            return Ok(false);
+        }
+        let (_, value) = row?;
+        visit(schema::DeliveryRecord::decode(value)?);
+    }
+    Ok(true)
+}
+
+/// Whether the log answers a read at all (for health).
+pub fn check_readable(txn: &RoTxn, dbs: &Dbs) -> Result<(), LogError> {
+    dbs.meta.len(txn)?;
+    Ok(())
+}
+
+/// Pending work at a glance, for metrics: the earliest due time, how many deliveries are
+/// due or waiting, how many background tasks run.
+pub fn pending_work(txn: &RoTxn, dbs: &Dbs) -> Result<(Option<u64>, u64, u64), LogError> {
+    let earliest_due = match dbs.due.first(txn)? {
+        Some((key, _)) => Some(schema::read_u64(db_name::DUE, key, 0)?),
+        None => None,
+    };
+    Ok((earliest_due, dbs.due.len(txn)?, dbs.running_tasks.len(txn)?))
 }
 
 pub fn app_key_of_id(txn: &RoTxn, dbs: &Dbs, id: &str) -> Result<Option<u64>, LogError> {

@@ -122,6 +122,17 @@ pub fn by_id(txn: &RoTxn, dbs: &Dbs, id: &str) -> Result<Option<TaskRecord>, Log
     }
 }
 
+/// The public ids of a task's application and endpoint, if they still exist.
+pub fn ids_of(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    task: &TaskRecord,
+) -> Result<(Option<String>, Option<String>), LogError> {
+    let app_id = tables::app_by_key(txn, dbs, task.app_key)?.map(|a| a.id);
+    let endpoint_id = tables::endpoint_row_by_key(txn, dbs, task.endpoint_key)?.map(|e| e.id);
+    Ok((app_id, endpoint_id))
+}
+
 /// Keys of the running tasks, oldest first (at most `TASKS_RUNNING_MAX`).
 pub fn running(txn: &RoTxn, dbs: &Dbs) -> Result<Vec<u64>, LogError> {
     let mut keys = Vec::new();
