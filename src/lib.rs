@@ -5,8 +5,10 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod delivery;
 pub mod heartbeat;
 pub mod ids;

@@ -267,7 +267,7 @@ impl Daemon {
             if seen >= times {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            pause(std::time::Duration::from_millis(20)).await;
         }
         panic!(
             "the daemon never logged {text:?} {times} times:\n{}",
@@ -282,7 +282,7 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status.code();
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            pause(std::time::Duration::from_millis(20)).await;
         }
         panic!("the daemon did not exit within {limit:?}");
     }
@@ -301,6 +301,13 @@ impl Drop for Daemon {
     }
 }
 
+/// The one place the tests wait on the clock: between two polls of state that no event
+/// announces, and as a receiver's simulated answer time. Everything else waits on events.
+/// (`tidy.rs` allows a sleep nowhere else in the tests.)
+pub(crate) async fn pause(duration: std::time::Duration) {
+    tokio::time::sleep(duration).await;
+}
+
 /// Polls `path` (every 20 ms, at most 10 s) until `cond` holds on its JSON. For state
 /// that changes through the delivery engine, where no event reaches the test.
 pub(crate) async fn eventually_json(
@@ -312,7 +319,7 @@ pub(crate) async fn eventually_json(
         if cond(&get(addr, path).await.json) {
             return true;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        pause(std::time::Duration::from_millis(20)).await;
     }
     false
 }

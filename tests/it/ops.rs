@@ -79,7 +79,7 @@ async fn metrics_with_attempts(addr: SocketAddr, count: usize) -> String {
         if recorded(&text) {
             return text;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        crate::harness::pause(Duration::from_millis(100)).await;
     }
     panic!("{count} attempts were never recorded");
 }
@@ -147,7 +147,7 @@ async fn query(prometheus: SocketAddr, promql: &str) -> f64 {
                 return v;
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::harness::pause(Duration::from_millis(200)).await;
     }
     panic!("Prometheus never answered {promql}");
 }
@@ -166,7 +166,7 @@ async fn query_series(prometheus: SocketAddr, promql: &str) -> Vec<serde_json::V
             }
             last = answer;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::harness::pause(Duration::from_millis(200)).await;
     }
     panic!("Prometheus never returned a series for {promql}; last answer: {last}");
 }
@@ -332,7 +332,7 @@ async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
         if (seen - 0.5).abs() < 1e-9 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        crate::harness::pause(Duration::from_millis(100)).await;
     }
     assert!(
         (seen - 0.5).abs() < 1e-9,
@@ -543,7 +543,7 @@ async fn sigterm_under_load_drains_and_a_restart_finds_everything_once() {
         if attempts >= delivered {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        crate::harness::pause(Duration::from_millis(50)).await;
     }
     assert_eq!(attempts, delivered);
     drop(daemon);

@@ -135,7 +135,7 @@ impl Receiver {
                                     std::future::pending::<()>().await;
                                 }
                                 Answer::After(delay, status) => {
-                                    tokio::time::sleep(delay).await;
+                                    crate::harness::pause(delay).await;
                                     *response.status_mut() = status.try_into().expect("status");
                                 }
                                 Answer::Close(status) => {

@@ -1,0 +1,178 @@
+//! The command line's work besides serving: loading and checking the config (with the
+//! secrets key from systemd's credentials), and the tools that open the log, do one thing
+//! and close it (`backup`, `rekey`, `token create`).
+//!
+//! Exit status: 0 on success, 64 (EX_USAGE) for a bad config or command line, 1 for any
+//! other failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::log::schema::TokenScope;
+use crate::log::{Log, tables};
+
+/// EX_USAGE: a bad config or command line, reported before any socket is bound.
+pub const EXIT_USAGE: u8 = 64;
+
+/// `serve` flags that override the config file (re-applied on every reload).
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub allow_http: bool,
+    pub allow_networks: Vec<ipnet::IpNet>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(addr) = self.listen {
+            config.api.listen = addr;
+        }
+        config.delivery.allow_http |= self.allow_http;
+        config
+            .delivery
+            .allowed_networks
+            .extend(self.allow_networks.iter().copied());
+    }
+}
+
+/// Reads and validates a config file; `None` is the embedded default.
+pub fn read_config(path: Option<&Path>) -> Result<Config, String> {
+    let Some(path) = path else {
+        let mut config = Config::embedded_default();
+        use_secrets_credential(&mut config);
+        return Ok(config);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut config = Config::parse(&text).map_err(|problems| {
+        let mut report = format!("{} has {} problem(s):", path.display(), problems.len());
+        for problem in problems {
+            report.push_str(&format!("\n  {problem}"));
+        }
+        report
+    })?;
+    use_secrets_credential(&mut config);
+    Ok(config)
+}
+
+/// Under systemd, `LoadCredential=secrets-key:…` provides the secrets key when the config
+/// names no file.
+fn use_secrets_credential(config: &mut Config) {
+    if config.storage.secrets_key_file.is_some() {
+        return;
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let credential = Path::new(&dir).join("secrets-key");
+        if credential.exists() {
+            config.storage.secrets_key_file = Some(credential);
+        }
+    }
+}
+
+/// The config of a command that works on a data directory (`--data-dir` wins).
+pub fn load_for_tool(path: Option<&Path>, data_dir: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let mut config = load_config(path)?;
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    Ok(config)
+}
+
+pub fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    read_config(path).map_err(|report| {
+        eprintln!("error: {report}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// Opens the log of `config` (no delivery, no API), runs `work` with a small runtime, then
+/// closes the log and waits for the writer to commit: the frame of every CLI tool.
+fn with_log<T>(
+    config: &Config,
+    work: impl FnOnce(&Log, &tokio::runtime::Runtime) -> Result<T, String>,
+) -> Result<T, String> {
+    let (log, writer) =
+        Log::open(&config.data_dir, &config.storage, None, None).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string());
+    let result = runtime.and_then(|runtime| work(&log, &runtime));
+    drop(log);
+    writer.wait();
+    result
+}
+
+/// Re-seals the endpoint secrets under the key in `new_key_file` (Sluice stopped).
+pub fn rekey(config: &Config, new_key_file: &Path) -> ExitCode {
+    let result = crate::log::seal::Sealer::from_key_file(new_key_file)
+        .and_then(|new| crate::log::reseal_secrets(&config.data_dir, &config.storage, &new));
+    match result {
+        Ok(count) => {
+            eprintln!(
+                "rekey: {count} endpoint(s) re-sealed; set storage.secrets_key_file to {}",
+                new_key_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: rekey failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Takes an online, compacted copy of the log into `to` (a new or empty directory).
+pub fn backup(config: &Config, to: &Path) -> ExitCode {
+    match with_log(config, |log, _| {
+        log.backup_to(to).map_err(|e| e.to_string())
+    }) {
+        Ok(bytes) => {
+            eprintln!("backup: {} ({bytes} bytes)", to.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: backup failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Creates a token (org-wide, or scoped to the application `app`) and prints it once.
+pub fn create_token(config: &Config, app: Option<&str>) -> ExitCode {
+    let result = with_log(config, |log, runtime| {
+        let scope = match app {
+            None => TokenScope::Org,
+            Some(reference) => {
+                let found = log
+                    .read(|rtxn, dbs| tables::app_by_ref(rtxn, dbs, reference))
+                    .map_err(|e| e.to_string())?;
+                TokenScope::App(
+                    found
+                        .ok_or_else(|| format!("no application {reference}"))?
+                        .key,
+                )
+            }
+        };
+        runtime
+            .block_on(crate::app::create_token(log, &Clock::System, scope))
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(token) => {
+            #[expect(clippy::print_stdout, reason = "the token is the command's output")]
+            {
+                println!("{token}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The serving process around `app::start`: diagnostics (text, JSON or the journal, with
+//! a level SIGHUP can change), the runtime, systemd readiness and watchdog, the signal
+//! loop (TERM/INT drain, HUP reload) and the bounded drain on the way out.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Registry, fmt, reload};
+
+use crate::cli::{Overrides, read_config};
+use crate::clock::Clock;
+use crate::config::{Config, LogFormat};
+use crate::service;
+
+type Filtered = Layered<reload::Layer<LevelFilter, Registry>, Registry>;
+
+/// Changes the log level of the running subscriber.
+struct Logging(reload::Handle<LevelFilter, Registry>);
+
+impl Logging {
+    fn set_level(&self, level: &str) {
+        let level = level.parse().unwrap_or(LevelFilter::INFO);
+        if let Err(error) = self.0.modify(|filter| *filter = level) {
+            tracing::warn!(%error, "Cannot change the log level.");
+        }
+    }
+}
+
+/// Diagnostics to stderr as text (colour on a terminal) or JSON; to the journal, with
+/// structured fields, when systemd connected stderr to it (`JOURNAL_STREAM`).
+fn init_tracing(config: &Config) -> Logging {
+    let level = config.log_level.parse().unwrap_or(LevelFilter::INFO);
+    let (filter, handle) = reload::Layer::new(level);
+    let journal =
+        std::env::var_os("JOURNAL_STREAM").is_some() && config.log_format == LogFormat::Text;
+    let output: Box<dyn Layer<Filtered> + Send + Sync> = match config.log_format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .boxed(),
+        LogFormat::Text => match tracing_journald::layer().ok().filter(|_| journal) {
+            Some(layer) => layer.with_syslog_identifier("sluice".to_owned()).boxed(),
+            None => fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false)
+                .boxed(),
+        },
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    Logging(handle)
+}
+
+pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> ExitCode {
+    let logging = init_tracing(config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_token = std::env::var("SLUICE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let code = runtime.block_on(async {
+        let running = match crate::app::start(config, admin_token.as_deref(), Clock::System).await
+        {
+            Ok(running) => running,
+            Err(error) => {
+                tracing::error!(%error, "Sluice could not start.");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(token) = &running.first_admin_token {
+            // Shown once: only its hash is stored.
+            #[expect(
+                clippy::print_stdout,
+                reason = "the one-time token is the command's output"
+            )]
+            {
+                println!("Created an admin token (shown only this once): {token}");
+                println!("API listening on http://{}", running.addr);
+            }
+        }
+        let status = format!("Serving on {}", running.addr);
+        service::ready(&status);
+        let watchdog = service::watchdog_interval()
+            .map(|interval| tokio::spawn(service::watchdog(interval, running.liveness())));
+        let drain = Duration::from_millis(config.drain_timeout_ms);
+        run_until_stopped(&running, path.as_deref(), overrides, &logging, &status).await;
+        service::stopping();
+        tracing::info!("Stopping: finishing requests and attempts in progress.");
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        match tokio::time::timeout(drain, running.stop()).await {
+            Ok(()) => {
+                tracing::info!("Stopped.");
+                ExitCode::SUCCESS
+            }
+            Err(_) => {
+                tracing::error!(
+                    drain_ms = drain.as_millis(),
+                    "The drain deadline passed; exiting with work in flight (it is retried on the next start)."
+                );
+                ExitCode::FAILURE
+            }
+        }
+    });
+    // Blocking tasks still running after a missed deadline must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Handles signals until SIGTERM or SIGINT: SIGHUP reloads the config file.
+async fn run_until_stopped(
+    running: &crate::app::Running,
+    path: Option<&Path>,
+    overrides: &Overrides,
+    logging: &Logging,
+    status: &str,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
+    );
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = signals else {
+        tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
+        std::future::pending::<()>().await;
+        return;
+    };
+    let test_hooks = std::env::var("SLUICE_TEST_HOOKS").is_ok_and(|v| v == "1");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                service::reloading();
+                reload(running, path, overrides, logging);
+                service::ready(status);
+            }
+            _ = usr2.recv() => if test_hooks {
+                // Test hook: wedge the writer thread, as a deadlock would.
+                tracing::warn!("SLUICE_TEST_HOOKS: wedging the writer thread.");
+                let _ = running.log().wedge_writer();
+            },
+        }
+    }
+}
+
+/// Re-reads the config file and applies it; an invalid file changes nothing.
+fn reload(
+    running: &crate::app::Running,
+    path: Option<&Path>,
+    overrides: &Overrides,
+    logging: &Logging,
+) {
+    let Some(path) = path else {
+        tracing::warn!(
+            "SIGHUP: there is no config file to re-read (the embedded default is in use)."
+        );
+        return;
+    };
+    match read_config(Some(path)) {
+        Err(report) => {
+            tracing::error!(%report, "SIGHUP: the config was not reloaded; the running config stays.")
+        }
+        Ok(mut config) => {
+            overrides.apply(&mut config);
+            let restart = match running.reload(&config) {
+                Ok(restart) => restart,
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: the config was not reloaded; the running config stays.");
+                    return;
+                }
+            };
+            logging.set_level(&config.log_level);
+            if !restart.is_empty() {
+                tracing::warn!(keys = ?restart, "SIGHUP: these keys change only on restart; they keep their running values.");
+            }
+            tracing::info!(file = %path.display(), "SIGHUP: config reloaded.");
+        }
+    }
+}
