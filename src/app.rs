@@ -113,12 +113,19 @@ pub async fn start_with_resolver(
         source,
     };
     let (publisher, intakes) = engine::channels(config.delivery.shards);
-    let (log, writer) = Log::open(
-        &config.data_dir,
-        &config.storage,
-        Some(api::render_reply),
-        Some(publisher),
-    )
+    // Opening may seal a clear log or rebuild the endpoint index from a large one: a
+    // blocking thread's work, not a runtime worker's.
+    let (data_dir, storage) = (config.data_dir.clone(), config.storage.clone());
+    let (log, writer) = tokio::task::spawn_blocking(move || {
+        Log::open(
+            &data_dir,
+            &storage,
+            Some(api::render_reply),
+            Some(publisher),
+        )
+    })
+    .await
+    .map_err(|e| log_error(LogError::Io(format!("the log's opening failed: {e}"))))?
     .map_err(log_error)?;
     let first_admin_token = match admin_token {
         Some(_) => None,

@@ -4,6 +4,8 @@
 //! the ones here are fixed because the API contract or the on-disk format depends on them.
 //! The `const _` assertions at the bottom state how the bounds relate.
 
+use std::time::Duration;
+
 /// Longest accepted `uid` of an application or endpoint, and `eventId` of a message.
 pub const UID_LEN_MAX: usize = 256;
 /// Longest event type or channel name.
@@ -84,6 +86,43 @@ pub const STATS_ROWS_MAX: usize = 2_000_000;
 /// The window endpoint stats cover when the request names none: 28 days.
 pub const STATS_WINDOW_DEFAULT_MS: u64 = 28 * 86_400_000;
 
+// === delivery transport ===
+
+/// Most response bytes read before the connection is given up.
+pub const RESPONSE_READ_BYTES_MAX: usize = 64 * 1024;
+/// Most response bytes kept in the attempt record.
+pub const RESPONSE_KEPT_BYTES_MAX: usize = 4 * 1024;
+/// How long an idle pooled connection is kept.
+pub const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Most idle connections kept per destination.
+pub const POOL_IDLE_PER_HOST_MAX: usize = 256;
+
+// === timing of the background loops ===
+
+/// How long the task runner waits after a failed batch before it tries again.
+pub const TASK_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How often the sweeper looks for data past its retention.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// The least time between the starts of two passes over the log for expired payloads:
+/// a pass reads every message older than a day, so it is not repeated every tick, and a
+/// payload outlives its retention by at most about this long.
+pub const PAYLOAD_PASS_INTERVAL_MS: u64 = 3_600_000;
+/// A heartbeat older than this means its loop is stuck.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(3);
+/// How long the writer waits for work before it beats its heartbeat again.
+pub const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often histograms are compacted and the log's gauges sampled.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+// === API ===
+
+/// Largest serialised `schemas` object, in bytes.
+pub const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
+/// Most token buckets kept. To make room, buckets that have refilled completely (idle
+/// tokens) are forgotten, which loses nothing; if every one is in use, the fullest goes.
+pub const RATE_BUCKETS_MAX: usize = 100_000;
+
+const _: () = assert!(RESPONSE_KEPT_BYTES_MAX <= RESPONSE_READ_BYTES_MAX);
 const _: () = assert!(PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX);
 const _: () = assert!(PAGE_LIMIT_MAX <= PAGE_SCAN_ROWS_MAX);
 const _: () = assert!(TASK_BATCH_REQUEUES_MAX <= TASK_BATCH_ROWS_MAX);

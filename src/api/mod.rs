@@ -493,7 +493,7 @@ async fn dispatch(
         (Route::Destinations(a, m), _) => deliveries::destinations(state, ctx, a, m),
         (Route::Resend(a, m, e), _) => deliveries::resend(state, ctx, a, m, e).await,
         (Route::EndpointMessages(a, e), _) => deliveries::messages(state, ctx, a, e),
-        (Route::EndpointStats(a, e), _) => deliveries::stats(state, ctx, a, e),
+        (Route::EndpointStats(a, e), _) => deliveries::stats(state, ctx, a, e).await,
         (Route::SendExample(a, e), _) => messages::send_example(state, ctx, a, e).await,
         (Route::Recover(a, e), _) => tasks::start(state, ctx, a, e, TaskKind::Recover).await,
         (Route::ReplayMissing(a, e), _) => {

@@ -421,7 +421,7 @@ async fn systemd_sees_ready_then_health_gated_watchdog_pings_then_stopping() {
     loop {
         match next_notification(&socket, silence).await {
             Some(text) if text.contains("WATCHDOG=1") => assert!(
-                wedged_at.elapsed() < sluice::heartbeat::HEARTBEAT_STALE + Duration::from_secs(1),
+                wedged_at.elapsed() < sluice::limits::HEARTBEAT_STALE + Duration::from_secs(1),
                 "pings go on {:?} after the writer stopped",
                 wedged_at.elapsed()
             ),
