@@ -125,7 +125,7 @@ async fn created_tokens_work_and_app_tokens_are_scoped() {
 }
 
 #[test]
-fn first_start_without_tokens_prints_one_admin_token() {
+fn first_start_without_tokens_keeps_one_admin_token_in_a_private_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = sluice()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -138,11 +138,23 @@ fn first_start_without_tokens_prints_one_admin_token() {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let first = lines.next().expect("a line").expect("read");
-    let token = first.rsplit(' ').next().expect("token").to_owned();
+    // Stdout is a pipe here, as under systemd: the token is not printed, its file is.
+    let file = dir.path().join("admin-token");
     assert!(
-        first.contains("admin token") && token.starts_with("sk_"),
+        first.contains("admin token") && first.contains(&file.display().to_string()),
         "{first}"
     );
+    let token = std::fs::read_to_string(&file)
+        .expect("token file")
+        .trim()
+        .to_owned();
+    assert!(
+        token.starts_with("sk_") && !first.contains(&token),
+        "{first}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner reads the token file");
     let second = lines.next().expect("a line").expect("read");
     let addr: std::net::SocketAddr = second
         .rsplit("http://")
