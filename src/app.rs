@@ -119,34 +119,12 @@ pub async fn start_with_resolver(
         source,
     };
     let (publisher, intakes) = engine::channels(config.delivery.shards);
-    // Opening may seal a clear log or rebuild the endpoint index from a large one: a
-    // blocking thread's work, not a runtime worker's.
-    let (data_dir, storage) = (config.data_dir.clone(), config.storage.clone());
-    let (log, writer) = tokio::task::spawn_blocking(move || {
-        Log::open(
-            &data_dir,
-            &storage,
-            Some(api::render_reply),
-            Some(publisher),
-        )
-    })
-    .await
-    .map_err(|e| log_error(LogError::Io(format!("the log's opening failed: {e}"))))?
-    .map_err(log_error)?;
+    let (log, writer) = open_log(config, publisher).await.map_err(log_error)?;
     let first_admin_token = match admin_token {
         Some(_) => None,
-        None => ensure_some_token(&log, &clock).await.map_err(log_error)?,
-    };
-    let first_admin_token = match first_admin_token {
-        Some(token) => {
-            let file = write_token_file(&config.data_dir, &token).map_err(|e| {
-                log_error(LogError::Io(format!(
-                    "cannot keep the first admin token: {e}"
-                )))
-            })?;
-            Some((token, file))
-        }
-        None => None,
+        None => first_admin_token(config, &log, &clock)
+            .await
+            .map_err(log_error)?,
     };
     let (listener, addr) = bind(config.api.listen).await?;
     let metrics_listener = match config.metrics.listen {
@@ -171,23 +149,13 @@ pub async fn start_with_resolver(
     let (api_config, tls) = (state.config.clone(), state.tls.clone());
     let state = Arc::new(state);
     let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
     let server = tokio::spawn(api::serve(
         listener,
         Arc::clone(&state),
         api::Surface::Api,
         until_stopped(stopped.clone()),
     ));
-    let (metrics_addr, metrics_server) = match metrics_listener {
-        Some((listener, metrics_addr)) => {
-            let surface = api::Surface::Metrics;
-            let serving = api::serve(listener, state, surface, until_stopped(stopped));
-            (Some(metrics_addr), Some(tokio::spawn(serving)))
-        }
-        None => (None, None),
-    };
+    let (metrics_addr, metrics_server) = serve_metrics(metrics_listener, state, stopped);
     tracing::info!(%addr, ?metrics_addr, data_dir = %dir, "Sluice is serving.");
     Ok(Running {
         addr,
@@ -234,6 +202,63 @@ fn api_state(
         .tls
         .set(tls_acceptor(config).map_err(StartError::Tls)?);
     Ok(state)
+}
+
+/// Opens the log on a blocking thread: opening may seal a clear log or rebuild the
+/// endpoint index from a large one, which is no work for a runtime worker.
+async fn open_log(
+    config: &Config,
+    publisher: crate::log::Publisher,
+) -> Result<(Log, WriterJoin), LogError> {
+    let (data_dir, storage) = (config.data_dir.clone(), config.storage.clone());
+    tokio::task::spawn_blocking(move || {
+        Log::open(
+            &data_dir,
+            &storage,
+            Some(api::render_reply),
+            Some(publisher),
+        )
+    })
+    .await
+    .map_err(|e| LogError::Io(format!("the log's opening failed: {e}")))?
+}
+
+/// Starts `/metrics`' own listener, if there is one: its address and its server task.
+fn serve_metrics(
+    listener: Option<(TcpListener, SocketAddr)>,
+    state: Arc<ApiState>,
+    stopped: watch::Receiver<bool>,
+) -> (Option<SocketAddr>, Option<JoinHandle<()>>) {
+    let Some((listener, addr)) = listener else {
+        return (None, None);
+    };
+    let serving = api::serve(
+        listener,
+        state,
+        api::Surface::Metrics,
+        until_stopped(stopped),
+    );
+    (Some(addr), Some(tokio::spawn(serving)))
+}
+
+/// Resolves once `stop` turns true (or its sender is gone): a server's shutdown signal.
+async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// With no token at all, creates an org token and keeps it in a 0600 file for the
+/// operator; returns it and the file.
+async fn first_admin_token(
+    config: &Config,
+    log: &Log,
+    clock: &Clock,
+) -> Result<Option<(String, std::path::PathBuf)>, LogError> {
+    let Some(token) = ensure_some_token(log, clock).await? else {
+        return Ok(None);
+    };
+    let file = write_token_file(&config.data_dir, &token)
+        .map_err(|e| LogError::Io(format!("cannot keep the first admin token: {e}")))?;
+    Ok(Some((token, file)))
 }
 
 /// SHA-256 of the token in `metrics.token_file`, if one is configured.
