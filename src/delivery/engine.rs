@@ -437,7 +437,10 @@ impl Shard {
                 metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).increment(1.0);
             }
         }
-        self.lanes.retain(|_, lane| !lane.is_idle());
+        // A lane stays while its pause or pacing lies ahead, so they hold for the
+        // endpoint's next delivery; the loop's turn at least every `SCAN_INTERVAL` drops it
+        // soon after.
+        self.lanes.retain(|_, lane| !lane.is_idle(now_ms));
     }
 
     fn finished(&mut self, finished: Finished) {
