@@ -62,13 +62,15 @@ pub struct EndpointCache {
 type CachedEndpoint = (Vec<u8>, Arc<EndpointRecord>);
 
 impl EndpointCache {
+    /// The endpoint `key` whose row, as stored, is `stored` (`None`: it is gone): the
+    /// cached record if the row is unchanged, else `decode(stored)`, then cached.
     fn get(
         &self,
-        rtxn: &heed::RoTxn<'_, heed::WithoutTls>,
-        dbs: &crate::log::Dbs,
         key: u64,
+        stored: Option<&[u8]>,
+        decode: impl FnOnce(&[u8]) -> Result<EndpointRecord, crate::log::LogError>,
     ) -> Result<Option<Arc<EndpointRecord>>, crate::log::LogError> {
-        let Some(stored) = dbs.endpoints.get(rtxn, &crate::log::schema::u64_key(key))? else {
+        let Some(stored) = stored else {
             return Ok(None);
         };
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,7 +79,7 @@ impl EndpointCache {
         {
             return Ok(Some(Arc::clone(record)));
         }
-        let record = Arc::new(tables::decode_endpoint(dbs, stored)?);
+        let record = Arc::new(decode(stored)?);
         if entries.len() >= ENDPOINT_CACHE_MAX {
             entries.clear();
         }
@@ -158,7 +160,10 @@ async fn attempt(
         settings: None,
     };
     let loaded = ctx.log.read(|rtxn, dbs| {
-        let endpoint = ctx.endpoints.get(rtxn, dbs, job.endpoint_key)?;
+        let stored = tables::endpoint_stored(rtxn, dbs, job.endpoint_key)?;
+        let endpoint = ctx.endpoints.get(job.endpoint_key, stored, |stored| {
+            tables::decode_endpoint(dbs, stored)
+        })?;
         let delivery = tables::delivery(rtxn, dbs, job.endpoint_key, job.seq)?;
         let message = tables::message_by_seq(rtxn, dbs, job.seq)?;
         Ok((endpoint, delivery, message))

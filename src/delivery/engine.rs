@@ -23,7 +23,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::attempt::{self, AttemptCtx, Finished};
 use super::lane::{LANE_QUEUE_MAX, Lane, LaneSettings};
 use crate::heartbeat::Heartbeat;
-use crate::log::schema::{self, db_name};
+use crate::log::schema::DeliveryState;
 use crate::log::tables::{self, Step};
 use crate::log::{DueJob, LogError, Publisher};
 use crate::telemetry;
@@ -143,8 +143,8 @@ struct Shard {
     unanswered: usize,
     /// Where attempt tasks report their answers (the shard holds the receiver).
     answered: mpsc::Sender<Finished>,
-    /// Where the next `due` scan resumes; `None` starts from the earliest row.
-    scan_from: Option<[u8; 24]>,
+    /// The `due` row after which the next scan resumes; `None` starts from the earliest.
+    scan_from: Option<DueJob>,
     /// xorshift64* state for retry jitter.
     rng: u64,
     /// A delivery due soon was left in the log because the timer map was full: scan soon.
@@ -248,26 +248,11 @@ impl Shard {
         };
         let now_ms = self.ctx.clock.now_ms();
         let (rows, ended) = self.ctx.log.read(|rtxn, dbs| {
-            let mut rows = Vec::new();
-            let lower = schema::pair_key(endpoint_key, from_seq);
-            let upper = schema::pair_key(endpoint_key.saturating_add(1), 0);
-            let range = (
-                std::ops::Bound::Included(&lower[..]),
-                std::ops::Bound::Excluded(&upper[..]),
-            );
-            for row in dbs.deliveries.range(rtxn, &range)? {
-                let (key, value) = row?;
-                if rows.len() >= REFILL_ROWS_MAX {
-                    return Ok((rows, false));
-                }
-                let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
-                rows.push((seq, schema::DeliveryRecord::decode(value)?));
-            }
-            Ok((rows, true))
+            tables::endpoint_deliveries_from(rtxn, dbs, endpoint_key, from_seq, REFILL_ROWS_MAX)
         })?;
         let mut resume = rows.last().map_or(from_seq, |(seq, _)| seq + 1);
         for (seq, delivery) in rows {
-            let pending = delivery.state == schema::DeliveryState::Pending;
+            let pending = delivery.state == DeliveryState::Pending;
             if !pending || self.known.contains(&(endpoint_key, seq)) {
                 continue;
             }
@@ -478,35 +463,11 @@ impl Shard {
         let (index, count) = (self.index, self.count);
         let from = self.scan_from;
         self.spilled = false;
-        let (found, resume) = self.ctx.log.read(|rtxn, dbs| {
-            let lower = match &from {
-                Some(key) => std::ops::Bound::Excluded(&key[..]),
-                None => std::ops::Bound::Unbounded,
-            };
-            let mut found = Vec::new();
-            let mut rows = 0;
-            for row in dbs.due.range(rtxn, &(lower, std::ops::Bound::Unbounded))? {
-                let (key, _) = row?;
-                let due_ms = schema::read_u64(db_name::DUE, key, 0)?;
-                if due_ms > until_ms {
-                    return Ok((found, None));
-                }
-                let endpoint_key = schema::read_u64(db_name::DUE, key, 8)?;
-                let seq = schema::read_u64(db_name::DUE, key, 16)?;
-                if Publisher::shard_of(endpoint_key, count) == index {
-                    found.push(DueJob {
-                        endpoint_key,
-                        seq,
-                        due_ms,
-                    });
-                }
-                rows += 1;
-                if rows >= SCAN_ROWS_MAX {
-                    return Ok((found, Some(schema::due_key(due_ms, endpoint_key, seq))));
-                }
-            }
-            Ok((found, None))
-        })?;
+        let ours = |endpoint_key| Publisher::shard_of(endpoint_key, count) == index;
+        let (found, resume) = self
+            .ctx
+            .log
+            .read(|rtxn, dbs| tables::due_rows(rtxn, dbs, from, until_ms, SCAN_ROWS_MAX, ours))?;
         self.scan_from = resume;
         for job in found {
             let held = self.known.contains(&(job.endpoint_key, job.seq));
