@@ -101,6 +101,8 @@ pub struct DeliverySettings {
 /// How an attempt ended, for the shard.
 #[derive(Debug)]
 pub struct Finished {
+    /// The attempt's number in its shard.
+    pub attempt: u64,
     pub job: DueJob,
     /// The step decided; `None` if nothing was attempted or its record could not be
     /// queued.
@@ -122,7 +124,7 @@ impl DeliverySettings {
     }
 }
 
-/// Runs one scheduled attempt of `job` (`random` in [0, 1) is the retry jitter's draw),
+/// Runs attempt number `number` of `job` (`random` in [0, 1) is the retry jitter's draw),
 /// reports it on `answered` as soon as the receiver has answered, then waits for the
 /// attempt's record. Ends with the (endpoint, seq) the shard may then stop holding:
 /// every delivery but one waiting for a retry, whose timer (or FIFO lane) holds it. A
@@ -130,11 +132,12 @@ impl DeliverySettings {
 /// never goes out before this one's outcome is durable.
 pub async fn run(
     ctx: Arc<AttemptCtx>,
+    number: u64,
     job: DueJob,
     random: f64,
     answered: mpsc::Sender<Finished>,
 ) -> Option<(u64, u64)> {
-    let (finished, recording) = attempt(ctx, job, random).await;
+    let (finished, recording) = attempt(ctx, number, job, random).await;
     let release =
         (!matches!(finished.step, Some(Step::RetryAt(_)))).then_some((job.endpoint_key, job.seq));
     // The shard outlives its attempts; if it is gone there is nobody left to tell.
@@ -150,10 +153,12 @@ pub async fn run(
 /// The attempt itself: what to tell the shard, and the record still on its way to disk.
 async fn attempt(
     ctx: Arc<AttemptCtx>,
+    number: u64,
     job: DueJob,
     random: f64,
 ) -> (Finished, Option<QueuedWrite>) {
     let mut finished = Finished {
+        attempt: number,
         job,
         step: None,
         pause_until_ms: None,

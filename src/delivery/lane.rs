@@ -72,6 +72,15 @@ impl Lane {
         true
     }
 
+    /// Takes the endpoint's current settings. A lane that becomes FIFO (a new lane's
+    /// settings arrive, or the endpoint was changed) puts its queue in seq order.
+    pub fn set_settings(&mut self, settings: LaneSettings) {
+        if settings.fifo && !self.settings.fifo {
+            self.queue.make_contiguous().sort_by_key(|job| job.seq);
+        }
+        self.settings = settings;
+    }
+
     /// Puts a FIFO lane's failed head back in front, to be retried at `retry_at_ms`; the
     /// lane sends nothing else until then.
     pub fn hold_head(&mut self, job: DueJob, retry_at_ms: u64) {
@@ -263,6 +272,22 @@ mod tests {
         assert!(!lane.is_idle(u64::MAX), "in flight");
         lane.finish();
         assert!(lane.is_idle(0));
+    }
+
+    #[test]
+    fn a_lane_that_becomes_fifo_sorts_its_queue() {
+        let mut lane = Lane::new(settings(false, 4, None));
+        for seq in [3, 1, 2] {
+            lane.push(job(seq));
+        }
+        lane.set_settings(settings(true, 4, None));
+        let order: Vec<u64> = std::iter::from_fn(|| {
+            let job = lane.start(0)?;
+            lane.finish();
+            Some(job.seq)
+        })
+        .collect();
+        assert_eq!(order, [1, 2, 3]);
     }
 
     #[test]
