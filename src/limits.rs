@@ -86,6 +86,36 @@ pub const STATS_ROWS_MAX: usize = 2_000_000;
 /// The window endpoint stats cover when the request names none: 28 days.
 pub const STATS_WINDOW_DEFAULT_MS: u64 = 28 * 86_400_000;
 
+// === delivery engine ===
+
+/// Capacity of each shard's hand-off queue from the writer.
+pub const SHARD_INTAKE_MAX: usize = 16_384;
+/// How far ahead a shard holds retries in memory, ms.
+pub const HORIZON_MS: u64 = 60_000;
+/// How often a shard scans the `due` table.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// Most `due` rows one scan reads (it resumes there next time).
+pub const SCAN_ROWS_MAX: usize = 20_000;
+/// Most retries a shard holds in its timer map.
+pub const TIMERS_MAX: usize = 100_000;
+/// Most delivery rows one refill of a spilled lane reads.
+pub const REFILL_ROWS_MAX: usize = 4_096;
+/// Most attempts in flight in one shard (all its lanes together).
+pub const SHARD_IN_FLIGHT_MAX: usize = 4_096;
+/// Most answered attempts of one shard whose records are queued but not yet durable; at
+/// this many, the shard starts no attempt until some commit (back-pressure from the disk).
+pub const SHARD_RECORDING_MAX: usize = 4_096;
+/// Most deliveries one lane holds in memory; more stay in the `due` table until the
+/// shard's scan brings them back.
+pub const LANE_QUEUE_MAX: usize = 1_024;
+/// Most endpoints `EndpointCache` holds; past it, the cache starts over.
+pub const ENDPOINT_CACHE_MAX: usize = 10_000;
+/// How far a delivery's durable due time may lie ahead of this clock and still be
+/// attempted (the writer's batch time can run a little ahead of a reader's clock).
+pub const DUE_SLACK_MS: u64 = 1_000;
+/// How long a lane pauses after 429/502/503/504 without `Retry-After`.
+pub const THROTTLE_PAUSE_DEFAULT_MS: u64 = 5_000;
+
 // === delivery transport ===
 
 /// Most response bytes read before the connection is given up.

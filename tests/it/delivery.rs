@@ -665,7 +665,7 @@ async fn fifo_order_holds_when_the_lane_spills_to_the_log() {
         json!({"url": receiver.url(), "ordering": "fifo"}),
     )
     .await;
-    let count = sluice::delivery::lane::LANE_QUEUE_MAX as u64 + 1_500;
+    let count = sluice::limits::LANE_QUEUE_MAX as u64 + 1_500;
     for n in 0..count {
         send(addr, "q", usize::try_from(n).expect("n")).await;
     }
