@@ -130,6 +130,13 @@ pub struct DeliveryConfig {
     pub disable_after_ms: u64,
     /// Signature header names: `webhook`, `svix` or `both`. Default `webhook`.
     pub header_style: HeaderStyle,
+    /// An HTTP proxy (`host:port`, or `http://host:port`) whose CONNECT tunnels carry
+    /// every delivery; the destination policy still judges each destination first.
+    /// Default: none (direct).
+    pub proxy: Option<String>,
+    /// PEM certificates deliveries trust besides the system's and the bundled roots.
+    /// Default: none.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One problem found in a config file.
@@ -184,6 +191,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("delivery.endpoint_in_flight_max", "16"),
     ("delivery.disable_after_ms", "432000000"),
     ("delivery.header_style", "\"webhook\""),
+    ("delivery.proxy", "(none)"),
+    ("delivery.ca_file", "(none)"),
     ("metrics.listen", "(none)"),
     ("metrics.token_file", "(none)"),
 ];
@@ -228,6 +237,8 @@ impl Config {
                 endpoint_in_flight_max: 16,
                 disable_after_ms: 5 * 86_400_000,
                 header_style: HeaderStyle::Webhook,
+                proxy: None,
+                ca_file: None,
             },
             metrics: MetricsConfig::default(),
         }
@@ -388,6 +399,32 @@ fn read_api_tls(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
     }
 }
 
+/// `delivery.proxy` and `delivery.ca_file`.
+fn read_egress(reader: &mut Reader, t: &toml::Table, out: &mut DeliveryConfig) {
+    if let Some(proxy) = reader.string(t, "delivery", "proxy") {
+        match proxy_address(&proxy) {
+            Some(address) => out.proxy = Some(address),
+            None => reader.problem(
+                "delivery.proxy",
+                "must be host:port or http://host:port (an HTTP proxy that tunnels with CONNECT)",
+            ),
+        }
+    }
+    out.ca_file = reader.string(t, "delivery", "ca_file").map(PathBuf::from);
+}
+
+/// `host:port` of a proxy given as `host:port` or `http://host:port[/]`.
+fn proxy_address(text: &str) -> Option<String> {
+    let address = text
+        .strip_prefix("http://")
+        .unwrap_or(text)
+        .trim_end_matches('/');
+    let (host, port) = address.rsplit_once(':')?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':');
+    (!host.is_empty() && host.chars().all(plain) && port.parse::<u16>().is_ok_and(|p| p > 0))
+        .then(|| address.to_owned())
+}
+
 fn read_metrics(reader: &mut Reader, metrics: &toml::Table, out: &mut MetricsConfig) {
     reader.reject_unknown("metrics", metrics, &["listen", "token_file"]);
     if let Some(v) = reader.string(metrics, "metrics", "listen") {
@@ -460,9 +497,12 @@ fn read_delivery(reader: &mut Reader, t: &toml::Table, out: &mut DeliveryConfig)
         "endpoint_in_flight_max",
         "disable_after_ms",
         "header_style",
+        "proxy",
+        "ca_file",
     ];
     const DAY_MS: i64 = 86_400_000;
     reader.reject_unknown("delivery", t, &keys);
+    read_egress(reader, t, out);
     reader.int(
         t,
         "delivery",
@@ -675,7 +715,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 31, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 33, "KEYS lists every key");
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub const RESPONSE_READ_BYTES_MAX: usize = 64 * 1024;
 pub const RESPONSE_KEPT_BYTES_MAX: usize = 4 * 1024;
 /// How long an idle pooled connection is kept.
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Longest answer head an egress proxy may send to a CONNECT.
+pub const PROXY_ANSWER_BYTES_MAX: usize = 8 * 1024;
 /// Most idle connections kept per destination.
 pub const POOL_IDLE_PER_HOST_MAX: usize = 256;
 

@@ -769,3 +769,24 @@ async fn a_rebinding_resolver_cannot_redirect_a_pooled_connection() {
     assert!(internal.received().is_empty(), "nothing reached 127.0.0.2");
     sluice.stop().await;
 }
+
+/// Asserts that `got` carries a valid Standard Webhooks signature by the endpoint secret
+/// `whsec` (`whsec_<base64>`) over its exact body.
+pub(crate) fn assert_signed(got: &crate::receiver::Received, whsec: &str) {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(whsec.trim_start_matches("whsec_"))
+        .expect("base64 secret");
+    let timestamp: u64 = got.header("webhook-timestamp").parse().expect("timestamp");
+    let expected = sluice::signing::signature_header(
+        [key.as_slice()],
+        got.header("webhook-id"),
+        timestamp,
+        &got.body,
+    );
+    assert_eq!(
+        got.header("webhook-signature"),
+        expected,
+        "a valid signature"
+    );
+}

@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod determinism;
+mod egress;
 mod harness;
 mod hostile;
 mod ops;
