@@ -162,6 +162,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("data_dir", "\"./sluice-data\""),
     ("log_level", "\"info\""),
     ("log_format", "\"text\""),
+    ("log.level", "\"info\""),
+    ("log.format", "\"text\""),
     ("drain_timeout_ms", "30000"),
     ("api.listen", "\"127.0.0.1:8071\""),
     ("api.connections_max", "4096"),
@@ -260,6 +262,7 @@ impl Config {
             "data_dir",
             "log_level",
             "log_format",
+            "log",
             "drain_timeout_ms",
             "api",
             "storage",
@@ -273,21 +276,7 @@ impl Config {
             }
             config.data_dir = PathBuf::from(v);
         }
-        if let Some(v) = reader.string(&table, "", "log_level") {
-            if !LOG_LEVELS.contains(&v.as_str()) {
-                reader.problem(
-                    "log_level",
-                    "must be one of error, warn, info, debug, trace",
-                );
-            }
-            config.log_level = v;
-        }
-        match reader.string(&table, "", "log_format").as_deref() {
-            None => {}
-            Some("text") => config.log_format = LogFormat::Text,
-            Some("json") => config.log_format = LogFormat::Json,
-            Some(_) => reader.problem("log_format", "must be text or json"),
-        }
+        read_logging(&mut reader, &table, &mut config);
         reader.int(
             &table,
             "",
@@ -396,6 +385,46 @@ fn read_api_tls(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
             "api.tls_cert_file",
             "tls_cert_file and tls_key_file go together",
         );
+    }
+}
+
+/// The diagnostics keys: `[log] level` and `format`, or their older top-level spellings
+/// `log_level` and `log_format` (one spelling per key).
+fn read_logging(reader: &mut Reader, table: &toml::Table, config: &mut Config) {
+    let section = reader.section(table, "log");
+    if let Some(log) = section {
+        reader.reject_unknown("log", log, &["level", "format"]);
+    }
+    for (older, newer) in [("log_level", "level"), ("log_format", "format")] {
+        if table.contains_key(older) && section.is_some_and(|log| log.contains_key(newer)) {
+            reader.problem(
+                older,
+                &format!("set either {older} or [log] {newer}, not both"),
+            );
+        }
+    }
+    // Problems are reported under the spelling the file used.
+    let (level, level_key) = match section {
+        Some(log) if log.contains_key("level") => (reader.string(log, "log", "level"), "log.level"),
+        _ => (reader.string(table, "", "log_level"), "log_level"),
+    };
+    if let Some(v) = level {
+        if !LOG_LEVELS.contains(&v.as_str()) {
+            reader.problem(level_key, "must be one of error, warn, info, debug, trace");
+        }
+        config.log_level = v;
+    }
+    let (format, format_key) = match section {
+        Some(log) if log.contains_key("format") => {
+            (reader.string(log, "log", "format"), "log.format")
+        }
+        _ => (reader.string(table, "", "log_format"), "log_format"),
+    };
+    match format.as_deref() {
+        None => {}
+        Some("text") => config.log_format = LogFormat::Text,
+        Some("json") => config.log_format = LogFormat::Json,
+        Some(_) => reader.problem(format_key, "must be text or json"),
     }
 }
 
@@ -715,7 +744,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 33, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 35, "KEYS lists every key");
     }
 
     #[test]
@@ -768,6 +797,26 @@ mod tests {
         assert_eq!(d.header_style, HeaderStyle::Both);
         let bad = "[delivery]\nattempt_timeout_ms = 60000\nallowed_networks = [\"nope\"]\nretry_schedule_ms = [-1]\n";
         assert_eq!(Config::parse(bad).expect_err("invalid").len(), 3);
+    }
+
+    #[test]
+    fn the_log_section_and_its_older_spellings() {
+        let config = Config::parse("[log]\nlevel = \"debug\"\nformat = \"json\"\n").expect("ok");
+        assert_eq!(
+            (config.log_level.as_str(), config.log_format),
+            ("debug", LogFormat::Json)
+        );
+        let older = Config::parse("log_level = \"warn\"\n").expect("ok");
+        assert_eq!(older.log_level, "warn");
+        let both = Config::parse("log_level = \"warn\"\n[log]\nlevel = \"debug\"\n")
+            .expect_err("one spelling per key");
+        assert!(both.iter().any(|p| p.key == "log_level"), "{both:?}");
+        let bad = Config::parse("[log]\nlevel = \"loud\"\ncolour = 1\n").expect_err("refused");
+        let keys: Vec<&str> = bad.iter().map(|p| p.key.as_str()).collect();
+        assert!(
+            keys.contains(&"log.level") && keys.contains(&"log.colour"),
+            "{keys:?}"
+        );
     }
 
     #[test]

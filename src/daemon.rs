@@ -21,9 +21,19 @@ type Filtered = Layered<reload::Layer<LevelFilter, Registry>, Registry>;
 /// Changes the log level of the running subscriber.
 struct Logging(reload::Handle<LevelFilter, Registry>);
 
+/// The level diagnostics are filtered at: `SLUICE_LOG` (error … trace) when set and
+/// valid, which wins over the config for the life of the process; else `[log] level`.
+fn effective_level(configured: &str) -> String {
+    std::env::var("SLUICE_LOG")
+        .ok()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| ["error", "warn", "info", "debug", "trace"].contains(&v.as_str()))
+        .unwrap_or_else(|| configured.to_owned())
+}
+
 impl Logging {
     fn set_level(&self, level: &str) {
-        let level = level.parse().unwrap_or(LevelFilter::INFO);
+        let level = effective_level(level).parse().unwrap_or(LevelFilter::INFO);
         if let Err(error) = self.0.modify(|filter| *filter = level) {
             tracing::warn!(%error, "Cannot change the log level.");
         }
@@ -33,7 +43,9 @@ impl Logging {
 /// Diagnostics to stderr as text (colour on a terminal) or JSON; to the journal, with
 /// structured fields, when systemd connected stderr to it (`JOURNAL_STREAM`).
 fn init_tracing(config: &Config) -> Logging {
-    let level = config.log_level.parse().unwrap_or(LevelFilter::INFO);
+    let level = effective_level(&config.log_level)
+        .parse()
+        .unwrap_or(LevelFilter::INFO);
     let (filter, handle) = reload::Layer::new(level);
     let journal =
         std::env::var_os("JOURNAL_STREAM").is_some() && config.log_format == LogFormat::Text;
