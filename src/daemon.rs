@@ -87,8 +87,7 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
         .ok()
         .filter(|t| !t.is_empty());
     let code = runtime.block_on(async {
-        let running = match crate::app::start(config, admin_token.as_deref(), Clock::System).await
-        {
+        let running = match crate::app::start(config, admin_token.as_deref(), Clock::System).await {
             Ok(running) => running,
             Err(error) => {
                 tracing::error!(%error, "Sluice could not start.");
@@ -123,7 +122,19 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
-        match tokio::time::timeout(drain, running.stop()).await {
+        drain_or_exit(running, drain).await
+    });
+    // Blocking tasks still running after a missed deadline must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Stops `running` within `drain`. A second SIGTERM or SIGINT during the drain means
+/// "now": an operator pressing Ctrl-C twice, or a supervisor that will not wait. What is
+/// in flight is made again on the next start (at-least-once).
+async fn drain_or_exit(running: crate::app::Running, drain: Duration) -> ExitCode {
+    tokio::select! {
+        drained = tokio::time::timeout(drain, running.stop()) => match drained {
             Ok(()) => {
                 tracing::info!("Stopped.");
                 ExitCode::SUCCESS
@@ -135,11 +146,29 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
                 );
                 ExitCode::FAILURE
             }
+        },
+        () = second_stop_signal() => {
+            tracing::warn!("A second stop signal: exiting now, with work in flight (it is retried on the next start).");
+            ExitCode::FAILURE
         }
-    });
-    // Blocking tasks still running after a missed deadline must not hold the exit.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    code
+    }
+}
+
+/// Resolves on the next SIGTERM or SIGINT (never, if the handlers cannot be installed).
+async fn second_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// Handles signals until SIGTERM or SIGINT: SIGHUP reloads the config file.

@@ -55,7 +55,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(&'static str),
     #[error("the method is not allowed on this route")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static [hyper::Method]),
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
     #[error("Request payload is too large.")]
@@ -91,7 +91,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -110,7 +110,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge { .. } => "too_large",
             ApiError::RequestTimeout => "timeout",
@@ -122,6 +122,20 @@ impl ApiError {
     }
 
     /// Seconds a client should wait before retrying, for the statuses that invite it.
+    /// The methods the route allows, for the `Allow` header of a 405 (RFC 9110 §15.5.6).
+    pub fn allow(&self) -> Option<String> {
+        match self {
+            ApiError::MethodNotAllowed(methods) => Some(
+                methods
+                    .iter()
+                    .map(hyper::Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            _ => None,
+        }
+    }
+
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
             ApiError::Busy => Some(1),
@@ -155,7 +169,7 @@ impl ApiError {
             ApiError::Unauthorized => coded("authentication_failed", &text),
             ApiError::Forbidden => coded("insufficient access", &text),
             ApiError::NotFound(detail) => coded("not_found", detail),
-            ApiError::MethodNotAllowed => {
+            ApiError::MethodNotAllowed(_) => {
                 coded("method_not_allowed", "Method not allowed on this route.")
             }
             ApiError::PayloadTooLarge { limit_bytes } => coded(

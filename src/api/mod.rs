@@ -259,7 +259,7 @@ fn handle_metrics<B>(state: &ApiState, req: &Request<B>) -> Response<Full<Bytes>
     let result = if req.uri().path() != METRICS_PATH {
         Err(ApiError::NotFound("Route not found."))
     } else if !matches!(method, Method::GET | Method::HEAD) {
-        Err(ApiError::MethodNotAllowed)
+        Err(ApiError::MethodNotAllowed(&[Method::GET, Method::HEAD]))
     } else if !metrics_token_ok(state, req.headers()) {
         Err(ApiError::Unauthorized)
     } else {
@@ -285,13 +285,14 @@ fn metrics_token_ok(state: &ApiState, headers: &hyper::HeaderMap) -> bool {
 
 /// The HTTP response of a reply or an error.
 fn render(method: &Method, result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
-    let (status, body, retry_after) = match result {
-        Ok(reply) => (reply.status, reply.body, None),
+    let (status, body, retry_after, allow) = match result {
+        Ok(reply) => (reply.status, reply.body, None, None),
         Err(error) => {
             if let ApiError::Internal(detail) = &error {
                 tracing::error!(%detail, "Request failed.");
             }
-            (error.status(), error.body(), error.retry_after_secs())
+            let (retry_after, allow) = (error.retry_after_secs(), error.allow());
+            (error.status(), error.body(), retry_after, allow)
         }
     };
     let has_body = !body.is_empty();
@@ -310,6 +311,9 @@ fn render(method: &Method, result: Result<Reply, ApiError>) -> Response<Full<Byt
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        response.headers_mut().insert(hyper::header::ALLOW, allow);
     }
     response
 }
@@ -458,7 +462,7 @@ async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Rep
     let route = Route::parse(&segments).ok_or(ApiError::NotFound("Route not found."))?;
     let method = req.method().clone();
     if !route.methods().contains(&method) {
-        return Err(ApiError::MethodNotAllowed);
+        return Err(ApiError::MethodNotAllowed(route.methods()));
     }
     if matches!(route, Route::Messages(_)) && method == Method::POST {
         let started = std::time::Instant::now();

@@ -867,7 +867,17 @@ fn update_health(
             "the endpoint answered 410 Gone".to_owned(),
         ),
         Step::Exhausted => match endpoint.failing_since_ms {
-            None => next.failing_since_ms = Some(now_ms),
+            // With `disable_after_ms = 0` the first exhaustion disables: there is no
+            // failing period to wait for.
+            None if disable_after_ms > 0 => next.failing_since_ms = Some(now_ms),
+            None => disable(
+                &mut next,
+                now_ms,
+                format!(
+                    "deliveries kept failing since {}",
+                    crate::clock::format_rfc3339(now_ms)
+                ),
+            ),
             Some(since) if now_ms.saturating_sub(since) >= disable_after_ms => {
                 let reason = format!(
                     "deliveries kept failing since {}",
