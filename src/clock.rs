@@ -205,7 +205,10 @@ mod tests {
         assert_eq!(parse_rfc3339("2021-04-31T00:00:00Z"), None);
         assert_eq!(parse_rfc3339("2021-02-25T15:02:10+99:99"), None);
         assert_eq!(parse_rfc3339("2021-02-25T15:02:10+23:60"), None);
-        assert!(parse_rfc3339("2020-02-29T00:00:00Z").is_some(), "a leap day");
+        assert!(
+            parse_rfc3339("2020-02-29T00:00:00Z").is_some(),
+            "a leap day"
+        );
         assert_eq!(parse_http_date("Wed, 31 Feb 2021 00:00:00 GMT"), None);
         // The two obsolete forms RFC 9110 requires recipients to accept.
         let fixdate = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT");

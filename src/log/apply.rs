@@ -671,6 +671,7 @@ fn create_message(
         event_id: message.event_id,
         channels: message.channels,
         payload: Some(message.payload),
+        example: false,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
     Ok(Outcome::Message {
@@ -717,6 +718,7 @@ fn send_example(
         event_id: None,
         channels: None,
         payload: Some(payload),
+        example: true,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
     Ok(Outcome::Message {

@@ -360,11 +360,14 @@ pub struct MessageRecord {
     pub channels: Option<Vec<String>>,
     /// `None` once expunged or expired.
     pub payload: Option<Vec<u8>>,
+    /// A test message of send-example: for its one endpoint only, never replayed to others.
+    pub example: bool,
 }
 
 const FLAG_EVENT_ID: u8 = 1;
 const FLAG_CHANNELS: u8 = 2;
 const FLAG_PAYLOAD: u8 = 4;
+const FLAG_EXAMPLE: u8 = 16;
 
 /// The fixed-size start of a message record.
 struct MessageHeader {
@@ -421,6 +424,9 @@ impl MessageRecord {
         }
         if self.payload.is_some() {
             flags |= FLAG_PAYLOAD;
+        }
+        if self.example {
+            flags |= FLAG_EXAMPLE;
         }
         out.push(flags);
         out.extend_from_slice(&self.app_key.to_be_bytes());
@@ -490,6 +496,7 @@ impl MessageRecord {
             event_id,
             channels,
             payload,
+            example: flags & FLAG_EXAMPLE != 0,
         })
     }
 }
@@ -668,6 +675,7 @@ mod tests {
             event_id: Some("evt-1".to_owned()),
             channels: Some(vec!["a".to_owned(), "b".to_owned()]),
             payload: Some(br#"{"x": 1}"#.to_vec()),
+            example: true,
         }
     }
 

@@ -262,7 +262,9 @@ fn replay_batch(
             let Some(message) = tables::message_by_seq(ctx.wtxn, ctx.dbs, seq)? else {
                 continue;
             };
+            // A send-example message was for its one endpoint: never replayed to others.
             if message.payload.is_some()
+                && !message.example
                 && matches(filter, &message.event_type, message.channels.as_deref())
             {
                 candidates.push(seq);
