@@ -7,7 +7,8 @@ use hyper::StatusCode;
 use serde::Serialize;
 
 use crate::limits::{
-    APPS_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX, TASKS_RUNNING_MAX,
+    APPS_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX, POLLER_CONSUMERS_MAX,
+    TASKS_RUNNING_MAX,
 };
 use crate::log::LogError;
 use crate::log::ops::Refusal;
@@ -195,6 +196,10 @@ impl From<LogError> for ApiError {
 
 impl From<Refusal> for ApiError {
     /// The one mapping of the log's refusals to HTTP.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per refusal: the one mapping reads as the list of them"
+    )]
     fn from(refusal: Refusal) -> ApiError {
         let conflict = |code, detail: &str| ApiError::Conflict {
             code,
@@ -263,6 +268,16 @@ impl From<Refusal> for ApiError {
             Refusal::NoExample => ApiError::bad_request(
                 "invalid_scheme",
                 "The event type has no example at that index in its schema.",
+            ),
+            Refusal::SourceNotFound => ApiError::NotFound("Source not found."),
+            Refusal::SourceUidTaken => {
+                conflict("conflict", "A source with that uid already exists")
+            }
+            Refusal::ConsumersLimit => ApiError::bad_request(
+                "limit_reached",
+                format!(
+                    "The endpoint has the most poller consumers allowed ({POLLER_CONSUMERS_MAX})."
+                ),
             ),
         }
     }

@@ -17,6 +17,7 @@ mod fields;
 mod idempotency;
 pub mod message_in;
 mod messages;
+mod poller;
 mod query;
 mod rate;
 mod tasks;
@@ -361,6 +362,11 @@ enum Route<'a> {
     ReplayMissing(&'a str, &'a str),
     BackgroundTasks,
     BackgroundTask(&'a str),
+    Poller(&'a str, &'a str),
+    PollerConsumer(&'a str, &'a str, &'a str),
+    PollerSeek(&'a str, &'a str, &'a str),
+    PollerToken(&'a str, &'a str),
+    PollerTokenRotate(&'a str, &'a str),
 }
 
 impl<'a> Route<'a> {
@@ -393,6 +399,11 @@ impl<'a> Route<'a> {
             ["app", a, "endpoint", e, "replay-missing"] => Route::ReplayMissing(a, e),
             ["background-task"] => Route::BackgroundTasks,
             ["background-task", t] => Route::BackgroundTask(t),
+            ["app", a, "poller", e] => Route::Poller(a, e),
+            ["app", a, "poller", e, "consumer", c] => Route::PollerConsumer(a, e, c),
+            ["app", a, "poller", e, "consumer", c, "seek"] => Route::PollerSeek(a, e, c),
+            ["auth", "app", a, "poller", e, "token"] => Route::PollerToken(a, e),
+            ["auth", "app", a, "poller", e, "token", "rotate"] => Route::PollerTokenRotate(a, e),
             _ => return None,
         })
     }
@@ -416,7 +427,11 @@ impl<'a> Route<'a> {
             | Route::EndpointMessages(..)
             | Route::EndpointStats(..)
             | Route::BackgroundTasks
-            | Route::BackgroundTask(..) => &[M::GET],
+            | Route::BackgroundTask(..)
+            | Route::Poller(..)
+            | Route::PollerConsumer(..)
+            | Route::PollerToken(..) => &[M::GET],
+            Route::PollerSeek(..) | Route::PollerTokenRotate(..) => &[M::POST],
             Route::EndpointSecretRotate(..)
             | Route::Resend(..)
             | Route::SendExample(..)
@@ -482,6 +497,15 @@ async fn serve_route(
         return health(state, route);
     }
     let auth = auth::authenticate(state, req.headers())?;
+    // A poller token polls its endpoint and does nothing else.
+    if matches!(auth.scope, crate::log::schema::TokenScope::Poller { .. })
+        && !matches!(
+            route,
+            Route::Poller(..) | Route::PollerConsumer(..) | Route::PollerSeek(..)
+        )
+    {
+        return Err(ApiError::Forbidden);
+    }
     let limits = state.config.get();
     state.rate_limiter.check(
         &auth.token_hash,
@@ -565,6 +589,11 @@ async fn dispatch(
         }
         (Route::BackgroundTasks, _) => tasks::list(state, ctx),
         (Route::BackgroundTask(t), _) => tasks::get(state, ctx, t),
+        (Route::Poller(a, e), _) => poller::poll(state, ctx, a, e),
+        (Route::PollerConsumer(a, e, c), _) => poller::consumer_poll(state, ctx, a, e, c).await,
+        (Route::PollerSeek(a, e, c), _) => poller::consumer_seek(state, ctx, a, e, c).await,
+        (Route::PollerToken(a, e), _) => poller::token(state, ctx, a, e, false).await,
+        (Route::PollerTokenRotate(a, e), _) => poller::token(state, ctx, a, e, true).await,
         (Route::Health | Route::HealthPing, _) => health(state, route),
     }
 }
@@ -657,8 +686,11 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
         Outcome::TaskCreated(task) => {
             Reply::json(StatusCode::ACCEPTED, &tasks::TaskStarted::from(&task))
         }
+        Outcome::ConsumerSet { endpoint, seq } => poller::seek_reply(&endpoint, seq),
         Outcome::Refused(refusal) => Err(ApiError::from(refusal)),
         Outcome::SecretRotated
+        | Outcome::PollerToken(_)
+        | Outcome::Source { .. }
         | Outcome::TaskAdvanced(_)
         | Outcome::AttemptRecorded { .. }
         | Outcome::Swept(_)
@@ -669,10 +701,17 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
 }
 
 /// The reply an idempotent request remembers, as (status, body); `None` for outcomes
-/// that are never remembered (refusals, and a rotated secret, whose reply holds the new
-/// key in clear). Given to `Log::open`.
+/// that are never remembered (refusals, and a rotated secret, a poller token or a source
+/// (its `ingestUrl` holds its token), whose replies hold a secret in clear). Given to
+/// `Log::open`.
 pub fn render_reply(outcome: &Outcome) -> Option<(u16, Vec<u8>)> {
-    if matches!(outcome, Outcome::SecretRotated | Outcome::Refused(_)) {
+    if matches!(
+        outcome,
+        Outcome::SecretRotated
+            | Outcome::Refused(_)
+            | Outcome::PollerToken(_)
+            | Outcome::Source { .. }
+    ) {
         return None;
     }
     reply_of(outcome.clone())

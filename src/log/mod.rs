@@ -102,6 +102,12 @@ pub struct Dbs {
     pub(in crate::log) tasks: Table,
     pub(in crate::log) task_ids: Table,
     pub(in crate::log) running_tasks: Table,
+    pub(in crate::log) consumers: Table,
+    pub(in crate::log) poller_tokens: Table,
+    pub(in crate::log) sources: Table,
+    pub(in crate::log) source_ids: Table,
+    pub(in crate::log) source_tokens: Table,
+    pub(in crate::log) source_errors: Table,
 }
 
 struct Shared {
@@ -279,6 +285,18 @@ impl Log {
         }
     }
 
+    /// Opens a secret text stored by `stored_text` (a poller or source token, a source's
+    /// secret), for a read that shows or uses it.
+    pub fn open_text(&self, stored: &str, sealed: bool) -> Result<String, LogError> {
+        match (&self.shared.dbs.sealer, sealed) {
+            (_, false) => Ok(stored.to_owned()),
+            (Some(sealer), true) => sealer.open_text(stored),
+            (None, true) => Err(LogError::Secrets(
+                "a secret is sealed and no key is configured".to_owned(),
+            )),
+        }
+    }
+
     /// Whether the log seals secrets (a secrets key is configured).
     pub fn seals(&self) -> bool {
         self.shared.dbs.sealer.is_some()
@@ -341,6 +359,12 @@ impl Log {
             &dbs.tasks,
             &dbs.task_ids,
             &dbs.running_tasks,
+            &dbs.consumers,
+            &dbs.poller_tokens,
+            &dbs.sources,
+            &dbs.source_ids,
+            &dbs.source_tokens,
+            &dbs.source_errors,
         ];
         let mut digests = Vec::with_capacity(tables.len());
         for (name, table) in schema::db_name::ALL.into_iter().zip(tables) {
@@ -427,17 +451,21 @@ pub fn reseal_secrets(
     Ok(endpoints.len())
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one line per table, twice: the list of tables is the function"
+)]
 fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     let wtxn = env.write_txn()?;
-    let tables: [Table; 21] = env
+    let tables: [Table; 27] = env
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
             let mut tables = Vec::with_capacity(schema::db_name::ALL.len());
             for name in schema::db_name::ALL {
                 tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let tables: [Database<'_, Bytes, Bytes>; 21] = tables
+            let tables: [Database<'_, Bytes, Bytes>; 27] = tables
                 .try_into()
-                .unwrap_or_else(|_| unreachable!("ALL has 21 names"));
+                .unwrap_or_else(|_| unreachable!("ALL has 27 names"));
             Ok(heed::CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();
@@ -463,6 +491,12 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         tasks,
         task_ids,
         running_tasks,
+        consumers,
+        poller_tokens,
+        sources,
+        source_ids,
+        source_tokens,
+        source_errors,
     ] = tables;
     Ok(Dbs {
         sealer: None,
@@ -487,6 +521,12 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         tasks,
         task_ids,
         running_tasks,
+        consumers,
+        poller_tokens,
+        sources,
+        source_ids,
+        source_tokens,
+        source_errors,
     })
 }
 
