@@ -11,6 +11,7 @@ mod determinism;
 mod harness;
 mod hostile;
 mod ops;
+mod poller;
 mod receiver;
 mod recovery;
 mod sdk;
