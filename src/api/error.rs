@@ -53,6 +53,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("Insufficient access for the given operation.")]
     Forbidden,
+    /// An ingest source refused a request's signature (why, for its error log).
+    #[error("The request's signature was not accepted: {0}.")]
+    BadSignature(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
     #[error("the method is not allowed on this route")]
@@ -89,7 +92,7 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
+            ApiError::BadSignature(_) => "bad_signature",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
@@ -155,6 +159,7 @@ impl ApiError {
             }
             ApiError::Unauthorized => coded("authentication_failed", &text),
             ApiError::Forbidden => coded("insufficient access", &text),
+            ApiError::BadSignature(_) => coded("invalid_signature", &text),
             ApiError::NotFound(detail) => coded("not_found", detail),
             ApiError::MethodNotAllowed => {
                 coded("method_not_allowed", "Method not allowed on this route.")

@@ -15,11 +15,13 @@ mod error;
 mod event_types;
 mod fields;
 mod idempotency;
+mod ingest_in;
 pub mod message_in;
 mod messages;
 mod poller;
 mod query;
 mod rate;
+mod sources;
 mod tasks;
 pub mod tls;
 
@@ -145,6 +147,8 @@ pub struct Ctx {
     pub body: Bytes,
     /// Hash of (token, idempotency key, URI) for a POST that carried a key.
     pub idempotency: Option<[u8; 32]>,
+    /// The `Host` the request came to (ingest URLs are built on it).
+    pub host: Option<String>,
 }
 
 /// What a listener serves.
@@ -249,6 +253,9 @@ pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<B
     let method = req.method().clone();
     if state.metrics_on_api && req.uri().path() == METRICS_PATH {
         return handle_metrics(state, &req);
+    }
+    if req.uri().path().starts_with(ingest_in::RECEIVE_PREFIX) {
+        return ingest_in::handle(state, req).await;
     }
     let result = route_and_serve(state, req).await;
     render(&method, result)
@@ -367,6 +374,15 @@ enum Route<'a> {
     PollerSeek(&'a str, &'a str, &'a str),
     PollerToken(&'a str, &'a str),
     PollerTokenRotate(&'a str, &'a str),
+    Sources,
+    Source(&'a str),
+    SourceTokenRotate(&'a str),
+    SourceLog(&'a str),
+    SourceEndpoints(&'a str),
+    SourceEndpoint(&'a str, &'a str),
+    SourceEndpointSecret(&'a str, &'a str),
+    SourceEndpointSecretRotate(&'a str, &'a str),
+    SourceEndpointHeaders(&'a str, &'a str),
 }
 
 impl<'a> Route<'a> {
@@ -408,6 +424,25 @@ impl<'a> Route<'a> {
         })
     }
 
+    /// The routes under `/ingest/api/v1` (Svix Ingest's prefix).
+    fn parse_ingest(segments: &'a [String]) -> Option<Route<'a>> {
+        let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+        Some(match s.as_slice() {
+            ["source"] => Route::Sources,
+            ["source", x] => Route::Source(x),
+            ["source", x, "token", "rotate"] => Route::SourceTokenRotate(x),
+            ["source", x, "log"] => Route::SourceLog(x),
+            ["source", x, "endpoint"] => Route::SourceEndpoints(x),
+            ["source", x, "endpoint", e] => Route::SourceEndpoint(x, e),
+            ["source", x, "endpoint", e, "secret"] => Route::SourceEndpointSecret(x, e),
+            ["source", x, "endpoint", e, "secret", "rotate"] => {
+                Route::SourceEndpointSecretRotate(x, e)
+            }
+            ["source", x, "endpoint", e, "headers"] => Route::SourceEndpointHeaders(x, e),
+            _ => return None,
+        })
+    }
+
     fn methods(self) -> &'static [Method] {
         use Method as M;
         match self {
@@ -432,6 +467,11 @@ impl<'a> Route<'a> {
             | Route::PollerConsumer(..)
             | Route::PollerToken(..) => &[M::GET],
             Route::PollerSeek(..) | Route::PollerTokenRotate(..) => &[M::POST],
+            Route::Sources | Route::SourceEndpoints(..) => &[M::GET, M::POST],
+            Route::Source(..) | Route::SourceEndpoint(..) => &[M::GET, M::PUT, M::DELETE],
+            Route::SourceLog(..) | Route::SourceEndpointSecret(..) => &[M::GET],
+            Route::SourceTokenRotate(..) | Route::SourceEndpointSecretRotate(..) => &[M::POST],
+            Route::SourceEndpointHeaders(..) => &[M::GET, M::PUT, M::PATCH],
             Route::EndpointSecretRotate(..)
             | Route::Resend(..)
             | Route::SendExample(..)
@@ -446,6 +486,10 @@ impl<'a> Route<'a> {
 /// Splits `/api/v1/...` into decoded segments; trailing and doubled slashes are ignored.
 fn path_segments(path: &str) -> Option<Vec<String>> {
     let rest = path.strip_prefix("/api/v1")?;
+    split_segments(rest)
+}
+
+fn split_segments(rest: &str) -> Option<Vec<String>> {
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
     }
@@ -469,8 +513,17 @@ async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Rep
             format!("The URI is longer than {URI_LEN_MAX} bytes."),
         ));
     }
-    let segments = path_segments(uri.path()).ok_or(ApiError::NotFound("Route not found."))?;
-    let route = Route::parse(&segments).ok_or(ApiError::NotFound("Route not found."))?;
+    let ingest = uri.path().strip_prefix("/ingest/api/v1");
+    let segments = match ingest {
+        Some(rest) => split_segments(rest),
+        None => path_segments(uri.path()),
+    }
+    .ok_or(ApiError::NotFound("Route not found."))?;
+    let route = match ingest {
+        Some(_) => Route::parse_ingest(&segments),
+        None => Route::parse(&segments),
+    }
+    .ok_or(ApiError::NotFound("Route not found."))?;
     let method = req.method().clone();
     if !route.methods().contains(&method) {
         return Err(ApiError::MethodNotAllowed);
@@ -519,6 +572,12 @@ async fn serve_route(
     } else {
         None
     };
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| h.len() <= 255 && !h.contains(['/', ' ']))
+        .map(str::to_owned);
     let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
         read_body(state, req).await?
     } else {
@@ -529,6 +588,7 @@ async fn serve_route(
         query,
         body,
         idempotency,
+        host,
     };
     match ctx.idempotency {
         Some(key) => {
@@ -538,6 +598,10 @@ async fn serve_route(
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per route and method: the dispatch reads as the list of routes"
+)]
 async fn dispatch(
     state: &ApiState,
     route: Route<'_>,
@@ -545,6 +609,7 @@ async fn dispatch(
     ctx: &Ctx,
 ) -> Result<Reply, ApiError> {
     use Method as M;
+    use sources::{Destination as Dest, destination};
     match (route, method.clone()) {
         (Route::Apps, M::GET) => apps::list(state, ctx),
         (Route::Apps, _) => apps::create(state, ctx).await,
@@ -594,6 +659,37 @@ async fn dispatch(
         (Route::PollerSeek(a, e, c), _) => poller::consumer_seek(state, ctx, a, e, c).await,
         (Route::PollerToken(a, e), _) => poller::token(state, ctx, a, e, false).await,
         (Route::PollerTokenRotate(a, e), _) => poller::token(state, ctx, a, e, true).await,
+        (Route::Sources, M::GET) => sources::list(state, ctx),
+        (Route::Sources, _) => sources::create(state, ctx).await,
+        (Route::Source(x), M::GET) => sources::get(state, ctx, x),
+        (Route::Source(x), M::PUT) => sources::upsert(state, ctx, x).await,
+        (Route::Source(x), _) => sources::delete(state, ctx, x).await,
+        (Route::SourceTokenRotate(x), _) => sources::rotate_token(state, ctx, x).await,
+        (Route::SourceLog(x), _) => sources::errors(state, ctx, x),
+        (Route::SourceEndpoints(x), M::GET) => destination(state, ctx, x, None, Dest::List).await,
+        (Route::SourceEndpoints(x), _) => destination(state, ctx, x, None, Dest::Create).await,
+        (Route::SourceEndpoint(x, e), M::GET) => {
+            destination(state, ctx, x, Some(e), Dest::Get).await
+        }
+        (Route::SourceEndpoint(x, e), M::PUT) => {
+            destination(state, ctx, x, Some(e), Dest::Upsert).await
+        }
+        (Route::SourceEndpoint(x, e), _) => destination(state, ctx, x, Some(e), Dest::Delete).await,
+        (Route::SourceEndpointSecret(x, e), _) => {
+            destination(state, ctx, x, Some(e), Dest::Secret).await
+        }
+        (Route::SourceEndpointSecretRotate(x, e), _) => {
+            destination(state, ctx, x, Some(e), Dest::RotateSecret).await
+        }
+        (Route::SourceEndpointHeaders(x, e), M::GET) => {
+            destination(state, ctx, x, Some(e), Dest::GetHeaders).await
+        }
+        (Route::SourceEndpointHeaders(x, e), m) => {
+            let what = Dest::SetHeaders {
+                merge: m == M::PATCH,
+            };
+            destination(state, ctx, x, Some(e), what).await
+        }
         (Route::Health | Route::HealthPing, _) => health(state, route),
     }
 }
