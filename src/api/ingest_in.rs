@@ -73,19 +73,13 @@ fn rate_key(source: &SourceRecord) -> [u8; 32] {
     key
 }
 
-async fn receive(state: &ApiState, req: Request<Incoming>) -> Result<Answer, ApiError> {
-    let token = req
-        .uri()
-        .path()
-        .strip_prefix(RECEIVE_PREFIX)
-        .unwrap_or_default()
-        .to_owned();
-    let now_ms = state.clock.now_ms();
+/// The source `token` names, within its rate; unknown tokens share one bucket.
+fn find_source(state: &ApiState, token: &str, now_ms: u64) -> Result<SourceRecord, ApiError> {
     let rate = state.config.get().source_rate_per_second;
     let source = if token.is_empty() || token.len() > 64 || token.contains('/') {
         None
     } else {
-        let hash = hash_token(&token);
+        let hash = hash_token(token);
         state
             .log
             .read(|rtxn, dbs| tables::source_by_token(rtxn, dbs, &hash, now_ms))?
@@ -99,6 +93,18 @@ async fn receive(state: &ApiState, req: Request<Incoming>) -> Result<Answer, Api
     state
         .rate_limiter
         .check(&rate_key(&source), now_ms, rate, rate)?;
+    Ok(source)
+}
+
+async fn receive(state: &ApiState, req: Request<Incoming>) -> Result<Answer, ApiError> {
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix(RECEIVE_PREFIX)
+        .unwrap_or_default()
+        .to_owned();
+    let now_ms = state.clock.now_ms();
+    let source = find_source(state, &token, now_ms)?;
     let scheme = Scheme::of(&source.kind)
         .ok_or_else(|| ApiError::Internal("a source of an unknown type".to_owned()))?;
     let config = opened_config(state, &source)?;

@@ -10,6 +10,7 @@ mod delivery;
 mod determinism;
 mod harness;
 mod hostile;
+mod ingest;
 mod ops;
 mod poller;
 mod receiver;
