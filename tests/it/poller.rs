@@ -287,6 +287,7 @@ async fn poll_seek_iterators_and_poller_tokens() {
         "/api/v1/app/small/msg",
         "/api/v1/app/small/endpoint/poll",
         "/api/v1/auth/app/small/poller/poll/token",
+        "/ingest/api/v1/source",
     ] {
         let status = with(path, poll_token.clone()).await;
         assert!(matches!(status, 401 | 403), "{path}: {status}");
