@@ -442,6 +442,7 @@ pub fn reseal_secrets(
         dbs.endpoints
             .put(&mut wtxn, &schema::u64_key(endpoint.key), &sealed)?;
     }
+    reseal_source_secrets(&mut wtxn, &dbs, new)?;
     dbs.meta.put(
         &mut wtxn,
         schema::meta_key::SECRETS_KEY_CHECK,
@@ -449,6 +450,61 @@ pub fn reseal_secrets(
     )?;
     wtxn.commit()?;
     Ok(endpoints.len())
+}
+
+/// Re-seals the ingest sources' secrets (config values, URL tokens) and the poller
+/// tokens with `new`, each opened with the key the log was opened with (a clear one is
+/// sealed now). Part of `reseal_secrets`' one transaction.
+fn reseal_source_secrets(
+    wtxn: &mut heed::RwTxn<'_>,
+    dbs: &Dbs,
+    new: &seal::Sealer,
+) -> Result<(), LogError> {
+    let open = |text: &str, sealed: bool| -> Result<String, LogError> {
+        match (&dbs.sealer, sealed) {
+            (_, false) => Ok(text.to_owned()),
+            (Some(old), true) => old.open_text(text),
+            (None, true) => Err(LogError::Secrets(
+                "a secret is sealed and no key is configured".to_owned(),
+            )),
+        }
+    };
+    let mut sources = Vec::new();
+    for row in dbs.sources.iter(wtxn)? {
+        let (_, value) = row?;
+        sources.push(schema::decode_json::<schema::SourceRecord>(
+            schema::db_name::SOURCES,
+            value,
+        )?);
+    }
+    for mut source in sources {
+        for value in source.config.values_mut() {
+            *value = new.seal_text(&open(value, source.sealed)?);
+        }
+        source.token = new.seal_text(&open(&source.token, source.sealed)?);
+        source.sealed = true;
+        dbs.sources.put(
+            wtxn,
+            &schema::u64_key(source.key),
+            &schema::encode_json(&source),
+        )?;
+    }
+    let mut tokens = Vec::new();
+    for row in dbs.poller_tokens.iter(wtxn)? {
+        let (key, value) = row?;
+        let token = schema::decode_json::<schema::PollerTokenRecord>(
+            schema::db_name::POLLER_TOKENS,
+            value,
+        )?;
+        tokens.push((key.to_vec(), token));
+    }
+    for (key, mut token) in tokens {
+        token.token = new.seal_text(&open(&token.token, token.sealed)?);
+        token.sealed = true;
+        dbs.poller_tokens
+            .put(wtxn, &key, &schema::encode_json(&token))?;
+    }
+    Ok(())
 }
 
 #[expect(
