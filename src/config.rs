@@ -68,6 +68,13 @@ pub struct ApiConfig {
     /// re-read on SIGHUP). Default none: plain HTTP, meant for loopback.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// How long an ingest source's replaced URL token keeps working after `token/rotate`,
+    /// seconds. Default 86,400 (24 h), 0–604,800.
+    pub source_token_grace_seconds: u64,
+    /// Requests per second one ingest source's receive URL takes, accepted or not (a token
+    /// bucket with as much burst; beyond it, 429), and the rate shared by every request
+    /// with an unknown token. 0 turns the limit off. Default 100, 0–1,000,000.
+    pub source_rate_per_second: u32,
 }
 
 /// `[storage]`: the LMDB environment and its writer thread.
@@ -174,6 +181,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api.token_rate_burst", "1000"),
     ("api.tls_cert_file", "(none)"),
     ("api.tls_key_file", "(none)"),
+    ("api.source_token_grace_seconds", "86400"),
+    ("api.source_rate_per_second", "100"),
     ("storage.map_size_bytes", "17179869184"),
     ("storage.intake_capacity", "65536"),
     ("storage.ingest_guard_percent", "90"),
@@ -219,6 +228,8 @@ impl Config {
                 token_rate_burst: 1_000,
                 tls_cert_file: None,
                 tls_key_file: None,
+                source_token_grace_seconds: 86_400,
+                source_rate_per_second: 100,
             },
             storage: StorageConfig {
                 map_size_bytes: 16 << 30,
@@ -305,6 +316,26 @@ impl Config {
     }
 }
 
+/// The ingest sources' settings of `[api]`.
+fn read_api_sources(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
+    reader.int(
+        api,
+        "api",
+        "source_token_grace_seconds",
+        0,
+        604_800,
+        &mut out.source_token_grace_seconds,
+    );
+    reader.int(
+        api,
+        "api",
+        "source_rate_per_second",
+        0,
+        1_000_000,
+        &mut out.source_rate_per_second,
+    );
+}
+
 fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
     let keys = [
         "listen",
@@ -316,8 +347,11 @@ fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
         "token_rate_burst",
         "tls_cert_file",
         "tls_key_file",
+        "source_token_grace_seconds",
+        "source_rate_per_second",
     ];
     reader.reject_unknown("api", api, &keys);
+    read_api_sources(reader, api, out);
     read_api_tls(reader, api, out);
     if let Some(v) = reader.string(api, "api", "listen") {
         match v.parse() {
@@ -744,7 +778,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 35, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 37, "KEYS lists every key");
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub(in crate::log) fn advance(
                 disabled: false,
                 event_types: e.event_types,
                 channels: e.channels,
+                polling_only: e.polling_only,
             };
             Ok(match task.kind {
                 TaskKind::Recover => recover_batch(ctx, &task)?,
