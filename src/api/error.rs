@@ -60,6 +60,8 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     #[error("Request payload is too large.")]
     PayloadTooLarge { limit_bytes: usize },
+    #[error("the URI is too long")]
+    UriTooLong { limit_bytes: usize },
     #[error("the request took too long to arrive")]
     RequestTimeout,
     #[error("the storage is full")]
@@ -94,6 +96,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -113,6 +116,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge { .. } => "too_large",
+            ApiError::UriTooLong { .. } => "uri_too_long",
             ApiError::RequestTimeout => "timeout",
             ApiError::StorageFull => "storage_full",
             ApiError::Busy => "busy",
@@ -161,6 +165,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit_bytes } => coded(
                 "payload_too_large",
                 &format!("Request payload is too large (the limit is {limit_bytes} bytes)."),
+            ),
+            ApiError::UriTooLong { limit_bytes } => coded(
+                "uri_too_long",
+                &format!("The URI is longer than {limit_bytes} bytes."),
             ),
             ApiError::RequestTimeout => coded(
                 "request_timeout",

@@ -385,10 +385,9 @@ async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Rep
     let uri = req.uri().clone();
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     if path_and_query.len() > URI_LEN_MAX {
-        return Err(ApiError::bad_request(
-            "uri_too_long",
-            format!("The URI is longer than {URI_LEN_MAX} bytes."),
-        ));
+        return Err(ApiError::UriTooLong {
+            limit_bytes: URI_LEN_MAX,
+        });
     }
     let segments = path_segments(uri.path()).ok_or(ApiError::NotFound("Route not found."))?;
     let route = Route::parse(&segments).ok_or(ApiError::NotFound("Route not found."))?;
@@ -617,7 +616,10 @@ pub fn render_reply(outcome: &Outcome) -> Option<(u16, Vec<u8>)> {
 }
 
 /// Parses a management request body into `T`; problems become a 422 naming the field.
+/// A key repeated in one object (anywhere in the body) is a 422 too: which copy counts
+/// would depend on the parser.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    check_no_duplicate_keys(body)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let value = parsed.map_err(|e| {
@@ -636,4 +638,94 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         )])
     })?;
     Ok(value)
+}
+
+/// A 422 naming the first key that appears twice in one object of `body`. A body that is
+/// not JSON passes (the typed parse reports it). serde_json's recursion limit bounds the
+/// walk.
+fn check_no_duplicate_keys(body: &[u8]) -> Result<(), ApiError> {
+    use serde::de::DeserializeSeed;
+    let mut path = vec!["body".to_owned()];
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match (UniqueKeys { path: &mut path }).deserialize(&mut de) {
+        Err(e) if e.to_string().starts_with(DUPLICATE_KEY) => {
+            Err(ApiError::Validation(vec![FieldError::json_decode(
+                path,
+                "this key appears more than once in its object",
+            )]))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How `UniqueKeys` starts its error's message.
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// Walks any JSON value and fails at the first duplicate key; `path` is then its location.
+struct UniqueKeys<'p> {
+    path: &'p mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        loop {
+            self.path.push(format!("[{index}]"));
+            if seq
+                .next_element_seed(UniqueKeys { path: self.path })?
+                .is_none()
+            {
+                self.path.pop();
+                return Ok(());
+            }
+            self.path.pop();
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let key = key.into_owned();
+            self.path.push(key.clone());
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            map.next_value_seed(UniqueKeys { path: self.path })?;
+            self.path.pop();
+        }
+        Ok(())
+    }
 }
