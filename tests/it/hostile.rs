@@ -450,3 +450,196 @@ async fn an_application_cannot_grow_past_its_endpoint_limit() {
     );
     sluice.stop().await;
 }
+
+/// A 422 whose first problem is at `loc` and mentions `needle`.
+fn assert_422_at(what: &str, resp: &crate::harness::Resp, loc: &[&str], needle: &str) {
+    assert_eq!(resp.status, 422, "{what}: {}", resp.json);
+    assert_eq!(
+        resp.json["detail"][0]["loc"],
+        json!(loc),
+        "{what}: {}",
+        resp.json
+    );
+    let msg = resp.json["detail"][0]["msg"].as_str().unwrap_or("");
+    assert!(msg.contains(needle), "{what}: {msg:?} mentions {needle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_dot_uids_and_long_uris_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    let raw = |path: &'static str, body: &'static str| async move {
+        call(addr, "POST", path, Some(TOKEN), &[], body.as_bytes()).await
+    };
+    // Management bodies (serde): top level and nested.
+    let resp = raw("/api/v1/app", r#"{"name":"a","uid":"x","name":"b"}"#).await;
+    assert_422_at("app name twice", &resp, &["body", "name"], "more than once");
+    let resp = raw(
+        "/api/v1/app",
+        r#"{"name":"a","metadata":{"k":"1","k":"2"}}"#,
+    )
+    .await;
+    assert_422_at(
+        "metadata key twice",
+        &resp,
+        &["body", "metadata", "k"],
+        "more than once",
+    );
+    let resp = raw(
+        "/api/v1/event-type",
+        r#"{"name":"t","description":"d","schemas":{"1":{"a":1,"a":2}}}"#,
+    )
+    .await;
+    assert_422_at(
+        "schema key twice",
+        &resp,
+        &["body", "schemas", "1", "a"],
+        "more than once",
+    );
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "T", "uid": "t"}))
+            .await
+            .status,
+        201
+    );
+    // The ingest parser (simd-json): the fields Svix reads, and the payload at any depth.
+    let msg = "/api/v1/app/t/msg";
+    let resp = raw(msg, r#"{"eventType":"a","payload":{},"eventType":"b"}"#).await;
+    assert_422_at(
+        "eventType twice",
+        &resp,
+        &["body", "eventType"],
+        "eventType",
+    );
+    let resp = raw(
+        msg,
+        r#"{"eventId":"x","eventType":"a","payload":{},"eventId":"y"}"#,
+    )
+    .await;
+    assert_422_at("eventId twice", &resp, &["body", "eventId"], "eventId");
+    let resp = raw(msg, r#"{"eventType":"a","payload":{"l":[{"k":1,"k":2}]}}"#).await;
+    assert_422_at("payload key twice", &resp, &["body", "payload"], "\"k\"");
+
+    // Uids that clients normalise away.
+    for uid in [".", ".."] {
+        let resp = post(addr, "/api/v1/app", &json!({"name": "d", "uid": uid})).await;
+        assert_422_at("app uid", &resp, &["body", "uid"], "'.'");
+        let resp = post(
+            addr,
+            "/api/v1/app/t/endpoint",
+            &json!({"url": "https://example.com/", "uid": uid}),
+        )
+        .await;
+        assert_422_at("endpoint uid", &resp, &["body", "uid"], "'.'");
+        let resp = post(
+            addr,
+            msg,
+            &json!({"eventType": "a", "eventId": uid, "payload": {}}),
+        )
+        .await;
+        assert_422_at("eventId", &resp, &["body", "eventId"], "'.'");
+        let resp = post(
+            addr,
+            "/api/v1/event-type",
+            &json!({"name": uid, "description": "d"}),
+        )
+        .await;
+        assert_eq!(resp.status, 422, "event type {uid}: {}", resp.json);
+    }
+
+    // An over-long URI is 414, with a JSON body.
+    let long = format!("/api/v1/app?x={}", "a".repeat(9 * 1024));
+    let resp = call(addr, "GET", &long, Some(TOKEN), &[], b"").await;
+    assert_eq!(resp.status, 414, "{}", resp.json);
+    assert_eq!(resp.json["code"], json!("uri_too_long"));
+
+    // Nothing was stored.
+    let apps = get(addr, "/api/v1/app").await.json;
+    assert_eq!(apps["data"].as_array().expect("data").len(), 1);
+    assert_eq!(get(addr, msg).await.json["data"], json!([]));
+    assert_eq!(
+        get(addr, "/api/v1/event-type").await.json["data"],
+        json!([])
+    );
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_cannot_set_host_hop_by_hop_or_framing_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "H", "uid": "h"}))
+            .await
+            .status,
+        201
+    );
+    let app_token = crate::harness::app_token(&sluice, "h").await;
+    let created = post(
+        addr,
+        "/api/v1/app/h/endpoint",
+        &json!({"url": "https://example.com/", "uid": "e"}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let forbidden = [
+        "Host",
+        "host",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Expect",
+        "Content-Length",
+    ];
+    for name in forbidden {
+        let headers = json!({ name: "internal.example" });
+        // On create, with an org token and with an app token.
+        for token in [TOKEN, app_token.as_str()] {
+            let body = json!({"url": "https://example.com/", "headers": headers});
+            let resp = call(
+                addr,
+                "POST",
+                "/api/v1/app/h/endpoint",
+                Some(token),
+                &[],
+                body.to_string().as_bytes(),
+            )
+            .await;
+            assert_422_at(name, &resp, &["body", "headers", name], name);
+        }
+        // Through the headers routes (replace and merge).
+        for method in ["PUT", "PATCH"] {
+            let body = json!({ "headers": headers });
+            let resp = call(
+                addr,
+                method,
+                "/api/v1/app/h/endpoint/e/headers",
+                Some(TOKEN),
+                &[],
+                body.to_string().as_bytes(),
+            )
+            .await;
+            assert_422_at(name, &resp, &["body", "headers", name], name);
+        }
+        // As the static-token header.
+        let body = json!({
+            "url": "https://example.com/",
+            "signing": {"mode": "static-token", "header": name, "token": "t0k"},
+        });
+        let resp = post(addr, "/api/v1/app/h/endpoint", &body).await;
+        assert_422_at(name, &resp, &["body", "signing", "header"], name);
+    }
+    // Nothing was stored: one endpoint, no headers.
+    let list = get(addr, "/api/v1/app/h/endpoint").await.json;
+    assert_eq!(list["data"].as_array().expect("data").len(), 1);
+    let headers = get(addr, "/api/v1/app/h/endpoint/e/headers").await.json;
+    assert_eq!(headers["headers"], json!({}), "{headers}");
+    sluice.stop().await;
+}
