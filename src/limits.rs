@@ -122,6 +122,22 @@ pub const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
 /// tokens) are forgotten, which loses nothing; if every one is in use, the fullest goes.
 pub const RATE_BUCKETS_MAX: usize = 100_000;
 
+/// Most API tokens stored (expired ones count until revoked): a token list is one bounded
+/// scan.
+pub const TOKENS_MAX: u64 = 1_000;
+/// A token's last use is recorded at most once per this interval (one small write a
+/// minute per busy token, never one per request).
+pub const TOKEN_USE_RECORD_INTERVAL_MS: u64 = 60_000;
+/// Failed authentications a client address may make at once, and how many more it earns
+/// a second; past them it is answered 429 before its token is even looked at.
+pub const AUTH_FAILURES_BURST: u32 = 20;
+pub const AUTH_FAILURES_PER_SECOND: u32 = 1;
+/// Most client addresses whose failed authentications are tracked (idle ones are
+/// forgotten first, as with `RATE_BUCKETS_MAX`).
+pub const AUTH_FAILURE_BUCKETS_MAX: usize = 10_000;
+/// The shortest `SLUICE_ADMIN_TOKEN` accepted at start.
+pub const ADMIN_TOKEN_LEN_MIN: usize = 32;
+
 const _: () = assert!(RESPONSE_KEPT_BYTES_MAX <= RESPONSE_READ_BYTES_MAX);
 const _: () = assert!(PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX);
 const _: () = assert!(PAGE_LIMIT_MAX <= PAGE_SCAN_ROWS_MAX);

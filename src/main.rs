@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
-use sluice::cli::{Overrides, backup, create_token, load_config, load_for_tool, rekey};
+use sluice::cli::{
+    Overrides, backup, create_token, list_tokens, load_config, load_for_tool, rekey, revoke_token,
+};
 use sluice::daemon::serve;
 
 /// See Cargo.toml: measured cheaper than glibc malloc on the hot paths.
@@ -84,6 +86,28 @@ enum TokenCommand {
         /// Scope the token to one application (id or uid); default: org-wide.
         #[arg(long)]
         app: Option<String>,
+        /// A label shown by `token list`.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// When the token stops working (RFC 3339); default: never.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the tokens: id, name, scope, creation, expiry and last use (never the token).
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Revoke a token: its id (`tok_…`), a unique prefix of it, or the token itself.
+    /// Requests that carry it get 401 from then on.
+    Revoke {
+        token: String,
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -137,13 +161,22 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => tool(config, data_dir, &|c| rekey(c, &new_key_file)),
-        Command::Token {
-            command:
-                TokenCommand::Create {
-                    app,
-                    config,
-                    data_dir,
-                },
-        } => tool(config, data_dir, &|c| create_token(c, app.as_deref())),
+        Command::Token { command } => match command {
+            TokenCommand::Create {
+                app,
+                name,
+                expires_at,
+                config,
+                data_dir,
+            } => tool(config, data_dir, &|c| {
+                create_token(c, app.as_deref(), &name, expires_at.as_deref())
+            }),
+            TokenCommand::List { config, data_dir } => tool(config, data_dir, &list_tokens),
+            TokenCommand::Revoke {
+                token,
+                config,
+                data_dir,
+            } => tool(config, data_dir, &|c| revoke_token(c, &token)),
+        },
     }
 }

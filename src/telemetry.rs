@@ -46,6 +46,7 @@ pub mod name {
     pub const LMDB_MAP_SIZE: &str = "sluice_lmdb_map_size_bytes";
     pub const LMDB_USED: &str = "sluice_lmdb_used_bytes";
     pub const LMDB_READERS: &str = "sluice_lmdb_readers";
+    pub const AUTH_FAILURES: &str = "sluice_api_auth_failures_total";
 }
 
 /// The delivery budget: attempts longer than this are "over budget".
@@ -105,9 +106,16 @@ fn build() -> PrometheusHandle {
     ] {
         counter!(counter).absolute(0);
     }
+    for outcome in ["refused", "throttled"] {
+        counter!(name::AUTH_FAILURES, "outcome" => outcome).absolute(0);
+    }
     handle
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one description per metric: the list reads as the catalogue"
+)]
 fn describe() {
     use name::*;
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
@@ -176,6 +184,11 @@ fn describe() {
     describe_gauge!(LMDB_MAP_SIZE, Unit::Bytes, "Size of the LMDB map.");
     describe_gauge!(LMDB_USED, Unit::Bytes, "Bytes of the LMDB map in use.");
     describe_gauge!(LMDB_READERS, "LMDB reader slots in use.");
+    describe_counter!(
+        AUTH_FAILURES,
+        "API requests with a missing, unknown, revoked or expired token (refused: 401), and \
+         requests refused because their address failed too often (throttled: 429)."
+    );
 }
 
 /// The status class label of an HTTP status (0: no response).

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::limits::{
     APPS_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX, TASKS_RUNNING_MAX,
+    TOKENS_MAX,
 };
 use crate::log::LogError;
 use crate::log::ops::Refusal;
@@ -70,6 +71,8 @@ pub enum ApiError {
     Busy,
     #[error("too many requests for this token")]
     RateLimited { retry_after_secs: u32 },
+    #[error("too many failed authentications from this address")]
+    AuthThrottled { retry_after_secs: u32 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -100,7 +103,9 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::AuthThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -121,6 +126,7 @@ impl ApiError {
             ApiError::StorageFull => "storage_full",
             ApiError::Busy => "busy",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::AuthThrottled { .. } => "auth_throttled",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -129,7 +135,8 @@ impl ApiError {
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
             ApiError::Busy => Some(1),
-            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::AuthThrottled { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -185,6 +192,12 @@ impl ApiError {
                     "This token made too many requests (api.token_rate_per_second); retry in {retry_after_secs} s."
                 ),
             ),
+            ApiError::AuthThrottled { retry_after_secs } => coded(
+                "auth_throttled",
+                &format!(
+                    "Too many failed authentications from this address; retry in {retry_after_secs} s."
+                ),
+            ),
             // Internal details go to tracing, not to the client.
             ApiError::Internal(_) => coded("server_error", "Internal Server Error"),
         }
@@ -203,6 +216,10 @@ impl From<LogError> for ApiError {
 
 impl From<Refusal> for ApiError {
     /// The one mapping of the log's refusals to HTTP.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per refusal: the mapping reads as one table"
+    )]
     fn from(refusal: Refusal) -> ApiError {
         let conflict = |code, detail: &str| ApiError::Conflict {
             code,
@@ -264,6 +281,11 @@ impl From<Refusal> for ApiError {
                 "endpoint_disabled",
                 "The endpoint is disabled; enable it first.",
             ),
+            Refusal::TokensLimit => ApiError::bad_request(
+                "limit_reached",
+                format!("Sluice holds the most tokens it allows ({TOKENS_MAX}); revoke one."),
+            ),
+            Refusal::TokenNotFound => ApiError::NotFound("Token not found."),
             Refusal::PayloadGone => ApiError::bad_request(
                 "missing_payload",
                 "The message's payload has expired or was expunged.",

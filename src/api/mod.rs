@@ -21,10 +21,12 @@ mod query;
 mod rate;
 mod tasks;
 pub mod tls;
+mod tokens;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +67,10 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// Per-token request buckets.
     rate_limiter: rate::RateLimiter,
+    /// Failed authentications per client address.
+    auth_throttle: rate::AuthThrottle,
+    /// When each token's last use was last queued for recording (coalescing).
+    tokens_touched: Mutex<HashMap<[u8; 32], u64>>,
     /// The listener's TLS acceptor, if `api.tls_*` are set; replaced on SIGHUP.
     pub tls: Live<Option<tokio_rustls::TlsAcceptor>>,
     /// `storage.ingest_guard_percent`: new messages are refused above this share of the map.
@@ -91,6 +97,8 @@ impl ApiState {
             task_wake,
             metrics,
             rate_limiter: rate::RateLimiter::default(),
+            auth_throttle: rate::AuthThrottle::default(),
+            tokens_touched: Mutex::new(HashMap::new()),
             tls: Live::new(None),
             ingest_guard_percent: 90,
             in_flight: Mutex::new(HashMap::new()),
@@ -158,7 +166,7 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -178,13 +186,13 @@ pub async fn serve(
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             match tls.as_ref() {
-                None => serve_connection(stream, state, header_timeout, watcher).await,
+                None => serve_connection(stream, peer, state, header_timeout, watcher).await,
                 Some(acceptor) => {
                     // The handshake is bounded like the headers: a silent client cannot
                     // hold a connection slot.
                     let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
                     if let Ok(Ok(stream)) = handshake.await {
-                        serve_connection(stream, state, header_timeout, watcher).await;
+                        serve_connection(stream, peer, state, header_timeout, watcher).await;
                     }
                 }
             }
@@ -197,6 +205,7 @@ pub async fn serve(
 /// Serves HTTP/1.1 on one connection (plain or TLS) until it closes or the server drains.
 async fn serve_connection<S>(
     stream: S,
+    peer: SocketAddr,
     state: Arc<ApiState>,
     header_timeout: Duration,
     watcher: Watcher,
@@ -205,7 +214,7 @@ async fn serve_connection<S>(
 {
     let service = hyper::service::service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        async move { Ok::<_, Infallible>(handle(&state, req, peer.ip()).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -215,12 +224,17 @@ async fn serve_connection<S>(
 }
 
 /// Serves one request; never fails (errors become JSON responses).
-pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// `peer` is the client's address (failed authentications are throttled per address).
+pub async fn handle(
+    state: &ApiState,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     if req.uri().path() == METRICS_PATH && matches!(method, Method::GET | Method::HEAD) {
         return metrics_response(state, &method);
     }
-    let result = route_and_serve(state, req).await;
+    let result = route_and_serve(state, req, peer).await;
     let (status, body, retry_after) = match result {
         Ok(reply) => (reply.status, reply.body, None),
         Err(error) => {
@@ -297,6 +311,8 @@ enum Route<'a> {
     ReplayMissing(&'a str, &'a str),
     BackgroundTasks,
     BackgroundTask(&'a str),
+    Tokens,
+    Token(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -329,6 +345,8 @@ impl<'a> Route<'a> {
             ["app", a, "endpoint", e, "replay-missing"] => Route::ReplayMissing(a, e),
             ["background-task"] => Route::BackgroundTasks,
             ["background-task", t] => Route::BackgroundTask(t),
+            ["auth", "token"] => Route::Tokens,
+            ["auth", "token", t] => Route::Token(t),
             _ => return None,
         })
     }
@@ -337,9 +355,12 @@ impl<'a> Route<'a> {
         use Method as M;
         match self {
             Route::Health | Route::HealthPing => &[M::GET, M::HEAD],
-            Route::Apps | Route::Endpoints(..) | Route::EventTypes | Route::Messages(..) => {
-                &[M::GET, M::POST]
-            }
+            Route::Apps
+            | Route::Endpoints(..)
+            | Route::EventTypes
+            | Route::Messages(..)
+            | Route::Tokens => &[M::GET, M::POST],
+            Route::Token(..) => &[M::DELETE],
             Route::App(..) | Route::Endpoint(..) | Route::EventType(..) => {
                 &[M::GET, M::PUT, M::PATCH, M::DELETE]
             }
@@ -381,7 +402,11 @@ fn path_segments(path: &str) -> Option<Vec<String>> {
         .collect()
 }
 
-async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Reply, ApiError> {
+async fn route_and_serve(
+    state: &ApiState,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Reply, ApiError> {
     let uri = req.uri().clone();
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     if path_and_query.len() > URI_LEN_MAX {
@@ -397,12 +422,12 @@ async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Rep
     }
     if matches!(route, Route::Messages(_)) && method == Method::POST {
         let started = std::time::Instant::now();
-        let result = serve_route(state, req, route, path_and_query).await;
+        let result = serve_route(state, req, route, path_and_query, peer).await;
         let rejected = result.as_ref().err().map(ApiError::reason);
         crate::telemetry::ingest_finished(started.elapsed(), rejected);
         return result;
     }
-    serve_route(state, req, route, path_and_query).await
+    serve_route(state, req, route, path_and_query, peer).await
 }
 
 /// Authenticates, reads the body, applies idempotency and runs the route's handler.
@@ -411,12 +436,28 @@ async fn serve_route(
     req: Request<Incoming>,
     route: Route<'_>,
     path_and_query: &str,
+    peer: IpAddr,
 ) -> Result<Reply, ApiError> {
     let method = req.method().clone();
     if let Route::Health | Route::HealthPing = route {
         return health(state, route);
     }
-    let auth = auth::authenticate(state, req.headers())?;
+    let now_ms = state.clock.now_ms();
+    if let Err(error) = state.auth_throttle.check(peer, now_ms) {
+        metrics::counter!(crate::telemetry::name::AUTH_FAILURES, "outcome" => "throttled")
+            .increment(1);
+        return Err(error);
+    }
+    let auth = match auth::authenticate(state, req.headers(), now_ms) {
+        Ok(auth) => auth,
+        Err(ApiError::Unauthorized) => {
+            state.auth_throttle.failed(peer, now_ms);
+            metrics::counter!(crate::telemetry::name::AUTH_FAILURES, "outcome" => "refused")
+                .increment(1);
+            return Err(ApiError::Unauthorized);
+        }
+        Err(error) => return Err(error),
+    };
     let limits = state.config.get();
     state.rate_limiter.check(
         &auth.token_hash,
@@ -500,6 +541,9 @@ async fn dispatch(
         }
         (Route::BackgroundTasks, _) => tasks::list(state, ctx),
         (Route::BackgroundTask(t), _) => tasks::get(state, ctx, t),
+        (Route::Tokens, M::GET) => tokens::list(state, ctx),
+        (Route::Tokens, _) => tokens::create(state, ctx).await,
+        (Route::Token(t), _) => tokens::revoke(state, ctx, t).await,
         (Route::Health | Route::HealthPing, _) => health(state, route),
     }
 }

@@ -12,12 +12,13 @@ use super::ops::{
 };
 use super::schema::{
     self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, OldSecret, TokenRecord,
+    TokenScope,
 };
 use super::tasks::{self as task_log, NotCreated, TaskSpec};
 use super::{LogError, WriteCtx, retention, tables};
 use crate::limits::{
     APPS_MAX, DAY_MS, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX,
-    RETENTION_DAYS_DEFAULT,
+    RETENTION_DAYS_DEFAULT, TOKENS_MAX,
 };
 
 /// The event type every endpoint can be sent an example of, and its payload.
@@ -134,12 +135,26 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             tables::skip_delivery(w, endpoint_key, seq)?;
             Ok(Outcome::Done)
         }
-        Op::CreateToken { hash, scope } => {
-            let record = TokenRecord {
-                scope,
-                created_ms: w.now_ms,
-            };
-            tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+        Op::CreateToken {
+            hash,
+            scope,
+            name,
+            expires_ms,
+        } => create_token(w, hash, scope, name, expires_ms),
+        Op::RevokeToken { hash } => {
+            if tables::token(w.wtxn, w.dbs, &hash)?.is_none() {
+                return refused(Refusal::TokenNotFound);
+            }
+            w.dbs.tokens.delete(w.wtxn, &hash)?;
+            Ok(Outcome::Done)
+        }
+        Op::TouchToken { hash } => {
+            if let Some(mut record) = tables::token(w.wtxn, w.dbs, &hash)?
+                && record.last_used_ms.is_none_or(|last| last < w.now_ms)
+            {
+                record.last_used_ms = Some(w.now_ms);
+                tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+            }
             Ok(Outcome::Done)
         }
         Op::RetentionSweep {
@@ -158,6 +173,28 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             Ok(Outcome::IdempotencyExpired { resume, deleted })
         }
     }
+}
+
+/// `Done`, or `TokensLimit`.
+fn create_token(
+    w: &mut WriteCtx<'_, '_>,
+    hash: [u8; 32],
+    scope: TokenScope,
+    name: String,
+    expires_ms: Option<u64>,
+) -> Result<Outcome, LogError> {
+    if tables::token(w.wtxn, w.dbs, &hash)?.is_none() && w.dbs.tokens.len(w.wtxn)? >= TOKENS_MAX {
+        return refused(Refusal::TokensLimit);
+    }
+    let record = TokenRecord {
+        scope,
+        created_ms: w.now_ms,
+        name,
+        expires_ms,
+        last_used_ms: None,
+    };
+    tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+    Ok(Outcome::Done)
 }
 
 /// Stores a remembered reply with the change it describes.

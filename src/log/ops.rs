@@ -235,6 +235,8 @@ pub enum Op {
     CreateToken {
         hash: [u8; 32],
         scope: TokenScope,
+        name: String,
+        expires_ms: Option<u64>,
     },
     /// One bounded retention batch (see `retention::sweep`).
     RetentionSweep {
@@ -247,11 +249,21 @@ pub enum Op {
         after: Option<Vec<u8>>,
         rows_max: u32,
     },
+    /// Revokes the token with this hash: its record goes, so it opens nothing from the
+    /// commit on.
+    RevokeToken {
+        hash: [u8; 32],
+    },
+    /// Records that the token was used at the op's time (at most once a
+    /// `limits::TOKEN_USE_RECORD_INTERVAL_MS` per token; the API coalesces).
+    TouchToken {
+        hash: [u8; 32],
+    },
 }
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 24] = [
+    pub const NAMES: [&'static str; 26] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -276,6 +288,8 @@ impl Op {
         "create_token",
         "retention_sweep",
         "expire_idempotency",
+        "revoke_token",
+        "touch_token",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -305,6 +319,8 @@ impl Op {
             Op::CreateToken { .. } => "create_token",
             Op::RetentionSweep { .. } => "retention_sweep",
             Op::ExpireIdempotency { .. } => "expire_idempotency",
+            Op::RevokeToken { .. } => "revoke_token",
+            Op::TouchToken { .. } => "touch_token",
         }
     }
 }
@@ -482,6 +498,9 @@ pub enum Refusal {
     HeadersLimit,
     /// `limits::TASKS_RUNNING_MAX` background tasks are running.
     TasksLimit,
+    /// `limits::TOKENS_MAX` tokens exist.
+    TokensLimit,
+    TokenNotFound,
     EndpointDisabled,
     /// The message's payload expired or was expunged.
     PayloadGone,

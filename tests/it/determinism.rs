@@ -56,6 +56,8 @@ struct World {
     endpoints: Vec<(u64, u64, String)>,
     messages: Vec<(u64, u64, String)>,
     tasks: Vec<u64>,
+    /// Hashes of the tokens created (or tried).
+    tokens: Vec<[u8; 32]>,
     serial: u64,
 }
 
@@ -373,21 +375,46 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 disable_after_ms: rng.below(2) * 10_000,
             }
         }
-        21 => Op::CreateToken {
-            hash: rng.bytes(32).try_into().expect("32 bytes"),
-            scope: match rng.pick(&world.apps) {
-                Some(app) if rng.chance(50) => TokenScope::App(app.0),
-                _ => TokenScope::Org,
-            },
-        },
+        21 => {
+            let hash: [u8; 32] = rng.bytes(32).try_into().expect("32 bytes");
+            world.tokens.push(hash);
+            Op::CreateToken {
+                hash,
+                scope: match rng.pick(&world.apps) {
+                    Some(app) if rng.chance(50) => TokenScope::App(app.0),
+                    _ => TokenScope::Org,
+                },
+                name: if rng.chance(50) {
+                    world.fresh("token")
+                } else {
+                    String::new()
+                },
+                expires_ms: rng
+                    .chance(30)
+                    .then(|| 1_700_000_000_000 + rng.below(2_000_000)),
+            }
+        }
         22 => Op::RetentionSweep {
             delete_before_ms: 1_700_000_000_000 + rng.below(2_000_000),
             payload_cursor: if rng.chance(50) { Some(None) } else { None },
             rows_max: 1 + rng.below(20) as u32,
         },
-        _ => Op::ExpireIdempotency {
+        23 => Op::ExpireIdempotency {
             after: None,
             rows_max: 1 + rng.below(20) as u32,
+        },
+        // A token created before, or (a refusal) one never created.
+        24 => Op::RevokeToken {
+            hash: match rng.pick(&world.tokens) {
+                Some(hash) if rng.chance(80) => *hash,
+                _ => rng.bytes(32).try_into().expect("32 bytes"),
+            },
+        },
+        _ => Op::TouchToken {
+            hash: match rng.pick(&world.tokens) {
+                Some(hash) if rng.chance(80) => *hash,
+                _ => rng.bytes(32).try_into().expect("32 bytes"),
+            },
         },
     }
 }

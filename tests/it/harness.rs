@@ -16,7 +16,8 @@ use sluice::app::Running;
 use sluice::clock::Clock;
 use sluice::config::Config;
 
-pub(crate) const TOKEN: &str = "test-admin-token";
+/// The admin token of the tests (`SLUICE_ADMIN_TOKEN` must have at least 32 characters).
+pub(crate) const TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// A config for tests: data in `dir`, API on an ephemeral loopback port.
 /// Runs `command` to completion and asserts that it succeeded, showing its output if not.

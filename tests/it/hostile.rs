@@ -643,3 +643,239 @@ async fn endpoints_cannot_set_host_hop_by_hop_or_framing_headers() {
     assert_eq!(headers["headers"], json!({}), "{headers}");
     sluice.stop().await;
 }
+
+/// Every route a token opens (method, path), for "refused everywhere" checks.
+const SOME_ROUTES: [(&str, &str); 9] = [
+    ("GET", "/api/v1/app"),
+    ("GET", "/api/v1/app/t"),
+    ("POST", "/api/v1/app/t/msg"),
+    ("GET", "/api/v1/app/t/msg"),
+    ("GET", "/api/v1/app/t/endpoint"),
+    ("GET", "/api/v1/event-type"),
+    ("GET", "/api/v1/background-task"),
+    ("GET", "/api/v1/auth/token"),
+    ("POST", "/api/v1/auth/token"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_listed_revoked_at_once_and_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = sluice::clock::Clock::manual(1_700_000_000_000);
+    let sluice = crate::harness::start_clocked(dir.path(), clock.clone()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "T", "uid": "t"}))
+            .await
+            .status,
+        201
+    );
+    let created = post(addr, "/api/v1/auth/token", &json!({"name": "ci"})).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let token = created.json["token"].as_str().expect("token").to_owned();
+    let id = created.json["id"].as_str().expect("id").to_owned();
+    assert!(
+        token.starts_with("sk_") && id.starts_with("tok_"),
+        "{}",
+        created.json
+    );
+    assert_eq!(created.json["scope"], json!("org"));
+
+    // Its uses are recorded at most once a minute.
+    let last_used = || async {
+        let list = get(addr, "/api/v1/auth/token").await.json;
+        let row = list["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|t| t["id"] == json!(id))
+            .cloned()
+            .expect("listed");
+        assert!(row.get("token").is_none(), "a list never shows the token");
+        row["lastUsedAt"].clone()
+    };
+    let use_it = || call(addr, "GET", "/api/v1/app", Some(&token), &[], b"");
+    assert_eq!(use_it().await.status, 200);
+    let mut first_use = Value::Null;
+    for _ in 0..500 {
+        first_use = last_used().await;
+        if !first_use.is_null() {
+            break;
+        }
+        crate::harness::pause(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(first_use, json!("2023-11-14T22:13:20.000Z"));
+    clock.advance_ms(30_000);
+    for _ in 0..20 {
+        assert_eq!(use_it().await.status, 200);
+    }
+    // (Nothing was queued; had it been, the next read would see a later time.)
+    assert_eq!(use_it().await.status, 200);
+    assert_eq!(
+        last_used().await,
+        first_use,
+        "within the minute: not recorded"
+    );
+    clock.advance_ms(31_000);
+    assert_eq!(use_it().await.status, 200);
+    let mut later = Value::Null;
+    for _ in 0..500 {
+        later = last_used().await;
+        if later != first_use {
+            break;
+        }
+        crate::harness::pause(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(later, json!("2023-11-14T22:14:21.000Z"));
+
+    // Revoked: 401 on the very next request, on every route.
+    let resp = call(
+        addr,
+        "DELETE",
+        &format!("/api/v1/auth/token/{id}"),
+        Some(TOKEN),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 204, "{}", resp.json);
+    for (method, path) in SOME_ROUTES {
+        let resp = call(addr, method, path, Some(&token), &[], b"{}").await;
+        assert_eq!(resp.status, 401, "{method} {path}: {}", resp.json);
+        assert_eq!(resp.json["code"], json!("authentication_failed"));
+    }
+    let resp = call(
+        addr,
+        "DELETE",
+        &format!("/api/v1/auth/token/{id}"),
+        Some(TOKEN),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 404, "gone: {}", resp.json);
+
+    // Expiry: works until its time, then 401 everywhere.
+    let expiring = post(
+        addr,
+        "/api/v1/auth/token",
+        &json!({"name": "short", "appId": "t", "expiresAt": "2023-11-14T23:00:00Z"}),
+    )
+    .await;
+    assert_eq!(expiring.status, 201, "{}", expiring.json);
+    let app_scoped = expiring.json["token"].as_str().expect("token").to_owned();
+    assert!(
+        expiring.json["scope"]
+            .as_str()
+            .expect("scope")
+            .starts_with("app_")
+    );
+    let resp = call(
+        addr,
+        "GET",
+        "/api/v1/app/t/msg",
+        Some(&app_scoped),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.json);
+    let resp = call(
+        addr,
+        "GET",
+        "/api/v1/auth/token",
+        Some(&app_scoped),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 403, "tokens are org-only: {}", resp.json);
+    clock.advance_ms(3_600_000);
+    for (method, path) in SOME_ROUTES {
+        let resp = call(addr, method, path, Some(&app_scoped), &[], b"{}").await;
+        assert_eq!(resp.status, 401, "expired: {method} {path}: {}", resp.json);
+    }
+    // Bad input.
+    for body in [
+        json!({"expiresAt": "yesterday"}),
+        json!({"expiresAt": "2020-01-01T00:00:00Z"}),
+        json!({"nmae": "typo"}),
+    ] {
+        let resp = post(addr, "/api/v1/auth/token", &body).await;
+        assert_eq!(resp.status, 422, "{body}: {}", resp.json);
+    }
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_are_throttled_per_address_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = sluice::clock::Clock::manual(1_700_000_000_000);
+    let sluice = crate::harness::start_clocked(dir.path(), clock.clone()).await;
+    let addr = sluice.addr;
+    let burst = sluice::limits::AUTH_FAILURES_BURST;
+    for i in 0..burst {
+        let resp = call(
+            addr,
+            "GET",
+            "/api/v1/app",
+            Some(&format!("sk_wrong{i}")),
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(resp.status, 401, "failure {i}");
+    }
+    // Past the burst: 429 with Retry-After before the token is looked at, even a good one.
+    for token in ["sk_wrong", TOKEN] {
+        let resp = call(addr, "GET", "/api/v1/app", Some(token), &[], b"").await;
+        assert_eq!(resp.status, 429, "{}", resp.json);
+        assert_eq!(resp.json["code"], json!("auth_throttled"));
+        assert_eq!(
+            resp.headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+    // Health and metrics need no token and stay open.
+    assert_eq!(get(addr, "/api/v1/health").await.status, 200);
+    let (_, metrics) = crate::harness::get_text(addr, "/metrics").await;
+    let count = |outcome: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("sluice_api_auth_failures_total")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(count("refused") >= f64::from(burst), "{metrics}");
+    assert!(count("throttled") >= 2.0, "{metrics}");
+    // A second later one more try is allowed; a good token then works.
+    clock.advance_ms(1_000);
+    assert_eq!(get(addr, "/api/v1/app").await.status, 200);
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::harness::test_config(dir.path());
+    let error = sluice::app::start(&config, Some("a"), sluice::clock::Clock::System)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("at least 32"), "{error}");
+    // The daemon says so and exits 64, before binding.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("d"))
+        .env("SLUICE_ADMIN_TOKEN", "short-token")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SLUICE_ADMIN_TOKEN"), "{stderr}");
+}
