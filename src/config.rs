@@ -25,6 +25,18 @@ pub struct Config {
     pub api: ApiConfig,
     pub storage: StorageConfig,
     pub delivery: DeliveryConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where Prometheus scrapes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsConfig {
+    /// A listener of its own for `/metrics` (then the API listener does not serve it),
+    /// so Prometheus can reach the metrics without reaching the API. Default: none
+    /// (`/metrics` on the API listener).
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token `/metrics` requires. Default: none (no token).
+    pub token_file: Option<PathBuf>,
 }
 
 /// How diagnostics are written.
@@ -172,6 +184,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("delivery.endpoint_in_flight_max", "16"),
     ("delivery.disable_after_ms", "432000000"),
     ("delivery.header_style", "\"webhook\""),
+    ("metrics.listen", "(none)"),
+    ("metrics.token_file", "(none)"),
 ];
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -215,6 +229,7 @@ impl Config {
                 disable_after_ms: 5 * 86_400_000,
                 header_style: HeaderStyle::Webhook,
             },
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -238,6 +253,7 @@ impl Config {
             "api",
             "storage",
             "delivery",
+            "metrics",
         ];
         reader.reject_unknown("", &table, &known_top);
         if let Some(v) = reader.string(&table, "", "data_dir") {
@@ -277,6 +293,9 @@ impl Config {
         }
         if let Some(delivery) = reader.section(&table, "delivery") {
             read_delivery(&mut reader, delivery, &mut config.delivery);
+        }
+        if let Some(metrics) = reader.section(&table, "metrics") {
+            read_metrics(&mut reader, metrics, &mut config.metrics);
         }
         if reader.problems.is_empty() {
             Ok(config)
@@ -367,6 +386,19 @@ fn read_api_tls(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
             "tls_cert_file and tls_key_file go together",
         );
     }
+}
+
+fn read_metrics(reader: &mut Reader, metrics: &toml::Table, out: &mut MetricsConfig) {
+    reader.reject_unknown("metrics", metrics, &["listen", "token_file"]);
+    if let Some(v) = reader.string(metrics, "metrics", "listen") {
+        match v.parse() {
+            Ok(addr) => out.listen = Some(addr),
+            Err(_) => reader.problem("metrics.listen", "must be an IP address and port"),
+        }
+    }
+    out.token_file = reader
+        .string(metrics, "metrics", "token_file")
+        .map(PathBuf::from);
 }
 
 fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageConfig) {
@@ -643,7 +675,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 29, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 31, "KEYS lists every key");
     }
 
     #[test]

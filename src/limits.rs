@@ -116,6 +116,9 @@ pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 // === API ===
 
+/// Most concurrent connections to the `[metrics] listen` listener (Prometheus needs one).
+pub const METRICS_CONNECTIONS_MAX: usize = 16;
+
 /// Largest serialised `schemas` object, in bytes.
 pub const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
 /// Most token buckets kept. To make room, buckets that have refilled completely (idle

@@ -32,9 +32,11 @@ struct Cli {
 enum Command {
     /// Run the daemon (with no --config, the embedded default).
     Serve {
+        /// The config file (default: the embedded default; the secrets key comes from
+        /// `storage.secrets_key_file` in it).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Overrides `data_dir`.
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Overrides `api.listen`.
@@ -56,8 +58,11 @@ enum Command {
         /// The file with the new 32-byte key (raw, hex or base64).
         #[arg(long)]
         new_key_file: PathBuf,
+        /// The config file (default: the embedded default; the secrets key comes from
+        /// `storage.secrets_key_file` in it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -67,8 +72,11 @@ enum Command {
         /// The directory to write (created; must not hold a log already).
         #[arg(long)]
         to: PathBuf,
+        /// The config file (default: the embedded default; the secrets key comes from
+        /// `storage.secrets_key_file` in it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -76,6 +84,13 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Write the man pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The directory to write `man/` and `completions/` into.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -92,27 +107,63 @@ enum TokenCommand {
         /// When the token stops working (RFC 3339); default: never.
         #[arg(long)]
         expires_at: Option<String>,
+        /// The config file (default: the embedded default; the secrets key comes from
+        /// `storage.secrets_key_file` in it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// List the tokens: id, name, scope, creation, expiry and last use (never the token).
     List {
+        /// The config file (default: the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Revoke a token: its id (`tok_…`), a unique prefix of it, or the token itself.
     /// Requests that carry it get 401 from then on.
     Revoke {
+        /// The token's id (`tok_…`), a unique prefix of the id, or the token (`sk_…`).
         token: String,
+        /// The config file (default: the embedded default).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// A tool's runner: config file, data directory, then the work on the loaded config.
+type Tool<'a> = &'a dyn Fn(
+    Option<PathBuf>,
+    Option<PathBuf>,
+    &dyn Fn(&sluice::config::Config) -> ExitCode,
+) -> ExitCode;
+
+/// The `token` subcommands.
+fn token(command: TokenCommand, tool: Tool<'_>) -> ExitCode {
+    match command {
+        TokenCommand::Create {
+            app,
+            name,
+            expires_at,
+            config,
+            data_dir,
+        } => tool(config, data_dir, &|c| {
+            create_token(c, app.as_deref(), &name, expires_at.as_deref())
+        }),
+        TokenCommand::List { config, data_dir } => tool(config, data_dir, &list_tokens),
+        TokenCommand::Revoke {
+            token,
+            config,
+            data_dir,
+        } => tool(config, data_dir, &|c| revoke_token(c, &token)),
+    }
 }
 
 fn main() -> ExitCode {
@@ -161,22 +212,35 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => tool(config, data_dir, &|c| rekey(c, &new_key_file)),
-        Command::Token { command } => match command {
-            TokenCommand::Create {
-                app,
-                name,
-                expires_at,
-                config,
-                data_dir,
-            } => tool(config, data_dir, &|c| {
-                create_token(c, app.as_deref(), &name, expires_at.as_deref())
-            }),
-            TokenCommand::List { config, data_dir } => tool(config, data_dir, &list_tokens),
-            TokenCommand::Revoke {
-                token,
-                config,
-                data_dir,
-            } => tool(config, data_dir, &|c| revoke_token(c, &token)),
+        Command::GenerateAssets { out } => match generate_assets(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!(
+                    "error: cannot write the assets into {}: {error}",
+                    out.display()
+                );
+                ExitCode::FAILURE
+            }
         },
+        Command::Token { command } => token(command, &tool),
     }
+}
+
+/// Man pages (`sluice.1` and one per subcommand) and bash, zsh and fish completions, all
+/// from the clap definitions above, so they never drift from the real command line.
+fn generate_assets(out: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let man = out.join("man");
+    let completions = out.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "sluice", &completions)?;
+    }
+    Ok(())
 }

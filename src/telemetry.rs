@@ -174,7 +174,10 @@ fn describe() {
         SHARD_RETRIES_IN_MEMORY,
         "Retries due within the horizon held by a shard."
     );
-    describe_gauge!(SHARD_LANES, "Endpoint lanes with work, per shard.");
+    describe_gauge!(
+        SHARD_LANES,
+        "Endpoint lanes with work, or a pause or pacing still ahead, per shard."
+    );
     describe_gauge!(
         SHARD_LANES_THROTTLED,
         "Lanes paused by 429/502/503/504 or a FIFO retry, per shard."

@@ -62,13 +62,15 @@ pub struct EndpointCache {
 type CachedEndpoint = (Vec<u8>, Arc<EndpointRecord>);
 
 impl EndpointCache {
+    /// The endpoint `key` whose row, as stored, is `stored` (`None`: it is gone): the
+    /// cached record if the row is unchanged, else `decode(stored)`, then cached.
     fn get(
         &self,
-        rtxn: &heed::RoTxn<'_, heed::WithoutTls>,
-        dbs: &crate::log::Dbs,
         key: u64,
+        stored: Option<&[u8]>,
+        decode: impl FnOnce(&[u8]) -> Result<EndpointRecord, crate::log::LogError>,
     ) -> Result<Option<Arc<EndpointRecord>>, crate::log::LogError> {
-        let Some(stored) = dbs.endpoints.get(rtxn, &crate::log::schema::u64_key(key))? else {
+        let Some(stored) = stored else {
             return Ok(None);
         };
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,7 +79,7 @@ impl EndpointCache {
         {
             return Ok(Some(Arc::clone(record)));
         }
-        let record = Arc::new(tables::decode_endpoint(dbs, stored)?);
+        let record = Arc::new(decode(stored)?);
         if entries.len() >= ENDPOINT_CACHE_MAX {
             entries.clear();
         }
@@ -99,6 +101,8 @@ pub struct DeliverySettings {
 /// How an attempt ended, for the shard.
 #[derive(Debug)]
 pub struct Finished {
+    /// The attempt's number in its shard.
+    pub attempt: u64,
     pub job: DueJob,
     /// The step decided; `None` if nothing was attempted or its record could not be
     /// queued.
@@ -120,7 +124,7 @@ impl DeliverySettings {
     }
 }
 
-/// Runs one scheduled attempt of `job` (`random` in [0, 1) is the retry jitter's draw),
+/// Runs attempt number `number` of `job` (`random` in [0, 1) is the retry jitter's draw),
 /// reports it on `answered` as soon as the receiver has answered, then waits for the
 /// attempt's record. Ends with the (endpoint, seq) the shard may then stop holding:
 /// every delivery but one waiting for a retry, whose timer (or FIFO lane) holds it. A
@@ -128,11 +132,12 @@ impl DeliverySettings {
 /// never goes out before this one's outcome is durable.
 pub async fn run(
     ctx: Arc<AttemptCtx>,
+    number: u64,
     job: DueJob,
     random: f64,
     answered: mpsc::Sender<Finished>,
 ) -> Option<(u64, u64)> {
-    let (finished, recording) = attempt(ctx, job, random).await;
+    let (finished, recording) = attempt(ctx, number, job, random).await;
     let release =
         (!matches!(finished.step, Some(Step::RetryAt(_)))).then_some((job.endpoint_key, job.seq));
     // The shard outlives its attempts; if it is gone there is nobody left to tell.
@@ -148,17 +153,22 @@ pub async fn run(
 /// The attempt itself: what to tell the shard, and the record still on its way to disk.
 async fn attempt(
     ctx: Arc<AttemptCtx>,
+    number: u64,
     job: DueJob,
     random: f64,
 ) -> (Finished, Option<QueuedWrite>) {
     let mut finished = Finished {
+        attempt: number,
         job,
         step: None,
         pause_until_ms: None,
         settings: None,
     };
     let loaded = ctx.log.read(|rtxn, dbs| {
-        let endpoint = ctx.endpoints.get(rtxn, dbs, job.endpoint_key)?;
+        let stored = tables::endpoint_stored(rtxn, dbs, job.endpoint_key)?;
+        let endpoint = ctx.endpoints.get(job.endpoint_key, stored, |stored| {
+            tables::decode_endpoint(dbs, stored)
+        })?;
         let delivery = tables::delivery(rtxn, dbs, job.endpoint_key, job.seq)?;
         let message = tables::message_by_seq(rtxn, dbs, job.seq)?;
         Ok((endpoint, delivery, message))
