@@ -129,10 +129,20 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> ExitCode {
 /// Takes an online, compacted copy of the log into `to` (a new or empty directory).
 pub fn backup(config: &Config, to: &Path) -> ExitCode {
     match with_log(config, |log, _| {
-        log.backup_to(to).map_err(|e| e.to_string())
+        let bytes = log.backup_to(to).map_err(|e| e.to_string())?;
+        Ok((bytes, log.secrets_key_file().map(Path::to_path_buf)))
     }) {
-        Ok(bytes) => {
+        Ok((bytes, key)) => {
             eprintln!("backup: {} ({bytes} bytes)", to.display());
+            if let Some(key) = key {
+                eprintln!(
+                    "backup: the secrets in it are sealed with the key in {}, which the backup \
+                     does not contain; keep a copy of that key to restore it (put it in the \
+                     restored data directory as {}, or name it in storage.secrets_key_file)",
+                    key.display(),
+                    crate::log::DEFAULT_SECRETS_KEY_FILE
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

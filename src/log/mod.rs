@@ -21,7 +21,7 @@ pub mod tables;
 pub mod tasks;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use heed::types::Bytes;
@@ -81,6 +81,8 @@ impl From<heed::Error> for LogError {
 #[derive(Clone)]
 pub struct Dbs {
     pub sealer: Option<Arc<seal::Sealer>>,
+    /// Where the secrets key was read from (for the operator: backups need it too).
+    pub secrets_key_file: Option<PathBuf>,
     pub meta: Table,
     pub msgs: Table,
     pub msg_ids: Table,
@@ -284,6 +286,11 @@ impl Log {
         self.shared.dbs.sealer.is_some()
     }
 
+    /// The file of the key the log's secrets are sealed with (`None`: not sealed).
+    pub fn secrets_key_file(&self) -> Option<&Path> {
+        self.shared.dbs.secrets_key_file.as_deref()
+    }
+
     /// The writer thread's heartbeat (for the watchdog).
     pub fn writer_heartbeat(&self) -> Arc<Heartbeat> {
         Arc::clone(&self.shared.writer_heartbeat)
@@ -388,12 +395,59 @@ fn open_env(dir: &Path, storage: &StorageConfig) -> Result<(Env<WithoutTls>, Dbs
     env.clear_stale_readers()?;
     let mut dbs = create_databases(&env)?;
     check_schema(&env, &dbs)?;
-    dbs.sealer = match &storage.secrets_key_file {
-        Some(path) => Some(Arc::new(seal::Sealer::from_key_file(path)?)),
-        None => None,
-    };
+    if let Some(path) = secrets_key_path(dir, storage, &env, &dbs)? {
+        dbs.sealer = Some(Arc::new(seal::Sealer::from_key_file(&path)?));
+        dbs.secrets_key_file = Some(path);
+    }
     check_secrets_key(&env, &dbs)?;
     Ok((env, dbs))
+}
+
+/// The name of the secrets key Sluice makes in the data directory when none is configured.
+pub const DEFAULT_SECRETS_KEY_FILE: &str = "secrets.key";
+
+/// The file of the secrets key to seal with, if any: the configured one; else, unless
+/// `seal_secrets` is off, `<dir>/secrets.key`, made (mode 0600) when the log has never been
+/// sealed. A sealed log whose default key is missing is refused: a new key would not
+/// open it. A backup (`backup_to`) copies `data.mdb` only, never the key.
+fn secrets_key_path(
+    dir: &Path,
+    storage: &StorageConfig,
+    env: &Env<WithoutTls>,
+    dbs: &Dbs,
+) -> Result<Option<PathBuf>, LogError> {
+    if let Some(path) = &storage.secrets_key_file {
+        return Ok(Some(path.clone()));
+    }
+    if !storage.seal_secrets {
+        return Ok(None);
+    }
+    let path = dir.join(DEFAULT_SECRETS_KEY_FILE);
+    if path.exists() {
+        return Ok(Some(path));
+    }
+    let sealed = {
+        let rtxn = env.read_txn()?;
+        dbs.meta
+            .get(&rtxn, schema::meta_key::SECRETS_KEY_CHECK)?
+            .is_some()
+    };
+    if sealed {
+        return Err(LogError::Secrets(format!(
+            "the log's endpoint secrets are sealed and their key {} is missing; restore it \
+             there, or set storage.secrets_key_file (or the systemd credential secrets-key) \
+             to the key they were sealed with",
+            path.display()
+        )));
+    }
+    seal::write_new_key(&path)?;
+    tracing::warn!(
+        key = %path.display(),
+        "Made a secrets key: endpoint secrets, header values and static tokens are sealed \
+         with it. Keep a copy apart from the data: backups do not contain it, and a backup \
+         cannot be opened without it."
+    );
+    Ok(Some(path))
 }
 
 /// Re-seals every endpoint's secrets with `new` (a key rotation) and records its check
@@ -466,6 +520,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     ] = tables;
     Ok(Dbs {
         sealer: None,
+        secrets_key_file: None,
         meta,
         msgs,
         msg_ids,

@@ -219,11 +219,13 @@ impl Daemon {
             .expect("spawn sluice");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
+        let mut before = Vec::new();
         let addr = loop {
             let line = lines
                 .next()
                 .expect("sluice exited before serving")
                 .expect("read stderr");
+            before.push(line.clone());
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest
                     .split_whitespace()
@@ -234,7 +236,7 @@ impl Daemon {
             }
         };
         // Keep draining stderr (so the child never blocks on a full pipe), and keep it.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(before));
         let kept = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
