@@ -213,6 +213,7 @@ fn api_state(
         metrics,
     );
     state.ingest_guard_percent = config.storage.ingest_guard_percent;
+    state.disk_reserve_bytes = config.storage.disk_reserve_bytes;
     state
         .tls
         .set(tls_acceptor(config).map_err(StartError::Tls)?);

@@ -73,6 +73,9 @@ pub const RETENTION_SWEEP_ROWS_MAX: usize = 500;
 pub const RETENTION_SWEEP_LOOKUPS_MAX: usize = 20_000;
 /// Most retention batches in one sweep; the rest waits for the next sweep.
 pub const RETENTION_SWEEP_BATCHES_MAX: usize = 1_000;
+/// Most rows (messages, deliveries, due rows, attempts) one purge batch of a deleted
+/// application deletes, about: one batch is one short write.
+pub const PURGE_BATCH_ROWS_MAX: usize = 2_000;
 /// Most background tasks (recover, replay-missing) running at once.
 pub const TASKS_RUNNING_MAX: usize = 16;
 /// Most rows one background-task batch examines, and most deliveries it queues: one
@@ -111,6 +114,12 @@ pub const PAYLOAD_PASS_INTERVAL_MS: u64 = 3_600_000;
 pub const HEARTBEAT_STALE: Duration = Duration::from_secs(3);
 /// How long the writer waits for work before it beats its heartbeat again.
 pub const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a sample of the data directory's free space (statvfs and the log's reusable
+/// pages) serves the disk guard before it is taken again.
+pub const DISK_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+/// A failing write batch is reported at most once per this interval, with the count of
+/// failures since the last report.
+pub const WRITE_FAILURE_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// How often histograms are compacted and the log's gauges sampled.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 

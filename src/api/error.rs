@@ -183,7 +183,7 @@ impl ApiError {
             ),
             ApiError::StorageFull => coded(
                 "storage_full",
-                "The message log is (nearly) full (storage.map_size_bytes, storage.ingest_guard_percent); the request was not stored.",
+                "The storage is (nearly) full: the data directory's filesystem has less room than storage.disk_reserve_bytes, or the log uses storage.ingest_guard_percent of storage.map_size_bytes. The request was not stored; what was accepted is still delivered.",
             ),
             ApiError::Busy => coded("busy", "The server is busy; retry shortly."),
             ApiError::RateLimited { retry_after_secs } => coded(
@@ -207,7 +207,7 @@ impl ApiError {
 impl From<LogError> for ApiError {
     fn from(error: LogError) -> ApiError {
         match error {
-            LogError::MapFull => ApiError::StorageFull,
+            LogError::MapFull | LogError::DiskFull => ApiError::StorageFull,
             LogError::Busy => ApiError::Busy,
             other => ApiError::Internal(other.to_string()),
         }

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,7 +44,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::clock::Clock;
 use crate::config::ApiConfig;
-use crate::limits::{METRICS_CONNECTIONS_MAX, URI_LEN_MAX};
+use crate::limits::{DISK_SAMPLE_INTERVAL, METRICS_CONNECTIONS_MAX, URI_LEN_MAX};
 use crate::live::Live;
 use crate::log::Log;
 use crate::log::ops::{MessageView, Outcome};
@@ -75,6 +75,11 @@ pub struct ApiState {
     pub tls: Live<Option<tokio_rustls::TlsAcceptor>>,
     /// `storage.ingest_guard_percent`: new messages are refused above this share of the map.
     pub ingest_guard_percent: u8,
+    /// `storage.disk_reserve_bytes`: new messages are refused with less room than this on
+    /// the data directory's filesystem.
+    pub disk_reserve_bytes: u64,
+    /// The last sample of that room, and when it was taken (`DISK_SAMPLE_INTERVAL`).
+    disk: Mutex<Option<(std::time::Instant, DiskRoom)>>,
     /// Whether the API listener serves `/metrics` (no `[metrics] listen` of its own).
     pub metrics_on_api: bool,
     /// SHA-256 of the bearer token `/metrics` requires (`metrics.token_file`), if any.
@@ -105,6 +110,8 @@ impl ApiState {
             tokens_touched: Mutex::new(HashMap::new()),
             tls: Live::new(None),
             ingest_guard_percent: 90,
+            disk_reserve_bytes: 0,
+            disk: Mutex::new(None),
             metrics_on_api: true,
             metrics_token_hash: None,
             in_flight: Mutex::new(HashMap::new()),
@@ -112,16 +119,77 @@ impl ApiState {
     }
 }
 
+/// Room for the log to grow on its filesystem.
+#[derive(Clone, Copy, Debug)]
+pub struct DiskRoom {
+    /// Free on the filesystem (`None`: statvfs failed; the guard then trusts the map).
+    pub filesystem_free_bytes: Option<u64>,
+    /// Freed pages inside the data file that LMDB reuses before growing it.
+    pub reusable_bytes: u64,
+}
+
+impl DiskRoom {
+    /// Everything the log can still write into.
+    pub fn room_bytes(&self) -> Option<u64> {
+        self.filesystem_free_bytes
+            .map(|free| free.saturating_add(self.reusable_bytes))
+    }
+}
+
 impl ApiState {
     /// Refuses new messages (507) once the log has used `ingest_guard_percent` of its map,
-    /// keeping the rest for delivering what was already accepted.
+    /// or its filesystem has less room than `disk_reserve_bytes`: the rest is kept for
+    /// recording the deliveries of what was already accepted.
     pub fn ensure_room_for_messages(&self) -> Result<(), ApiError> {
-        let (map_size, used, _) = self.log.usage();
-        if u128::from(used) * 100 >= u128::from(map_size) * u128::from(self.ingest_guard_percent) {
+        if self.map_nearly_full() || self.disk_low().is_some() {
             return Err(ApiError::StorageFull);
         }
         Ok(())
     }
+
+    fn map_nearly_full(&self) -> bool {
+        let (map_size, used, _) = self.log.usage();
+        u128::from(used) * 100 >= u128::from(map_size) * u128::from(self.ingest_guard_percent)
+    }
+
+    /// The room sample when it is below the reserve.
+    fn disk_low(&self) -> Option<DiskRoom> {
+        let room = self.disk_room();
+        room.room_bytes()
+            .is_some_and(|bytes| bytes < self.disk_reserve_bytes)
+            .then_some(room)
+    }
+
+    /// The room on the data directory's filesystem, sampled at most once per
+    /// `DISK_SAMPLE_INTERVAL` (a statvfs and the tables' page counts) while there is
+    /// plenty, on every call once within twice the reserve; published as gauges.
+    pub fn disk_room(&self) -> DiskRoom {
+        let mut cached = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, room)) = *cached
+            && at.elapsed() < DISK_SAMPLE_INTERVAL
+            && room
+                .room_bytes()
+                .is_none_or(|bytes| bytes / 2 >= self.disk_reserve_bytes)
+        {
+            return room;
+        }
+        let room = sample_disk(&self.log);
+        *cached = Some((std::time::Instant::now(), room));
+        room
+    }
+}
+
+/// Takes a sample of the log's room and sets the disk gauges.
+pub fn sample_disk(log: &Log) -> DiskRoom {
+    let room = DiskRoom {
+        filesystem_free_bytes: log.filesystem_free_bytes(),
+        reusable_bytes: log.reusable_bytes().unwrap_or(0),
+    };
+    if let Some(free) = room.filesystem_free_bytes {
+        metrics::gauge!(crate::telemetry::name::DISK_FREE).set(free as f64);
+    }
+    metrics::gauge!(crate::telemetry::name::LMDB_REUSABLE).set(room.reusable_bytes as f64);
+    room
 }
 
 /// A successful response: a status and a JSON body (empty for 204).
@@ -615,6 +683,8 @@ async fn dispatch(
     }
 }
 
+/// `/api/v1/health`: 200 while the log reads (`status` `ok`, or `degraded` with the
+/// reasons: the disk or the map nearly full, commits failing), 500 when it does not.
 fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
     if route == Route::HealthPing {
         return Ok(Reply::no_content());
@@ -626,10 +696,42 @@ fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
         Ok(_) => "ok",
         Err(_) => "error",
     };
+    let mut reasons = Vec::new();
+    let room = state.disk_room();
+    let disk_low = room
+        .room_bytes()
+        .is_some_and(|bytes| bytes < state.disk_reserve_bytes);
+    if disk_low {
+        reasons.push(format!(
+            "the data directory's filesystem has {} bytes of room, less than \
+             storage.disk_reserve_bytes ({}): message create answers 507",
+            room.room_bytes().unwrap_or(0),
+            state.disk_reserve_bytes
+        ));
+    }
+    if state.map_nearly_full() {
+        reasons.push(format!(
+            "the log uses storage.ingest_guard_percent ({} %) of its map: message create \
+             answers 507",
+            state.ingest_guard_percent
+        ));
+    }
+    if let Some(failure) = state.log.write_failure() {
+        reasons.push(format!("writes are failing: {failure}"));
+    }
+    let part = |bad: bool| if bad { "degraded" } else { "ok" };
     let body = serde_json::json!({
+        "status": if database != "ok" { "error" } else { part(!reasons.is_empty()) },
+        "reasons": reasons,
         "database": {"status": database},
         "queue": {"status": "ok"},
         "cache": {"status": "ok"},
+        "disk": {
+            "status": part(disk_low),
+            "freeBytes": room.filesystem_free_bytes,
+            "reusableBytes": room.reusable_bytes,
+            "reserveBytes": state.disk_reserve_bytes,
+        },
     });
     let status = if database == "ok" {
         StatusCode::OK
@@ -708,6 +810,7 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
         | Outcome::TaskAdvanced(_)
         | Outcome::AttemptRecorded { .. }
         | Outcome::Swept(_)
+        | Outcome::Purged(_)
         | Outcome::IdempotencyExpired { .. } => Err(ApiError::Internal(
             "an outcome with no reply of its own".to_owned(),
         )),

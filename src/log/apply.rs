@@ -15,7 +15,7 @@ use super::schema::{
     TokenScope,
 };
 use super::tasks::{self as task_log, NotCreated, TaskSpec};
-use super::{LogError, WriteCtx, retention, tables};
+use super::{LogError, WriteCtx, purge, retention, tables};
 use crate::limits::{
     APPS_MAX, DAY_MS, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX,
     RETENTION_DAYS_DEFAULT, TOKENS_MAX,
@@ -167,6 +167,9 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             payload_cursor,
             rows_max as usize,
         )?)),
+        Op::PurgeDeletedApps { rows_max } => {
+            Ok(Outcome::Purged(purge::purge(w, rows_max as usize)?))
+        }
         Op::ExpireIdempotency { after, rows_max } => {
             let (resume, deleted) =
                 tables::expire_idempotency(w, after.as_deref(), rows_max as usize)?;
@@ -331,8 +334,10 @@ fn delete_app(w: &mut WriteCtx<'_, '_>, reference: &str) -> Result<Outcome, LogE
     let Some(app) = tables::app_by_ref(w.wtxn, w.dbs, reference)? else {
         return refused(Refusal::AppNotFound);
     };
-    tables::delete_app(w.wtxn, w.dbs, &app)?;
+    let endpoint_keys = tables::delete_app(w.wtxn, w.dbs, &app)?;
     w.state.endpoints.remove_app(app.key);
+    // Its messages, deliveries and attempts go in bounded batches (`PurgeDeletedApps`).
+    purge::mark(w, app.key, &endpoint_keys)?;
     Ok(Outcome::Done)
 }
 

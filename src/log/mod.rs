@@ -14,6 +14,7 @@
 mod apply;
 pub mod index;
 pub mod ops;
+pub mod purge;
 pub mod retention;
 pub mod schema;
 pub mod seal;
@@ -42,6 +43,8 @@ pub type Table = Database<'static, Bytes, Bytes>;
 pub enum LogError {
     #[error("the LMDB map is full; raise storage.map_size_bytes")]
     MapFull,
+    #[error("the data directory's filesystem is full")]
+    DiskFull,
     #[error("the writer is busy; its intake queue is full")]
     Busy,
     #[error("the writer thread has stopped")]
@@ -71,9 +74,47 @@ impl From<heed::Error> for LogError {
     fn from(error: heed::Error) -> LogError {
         match error {
             heed::Error::Mdb(heed::MdbError::MapFull) => LogError::MapFull,
+            heed::Error::Mdb(heed::MdbError::Other(code)) if is_no_space(code) => {
+                LogError::DiskFull
+            }
+            heed::Error::Io(e) if e.raw_os_error().is_some_and(is_no_space) => LogError::DiskFull,
             other => LogError::Lmdb(other.to_string()),
         }
     }
+}
+
+impl Dbs {
+    /// Every table, in `schema::db_name::ALL` order.
+    fn all_tables(&self) -> [&Table; 21] {
+        [
+            &self.meta,
+            &self.msgs,
+            &self.msg_ids,
+            &self.app_msgs,
+            &self.deliveries,
+            &self.due,
+            &self.apps,
+            &self.app_ids,
+            &self.endpoints,
+            &self.endpoint_ids,
+            &self.app_endpoints,
+            &self.event_types,
+            &self.tokens,
+            &self.idempotency,
+            &self.attempts,
+            &self.attempt_ids,
+            &self.msg_attempts,
+            &self.endpoint_attempts,
+            &self.tasks,
+            &self.task_ids,
+            &self.running_tasks,
+        ]
+    }
+}
+
+/// ENOSPC (no space left on the device) or EDQUOT (quota exceeded), as LMDB passes them.
+fn is_no_space(code: i32) -> bool {
+    code == 28 || code == 122
 }
 
 /// The typed set of databases, opened once, and the secrets key (if any) that seals and
@@ -112,6 +153,10 @@ struct Shared {
     intake: crossbeam_channel::Sender<writer::Intake>,
     /// Beaten by the writer thread on every turn of its loop (at least once a second).
     writer_heartbeat: Arc<Heartbeat>,
+    /// Whether the writer's last batch failed to commit, and why (for health).
+    writer_health: Arc<writer::WriterHealth>,
+    /// The data directory (its filesystem's free space guards ingest).
+    dir: PathBuf,
 }
 
 /// A pending delivery the writer has just committed, or one a scan found due.
@@ -197,6 +242,8 @@ impl Log {
         writer_heartbeat.beat();
         let beats = Arc::clone(&writer_heartbeat);
         let writer_dbs = dbs.clone();
+        let writer_health = Arc::new(writer::WriterHealth::default());
+        let health = Arc::clone(&writer_health);
         let join = std::thread::Builder::new()
             .name("sluice-writer".to_owned())
             .spawn(move || {
@@ -208,7 +255,7 @@ impl Log {
                     &ops,
                     render,
                     publisher,
-                    &beats,
+                    (&beats, &health),
                 );
             })
             .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
@@ -217,6 +264,8 @@ impl Log {
             dbs,
             intake,
             writer_heartbeat,
+            writer_health,
+            dir: dir.to_path_buf(),
         };
         Ok((
             Log {
@@ -291,6 +340,39 @@ impl Log {
         self.shared.dbs.secrets_key_file.as_deref()
     }
 
+    /// Why the writer's last batch failed to commit, if it did (`None`: writing works).
+    pub fn write_failure(&self) -> Option<String> {
+        self.shared.writer_health.failure()
+    }
+
+    /// Bytes free for Sluice on the data directory's filesystem (`statvfs`: blocks
+    /// available to unprivileged users); `None` if it cannot be asked.
+    pub fn filesystem_free_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.shared.dir).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// Bytes of the data file that deletes have freed and LMDB will reuse before it
+    /// grows the file: the pages up to the last one written, less the pages the tables
+    /// (and LMDB's two meta pages) hold. An estimate that counts the free list's own few
+    /// pages as free.
+    pub fn reusable_bytes(&self) -> Result<u64, LogError> {
+        let env = &self.shared.env;
+        let info = env.info();
+        let rtxn = env.read_txn()?;
+        let dbs = &self.shared.dbs;
+        let main = env.unnamed_database_stat();
+        let page = u64::from(main.page_size);
+        let pages =
+            |s: heed::DatabaseStat| (s.branch_pages + s.leaf_pages + s.overflow_pages) as u64;
+        let mut used = 2 + pages(main);
+        for table in dbs.all_tables() {
+            used += pages(table.stat(&rtxn)?);
+        }
+        let written = info.last_page_number as u64 + 1;
+        Ok(written.saturating_sub(used) * page)
+    }
+
     /// The writer thread's heartbeat (for the watchdog).
     pub fn writer_heartbeat(&self) -> Arc<Heartbeat> {
         Arc::clone(&self.shared.writer_heartbeat)
@@ -326,29 +408,7 @@ impl Log {
     pub fn table_digests(&self) -> Result<Vec<(&'static str, [u8; 32])>, LogError> {
         let rtxn = self.shared.env.read_txn()?;
         let dbs = &self.shared.dbs;
-        let tables = [
-            &dbs.meta,
-            &dbs.msgs,
-            &dbs.msg_ids,
-            &dbs.app_msgs,
-            &dbs.deliveries,
-            &dbs.due,
-            &dbs.apps,
-            &dbs.app_ids,
-            &dbs.endpoints,
-            &dbs.endpoint_ids,
-            &dbs.app_endpoints,
-            &dbs.event_types,
-            &dbs.tokens,
-            &dbs.idempotency,
-            &dbs.attempts,
-            &dbs.attempt_ids,
-            &dbs.msg_attempts,
-            &dbs.endpoint_attempts,
-            &dbs.tasks,
-            &dbs.task_ids,
-            &dbs.running_tasks,
-        ];
+        let tables = dbs.all_tables();
         let mut digests = Vec::with_capacity(tables.len());
         for (name, table) in schema::db_name::ALL.into_iter().zip(tables) {
             let mut digest = ring::digest::Context::new(&ring::digest::SHA256);

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::purge::Purged;
 use super::retention::Swept;
 use super::schema::{
     AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, Signing, TaskKind, TaskRecord,
@@ -259,11 +260,16 @@ pub enum Op {
     TouchToken {
         hash: [u8; 32],
     },
+    /// One bounded batch of purging deleted applications' messages, deliveries and
+    /// attempts (see `purge::purge`).
+    PurgeDeletedApps {
+        rows_max: u32,
+    },
 }
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 26] = [
+    pub const NAMES: [&'static str; 27] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -290,6 +296,7 @@ impl Op {
         "expire_idempotency",
         "revoke_token",
         "touch_token",
+        "purge_deleted_apps",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -321,6 +328,7 @@ impl Op {
             Op::ExpireIdempotency { .. } => "expire_idempotency",
             Op::RevokeToken { .. } => "revoke_token",
             Op::TouchToken { .. } => "touch_token",
+            Op::PurgeDeletedApps { .. } => "purge_deleted_apps",
         }
     }
 }
@@ -467,6 +475,7 @@ pub enum Outcome {
         attempt_key: u64,
     },
     Swept(Swept),
+    Purged(Purged),
     IdempotencyExpired {
         /// Where the next sweep resumes (`None`: from the start).
         resume: Option<Vec<u8>>,

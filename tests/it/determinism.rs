@@ -410,11 +410,14 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 _ => rng.bytes(32).try_into().expect("32 bytes"),
             },
         },
-        _ => Op::TouchToken {
+        25 => Op::TouchToken {
             hash: match rng.pick(&world.tokens) {
                 Some(hash) if rng.chance(80) => *hash,
                 _ => rng.bytes(32).try_into().expect("32 bytes"),
             },
+        },
+        _ => Op::PurgeDeletedApps {
+            rows_max: 1 + rng.below(50) as u32,
         },
     }
 }

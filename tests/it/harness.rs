@@ -246,6 +246,11 @@ impl Daemon {
         Daemon { child, addr, log }
     }
 
+    /// Every line the daemon wrote to stderr so far.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
+    }
+
     /// Sends `signal` (`TERM`, `HUP`, …) with kill(1).
     pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")

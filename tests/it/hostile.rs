@@ -879,3 +879,215 @@ async fn a_short_admin_token_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("SLUICE_ADMIN_TOKEN"), "{stderr}");
 }
+
+/// A small filesystem of its own, unmounted when dropped: a loop-mounted ext4 image where
+/// the test may mount one, else a tmpfs of the same fixed size.
+struct SmallFs {
+    mount: std::path::PathBuf,
+    kind: &'static str,
+}
+
+impl SmallFs {
+    const SIZE: &'static str = "64M";
+
+    fn make(dir: &std::path::Path) -> SmallFs {
+        use std::process::Command;
+        let mount = dir.join("mnt");
+        std::fs::create_dir_all(&mount).expect("mount point");
+        let image = dir.join("disk.img");
+        let ok = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
+        let ext4 = ok(Command::new("truncate")
+            .args(["-s", Self::SIZE])
+            .arg(&image))
+            && ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))
+            && ok(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mount));
+        if ext4 {
+            return SmallFs {
+                mount,
+                kind: "a loop-mounted 64 MiB ext4 image",
+            };
+        }
+        let size = format!("size={}", Self::SIZE.to_lowercase());
+        assert!(
+            ok(Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+                .arg(&mount)),
+            "cannot mount a loop image or a tmpfs (the test needs root)"
+        );
+        SmallFs {
+            mount,
+            kind: "a 64 MiB tmpfs",
+        }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_507_and_recovers_when_an_application_is_deleted() {
+    use crate::receiver::{Answer, Receiver};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = SmallFs::make(dir.path());
+    eprintln!("the data directory is on {}", fs.kind);
+    let data = fs.mount.join("data");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[storage]\nmap_size_bytes = 1073741824\ndisk_reserve_bytes = 8388608\n",
+    )
+    .expect("config");
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    let args: Vec<std::ffi::OsString> = vec![
+        "--config".into(),
+        config.into(),
+        "--allow-http".into(),
+        "--allow-network".into(),
+        "127.0.0.0/8".into(),
+    ];
+    let daemon = crate::harness::Daemon::spawn_args(&data, &args);
+    let addr = daemon.addr;
+    for uid in ["big", "keep"] {
+        let resp = post(addr, "/api/v1/app", &json!({"name": uid, "uid": uid})).await;
+        assert_eq!(resp.status, 201, "{}", resp.json);
+        let resp = post(
+            addr,
+            &format!("/api/v1/app/{uid}/endpoint"),
+            &json!({"url": hook.url()}),
+        )
+        .await;
+        assert_eq!(resp.status, 201, "{}", resp.json);
+    }
+
+    // Fill it through the API, 10 KB messages from 8 clients, until 507.
+    let pad = "x".repeat(10_000);
+    let full = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for client in 0..8 {
+        let (full, pad) = (Arc::clone(&full), pad.clone());
+        senders.push(tokio::spawn(async move {
+            let (mut accepted, mut statuses) = (Vec::new(), std::collections::BTreeMap::new());
+            let mut refused_after_full = 0;
+            for n in 0..20_000 {
+                let body =
+                    json!({"eventType": "fill", "payload": {"c": client, "n": n, "pad": pad}});
+                let resp = post(addr, "/api/v1/app/big/msg", &body).await;
+                *statuses.entry(resp.status).or_insert(0) += 1;
+                match resp.status {
+                    202 => accepted.push(resp.json["id"].as_str().expect("id").to_owned()),
+                    507 => {
+                        assert_eq!(resp.json["code"], json!("storage_full"));
+                        full.store(true, Ordering::Relaxed);
+                    }
+                    other => panic!("only 202 or 507, never {other}: {}", resp.json),
+                }
+                if full.load(Ordering::Relaxed) {
+                    refused_after_full += 1;
+                    if refused_after_full > 20 {
+                        break;
+                    }
+                }
+            }
+            (accepted, statuses)
+        }));
+    }
+    let mut accepted = Vec::new();
+    for sender in senders {
+        let (ids, statuses) = sender.await.expect("sender");
+        assert!(
+            statuses.keys().all(|s| *s == 202 || *s == 507),
+            "{statuses:?}"
+        );
+        accepted.extend(ids);
+    }
+    assert!(
+        full.load(Ordering::Relaxed),
+        "the guard refused before the disk was full"
+    );
+    assert!(accepted.len() > 1_000, "{} accepted first", accepted.len());
+    eprintln!("{} messages accepted before 507", accepted.len());
+
+    // Health says why, and the gauge shows the free bytes.
+    let health = get(addr, "/api/v1/health").await;
+    assert_eq!(health.status, 200, "{}", health.json);
+    assert_eq!(health.json["status"], json!("degraded"), "{}", health.json);
+    assert_eq!(health.json["disk"]["status"], json!("degraded"));
+    let reasons = health.json["reasons"].to_string();
+    assert!(reasons.contains("disk_reserve_bytes"), "{reasons}");
+    let (_, metrics) = crate::harness::get_text(addr, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_disk_free_bytes ")),
+        "{metrics}"
+    );
+
+    // Every acknowledged message is readable.
+    let ids = Arc::new(accepted);
+    let mut readers = Vec::new();
+    for part in 0..8 {
+        let ids = Arc::clone(&ids);
+        readers.push(tokio::spawn(async move {
+            for id in ids.iter().skip(part).step_by(8) {
+                let resp = get(addr, &format!("/api/v1/app/big/msg/{id}")).await;
+                assert_eq!(resp.status, 200, "{id}: {}", resp.json);
+            }
+        }));
+    }
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+
+    // Deleting the application frees its space in the background; ingest resumes
+    // without a restart.
+    let resp = call(addr, "DELETE", "/api/v1/app/big", Some(TOKEN), &[], b"").await;
+    assert_eq!(resp.status, 204, "{}", resp.json);
+    let mut resumed = false;
+    for _ in 0..1_000 {
+        let body = json!({"eventType": "after", "payload": {"ok": true}});
+        let resp = post(addr, "/api/v1/app/keep/msg", &body).await;
+        assert!(
+            matches!(resp.status, 202 | 507),
+            "{}: {}",
+            resp.status,
+            resp.json
+        );
+        if resp.status == 202 {
+            resumed = true;
+            break;
+        }
+        crate::harness::pause(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(resumed, "message create works again after the purge");
+    let mut healthy = false;
+    for _ in 0..500 {
+        if get(addr, "/api/v1/health").await.json["status"] == json!("ok") {
+            healthy = true;
+            break;
+        }
+        crate::harness::pause(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(healthy, "health is ok again");
+
+    // The whole episode took few lines of diagnostics.
+    let lines = daemon.log_lines();
+    assert!(
+        lines.len() < 100,
+        "{} lines:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    drop(daemon);
+    drop(fs);
+}
