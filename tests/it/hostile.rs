@@ -1091,3 +1091,69 @@ async fn a_full_disk_answers_507_and_recovers_when_an_application_is_deleted() {
     drop(daemon);
     drop(fs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_application_purges_its_messages_deliveries_and_attempts() {
+    use crate::receiver::{Answer, Receiver};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = crate::harness::test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    // Failing answers: deliveries stay pending (with due rows) and attempts pile up.
+    let hook = Receiver::start(|_| Answer::Status(500)).await;
+    let sluice = sluice::app::start(&config, Some(TOKEN), sluice::clock::Clock::System)
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "g", "uid": "g"}))
+            .await
+            .status,
+        201
+    );
+    for n in 0..2 {
+        let resp = post(
+            addr,
+            "/api/v1/app/g/endpoint",
+            &json!({"url": format!("{}?e={n}", hook.url())}),
+        )
+        .await;
+        assert_eq!(resp.status, 201, "{}", resp.json);
+    }
+    for n in 0..50 {
+        let body = json!({"eventType": "g", "eventId": format!("e{n}"), "payload": {"n": n}});
+        assert_eq!(post(addr, "/api/v1/app/g/msg", &body).await.status, 202);
+    }
+    hook.wait_for(100).await;
+    let resp = call(addr, "DELETE", "/api/v1/app/g", Some(TOKEN), &[], b"").await;
+    assert_eq!(resp.status, 204, "{}", resp.json);
+
+    // The sweeper's purge batches empty every table the application's rows were in.
+    let empty = ring::digest::digest(&ring::digest::SHA256, b"");
+    let purged_tables = [
+        "msgs",
+        "msg_ids",
+        "app_msgs",
+        "deliveries",
+        "due",
+        "attempts",
+        "attempt_ids",
+        "msg_attempts",
+        "endpoint_attempts",
+    ];
+    let mut left = Vec::new();
+    for _ in 0..500 {
+        let digests = sluice.log().table_digests().expect("digests");
+        left = digests
+            .iter()
+            .filter(|(name, digest)| purged_tables.contains(name) && digest[..] != *empty.as_ref())
+            .map(|(name, _)| *name)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        crate::harness::pause(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(left.is_empty(), "rows left in {left:?}");
+    sluice.stop().await;
+}
