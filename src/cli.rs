@@ -215,6 +215,7 @@ pub fn list_tokens(config: &Config) -> ExitCode {
             for (hash, record) in tables::tokens(rtxn, dbs)? {
                 let scope = match record.scope {
                     TokenScope::Org => "org".to_owned(),
+                    TokenScope::Poller { .. } => "poller".to_owned(),
                     TokenScope::App(key) => tables::app_by_key(rtxn, dbs, key)?
                         .map_or_else(|| "deleted-app".to_owned(), |app| app.id),
                 };

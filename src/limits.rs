@@ -89,6 +89,36 @@ pub const STATS_ROWS_MAX: usize = 2_000_000;
 /// The window endpoint stats cover when the request names none: 28 days.
 pub const STATS_WINDOW_DEFAULT_MS: u64 = 28 * 86_400_000;
 
+// === delivery engine ===
+
+/// Capacity of each shard's hand-off queue from the writer.
+pub const SHARD_INTAKE_MAX: usize = 16_384;
+/// How far ahead a shard holds retries in memory, ms.
+pub const HORIZON_MS: u64 = 60_000;
+/// How often a shard scans the `due` table.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// Most `due` rows one scan reads (it resumes there next time).
+pub const SCAN_ROWS_MAX: usize = 20_000;
+/// Most retries a shard holds in its timer map.
+pub const TIMERS_MAX: usize = 100_000;
+/// Most delivery rows one refill of a spilled lane reads.
+pub const REFILL_ROWS_MAX: usize = 4_096;
+/// Most attempts in flight in one shard (all its lanes together).
+pub const SHARD_IN_FLIGHT_MAX: usize = 4_096;
+/// Most answered attempts of one shard whose records are queued but not yet durable; at
+/// this many, the shard starts no attempt until some commit (back-pressure from the disk).
+pub const SHARD_RECORDING_MAX: usize = 4_096;
+/// Most deliveries one lane holds in memory; more stay in the `due` table until the
+/// shard's scan brings them back.
+pub const LANE_QUEUE_MAX: usize = 1_024;
+/// Most endpoints `EndpointCache` holds; past it, the cache starts over.
+pub const ENDPOINT_CACHE_MAX: usize = 10_000;
+/// How far a delivery's durable due time may lie ahead of this clock and still be
+/// attempted (the writer's batch time can run a little ahead of a reader's clock).
+pub const DUE_SLACK_MS: u64 = 1_000;
+/// How long a lane pauses after 429/502/503/504 without `Retry-After`.
+pub const THROTTLE_PAUSE_DEFAULT_MS: u64 = 5_000;
+
 // === delivery transport ===
 
 /// Most response bytes read before the connection is given up.
@@ -97,6 +127,8 @@ pub const RESPONSE_READ_BYTES_MAX: usize = 64 * 1024;
 pub const RESPONSE_KEPT_BYTES_MAX: usize = 4 * 1024;
 /// How long an idle pooled connection is kept.
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Longest answer head an egress proxy may send to a CONNECT.
+pub const PROXY_ANSWER_BYTES_MAX: usize = 8 * 1024;
 /// Most idle connections kept per destination.
 pub const POOL_IDLE_PER_HOST_MAX: usize = 256;
 
@@ -134,9 +166,9 @@ pub const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
 /// tokens) are forgotten, which loses nothing; if every one is in use, the fullest goes.
 pub const RATE_BUCKETS_MAX: usize = 100_000;
 
-/// Most API tokens stored (expired ones count until revoked): a token list is one bounded
-/// scan.
-pub const TOKENS_MAX: u64 = 1_000;
+/// Most tokens stored (API tokens, expired ones until revoked, and endpoints' poller
+/// tokens): a token list is one bounded scan.
+pub const TOKENS_MAX: u64 = 10_000;
 /// A token's last use is recorded at most once per this interval (one small write a
 /// minute per busy token, never one per request).
 pub const TOKEN_USE_RECORD_INTERVAL_MS: u64 = 60_000;
@@ -150,6 +182,30 @@ pub const AUTH_FAILURE_BUCKETS_MAX: usize = 10_000;
 /// The shortest `SLUICE_ADMIN_TOKEN` accepted at start.
 pub const ADMIN_TOKEN_LEN_MIN: usize = 32;
 
+// === polling and ingest sources ===
+
+/// Most durable poller consumers one endpoint has.
+pub const POLLER_CONSUMERS_MAX: usize = 100;
+/// Longest poller consumer id.
+pub const CONSUMER_ID_LEN_MAX: usize = 256;
+/// How long a rotated poller token keeps working when the rotation names no expiry,
+/// and the longest it may (Svix: 300 s default, 86,400 s at most).
+pub const POLLER_TOKEN_GRACE_SECONDS_DEFAULT: u64 = 300;
+pub const POLLER_TOKEN_GRACE_SECONDS_MAX: u64 = 86_400;
+/// Most rejected requests one source's error log keeps (the oldest go first).
+pub const SOURCE_ERRORS_MAX: u64 = 100;
+/// Most payload bytes a source error keeps.
+pub const SOURCE_ERROR_PAYLOAD_BYTES_MAX: usize = 4_096;
+/// Most request headers kept with a received message or a source error.
+pub const SOURCE_HEADERS_KEPT_MAX: usize = 64;
+/// Most replaced URL tokens a source accepts at once (their grace not over).
+pub const SOURCE_OLD_TOKENS_MAX: usize = 3;
+/// Most config entries of a source, and the longest config value.
+pub const SOURCE_CONFIG_ENTRIES_MAX: usize = 16;
+pub const SOURCE_CONFIG_VALUE_LEN_MAX: usize = 4_096;
+
+const _: () = assert!(SOURCE_HEADERS_KEPT_MAX <= u8::MAX as usize);
+const _: () = assert!(POLLER_TOKEN_GRACE_SECONDS_DEFAULT <= POLLER_TOKEN_GRACE_SECONDS_MAX);
 const _: () = assert!(RESPONSE_KEPT_BYTES_MAX <= RESPONSE_READ_BYTES_MAX);
 const _: () = assert!(PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX);
 const _: () = assert!(PAGE_LIMIT_MAX <= PAGE_SCAN_ROWS_MAX);

@@ -49,6 +49,7 @@ pub(super) struct TokenOut {
 fn scope_text(state: &ApiState, scope: TokenScope) -> Result<String, ApiError> {
     Ok(match scope {
         TokenScope::Org => "org".to_owned(),
+        TokenScope::Poller { .. } => "poller".to_owned(),
         TokenScope::App(key) => state
             .log
             .read(|rtxn, dbs| tables::app_by_key(rtxn, dbs, key))?

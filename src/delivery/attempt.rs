@@ -21,6 +21,7 @@ use super::schedule::{Next, RetrySchedule};
 use crate::clock::Clock;
 use crate::config::HeaderStyle;
 use crate::ids::{self, IdKind};
+use crate::limits::{DUE_SLACK_MS, ENDPOINT_CACHE_MAX, THROTTLE_PAUSE_DEFAULT_MS};
 use crate::live::Live;
 use crate::log::ops::{AttemptRow, Envelope, Op};
 use crate::log::schema::{
@@ -44,9 +45,6 @@ pub struct AttemptCtx {
     pub settings: Live<DeliverySettings>,
     pub endpoints: EndpointCache,
 }
-
-/// Most endpoints `EndpointCache` holds; past it, the cache starts over.
-pub const ENDPOINT_CACHE_MAX: usize = 10_000;
 
 /// Decoded endpoints, each kept with the stored row it was decoded from. Every attempt
 /// still reads the row, in its own read transaction, and reuses the decoded record only if
@@ -73,13 +71,19 @@ impl EndpointCache {
         let Some(stored) = stored else {
             return Ok(None);
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((bytes, record)) = entries.get(&key)
-            && bytes.as_slice() == stored
         {
-            return Ok(Some(Arc::clone(record)));
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((bytes, record)) = entries.get(&key)
+                && bytes.as_slice() == stored
+            {
+                return Ok(Some(Arc::clone(record)));
+            }
         }
+        // Decoded (and its secrets opened) outside the lock: the other attempts of every
+        // shard look up their endpoints meanwhile. Two attempts that both miss decode
+        // twice and the later insert wins; both records are the same.
         let record = Arc::new(decode(stored)?);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= ENDPOINT_CACHE_MAX {
             entries.clear();
         }
@@ -355,13 +359,6 @@ fn count_attempt(
         _ => {}
     }
 }
-
-/// How far a delivery's durable due time may lie ahead of this clock and still be
-/// attempted (the writer's batch time can run a little ahead of a reader's clock).
-const DUE_SLACK_MS: u64 = 1_000;
-
-/// How long a lane pauses after 429/502/503/504 without `Retry-After`.
-const THROTTLE_PAUSE_DEFAULT_MS: u64 = 5_000;
 
 async fn skip(ctx: &AttemptCtx, job: DueJob) {
     let op = Op::SkipDelivery {

@@ -29,27 +29,13 @@ use super::attempt::{self, AttemptCtx, Finished};
 use super::lane::LaneSettings;
 use super::shard::{Action, Event, Gauges, Shard};
 use crate::heartbeat::Heartbeat;
+use crate::limits::{
+    REFILL_ROWS_MAX, SCAN_INTERVAL, SCAN_ROWS_MAX, SHARD_IN_FLIGHT_MAX, SHARD_INTAKE_MAX,
+    SHARD_RECORDING_MAX,
+};
 use crate::log::tables;
 use crate::log::{DueJob, Publisher};
 use crate::telemetry;
-
-/// Capacity of each shard's hand-off queue from the writer.
-pub const SHARD_INTAKE_MAX: usize = 16_384;
-/// How far ahead a shard holds retries in memory, ms.
-pub const HORIZON_MS: u64 = 60_000;
-/// How often a shard scans the `due` table.
-pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
-/// Most `due` rows one scan reads (it resumes there next time).
-pub const SCAN_ROWS_MAX: usize = 20_000;
-/// Most retries a shard holds in its timer map.
-pub const TIMERS_MAX: usize = 100_000;
-/// Most delivery rows one refill of a spilled lane reads.
-pub const REFILL_ROWS_MAX: usize = 4_096;
-/// Most attempts in flight in one shard (all its lanes together).
-pub const SHARD_IN_FLIGHT_MAX: usize = 4_096;
-/// Most answered attempts of one shard whose records are queued but not yet durable; at
-/// this many, the shard starts no attempt until some commit (back-pressure from the disk).
-pub const SHARD_RECORDING_MAX: usize = 4_096;
 
 /// Makes the writer's hand-off queues: the publisher for `Log::open`, the receivers for
 /// `Engine::start`.

@@ -8,11 +8,8 @@
 
 use std::collections::VecDeque;
 
+use crate::limits::LANE_QUEUE_MAX;
 use crate::log::DueJob;
-
-/// Most deliveries one lane holds in memory; more stay in the `due` table until the
-/// shard's scan brings them back.
-pub const LANE_QUEUE_MAX: usize = 1_024;
 
 /// What a lane needs to know about its endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,8 +10,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::attempt::Finished;
-use super::engine::{HORIZON_MS, SHARD_IN_FLIGHT_MAX, SHARD_RECORDING_MAX, TIMERS_MAX};
-use super::lane::{LANE_QUEUE_MAX, Lane, LaneSettings};
+use super::lane::{Lane, LaneSettings};
+use crate::limits::{
+    HORIZON_MS, LANE_QUEUE_MAX, SHARD_IN_FLIGHT_MAX, SHARD_RECORDING_MAX, TIMERS_MAX,
+};
 use crate::log::DueJob;
 use crate::log::schema::{DeliveryRecord, DeliveryState};
 use crate::log::tables::Step;

@@ -35,7 +35,7 @@ use ops::{Envelope, Outcome, RenderReply};
 pub(in crate::log) use writer::{WriteCtx, WriterState};
 
 /// A database of raw byte keys and values; `schema.rs` gives the bytes their meaning.
-pub type Table = Database<'static, Bytes, Bytes>;
+pub(in crate::log) type Table = Database<'static, Bytes, Bytes>;
 
 /// A malfunction of the log. Expected outcomes (a uid conflict, a missing record) are
 /// values returned by the operations, never these.
@@ -85,7 +85,7 @@ impl From<heed::Error> for LogError {
 
 impl Dbs {
     /// Every table, in `schema::db_name::ALL` order.
-    fn all_tables(&self) -> [&Table; 21] {
+    fn all_tables(&self) -> [&Table; 27] {
         [
             &self.meta,
             &self.msgs,
@@ -108,6 +108,12 @@ impl Dbs {
             &self.tasks,
             &self.task_ids,
             &self.running_tasks,
+            &self.consumers,
+            &self.poller_tokens,
+            &self.sources,
+            &self.source_ids,
+            &self.source_tokens,
+            &self.source_errors,
         ]
     }
 }
@@ -121,30 +127,36 @@ fn is_no_space(code: i32) -> bool {
 /// opens endpoint secrets on their way in and out.
 #[derive(Clone)]
 pub struct Dbs {
-    pub sealer: Option<Arc<seal::Sealer>>,
+    pub(in crate::log) sealer: Option<Arc<seal::Sealer>>,
     /// Where the secrets key was read from (for the operator: backups need it too).
-    pub secrets_key_file: Option<PathBuf>,
-    pub meta: Table,
-    pub msgs: Table,
-    pub msg_ids: Table,
-    pub app_msgs: Table,
-    pub deliveries: Table,
-    pub due: Table,
-    pub apps: Table,
-    pub app_ids: Table,
-    pub endpoints: Table,
-    pub endpoint_ids: Table,
-    pub app_endpoints: Table,
-    pub event_types: Table,
-    pub tokens: Table,
-    pub idempotency: Table,
-    pub attempts: Table,
-    pub attempt_ids: Table,
-    pub msg_attempts: Table,
-    pub endpoint_attempts: Table,
-    pub tasks: Table,
-    pub task_ids: Table,
-    pub running_tasks: Table,
+    pub(in crate::log) secrets_key_file: Option<PathBuf>,
+    pub(in crate::log) meta: Table,
+    pub(in crate::log) msgs: Table,
+    pub(in crate::log) msg_ids: Table,
+    pub(in crate::log) app_msgs: Table,
+    pub(in crate::log) deliveries: Table,
+    pub(in crate::log) due: Table,
+    pub(in crate::log) apps: Table,
+    pub(in crate::log) app_ids: Table,
+    pub(in crate::log) endpoints: Table,
+    pub(in crate::log) endpoint_ids: Table,
+    pub(in crate::log) app_endpoints: Table,
+    pub(in crate::log) event_types: Table,
+    pub(in crate::log) tokens: Table,
+    pub(in crate::log) idempotency: Table,
+    pub(in crate::log) attempts: Table,
+    pub(in crate::log) attempt_ids: Table,
+    pub(in crate::log) msg_attempts: Table,
+    pub(in crate::log) endpoint_attempts: Table,
+    pub(in crate::log) tasks: Table,
+    pub(in crate::log) task_ids: Table,
+    pub(in crate::log) running_tasks: Table,
+    pub(in crate::log) consumers: Table,
+    pub(in crate::log) poller_tokens: Table,
+    pub(in crate::log) sources: Table,
+    pub(in crate::log) source_ids: Table,
+    pub(in crate::log) source_tokens: Table,
+    pub(in crate::log) source_errors: Table,
 }
 
 struct Shared {
@@ -327,6 +339,18 @@ impl Log {
         match &self.shared.dbs.sealer {
             Some(sealer) => sealer.seal_text(plain),
             None => plain.to_owned(),
+        }
+    }
+
+    /// Opens a secret text stored by `stored_text` (a poller or source token, a source's
+    /// secret), for a read that shows or uses it.
+    pub fn open_text(&self, stored: &str, sealed: bool) -> Result<String, LogError> {
+        match (&self.shared.dbs.sealer, sealed) {
+            (_, false) => Ok(stored.to_owned()),
+            (Some(sealer), true) => sealer.open_text(stored),
+            (None, true) => Err(LogError::Secrets(
+                "a secret is sealed and no key is configured".to_owned(),
+            )),
         }
     }
 
@@ -532,6 +556,7 @@ pub fn reseal_secrets(
         dbs.endpoints
             .put(&mut wtxn, &schema::u64_key(endpoint.key), &sealed)?;
     }
+    reseal_source_secrets(&mut wtxn, &dbs, new)?;
     dbs.meta.put(
         &mut wtxn,
         schema::meta_key::SECRETS_KEY_CHECK,
@@ -541,17 +566,76 @@ pub fn reseal_secrets(
     Ok(endpoints.len())
 }
 
+/// Re-seals the ingest sources' secrets (config values, URL tokens) and the poller
+/// tokens with `new`, each opened with the key the log was opened with (a clear one is
+/// sealed now). Part of `reseal_secrets`' one transaction.
+fn reseal_source_secrets(
+    wtxn: &mut heed::RwTxn<'_>,
+    dbs: &Dbs,
+    new: &seal::Sealer,
+) -> Result<(), LogError> {
+    let open = |text: &str, sealed: bool| -> Result<String, LogError> {
+        match (&dbs.sealer, sealed) {
+            (_, false) => Ok(text.to_owned()),
+            (Some(old), true) => old.open_text(text),
+            (None, true) => Err(LogError::Secrets(
+                "a secret is sealed and no key is configured".to_owned(),
+            )),
+        }
+    };
+    let mut sources = Vec::new();
+    for row in dbs.sources.iter(wtxn)? {
+        let (_, value) = row?;
+        sources.push(schema::decode_json::<schema::SourceRecord>(
+            schema::db_name::SOURCES,
+            value,
+        )?);
+    }
+    for mut source in sources {
+        for value in source.config.values_mut() {
+            *value = new.seal_text(&open(value, source.sealed)?);
+        }
+        source.token = new.seal_text(&open(&source.token, source.sealed)?);
+        source.sealed = true;
+        dbs.sources.put(
+            wtxn,
+            &schema::u64_key(source.key),
+            &schema::encode_json(&source),
+        )?;
+    }
+    let mut tokens = Vec::new();
+    for row in dbs.poller_tokens.iter(wtxn)? {
+        let (key, value) = row?;
+        let token = schema::decode_json::<schema::PollerTokenRecord>(
+            schema::db_name::POLLER_TOKENS,
+            value,
+        )?;
+        tokens.push((key.to_vec(), token));
+    }
+    for (key, mut token) in tokens {
+        token.token = new.seal_text(&open(&token.token, token.sealed)?);
+        token.sealed = true;
+        dbs.poller_tokens
+            .put(wtxn, &key, &schema::encode_json(&token))?;
+    }
+    Ok(())
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one line per table, twice: the list of tables is the function"
+)]
 fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     let wtxn = env.write_txn()?;
-    let tables: [Table; 21] = env
+    let tables: [Table; 27] = env
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
             let mut tables = Vec::with_capacity(schema::db_name::ALL.len());
             for name in schema::db_name::ALL {
                 tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let tables: [Database<'_, Bytes, Bytes>; 21] = tables
+            let tables: [Database<'_, Bytes, Bytes>; 27] = tables
                 .try_into()
-                .unwrap_or_else(|_| unreachable!("ALL has 21 names"));
+                .unwrap_or_else(|_| unreachable!("ALL has 27 names"));
             Ok(heed::CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();
@@ -577,6 +661,12 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         tasks,
         task_ids,
         running_tasks,
+        consumers,
+        poller_tokens,
+        sources,
+        source_ids,
+        source_tokens,
+        source_errors,
     ] = tables;
     Ok(Dbs {
         sealer: None,
@@ -602,6 +692,12 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         tasks,
         task_ids,
         running_tasks,
+        consumers,
+        poller_tokens,
+        sources,
+        source_ids,
+        source_tokens,
+        source_errors,
     })
 }
 
