@@ -35,7 +35,7 @@ use hyper_util::rt::TokioIo;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The admin token of a Sluice the harness starts.
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-token-0123456789abcdef-0123456789";
 /// The token the clients present: `TOKEN`, or `--token` with `--target`.
 static TOKEN_IN_USE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
