@@ -572,6 +572,7 @@ fn event_type_record(
         feature_flag: fields.feature_flag,
         created_ms: existing.map_or(now_ms, |t| t.created_ms),
         updated_ms: now_ms,
+        group_name: fields.group_name,
     })
 }
 
@@ -638,6 +639,7 @@ fn patch_event_type(
         super::ops::Change::Set(text) => record.schemas = parse_schemas(Some(&text))?,
     }
     changes.feature_flag.apply_to(&mut record.feature_flag);
+    changes.group_name.apply_to(&mut record.group_name);
     record.updated_ms = w.now_ms;
     tables::put_event_type(w.wtxn, w.dbs, &record)?;
     Ok(Outcome::EventType {
@@ -963,6 +965,7 @@ fn send_example(
                 s.get("1")?
                     .get("examples")?
                     .get(usize::try_from(example_index).ok()?)
+                    .filter(|e| e.is_object())
                     .cloned()
             });
         match example.map(|e| serde_json::to_vec(&e)) {

@@ -409,6 +409,7 @@ pub struct EventTypeFields {
     pub deprecated: bool,
     pub schemas: Option<String>,
     pub feature_flag: Option<String>,
+    pub group_name: Option<String>,
 }
 
 /// What a PATCH of an event type changes.
@@ -419,6 +420,7 @@ pub struct EventTypeChanges {
     pub deprecated: Option<bool>,
     pub schemas: Change<String>,
     pub feature_flag: Change<String>,
+    pub group_name: Change<String>,
 }
 
 /// A new endpoint's fields, secrets in their stored form.

@@ -332,6 +332,9 @@ pub struct EventTypeRecord {
     pub feature_flag: Option<String>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Svix's `groupName` (absent in records written before it existed).
+    #[serde(default)]
+    pub group_name: Option<String>,
 }
 
 /// What a token may touch.

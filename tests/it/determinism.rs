@@ -167,6 +167,7 @@ fn event_type_fields(rng: &mut Rng) -> EventTypeFields {
             .chance(60)
             .then(|| format!(r#"{{"1":{{"examples":[{{"n":{}}}]}}}}"#, rng.below(100))),
         feature_flag: rng.chance(20).then(|| "beta".to_owned()),
+        group_name: rng.chance(30).then(|| "billing".to_owned()),
     }
 }
 
@@ -223,6 +224,11 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                     changes: EventTypeChanges {
                         archived: Some(rng.chance(30)),
                         schemas: Change::Set(r#"{"1":{"examples":[{"p":1}]}}"#.to_owned()),
+                        group_name: if rng.chance(50) {
+                            Change::Clear
+                        } else {
+                            Change::Set("g".to_owned())
+                        },
                         ..EventTypeChanges::default()
                     },
                 },

@@ -26,7 +26,7 @@ from svix.api import (
 from svix.api.event_type import EventTypeListOptions
 from svix.api.endpoint import EndpointListOptions
 from svix.api.message import MessageListOptions, MessageGetOptions, MessageCreateOptions
-from svix.exceptions import HttpError
+from svix.exceptions import HTTPValidationError, HttpError
 
 svix = Svix(os.environ["SLUICE_TOKEN"], SvixOptions(server_url=os.environ["SLUICE_URL"]))
 
@@ -46,6 +46,15 @@ for name in ["invoice.paid", "invoice.failed"]:
     svix.event_type.create(EventTypeIn(name=name, description=f"An {name} event"))
 types = svix.event_type.list(EventTypeListOptions())
 check({t.name for t in types.data} >= {"invoice.paid", "invoice.failed"}, "event_type create and list")
+grouped = svix.event_type.create(EventTypeIn(name="invoice.voided", description="voided", group_name="invoices",
+                                             schemas={"1": {"examples": [{"invoice": 0}]}}))
+check(grouped.group_name == "invoices" and svix.event_type.get("invoice.voided").group_name == "invoices",
+      "event_type groupName round-trips")
+try:
+    svix.event_type.create(EventTypeIn(name="invoice.bad", description="bad", schemas={"1": {"examples": ["text"]}}))
+    raise AssertionError("a string schema example was accepted")
+except HTTPValidationError as e:
+    check(e.detail[0].loc == ["body", "schemas", "1", "examples"], "a schema example that is not an object is 422")
 
 ep = svix.endpoint.create(
     app.id,
