@@ -89,6 +89,11 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             example_index,
         } => send_example(w, app_key, &endpoint, id, event_type, example_index),
         Op::ExpungeContent { app_key, message } => expunge_content(w, app_key, &message),
+        Op::ExpungeAttemptContent {
+            app_key,
+            message,
+            attempt,
+        } => expunge_attempt_content(w, app_key, &message, &attempt),
         Op::Resend {
             app_key,
             message,
@@ -1009,6 +1014,37 @@ fn expunge_content(
     w.dbs
         .msgs
         .put(w.wtxn, &schema::u64_key(seq), &message.encode())?;
+    Ok(Outcome::Done)
+}
+
+/// The response body Svix leaves on an attempt whose content was expunged.
+const EXPUNGED_RESPONSE: &str = "EXPUNGED";
+
+fn expunge_attempt_content(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    message_ref: &str,
+    attempt_id: &str,
+) -> Result<Outcome, LogError> {
+    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
+        return refused(Refusal::AppNotFound);
+    }
+    let Some((seq, _)) = tables::message_by_ref(w.wtxn, w.dbs, app_key, message_ref)? else {
+        return refused(Refusal::MessageNotFound);
+    };
+    let Some(key) = tables::attempt_key_of_id(w.wtxn, w.dbs, attempt_id)? else {
+        return refused(Refusal::AttemptNotFound);
+    };
+    let Some(mut attempt) = tables::attempt_by_key(w.wtxn, w.dbs, key)?.filter(|a| a.seq == seq)
+    else {
+        return refused(Refusal::AttemptNotFound);
+    };
+    attempt.response = EXPUNGED_RESPONSE.to_owned();
+    w.dbs.attempts.put(
+        w.wtxn,
+        &schema::u64_key(key),
+        &schema::encode_json(&attempt),
+    )?;
     Ok(Outcome::Done)
 }
 

@@ -203,6 +203,12 @@ pub enum Op {
         app_key: u64,
         message: String,
     },
+    /// Replaces an attempt's stored response body with `EXPUNGED` (Svix).
+    ExpungeAttemptContent {
+        app_key: u64,
+        message: String,
+        attempt: String,
+    },
     /// One manual attempt of a message to an endpoint.
     Resend {
         app_key: u64,
@@ -311,7 +317,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 31] = [
+    pub const NAMES: [&'static str; 32] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -343,6 +349,7 @@ impl Op {
         "rotate_source_token",
         "record_source_error",
         "receive_message",
+        "expunge_attempt_content",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -379,6 +386,7 @@ impl Op {
             Op::RotateSourceToken { .. } => "rotate_source_token",
             Op::RecordSourceError { .. } => "record_source_error",
             Op::ReceiveMessage { .. } => "receive_message",
+            Op::ExpungeAttemptContent { .. } => "expunge_attempt_content",
         }
     }
 }
@@ -555,6 +563,7 @@ pub enum Refusal {
     AppNotFound,
     EndpointNotFound,
     MessageNotFound,
+    AttemptNotFound,
     EventTypeNotFound,
     AppUidTaken,
     EndpointUidTaken,

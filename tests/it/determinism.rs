@@ -61,6 +61,8 @@ struct World {
     tasks: Vec<u64>,
     /// Ingest sources: (key, id, uid).
     sources: Vec<(u64, String, Option<String>)>,
+    /// Attempts as generated: (seq, id).
+    attempts: Vec<(u64, String)>,
     serial: u64,
 }
 
@@ -380,8 +382,10 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 3 => Step::Gone,
                 _ => Step::Failed,
             };
+            let id = world.fresh("atmpt");
+            world.attempts.push((seq, id.clone()));
             let record = AttemptRecord {
-                id: world.fresh("atmpt"),
+                id,
                 msg_id: "msg".to_owned(),
                 endpoint_id: "ep".to_owned(),
                 seq,
@@ -497,7 +501,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 created_ms: 0,
             }),
         },
-        _ => Op::ReceiveMessage {
+        30 => Op::ReceiveMessage {
             source_key: source_key(rng, world),
             message: Box::new(NewMessage {
                 id: world.fresh("msg"),
@@ -509,6 +513,21 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             }),
             headers: vec![("x-github-event".to_owned(), "push".to_owned())],
         },
+        _ => {
+            let (seq, attempt) = match rng.pick(&world.attempts).cloned() {
+                Some(found) if rng.chance(90) => found,
+                _ => (0, world.fresh("atmpt_missing")),
+            };
+            let (app_key, message) = match world.messages.iter().find(|m| m.1 == seq) {
+                Some((app_key, _, id)) => (*app_key, id.clone()),
+                None => (app_key(rng, world), world.fresh("msg_missing")),
+            };
+            Op::ExpungeAttemptContent {
+                app_key,
+                message,
+                attempt,
+            }
+        }
     }
 }
 

@@ -18,6 +18,7 @@ from svix.api import (
     EventExampleIn,
     EventTypeIn,
     MessageIn,
+    MessageStatus,
     RecoverIn,
     ReplayIn,
     Svix,
@@ -25,6 +26,7 @@ from svix.api import (
 )
 from svix.api.event_type import EventTypeListOptions
 from svix.api.endpoint import EndpointListOptions
+from svix.api.message_attempt import MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions
 from svix.api.message import MessageListOptions, MessageGetOptions, MessageCreateOptions
 from svix.exceptions import HTTPValidationError, HttpError
 
@@ -150,6 +152,17 @@ check(m.id in [x.id for x in msgs.data], "attempted messages")
 stats = svix.endpoint.get_stats(app.id, ep2.id)
 check(stats.pending + stats.sending + stats.fail + stats.success == 1, "endpoint stats")
 svix.message_attempt.resend(app.id, m.id, ep2.id)
+for status in [MessageStatus.PENDING, MessageStatus.SENDING, MessageStatus.CANCELED]:
+    by_ep = svix.message_attempt.list_by_endpoint(app.id, ep2.id, MessageAttemptListByEndpointOptions(status=status))
+    by_msg = svix.message_attempt.list_by_msg(app.id, m.id, MessageAttemptListByMsgOptions(status=status))
+    check(by_ep.data == [] and by_msg.data == [], f"attempt lists with status {status.name} are empty, not 422")
+future = datetime.now(timezone.utc) + timedelta(hours=1)
+check(svix.message_attempt.list_by_endpoint(app.id, ep2.id, MessageAttemptListByEndpointOptions(
+    after=future)).data == [], "attempt list by endpoint: after")
+check(svix.message_attempt.list_by_msg(app.id, m.id, MessageAttemptListByMsgOptions(
+    event_types=["invoice.failed"])).data == [], "attempt list by message: event_types")
+check(svix.message_attempt.list_by_msg(app.id, m.id, MessageAttemptListByMsgOptions(
+    channel="nowhere", before=future)).data == [], "attempt list by message: channel and before")
 example = svix.endpoint.send_example(app.id, ep2.id, EventExampleIn(event_type="svix.ping"))
 check(example.event_type == "svix.ping", "send example")
 since = datetime.now(timezone.utc) - timedelta(hours=1)
