@@ -80,7 +80,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             app_key,
             message,
             with_content,
-        } => create_message(w, app_key, message, with_content),
+        } => create_message(w, app_key, *message, with_content),
         Op::SendExample {
             app_key,
             endpoint,
@@ -258,6 +258,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
                 payload: Some(message.payload),
                 headers: Some(headers),
                 example: false,
+                tags: None,
             };
             let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
             Ok(Outcome::Message {
@@ -940,6 +941,7 @@ fn create_message(
         payload: Some(message.payload),
         example: false,
         headers: None,
+        tags: message.tags,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
     Ok(Outcome::Message {
@@ -989,6 +991,7 @@ fn send_example(
         payload: Some(payload),
         example: true,
         headers: None,
+        tags: None,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
     Ok(Outcome::Message {

@@ -187,7 +187,7 @@ pub enum Op {
     /// The durable ingest: the message and one delivery per matching endpoint.
     CreateMessage {
         app_key: u64,
-        message: NewMessage,
+        message: Box<NewMessage>,
         /// The reply shows the payload.
         with_content: bool,
     },
@@ -481,6 +481,7 @@ pub struct NewMessage {
     /// The exact JSON text accepted.
     pub payload: Vec<u8>,
     pub retention_days: u16,
+    pub tags: Option<Vec<String>>,
 }
 
 /// An attempt's record, encoded by the engine (off the writer), with the fields the apply

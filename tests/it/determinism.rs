@@ -311,14 +311,15 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
         }
         13 => Op::CreateMessage {
             app_key: app_key(rng, world),
-            message: NewMessage {
+            message: Box::new(NewMessage {
                 id: world.fresh("msg"),
                 event_type: (*rng.pick(&EVENT_TYPES).expect("types")).to_owned(),
                 event_id: rng.chance(30).then(|| format!("evt{}", rng.below(50))),
                 channels: rng.chance(30).then(|| vec!["c1".to_owned()]),
                 payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
                 retention_days: 1 + rng.below(90) as u16,
-            },
+                tags: rng.chance(30).then(|| vec!["t1".to_owned()]),
+            }),
             with_content: rng.chance(50),
         },
         14 => {
@@ -510,6 +511,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 channels: None,
                 payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
                 retention_days: 90,
+                tags: None,
             }),
             headers: vec![("x-github-event".to_owned(), "push".to_owned())],
         },

@@ -211,3 +211,65 @@ async fn attempt_lists_take_every_svix_filter_and_a_response_body_can_be_expunge
     );
     sluice.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_tags_are_stored_shown_and_filter_the_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "t", "uid": "t"}))
+            .await
+            .status,
+        201
+    );
+    let tagged = post(
+        addr,
+        "/api/v1/app/t/msg",
+        &json!({"eventType": "e", "payload": {}, "tags": ["project_1", "beta"]}),
+    )
+    .await;
+    assert_eq!(
+        (tagged.status, &tagged.json["tags"]),
+        (202, &json!(["project_1", "beta"]))
+    );
+    let id = tagged.json["id"].as_str().expect("id").to_owned();
+    let plain = post(
+        addr,
+        "/api/v1/app/t/msg",
+        &json!({"eventType": "e", "payload": {}}),
+    )
+    .await;
+    assert_eq!(plain.status, 202);
+    assert!(plain.json.get("tags").is_none());
+    let got = get(addr, &format!("/api/v1/app/t/msg/{id}")).await.json;
+    assert_eq!(got["tags"], json!(["project_1", "beta"]));
+    let listed = get(addr, "/api/v1/app/t/msg?tag=beta").await.json;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    let none = get(addr, "/api/v1/app/t/msg?tag=gamma").await.json;
+    assert_eq!(none["data"], json!([]));
+    for tags in [
+        json!("beta"),
+        json!(["a", "b", "c", "d", "e", "f"]),
+        json!(["no spaces"]),
+    ] {
+        let bad = post(
+            addr,
+            "/api/v1/app/t/msg",
+            &json!({"eventType": "e", "payload": {}, "tags": tags}),
+        )
+        .await;
+        assert_eq!(
+            (bad.status, &bad.json["detail"][0]["loc"]),
+            (422, &json!(["body", "tags"])),
+            "{tags}"
+        );
+    }
+    sluice.stop().await;
+}

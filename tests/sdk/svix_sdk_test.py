@@ -122,6 +122,10 @@ while True:
         break
     iterator = page.iterator
 check(pages == 3 and seen == list(reversed(sent)), "message list across several pages, newest first")
+tagged = svix.message.create(app.id, MessageIn(event_type="invoice.paid", payload={"t": 1}, tags=["project_1"]))
+check(tagged.tags == ["project_1"] and svix.message.get(app.id, tagged.id).tags == ["project_1"], "message tags round-trip")
+check([m.id for m in svix.message.list(app.id, MessageListOptions(tag="project_1")).data] == [tagged.id],
+      "message list tag filter")
 filtered = svix.message.list(app.id, MessageListOptions(event_types=["invoice.failed"]))
 check(filtered.data == [], "message list event_types filter")
 windowed = svix.message.list(app.id, MessageListOptions(after=got.timestamp))
