@@ -228,14 +228,15 @@ async fn append_for(log: &Log, app_key: u64, concurrency: usize, duration: Durat
                 while Instant::now() < deadline && done < 1_000_000 {
                     let op = Op::CreateMessage {
                         app_key,
-                        message: NewMessage {
+                        message: Box::new(NewMessage {
                             id: format!("msg_bench_{c}_{done}"),
                             event_type: "bench".to_owned(),
                             event_id: None,
                             channels: None,
                             payload: vec![b'x'; 1024],
                             retention_days: 90,
-                        },
+                            tags: None,
+                        }),
                         with_content: false,
                     };
                     log.submit(Envelope::new(op, Clock::System.now_ms()))

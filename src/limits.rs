@@ -18,6 +18,8 @@ pub const URL_LEN_MAX: usize = 2_048;
 pub const METADATA_BYTES_MAX: usize = 4_096;
 /// Most channels on one message (Svix: 1–5).
 pub const MESSAGE_CHANNELS_MAX: usize = 5;
+/// Most tags on one message (Svix: at most 5).
+pub const MESSAGE_TAGS_MAX: usize = 5;
 /// Most channels an endpoint filters on (Svix: 1–10).
 pub const ENDPOINT_CHANNELS_MAX: usize = 10;
 /// Most event types an endpoint filters on.

@@ -1,14 +1,17 @@
-//! Message attempts: list by message and by endpoint (newest first), get one.
+//! Message attempts: list by message and by endpoint (newest first), get one, expunge a
+//! response body.
 
 use hyper::StatusCode;
 use serde::Serialize;
 
 use super::apps::resolve;
+use super::idempotency::submit_reply;
 use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply};
 use crate::clock::format_rfc3339;
 use crate::limits::PAGE_SCAN_ROWS_MAX;
-use crate::log::schema::{AttemptRecord, Trigger};
+use crate::log::ops::Op;
+use crate::log::schema::{AttemptRecord, MessageRecord, Trigger};
 use crate::log::tables::{self, AttemptsOf, Walk};
 
 #[derive(Serialize)]
@@ -54,27 +57,61 @@ impl AttemptOut {
 
 /// Filters shared by both lists.
 struct Filter {
-    status: Option<bool>,
+    /// Svix's message status: 0 success, 1 pending, 2 fail, 3 sending, 4 canceled (the
+    /// cloud's, in SDK 2.9.1). An attempt is finished and never canceled, so 1, 3 and 4
+    /// keep none.
+    status: Option<u8>,
     status_code_class: Option<u16>,
     endpoint_key: Option<u64>,
+    before: Option<u64>,
+    after: Option<u64>,
+    event_types: Vec<String>,
+    channel: Option<String>,
 }
 
 impl Filter {
     fn keeps(&self, a: &AttemptRecord) -> bool {
-        self.status.is_none_or(|success| a.success == success)
+        let status_ok = match self.status {
+            None => true,
+            Some(0) => a.success,
+            Some(2) => !a.success,
+            Some(_) => false,
+        };
+        status_ok
             && self
                 .status_code_class
                 .is_none_or(|class| a.status_code / 100 * 100 == class)
             && self.endpoint_key.is_none_or(|k| a.endpoint_key == k)
+            && self.before.is_none_or(|t| a.created_ms < t)
+            && self.after.is_none_or(|t| a.created_ms > t)
+    }
+
+    /// The filters on the attempt's message need it read.
+    fn needs_message(&self) -> bool {
+        !self.event_types.is_empty() || self.channel.is_some()
+    }
+
+    fn keeps_message(&self, m: &MessageRecord) -> bool {
+        (self.event_types.is_empty() || self.event_types.contains(&m.event_type))
+            && self
+                .channel
+                .as_ref()
+                .is_none_or(|c| m.channels.as_ref().is_some_and(|cs| cs.contains(c)))
     }
 }
 
 fn filter(ctx: &Ctx) -> Result<Filter, ApiError> {
     let status = match ctx.query.get("status") {
         None => None,
-        Some("0") => Some(true),
-        Some("2") => Some(false),
-        Some(_) => return Err(invalid("status", "must be 0 (success) or 2 (fail)")),
+        Some(raw) => match raw.parse::<u8>() {
+            Ok(s @ 0..=4) => Some(s),
+            _ => {
+                return Err(invalid(
+                    "status",
+                    "must be 0 (success), 1 (pending), 2 (fail), 3 (sending) or 4 (canceled)",
+                ));
+            }
+        },
     };
     let status_code_class = match ctx.query.get("status_code_class") {
         None => None,
@@ -92,6 +129,10 @@ fn filter(ctx: &Ctx) -> Result<Filter, ApiError> {
         status,
         status_code_class,
         endpoint_key: None,
+        before: ctx.query.time("before")?,
+        after: ctx.query.time("after")?,
+        event_types: ctx.query.list("event_types"),
+        channel: ctx.query.get("channel").map(str::to_owned),
     })
 }
 
@@ -120,11 +161,27 @@ fn list_from(
             toward_lower: !backwards,
             rows_max: PAGE_SCAN_ROWS_MAX,
         };
+        // The last message read for the message filters (attempts come grouped by message).
+        let mut last: Option<(u64, bool)> = None;
         let capped = tables::scan_attempts(rtxn, dbs, of, walk, |attempt| {
-            if filter.keeps(&attempt) {
-                return Ok(page.push(AttemptOut::from(attempt, with_content)));
+            if !filter.keeps(&attempt) {
+                return Ok(false);
             }
-            Ok(false)
+            if filter.needs_message() {
+                let kept = match last {
+                    Some((seq, kept)) if seq == attempt.seq => kept,
+                    _ => {
+                        let kept = tables::message_by_seq(rtxn, dbs, attempt.seq)?
+                            .is_some_and(|m| filter.keeps_message(&m));
+                        last = Some((attempt.seq, kept));
+                        kept
+                    }
+                };
+                if !kept {
+                    return Ok(false);
+                }
+            }
+            Ok(page.push(AttemptOut::from(attempt, with_content)))
         })?;
         Ok(Ok(page.into_page(capped, backwards, |a| a.id.clone())))
     })??;
@@ -193,4 +250,23 @@ pub(super) fn get(
     })?;
     let attempt = attempt.ok_or(ApiError::NotFound("Attempt not found."))?;
     Reply::json(StatusCode::OK, &AttemptOut::from(attempt, true))
+}
+
+/// DELETE /app/{app}/msg/{msg}/attempt/{attempt}/content: the response body becomes
+/// `EXPUNGED`, as in Svix; the attempt's other fields stay.
+pub(super) async fn expunge_content(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    msg_ref: &str,
+    attempt_id: &str,
+) -> Result<Reply, ApiError> {
+    ctx.auth.require_org()?;
+    let app = resolve(state, ctx, app_ref)?;
+    let op = Op::ExpungeAttemptContent {
+        app_key: app.key,
+        message: msg_ref.to_owned(),
+        attempt: attempt_id.to_owned(),
+    };
+    submit_reply(state, None, op).await
 }

@@ -314,6 +314,7 @@ impl From<Refusal> for ApiError {
                 "The event type has no example at that index in its schema.",
             ),
             Refusal::SourceNotFound => ApiError::NotFound("Source not found."),
+            Refusal::AttemptNotFound => ApiError::NotFound("Attempt not found."),
             Refusal::SourceUidTaken => {
                 conflict("conflict", "A source with that uid already exists")
             }

@@ -27,6 +27,8 @@ struct EventTypeIn {
     schemas: Option<serde_json::Value>,
     #[serde(default)]
     feature_flag: Option<String>,
+    #[serde(default)]
+    group_name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -42,6 +44,8 @@ struct EventTypePatch {
     schemas: Patch<serde_json::Value>,
     #[serde(default)]
     feature_flag: Patch<String>,
+    #[serde(default)]
+    group_name: Patch<String>,
 }
 
 #[derive(Serialize)]
@@ -56,6 +60,7 @@ pub(super) struct EventTypeOut {
     created_at: String,
     updated_at: String,
     feature_flag: Option<String>,
+    group_name: Option<String>,
 }
 
 impl EventTypeOut {
@@ -69,6 +74,7 @@ impl EventTypeOut {
             created_at: format_rfc3339(t.created_ms),
             updated_at: format_rfc3339(t.updated_ms),
             feature_flag: t.feature_flag,
+            group_name: t.group_name,
         }
     }
 }
@@ -78,6 +84,7 @@ fn check(
     description: Option<&str>,
     schemas: Option<&serde_json::Value>,
     flag: Option<&str>,
+    group: Option<&str>,
 ) {
     if let Some(description) = description {
         problems.text("description", description, false);
@@ -87,6 +94,11 @@ fn check(
             problems.add(
                 &["body", "schemas"],
                 "must be an object of version to JSON Schema",
+            );
+        } else if !examples_are_objects(schemas) {
+            problems.add(
+                &["body", "schemas", "1", "examples"],
+                "must be a list of JSON objects (each is a message payload for send-example)",
             );
         } else if serde_json::to_vec(schemas).map_or(usize::MAX, |v| v.len()) > SCHEMAS_BYTES_MAX {
             problems.add(
@@ -100,6 +112,22 @@ fn check(
             &["body", "featureFlag"],
             format!("must be at most {TEXT_LEN_MAX} bytes"),
         );
+    }
+    if group.is_some_and(|g| g.len() > TEXT_LEN_MAX) {
+        problems.add(
+            &["body", "groupName"],
+            format!("must be at most {TEXT_LEN_MAX} bytes"),
+        );
+    }
+}
+
+/// Send-example sends `schemas["1"].examples[i]` as a message payload, and a payload is a
+/// JSON object: so the examples, when given, are a list of objects.
+fn examples_are_objects(schemas: &serde_json::Value) -> bool {
+    match schemas.get("1").and_then(|v| v.get("examples")) {
+        None => true,
+        Some(serde_json::Value::Array(examples)) => examples.iter().all(|e| e.is_object()),
+        Some(_) => false,
     }
 }
 
@@ -142,6 +170,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
         Some(&input.description),
         input.schemas.as_ref(),
         input.feature_flag.as_deref(),
+        input.group_name.as_deref(),
     );
     problems.finish()?;
     let op = Op::CreateEventType {
@@ -159,6 +188,7 @@ impl EventTypeIn {
             deprecated: self.deprecated,
             schemas: self.schemas.as_ref().map(schemas_text).transpose()?,
             feature_flag: self.feature_flag,
+            group_name: self.group_name,
         })
     }
 }
@@ -186,6 +216,7 @@ pub(super) async fn upsert(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Re
         Some(&input.description),
         input.schemas.as_ref(),
         input.feature_flag.as_deref(),
+        input.group_name.as_deref(),
     );
     problems.finish()?;
     let op = Op::PutEventType {
@@ -204,6 +235,7 @@ pub(super) async fn patch(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Rep
         input.description.as_deref(),
         input.schemas.as_value(),
         input.feature_flag.as_value().map(String::as_str),
+        input.group_name.as_value().map(String::as_str),
     );
     problems.finish()?;
     let schemas = match input.schemas {
@@ -219,6 +251,7 @@ pub(super) async fn patch(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Rep
             deprecated: input.deprecated,
             schemas,
             feature_flag: input.feature_flag.into_change(),
+            group_name: input.group_name.into_change(),
         },
     };
     submit_reply(state, None, op).await

@@ -182,6 +182,7 @@ async fn accept(
             channels: None,
             payload: body.to_vec(),
             retention_days: RETENTION_DAYS_DEFAULT,
+            tags: None,
         }),
         headers: kept_headers(headers),
     };

@@ -12,7 +12,9 @@ use simd_json::{Node, Tape};
 
 use super::FieldError;
 use crate::ids::{self, IdKind};
-use crate::limits::{MESSAGE_CHANNELS_MAX, NAME_LEN_MAX, RETENTION_DAYS_MAX, RETENTION_DAYS_MIN};
+use crate::limits::{
+    MESSAGE_CHANNELS_MAX, MESSAGE_TAGS_MAX, NAME_LEN_MAX, RETENTION_DAYS_MAX, RETENTION_DAYS_MIN,
+};
 
 /// A validated message-create request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub struct MessageIn {
     pub retention_days: Option<u16>,
     /// The payload object exactly as sent.
     pub payload: Vec<u8>,
+    /// Svix's `tags`, when given.
+    pub tags: Option<Vec<String>>,
 }
 
 /// A thread's reusable buffers: the body's copy simd-json parses in place, its internal
@@ -105,19 +109,31 @@ fn fields(tape: &Tape<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
         "payloadRetentionPeriod",
         retention_days(&object),
     );
+    let tags = note(&mut problems, "tags", tags(&object));
     let payload = note(&mut problems, "payload", payload(&object, body));
-    match (event_type, event_id, channels, retention_days, payload) {
-        (Some(event_type), Some(event_id), Some(channels), Some(retention_days), Some(payload))
-            if problems.is_empty() =>
-        {
-            Ok(MessageIn {
-                event_type,
-                event_id,
-                channels,
-                retention_days,
-                payload,
-            })
-        }
+    match (
+        event_type,
+        event_id,
+        channels,
+        retention_days,
+        payload,
+        tags,
+    ) {
+        (
+            Some(event_type),
+            Some(event_id),
+            Some(channels),
+            Some(retention_days),
+            Some(payload),
+            Some(tags),
+        ) if problems.is_empty() => Ok(MessageIn {
+            event_type,
+            event_id,
+            channels,
+            retention_days,
+            payload,
+            tags,
+        }),
         _ => Err(problems),
     }
 }
@@ -251,6 +267,24 @@ fn channels(object: &Object<'_, '_>) -> Result<Option<Vec<String>>, &'static str
     names
         .map(Some)
         .ok_or("each channel must be a name of a-z, A-Z, 0-9, '-', '_', '.'")
+}
+
+fn tags(object: &Object<'_, '_>) -> Result<Option<Vec<String>>, &'static str> {
+    let Some(value) = optional(object, "tags") else {
+        return Ok(None);
+    };
+    let items = value
+        .as_array()
+        .filter(|items| items.len() <= MESSAGE_TAGS_MAX);
+    let items = items.ok_or("must be a list of at most 5 tags")?;
+    let names = items.iter().map(|item| {
+        item.into_string()
+            .filter(|n| ids::check_name(n, NAME_LEN_MAX).is_ok())
+    });
+    let names: Option<Vec<String>> = names.map(|n| n.map(str::to_owned)).collect();
+    names
+        .map(Some)
+        .ok_or("each tag must be a name of a-z, A-Z, 0-9, '-', '_', '.'")
 }
 
 fn retention_days(object: &Object<'_, '_>) -> Result<Option<u16>, &'static str> {

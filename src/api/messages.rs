@@ -23,6 +23,8 @@ pub(super) struct MessageOut {
     event_type: String,
     payload: Box<RawValue>,
     channels: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<Vec<String>>,
     pub(super) id: String,
     timestamp: String,
 }
@@ -41,6 +43,7 @@ impl MessageOut {
             event_type: m.event_type,
             payload,
             channels: m.channels,
+            tags: m.tags,
             id: m.id,
             timestamp: format_rfc3339(m.created_ms),
         }
@@ -66,14 +69,15 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     let app = resolve(state, ctx, app_ref)?;
     let op = Op::CreateMessage {
         app_key: app.key,
-        message: NewMessage {
+        message: Box::new(NewMessage {
             id: ids::new_id(IdKind::Message, state.clock.now_ms()),
             event_type: input.event_type,
             event_id: input.event_id,
             channels: input.channels,
             payload: input.payload,
             retention_days: input.retention_days.unwrap_or(RETENTION_DAYS_DEFAULT),
-        },
+            tags: input.tags,
+        }),
         with_content,
     };
     submit_reply(state, ctx.idempotency, op).await
@@ -103,6 +107,7 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, 
     let after = ctx.query.time("after")?;
     let event_types = ctx.query.list("event_types");
     let channel = ctx.query.get("channel").map(str::to_owned);
+    let tag = ctx.query.get("tag").map(str::to_owned);
     let iterator = ctx.query.iterator();
     let page = state.log.read(|rtxn, dbs| {
         let cursor_seq = match iterator {
@@ -138,7 +143,10 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, 
             let channel_ok = channel
                 .as_ref()
                 .is_none_or(|c| message.channels.as_ref().is_some_and(|cs| cs.contains(c)));
-            if in_window && type_ok && channel_ok {
+            let tag_ok = tag
+                .as_ref()
+                .is_none_or(|t| message.tags.as_ref().is_some_and(|ts| ts.contains(t)));
+            if in_window && type_ok && channel_ok && tag_ok {
                 return Ok(page.push(MessageOut::from(message, with_content)));
             }
             Ok(false)

@@ -446,6 +446,7 @@ enum Route<'a> {
     Messages(&'a str),
     Message(&'a str, &'a str),
     MessageContent(&'a str, &'a str),
+    AttemptContent(&'a str, &'a str, &'a str),
     AttemptsByMessage(&'a str, &'a str),
     AttemptsByEndpoint(&'a str, &'a str),
     Attempt(&'a str, &'a str, &'a str),
@@ -497,6 +498,7 @@ impl<'a> Route<'a> {
             ["app", a, "attempt", "msg", m] => Route::AttemptsByMessage(a, m),
             ["app", a, "attempt", "endpoint", e] => Route::AttemptsByEndpoint(a, e),
             ["app", a, "msg", m, "attempt", t] => Route::Attempt(a, m, t),
+            ["app", a, "msg", m, "attempt", t, "content"] => Route::AttemptContent(a, m, t),
             ["app", a, "msg", m, "endpoint"] => Route::Destinations(a, m),
             ["app", a, "msg", m, "endpoint", e, "resend"] => Route::Resend(a, m, e),
             ["app", a, "endpoint", e, "msg"] => Route::EndpointMessages(a, e),
@@ -574,7 +576,7 @@ impl<'a> Route<'a> {
             | Route::Recover(..)
             | Route::ReplayMissing(..) => &[M::POST],
             Route::EndpointHeaders(..) => &[M::GET, M::PUT, M::PATCH],
-            Route::MessageContent(..) => &[M::DELETE],
+            Route::MessageContent(..) | Route::AttemptContent(..) => &[M::DELETE],
         }
     }
 }
@@ -758,6 +760,7 @@ async fn dispatch(
         (Route::AttemptsByMessage(a, m), _) => attempts::list_by_message(state, ctx, a, m),
         (Route::AttemptsByEndpoint(a, e), _) => attempts::list_by_endpoint(state, ctx, a, e),
         (Route::Attempt(a, m, t), _) => attempts::get(state, ctx, a, m, t),
+        (Route::AttemptContent(a, m, t), _) => attempts::expunge_content(state, ctx, a, m, t).await,
         (Route::Destinations(a, m), _) => deliveries::destinations(state, ctx, a, m),
         (Route::Resend(a, m, e), _) => deliveries::resend(state, ctx, a, m, e).await,
         (Route::EndpointMessages(a, e), _) => deliveries::messages(state, ctx, a, e),

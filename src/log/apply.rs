@@ -80,7 +80,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             app_key,
             message,
             with_content,
-        } => create_message(w, app_key, message, with_content),
+        } => create_message(w, app_key, *message, with_content),
         Op::SendExample {
             app_key,
             endpoint,
@@ -89,6 +89,11 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             example_index,
         } => send_example(w, app_key, &endpoint, id, event_type, example_index),
         Op::ExpungeContent { app_key, message } => expunge_content(w, app_key, &message),
+        Op::ExpungeAttemptContent {
+            app_key,
+            message,
+            attempt,
+        } => expunge_attempt_content(w, app_key, &message, &attempt),
         Op::Resend {
             app_key,
             message,
@@ -269,6 +274,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
                 payload: Some(message.payload),
                 headers: Some(headers),
                 example: false,
+                tags: None,
             };
             let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
             Ok(Outcome::Message {
@@ -616,6 +622,7 @@ fn event_type_record(
         feature_flag: fields.feature_flag,
         created_ms: existing.map_or(now_ms, |t| t.created_ms),
         updated_ms: now_ms,
+        group_name: fields.group_name,
     })
 }
 
@@ -682,6 +689,7 @@ fn patch_event_type(
         super::ops::Change::Set(text) => record.schemas = parse_schemas(Some(&text))?,
     }
     changes.feature_flag.apply_to(&mut record.feature_flag);
+    changes.group_name.apply_to(&mut record.group_name);
     record.updated_ms = w.now_ms;
     tables::put_event_type(w.wtxn, w.dbs, &record)?;
     Ok(Outcome::EventType {
@@ -977,6 +985,7 @@ fn create_message(
         payload: Some(message.payload),
         example: false,
         headers: None,
+        tags: message.tags,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
     Ok(Outcome::Message {
@@ -1007,6 +1016,7 @@ fn send_example(
                 s.get("1")?
                     .get("examples")?
                     .get(usize::try_from(example_index).ok()?)
+                    .filter(|e| e.is_object())
                     .cloned()
             });
         match example.map(|e| serde_json::to_vec(&e)) {
@@ -1025,6 +1035,7 @@ fn send_example(
         payload: Some(payload),
         example: true,
         headers: None,
+        tags: None,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
     Ok(Outcome::Message {
@@ -1050,6 +1061,37 @@ fn expunge_content(
     w.dbs
         .msgs
         .put(w.wtxn, &schema::u64_key(seq), &message.encode())?;
+    Ok(Outcome::Done)
+}
+
+/// The response body Svix leaves on an attempt whose content was expunged.
+const EXPUNGED_RESPONSE: &str = "EXPUNGED";
+
+fn expunge_attempt_content(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    message_ref: &str,
+    attempt_id: &str,
+) -> Result<Outcome, LogError> {
+    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
+        return refused(Refusal::AppNotFound);
+    }
+    let Some((seq, _)) = tables::message_by_ref(w.wtxn, w.dbs, app_key, message_ref)? else {
+        return refused(Refusal::MessageNotFound);
+    };
+    let Some(key) = tables::attempt_key_of_id(w.wtxn, w.dbs, attempt_id)? else {
+        return refused(Refusal::AttemptNotFound);
+    };
+    let Some(mut attempt) = tables::attempt_by_key(w.wtxn, w.dbs, key)?.filter(|a| a.seq == seq)
+    else {
+        return refused(Refusal::AttemptNotFound);
+    };
+    attempt.response = EXPUNGED_RESPONSE.to_owned();
+    w.dbs.attempts.put(
+        w.wtxn,
+        &schema::u64_key(key),
+        &schema::encode_json(&attempt),
+    )?;
     Ok(Outcome::Done)
 }
 

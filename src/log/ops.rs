@@ -188,7 +188,7 @@ pub enum Op {
     /// The durable ingest: the message and one delivery per matching endpoint.
     CreateMessage {
         app_key: u64,
-        message: NewMessage,
+        message: Box<NewMessage>,
         /// The reply shows the payload.
         with_content: bool,
     },
@@ -203,6 +203,12 @@ pub enum Op {
     ExpungeContent {
         app_key: u64,
         message: String,
+    },
+    /// Replaces an attempt's stored response body with `EXPUNGED` (Svix).
+    ExpungeAttemptContent {
+        app_key: u64,
+        message: String,
+        attempt: String,
     },
     /// One manual attempt of a message to an endpoint.
     Resend {
@@ -329,7 +335,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 34] = [
+    pub const NAMES: [&'static str; 35] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -364,6 +370,7 @@ impl Op {
         "revoke_token",
         "touch_token",
         "purge_deleted_apps",
+        "expunge_attempt_content",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -403,6 +410,7 @@ impl Op {
             Op::RevokeToken { .. } => "revoke_token",
             Op::TouchToken { .. } => "touch_token",
             Op::PurgeDeletedApps { .. } => "purge_deleted_apps",
+            Op::ExpungeAttemptContent { .. } => "expunge_attempt_content",
         }
     }
 }
@@ -433,6 +441,7 @@ pub struct EventTypeFields {
     pub deprecated: bool,
     pub schemas: Option<String>,
     pub feature_flag: Option<String>,
+    pub group_name: Option<String>,
 }
 
 /// What a PATCH of an event type changes.
@@ -443,6 +452,7 @@ pub struct EventTypeChanges {
     pub deprecated: Option<bool>,
     pub schemas: Change<String>,
     pub feature_flag: Change<String>,
+    pub group_name: Change<String>,
 }
 
 /// A new endpoint's fields, secrets in their stored form.
@@ -495,6 +505,7 @@ pub struct NewMessage {
     /// The exact JSON text accepted.
     pub payload: Vec<u8>,
     pub retention_days: u16,
+    pub tags: Option<Vec<String>>,
 }
 
 /// An attempt's record, encoded by the engine (off the writer), with the fields the apply
@@ -578,6 +589,7 @@ pub enum Refusal {
     AppNotFound,
     EndpointNotFound,
     MessageNotFound,
+    AttemptNotFound,
     EventTypeNotFound,
     AppUidTaken,
     EndpointUidTaken,

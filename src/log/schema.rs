@@ -332,6 +332,9 @@ pub struct EventTypeRecord {
     pub feature_flag: Option<String>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Svix's `groupName` (absent in records written before it existed).
+    #[serde(default)]
+    pub group_name: Option<String>,
 }
 
 /// What a token may touch.
@@ -482,6 +485,8 @@ pub struct MessageRecord {
     pub example: bool,
     /// The request headers of a message an ingest source received (secrets removed).
     pub headers: Option<Vec<(String, String)>>,
+    /// Svix's message `tags` (records before them have none).
+    pub tags: Option<Vec<String>>,
 }
 
 const FLAG_EVENT_ID: u8 = 1;
@@ -489,6 +494,7 @@ const FLAG_CHANNELS: u8 = 2;
 const FLAG_PAYLOAD: u8 = 4;
 const FLAG_HEADERS: u8 = 8;
 const FLAG_EXAMPLE: u8 = 16;
+const FLAG_TAGS: u8 = 32;
 
 /// The fixed-size start of a message record.
 struct MessageHeader {
@@ -552,6 +558,9 @@ impl MessageRecord {
         if self.headers.is_some() {
             flags |= FLAG_HEADERS;
         }
+        if self.tags.is_some() {
+            flags |= FLAG_TAGS;
+        }
         out.push(flags);
         out.extend_from_slice(&self.app_key.to_be_bytes());
         out.extend_from_slice(&self.created_ms.to_be_bytes());
@@ -580,6 +589,18 @@ impl MessageRecord {
             for (name, value) in headers {
                 put_str(&mut out, name);
                 put_str(&mut out, value);
+            }
+        }
+        // After the headers and before the payload (the rest), so a record written before
+        // tags existed decodes unchanged.
+        if let Some(tags) = &self.tags {
+            assert!(
+                tags.len() <= usize::from(u8::MAX),
+                "tag count is validated at ingest"
+            );
+            out.push(u8::try_from(tags.len()).unwrap_or(u8::MAX));
+            for tag in tags {
+                put_str(&mut out, tag);
             }
         }
         if let Some(payload) = &self.payload {
@@ -631,6 +652,12 @@ impl MessageRecord {
         } else {
             None
         };
+        let tags = if flags & FLAG_TAGS != 0 {
+            let n = r.u8()?;
+            Some((0..n).map(|_| r.string()).collect::<Result<Vec<_>, _>>()?)
+        } else {
+            None
+        };
         let payload = (flags & FLAG_PAYLOAD != 0).then(|| r.rest().to_vec());
         Ok(MessageRecord {
             app_key,
@@ -643,6 +670,7 @@ impl MessageRecord {
             payload,
             example: flags & FLAG_EXAMPLE != 0,
             headers,
+            tags,
         })
     }
 }
@@ -826,6 +854,7 @@ mod tests {
                 "user-agent".to_owned(),
                 "GitHub-Hookshot/1".to_owned(),
             )]),
+            tags: Some(vec!["project_1337".to_owned(), "beta".to_owned()]),
         }
     }
 
@@ -841,6 +870,7 @@ mod tests {
             channels: None,
             payload: None,
             headers: None,
+            tags: None,
             ..message()
         };
         assert_eq!(

@@ -63,6 +63,8 @@ struct World {
     tokens: Vec<[u8; 32]>,
     /// Ingest sources: (key, id, uid).
     sources: Vec<(u64, String, Option<String>)>,
+    /// Attempts as generated: (seq, id).
+    attempts: Vec<(u64, String)>,
     serial: u64,
 }
 
@@ -169,6 +171,7 @@ fn event_type_fields(rng: &mut Rng) -> EventTypeFields {
             .chance(60)
             .then(|| format!(r#"{{"1":{{"examples":[{{"n":{}}}]}}}}"#, rng.below(100))),
         feature_flag: rng.chance(20).then(|| "beta".to_owned()),
+        group_name: rng.chance(30).then(|| "billing".to_owned()),
     }
 }
 
@@ -225,6 +228,11 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                     changes: EventTypeChanges {
                         archived: Some(rng.chance(30)),
                         schemas: Change::Set(r#"{"1":{"examples":[{"p":1}]}}"#.to_owned()),
+                        group_name: if rng.chance(50) {
+                            Change::Clear
+                        } else {
+                            Change::Set("g".to_owned())
+                        },
                         ..EventTypeChanges::default()
                     },
                 },
@@ -305,14 +313,15 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
         }
         13 => Op::CreateMessage {
             app_key: app_key(rng, world),
-            message: NewMessage {
+            message: Box::new(NewMessage {
                 id: world.fresh("msg"),
                 event_type: (*rng.pick(&EVENT_TYPES).expect("types")).to_owned(),
                 event_id: rng.chance(30).then(|| format!("evt{}", rng.below(50))),
                 channels: rng.chance(30).then(|| vec!["c1".to_owned()]),
                 payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
                 retention_days: 1 + rng.below(90) as u16,
-            },
+                tags: rng.chance(30).then(|| vec!["t1".to_owned()]),
+            }),
             with_content: rng.chance(50),
         },
         14 => {
@@ -376,8 +385,10 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 3 => Step::Gone,
                 _ => Step::Failed,
             };
+            let id = world.fresh("atmpt");
+            world.attempts.push((seq, id.clone()));
             let record = AttemptRecord {
-                id: world.fresh("atmpt"),
+                id,
                 msg_id: "msg".to_owned(),
                 endpoint_id: "ep".to_owned(),
                 seq,
@@ -514,6 +525,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 channels: None,
                 payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
                 retention_days: 90,
+                tags: None,
             }),
             headers: vec![("x-github-event".to_owned(), "push".to_owned())],
         },
@@ -530,9 +542,24 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 _ => rng.bytes(32).try_into().expect("32 bytes"),
             },
         },
-        _ => Op::PurgeDeletedApps {
+        33 => Op::PurgeDeletedApps {
             rows_max: 1 + rng.below(50) as u32,
         },
+        _ => {
+            let (seq, attempt) = match rng.pick(&world.attempts).cloned() {
+                Some(found) if rng.chance(90) => found,
+                _ => (0, world.fresh("atmpt_missing")),
+            };
+            let (app_key, message) = match world.messages.iter().find(|m| m.1 == seq) {
+                Some((app_key, _, id)) => (*app_key, id.clone()),
+                None => (app_key(rng, world), world.fresh("msg_missing")),
+            };
+            Op::ExpungeAttemptContent {
+                app_key,
+                message,
+                attempt,
+            }
+        }
     }
 }
 

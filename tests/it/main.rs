@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod ingest;
 mod ops;
+mod parity;
 mod poller;
 mod receiver;
 mod recovery;

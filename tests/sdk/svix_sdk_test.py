@@ -18,6 +18,7 @@ from svix.api import (
     EventExampleIn,
     EventTypeIn,
     MessageIn,
+    MessageStatus,
     RecoverIn,
     ReplayIn,
     Svix,
@@ -25,8 +26,9 @@ from svix.api import (
 )
 from svix.api.event_type import EventTypeListOptions
 from svix.api.endpoint import EndpointListOptions
+from svix.api.message_attempt import MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions
 from svix.api.message import MessageListOptions, MessageGetOptions, MessageCreateOptions
-from svix.exceptions import HttpError
+from svix.exceptions import HTTPValidationError, HttpError
 
 svix = Svix(os.environ["SLUICE_TOKEN"], SvixOptions(server_url=os.environ["SLUICE_URL"]))
 
@@ -46,6 +48,15 @@ for name in ["invoice.paid", "invoice.failed"]:
     svix.event_type.create(EventTypeIn(name=name, description=f"An {name} event"))
 types = svix.event_type.list(EventTypeListOptions())
 check({t.name for t in types.data} >= {"invoice.paid", "invoice.failed"}, "event_type create and list")
+grouped = svix.event_type.create(EventTypeIn(name="invoice.voided", description="voided", group_name="invoices",
+                                             schemas={"1": {"examples": [{"invoice": 0}]}}))
+check(grouped.group_name == "invoices" and svix.event_type.get("invoice.voided").group_name == "invoices",
+      "event_type groupName round-trips")
+try:
+    svix.event_type.create(EventTypeIn(name="invoice.bad", description="bad", schemas={"1": {"examples": ["text"]}}))
+    raise AssertionError("a string schema example was accepted")
+except HTTPValidationError as e:
+    check(e.detail[0].loc == ["body", "schemas", "1", "examples"], "a schema example that is not an object is 422")
 
 ep = svix.endpoint.create(
     app.id,
@@ -111,6 +122,10 @@ while True:
         break
     iterator = page.iterator
 check(pages == 3 and seen == list(reversed(sent)), "message list across several pages, newest first")
+tagged = svix.message.create(app.id, MessageIn(event_type="invoice.paid", payload={"t": 1}, tags=["project_1"]))
+check(tagged.tags == ["project_1"] and svix.message.get(app.id, tagged.id).tags == ["project_1"], "message tags round-trip")
+check([m.id for m in svix.message.list(app.id, MessageListOptions(tag="project_1")).data] == [tagged.id],
+      "message list tag filter")
 filtered = svix.message.list(app.id, MessageListOptions(event_types=["invoice.failed"]))
 check(filtered.data == [], "message list event_types filter")
 windowed = svix.message.list(app.id, MessageListOptions(after=got.timestamp))
@@ -141,6 +156,17 @@ check(m.id in [x.id for x in msgs.data], "attempted messages")
 stats = svix.endpoint.get_stats(app.id, ep2.id)
 check(stats.pending + stats.sending + stats.fail + stats.success == 1, "endpoint stats")
 svix.message_attempt.resend(app.id, m.id, ep2.id)
+for status in [MessageStatus.PENDING, MessageStatus.SENDING, MessageStatus.CANCELED]:
+    by_ep = svix.message_attempt.list_by_endpoint(app.id, ep2.id, MessageAttemptListByEndpointOptions(status=status))
+    by_msg = svix.message_attempt.list_by_msg(app.id, m.id, MessageAttemptListByMsgOptions(status=status))
+    check(by_ep.data == [] and by_msg.data == [], f"attempt lists with status {status.name} are empty, not 422")
+future = datetime.now(timezone.utc) + timedelta(hours=1)
+check(svix.message_attempt.list_by_endpoint(app.id, ep2.id, MessageAttemptListByEndpointOptions(
+    after=future)).data == [], "attempt list by endpoint: after")
+check(svix.message_attempt.list_by_msg(app.id, m.id, MessageAttemptListByMsgOptions(
+    event_types=["invoice.failed"])).data == [], "attempt list by message: event_types")
+check(svix.message_attempt.list_by_msg(app.id, m.id, MessageAttemptListByMsgOptions(
+    channel="nowhere", before=future)).data == [], "attempt list by message: channel and before")
 example = svix.endpoint.send_example(app.id, ep2.id, EventExampleIn(event_type="svix.ping"))
 check(example.event_type == "svix.ping", "send example")
 since = datetime.now(timezone.utc) - timedelta(hours=1)

@@ -1,0 +1,275 @@
+//! Svix parity (issue 14): fields and filters an SDK user writes that Sluice must honour
+//! rather than accept and ignore, each with the regression it fixes.
+
+use serde_json::json;
+
+use crate::delivery::start_delivering;
+use crate::harness::{TOKEN, call, eventually_json, get, post, start};
+use crate::receiver::{Answer, Receiver};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_type_group_name_round_trips_and_examples_must_be_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    let created = post(
+        addr,
+        "/api/v1/event-type",
+        &json!({"name": "g.one", "description": "G", "groupName": "billing",
+                "schemas": {"1": {"examples": [{"n": 1}]}}}),
+    )
+    .await;
+    assert_eq!(
+        (created.status, &created.json["groupName"]),
+        (201, &json!("billing"))
+    );
+    let got = get(addr, "/api/v1/event-type/g.one").await.json;
+    assert_eq!(got["groupName"], json!("billing"));
+    let patched = call(
+        addr,
+        "PATCH",
+        "/api/v1/event-type/g.one",
+        Some(TOKEN),
+        &[],
+        br#"{"groupName":null}"#,
+    )
+    .await;
+    assert_eq!(
+        (patched.status, &patched.json["groupName"]),
+        (200, &json!(null))
+    );
+
+    // A string example used to be stored, sent by send-example, and then break every
+    // `message.get/list(with_content=True)` of the application in the SDK.
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/v1/event-type",
+            json!({"name": "g.two", "description": "G", "schemas": {"1": {"examples": ["text"]}}}),
+        ),
+        (
+            "PUT",
+            "/api/v1/event-type/g.one",
+            json!({"description": "G", "schemas": {"1": {"examples": [{"ok": 1}, 3]}}}),
+        ),
+        (
+            "PATCH",
+            "/api/v1/event-type/g.one",
+            json!({"schemas": {"1": {"examples": {"n": 1}}}}),
+        ),
+    ] {
+        let answer = call(
+            addr,
+            method,
+            path,
+            Some(TOKEN),
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(
+            (answer.status, &answer.json["detail"][0]["loc"]),
+            (422, &json!(["body", "schemas", "1", "examples"])),
+            "{method} {path}: {}",
+            answer.json
+        );
+    }
+    let kept = get(addr, "/api/v1/event-type/g.one").await.json;
+    assert_eq!(kept["schemas"], json!({"1": {"examples": [{"n": 1}]}}));
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_lists_take_every_svix_filter_and_a_response_body_can_be_expunged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "a", "uid": "a"}))
+            .await
+            .status,
+        201
+    );
+    let ep = post(addr, "/api/v1/app/a/endpoint", &json!({"url": hook.url()})).await;
+    assert_eq!(ep.status, 201, "{}", ep.json);
+    let mut ids = Vec::new();
+    for (event_type, channel) in [("t.one", "eu"), ("t.two", "us")] {
+        let m = post(
+            addr,
+            "/api/v1/app/a/msg",
+            &json!({"eventType": event_type, "channels": [channel], "payload": {"k": 1}}),
+        )
+        .await;
+        assert_eq!(m.status, 202, "{}", m.json);
+        ids.push(m.json["id"].as_str().expect("id").to_owned());
+    }
+    let by_endpoint = format!(
+        "/api/v1/app/a/attempt/endpoint/{}",
+        ep.json["id"].as_str().expect("id")
+    );
+    assert!(
+        eventually_json(addr, &by_endpoint, |j| j["data"]
+            .as_array()
+            .is_some_and(|d| d.len() == 2))
+        .await,
+        "both attempts recorded"
+    );
+    let msg_ids = |path: String| async move {
+        let answer = get(addr, &path).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.json);
+        answer.json["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|a| a["msgId"].as_str().expect("msgId").to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (one, two) = (ids[0].clone(), ids[1].clone());
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (
+            format!("{by_endpoint}?event_types=t.one"),
+            vec![one.clone()],
+        ),
+        (format!("{by_endpoint}?channel=us"), vec![two.clone()]),
+        (
+            format!("{by_endpoint}?status=0"),
+            vec![two.clone(), one.clone()],
+        ),
+        (format!("{by_endpoint}?status=1"), vec![]),
+        (format!("{by_endpoint}?status=3"), vec![]),
+        (format!("{by_endpoint}?status=4"), vec![]),
+        (format!("{by_endpoint}?after=2999-01-01T00:00:00Z"), vec![]),
+        (format!("{by_endpoint}?before=2000-01-01T00:00:00Z"), vec![]),
+        (
+            format!("{by_endpoint}?before=2999-01-01T00:00:00Z&event_types=t.two"),
+            vec![two.clone()],
+        ),
+        (
+            format!("/api/v1/app/a/attempt/msg/{one}?event_types=t.two"),
+            vec![],
+        ),
+        (
+            format!("/api/v1/app/a/attempt/msg/{one}?event_types=t.one&channel=eu"),
+            vec![one.clone()],
+        ),
+        (
+            format!("/api/v1/app/a/attempt/msg/{one}?channel=us"),
+            vec![],
+        ),
+        (
+            format!("/api/v1/app/a/attempt/msg/{one}?after=2999-01-01T00:00:00Z"),
+            vec![],
+        ),
+        (format!("/api/v1/app/a/attempt/msg/{one}?status=1"), vec![]),
+    ];
+    for (path, want) in cases {
+        assert_eq!(msg_ids(path.clone()).await, want, "{path}");
+    }
+    assert_eq!(
+        get(addr, &format!("{by_endpoint}?status=5")).await.status,
+        422
+    );
+
+    // Expunging an attempt's response body.
+    let listed = get(addr, &format!("/api/v1/app/a/attempt/msg/{one}"))
+        .await
+        .json;
+    let attempt = listed["data"][0]["id"]
+        .as_str()
+        .expect("attempt id")
+        .to_owned();
+    let delete = |path: String| async move {
+        call(addr, "DELETE", &path, Some(TOKEN), &[], b"")
+            .await
+            .status
+    };
+    assert_eq!(
+        delete(format!("/api/v1/app/a/msg/{two}/attempt/{attempt}/content")).await,
+        404,
+        "an attempt of another message"
+    );
+    assert_eq!(
+        delete(format!(
+            "/api/v1/app/a/msg/{one}/attempt/atmpt_missing/content"
+        ))
+        .await,
+        404
+    );
+    assert_eq!(
+        delete(format!("/api/v1/app/a/msg/{one}/attempt/{attempt}/content")).await,
+        204
+    );
+    let got = get(addr, &format!("/api/v1/app/a/msg/{one}/attempt/{attempt}")).await;
+    assert_eq!(
+        (
+            got.status,
+            &got.json["response"],
+            &got.json["responseStatusCode"]
+        ),
+        (200, &json!("EXPUNGED"), &json!(200))
+    );
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_tags_are_stored_shown_and_filter_the_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "t", "uid": "t"}))
+            .await
+            .status,
+        201
+    );
+    let tagged = post(
+        addr,
+        "/api/v1/app/t/msg",
+        &json!({"eventType": "e", "payload": {}, "tags": ["project_1", "beta"]}),
+    )
+    .await;
+    assert_eq!(
+        (tagged.status, &tagged.json["tags"]),
+        (202, &json!(["project_1", "beta"]))
+    );
+    let id = tagged.json["id"].as_str().expect("id").to_owned();
+    let plain = post(
+        addr,
+        "/api/v1/app/t/msg",
+        &json!({"eventType": "e", "payload": {}}),
+    )
+    .await;
+    assert_eq!(plain.status, 202);
+    assert!(plain.json.get("tags").is_none());
+    let got = get(addr, &format!("/api/v1/app/t/msg/{id}")).await.json;
+    assert_eq!(got["tags"], json!(["project_1", "beta"]));
+    let listed = get(addr, "/api/v1/app/t/msg?tag=beta").await.json;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    let none = get(addr, "/api/v1/app/t/msg?tag=gamma").await.json;
+    assert_eq!(none["data"], json!([]));
+    for tags in [
+        json!("beta"),
+        json!(["a", "b", "c", "d", "e", "f"]),
+        json!(["no spaces"]),
+    ] {
+        let bad = post(
+            addr,
+            "/api/v1/app/t/msg",
+            &json!({"eventType": "e", "payload": {}, "tags": tags}),
+        )
+        .await;
+        assert_eq!(
+            (bad.status, &bad.json["detail"][0]["loc"]),
+            (422, &json!(["body", "tags"])),
+            "{tags}"
+        );
+    }
+    sluice.stop().await;
+}
