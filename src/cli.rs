@@ -57,6 +57,9 @@ pub fn read_config(path: Option<&Path>) -> Result<Config, String> {
         report
     })?;
     use_secrets_credential(&mut config);
+    if let Some(problem) = config.cluster_problem() {
+        return Err(format!("{}: {problem}", path.display()));
+    }
     Ok(config)
 }
 
