@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
@@ -40,6 +40,8 @@ pub enum StartError {
     },
     #[error("cannot set up TLS for the API: {0}")]
     Tls(String),
+    #[error("cannot read metrics.token_file {file}: {detail}")]
+    MetricsToken { file: String, detail: String },
 }
 
 /// Whether the loops that must never stop (the writer thread, the shards) still turn.
@@ -67,10 +69,14 @@ struct LiveSettings {
 pub struct Running {
     /// Where the API listens (useful when the config asked for port 0).
     pub addr: SocketAddr,
-    /// A token created on this first start, to show the operator once.
-    pub first_admin_token: Option<String>,
-    stop: oneshot::Sender<()>,
+    /// Where `/metrics` has a listener of its own (`[metrics] listen`), if it has one.
+    pub metrics_addr: Option<SocketAddr>,
+    /// A token created on this first start, and the file (mode 0600, in the data
+    /// directory) that keeps it for the operator.
+    pub first_admin_token: Option<(String, std::path::PathBuf)>,
+    stop: watch::Sender<bool>,
     server: JoinHandle<()>,
+    metrics_server: Option<JoinHandle<()>>,
     engine: Engine,
     tasks: TaskRunner,
     upkeep: JoinHandle<()>,
@@ -113,18 +119,18 @@ pub async fn start_with_resolver(
         source,
     };
     let (publisher, intakes) = engine::channels(config.delivery.shards);
-    let (log, writer) = Log::open(
-        &config.data_dir,
-        &config.storage,
-        Some(api::render_reply),
-        Some(publisher),
-    )
-    .map_err(log_error)?;
+    let (log, writer) = open_log(config, publisher).await.map_err(log_error)?;
     let first_admin_token = match admin_token {
         Some(_) => None,
-        None => ensure_some_token(&log, &clock).await.map_err(log_error)?,
+        None => first_admin_token(config, &log, &clock)
+            .await
+            .map_err(log_error)?,
     };
     let (listener, addr) = bind(config.api.listen).await?;
+    let metrics_listener = match config.metrics.listen {
+        Some(listen) => Some(bind(listen).await?),
+        None => None,
+    };
     let (ctx, policy) = attempt_ctx(config, &log, &clock, resolver);
     let delivery_settings = ctx.settings.clone();
     let engine = Engine::start(Arc::new(ctx), intakes);
@@ -137,19 +143,27 @@ pub async fn start_with_resolver(
     let sweeper = crate::sweeper::start(log.clone(), clock.clone(), config.storage.retention_days);
     let task_wake = Arc::new(Notify::new());
     let tasks = TaskRunner::start(log.clone(), clock.clone(), Arc::clone(&task_wake));
-    let state = api_state(config, &log, clock, admin_token, task_wake, metrics)?;
+    let mut state = api_state(config, &log, clock, admin_token, task_wake, metrics)?;
+    state.metrics_on_api = metrics_listener.is_none();
+    state.metrics_token_hash = metrics_token(config)?;
     let (api_config, tls) = (state.config.clone(), state.tls.clone());
     let state = Arc::new(state);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
-    tracing::info!(%addr, data_dir = %dir, "Sluice is serving.");
+    let (stop, stopped) = watch::channel(false);
+    let server = tokio::spawn(api::serve(
+        listener,
+        Arc::clone(&state),
+        api::Surface::Api,
+        until_stopped(stopped.clone()),
+    ));
+    let (metrics_addr, metrics_server) = serve_metrics(metrics_listener, state, stopped);
+    tracing::info!(%addr, ?metrics_addr, data_dir = %dir, "Sluice is serving.");
     Ok(Running {
         addr,
+        metrics_addr,
         first_admin_token,
         stop,
         server,
+        metrics_server,
         engine,
         tasks,
         upkeep,
@@ -188,6 +202,80 @@ fn api_state(
         .tls
         .set(tls_acceptor(config).map_err(StartError::Tls)?);
     Ok(state)
+}
+
+/// Opens the log on a blocking thread: opening may seal a clear log or rebuild the
+/// endpoint index from a large one, which is no work for a runtime worker.
+async fn open_log(
+    config: &Config,
+    publisher: crate::log::Publisher,
+) -> Result<(Log, WriterJoin), LogError> {
+    let (data_dir, storage) = (config.data_dir.clone(), config.storage.clone());
+    tokio::task::spawn_blocking(move || {
+        Log::open(
+            &data_dir,
+            &storage,
+            Some(api::render_reply),
+            Some(publisher),
+        )
+    })
+    .await
+    .map_err(|e| LogError::Io(format!("the log's opening failed: {e}")))?
+}
+
+/// Starts `/metrics`' own listener, if there is one: its address and its server task.
+fn serve_metrics(
+    listener: Option<(TcpListener, SocketAddr)>,
+    state: Arc<ApiState>,
+    stopped: watch::Receiver<bool>,
+) -> (Option<SocketAddr>, Option<JoinHandle<()>>) {
+    let Some((listener, addr)) = listener else {
+        return (None, None);
+    };
+    let serving = api::serve(
+        listener,
+        state,
+        api::Surface::Metrics,
+        until_stopped(stopped),
+    );
+    (Some(addr), Some(tokio::spawn(serving)))
+}
+
+/// Resolves once `stop` turns true (or its sender is gone): a server's shutdown signal.
+async fn until_stopped(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// With no token at all, creates an org token and keeps it in a 0600 file for the
+/// operator; returns it and the file.
+async fn first_admin_token(
+    config: &Config,
+    log: &Log,
+    clock: &Clock,
+) -> Result<Option<(String, std::path::PathBuf)>, LogError> {
+    let Some(token) = ensure_some_token(log, clock).await? else {
+        return Ok(None);
+    };
+    let file = write_token_file(&config.data_dir, &token)
+        .map_err(|e| LogError::Io(format!("cannot keep the first admin token: {e}")))?;
+    Ok(Some((token, file)))
+}
+
+/// SHA-256 of the token in `metrics.token_file`, if one is configured.
+fn metrics_token(config: &Config) -> Result<Option<[u8; 32]>, StartError> {
+    let Some(path) = &config.metrics.token_file else {
+        return Ok(None);
+    };
+    let refuse = |detail: String| StartError::MetricsToken {
+        file: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| refuse(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(refuse("the file is empty".to_owned()));
+    }
+    Ok(Some(api::hash_token(token)))
 }
 
 /// The API's TLS acceptor, if the config names a certificate and key.
@@ -241,6 +329,29 @@ fn delivery_settings(config: &Config) -> DeliverySettings {
         header_style: d.header_style,
         in_flight_max: d.endpoint_in_flight_max,
     }
+}
+
+/// The file the first admin token is written to, in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Writes the first admin token to `ADMIN_TOKEN_FILE` with mode 0600 (never over an
+/// existing file): under systemd stdout is the journal, which is no place for a secret.
+fn write_token_file(
+    data_dir: &std::path::Path,
+    token: &str,
+) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(token.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    Ok(path)
 }
 
 /// With no token at all, creates an org token so the API is reachable, and returns it.
@@ -302,6 +413,9 @@ impl Running {
         if config.delivery.connect_timeout_ms != old.delivery.connect_timeout_ms {
             restart.push("delivery.connect_timeout_ms");
         }
+        if config.metrics != old.metrics {
+            restart.push("metrics");
+        }
         self.live.api.set(api);
         self.live.delivery.set(delivery_settings(config));
         self.live.policy.set(destination_policy(config));
@@ -318,8 +432,11 @@ impl Running {
 
     /// Stops accepting, finishes requests in progress, commits and joins the writer.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         let _ = self.server.await;
+        if let Some(metrics_server) = self.metrics_server {
+            let _ = metrics_server.await;
+        }
         self.tasks.stop().await;
         self.engine.stop().await;
         self.upkeep.abort();

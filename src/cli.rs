@@ -63,12 +63,10 @@ pub fn read_config(path: Option<&Path>) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Under systemd, `LoadCredential=secrets-key:…` provides the secrets key when the config
-/// names no file.
+/// Under systemd, `LoadCredential=secrets-key:…` provides the secrets key, and wins over
+/// `storage.secrets_key_file`: the config names the key's file for the CLI in a root
+/// shell, and the unit hands the same file to the service, which cannot read it there.
 fn use_secrets_credential(config: &mut Config) {
-    if config.storage.secrets_key_file.is_some() {
-        return;
-    }
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let credential = Path::new(&dir).join("secrets-key");
         if credential.exists() {

@@ -25,9 +25,21 @@ pub struct Config {
     pub api: ApiConfig,
     pub storage: StorageConfig,
     pub delivery: DeliveryConfig,
+    pub metrics: MetricsConfig,
     /// `[cluster]`: several nodes over one replicated op log. `None` (no section): the
     /// embedded mode, one node, nothing of cluster mode runs.
     pub cluster: Option<ClusterConfig>,
+}
+
+/// `[metrics]`: where Prometheus scrapes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsConfig {
+    /// A listener of its own for `/metrics` (then the API listener does not serve it),
+    /// so Prometheus can reach the metrics without reaching the API. Default: none
+    /// (`/metrics` on the API listener).
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token `/metrics` requires. Default: none (no token).
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[cluster]`: this node's place in a cluster of Sluice nodes over NATS JetStream.
@@ -207,6 +219,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("delivery.endpoint_in_flight_max", "16"),
     ("delivery.disable_after_ms", "432000000"),
     ("delivery.header_style", "\"webhook\""),
+    ("metrics.listen", "(none)"),
+    ("metrics.token_file", "(none)"),
     ("cluster.nats_urls", "(no [cluster]: embedded mode)"),
     ("cluster.node_id", "(required in [cluster])"),
     ("cluster.stream", "\"SLUICE_OPS\""),
@@ -258,6 +272,7 @@ impl Config {
                 disable_after_ms: 5 * 86_400_000,
                 header_style: HeaderStyle::Webhook,
             },
+            metrics: MetricsConfig::default(),
             cluster: None,
         }
     }
@@ -293,6 +308,7 @@ impl Config {
             "api",
             "storage",
             "delivery",
+            "metrics",
             "cluster",
         ];
         reader.reject_unknown("", &table, &known_top);
@@ -334,6 +350,8 @@ impl Config {
         if let Some(delivery) = reader.section(&table, "delivery") {
             read_delivery(&mut reader, delivery, &mut config.delivery);
         }
+        if let Some(metrics) = reader.section(&table, "metrics") {
+            read_metrics(&mut reader, metrics, &mut config.metrics);
         if let Some(cluster) = reader.section(&table, "cluster") {
             config.cluster = read_cluster(&mut reader, cluster);
         }
@@ -426,6 +444,19 @@ fn read_api_tls(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
             "tls_cert_file and tls_key_file go together",
         );
     }
+}
+
+fn read_metrics(reader: &mut Reader, metrics: &toml::Table, out: &mut MetricsConfig) {
+    reader.reject_unknown("metrics", metrics, &["listen", "token_file"]);
+    if let Some(v) = reader.string(metrics, "metrics", "listen") {
+        match v.parse() {
+            Ok(addr) => out.listen = Some(addr),
+            Err(_) => reader.problem("metrics.listen", "must be an IP address and port"),
+        }
+    }
+    out.token_file = reader
+        .string(metrics, "metrics", "token_file")
+        .map(PathBuf::from);
 }
 
 fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageConfig) {
@@ -801,7 +832,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 37, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 39, "KEYS lists every key");
     }
 
     #[test]

@@ -83,14 +83,20 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
                 return ExitCode::FAILURE;
             }
         };
-        if let Some(token) = &running.first_admin_token {
-            // Shown once: only its hash is stored.
+        if let Some((token, file)) = &running.first_admin_token {
+            // Only its hash is in the log; the token itself is in a 0600 file, and on the
+            // terminal when there is one (never in a journal or a log collector).
+            let shown = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                format!("{token} (also in {})", file.display())
+            } else {
+                format!("written to {} (mode 0600)", file.display())
+            };
             #[expect(
                 clippy::print_stdout,
-                reason = "the one-time token is the command's output"
+                reason = "where the one-time token is, is the command's output"
             )]
             {
-                println!("Created an admin token (shown only this once): {token}");
+                println!("Created an admin token: {shown}");
                 println!("API listening on http://{}", running.addr);
             }
         }

@@ -6,8 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A heartbeat older than this means its loop is stuck.
-pub const HEARTBEAT_STALE: Duration = Duration::from_secs(3);
+use crate::limits::HEARTBEAT_STALE;
 
 /// One loop's last sign of life.
 #[derive(Debug)]

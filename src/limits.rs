@@ -4,6 +4,8 @@
 //! the ones here are fixed because the API contract or the on-disk format depends on them.
 //! The `const _` assertions at the bottom state how the bounds relate.
 
+use std::time::Duration;
+
 /// Longest accepted `uid` of an application or endpoint, and `eventId` of a message.
 pub const UID_LEN_MAX: usize = 256;
 /// Longest event type or channel name.
@@ -84,6 +86,76 @@ pub const STATS_ROWS_MAX: usize = 2_000_000;
 /// The window endpoint stats cover when the request names none: 28 days.
 pub const STATS_WINDOW_DEFAULT_MS: u64 = 28 * 86_400_000;
 
+// === delivery engine ===
+
+/// Capacity of each shard's hand-off queue from the writer.
+pub const SHARD_INTAKE_MAX: usize = 16_384;
+/// How far ahead a shard holds retries in memory, ms.
+pub const HORIZON_MS: u64 = 60_000;
+/// How often a shard scans the `due` table.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// Most `due` rows one scan reads (it resumes there next time).
+pub const SCAN_ROWS_MAX: usize = 20_000;
+/// Most retries a shard holds in its timer map.
+pub const TIMERS_MAX: usize = 100_000;
+/// Most delivery rows one refill of a spilled lane reads.
+pub const REFILL_ROWS_MAX: usize = 4_096;
+/// Most attempts in flight in one shard (all its lanes together).
+pub const SHARD_IN_FLIGHT_MAX: usize = 4_096;
+/// Most answered attempts of one shard whose records are queued but not yet durable; at
+/// this many, the shard starts no attempt until some commit (back-pressure from the disk).
+pub const SHARD_RECORDING_MAX: usize = 4_096;
+/// Most deliveries one lane holds in memory; more stay in the `due` table until the
+/// shard's scan brings them back.
+pub const LANE_QUEUE_MAX: usize = 1_024;
+/// Most endpoints `EndpointCache` holds; past it, the cache starts over.
+pub const ENDPOINT_CACHE_MAX: usize = 10_000;
+/// How far a delivery's durable due time may lie ahead of this clock and still be
+/// attempted (the writer's batch time can run a little ahead of a reader's clock).
+pub const DUE_SLACK_MS: u64 = 1_000;
+/// How long a lane pauses after 429/502/503/504 without `Retry-After`.
+pub const THROTTLE_PAUSE_DEFAULT_MS: u64 = 5_000;
+
+// === delivery transport ===
+
+/// Most response bytes read before the connection is given up.
+pub const RESPONSE_READ_BYTES_MAX: usize = 64 * 1024;
+/// Most response bytes kept in the attempt record.
+pub const RESPONSE_KEPT_BYTES_MAX: usize = 4 * 1024;
+/// How long an idle pooled connection is kept.
+pub const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Most idle connections kept per destination.
+pub const POOL_IDLE_PER_HOST_MAX: usize = 256;
+
+// === timing of the background loops ===
+
+/// How long the task runner waits after a failed batch before it tries again.
+pub const TASK_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How often the sweeper looks for data past its retention.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// The least time between the starts of two passes over the log for expired payloads:
+/// a pass reads every message older than a day, so it is not repeated every tick, and a
+/// payload outlives its retention by at most about this long.
+pub const PAYLOAD_PASS_INTERVAL_MS: u64 = 3_600_000;
+/// A heartbeat older than this means its loop is stuck.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(3);
+/// How long the writer waits for work before it beats its heartbeat again.
+pub const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often histograms are compacted and the log's gauges sampled.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+// === API ===
+
+/// Most concurrent connections to the `[metrics] listen` listener (Prometheus needs one).
+pub const METRICS_CONNECTIONS_MAX: usize = 16;
+
+/// Largest serialised `schemas` object, in bytes.
+pub const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
+/// Most token buckets kept. To make room, buckets that have refilled completely (idle
+/// tokens) are forgotten, which loses nothing; if every one is in use, the fullest goes.
+pub const RATE_BUCKETS_MAX: usize = 100_000;
+
+const _: () = assert!(RESPONSE_KEPT_BYTES_MAX <= RESPONSE_READ_BYTES_MAX);
 const _: () = assert!(PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX);
 const _: () = assert!(PAGE_LIMIT_MAX <= PAGE_SCAN_ROWS_MAX);
 const _: () = assert!(TASK_BATCH_REQUEUES_MAX <= TASK_BATCH_ROWS_MAX);

@@ -30,9 +30,11 @@ struct Cli {
 enum Command {
     /// Run the daemon (with no --config, the embedded default).
     Serve {
+        /// The config file (default: the embedded default; the secrets key comes from
+        /// `storage.secrets_key_file` in it).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Overrides `data_dir`.
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Overrides `api.listen`.
@@ -54,8 +56,11 @@ enum Command {
         /// The file with the new 32-byte key (raw, hex or base64).
         #[arg(long)]
         new_key_file: PathBuf,
+        /// The config file (default: the embedded default; the secrets key comes from
+        /// `storage.secrets_key_file` in it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -65,8 +70,11 @@ enum Command {
         /// The directory to write (created; must not hold a log already).
         #[arg(long)]
         to: PathBuf,
+        /// The config file (default: the embedded default; the secrets key comes from
+        /// `storage.secrets_key_file` in it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -74,6 +82,13 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Write the man pages and shell completions into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// The directory to write `man/` and `completions/` into.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -84,8 +99,11 @@ enum TokenCommand {
         /// Scope the token to one application (id or uid); default: org-wide.
         #[arg(long)]
         app: Option<String>,
+        /// The config file (default: the embedded default; the secrets key comes from
+        /// `storage.secrets_key_file` in it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -137,6 +155,16 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => tool(config, data_dir, &|c| rekey(c, &new_key_file)),
+        Command::GenerateAssets { out } => match generate_assets(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!(
+                    "error: cannot write the assets into {}: {error}",
+                    out.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -146,4 +174,23 @@ fn main() -> ExitCode {
                 },
         } => tool(config, data_dir, &|c| create_token(c, app.as_deref())),
     }
+}
+
+/// Man pages (`sluice.1` and one per subcommand) and bash, zsh and fish completions, all
+/// from the clap definitions above, so they never drift from the real command line.
+fn generate_assets(out: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let man = out.join("man");
+    let completions = out.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "sluice", &completions)?;
+    }
+    Ok(())
 }

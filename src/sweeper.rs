@@ -3,23 +3,15 @@
 //! after batch while there is more — so that old data leaves the log continuously, under
 //! steady load as when idle, and no single write is long.
 
-use std::time::Duration;
-
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::limits::{
-    DAY_MS, IDEMPOTENCY_SWEEP_ROWS_MAX, RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX,
+    DAY_MS, IDEMPOTENCY_SWEEP_ROWS_MAX, PAYLOAD_PASS_INTERVAL_MS, RETENTION_SWEEP_BATCHES_MAX,
+    RETENTION_SWEEP_ROWS_MAX, SWEEP_INTERVAL,
 };
 use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::{Log, LogError};
-
-/// How often the sweeper looks for data past its retention.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
-/// The least time between the starts of two passes over the log for expired payloads:
-/// a pass reads every message older than a day, so it is not repeated every tick, and a
-/// payload outlives its retention by at most about this long.
-pub const PAYLOAD_PASS_INTERVAL_MS: u64 = 3_600_000;
 
 /// Where the retention sweep and the idempotency sweep stand between ticks.
 #[derive(Default)]

@@ -6,17 +6,14 @@
 //! batch stopped. The API wakes the runner after it creates a task.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::limits::TASK_RETRY_DELAY;
 use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::{Log, LogError, tasks};
-
-/// How long the runner waits after a failed batch before it tries again.
-const RETRY_DELAY: Duration = Duration::from_millis(200);
 
 /// The running task runner.
 pub struct TaskRunner {
@@ -62,7 +59,7 @@ async fn run(log: Log, clock: Clock, wake: Arc<Notify>, mut stopped: watch::Rece
             if let Err(error) = advance(&log, &clock, key).await {
                 tracing::warn!(%error, task = key, "A background-task batch failed; retrying.");
                 tokio::select! {
-                    () = tokio::time::sleep(RETRY_DELAY) => {}
+                    () = tokio::time::sleep(TASK_RETRY_DELAY) => {}
                     _ = stopped.changed() => {}
                 }
             }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::limits::UPKEEP_INTERVAL;
 use crate::log::Log;
 
 /// Metric names, final suffixes included.
@@ -49,8 +50,6 @@ pub mod name {
 
 /// The delivery budget: attempts longer than this are "over budget".
 pub const ATTEMPT_BUDGET_SECONDS: f64 = 5.0;
-/// How often histograms are compacted and the log's gauges sampled.
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 const ATTEMPT_BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0,
@@ -167,7 +166,10 @@ fn describe() {
         SHARD_RETRIES_IN_MEMORY,
         "Retries due within the horizon held by a shard."
     );
-    describe_gauge!(SHARD_LANES, "Endpoint lanes with work, per shard.");
+    describe_gauge!(
+        SHARD_LANES,
+        "Endpoint lanes with work, or a pause or pacing still ahead, per shard."
+    );
     describe_gauge!(
         SHARD_LANES_THROTTLED,
         "Lanes paused by 429/502/503/504 or a FIFO retry, per shard."

@@ -179,7 +179,7 @@ struct StatsOut {
 
 /// GET /app/{app}/endpoint/{endpoint}/stats: the endpoint's deliveries of messages created
 /// in `[since, until)` (default: the last 28 days), counted by status.
-pub(super) fn stats(
+pub(super) async fn stats(
     state: &ApiState,
     ctx: &Ctx,
     app_ref: &str,
@@ -195,22 +195,34 @@ pub(super) fn stats(
     if since > until {
         return Err(invalid("since", "must not be after until"));
     }
-    let counted = state.log.read(|rtxn, dbs| {
-        let next_seq = tables::next_seq(rtxn, dbs)?;
-        let from = tasks::first_seq_at(rtxn, dbs, since, next_seq)?;
-        let to = tasks::first_seq_at(rtxn, dbs, until, next_seq)?;
-        let mut stats = StatsOut::default();
-        let whole =
-            tables::each_delivery_in(rtxn, dbs, endpoint.key, (from, to), STATS_ROWS_MAX, |d| {
-                match status_of(&d).0 {
+    // Up to `STATS_ROWS_MAX` rows: read on a blocking thread, not on a runtime worker
+    // that serves other requests meanwhile.
+    let (log, endpoint_key) = (state.log.clone(), endpoint.key);
+    let count = move || {
+        log.read(|rtxn, dbs| {
+            let next_seq = tables::next_seq(rtxn, dbs)?;
+            let from = tasks::first_seq_at(rtxn, dbs, since, next_seq)?;
+            let to = tasks::first_seq_at(rtxn, dbs, until, next_seq)?;
+            let mut stats = StatsOut::default();
+            let whole = tables::each_delivery_in(
+                rtxn,
+                dbs,
+                endpoint_key,
+                (from, to),
+                STATS_ROWS_MAX,
+                |d| match status_of(&d).0 {
                     0 => stats.success += 1,
                     1 => stats.pending += 1,
                     3 => stats.sending += 1,
                     _ => stats.fail += 1,
-                }
-            })?;
-        Ok(whole.then_some(stats))
-    })?;
+                },
+            )?;
+            Ok(whole.then_some(stats))
+        })
+    };
+    let counted = tokio::task::spawn_blocking(count)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     let stats = counted.ok_or_else(|| {
         ApiError::bad_request(
             "window_too_large",

@@ -8,13 +8,10 @@ use super::idempotency::submit_reply;
 use super::query::Collector;
 use super::{ApiError, ApiState, Ctx, Reply, parse_json};
 use crate::clock::format_rfc3339;
-use crate::limits::{PAGE_SCAN_ROWS_MAX, TEXT_LEN_MAX};
+use crate::limits::{PAGE_SCAN_ROWS_MAX, SCHEMAS_BYTES_MAX, TEXT_LEN_MAX};
 use crate::log::ops::{Change, EventTypeChanges, EventTypeFields, Op};
 use crate::log::schema::EventTypeRecord;
 use crate::log::tables::{self, Walk};
-
-/// Largest serialised `schemas` object, in bytes.
-const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

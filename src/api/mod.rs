@@ -42,7 +42,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::clock::Clock;
 use crate::config::ApiConfig;
-use crate::limits::URI_LEN_MAX;
+use crate::limits::{METRICS_CONNECTIONS_MAX, URI_LEN_MAX};
 use crate::live::Live;
 use crate::log::Log;
 use crate::log::ops::{MessageView, Outcome};
@@ -69,6 +69,10 @@ pub struct ApiState {
     pub tls: Live<Option<tokio_rustls::TlsAcceptor>>,
     /// `storage.ingest_guard_percent`: new messages are refused above this share of the map.
     pub ingest_guard_percent: u8,
+    /// Whether the API listener serves `/metrics` (no `[metrics] listen` of its own).
+    pub metrics_on_api: bool,
+    /// SHA-256 of the bearer token `/metrics` requires (`metrics.token_file`), if any.
+    pub metrics_token_hash: Option<[u8; 32]>,
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
     /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
     in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
@@ -93,6 +97,8 @@ impl ApiState {
             rate_limiter: rate::RateLimiter::default(),
             tls: Live::new(None),
             ingest_guard_percent: 90,
+            metrics_on_api: true,
+            metrics_token_hash: None,
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -140,13 +146,27 @@ pub struct Ctx {
     pub idempotency: Option<[u8; 32]>,
 }
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// The REST API (and `/metrics` unless it has a listener of its own).
+    Api,
+    /// `/metrics` only (`[metrics] listen`), plain HTTP.
+    Metrics,
+}
+
 /// Accepts connections until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
+    surface: Surface,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(state.config.get().connections_max));
+    let connections_max = match surface {
+        Surface::Api => state.config.get().connections_max,
+        Surface::Metrics => METRICS_CONNECTIONS_MAX,
+    };
+    let permits = Arc::new(Semaphore::new(connections_max));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -173,18 +193,21 @@ pub async fn serve(
         // Small JSON replies must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let header_timeout = Duration::from_millis(state.config.get().header_read_timeout_ms);
-        let tls = state.tls.get();
+        let tls = match surface {
+            Surface::Api => state.tls.get(),
+            Surface::Metrics => Arc::new(None),
+        };
         let watcher = graceful.watcher();
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             match tls.as_ref() {
-                None => serve_connection(stream, state, header_timeout, watcher).await,
+                None => serve_connection(stream, state, surface, header_timeout, watcher).await,
                 Some(acceptor) => {
                     // The handshake is bounded like the headers: a silent client cannot
                     // hold a connection slot.
                     let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
                     if let Ok(Ok(stream)) = handshake.await {
-                        serve_connection(stream, state, header_timeout, watcher).await;
+                        serve_connection(stream, state, surface, header_timeout, watcher).await;
                     }
                 }
             }
@@ -198,6 +221,7 @@ pub async fn serve(
 async fn serve_connection<S>(
     stream: S,
     state: Arc<ApiState>,
+    surface: Surface,
     header_timeout: Duration,
     watcher: Watcher,
 ) where
@@ -205,7 +229,12 @@ async fn serve_connection<S>(
 {
     let service = hyper::service::service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        async move {
+            Ok::<_, Infallible>(match surface {
+                Surface::Api => handle(&state, req).await,
+                Surface::Metrics => handle_metrics(&state, &req),
+            })
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -217,10 +246,45 @@ async fn serve_connection<S>(
 /// Serves one request; never fails (errors become JSON responses).
 pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
-    if req.uri().path() == METRICS_PATH && matches!(method, Method::GET | Method::HEAD) {
-        return metrics_response(state, &method);
+    if state.metrics_on_api && req.uri().path() == METRICS_PATH {
+        return handle_metrics(state, &req);
     }
     let result = route_and_serve(state, req).await;
+    render(&method, result)
+}
+
+/// Serves `/metrics` (GET or HEAD), with the bearer token when one is configured.
+fn handle_metrics<B>(state: &ApiState, req: &Request<B>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let result = if req.uri().path() != METRICS_PATH {
+        Err(ApiError::NotFound("Route not found."))
+    } else if !matches!(method, Method::GET | Method::HEAD) {
+        Err(ApiError::MethodNotAllowed)
+    } else if !metrics_token_ok(state, req.headers()) {
+        Err(ApiError::Unauthorized)
+    } else {
+        return metrics_response(state, &method);
+    };
+    render(&method, result)
+}
+
+/// Whether the request carries the metrics token (always, when none is configured).
+fn metrics_token_ok(state: &ApiState, headers: &hyper::HeaderMap) -> bool {
+    let Some(wanted) = state.metrics_token_hash else {
+        return true;
+    };
+    let given = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("Bearer "))
+        .map(|token| hash_token(token.trim()));
+    // Hashes are compared, not tokens: how long a comparison takes can at most tell a
+    // prober about the SHA-256 of its own guess, which says nothing about the token.
+    given == Some(wanted)
+}
+
+/// The HTTP response of a reply or an error.
+fn render(method: &Method, result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
     let (status, body, retry_after) = match result {
         Ok(reply) => (reply.status, reply.body, None),
         Err(error) => {
@@ -231,7 +295,7 @@ pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<B
         }
     };
     let has_body = !body.is_empty();
-    let mut response = Response::new(Full::new(if method == Method::HEAD {
+    let mut response = Response::new(Full::new(if *method == Method::HEAD {
         Bytes::new()
     } else {
         Bytes::from(body)
@@ -493,7 +557,7 @@ async fn dispatch(
         (Route::Destinations(a, m), _) => deliveries::destinations(state, ctx, a, m),
         (Route::Resend(a, m, e), _) => deliveries::resend(state, ctx, a, m, e).await,
         (Route::EndpointMessages(a, e), _) => deliveries::messages(state, ctx, a, e),
-        (Route::EndpointStats(a, e), _) => deliveries::stats(state, ctx, a, e),
+        (Route::EndpointStats(a, e), _) => deliveries::stats(state, ctx, a, e).await,
         (Route::SendExample(a, e), _) => messages::send_example(state, ctx, a, e).await,
         (Route::Recover(a, e), _) => tasks::start(state, ctx, a, e, TaskKind::Recover).await,
         (Route::ReplayMissing(a, e), _) => {

@@ -7,10 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use super::ApiError;
-
-/// Most token buckets kept. To make room, buckets that have refilled completely (idle
-/// tokens) are forgotten, which loses nothing; if every one is in use, the fullest goes.
-pub(super) const RATE_BUCKETS_MAX: usize = 100_000;
+use crate::limits::RATE_BUCKETS_MAX;
 
 /// One token's bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -21,6 +21,7 @@ use super::schedule::{Next, RetrySchedule};
 use crate::clock::Clock;
 use crate::config::HeaderStyle;
 use crate::ids::{self, IdKind};
+use crate::limits::{DUE_SLACK_MS, ENDPOINT_CACHE_MAX, THROTTLE_PAUSE_DEFAULT_MS};
 use crate::live::Live;
 use crate::log::ops::{AttemptRow, Envelope, Op};
 use crate::log::schema::{
@@ -45,9 +46,6 @@ pub struct AttemptCtx {
     pub endpoints: EndpointCache,
 }
 
-/// Most endpoints `EndpointCache` holds; past it, the cache starts over.
-pub const ENDPOINT_CACHE_MAX: usize = 10_000;
-
 /// Decoded endpoints, each kept with the stored row it was decoded from. Every attempt
 /// still reads the row, in its own read transaction, and reuses the decoded record only if
 /// the row is byte for byte the same: an update, a rekey or a deletion is seen at once,
@@ -62,22 +60,30 @@ pub struct EndpointCache {
 type CachedEndpoint = (Vec<u8>, Arc<EndpointRecord>);
 
 impl EndpointCache {
+    /// The endpoint `key` whose row, as stored, is `stored` (`None`: it is gone): the
+    /// cached record if the row is unchanged, else `decode(stored)`, then cached.
     fn get(
         &self,
-        rtxn: &heed::RoTxn<'_, heed::WithoutTls>,
-        dbs: &crate::log::Dbs,
         key: u64,
+        stored: Option<&[u8]>,
+        decode: impl FnOnce(&[u8]) -> Result<EndpointRecord, crate::log::LogError>,
     ) -> Result<Option<Arc<EndpointRecord>>, crate::log::LogError> {
-        let Some(stored) = dbs.endpoints.get(rtxn, &crate::log::schema::u64_key(key))? else {
+        let Some(stored) = stored else {
             return Ok(None);
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((bytes, record)) = entries.get(&key)
-            && bytes.as_slice() == stored
         {
-            return Ok(Some(Arc::clone(record)));
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((bytes, record)) = entries.get(&key)
+                && bytes.as_slice() == stored
+            {
+                return Ok(Some(Arc::clone(record)));
+            }
         }
-        let record = Arc::new(tables::decode_endpoint(dbs, stored)?);
+        // Decoded (and its secrets opened) outside the lock: the other attempts of every
+        // shard look up their endpoints meanwhile. Two attempts that both miss decode
+        // twice and the later insert wins; both records are the same.
+        let record = Arc::new(decode(stored)?);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= ENDPOINT_CACHE_MAX {
             entries.clear();
         }
@@ -99,6 +105,8 @@ pub struct DeliverySettings {
 /// How an attempt ended, for the shard.
 #[derive(Debug)]
 pub struct Finished {
+    /// The attempt's number in its shard.
+    pub attempt: u64,
     pub job: DueJob,
     /// The step decided; `None` if nothing was attempted or its record could not be
     /// queued.
@@ -120,7 +128,7 @@ impl DeliverySettings {
     }
 }
 
-/// Runs one scheduled attempt of `job` (`random` in [0, 1) is the retry jitter's draw),
+/// Runs attempt number `number` of `job` (`random` in [0, 1) is the retry jitter's draw),
 /// reports it on `answered` as soon as the receiver has answered, then waits for the
 /// attempt's record. Ends with the (endpoint, seq) the shard may then stop holding:
 /// every delivery but one waiting for a retry, whose timer (or FIFO lane) holds it. A
@@ -128,11 +136,12 @@ impl DeliverySettings {
 /// never goes out before this one's outcome is durable.
 pub async fn run(
     ctx: Arc<AttemptCtx>,
+    number: u64,
     job: DueJob,
     random: f64,
     answered: mpsc::Sender<Finished>,
 ) -> Option<(u64, u64)> {
-    let (finished, recording) = attempt(ctx, job, random).await;
+    let (finished, recording) = attempt(ctx, number, job, random).await;
     let release =
         (!matches!(finished.step, Some(Step::RetryAt(_)))).then_some((job.endpoint_key, job.seq));
     // The shard outlives its attempts; if it is gone there is nobody left to tell.
@@ -148,17 +157,22 @@ pub async fn run(
 /// The attempt itself: what to tell the shard, and the record still on its way to disk.
 async fn attempt(
     ctx: Arc<AttemptCtx>,
+    number: u64,
     job: DueJob,
     random: f64,
 ) -> (Finished, Option<QueuedWrite>) {
     let mut finished = Finished {
+        attempt: number,
         job,
         step: None,
         pause_until_ms: None,
         settings: None,
     };
     let loaded = ctx.log.read(|rtxn, dbs| {
-        let endpoint = ctx.endpoints.get(rtxn, dbs, job.endpoint_key)?;
+        let stored = tables::endpoint_stored(rtxn, dbs, job.endpoint_key)?;
+        let endpoint = ctx.endpoints.get(job.endpoint_key, stored, |stored| {
+            tables::decode_endpoint(dbs, stored)
+        })?;
         let delivery = tables::delivery(rtxn, dbs, job.endpoint_key, job.seq)?;
         let message = tables::message_by_seq(rtxn, dbs, job.seq)?;
         Ok((endpoint, delivery, message))
@@ -345,13 +359,6 @@ fn count_attempt(
         _ => {}
     }
 }
-
-/// How far a delivery's durable due time may lie ahead of this clock and still be
-/// attempted (the writer's batch time can run a little ahead of a reader's clock).
-const DUE_SLACK_MS: u64 = 1_000;
-
-/// How long a lane pauses after 429/502/503/504 without `Retry-After`.
-const THROTTLE_PAUSE_DEFAULT_MS: u64 = 5_000;
 
 async fn skip(ctx: &AttemptCtx, job: DueJob) {
     let op = Op::SkipDelivery {

@@ -26,18 +26,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::classify::{Outcome, TransportFailure, classify};
 use super::policy::{DestinationPolicy, Refusal};
 use crate::clock::Clock;
+use crate::limits::{
+    POOL_IDLE, POOL_IDLE_PER_HOST_MAX, RESPONSE_KEPT_BYTES_MAX, RESPONSE_READ_BYTES_MAX,
+};
 use crate::live::Live;
-
-/// Most response bytes read before the connection is given up.
-pub const RESPONSE_READ_BYTES_MAX: usize = 64 * 1024;
-/// Most response bytes kept in the attempt record.
-pub const RESPONSE_KEPT_BYTES_MAX: usize = 4 * 1024;
-/// How long an idle pooled connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(4);
-/// Most idle connections kept per destination.
-const POOL_IDLE_PER_HOST_MAX: usize = 256;
-
-const _: () = assert!(RESPONSE_KEPT_BYTES_MAX <= RESPONSE_READ_BYTES_MAX);
 
 /// The result of one attempt.
 #[derive(Clone, Debug)]

@@ -1,14 +1,15 @@
 //! One endpoint's lane: its queue of due deliveries, in-flight count and limit, pause
 //! (after 429/5xx throttling) and `throttleRate` pacing. Pure state transitions; the shard
 //! that owns the lane supplies the time.
+//!
+//! A lane outlives its queue while its pause or pacing still lies ahead (`is_idle`): a
+//! receiver's `Retry-After` and the endpoint's `throttleRate` hold for the endpoint's next
+//! delivery too, not only for the ones queued when they were set.
 
 use std::collections::VecDeque;
 
+use crate::limits::LANE_QUEUE_MAX;
 use crate::log::DueJob;
-
-/// Most deliveries one lane holds in memory; more stay in the `due` table until the
-/// shard's scan brings them back.
-pub const LANE_QUEUE_MAX: usize = 1_024;
 
 /// What a lane needs to know about its endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,15 @@ impl Lane {
             self.queue.push_back(job);
         }
         true
+    }
+
+    /// Takes the endpoint's current settings. A lane that becomes FIFO (a new lane's
+    /// settings arrive, or the endpoint was changed) puts its queue in seq order.
+    pub fn set_settings(&mut self, settings: LaneSettings) {
+        if settings.fifo && !self.settings.fifo {
+            self.queue.make_contiguous().sort_by_key(|job| job.seq);
+        }
+        self.settings = settings;
     }
 
     /// Puts a FIFO lane's failed head back in front, to be retried at `retry_at_ms`; the
@@ -135,9 +145,14 @@ impl Lane {
         self.in_flight
     }
 
-    /// Whether the lane holds nothing (it can be dropped).
-    pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.in_flight == 0
+    /// Whether the lane holds nothing that still matters at `now_ms`: no queued or
+    /// in-flight delivery, no pause and no pacing still ahead. Only then can it be dropped
+    /// (a new lane would start at once).
+    pub fn is_idle(&self, now_ms: u64) -> bool {
+        self.queue.is_empty()
+            && self.in_flight == 0
+            && now_ms >= self.paused_until_ms
+            && now_ms >= self.next_start_ms
     }
 }
 
@@ -207,6 +222,69 @@ mod tests {
         lane.pause_until(5_000);
         assert_eq!(lane.start(4_999), None);
         assert!(lane.start(5_000).is_some());
+    }
+
+    #[test]
+    fn pacing_outlives_the_queue() {
+        // One message at a time: each start finds the lane empty again.
+        let mut lane = Lane::new(settings(false, 16, Some(5)));
+        lane.push(job(0));
+        assert!(lane.start(1_000).is_some());
+        lane.finish();
+        assert!(!lane.is_idle(1_010), "the next start is 200 ms away");
+        assert_eq!(lane.wake_at(), None, "nothing queued: nothing to wake for");
+        lane.push(job(1));
+        assert_eq!(lane.start(1_010), None, "paced");
+        assert_eq!(lane.wake_at(), Some(1_200));
+        assert!(lane.start(1_200).is_some());
+        lane.finish();
+        assert!(!lane.is_idle(1_399));
+        assert!(lane.is_idle(1_400), "pacing in the past: the lane can go");
+    }
+
+    #[test]
+    fn a_pause_outlives_the_queue() {
+        let mut lane = Lane::new(settings(false, 16, None));
+        lane.push(job(0));
+        assert!(lane.start(1_000).is_some());
+        lane.finish();
+        lane.pause_until(6_000); // 429 with Retry-After: 5
+        assert!(!lane.is_idle(2_000), "paused: kept though empty");
+        assert_eq!(lane.wake_at(), None, "an empty paused lane wakes nobody");
+        lane.push(job(1));
+        assert_eq!(lane.start(2_000), None, "the next delivery waits too");
+        assert_eq!(lane.wake_at(), Some(6_000));
+        assert_eq!(lane.start(6_000).map(|j| j.seq), Some(1));
+        lane.finish();
+        assert!(lane.is_idle(6_000));
+    }
+
+    #[test]
+    fn a_lane_with_work_is_never_idle() {
+        let mut lane = Lane::new(settings(false, 16, None));
+        assert!(lane.is_idle(0));
+        lane.push(job(0));
+        assert!(!lane.is_idle(u64::MAX), "queued");
+        assert!(lane.start(0).is_some());
+        assert!(!lane.is_idle(u64::MAX), "in flight");
+        lane.finish();
+        assert!(lane.is_idle(0));
+    }
+
+    #[test]
+    fn a_lane_that_becomes_fifo_sorts_its_queue() {
+        let mut lane = Lane::new(settings(false, 4, None));
+        for seq in [3, 1, 2] {
+            lane.push(job(seq));
+        }
+        lane.set_settings(settings(true, 4, None));
+        let order: Vec<u64> = std::iter::from_fn(|| {
+            let job = lane.start(0)?;
+            lane.finish();
+            Some(job.seq)
+        })
+        .collect();
+        assert_eq!(order, [1, 2, 3]);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Delivery: turning committed deliveries into signed HTTP attempts, retries and records.
 //!
-//! `engine` runs the shards and their lanes (`lane`); `attempt` runs one attempt through
-//! the `client` transport under the destination `policy`; `classify` and `schedule` are
-//! the pure decisions.
+//! `engine` runs the shards' tasks, each driving a pure `shard` state machine and its
+//! lanes (`lane`); `attempt` runs one attempt through the `client` transport under the
+//! destination `policy`; `classify` and `schedule` are the pure decisions.
 
 pub mod attempt;
 pub mod classify;
@@ -11,3 +11,4 @@ pub mod engine;
 pub mod lane;
 pub mod policy;
 pub mod schedule;
+pub mod shard;

@@ -35,7 +35,7 @@ use ops::{Envelope, Outcome, RenderReply};
 pub(in crate::log) use writer::{WriteCtx, WriterState};
 
 /// A database of raw byte keys and values; `schema.rs` gives the bytes their meaning.
-pub type Table = Database<'static, Bytes, Bytes>;
+pub(in crate::log) type Table = Database<'static, Bytes, Bytes>;
 
 /// A malfunction of the log. Expected outcomes (a uid conflict, a missing record) are
 /// values returned by the operations, never these.
@@ -85,28 +85,28 @@ impl From<heed::Error> for LogError {
 /// opens endpoint secrets on their way in and out.
 #[derive(Clone)]
 pub struct Dbs {
-    pub sealer: Option<Arc<seal::Sealer>>,
-    pub meta: Table,
-    pub msgs: Table,
-    pub msg_ids: Table,
-    pub app_msgs: Table,
-    pub deliveries: Table,
-    pub due: Table,
-    pub apps: Table,
-    pub app_ids: Table,
-    pub endpoints: Table,
-    pub endpoint_ids: Table,
-    pub app_endpoints: Table,
-    pub event_types: Table,
-    pub tokens: Table,
-    pub idempotency: Table,
-    pub attempts: Table,
-    pub attempt_ids: Table,
-    pub msg_attempts: Table,
-    pub endpoint_attempts: Table,
-    pub tasks: Table,
-    pub task_ids: Table,
-    pub running_tasks: Table,
+    pub(in crate::log) sealer: Option<Arc<seal::Sealer>>,
+    pub(in crate::log) meta: Table,
+    pub(in crate::log) msgs: Table,
+    pub(in crate::log) msg_ids: Table,
+    pub(in crate::log) app_msgs: Table,
+    pub(in crate::log) deliveries: Table,
+    pub(in crate::log) due: Table,
+    pub(in crate::log) apps: Table,
+    pub(in crate::log) app_ids: Table,
+    pub(in crate::log) endpoints: Table,
+    pub(in crate::log) endpoint_ids: Table,
+    pub(in crate::log) app_endpoints: Table,
+    pub(in crate::log) event_types: Table,
+    pub(in crate::log) tokens: Table,
+    pub(in crate::log) idempotency: Table,
+    pub(in crate::log) attempts: Table,
+    pub(in crate::log) attempt_ids: Table,
+    pub(in crate::log) msg_attempts: Table,
+    pub(in crate::log) endpoint_attempts: Table,
+    pub(in crate::log) tasks: Table,
+    pub(in crate::log) task_ids: Table,
+    pub(in crate::log) running_tasks: Table,
 }
 
 struct Shared {

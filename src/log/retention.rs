@@ -12,9 +12,7 @@ use super::schema::{
     self, DeliveryRecord, DeliveryState, MessageRecord, db_name, id_key, pair_key, u64_key, uid_key,
 };
 use super::{LogError, WriteCtx, tables};
-use crate::limits::{RETENTION_DAYS_MIN, RETENTION_SWEEP_LOOKUPS_MAX};
-
-const DAY_MS: u64 = 86_400_000;
+use crate::limits::{DAY_MS, RETENTION_DAYS_MIN, RETENTION_SWEEP_LOOKUPS_MAX};
 
 /// What one sweep batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,6 +1,8 @@
-//! Typed access to the tables: lookups by id or uid, and writes that keep the id indexes
-//! in step with the records. Functions take the transaction first; writes take a `RwTxn`
-//! and so can only run on the writer thread.
+//! Typed access to the tables: lookups by id or uid, writes that keep the id indexes in
+//! step with the records, and the delivery engine's reads (due rows, an endpoint's
+//! deliveries, stored endpoint rows), so no code outside the log knows a key layout.
+//! Functions take the transaction first; writes take a `RwTxn` and so can only run on the
+//! writer thread.
 
 use heed::{RoTxn, RwTxn};
 
@@ -1001,4 +1003,202 @@ pub(in crate::log) fn expire_idempotency(
         ctx.dbs.idempotency.delete(ctx.wtxn, key)?;
     }
     Ok((last, expired.len() as u64))
+}
+
+// === reads for the delivery engine ===
+
+/// Up to `rows_max` delivery rows of `endpoint_key` from `from_seq` on, in seq order, and
+/// whether they are all the endpoint has from there (`false`: more follow the last one).
+/// A spilled lane refills from these.
+pub fn endpoint_deliveries_from(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+    from_seq: u64,
+    rows_max: usize,
+) -> Result<(Vec<(u64, schema::DeliveryRecord)>, bool), LogError> {
+    use std::ops::Bound;
+    let lower = pair_key(endpoint_key, from_seq);
+    let end = prefix_end(&u64_key(endpoint_key));
+    let upper = match &end {
+        Some(end) => Bound::Excluded(end.as_slice()),
+        None => Bound::Unbounded,
+    };
+    let mut rows = Vec::new();
+    for row in dbs
+        .deliveries
+        .range(txn, &(Bound::Included(&lower[..]), upper))?
+    {
+        let (key, value) = row?;
+        if rows.len() >= rows_max {
+            return Ok((rows, false));
+        }
+        let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
+        rows.push((seq, schema::DeliveryRecord::decode(value)?));
+    }
+    Ok((rows, true))
+}
+
+/// Reads the `due` table in due order, strictly after the row `after` (`None`: from the
+/// first row), until a row due after `until_ms` or the end (then the next read starts
+/// over: `None`), or until `rows_max` rows were read (then the next read resumes after the
+/// last one, returned). Returns the rows whose endpoint `keep` accepts (a shard's own).
+pub fn due_rows(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    after: Option<super::DueJob>,
+    until_ms: u64,
+    rows_max: usize,
+    keep: impl Fn(u64) -> bool,
+) -> Result<(Vec<super::DueJob>, Option<super::DueJob>), LogError> {
+    use std::ops::Bound;
+    let after = after.map(|job| schema::due_key(job.due_ms, job.endpoint_key, job.seq));
+    let lower = match &after {
+        Some(key) => Bound::Excluded(&key[..]),
+        None => Bound::Unbounded,
+    };
+    let mut found = Vec::new();
+    let mut rows = 0;
+    for row in dbs.due.range(txn, &(lower, Bound::Unbounded))? {
+        let (key, _) = row?;
+        let job = super::DueJob {
+            due_ms: schema::read_u64(db_name::DUE, key, 0)?,
+            endpoint_key: schema::read_u64(db_name::DUE, key, 8)?,
+            seq: schema::read_u64(db_name::DUE, key, 16)?,
+        };
+        if job.due_ms > until_ms {
+            return Ok((found, None));
+        }
+        if keep(job.endpoint_key) {
+            found.push(job);
+        }
+        rows += 1;
+        if rows >= rows_max {
+            return Ok((found, Some(job)));
+        }
+    }
+    Ok((found, None))
+}
+
+/// The endpoint `key`'s row exactly as stored (secrets sealed if the log seals them),
+/// borrowed from the transaction: for a cache that decodes (`decode_endpoint`) only
+/// what changed.
+pub fn endpoint_stored<'t>(
+    txn: &'t RoTxn,
+    dbs: &Dbs,
+    key: u64,
+) -> Result<Option<&'t [u8]>, LogError> {
+    Ok(dbs.endpoints.get(txn, &u64_key(key))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::DueJob;
+    use crate::log::schema::{DeliveryRecord, DeliveryState};
+
+    /// A fresh log's tables in a temporary directory (no writer thread: the test writes).
+    fn open() -> (tempfile::TempDir, heed::Env<heed::WithoutTls>, Dbs) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut storage = crate::config::Config::embedded_default().storage;
+        storage.map_size_bytes = 16 << 20;
+        let (env, dbs) = crate::log::open_env(dir.path(), &storage).expect("open");
+        (dir, env, dbs)
+    }
+
+    fn pending(next_due_ms: u64) -> DeliveryRecord {
+        DeliveryRecord {
+            state: DeliveryState::Pending,
+            manual: false,
+            attempts: 0,
+            next_due_ms,
+            updated_ms: 0,
+        }
+    }
+
+    #[test]
+    fn endpoint_deliveries_stay_within_the_endpoint_and_the_row_cap() {
+        let (_dir, env, dbs) = open();
+        let mut wtxn = env.write_txn().expect("wtxn");
+        for (endpoint_key, seq) in [(6, 1), (7, 1), (7, 2), (7, 3), (8, 4), (u64::MAX, 9)] {
+            let row = pending(seq);
+            dbs.deliveries
+                .put(&mut wtxn, &pair_key(endpoint_key, seq), &row.encode())
+                .expect("put");
+        }
+        wtxn.commit().expect("commit");
+        let rtxn = env.read_txn().expect("rtxn");
+        let seqs = |(rows, ended): (Vec<(u64, DeliveryRecord)>, bool)| {
+            (rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), ended)
+        };
+        let read = |endpoint_key, from, max| {
+            endpoint_deliveries_from(&rtxn, &dbs, endpoint_key, from, max).map(seqs)
+        };
+        assert_eq!(read(7, 0, 10), Ok((vec![1, 2, 3], true)));
+        assert_eq!(read(7, 2, 10), Ok((vec![2, 3], true)));
+        assert_eq!(
+            read(7, 0, 2),
+            Ok((vec![1, 2], false)),
+            "capped, more follow"
+        );
+        assert_eq!(read(7, 0, 3), Ok((vec![1, 2, 3], true)), "exactly all");
+        assert_eq!(read(7, 4, 10), Ok((vec![], true)));
+        assert_eq!(
+            read(u64::MAX, 0, 10),
+            Ok((vec![9], true)),
+            "the last key too"
+        );
+    }
+
+    #[test]
+    fn due_rows_resume_after_the_cap_and_start_over_at_the_horizon() {
+        let (_dir, env, dbs) = open();
+        let mut wtxn = env.write_txn().expect("wtxn");
+        let rows = [
+            (100, 1, 1),
+            (100, 2, 2),
+            (200, 1, 3),
+            (300, 2, 4),
+            (900, 1, 5),
+        ];
+        for (due_ms, endpoint_key, seq) in rows {
+            dbs.due
+                .put(&mut wtxn, &schema::due_key(due_ms, endpoint_key, seq), &[])
+                .expect("put");
+        }
+        wtxn.commit().expect("commit");
+        let rtxn = env.read_txn().expect("rtxn");
+        let job = |due_ms, endpoint_key, seq| DueJob {
+            endpoint_key,
+            seq,
+            due_ms,
+        };
+        let ones = |endpoint_key: u64| endpoint_key == 1;
+        // The cap counts every row read, kept or not.
+        let (found, resume) = due_rows(&rtxn, &dbs, None, 500, 2, ones).expect("read");
+        assert_eq!(found, [job(100, 1, 1)]);
+        assert_eq!(resume, Some(job(100, 2, 2)));
+        let (found, resume) = due_rows(&rtxn, &dbs, resume, 500, 2, ones).expect("read");
+        assert_eq!(found, [job(200, 1, 3)]);
+        assert_eq!(resume, Some(job(300, 2, 4)));
+        let (found, resume) = due_rows(&rtxn, &dbs, resume, 500, 2, ones).expect("read");
+        assert_eq!(found, [], "the next row lies past the horizon");
+        assert_eq!(resume, None, "start over");
+        let (found, resume) = due_rows(&rtxn, &dbs, None, 1_000, 10, |_| true).expect("read");
+        assert_eq!(found.len(), 5);
+        assert_eq!(resume, None, "the end: start over");
+    }
+
+    #[test]
+    fn endpoint_stored_is_the_row_as_stored() {
+        let (_dir, env, dbs) = open();
+        let mut wtxn = env.write_txn().expect("wtxn");
+        dbs.endpoints
+            .put(&mut wtxn, &u64_key(3), b"\x01{}")
+            .expect("put");
+        wtxn.commit().expect("commit");
+        let rtxn = env.read_txn().expect("rtxn");
+        assert_eq!(endpoint_stored(&rtxn, &dbs, 3), Ok(Some(&b"\x01{}"[..])));
+        assert_eq!(endpoint_stored(&rtxn, &dbs, 4), Ok(None));
+    }
 }

@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use heed::{Env, RwTxn, WithoutTls};
@@ -24,11 +23,8 @@ use super::ops::{Envelope, Outcome, RenderReply};
 use super::schema::{self, EndpointRecord, meta_key};
 use super::{Dbs, LogError, apply};
 use crate::heartbeat::Heartbeat;
-use crate::limits::COMMIT_BATCH_OPS_MAX;
+use crate::limits::{COMMIT_BATCH_OPS_MAX, IDLE_WAKE_INTERVAL};
 use crate::telemetry;
-
-/// How long the writer waits for work before it beats its heartbeat again.
-const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What applying an op sees: the batch transaction, the databases and the writer's state.
 pub(in crate::log) struct WriteCtx<'a, 't> {

@@ -125,7 +125,7 @@ async fn created_tokens_work_and_app_tokens_are_scoped() {
 }
 
 #[test]
-fn first_start_without_tokens_prints_one_admin_token() {
+fn first_start_without_tokens_keeps_one_admin_token_in_a_private_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = sluice()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -138,11 +138,23 @@ fn first_start_without_tokens_prints_one_admin_token() {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let first = lines.next().expect("a line").expect("read");
-    let token = first.rsplit(' ').next().expect("token").to_owned();
+    // Stdout is a pipe here, as under systemd: the token is not printed, its file is.
+    let file = dir.path().join("admin-token");
     assert!(
-        first.contains("admin token") && token.starts_with("sk_"),
+        first.contains("admin token") && first.contains(&file.display().to_string()),
         "{first}"
     );
+    let token = std::fs::read_to_string(&file)
+        .expect("token file")
+        .trim()
+        .to_owned();
+    assert!(
+        token.starts_with("sk_") && !first.contains(&token),
+        "{first}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner reads the token file");
     let second = lines.next().expect("a line").expect("read");
     let addr: std::net::SocketAddr = second
         .rsplit("http://")
@@ -224,4 +236,50 @@ async fn serve_flags_open_the_destination_policy_for_local_use() {
         1,
         "only the flagged daemon reached it"
     );
+}
+
+/// The example config (`systemd/sluice.toml`) is complete: every key Sluice knows is in
+/// it, set or commented out, and a value that is not the default says so; and it passes
+/// `check-config`.
+#[test]
+fn the_example_config_holds_every_key_and_passes_check_config() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/sluice.toml");
+    let text = std::fs::read_to_string(path).expect("example config");
+    let mut section = String::new();
+    let mut seen = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = format!("{name}.");
+            continue;
+        }
+        let setting = trimmed.trim_start_matches('#').trim();
+        if let Some((key, value)) = setting.split_once(" = ") {
+            let key = key.trim();
+            if !key.contains(' ') {
+                seen.insert(
+                    format!("{section}{key}"),
+                    (value.to_owned(), trimmed.starts_with('#')),
+                );
+            }
+        }
+    }
+    for (key, default) in sluice::config::KEYS {
+        let (value, commented) = seen
+            .get(*key)
+            .unwrap_or_else(|| panic!("{key} is missing from {path}"));
+        let value = value.split(" #").next().unwrap_or_default().trim();
+        assert!(
+            *commented || value == *default || seen_says_default(&text, key),
+            "{key} = {value} is not the default {default} and says nothing of it"
+        );
+    }
+    run_ok(sluice().arg("check-config").arg(path));
+}
+
+/// Whether the line setting `key` mentions the default in its comment.
+fn seen_says_default(text: &str, key: &str) -> bool {
+    let name = key.rsplit('.').next().unwrap_or(key);
+    text.lines()
+        .any(|l| l.trim_start().starts_with(&format!("{name} =")) && l.contains("default"))
 }

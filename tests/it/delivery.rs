@@ -1,5 +1,6 @@
-//! Delivery over real loopback HTTP: signatures, isolation, retries, throttling, 410,
-//! FIFO order, and the attempt log.
+//! Delivery over real loopback HTTP: signatures, isolation, retries, throttling (the
+//! receiver's `Retry-After` and the endpoint's `throttleRate`), 410, FIFO order, and the
+//! attempt log.
 
 use std::time::Duration;
 
@@ -226,6 +227,107 @@ async fn retry_after_moves_the_next_attempt_and_410_disables() {
     send(addr, "t", 2).await;
     busy.wait_for(3).await;
     assert_eq!(gone.received().len(), 1, "a disabled endpoint gets nothing");
+    sluice.stop().await;
+}
+
+/// Waits (at most 30 s) for the receiver to have seen `n` requests; returns them all.
+async fn arrivals(receiver: &Receiver, n: usize) -> Vec<crate::receiver::Received> {
+    tokio::time::timeout(Duration::from_secs(30), receiver.wait_for(n))
+        .await
+        .unwrap_or_else(|_| {
+            let seen = receiver.received().len();
+            panic!("{seen} of {n} requests arrived within 30 s")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_rate_paces_messages_posted_one_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "p", "uid": "p"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "p", json!({"url": hook.url(), "throttleRate": 5})).await;
+    // Each message is committed (and usually delivered) before the next is posted, so
+    // each finds its lane empty: the pacing must outlive the lane's queue.
+    for n in 0..12 {
+        send(addr, "p", n).await;
+    }
+    let mut at: Vec<std::time::Instant> = arrivals(&hook, 12).await.iter().map(|r| r.at).collect();
+    at.sort();
+    // 5 per second: attempts start at least 200 ms apart, so 12 span at least 2.2 s and
+    // any 6 in a row at least 1 s. 200 ms of each is left for the receiver's view of
+    // them to be uneven (a loaded machine).
+    let span = at[11] - at[0];
+    assert!(
+        span >= Duration::from_secs(2),
+        "12 messages at throttleRate 5 arrived within {span:?}"
+    );
+    for six in at.windows(6) {
+        let within = six[5] - six[0];
+        assert!(
+            within >= Duration::from_millis(800),
+            "6 arrivals within {within:?}"
+        );
+    }
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_holds_back_the_endpoint_s_next_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let hook = Receiver::start(|n| {
+        if n == 0 {
+            Answer::StatusWithRetryAfter(429, "5")
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "b", "uid": "b"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "b", json!({"url": hook.url()})).await;
+    let first = send(addr, "b", 0).await;
+    let throttled = arrivals(&hook, 1).await[0].at;
+    // Once the 429 is recorded, its lane holds nothing: its queue is empty and its
+    // attempt answered. The next message must still wait out the Retry-After.
+    let path = format!("/api/v1/app/b/attempt/msg/{first}");
+    let recorded = crate::harness::eventually_json(addr, &path, |l| {
+        l["data"][0]["responseStatusCode"] == json!(429)
+    });
+    assert!(recorded.await, "the 429 is recorded");
+    send(addr, "b", 1).await;
+    let got = arrivals(&hook, 3).await;
+    // The retry of the first message and the second message, in either order.
+    for later in &got[1..] {
+        let after = later.at.saturating_duration_since(throttled);
+        // The pause runs from the answer's millisecond on the wall clock; 10 ms allow for
+        // that clock and the receiver's monotonic one to disagree.
+        assert!(
+            after >= Duration::from_millis(4_990),
+            "message {} arrived {after:?} after a 429 with Retry-After: 5",
+            n_of(later)
+        );
+        assert!(
+            after < Duration::from_secs(8),
+            "message {} held {after:?}, long after the pause",
+            n_of(later)
+        );
+    }
+    let mut sent: Vec<u64> = got[1..].iter().map(n_of).collect();
+    sent.sort_unstable();
+    assert_eq!(sent, [0, 1], "the retry and the next message");
     sluice.stop().await;
 }
 
@@ -563,7 +665,7 @@ async fn fifo_order_holds_when_the_lane_spills_to_the_log() {
         json!({"url": receiver.url(), "ordering": "fifo"}),
     )
     .await;
-    let count = sluice::delivery::lane::LANE_QUEUE_MAX as u64 + 1_500;
+    let count = sluice::limits::LANE_QUEUE_MAX as u64 + 1_500;
     for n in 0..count {
         send(addr, "q", usize::try_from(n).expect("n")).await;
     }

@@ -107,7 +107,7 @@ pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// One request; the body as bytes.
-async fn call_raw(
+pub(crate) async fn call_raw(
     addr: SocketAddr,
     method: &str,
     path: &str,

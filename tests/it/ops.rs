@@ -421,7 +421,7 @@ async fn systemd_sees_ready_then_health_gated_watchdog_pings_then_stopping() {
     loop {
         match next_notification(&socket, silence).await {
             Some(text) if text.contains("WATCHDOG=1") => assert!(
-                wedged_at.elapsed() < sluice::heartbeat::HEARTBEAT_STALE + Duration::from_secs(1),
+                wedged_at.elapsed() < sluice::limits::HEARTBEAT_STALE + Duration::from_secs(1),
                 "pings go on {:?} after the writer stopped",
                 wedged_at.elapsed()
             ),
@@ -707,4 +707,48 @@ async fn backup_during_load_serves_every_message_accepted_before_it() {
         .output()
         .expect("sluice backup runs");
     assert!(!again.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_their_own_listener_with_a_token_and_not_on_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("metrics-token");
+    std::fs::write(&token_file, "scrape-secret\n").expect("token file");
+    let mut config = crate::harness::test_config(&dir.path().join("data"));
+    config.metrics.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.metrics.token_file = Some(token_file);
+    let sluice = sluice::app::start(
+        &config,
+        Some(crate::harness::TOKEN),
+        sluice::clock::Clock::System,
+    )
+    .await
+    .expect("starts");
+    let metrics = sluice.metrics_addr.expect("a metrics listener");
+    let bearer = [("authorization", "Bearer scrape-secret")];
+    let (status, _, body) =
+        crate::harness::call_raw(metrics, "GET", "/metrics", None, &bearer, b"")
+            .await
+            .expect("scrape");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("sluice_build_info"));
+    // Without the token, or with another: 401. Anything but /metrics: 404.
+    let (status, _) = get_text(metrics, "/metrics").await;
+    assert_eq!(status, 401);
+    let wrong = [("authorization", "Bearer guess")];
+    let (status, _, _) = crate::harness::call_raw(metrics, "GET", "/metrics", None, &wrong, b"")
+        .await
+        .expect("scrape");
+    assert_eq!(status, 401);
+    let (status, _) = get_text(metrics, "/api/v1/health").await;
+    assert_eq!(status, 404);
+    // The API listener no longer serves /metrics, token or not.
+    let (status, _, _) =
+        crate::harness::call_raw(sluice.addr, "GET", "/metrics", None, &bearer, b"")
+            .await
+            .expect("api");
+    assert_eq!(status, 404);
+    let (status, _) = get_text(sluice.addr, "/api/v1/health").await;
+    assert_eq!(status, 200);
+    sluice.stop().await;
 }

@@ -3,6 +3,7 @@
 //! fact is clean in a compacted backup.
 
 use std::path::Path;
+use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -179,4 +180,70 @@ async fn a_log_sealed_after_the_fact_backs_up_clean() {
     sluice.log().backup_to(&copy).expect("backup");
     sluice.stop().await;
     assert_clean(&copy);
+}
+
+/// The README's operator story: the config names the key file; `sluice backup` and
+/// `sluice token create --config …` work on the sealed log from a shell (no systemd
+/// credential), and without the key both refuse, naming the setting to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_opens_a_sealed_log_with_the_key_the_config_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("secrets.key");
+    std::fs::write(&key, "5a".repeat(32)).expect("key");
+    let data = dir.path().join("data");
+    make_endpoint(&data, Some(&key)).await;
+    let write_config = |name: &str, key_line: &str| {
+        let file = dir.path().join(name);
+        let text = format!(
+            "data_dir = {:?}\n[storage]\n{key_line}",
+            data.display().to_string()
+        );
+        std::fs::write(&file, text).expect("config");
+        file
+    };
+    let with_key = write_config(
+        "sluice.toml",
+        &format!("secrets_key_file = {:?}\n", key.display().to_string()),
+    );
+    let sluice = || Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let backup = dir.path().join("backup");
+    run_ok(
+        sluice()
+            .arg("backup")
+            .arg("--to")
+            .arg(&backup)
+            .arg("--config")
+            .arg(&with_key),
+    );
+    assert_clean(&backup);
+    let out = run_ok(
+        sluice()
+            .args(["token", "create", "--config"])
+            .arg(&with_key),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .starts_with("sk_")
+    );
+
+    // Without the key: both refuse and say which setting to set.
+    let without_key = write_config("nokey.toml", "");
+    for args in [
+        vec!["backup", "--to", "/nonexistent/never"],
+        vec!["token", "create"],
+    ] {
+        let out = sluice()
+            .args(&args)
+            .arg("--config")
+            .arg(&without_key)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("storage.secrets_key_file"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
