@@ -341,25 +341,31 @@ impl Config {
             600_000,
             &mut config.drain_timeout_ms,
         );
-        if let Some(api) = reader.section(&table, "api") {
-            read_api(&mut reader, api, &mut config.api);
-        }
-        if let Some(storage) = reader.section(&table, "storage") {
-            read_storage(&mut reader, storage, &mut config.storage);
-        }
-        if let Some(delivery) = reader.section(&table, "delivery") {
-            read_delivery(&mut reader, delivery, &mut config.delivery);
-        }
-        if let Some(metrics) = reader.section(&table, "metrics") {
-            read_metrics(&mut reader, metrics, &mut config.metrics);
-        if let Some(cluster) = reader.section(&table, "cluster") {
-            config.cluster = read_cluster(&mut reader, cluster);
-        }
+        read_sections(&mut reader, &table, &mut config);
         if reader.problems.is_empty() {
             Ok(config)
         } else {
             Err(reader.problems)
         }
+    }
+}
+
+/// The sections of the file, each into its part of `config`.
+fn read_sections(reader: &mut Reader, table: &toml::Table, config: &mut Config) {
+    if let Some(api) = reader.section(table, "api") {
+        read_api(reader, api, &mut config.api);
+    }
+    if let Some(storage) = reader.section(table, "storage") {
+        read_storage(reader, storage, &mut config.storage);
+    }
+    if let Some(delivery) = reader.section(table, "delivery") {
+        read_delivery(reader, delivery, &mut config.delivery);
+    }
+    if let Some(metrics) = reader.section(table, "metrics") {
+        read_metrics(reader, metrics, &mut config.metrics);
+    }
+    if let Some(cluster) = reader.section(table, "cluster") {
+        config.cluster = read_cluster(reader, cluster);
     }
 }
 
@@ -686,6 +692,12 @@ fn read_cluster(reader: &mut Reader, t: &toml::Table) -> Option<ClusterConfig> {
         60_000,
         &mut out.lease_ttl_ms,
     );
+    out.auth = read_nats_auth(reader, t);
+    Some(out)
+}
+
+/// `[cluster]`'s NATS credentials: at most one kind.
+fn read_nats_auth(reader: &mut Reader, t: &toml::Table) -> NatsAuth {
     let user = reader.string(t, "cluster", "user");
     let password = reader.string(t, "cluster", "password");
     let nkey = reader.string(t, "cluster", "nkey_seed_file");
@@ -699,7 +711,7 @@ fn read_cluster(reader: &mut Reader, t: &toml::Table) -> Option<ClusterConfig> {
             "give one of user and password, nkey_seed_file or creds_file",
         );
     }
-    out.auth = match (user, password, nkey, creds) {
+    match (user, password, nkey, creds) {
         (Some(user), Some(password), _, _) => NatsAuth::UserPassword { user, password },
         (Some(_), None, _, _) | (None, Some(_), _, _) => {
             reader.problem("cluster", "user and password go together");
@@ -708,8 +720,7 @@ fn read_cluster(reader: &mut Reader, t: &toml::Table) -> Option<ClusterConfig> {
         (None, None, Some(seed), _) => NatsAuth::NkeySeedFile(PathBuf::from(seed)),
         (None, None, None, Some(creds)) => NatsAuth::CredsFile(PathBuf::from(creds)),
         (None, None, None, None) => NatsAuth::None,
-    };
-    Some(out)
+    }
 }
 
 /// `nats://`, `tls://` or no scheme, then `host:port` (a port is required).

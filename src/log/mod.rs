@@ -237,8 +237,10 @@ impl Log {
                     &ops,
                     render,
                     publisher,
-                    &beats,
-                    &writer_applied,
+                    &writer::Signals {
+                        heartbeat: &beats,
+                        applied_seq: &writer_applied,
+                    },
                 );
             })
             .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
@@ -289,7 +291,7 @@ impl Log {
         self.send(writer::Intake::Apply(writer::Job {
             envelope,
             waiter: Some(waiter),
-            stream_seq: None,
+            stream_seq: 0,
         }))?;
         Ok(QueuedWrite(rx))
     }
@@ -305,11 +307,11 @@ impl Log {
     /// Cluster mode: hands an op read from the stream to the writer, which applies it and
     /// stores `seq` as `applied_seq` in the same transaction. The applier calls this in
     /// stream order; a full queue gives the op back (to retry, never to skip).
-    pub fn feed(&self, op: StreamOp) -> Result<(), (StreamOp, LogError)> {
+    pub fn feed(&self, op: StreamOp) -> Result<(), Box<(StreamOp, LogError)>> {
         let job = writer::Job {
             envelope: op.envelope,
             waiter: op.waiter,
-            stream_seq: Some(op.seq),
+            stream_seq: op.seq,
         };
         self.shared
             .intake
@@ -324,10 +326,10 @@ impl Log {
                 };
                 let op = StreamOp {
                     envelope: job.envelope,
-                    seq: job.stream_seq.unwrap_or(0),
+                    seq: job.stream_seq,
                     waiter: job.waiter,
                 };
-                (op, error)
+                Box::new((op, error))
             })
     }
 

@@ -181,8 +181,9 @@ impl WriterState {
 pub(super) struct Job {
     pub(super) envelope: Envelope,
     pub(super) waiter: Option<oneshot::Sender<Result<Outcome, LogError>>>,
-    /// Cluster mode: the op's sequence in the replicated stream.
-    pub(super) stream_seq: Option<u64>,
+    /// Cluster mode: the op's sequence in the replicated stream (sequences start at 1;
+    /// 0: an op of the embedded mode).
+    pub(super) stream_seq: u64,
 }
 
 type Waiter = Option<oneshot::Sender<Result<Outcome, LogError>>>;
@@ -195,10 +196,22 @@ fn answer(waiter: Waiter, result: Result<Outcome, LogError>) {
 }
 
 /// What the writer's intake carries.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Apply is the only real variant (Wedge is a test hook); boxing it would cost an allocation per op"
+)]
 pub(super) enum Intake {
     Apply(Job),
     /// Test hook (`SLUICE_TEST_HOOKS`): the writer parks for good, as a deadlock would.
     Wedge,
+}
+
+/// What the writer tells the rest of the process besides its waiters.
+pub(super) struct Signals<'a> {
+    /// Beaten on every turn of the loop (the watchdog's proof of progress).
+    pub(super) heartbeat: &'a Heartbeat,
+    /// Cluster mode: the stream sequence of the last op committed.
+    pub(super) applied_seq: &'a AtomicU64,
 }
 
 /// The writer thread's loop; returns when every `Log` handle has been dropped.
@@ -209,9 +222,12 @@ pub(super) fn run(
     intake: &Receiver<Intake>,
     render: Option<RenderReply>,
     publisher: Option<&super::Publisher>,
-    heartbeat: &Heartbeat,
-    applied_seq: &AtomicU64,
+    signals: &Signals<'_>,
 ) {
+    let Signals {
+        heartbeat,
+        applied_seq,
+    } = signals;
     let mut queued: VecDeque<Job> = VecDeque::new();
     let take = |item: Intake, queued: &mut VecDeque<Job>| match item {
         Intake::Apply(job) => queued.push_back(job),
@@ -234,7 +250,7 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        let replicated = queued.iter().any(|job| job.stream_seq.is_some());
+        let replicated = queued.iter().any(|job| job.stream_seq > 0);
         let result = run_batch(env, &dbs, &mut state, &mut queued, render);
         if result.is_ok() {
             applied_seq.store(state.applied_seq, Ordering::Release);
@@ -300,13 +316,13 @@ fn run_batch(
                 waiter,
                 stream_seq,
             } = job;
-            if let Some(seq) = stream_seq {
-                if seq <= ctx.state.applied_seq {
+            if stream_seq > 0 {
+                if stream_seq <= ctx.state.applied_seq {
                     // Already in the log (a consumer that re-read the stream): applying
                     // it twice would diverge; it changes nothing, and nobody here waits.
                     continue;
                 }
-                ctx.state.applied_seq = seq;
+                ctx.state.applied_seq = stream_seq;
                 ctx.state.counters_dirty = true;
             }
             match apply_one(&mut ctx, envelope, render) {
