@@ -78,6 +78,11 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Cluster mode's tools (the config must have a `[cluster]` section).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -89,6 +94,21 @@ enum Command {
         /// The directory to write `man/` and `completions/` into.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// With this node stopped: apply the op stream up to its end, then print
+    /// `applied_seq` and a SHA-256 of every table. Nodes that print the same lines hold
+    /// the same state.
+    Verify {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The data directory (overrides `data_dir` of the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -155,6 +175,9 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => tool(config, data_dir, &|c| rekey(c, &new_key_file)),
+        Command::Cluster {
+            command: ClusterCommand::Verify { config, data_dir },
+        } => tool(Some(config), data_dir, &sluice::cli::cluster_verify),
         Command::GenerateAssets { out } => match generate_assets(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

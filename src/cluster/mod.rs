@@ -276,6 +276,36 @@ async fn ensure_stream(
         .map_err(|e| ClusterError::JetStream(format!("stream {name}: {e}")))
 }
 
+/// With the node stopped (no API, no leases): applies the stream to its end into `log`
+/// and returns the sequence applied (`sluice cluster verify`).
+pub async fn catch_up(config: &ClusterConfig, log: &Log) -> Result<u64, ClusterError> {
+    let client = connect(config).await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
+        .build(client);
+    let stream = js
+        .get_stream(&config.stream)
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("stream {}: {e}", config.stream)))?;
+    let (stop, stopped) = watch::channel(false);
+    let applier = tokio::spawn(applier::run(
+        stream.clone(),
+        log.clone(),
+        Waiters::default(),
+        stopped,
+    ));
+    let last = last_seq(&stream).await?;
+    let limit = Duration::from_millis(CLUSTER_CATCH_UP_MAX_MS);
+    let done = caught_up(log, last, limit).await;
+    let _ = stop.send(true);
+    let _ = applier.await;
+    if done {
+        Ok(log.applied_seq())
+    } else {
+        Err(ClusterError::CatchUp(limit))
+    }
+}
+
 /// The stream's last sequence (0 when empty).
 pub async fn last_seq(stream: &stream::Stream) -> Result<u64, ClusterError> {
     stream
