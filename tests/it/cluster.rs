@@ -280,27 +280,38 @@ async fn cluster_nodes_serve_one_state_with_one_answer_per_uid() {
     // Health shows the applied sequence; the three nodes split the four shards.
     let health = cluster_health(a).await;
     assert!(health["appliedSeq"].as_u64().unwrap_or(0) > 0, "{health}");
-    let mut owned = BTreeSet::new();
-    for _ in 0..250 {
-        owned.clear();
-        for node in [a, b, c] {
-            let health = cluster_health(node).await;
-            for shard in health["shardsOwned"].as_array().into_iter().flatten() {
-                owned.insert(shard.as_u64().expect("shard"));
-            }
-        }
-        if owned.len() == 4 {
-            break;
-        }
-        pause(Duration::from_millis(20)).await;
-    }
-    assert_eq!(owned.len(), 4, "every shard has an owner");
+    balanced(&[a, b, c]).await;
 
     for node in nodes {
         stop(node).await;
     }
     assert_same_state(&files.iter().collect::<Vec<_>>());
     drop(nats);
+}
+
+/// Waits (at most 15 s) until every node owns at least one shard and together they own
+/// all four; each node's shards.
+async fn balanced(addrs: &[SocketAddr]) -> Vec<Vec<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut shares = Vec::new();
+        for &node in addrs {
+            let health = cluster_health(node).await;
+            let owned: Vec<u64> = health["shardsOwned"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect();
+            shares.push(owned);
+        }
+        let all: BTreeSet<u64> = shares.iter().flatten().copied().collect();
+        if all.len() == 4 && shares.iter().all(|s| !s.is_empty()) {
+            return shares;
+        }
+        assert!(Instant::now() < deadline, "never balanced: {shares:?}");
+        pause(Duration::from_millis(50)).await;
+    }
 }
 
 /// A receiver that checks every delivery's signature and answers 200.
@@ -357,6 +368,11 @@ async fn cluster_survives_a_killed_node_without_losing_an_accepted_message() {
         receivers.push(receiver);
     }
 
+    // The shards are balanced first, so the node that is killed owns some.
+    let shares = balanced(&addrs).await;
+    let c_shards = shares[2].clone();
+    assert!(!c_shards.is_empty(), "{shares:?}");
+
     // Steady load, round-robin over the live nodes; node C is killed part-way.
     let mut accepted: Vec<String> = Vec::new();
     let mut killed_at = None;
@@ -409,7 +425,7 @@ async fn cluster_survives_a_killed_node_without_losing_an_accepted_message() {
     assert_eq!(
         owned.len(),
         4,
-        "A and B did not own every shard within {limit:?}"
+        "A and B did not own every shard (C had {c_shards:?}) within {limit:?}"
     );
 
     // Every accepted message reaches every endpoint, signed; duplicates are counted.
