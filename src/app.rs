@@ -460,6 +460,9 @@ impl Running {
         if config.storage != old.storage {
             restart.push("storage");
         }
+        if config.cluster != old.cluster {
+            restart.push("cluster");
+        }
         if config.delivery.shards != old.delivery.shards {
             restart.push("delivery.shards");
         }
