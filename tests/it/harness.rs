@@ -287,6 +287,11 @@ impl Daemon {
         panic!("the daemon did not exit within {limit:?}");
     }
 
+    /// Every line the daemon wrote to stderr so far (for a failing test's report).
+    pub(crate) fn log_text(&self) -> String {
+        self.log.lock().expect("lock").join("\n")
+    }
+
     /// SIGKILL: no chance to flush or drain.
     pub(crate) fn kill9(mut self) {
         self.child.kill().expect("kill");
