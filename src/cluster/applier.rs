@@ -21,6 +21,8 @@ use crate::telemetry;
 
 /// The pause before a new consumer after an error (a NATS election takes about 5 s).
 const RESTART_PAUSE: Duration = Duration::from_millis(250);
+/// How long the consumer may be silent before the applier compares it with the stream.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// The pause before the writer's full queue is tried again.
 const FEED_PAUSE: Duration = Duration::from_millis(1);
 
@@ -62,7 +64,24 @@ async fn consume(
         .messages()
         .await
         .map_err(|e| format!("consume: {e}"))?;
-    while let Some(message) = messages.next().await {
+    loop {
+        let next = match tokio::time::timeout(IDLE_CHECK, messages.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                // Quiet for a while. If the stream holds more than this node has fed,
+                // the consumer is stuck (its server died: an ordered consumer lives on
+                // one server) and would notice only after missed heartbeats: start a
+                // new one now. Measured: without this, ~30 s after a leader's kill.
+                let info = tokio::time::timeout(IDLE_CHECK * 2, stream.get_info()).await;
+                match info {
+                    Ok(Ok(info)) if info.state.last_sequence > *last_fed => {
+                        return Err("the consumer fell silent behind the stream".to_owned());
+                    }
+                    _ => continue,
+                }
+            }
+        };
+        let Some(message) = next else { break };
         let message = message.map_err(|e| format!("read: {e}"))?;
         let info = message.info().map_err(|e| format!("message info: {e}"))?;
         let seq = info.stream_sequence;
@@ -86,25 +105,33 @@ async fn consume(
             .as_ref()
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .and_then(|id| waiters.lock().ok()?.remove(id.as_str()));
-        let mut op = StreamOp {
-            envelope,
-            seq,
-            waiter,
-        };
-        loop {
-            match log.feed(op) {
-                Ok(()) => break,
-                Err(refused) => match *refused {
-                    (back, LogError::Busy) => {
-                        op = back;
-                        tokio::time::sleep(FEED_PAUSE).await;
-                    }
-                    (_, error) => return Err(format!("writer: {error}")),
-                },
-            }
-        }
+        feed(
+            log,
+            StreamOp {
+                envelope,
+                seq,
+                waiter,
+            },
+        )
+        .await?;
         *last_fed = seq;
         metrics::gauge!(telemetry::name::CLUSTER_APPLIER_LAG).set(info.pending as f64);
     }
     Err("the consumer ended".to_owned())
+}
+
+/// Hands `op` to the writer, waiting while its queue is full: never skipped.
+async fn feed(log: &Log, mut op: StreamOp) -> Result<(), String> {
+    loop {
+        match log.feed(op) {
+            Ok(()) => return Ok(()),
+            Err(refused) => match *refused {
+                (back, LogError::Busy) => {
+                    op = back;
+                    tokio::time::sleep(FEED_PAUSE).await;
+                }
+                (_, error) => return Err(format!("writer: {error}")),
+            },
+        }
+    }
 }

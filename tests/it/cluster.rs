@@ -15,7 +15,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::harness::{Daemon, TOKEN, get, pause, post, run_ok, try_call};
-use crate::receiver::{Answer, Receiver};
+use crate::receiver::{Answer, Received, Receiver};
 
 /// The lease TTL of the test nodes, ms (short, so takeovers are quick).
 const LEASE_TTL_MS: u64 = 3_000;
@@ -322,19 +322,33 @@ async fn balanced(addrs: &[SocketAddr]) -> Vec<Vec<u64>> {
     }
 }
 
-/// A receiver that checks every delivery's signature and answers 200.
+/// Whether a delivery carries a valid Standard Webhooks signature under `KEY`.
+fn signed(received: &Received) -> bool {
+    let id = received.header("webhook-id");
+    let timestamp: u64 = received.header("webhook-timestamp").parse().unwrap_or(0);
+    let expected = sluice::signing::signature_header([&KEY[..]], id, timestamp, &received.body);
+    received.header("webhook-signature") == expected
+}
+
+/// A receiver that checks every delivery's signature: 200 if valid, 400 if not.
 async fn verifying_receiver() -> Receiver {
     Receiver::start_with(|_, received| {
-        let id = received.header("webhook-id");
-        let timestamp: u64 = received.header("webhook-timestamp").parse().unwrap_or(0);
-        let expected = sluice::signing::signature_header([&KEY[..]], id, timestamp, &received.body);
-        if received.header("webhook-signature") == expected {
+        if signed(received) {
             Answer::Status(200)
         } else {
             Answer::Status(400)
         }
     })
     .await
+}
+
+/// The webhook ids a receiver got with a valid signature, with how often each came.
+fn signed_ids(receiver: &Receiver) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in receiver.received().iter().filter(|r| signed(r)) {
+        *counts.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    counts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,11 +456,7 @@ async fn cluster_survives_a_killed_node_without_losing_an_accepted_message() {
     let mut duplicates = 0;
     for receiver in &receivers {
         loop {
-            let got = receiver.received();
-            let mut counts: HashMap<String, usize> = HashMap::new();
-            for r in &got {
-                *counts.entry(r.header("webhook-id").to_owned()).or_default() += 1;
-            }
+            let counts = signed_ids(receiver);
             let missing = accepted
                 .iter()
                 .filter(|id| !counts.contains_key(*id))
@@ -495,4 +505,118 @@ fn cluster_config_without_a_secrets_key_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("secrets_key_file"), "{stderr}");
+}
+
+/// The index (n0, n1, n2) of the server that leads the op stream now.
+async fn stream_leader(nats: &Nats) -> usize {
+    let addrs: Vec<async_nats::ServerAddr> = nats
+        .urls()
+        .iter()
+        .map(|u| u.parse().expect("NATS URL"))
+        .collect();
+    let client = async_nats::connect(addrs).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = js.get_stream("SLUICE_OPS").await
+            && let Ok(info) = stream.info().await
+            && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
+        {
+            return leader.trim_start_matches('n').parse().expect("leader name");
+        }
+        assert!(Instant::now() < deadline, "the stream has no leader");
+        pause(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_writes_stall_and_resume_when_the_stream_leader_dies() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nats = Nats::start(root.path()).await;
+    let files: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_files(root.path(), id, &nats))
+        .collect();
+    let nodes: Vec<Daemon> = files.iter().map(Node::spawn).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|d| d.addr).collect();
+    assert_eq!(
+        post(
+            addrs[0],
+            "/api/v1/app",
+            &json!({"name": "nats", "uid": "nats"})
+        )
+        .await
+        .status,
+        201
+    );
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    );
+    let receiver = verifying_receiver().await;
+    let endpoint = post(
+        addrs[0],
+        "/api/v1/app/nats/endpoint",
+        &json!({"url": receiver.url(), "secret": secret}),
+    )
+    .await;
+    assert_eq!(endpoint.status, 201, "{:?}", endpoint.json);
+
+    // Steady load round-robin; the stream's leader is killed part-way.
+    let mut accepted: Vec<String> = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for n in 0..90usize {
+        if n == 30 {
+            let leader = stream_leader(&nats).await;
+            let server = &mut nats.servers[leader];
+            server.child.kill().expect("kill -9 the stream leader");
+            server.child.wait().expect("reap");
+        }
+        let body = json!({"eventType": "nats.tick", "payload": {"n": n}});
+        let started = Instant::now();
+        let resp = try_call(
+            addrs[n % 3],
+            "POST",
+            "/api/v1/app/nats/msg",
+            Some(TOKEN),
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        slowest = slowest.max(started.elapsed());
+        if let Ok(resp) = resp
+            && (200..300).contains(&resp.status)
+        {
+            accepted.push(resp.json["id"].as_str().expect("id").to_owned());
+        }
+        pause(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "stream leader kill: {} accepted, slowest write {slowest:?}",
+        accepted.len()
+    );
+    // The stall is the election (about 5 s here), within the publish deadline.
+    assert!(slowest < Duration::from_secs(14), "{slowest:?}");
+    assert!(accepted.len() >= 85, "only {} accepted", accepted.len());
+
+    // Nothing acknowledged is lost: every accepted message is delivered, signed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = signed_ids(&receiver);
+        let missing = accepted.iter().filter(|id| !seen.contains_key(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} accepted message(s) never delivered"
+        );
+        pause(Duration::from_millis(50)).await;
+    }
+
+    for node in nodes {
+        stop(node).await;
+    }
+    assert_same_state(&files.iter().collect::<Vec<_>>());
+    drop(nats);
 }
