@@ -119,6 +119,37 @@ fn refuse_in_cluster(config: &Config, tool: &str) -> Option<ExitCode> {
     Some(ExitCode::from(EXIT_USAGE))
 }
 
+/// Prints the cluster's state as NATS holds it (`sluice cluster status`).
+pub fn cluster_status(config: &Config) -> ExitCode {
+    let Some(cluster) = &config.cluster else {
+        eprintln!("error: cluster status needs a config with a [cluster] section");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(crate::cluster::status(cluster))
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(lines) => {
+            #[expect(clippy::print_stdout, reason = "the status is the command's output")]
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: cluster status failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// With the node stopped: applies the op stream to the end, then prints `applied_seq`
 /// and every table's SHA-256 (hex), one per line.
 pub fn cluster_verify(config: &Config) -> ExitCode {

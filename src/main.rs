@@ -99,6 +99,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterCommand {
+    /// Print the op stream, every live node (applied sequence, lag, shards) and every
+    /// lease, as the NATS cluster holds them.
+    Status {
+        /// A node's config file (its `[cluster]` section).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// With this node stopped: apply the op stream up to its end, then print
     /// `applied_seq` and a SHA-256 of every table. Nodes that print the same lines hold
     /// the same state.
@@ -178,6 +185,9 @@ fn main() -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Verify { config, data_dir },
         } => tool(Some(config), data_dir, &sluice::cli::cluster_verify),
+        Command::Cluster {
+            command: ClusterCommand::Status { config },
+        } => tool(Some(config), None, &sluice::cli::cluster_status),
         Command::GenerateAssets { out } => match generate_assets(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -244,14 +244,7 @@ impl Leases {
 
     /// Heartbeat, read every lease, then renew, acquire and release as `plan` says.
     async fn round(&mut self) {
-        let heartbeat = format!("node.{}", self.me);
-        if let Err(error) = self
-            .bucket
-            .put(&heartbeat, Bytes::from(self.me.clone()))
-            .await
-        {
-            tracing::warn!(%error, "Cannot write this node's heartbeat.");
-        }
+        self.beat().await;
         self.seen
             .lock()
             .map(|mut seen| seen.insert(self.me.clone(), Instant::now()))
@@ -308,6 +301,26 @@ impl Leases {
             }
         }
         self.singleton_round().await;
+    }
+
+    /// Writes this node's heartbeat: what `sluice cluster status` shows of it.
+    async fn beat(&self) {
+        let heartbeat = format!("node.{}", self.me);
+        let beat = serde_json::json!({
+            "node": self.me,
+            "appliedSeq": self.log.applied_seq(),
+            "shards": (0..self.shards.len())
+                .filter(|&n| self.shards[n].held && self.shards[n].ready)
+                .collect::<Vec<_>>(),
+            "singleton": self.singleton.held && self.singleton.ready,
+        });
+        if let Err(error) = self
+            .bucket
+            .put(&heartbeat, Bytes::from(beat.to_string()))
+            .await
+        {
+            tracing::warn!(%error, "Cannot write this node's heartbeat.");
+        }
     }
 
     /// The singleton lease: renewed by its holder, taken by anyone when free.

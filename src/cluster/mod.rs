@@ -306,6 +306,70 @@ pub async fn catch_up(config: &ClusterConfig, log: &Log) -> Result<u64, ClusterE
     }
 }
 
+/// `sluice cluster status`: the stream, every live node (from its heartbeat: applied
+/// sequence, lag, shards) and every lease, as lines of text.
+pub async fn status(config: &ClusterConfig) -> Result<Vec<String>, ClusterError> {
+    let client = connect(config).await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
+        .build(client);
+    let stream = js
+        .get_stream(&config.stream)
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("stream {}: {e}", config.stream)))?;
+    let info = stream
+        .get_info()
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("stream info: {e}")))?;
+    let last = info.state.last_sequence;
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap_or_else(|| "none".to_owned());
+    let mut lines = vec![format!(
+        "stream {}: last_seq {last}, replicas {}, leader {leader}",
+        config.stream, info.config.num_replicas
+    )];
+    let name = lease_bucket(&config.stream);
+    let bucket = js
+        .get_key_value(&name)
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("bucket {name}: {e}")))?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut listed = bucket
+        .keys()
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("lease keys: {e}")))?;
+    while let Some(key) = futures_util::StreamExt::next(&mut listed).await {
+        if keys.len() >= 4_096 {
+            break;
+        }
+        if let Ok(key) = key {
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    for key in keys {
+        let Ok(Some(value)) = bucket.get(&key).await else {
+            continue;
+        };
+        if let Some(node) = key.strip_prefix("node.") {
+            let beat: serde_json::Value = serde_json::from_slice(&value).unwrap_or_default();
+            let applied = beat["appliedSeq"].as_u64().unwrap_or(0);
+            lines.push(format!(
+                "node {node}: applied_seq {applied}, lag {}, shards {}, singleton {}",
+                last.saturating_sub(applied),
+                beat["shards"],
+                beat["singleton"].as_bool().unwrap_or(false)
+            ));
+        } else {
+            lines.push(format!("lease {key}: {}", String::from_utf8_lossy(&value)));
+        }
+    }
+    Ok(lines)
+}
+
 /// The stream's last sequence (0 when empty).
 pub async fn last_seq(stream: &stream::Stream) -> Result<u64, ClusterError> {
     stream

@@ -290,6 +290,23 @@ async fn cluster_nodes_serve_one_state_with_one_answer_per_uid() {
     assert!(health["appliedSeq"].as_u64().unwrap_or(0) > 0, "{health}");
     balanced(&[a, b, c]).await;
 
+    // `sluice cluster status` shows the three nodes and the leases.
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["cluster", "status", "--config"])
+            .arg(&files[0].config),
+    );
+    let status = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "stream SLUICE_OPS",
+        "node a:",
+        "node b:",
+        "node c:",
+        "lease shard.0:",
+    ] {
+        assert!(status.contains(line), "{line} missing:\n{status}");
+    }
+
     for node in nodes {
         stop(node).await;
     }
