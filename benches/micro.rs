@@ -150,6 +150,7 @@ fn endpoint(key: u64, app_key: u64, event_types: Option<Vec<String>>) -> Endpoin
         disabled_at_ms: None,
         signing: Signing::Hmac,
         sealed: false,
+        polling_only: false,
     }
 }
 

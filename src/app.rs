@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::{ApiConfig, Config};
 use crate::delivery::attempt::{AttemptCtx, DeliverySettings, EndpointCache};
-use crate::delivery::client::{Resolve, SystemResolver, Transport};
+use crate::delivery::client::{Egress, Resolve, SystemResolver, Transport};
 use crate::delivery::engine::{self, Engine};
 use crate::delivery::policy::DestinationPolicy;
 use crate::delivery::schedule::RetrySchedule;
@@ -41,6 +41,8 @@ pub enum StartError {
     },
     #[error("cannot set up TLS for the API: {0}")]
     Tls(String),
+    #[error("cannot set up deliveries: {0}")]
+    Egress(String),
     #[error("cannot read metrics.token_file {file}: {detail}")]
     MetricsToken { file: String, detail: String },
     #[error("cluster: {0}")]
@@ -138,7 +140,7 @@ pub async fn start_with_resolver(
         Some(listen) => Some(bind(listen).await?),
         None => None,
     };
-    let (ctx, policy) = attempt_ctx(config, &log, &clock, resolver);
+    let (ctx, policy) = attempt_ctx(config, &log, &clock, resolver)?;
     let delivery_settings = ctx.settings.clone();
     let engine = Engine::start(Arc::new(ctx), intakes, shard_leases);
     let metrics = crate::telemetry::install();
@@ -344,14 +346,20 @@ fn attempt_ctx(
     log: &Log,
     clock: &Clock,
     resolver: Arc<dyn Resolve>,
-) -> (AttemptCtx, Live<DestinationPolicy>) {
+) -> Result<(AttemptCtx, Live<DestinationPolicy>), StartError> {
     let policy = Live::new(destination_policy(config));
+    let egress = Egress {
+        proxy: config.delivery.proxy.clone(),
+        ca_file: config.delivery.ca_file.clone(),
+    };
     let transport = Transport::new(
         policy.clone(),
         resolver,
         Duration::from_millis(config.delivery.connect_timeout_ms),
         clock.clone(),
-    );
+        &egress,
+    )
+    .map_err(|e| StartError::Egress(e.to_string()))?;
     let ctx = AttemptCtx {
         log: log.clone(),
         transport,
@@ -359,7 +367,7 @@ fn attempt_ctx(
         settings: Live::new(delivery_settings(config)),
         endpoints: EndpointCache::default(),
     };
-    (ctx, policy)
+    Ok((ctx, policy))
 }
 
 fn destination_policy(config: &Config) -> DestinationPolicy {
@@ -468,6 +476,12 @@ impl Running {
         }
         if config.delivery.connect_timeout_ms != old.delivery.connect_timeout_ms {
             restart.push("delivery.connect_timeout_ms");
+        }
+        if config.delivery.proxy != old.delivery.proxy {
+            restart.push("delivery.proxy");
+        }
+        if config.delivery.ca_file != old.delivery.ca_file {
+            restart.push("delivery.ca_file");
         }
         if config.metrics != old.metrics {
             restart.push("metrics");

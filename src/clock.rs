@@ -74,7 +74,11 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         digits(&b[14..16])?,
         digits(&b[17..19])?,
     );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+    if !(1..=12).contains(&month)
+        || !(1..=days_in_month(year, month)).contains(&day)
+        || hour > 23
+        || minute > 59
+    {
         return None;
     }
     if second > 60 {
@@ -97,7 +101,12 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let offset_secs = match rest {
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let secs = digits(&[*h1, *h2])? * 3600 + digits(&[*m1, *m2])? * 60;
+            let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            // RFC 3339's time-numoffset: hours 00–23, minutes 00–59.
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let secs = hours * 3600 + minutes * 60;
             if *sign == b'+' { secs } else { -secs }
         }
         _ => return None,
@@ -116,6 +125,16 @@ fn digits(b: &[u8]) -> Option<i64> {
     b.iter().try_fold(0i64, |acc, c| {
         c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
     })
+}
+
+/// Days in `month` (1–12) of `year`, proleptic Gregorian.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 // Howard Hinnant's algorithms for the proleptic Gregorian calendar.
@@ -148,35 +167,13 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     )
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110) into ms since the
-/// epoch. The obsolete date forms are not accepted.
+/// Parses an HTTP-date (RFC 9110 §5.6.7) into ms since the epoch: the IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`) and the two obsolete forms a recipient must accept
+/// (RFC 850 and asctime), by the `httpdate` crate, which also refuses impossible dates.
 pub fn parse_http_date(text: &str) -> Option<u64> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mut parts = text.split_whitespace();
-    let _weekday = parts.next()?.strip_suffix(',')?;
-    let day = digits(parts.next()?.as_bytes())?;
-    let month_name = parts.next()?;
-    let month = MONTHS
-        .iter()
-        .position(|m| *m == month_name)
-        .map(|i| i as i64 + 1)?;
-    let year = digits(parts.next()?.as_bytes())?;
-    let time: Vec<&str> = parts.next()?.split(':').collect();
-    if parts.next() != Some("GMT") || parts.next().is_some() || time.len() != 3 {
-        return None;
-    }
-    let (h, m, s) = (
-        digits(time[0].as_bytes())?,
-        digits(time[1].as_bytes())?,
-        digits(time[2].as_bytes())?,
-    );
-    if year < 1970 || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    let secs = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
-    u64::try_from(secs * 1000).ok()
+    let time = httpdate::parse_http_date(text.trim()).ok()?;
+    let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    u64::try_from(since_epoch.as_millis()).ok()
 }
 
 #[cfg(test)]
@@ -199,6 +196,25 @@ mod tests {
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(784_111_777_000)
         );
+    }
+
+    #[test]
+    fn impossible_dates_and_offsets_are_refused() {
+        assert_eq!(parse_rfc3339("2021-02-31T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2021-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2021-04-31T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2021-02-25T15:02:10+99:99"), None);
+        assert_eq!(parse_rfc3339("2021-02-25T15:02:10+23:60"), None);
+        assert!(
+            parse_rfc3339("2020-02-29T00:00:00Z").is_some(),
+            "a leap day"
+        );
+        assert_eq!(parse_http_date("Wed, 31 Feb 2021 00:00:00 GMT"), None);
+        // The two obsolete forms RFC 9110 requires recipients to accept.
+        let fixdate = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(fixdate, Some(784_111_777_000));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), fixdate);
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), fixdate);
     }
 
     #[test]

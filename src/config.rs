@@ -103,6 +103,13 @@ pub struct ApiConfig {
     /// re-read on SIGHUP). Default none: plain HTTP, meant for loopback.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// How long an ingest source's replaced URL token keeps working after `token/rotate`,
+    /// seconds. Default 86,400 (24 h), 0–604,800.
+    pub source_token_grace_seconds: u64,
+    /// Requests per second one ingest source's receive URL takes, accepted or not (a token
+    /// bucket with as much burst; beyond it, 429), and the rate shared by every request
+    /// with an unknown token. 0 turns the limit off. Default 100, 0–1,000,000.
+    pub source_rate_per_second: u32,
 }
 
 /// `[storage]`: the LMDB environment and its writer thread.
@@ -165,6 +172,13 @@ pub struct DeliveryConfig {
     pub disable_after_ms: u64,
     /// Signature header names: `webhook`, `svix` or `both`. Default `webhook`.
     pub header_style: HeaderStyle,
+    /// An HTTP proxy (`host:port`, or `http://host:port`) whose CONNECT tunnels carry
+    /// every delivery; the destination policy still judges each destination first.
+    /// Default: none (direct).
+    pub proxy: Option<String>,
+    /// PEM certificates deliveries trust besides the system's and the bundled roots.
+    /// Default: none.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One problem found in a config file.
@@ -190,6 +204,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("data_dir", "\"./sluice-data\""),
     ("log_level", "\"info\""),
     ("log_format", "\"text\""),
+    ("log.level", "\"info\""),
+    ("log.format", "\"text\""),
     ("drain_timeout_ms", "30000"),
     ("api.listen", "\"127.0.0.1:8071\""),
     ("api.connections_max", "4096"),
@@ -200,6 +216,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api.token_rate_burst", "1000"),
     ("api.tls_cert_file", "(none)"),
     ("api.tls_key_file", "(none)"),
+    ("api.source_token_grace_seconds", "86400"),
+    ("api.source_rate_per_second", "100"),
     ("storage.map_size_bytes", "17179869184"),
     ("storage.intake_capacity", "65536"),
     ("storage.ingest_guard_percent", "90"),
@@ -219,6 +237,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("delivery.endpoint_in_flight_max", "16"),
     ("delivery.disable_after_ms", "432000000"),
     ("delivery.header_style", "\"webhook\""),
+    ("delivery.proxy", "(none)"),
+    ("delivery.ca_file", "(none)"),
     ("metrics.listen", "(none)"),
     ("metrics.token_file", "(none)"),
     ("cluster.nats_urls", "(no [cluster]: embedded mode)"),
@@ -251,6 +271,8 @@ impl Config {
                 token_rate_burst: 1_000,
                 tls_cert_file: None,
                 tls_key_file: None,
+                source_token_grace_seconds: 86_400,
+                source_rate_per_second: 100,
             },
             storage: StorageConfig {
                 map_size_bytes: 16 << 30,
@@ -271,6 +293,8 @@ impl Config {
                 endpoint_in_flight_max: 16,
                 disable_after_ms: 5 * 86_400_000,
                 header_style: HeaderStyle::Webhook,
+                proxy: None,
+                ca_file: None,
             },
             metrics: MetricsConfig::default(),
             cluster: None,
@@ -304,6 +328,7 @@ impl Config {
             "data_dir",
             "log_level",
             "log_format",
+            "log",
             "drain_timeout_ms",
             "api",
             "storage",
@@ -318,21 +343,7 @@ impl Config {
             }
             config.data_dir = PathBuf::from(v);
         }
-        if let Some(v) = reader.string(&table, "", "log_level") {
-            if !LOG_LEVELS.contains(&v.as_str()) {
-                reader.problem(
-                    "log_level",
-                    "must be one of error, warn, info, debug, trace",
-                );
-            }
-            config.log_level = v;
-        }
-        match reader.string(&table, "", "log_format").as_deref() {
-            None => {}
-            Some("text") => config.log_format = LogFormat::Text,
-            Some("json") => config.log_format = LogFormat::Json,
-            Some(_) => reader.problem("log_format", "must be text or json"),
-        }
+        read_logging(&mut reader, &table, &mut config);
         reader.int(
             &table,
             "",
@@ -369,6 +380,26 @@ fn read_sections(reader: &mut Reader, table: &toml::Table, config: &mut Config) 
     }
 }
 
+/// The ingest sources' settings of `[api]`.
+fn read_api_sources(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
+    reader.int(
+        api,
+        "api",
+        "source_token_grace_seconds",
+        0,
+        604_800,
+        &mut out.source_token_grace_seconds,
+    );
+    reader.int(
+        api,
+        "api",
+        "source_rate_per_second",
+        0,
+        1_000_000,
+        &mut out.source_rate_per_second,
+    );
+}
+
 fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
     let keys = [
         "listen",
@@ -380,8 +411,11 @@ fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
         "token_rate_burst",
         "tls_cert_file",
         "tls_key_file",
+        "source_token_grace_seconds",
+        "source_rate_per_second",
     ];
     reader.reject_unknown("api", api, &keys);
+    read_api_sources(reader, api, out);
     read_api_tls(reader, api, out);
     if let Some(v) = reader.string(api, "api", "listen") {
         match v.parse() {
@@ -450,6 +484,72 @@ fn read_api_tls(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
             "tls_cert_file and tls_key_file go together",
         );
     }
+}
+
+/// The diagnostics keys: `[log] level` and `format`, or their older top-level spellings
+/// `log_level` and `log_format` (one spelling per key).
+fn read_logging(reader: &mut Reader, table: &toml::Table, config: &mut Config) {
+    let section = reader.section(table, "log");
+    if let Some(log) = section {
+        reader.reject_unknown("log", log, &["level", "format"]);
+    }
+    for (older, newer) in [("log_level", "level"), ("log_format", "format")] {
+        if table.contains_key(older) && section.is_some_and(|log| log.contains_key(newer)) {
+            reader.problem(
+                older,
+                &format!("set either {older} or [log] {newer}, not both"),
+            );
+        }
+    }
+    // Problems are reported under the spelling the file used.
+    let (level, level_key) = match section {
+        Some(log) if log.contains_key("level") => (reader.string(log, "log", "level"), "log.level"),
+        _ => (reader.string(table, "", "log_level"), "log_level"),
+    };
+    if let Some(v) = level {
+        if !LOG_LEVELS.contains(&v.as_str()) {
+            reader.problem(level_key, "must be one of error, warn, info, debug, trace");
+        }
+        config.log_level = v;
+    }
+    let (format, format_key) = match section {
+        Some(log) if log.contains_key("format") => {
+            (reader.string(log, "log", "format"), "log.format")
+        }
+        _ => (reader.string(table, "", "log_format"), "log_format"),
+    };
+    match format.as_deref() {
+        None => {}
+        Some("text") => config.log_format = LogFormat::Text,
+        Some("json") => config.log_format = LogFormat::Json,
+        Some(_) => reader.problem(format_key, "must be text or json"),
+    }
+}
+
+/// `delivery.proxy` and `delivery.ca_file`.
+fn read_egress(reader: &mut Reader, t: &toml::Table, out: &mut DeliveryConfig) {
+    if let Some(proxy) = reader.string(t, "delivery", "proxy") {
+        match proxy_address(&proxy) {
+            Some(address) => out.proxy = Some(address),
+            None => reader.problem(
+                "delivery.proxy",
+                "must be host:port or http://host:port (an HTTP proxy that tunnels with CONNECT)",
+            ),
+        }
+    }
+    out.ca_file = reader.string(t, "delivery", "ca_file").map(PathBuf::from);
+}
+
+/// `host:port` of a proxy given as `host:port` or `http://host:port[/]`.
+fn proxy_address(text: &str) -> Option<String> {
+    let address = text
+        .strip_prefix("http://")
+        .unwrap_or(text)
+        .trim_end_matches('/');
+    let (host, port) = address.rsplit_once(':')?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':');
+    (!host.is_empty() && host.chars().all(plain) && port.parse::<u16>().is_ok_and(|p| p > 0))
+        .then(|| address.to_owned())
 }
 
 fn read_metrics(reader: &mut Reader, metrics: &toml::Table, out: &mut MetricsConfig) {
@@ -524,9 +624,12 @@ fn read_delivery(reader: &mut Reader, t: &toml::Table, out: &mut DeliveryConfig)
         "endpoint_in_flight_max",
         "disable_after_ms",
         "header_style",
+        "proxy",
+        "ca_file",
     ];
     const DAY_MS: i64 = 86_400_000;
     reader.reject_unknown("delivery", t, &keys);
+    read_egress(reader, t, out);
     reader.int(
         t,
         "delivery",
@@ -843,7 +946,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 39, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 45, "KEYS lists every key");
     }
 
     #[test]
@@ -896,6 +999,26 @@ mod tests {
         assert_eq!(d.header_style, HeaderStyle::Both);
         let bad = "[delivery]\nattempt_timeout_ms = 60000\nallowed_networks = [\"nope\"]\nretry_schedule_ms = [-1]\n";
         assert_eq!(Config::parse(bad).expect_err("invalid").len(), 3);
+    }
+
+    #[test]
+    fn the_log_section_and_its_older_spellings() {
+        let config = Config::parse("[log]\nlevel = \"debug\"\nformat = \"json\"\n").expect("ok");
+        assert_eq!(
+            (config.log_level.as_str(), config.log_format),
+            ("debug", LogFormat::Json)
+        );
+        let older = Config::parse("log_level = \"warn\"\n").expect("ok");
+        assert_eq!(older.log_level, "warn");
+        let both = Config::parse("log_level = \"warn\"\n[log]\nlevel = \"debug\"\n")
+            .expect_err("one spelling per key");
+        assert!(both.iter().any(|p| p.key == "log_level"), "{both:?}");
+        let bad = Config::parse("[log]\nlevel = \"loud\"\ncolour = 1\n").expect_err("refused");
+        let keys: Vec<&str> = bad.iter().map(|p| p.key.as_str()).collect();
+        assert!(
+            keys.contains(&"log.level") && keys.contains(&"log.colour"),
+            "{keys:?}"
+        );
     }
 
     #[test]

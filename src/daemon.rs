@@ -21,9 +21,19 @@ type Filtered = Layered<reload::Layer<LevelFilter, Registry>, Registry>;
 /// Changes the log level of the running subscriber.
 struct Logging(reload::Handle<LevelFilter, Registry>);
 
+/// The level diagnostics are filtered at: `SLUICE_LOG` (error … trace) when set and
+/// valid, which wins over the config for the life of the process; else `[log] level`.
+fn effective_level(configured: &str) -> String {
+    std::env::var("SLUICE_LOG")
+        .ok()
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| ["error", "warn", "info", "debug", "trace"].contains(&v.as_str()))
+        .unwrap_or_else(|| configured.to_owned())
+}
+
 impl Logging {
     fn set_level(&self, level: &str) {
-        let level = level.parse().unwrap_or(LevelFilter::INFO);
+        let level = effective_level(level).parse().unwrap_or(LevelFilter::INFO);
         if let Err(error) = self.0.modify(|filter| *filter = level) {
             tracing::warn!(%error, "Cannot change the log level.");
         }
@@ -33,7 +43,9 @@ impl Logging {
 /// Diagnostics to stderr as text (colour on a terminal) or JSON; to the journal, with
 /// structured fields, when systemd connected stderr to it (`JOURNAL_STREAM`).
 fn init_tracing(config: &Config) -> Logging {
-    let level = config.log_level.parse().unwrap_or(LevelFilter::INFO);
+    let level = effective_level(&config.log_level)
+        .parse()
+        .unwrap_or(LevelFilter::INFO);
     let (filter, handle) = reload::Layer::new(level);
     let journal =
         std::env::var_os("JOURNAL_STREAM").is_some() && config.log_format == LogFormat::Text;
@@ -75,8 +87,7 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
         .ok()
         .filter(|t| !t.is_empty());
     let code = runtime.block_on(async {
-        let running = match crate::app::start(config, admin_token.as_deref(), Clock::System).await
-        {
+        let running = match crate::app::start(config, admin_token.as_deref(), Clock::System).await {
             Ok(running) => running,
             Err(error) => {
                 tracing::error!(%error, "Sluice could not start.");
@@ -111,7 +122,19 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
-        match tokio::time::timeout(drain, running.stop()).await {
+        drain_or_exit(running, drain).await
+    });
+    // Blocking tasks still running after a missed deadline must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Stops `running` within `drain`. A second SIGTERM or SIGINT during the drain means
+/// "now": an operator pressing Ctrl-C twice, or a supervisor that will not wait. What is
+/// in flight is made again on the next start (at-least-once).
+async fn drain_or_exit(running: crate::app::Running, drain: Duration) -> ExitCode {
+    tokio::select! {
+        drained = tokio::time::timeout(drain, running.stop()) => match drained {
             Ok(()) => {
                 tracing::info!("Stopped.");
                 ExitCode::SUCCESS
@@ -123,11 +146,29 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
                 );
                 ExitCode::FAILURE
             }
+        },
+        () = second_stop_signal() => {
+            tracing::warn!("A second stop signal: exiting now, with work in flight (it is retried on the next start).");
+            ExitCode::FAILURE
         }
-    });
-    // Blocking tasks still running after a missed deadline must not hold the exit.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    code
+    }
+}
+
+/// Resolves on the next SIGTERM or SIGINT (never, if the handlers cannot be installed).
+async fn second_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// Handles signals until SIGTERM or SIGINT: SIGHUP reloads the config file.

@@ -16,6 +16,9 @@ pub enum IdKind {
     Message,
     Attempt,
     Task,
+    Source,
+    SourceError,
+    PollerToken,
 }
 
 impl IdKind {
@@ -26,6 +29,9 @@ impl IdKind {
             IdKind::Message => "msg_",
             IdKind::Attempt => "atmpt_",
             IdKind::Task => "qtask_",
+            IdKind::Source => "src_",
+            IdKind::SourceError => "srcerr_",
+            IdKind::PollerToken => "key_",
         }
     }
 }

@@ -21,3 +21,4 @@ pub mod signing;
 pub mod sweeper;
 pub mod tasks;
 pub mod telemetry;
+pub mod verify;

@@ -142,6 +142,8 @@ pub const RESPONSE_READ_BYTES_MAX: usize = 64 * 1024;
 pub const RESPONSE_KEPT_BYTES_MAX: usize = 4 * 1024;
 /// How long an idle pooled connection is kept.
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
+/// Longest answer head an egress proxy may send to a CONNECT.
+pub const PROXY_ANSWER_BYTES_MAX: usize = 8 * 1024;
 /// Most idle connections kept per destination.
 pub const POOL_IDLE_PER_HOST_MAX: usize = 256;
 
@@ -173,6 +175,30 @@ pub const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
 /// tokens) are forgotten, which loses nothing; if every one is in use, the fullest goes.
 pub const RATE_BUCKETS_MAX: usize = 100_000;
 
+// === polling and ingest sources ===
+
+/// Most durable poller consumers one endpoint has.
+pub const POLLER_CONSUMERS_MAX: usize = 100;
+/// Longest poller consumer id.
+pub const CONSUMER_ID_LEN_MAX: usize = 256;
+/// How long a rotated poller token keeps working when the rotation names no expiry,
+/// and the longest it may (Svix: 300 s default, 86,400 s at most).
+pub const POLLER_TOKEN_GRACE_SECONDS_DEFAULT: u64 = 300;
+pub const POLLER_TOKEN_GRACE_SECONDS_MAX: u64 = 86_400;
+/// Most rejected requests one source's error log keeps (the oldest go first).
+pub const SOURCE_ERRORS_MAX: u64 = 100;
+/// Most payload bytes a source error keeps.
+pub const SOURCE_ERROR_PAYLOAD_BYTES_MAX: usize = 4_096;
+/// Most request headers kept with a received message or a source error.
+pub const SOURCE_HEADERS_KEPT_MAX: usize = 64;
+/// Most replaced URL tokens a source accepts at once (their grace not over).
+pub const SOURCE_OLD_TOKENS_MAX: usize = 3;
+/// Most config entries of a source, and the longest config value.
+pub const SOURCE_CONFIG_ENTRIES_MAX: usize = 16;
+pub const SOURCE_CONFIG_VALUE_LEN_MAX: usize = 4_096;
+
+const _: () = assert!(SOURCE_HEADERS_KEPT_MAX <= u8::MAX as usize);
+const _: () = assert!(POLLER_TOKEN_GRACE_SECONDS_DEFAULT <= POLLER_TOKEN_GRACE_SECONDS_MAX);
 const _: () = assert!(RESPONSE_KEPT_BYTES_MAX <= RESPONSE_READ_BYTES_MAX);
 const _: () = assert!(CLUSTER_PUBLISH_RETRY_PAUSE_MS < CLUSTER_PUBLISH_DEADLINE_MS);
 const _: () = assert!(CLUSTER_PUBLISH_DEADLINE_MS < CLUSTER_APPLY_WAIT_MS);

@@ -106,7 +106,10 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
             toward_lower: descending != backwards,
             rows_max: PAGE_SCAN_ROWS_MAX,
         };
-        let capped = tables::scan_apps(rtxn, dbs, walk, |app| Ok(page.push(AppOut::from(app))))?;
+        // Ingest sources' applications are not tenants: not listed.
+        let capped = tables::scan_apps(rtxn, dbs, walk, |app| {
+            Ok(!app.internal && page.push(AppOut::from(app)))
+        })?;
         Ok(page.into_page(capped, backwards, |a| a.id.clone()))
     })?;
     Reply::json(StatusCode::OK, &page)
@@ -138,6 +141,9 @@ impl AppIn {
 
 pub(super) fn get(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
     let app = resolve(state, ctx, app_ref)?;
+    if app.internal {
+        return Err(ApiError::NotFound("Application not found."));
+    }
     Reply::json(StatusCode::OK, &AppOut::from(app))
 }
 

@@ -25,14 +25,14 @@ impl Auth {
     pub fn require_org(&self) -> Result<(), ApiError> {
         match self.scope {
             TokenScope::Org => Ok(()),
-            TokenScope::App(_) => Err(ApiError::Forbidden),
+            TokenScope::App(_) | TokenScope::Poller { .. } => Err(ApiError::Forbidden),
         }
     }
 
     /// Whether this token may see `app`; a token of another app gets "not found".
     pub fn check_app(&self, app: AppRecord) -> Result<AppRecord, ApiError> {
         match self.scope {
-            TokenScope::App(key) if key != app.key => {
+            TokenScope::App(key) | TokenScope::Poller { app: key, .. } if key != app.key => {
                 Err(ApiError::NotFound("Application not found."))
             }
             _ => Ok(app),
@@ -80,6 +80,8 @@ pub(super) fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Auth
         .log
         .read(|rtxn, dbs| tables::token(rtxn, dbs, &token_hash))?;
     record
+        // A rotated poller token works until its grace ends.
+        .filter(|r| r.expires_ms.is_none_or(|at| at > state.clock.now_ms()))
         .map(|r| Auth {
             scope: r.scope,
             token_hash,

@@ -100,6 +100,9 @@ struct EndpointIn {
     /// Sluice extension: HMAC signatures (default) or a static token header.
     #[serde(default)]
     signing: Option<SigningIn>,
+    /// Sluice extension: consumers poll the endpoint; Sluice never pushes to its URL.
+    #[serde(default)]
+    polling_only: Option<bool>,
 }
 
 /// How deliveries prove their origin (a Sluice extension), as a client sends it.
@@ -166,6 +169,8 @@ struct EndpointPatch {
     ordering: Option<Ordering>,
     #[serde(default)]
     signing: Option<SigningIn>,
+    #[serde(default)]
+    polling_only: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -192,6 +197,7 @@ pub(super) struct EndpointOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     disabled_at: Option<String>,
     signing: SigningOut,
+    polling_only: bool,
 }
 
 impl EndpointOut {
@@ -222,6 +228,7 @@ impl EndpointOut {
                 Signing::Hmac => SigningOut::Hmac,
                 Signing::StaticToken { header, .. } => SigningOut::StaticToken { header },
             },
+            polling_only: e.polling_only,
         }
     }
 }
@@ -463,6 +470,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
             .signing
             .map_or(Signing::Hmac, |s| s.into_stored(&state.log)),
         sealed: state.log.seals(),
+        polling_only: input.polling_only.unwrap_or(false),
     };
     let op = Op::CreateEndpoint {
         app_key: app.key,
@@ -504,6 +512,7 @@ pub(super) async fn upsert(
         metadata: Some(input.metadata.unwrap_or_default()),
         ordering: Some(input.ordering.unwrap_or(Ordering::Unordered)),
         signing: Some(input.signing.unwrap_or(SigningIn::Hmac)),
+        polling_only: Some(input.polling_only.unwrap_or(false)),
     };
     update(state, ctx, app_ref, endpoint_ref, as_patch).await
 }
@@ -567,6 +576,7 @@ async fn update(
         metadata: input.metadata,
         fifo: input.ordering.map(|o| o == Ordering::Fifo),
         signing: input.signing.map(|s| s.into_stored(&state.log)),
+        polling_only: input.polling_only,
     };
     let op = Op::UpdateEndpoint {
         app_key: app.key,

@@ -7,7 +7,8 @@ use hyper::StatusCode;
 use serde::Serialize;
 
 use crate::limits::{
-    APPS_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX, TASKS_RUNNING_MAX,
+    APPS_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX, POLLER_CONSUMERS_MAX,
+    TASKS_RUNNING_MAX,
 };
 use crate::log::LogError;
 use crate::log::ops::Refusal;
@@ -52,10 +53,13 @@ pub enum ApiError {
     Unauthorized,
     #[error("Insufficient access for the given operation.")]
     Forbidden,
+    /// An ingest source refused a request's signature (why, for its error log).
+    #[error("The request's signature was not accepted: {0}.")]
+    BadSignature(&'static str),
     #[error("{0}")]
     NotFound(&'static str),
     #[error("the method is not allowed on this route")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static [hyper::Method]),
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
     #[error("Request payload is too large.")]
@@ -88,10 +92,10 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -109,8 +113,9 @@ impl ApiError {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
+            ApiError::BadSignature(_) => "bad_signature",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge { .. } => "too_large",
             ApiError::RequestTimeout => "timeout",
@@ -122,6 +127,20 @@ impl ApiError {
     }
 
     /// Seconds a client should wait before retrying, for the statuses that invite it.
+    /// The methods the route allows, for the `Allow` header of a 405 (RFC 9110 §15.5.6).
+    pub fn allow(&self) -> Option<String> {
+        match self {
+            ApiError::MethodNotAllowed(methods) => Some(
+                methods
+                    .iter()
+                    .map(hyper::Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            _ => None,
+        }
+    }
+
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
             ApiError::Busy => Some(1),
@@ -154,8 +173,9 @@ impl ApiError {
             }
             ApiError::Unauthorized => coded("authentication_failed", &text),
             ApiError::Forbidden => coded("insufficient access", &text),
+            ApiError::BadSignature(_) => coded("invalid_signature", &text),
             ApiError::NotFound(detail) => coded("not_found", detail),
-            ApiError::MethodNotAllowed => {
+            ApiError::MethodNotAllowed(_) => {
                 coded("method_not_allowed", "Method not allowed on this route.")
             }
             ApiError::PayloadTooLarge { limit_bytes } => coded(
@@ -197,6 +217,10 @@ impl From<LogError> for ApiError {
 
 impl From<Refusal> for ApiError {
     /// The one mapping of the log's refusals to HTTP.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per refusal: the one mapping reads as the list of them"
+    )]
     fn from(refusal: Refusal) -> ApiError {
         let conflict = |code, detail: &str| ApiError::Conflict {
             code,
@@ -265,6 +289,16 @@ impl From<Refusal> for ApiError {
             Refusal::NoExample => ApiError::bad_request(
                 "invalid_scheme",
                 "The event type has no example at that index in its schema.",
+            ),
+            Refusal::SourceNotFound => ApiError::NotFound("Source not found."),
+            Refusal::SourceUidTaken => {
+                conflict("conflict", "A source with that uid already exists")
+            }
+            Refusal::ConsumersLimit => ApiError::bad_request(
+                "limit_reached",
+                format!(
+                    "The endpoint has the most poller consumers allowed ({POLLER_CONSUMERS_MAX})."
+                ),
             ),
         }
     }

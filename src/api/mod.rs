@@ -15,10 +15,13 @@ mod error;
 mod event_types;
 mod fields;
 mod idempotency;
+mod ingest_in;
 pub mod message_in;
 mod messages;
+mod poller;
 mod query;
 mod rate;
+mod sources;
 mod tasks;
 pub mod tls;
 
@@ -147,6 +150,8 @@ pub struct Ctx {
     pub body: Bytes,
     /// Hash of (token, idempotency key, URI) for a POST that carried a key.
     pub idempotency: Option<[u8; 32]>,
+    /// The `Host` the request came to (ingest URLs are built on it).
+    pub host: Option<String>,
 }
 
 /// What a listener serves.
@@ -252,6 +257,9 @@ pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<B
     if state.metrics_on_api && req.uri().path() == METRICS_PATH {
         return handle_metrics(state, &req);
     }
+    if req.uri().path().starts_with(ingest_in::RECEIVE_PREFIX) {
+        return ingest_in::handle(state, req).await;
+    }
     let result = route_and_serve(state, req).await;
     render(&method, result)
 }
@@ -262,7 +270,7 @@ fn handle_metrics<B>(state: &ApiState, req: &Request<B>) -> Response<Full<Bytes>
     let result = if req.uri().path() != METRICS_PATH {
         Err(ApiError::NotFound("Route not found."))
     } else if !matches!(method, Method::GET | Method::HEAD) {
-        Err(ApiError::MethodNotAllowed)
+        Err(ApiError::MethodNotAllowed(&[Method::GET, Method::HEAD]))
     } else if !metrics_token_ok(state, req.headers()) {
         Err(ApiError::Unauthorized)
     } else {
@@ -288,13 +296,14 @@ fn metrics_token_ok(state: &ApiState, headers: &hyper::HeaderMap) -> bool {
 
 /// The HTTP response of a reply or an error.
 fn render(method: &Method, result: Result<Reply, ApiError>) -> Response<Full<Bytes>> {
-    let (status, body, retry_after) = match result {
-        Ok(reply) => (reply.status, reply.body, None),
+    let (status, body, retry_after, allow) = match result {
+        Ok(reply) => (reply.status, reply.body, None, None),
         Err(error) => {
             if let ApiError::Internal(detail) = &error {
                 tracing::error!(%detail, "Request failed.");
             }
-            (error.status(), error.body(), error.retry_after_secs())
+            let (retry_after, allow) = (error.retry_after_secs(), error.allow());
+            (error.status(), error.body(), retry_after, allow)
         }
     };
     let has_body = !body.is_empty();
@@ -313,6 +322,9 @@ fn render(method: &Method, result: Result<Reply, ApiError>) -> Response<Full<Byt
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        response.headers_mut().insert(hyper::header::ALLOW, allow);
     }
     response
 }
@@ -364,6 +376,20 @@ enum Route<'a> {
     ReplayMissing(&'a str, &'a str),
     BackgroundTasks,
     BackgroundTask(&'a str),
+    Poller(&'a str, &'a str),
+    PollerConsumer(&'a str, &'a str, &'a str),
+    PollerSeek(&'a str, &'a str, &'a str),
+    PollerToken(&'a str, &'a str),
+    PollerTokenRotate(&'a str, &'a str),
+    Sources,
+    Source(&'a str),
+    SourceTokenRotate(&'a str),
+    SourceLog(&'a str),
+    SourceEndpoints(&'a str),
+    SourceEndpoint(&'a str, &'a str),
+    SourceEndpointSecret(&'a str, &'a str),
+    SourceEndpointSecretRotate(&'a str, &'a str),
+    SourceEndpointHeaders(&'a str, &'a str),
 }
 
 impl<'a> Route<'a> {
@@ -396,6 +422,30 @@ impl<'a> Route<'a> {
             ["app", a, "endpoint", e, "replay-missing"] => Route::ReplayMissing(a, e),
             ["background-task"] => Route::BackgroundTasks,
             ["background-task", t] => Route::BackgroundTask(t),
+            ["app", a, "poller", e] => Route::Poller(a, e),
+            ["app", a, "poller", e, "consumer", c] => Route::PollerConsumer(a, e, c),
+            ["app", a, "poller", e, "consumer", c, "seek"] => Route::PollerSeek(a, e, c),
+            ["auth", "app", a, "poller", e, "token"] => Route::PollerToken(a, e),
+            ["auth", "app", a, "poller", e, "token", "rotate"] => Route::PollerTokenRotate(a, e),
+            _ => return None,
+        })
+    }
+
+    /// The routes under `/ingest/api/v1` (Svix Ingest's prefix).
+    fn parse_ingest(segments: &'a [String]) -> Option<Route<'a>> {
+        let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+        Some(match s.as_slice() {
+            ["source"] => Route::Sources,
+            ["source", x] => Route::Source(x),
+            ["source", x, "token", "rotate"] => Route::SourceTokenRotate(x),
+            ["source", x, "log"] => Route::SourceLog(x),
+            ["source", x, "endpoint"] => Route::SourceEndpoints(x),
+            ["source", x, "endpoint", e] => Route::SourceEndpoint(x, e),
+            ["source", x, "endpoint", e, "secret"] => Route::SourceEndpointSecret(x, e),
+            ["source", x, "endpoint", e, "secret", "rotate"] => {
+                Route::SourceEndpointSecretRotate(x, e)
+            }
+            ["source", x, "endpoint", e, "headers"] => Route::SourceEndpointHeaders(x, e),
             _ => return None,
         })
     }
@@ -419,7 +469,16 @@ impl<'a> Route<'a> {
             | Route::EndpointMessages(..)
             | Route::EndpointStats(..)
             | Route::BackgroundTasks
-            | Route::BackgroundTask(..) => &[M::GET],
+            | Route::BackgroundTask(..)
+            | Route::Poller(..)
+            | Route::PollerConsumer(..)
+            | Route::PollerToken(..) => &[M::GET],
+            Route::PollerSeek(..) | Route::PollerTokenRotate(..) => &[M::POST],
+            Route::Sources | Route::SourceEndpoints(..) => &[M::GET, M::POST],
+            Route::Source(..) | Route::SourceEndpoint(..) => &[M::GET, M::PUT, M::DELETE],
+            Route::SourceLog(..) | Route::SourceEndpointSecret(..) => &[M::GET],
+            Route::SourceTokenRotate(..) | Route::SourceEndpointSecretRotate(..) => &[M::POST],
+            Route::SourceEndpointHeaders(..) => &[M::GET, M::PUT, M::PATCH],
             Route::EndpointSecretRotate(..)
             | Route::Resend(..)
             | Route::SendExample(..)
@@ -434,6 +493,10 @@ impl<'a> Route<'a> {
 /// Splits `/api/v1/...` into decoded segments; trailing and doubled slashes are ignored.
 fn path_segments(path: &str) -> Option<Vec<String>> {
     let rest = path.strip_prefix("/api/v1")?;
+    split_segments(rest)
+}
+
+fn split_segments(rest: &str) -> Option<Vec<String>> {
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
     }
@@ -457,11 +520,20 @@ async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Rep
             format!("The URI is longer than {URI_LEN_MAX} bytes."),
         ));
     }
-    let segments = path_segments(uri.path()).ok_or(ApiError::NotFound("Route not found."))?;
-    let route = Route::parse(&segments).ok_or(ApiError::NotFound("Route not found."))?;
+    let ingest = uri.path().strip_prefix("/ingest/api/v1");
+    let segments = match ingest {
+        Some(rest) => split_segments(rest),
+        None => path_segments(uri.path()),
+    }
+    .ok_or(ApiError::NotFound("Route not found."))?;
+    let route = match ingest {
+        Some(_) => Route::parse_ingest(&segments),
+        None => Route::parse(&segments),
+    }
+    .ok_or(ApiError::NotFound("Route not found."))?;
     let method = req.method().clone();
     if !route.methods().contains(&method) {
-        return Err(ApiError::MethodNotAllowed);
+        return Err(ApiError::MethodNotAllowed(route.methods()));
     }
     if matches!(route, Route::Messages(_)) && method == Method::POST {
         let started = std::time::Instant::now();
@@ -485,6 +557,15 @@ async fn serve_route(
         return health(state, route);
     }
     let auth = auth::authenticate(state, req.headers())?;
+    // A poller token polls its endpoint and does nothing else.
+    if matches!(auth.scope, crate::log::schema::TokenScope::Poller { .. })
+        && !matches!(
+            route,
+            Route::Poller(..) | Route::PollerConsumer(..) | Route::PollerSeek(..)
+        )
+    {
+        return Err(ApiError::Forbidden);
+    }
     let limits = state.config.get();
     state.rate_limiter.check(
         &auth.token_hash,
@@ -498,6 +579,12 @@ async fn serve_route(
     } else {
         None
     };
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| h.len() <= 255 && !h.contains(['/', ' ']))
+        .map(str::to_owned);
     let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
         read_body(state, req).await?
     } else {
@@ -508,6 +595,7 @@ async fn serve_route(
         query,
         body,
         idempotency,
+        host,
     };
     match ctx.idempotency {
         Some(key) => {
@@ -517,6 +605,10 @@ async fn serve_route(
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per route and method: the dispatch reads as the list of routes"
+)]
 async fn dispatch(
     state: &ApiState,
     route: Route<'_>,
@@ -524,6 +616,7 @@ async fn dispatch(
     ctx: &Ctx,
 ) -> Result<Reply, ApiError> {
     use Method as M;
+    use sources::{Destination as Dest, destination};
     match (route, method.clone()) {
         (Route::Apps, M::GET) => apps::list(state, ctx),
         (Route::Apps, _) => apps::create(state, ctx).await,
@@ -568,6 +661,42 @@ async fn dispatch(
         }
         (Route::BackgroundTasks, _) => tasks::list(state, ctx),
         (Route::BackgroundTask(t), _) => tasks::get(state, ctx, t),
+        (Route::Poller(a, e), _) => poller::poll(state, ctx, a, e),
+        (Route::PollerConsumer(a, e, c), _) => poller::consumer_poll(state, ctx, a, e, c).await,
+        (Route::PollerSeek(a, e, c), _) => poller::consumer_seek(state, ctx, a, e, c).await,
+        (Route::PollerToken(a, e), _) => poller::token(state, ctx, a, e, false).await,
+        (Route::PollerTokenRotate(a, e), _) => poller::token(state, ctx, a, e, true).await,
+        (Route::Sources, M::GET) => sources::list(state, ctx),
+        (Route::Sources, _) => sources::create(state, ctx).await,
+        (Route::Source(x), M::GET) => sources::get(state, ctx, x),
+        (Route::Source(x), M::PUT) => sources::upsert(state, ctx, x).await,
+        (Route::Source(x), _) => sources::delete(state, ctx, x).await,
+        (Route::SourceTokenRotate(x), _) => sources::rotate_token(state, ctx, x).await,
+        (Route::SourceLog(x), _) => sources::errors(state, ctx, x),
+        (Route::SourceEndpoints(x), M::GET) => destination(state, ctx, x, None, Dest::List).await,
+        (Route::SourceEndpoints(x), _) => destination(state, ctx, x, None, Dest::Create).await,
+        (Route::SourceEndpoint(x, e), M::GET) => {
+            destination(state, ctx, x, Some(e), Dest::Get).await
+        }
+        (Route::SourceEndpoint(x, e), M::PUT) => {
+            destination(state, ctx, x, Some(e), Dest::Upsert).await
+        }
+        (Route::SourceEndpoint(x, e), _) => destination(state, ctx, x, Some(e), Dest::Delete).await,
+        (Route::SourceEndpointSecret(x, e), _) => {
+            destination(state, ctx, x, Some(e), Dest::Secret).await
+        }
+        (Route::SourceEndpointSecretRotate(x, e), _) => {
+            destination(state, ctx, x, Some(e), Dest::RotateSecret).await
+        }
+        (Route::SourceEndpointHeaders(x, e), M::GET) => {
+            destination(state, ctx, x, Some(e), Dest::GetHeaders).await
+        }
+        (Route::SourceEndpointHeaders(x, e), m) => {
+            let what = Dest::SetHeaders {
+                merge: m == M::PATCH,
+            };
+            destination(state, ctx, x, Some(e), what).await
+        }
         (Route::Health | Route::HealthPing, _) => health(state, route),
     }
 }
@@ -665,8 +794,11 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
         Outcome::TaskCreated(task) => {
             Reply::json(StatusCode::ACCEPTED, &tasks::TaskStarted::from(&task))
         }
+        Outcome::ConsumerSet { endpoint, seq } => poller::seek_reply(&endpoint, seq),
         Outcome::Refused(refusal) => Err(ApiError::from(refusal)),
         Outcome::SecretRotated
+        | Outcome::PollerToken(_)
+        | Outcome::Source { .. }
         | Outcome::TaskAdvanced(_)
         | Outcome::AttemptRecorded { .. }
         | Outcome::Swept(_)
@@ -677,10 +809,17 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
 }
 
 /// The reply an idempotent request remembers, as (status, body); `None` for outcomes
-/// that are never remembered (refusals, and a rotated secret, whose reply holds the new
-/// key in clear). Given to `Log::open`.
+/// that are never remembered (refusals, and a rotated secret, a poller token or a source
+/// (its `ingestUrl` holds its token), whose replies hold a secret in clear). Given to
+/// `Log::open`.
 pub fn render_reply(outcome: &Outcome) -> Option<(u16, Vec<u8>)> {
-    if matches!(outcome, Outcome::SecretRotated | Outcome::Refused(_)) {
+    if matches!(
+        outcome,
+        Outcome::SecretRotated
+            | Outcome::Refused(_)
+            | Outcome::PollerToken(_)
+            | Outcome::Source { .. }
+    ) {
         return None;
     }
     reply_of(outcome.clone())

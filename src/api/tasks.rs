@@ -153,6 +153,7 @@ fn visible(scope: TokenScope, task: &TaskRecord) -> bool {
     match scope {
         TokenScope::Org => true,
         TokenScope::App(key) => key == task.app_key,
+        TokenScope::Poller { .. } => false,
     }
 }
 

@@ -40,7 +40,23 @@ pub struct AttemptResult {
     pub response: String,
 }
 
-type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector<PolicyResolver>>;
+type HttpsConnector = hyper_rustls::HttpsConnector<Dialer>;
+
+/// How the transport reaches destinations, and whom it trusts there.
+#[derive(Clone, Debug, Default)]
+pub struct Egress {
+    /// An HTTP proxy (`host:port`) whose CONNECT tunnels carry every delivery.
+    pub proxy: Option<String>,
+    /// PEM certificates trusted besides the system's roots and the bundled ones.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Why the transport could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    #[error("delivery.ca_file {file}: {detail}")]
+    CaFile { file: String, detail: String },
+}
 
 /// The shared client and the bounds every attempt runs under.
 pub struct Transport {
@@ -56,40 +72,50 @@ impl Transport {
         resolver: Arc<dyn Resolve>,
         connect_timeout: Duration,
         clock: Clock,
-    ) -> Transport {
-        let mut http = HttpConnector::new_with_resolver(PolicyResolver {
+        egress: &Egress,
+    ) -> Result<Transport, EgressError> {
+        let vetting = PolicyResolver {
             policy: policy.clone(),
             resolver,
-        });
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
+        };
+        let dialer = match &egress.proxy {
+            Some(proxy) => Dialer::Tunnel(Tunnel {
+                proxy: proxy.clone(),
+                vetting,
+                connect_timeout,
+            }),
+            None => {
+                let mut http = HttpConnector::new_with_resolver(vetting);
+                http.enforce_http(false);
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(connect_timeout));
+                Dialer::Direct(http)
+            }
+        };
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
+        .with_root_certificates(trusted_roots(egress.ca_file.as_deref())?)
         .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(dialer);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST_MAX)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        Transport {
+        Ok(Transport {
             client,
             policy,
             clock,
-        }
+        })
     }
 
     /// Makes one attempt: policy check, send, read the response within `timeout`.
@@ -155,6 +181,157 @@ impl Transport {
         }
         Ok((outcome, String::from_utf8_lossy(&kept).into_owned()))
     }
+}
+
+/// The roots deliveries trust: the system's store (so a corporate CA installed there
+/// works), the bundled Mozilla roots as a fallback (a minimal image may have no store),
+/// and the certificates of `delivery.ca_file`.
+fn trusted_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, EgressError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    // Unreadable or unparsable system certificates are skipped: the bundled roots remain.
+    let system = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(system.certs);
+    if let Some(path) = ca_file {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let refuse = |detail: String| EgressError::CaFile {
+            file: path.display().to_string(),
+            detail,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| refuse(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| refuse(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(refuse("holds no PEM certificate".to_owned()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| refuse(e.to_string()))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// A boxed connect error (the dialers' errors differ).
+type DialError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens the TCP connection of a delivery: directly to a vetted address, or through the
+/// egress proxy's CONNECT tunnel to a vetted address. Either way the destination policy
+/// judges the destination before any packet leaves for it.
+#[derive(Clone)]
+pub enum Dialer {
+    Direct(HttpConnector<PolicyResolver>),
+    Tunnel(Tunnel),
+}
+
+impl tower_service::Service<hyper::Uri> for Dialer {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = DialError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Dialer::Direct(http) => http.poll_ready(cx).map_err(Into::into),
+            Dialer::Tunnel(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, dst: hyper::Uri) -> Self::Future {
+        match self {
+            Dialer::Direct(http) => {
+                let connecting = http.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Dialer::Tunnel(tunnel) => Box::pin(tunnel.clone().open(dst)),
+        }
+    }
+}
+
+/// The CONNECT tunnel through the egress proxy. The tunnel is asked for the vetted IP
+/// address, never the name: a proxy that resolved the name itself could be pointed
+/// elsewhere by DNS (rebinding) after the policy judged it. TLS then runs inside the
+/// tunnel with the destination's name (SNI and certificate check), as without a proxy.
+#[derive(Clone)]
+pub struct Tunnel {
+    /// `host:port` of the proxy (the operator's choice: not subject to the policy).
+    proxy: String,
+    vetting: PolicyResolver,
+    connect_timeout: Duration,
+}
+
+impl Tunnel {
+    async fn open(
+        mut self,
+        dst: hyper::Uri,
+    ) -> Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>, DialError> {
+        let host = dst
+            .host()
+            .ok_or("the URL has no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = dst
+            .port_u16()
+            .unwrap_or(if dst.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let ip = match host.parse::<IpAddr>() {
+            // A literal was judged by `check_literal` before the attempt began.
+            Ok(ip) => ip,
+            Err(_) => {
+                let name = host.parse::<Name>().map_err(|e| format!("{host}: {e}"))?;
+                let vetted = tower_service::Service::call(&mut self.vetting, name).await?;
+                vetted
+                    .map(|addr| addr.ip())
+                    .next()
+                    .ok_or_else(|| format!("{host}: no address"))?
+            }
+        };
+        let target = SocketAddr::new(ip, port);
+        let opening = connect_through(&self.proxy, target);
+        let stream = tokio::time::timeout(self.connect_timeout, opening)
+            .await
+            .map_err(|_| format!("the proxy did not open a tunnel to {target} in time"))??;
+        Ok(hyper_util::rt::TokioIo::new(stream))
+    }
+}
+
+/// Connects to `proxy` and asks it for a tunnel to `target`; the stream once it answered
+/// 2xx. The answer's head is read up to `PROXY_ANSWER_BYTES_MAX`.
+async fn connect_through(
+    proxy: &str,
+    target: SocketAddr,
+) -> Result<tokio::net::TcpStream, DialError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("cannot reach the proxy {proxy}: {e}"))?;
+    stream.set_nodelay(true)?;
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: nothing after the head may be consumed (it belongs to the tunnel).
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= crate::limits::PROXY_ANSWER_BYTES_MAX {
+            return Err("the proxy's answer is too long".into());
+        }
+        if stream.read(&mut byte).await? == 0 {
+            return Err("the proxy closed the connection".into());
+        }
+        head.push(byte[0]);
+    }
+    let status_line =
+        String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or(&[])).into_owned();
+    let status = status_line.split(' ').nth(1).unwrap_or("");
+    if !status.starts_with('2') {
+        return Err(format!("the proxy refused the tunnel to {target}: {status_line}").into());
+    }
+    Ok(stream)
 }
 
 /// Sorts a client error into the failure kinds we record.

@@ -8,16 +8,17 @@
 
 use super::ops::{
     AppChanges, AppFields, EndpointChanges, EndpointFields, EventTypeChanges, EventTypeFields,
-    MessageView, NewMessage, Op, Outcome, Refusal, merge_header,
+    MessageView, NewMessage, Op, Outcome, Refusal, SourceFields, merge_header,
 };
 use super::schema::{
-    self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, OldSecret, TokenRecord,
+    self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, OldSecret, PollerTokenRecord,
+    SourceErrorRecord, SourceRecord, TokenRecord, TokenScope,
 };
 use super::tasks::{self as task_log, NotCreated, TaskSpec};
 use super::{LogError, WriteCtx, retention, tables};
 use crate::limits::{
     APPS_MAX, DAY_MS, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX,
-    RETENTION_DAYS_DEFAULT,
+    RETENTION_DAYS_DEFAULT, SOURCE_OLD_TOKENS_MAX,
 };
 
 /// The event type every endpoint can be sent an example of, and its payload.
@@ -138,6 +139,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             let record = TokenRecord {
                 scope,
                 created_ms: w.now_ms,
+                expires_ms: None,
             };
             tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
             Ok(Outcome::Done)
@@ -157,7 +159,255 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
                 tables::expire_idempotency(w, after.as_deref(), rows_max as usize)?;
             Ok(Outcome::IdempotencyExpired { resume, deleted })
         }
+        Op::SetConsumer {
+            app_key,
+            endpoint,
+            consumer,
+            seq,
+        } => {
+            let endpoint = match find_endpoint(w, app_key, &endpoint)? {
+                Ok(found) => found,
+                Err(refusal) => return refused(refusal),
+            };
+            if tables::put_consumer(w.wtxn, w.dbs, endpoint.key, &consumer, seq)? {
+                Ok(Outcome::ConsumerSet {
+                    endpoint: Box::new(endpoint),
+                    seq,
+                })
+            } else {
+                refused(Refusal::ConsumersLimit)
+            }
+        }
+        Op::SetPollerToken {
+            app_key,
+            endpoint,
+            token,
+            keep_existing,
+            old_grace_ms,
+        } => set_poller_token(w, app_key, &endpoint, *token, keep_existing, old_grace_ms),
+        Op::PutSource {
+            reference,
+            app_id,
+            source,
+        } => put_source(w, reference.as_deref(), app_id, *source),
+        Op::DeleteSource { reference } => {
+            let Some(source) = tables::source_by_ref(w.wtxn, w.dbs, &reference)? else {
+                return refused(Refusal::SourceNotFound);
+            };
+            tables::delete_source(w.wtxn, w.dbs, &source)?;
+            if let Some(app) = tables::app_by_key(w.wtxn, w.dbs, source.key)? {
+                tables::delete_app(w.wtxn, w.dbs, &app)?;
+                w.state.endpoints.remove_app(app.key);
+            }
+            Ok(Outcome::Done)
+        }
+        Op::RotateSourceToken {
+            reference,
+            token,
+            grace_ms,
+        } => {
+            let (token, token_hash) = *token;
+            let Some(previous) = tables::source_by_ref(w.wtxn, w.dbs, &reference)? else {
+                return refused(Refusal::SourceNotFound);
+            };
+            let now_ms = w.now_ms;
+            let mut source = previous.clone();
+            source.old_tokens.retain(|(_, until)| *until > now_ms);
+            if grace_ms > 0 {
+                source
+                    .old_tokens
+                    .push((previous.token_hash, now_ms + grace_ms));
+            }
+            // The oldest replaced tokens stop first when too many are in their grace.
+            while source.old_tokens.len() > SOURCE_OLD_TOKENS_MAX {
+                source.old_tokens.remove(0);
+            }
+            source.token = token;
+            source.token_hash = token_hash;
+            source.updated_ms = now_ms;
+            tables::put_source(w.wtxn, w.dbs, &source, Some(&previous))?;
+            Ok(Outcome::Source {
+                source: Box::new(source),
+                created: false,
+            })
+        }
+        Op::RecordSourceError { source_key, error } => record_source_error(w, source_key, *error),
+        Op::ReceiveMessage {
+            source_key,
+            message,
+            headers,
+        } => {
+            if tables::source_by_key(w.wtxn, w.dbs, source_key)?.is_none()
+                || !tables::app_exists(w.wtxn, w.dbs, source_key)?
+            {
+                return refused(Refusal::SourceNotFound);
+            }
+            let record = MessageRecord {
+                app_key: source_key,
+                created_ms: w.now_ms,
+                payload_expires_ms: w.now_ms + u64::from(message.retention_days) * DAY_MS,
+                id: message.id,
+                event_type: message.event_type,
+                event_id: None,
+                channels: None,
+                payload: Some(message.payload),
+                headers: Some(headers),
+                example: false,
+            };
+            let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
+            Ok(Outcome::Message {
+                message: Box::new(record),
+                seq,
+                view: MessageView::Accepted {
+                    with_content: false,
+                },
+            })
+        }
     }
+}
+
+// === polling ===
+
+fn set_poller_token(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+    token: PollerTokenRecord,
+    keep_existing: bool,
+    old_grace_ms: u64,
+) -> Result<Outcome, LogError> {
+    let endpoint = match find_endpoint(w, app_key, reference)? {
+        Ok(found) => found,
+        Err(refusal) => return refused(refusal),
+    };
+    let previous = tables::poller_token(w.wtxn, w.dbs, endpoint.key)?;
+    if let Some(previous) = previous {
+        if keep_existing {
+            return Ok(Outcome::PollerToken(previous));
+        }
+        if old_grace_ms == 0 {
+            w.dbs.tokens.delete(w.wtxn, &previous.hash)?;
+        } else {
+            let old = TokenRecord {
+                scope: TokenScope::Poller {
+                    app: app_key,
+                    endpoint: endpoint.key,
+                },
+                created_ms: previous.created_ms,
+                expires_ms: Some(w.now_ms + old_grace_ms),
+            };
+            tables::put_token(w.wtxn, w.dbs, &previous.hash, &old)?;
+        }
+    }
+    let token = PollerTokenRecord {
+        created_ms: w.now_ms,
+        ..token
+    };
+    let record = TokenRecord {
+        scope: TokenScope::Poller {
+            app: app_key,
+            endpoint: endpoint.key,
+        },
+        created_ms: w.now_ms,
+        expires_ms: None,
+    };
+    tables::put_token(w.wtxn, w.dbs, &token.hash, &record)?;
+    tables::put_poller_token(w.wtxn, w.dbs, endpoint.key, &token)?;
+    Ok(Outcome::PollerToken(token))
+}
+
+// === ingest sources ===
+
+/// Creates (no `reference`, or a PUT of a source that does not exist) or replaces a source.
+fn put_source(
+    w: &mut WriteCtx<'_, '_>,
+    reference: Option<&str>,
+    app_id: String,
+    fields: SourceFields,
+) -> Result<Outcome, LogError> {
+    let existing = match reference {
+        Some(reference) => tables::source_by_ref(w.wtxn, w.dbs, reference)?,
+        None => None,
+    };
+    if let Some(uid) = &fields.uid {
+        let holder = tables::source_uid_taken(w.wtxn, w.dbs, uid)?;
+        if holder.is_some_and(|k| Some(k) != existing.as_ref().map(|e| e.key)) {
+            return refused(Refusal::SourceUidTaken);
+        }
+    }
+    if let Some(previous) = existing {
+        let source = SourceRecord {
+            uid: fields.uid,
+            name: fields.name,
+            kind: fields.kind,
+            config: fields.config,
+            metadata: fields.metadata,
+            updated_ms: w.now_ms,
+            sealed: fields.sealed,
+            ..previous.clone()
+        };
+        tables::put_source(w.wtxn, w.dbs, &source, Some(&previous))?;
+        return Ok(Outcome::Source {
+            source: Box::new(source),
+            created: false,
+        });
+    }
+    if !room_for_an_app(w)? {
+        return refused(Refusal::AppsLimit);
+    }
+    let mut app = new_app(
+        w,
+        app_id,
+        AppFields {
+            uid: None,
+            name: format!("ingest source {}", fields.id),
+            throttle_rate: None,
+            metadata: std::collections::BTreeMap::new(),
+        },
+    );
+    app.internal = true;
+    tables::put_app(w.wtxn, w.dbs, &app, None)?;
+    let source = SourceRecord {
+        key: app.key,
+        id: fields.id,
+        uid: fields.uid,
+        name: fields.name,
+        kind: fields.kind,
+        config: fields.config,
+        metadata: fields.metadata,
+        token: fields.token,
+        token_hash: fields.token_hash,
+        old_tokens: Vec::new(),
+        next_error: 0,
+        created_ms: w.now_ms,
+        updated_ms: w.now_ms,
+        sealed: fields.sealed,
+    };
+    tables::put_source(w.wtxn, w.dbs, &source, None)?;
+    Ok(Outcome::Source {
+        source: Box::new(source),
+        created: true,
+    })
+}
+
+fn record_source_error(
+    w: &mut WriteCtx<'_, '_>,
+    source_key: u64,
+    error: SourceErrorRecord,
+) -> Result<Outcome, LogError> {
+    let Some(previous) = tables::source_by_key(w.wtxn, w.dbs, source_key)? else {
+        return refused(Refusal::SourceNotFound);
+    };
+    let mut source = previous.clone();
+    let n = source.next_error;
+    source.next_error += 1;
+    let error = SourceErrorRecord {
+        created_ms: w.now_ms,
+        ..error
+    };
+    tables::put_source_error(w.wtxn, w.dbs, source_key, n, &error)?;
+    tables::put_source(w.wtxn, w.dbs, &source, Some(&previous))?;
+    Ok(Outcome::Done)
 }
 
 /// Stores a remembered reply with the change it describes.
@@ -188,6 +438,7 @@ fn new_app(w: &mut WriteCtx<'_, '_>, id: String, fields: AppFields) -> AppRecord
         metadata: fields.metadata,
         created_ms: w.now_ms,
         updated_ms: w.now_ms,
+        internal: false,
     }
 }
 
@@ -230,6 +481,9 @@ fn put_app(
     fields: AppFields,
 ) -> Result<Outcome, LogError> {
     let existing = tables::app_by_ref(w.wtxn, w.dbs, reference)?;
+    if existing.as_ref().is_some_and(|a| a.internal) {
+        return refused(Refusal::AppNotFound);
+    }
     if let Some(uid) = &fields.uid {
         let holder = tables::app_uid_taken(w.wtxn, w.dbs, uid)?;
         if holder.is_some_and(|k| Some(k) != existing.as_ref().map(|e| e.key)) {
@@ -264,7 +518,8 @@ fn patch_app(
     reference: &str,
     changes: AppChanges,
 ) -> Result<Outcome, LogError> {
-    let Some(previous) = tables::app_by_ref(w.wtxn, w.dbs, reference)? else {
+    let Some(previous) = tables::app_by_ref(w.wtxn, w.dbs, reference)?.filter(|a| !a.internal)
+    else {
         return refused(Refusal::AppNotFound);
     };
     if let Some(uid) = changes.uid.as_set() {
@@ -291,7 +546,8 @@ fn patch_app(
 }
 
 fn delete_app(w: &mut WriteCtx<'_, '_>, reference: &str) -> Result<Outcome, LogError> {
-    let Some(app) = tables::app_by_ref(w.wtxn, w.dbs, reference)? else {
+    // A source's application goes only with its source (`DeleteSource`).
+    let Some(app) = tables::app_by_ref(w.wtxn, w.dbs, reference)?.filter(|a| !a.internal) else {
         return refused(Refusal::AppNotFound);
     };
     tables::delete_app(w.wtxn, w.dbs, &app)?;
@@ -490,6 +746,7 @@ fn create_endpoint(
         disabled_at_ms: None,
         signing: fields.signing,
         sealed: fields.sealed,
+        polling_only: fields.polling_only,
     };
     tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
     w.state.endpoints.upsert(&endpoint);
@@ -527,6 +784,9 @@ impl EndpointChanges {
         }
         if let Some(signing) = self.signing {
             endpoint.signing = signing;
+        }
+        if let Some(polling_only) = self.polling_only {
+            endpoint.polling_only = polling_only;
         }
         self.event_types.apply_to(&mut endpoint.event_types);
         self.channels.apply_to(&mut endpoint.channels);
@@ -671,6 +931,8 @@ fn create_message(
         event_id: message.event_id,
         channels: message.channels,
         payload: Some(message.payload),
+        example: false,
+        headers: None,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
     Ok(Outcome::Message {
@@ -717,6 +979,8 @@ fn send_example(
         event_id: None,
         channels: None,
         payload: Some(payload),
+        example: true,
+        headers: None,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
     Ok(Outcome::Message {

@@ -16,6 +16,8 @@ pub struct EndpointFilter {
     pub disabled: bool,
     pub event_types: Option<Vec<String>>,
     pub channels: Option<Vec<String>>,
+    /// Read by poller consumers only: never a delivery.
+    pub polling_only: bool,
 }
 
 /// Endpoint filters per application key.
@@ -38,6 +40,7 @@ impl EndpointIndex {
             disabled: record.disabled,
             event_types: record.event_types.clone(),
             channels: record.channels.clone(),
+            polling_only: record.polling_only,
         };
         self.disabled += u64::from(filter.disabled);
         self.total += 1;
@@ -138,6 +141,7 @@ mod tests {
             disabled: false,
             event_types: types.map(owned),
             channels: channels.map(owned),
+            polling_only: false,
         }
     }
 
@@ -194,6 +198,7 @@ mod tests {
             disabled_at_ms: None,
             signing: crate::log::schema::Signing::Hmac,
             sealed: false,
+            polling_only: false,
         };
         let mut index = EndpointIndex::default();
         index.upsert(&record(1, 10, false));

@@ -107,6 +107,12 @@ pub struct Dbs {
     pub(in crate::log) tasks: Table,
     pub(in crate::log) task_ids: Table,
     pub(in crate::log) running_tasks: Table,
+    pub(in crate::log) consumers: Table,
+    pub(in crate::log) poller_tokens: Table,
+    pub(in crate::log) sources: Table,
+    pub(in crate::log) source_ids: Table,
+    pub(in crate::log) source_tokens: Table,
+    pub(in crate::log) source_errors: Table,
 }
 
 struct Shared {
@@ -369,6 +375,18 @@ impl Log {
         }
     }
 
+    /// Opens a secret text stored by `stored_text` (a poller or source token, a source's
+    /// secret), for a read that shows or uses it.
+    pub fn open_text(&self, stored: &str, sealed: bool) -> Result<String, LogError> {
+        match (&self.shared.dbs.sealer, sealed) {
+            (_, false) => Ok(stored.to_owned()),
+            (Some(sealer), true) => sealer.open_text(stored),
+            (None, true) => Err(LogError::Secrets(
+                "a secret is sealed and no key is configured".to_owned(),
+            )),
+        }
+    }
+
     /// Whether the log seals secrets (a secrets key is configured).
     pub fn seals(&self) -> bool {
         self.shared.dbs.sealer.is_some()
@@ -431,6 +449,12 @@ impl Log {
             &dbs.tasks,
             &dbs.task_ids,
             &dbs.running_tasks,
+            &dbs.consumers,
+            &dbs.poller_tokens,
+            &dbs.sources,
+            &dbs.source_ids,
+            &dbs.source_tokens,
+            &dbs.source_errors,
         ];
         let mut digests = Vec::with_capacity(tables.len());
         for (name, table) in schema::db_name::ALL.into_iter().zip(tables) {
@@ -508,6 +532,7 @@ pub fn reseal_secrets(
         dbs.endpoints
             .put(&mut wtxn, &schema::u64_key(endpoint.key), &sealed)?;
     }
+    reseal_source_secrets(&mut wtxn, &dbs, new)?;
     dbs.meta.put(
         &mut wtxn,
         schema::meta_key::SECRETS_KEY_CHECK,
@@ -517,17 +542,76 @@ pub fn reseal_secrets(
     Ok(endpoints.len())
 }
 
+/// Re-seals the ingest sources' secrets (config values, URL tokens) and the poller
+/// tokens with `new`, each opened with the key the log was opened with (a clear one is
+/// sealed now). Part of `reseal_secrets`' one transaction.
+fn reseal_source_secrets(
+    wtxn: &mut heed::RwTxn<'_>,
+    dbs: &Dbs,
+    new: &seal::Sealer,
+) -> Result<(), LogError> {
+    let open = |text: &str, sealed: bool| -> Result<String, LogError> {
+        match (&dbs.sealer, sealed) {
+            (_, false) => Ok(text.to_owned()),
+            (Some(old), true) => old.open_text(text),
+            (None, true) => Err(LogError::Secrets(
+                "a secret is sealed and no key is configured".to_owned(),
+            )),
+        }
+    };
+    let mut sources = Vec::new();
+    for row in dbs.sources.iter(wtxn)? {
+        let (_, value) = row?;
+        sources.push(schema::decode_json::<schema::SourceRecord>(
+            schema::db_name::SOURCES,
+            value,
+        )?);
+    }
+    for mut source in sources {
+        for value in source.config.values_mut() {
+            *value = new.seal_text(&open(value, source.sealed)?);
+        }
+        source.token = new.seal_text(&open(&source.token, source.sealed)?);
+        source.sealed = true;
+        dbs.sources.put(
+            wtxn,
+            &schema::u64_key(source.key),
+            &schema::encode_json(&source),
+        )?;
+    }
+    let mut tokens = Vec::new();
+    for row in dbs.poller_tokens.iter(wtxn)? {
+        let (key, value) = row?;
+        let token = schema::decode_json::<schema::PollerTokenRecord>(
+            schema::db_name::POLLER_TOKENS,
+            value,
+        )?;
+        tokens.push((key.to_vec(), token));
+    }
+    for (key, mut token) in tokens {
+        token.token = new.seal_text(&open(&token.token, token.sealed)?);
+        token.sealed = true;
+        dbs.poller_tokens
+            .put(wtxn, &key, &schema::encode_json(&token))?;
+    }
+    Ok(())
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one line per table, twice: the list of tables is the function"
+)]
 fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     let wtxn = env.write_txn()?;
-    let tables: [Table; 21] = env
+    let tables: [Table; 27] = env
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
             let mut tables = Vec::with_capacity(schema::db_name::ALL.len());
             for name in schema::db_name::ALL {
                 tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let tables: [Database<'_, Bytes, Bytes>; 21] = tables
+            let tables: [Database<'_, Bytes, Bytes>; 27] = tables
                 .try_into()
-                .unwrap_or_else(|_| unreachable!("ALL has 21 names"));
+                .unwrap_or_else(|_| unreachable!("ALL has 27 names"));
             Ok(heed::CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();
@@ -553,6 +637,12 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         tasks,
         task_ids,
         running_tasks,
+        consumers,
+        poller_tokens,
+        sources,
+        source_ids,
+        source_tokens,
+        source_errors,
     ] = tables;
     Ok(Dbs {
         sealer: None,
@@ -577,6 +667,12 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         tasks,
         task_ids,
         running_tasks,
+        consumers,
+        poller_tokens,
+        sources,
+        source_ids,
+        source_tokens,
+        source_errors,
     })
 }
 

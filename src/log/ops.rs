@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::retention::Swept;
 use super::schema::{
-    AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, Signing, TaskKind, TaskRecord,
-    TokenScope,
+    AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, Signing,
+    SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
 };
 use super::tables::{Requeued, Step};
 
@@ -247,11 +247,71 @@ pub enum Op {
         after: Option<Vec<u8>>,
         rows_max: u32,
     },
+    /// Remembers where a poller consumer of an endpoint stands: after message `seq`.
+    SetConsumer {
+        app_key: u64,
+        endpoint: String,
+        consumer: String,
+        seq: u64,
+    },
+    /// Gives an endpoint a poller token (`token` in its stored form), or, with
+    /// `keep_existing` and a token already there, keeps that one. A replaced token keeps
+    /// working for `old_grace_ms`.
+    SetPollerToken {
+        app_key: u64,
+        endpoint: String,
+        token: Box<PollerTokenRecord>,
+        keep_existing: bool,
+        old_grace_ms: u64,
+    },
+    /// Creates an ingest source and its application (`app_id`); with `reference`, a PUT:
+    /// replaces that source's fields if it exists (keeping its token), else creates it.
+    PutSource {
+        reference: Option<String>,
+        app_id: String,
+        source: Box<SourceFields>,
+    },
+    DeleteSource {
+        reference: String,
+    },
+    /// Makes `token` the source's URL token; the old one is accepted for `grace_ms`.
+    RotateSourceToken {
+        reference: String,
+        token: Box<(String, [u8; 32])>,
+        grace_ms: u64,
+    },
+    /// A request a source rejected, for its error log (oldest dropped past the cap).
+    RecordSourceError {
+        source_key: u64,
+        error: Box<SourceErrorRecord>,
+    },
+    /// A request a source accepted: a message of its application, with the request's
+    /// headers, to its destinations.
+    ReceiveMessage {
+        source_key: u64,
+        message: Box<NewMessage>,
+        headers: Vec<(String, String)>,
+    },
+}
+
+/// An ingest source as created or replaced (secrets in their stored form).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceFields {
+    pub id: String,
+    pub uid: Option<String>,
+    pub name: String,
+    pub kind: String,
+    pub config: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    /// The URL token for a new source (stored form) and its hash.
+    pub token: String,
+    pub token_hash: [u8; 32],
+    pub sealed: bool,
 }
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 24] = [
+    pub const NAMES: [&'static str; 31] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -276,6 +336,13 @@ impl Op {
         "create_token",
         "retention_sweep",
         "expire_idempotency",
+        "set_consumer",
+        "set_poller_token",
+        "put_source",
+        "delete_source",
+        "rotate_source_token",
+        "record_source_error",
+        "receive_message",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -305,6 +372,13 @@ impl Op {
             Op::CreateToken { .. } => "create_token",
             Op::RetentionSweep { .. } => "retention_sweep",
             Op::ExpireIdempotency { .. } => "expire_idempotency",
+            Op::SetConsumer { .. } => "set_consumer",
+            Op::SetPollerToken { .. } => "set_poller_token",
+            Op::PutSource { .. } => "put_source",
+            Op::DeleteSource { .. } => "delete_source",
+            Op::RotateSourceToken { .. } => "rotate_source_token",
+            Op::RecordSourceError { .. } => "record_source_error",
+            Op::ReceiveMessage { .. } => "receive_message",
         }
     }
 }
@@ -365,6 +439,8 @@ pub struct EndpointFields {
     pub signing: Signing,
     /// The secrets above are sealed.
     pub sealed: bool,
+    /// Consumers poll it; Sluice never pushes to its URL.
+    pub polling_only: bool,
 }
 
 /// What a PUT or PATCH of an endpoint changes (secrets in their stored form).
@@ -382,6 +458,7 @@ pub struct EndpointChanges {
     pub metadata: Option<BTreeMap<String, String>>,
     pub fifo: Option<bool>,
     pub signing: Option<Signing>,
+    pub polling_only: Option<bool>,
 }
 
 /// A message as the API accepted it.
@@ -456,6 +533,17 @@ pub enum Outcome {
         resume: Option<Vec<u8>>,
         deleted: u64,
     },
+    /// A consumer's position was stored: after `seq` of `endpoint`'s application.
+    ConsumerSet {
+        endpoint: Box<EndpointRecord>,
+        seq: u64,
+    },
+    /// The endpoint's poller token as it now stands (stored form).
+    PollerToken(PollerTokenRecord),
+    Source {
+        source: Box<SourceRecord>,
+        created: bool,
+    },
     Refused(Refusal),
 }
 
@@ -487,6 +575,10 @@ pub enum Refusal {
     PayloadGone,
     /// The event type has no schema example at that index.
     NoExample,
+    SourceNotFound,
+    SourceUidTaken,
+    /// The endpoint has `limits::POLLER_CONSUMERS_MAX` consumers.
+    ConsumersLimit,
 }
 
 /// Inserts or replaces a header, matching names case-insensitively.

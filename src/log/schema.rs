@@ -29,6 +29,12 @@
 //! | `tasks`        | task_key u64                          | `TaskRecord` (JSON)        |
 //! | `task_ids`     | `i` id                                | task_key u64               |
 //! | `running_tasks`| task_key u64                          | empty                      |
+//! | `consumers`    | endpoint_key u64, consumer id         | position: seq u64 (binary) |
+//! | `poller_tokens`| endpoint_key u64                      | `PollerTokenRecord` (JSON) |
+//! | `sources`      | source key (its app's key) u64        | `SourceRecord` (JSON)      |
+//! | `source_ids`   | `i` id / `u` uid                      | source key u64             |
+//! | `source_tokens`| SHA-256 of the URL token              | `SourceTokenRecord` (JSON) |
+//! | `source_errors`| source key u64, error number u64      | `SourceErrorRecord` (JSON) |
 //!
 //! `seq` is the global message sequence: assigned by the writer, strictly increasing, never
 //! reused. `app_msgs` is each application's ordered log, so "messages of this application
@@ -68,7 +74,13 @@ pub mod db_name {
     pub const TASKS: &str = "tasks";
     pub const TASK_IDS: &str = "task_ids";
     pub const RUNNING_TASKS: &str = "running_tasks";
-    pub const ALL: [&str; 21] = [
+    pub const CONSUMERS: &str = "consumers";
+    pub const POLLER_TOKENS: &str = "poller_tokens";
+    pub const SOURCES: &str = "sources";
+    pub const SOURCE_IDS: &str = "source_ids";
+    pub const SOURCE_TOKENS: &str = "source_tokens";
+    pub const SOURCE_ERRORS: &str = "source_errors";
+    pub const ALL: [&str; 27] = [
         META,
         MSGS,
         MSG_IDS,
@@ -90,6 +102,12 @@ pub mod db_name {
         TASKS,
         TASK_IDS,
         RUNNING_TASKS,
+        CONSUMERS,
+        POLLER_TOKENS,
+        SOURCES,
+        SOURCE_IDS,
+        SOURCE_TOKENS,
+        SOURCE_ERRORS,
     ];
 }
 
@@ -169,6 +187,10 @@ pub struct AppRecord {
     pub metadata: BTreeMap<String, String>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// The application of an ingest source (its destinations are its endpoints): not
+    /// listed by `GET /app`, and not changed through `/app/{id}`.
+    #[serde(default)]
+    pub internal: bool,
 }
 
 /// A signing key and, for an old key, when it stops signing.
@@ -227,6 +249,9 @@ pub struct EndpointRecord {
     /// The secrets above are sealed (`seal.rs`): as stored, never as used.
     #[serde(default)]
     pub sealed: bool,
+    /// Polling only: consumers poll it (`/poller`), Sluice never pushes to its URL.
+    #[serde(default)]
+    pub polling_only: bool,
 }
 
 /// Why an attempt was made.
@@ -319,12 +344,77 @@ pub enum TokenScope {
     Org,
     /// One application, by its key.
     App(u64),
+    /// Polls one endpoint (`/poller/...`) and nothing else.
+    Poller { app: u64, endpoint: u64 },
 }
 
 /// A stored API token (only its hash is the key; the token itself is never stored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub scope: TokenScope,
+    pub created_ms: u64,
+    /// When the token stops working (a rotated poller token's grace), if ever.
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+}
+
+/// An endpoint's poller token: shown again on `GET .../token`, so kept (sealed when the
+/// log seals secrets) next to its hash in `tokens`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PollerTokenRecord {
+    pub id: String,
+    /// The token in its stored form (`Log::stored_text`).
+    pub token: String,
+    pub hash: [u8; 32],
+    pub created_ms: u64,
+    /// `token` is sealed.
+    pub sealed: bool,
+}
+
+/// An ingest source: where incoming webhooks arrive (`/ingest/in/{token}`), how they are
+/// verified, and the application (`key`) whose endpoints receive what it accepts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// The source's application's key.
+    pub key: u64,
+    pub id: String,
+    pub uid: Option<String>,
+    pub name: String,
+    /// The source type (`github`, `stripe`, `svix`, …).
+    pub kind: String,
+    /// The type's settings; secret values in their stored form.
+    pub config: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    /// The current URL token, in its stored form (the URL is shown on every read).
+    pub token: String,
+    pub token_hash: [u8; 32],
+    /// Hashes of replaced tokens still accepted, and until when.
+    pub old_tokens: Vec<([u8; 32], u64)>,
+    /// The number the next source error gets.
+    pub next_error: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// The secrets above are sealed.
+    pub sealed: bool,
+}
+
+/// A URL token of a source (current, or replaced and still in its grace).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceTokenRecord {
+    pub source_key: u64,
+    pub expires_ms: Option<u64>,
+}
+
+/// A request a source rejected, as its error log shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceErrorRecord {
+    pub id: String,
+    pub status: u16,
+    pub reason: String,
+    /// Request headers, secrets removed.
+    pub headers: Vec<(String, String)>,
+    /// The start of the body (`limits::SOURCE_ERROR_PAYLOAD_BYTES_MAX`), lossy UTF-8.
+    pub payload: String,
     pub created_ms: u64,
 }
 
@@ -363,11 +453,17 @@ pub struct MessageRecord {
     pub channels: Option<Vec<String>>,
     /// `None` once expunged or expired.
     pub payload: Option<Vec<u8>>,
+    /// A test message of send-example: for its one endpoint only, never replayed to others.
+    pub example: bool,
+    /// The request headers of a message an ingest source received (secrets removed).
+    pub headers: Option<Vec<(String, String)>>,
 }
 
 const FLAG_EVENT_ID: u8 = 1;
 const FLAG_CHANNELS: u8 = 2;
 const FLAG_PAYLOAD: u8 = 4;
+const FLAG_HEADERS: u8 = 8;
+const FLAG_EXAMPLE: u8 = 16;
 
 /// The fixed-size start of a message record.
 struct MessageHeader {
@@ -425,6 +521,12 @@ impl MessageRecord {
         if self.payload.is_some() {
             flags |= FLAG_PAYLOAD;
         }
+        if self.example {
+            flags |= FLAG_EXAMPLE;
+        }
+        if self.headers.is_some() {
+            flags |= FLAG_HEADERS;
+        }
         out.push(flags);
         out.extend_from_slice(&self.app_key.to_be_bytes());
         out.extend_from_slice(&self.created_ms.to_be_bytes());
@@ -442,6 +544,17 @@ impl MessageRecord {
             out.push(u8::try_from(channels.len()).unwrap_or(u8::MAX));
             for channel in channels {
                 put_str(&mut out, channel);
+            }
+        }
+        if let Some(headers) = &self.headers {
+            assert!(
+                headers.len() <= usize::from(u8::MAX),
+                "header count is bounded at receipt"
+            );
+            out.push(u8::try_from(headers.len()).unwrap_or(u8::MAX));
+            for (name, value) in headers {
+                put_str(&mut out, name);
+                put_str(&mut out, value);
             }
         }
         if let Some(payload) = &self.payload {
@@ -483,6 +596,16 @@ impl MessageRecord {
         } else {
             None
         };
+        let headers = if flags & FLAG_HEADERS != 0 {
+            let n = r.u8()?;
+            Some(
+                (0..n)
+                    .map(|_| Ok((r.string()?, r.string()?)))
+                    .collect::<Result<Vec<_>, LogError>>()?,
+            )
+        } else {
+            None
+        };
         let payload = (flags & FLAG_PAYLOAD != 0).then(|| r.rest().to_vec());
         Ok(MessageRecord {
             app_key,
@@ -493,6 +616,8 @@ impl MessageRecord {
             event_id,
             channels,
             payload,
+            example: flags & FLAG_EXAMPLE != 0,
+            headers,
         })
     }
 }
@@ -671,6 +796,11 @@ mod tests {
             event_id: Some("evt-1".to_owned()),
             channels: Some(vec!["a".to_owned(), "b".to_owned()]),
             payload: Some(br#"{"x": 1}"#.to_vec()),
+            example: true,
+            headers: Some(vec![(
+                "user-agent".to_owned(),
+                "GitHub-Hookshot/1".to_owned(),
+            )]),
         }
     }
 
@@ -685,6 +815,7 @@ mod tests {
             event_id: None,
             channels: None,
             payload: None,
+            headers: None,
             ..message()
         };
         assert_eq!(
@@ -746,6 +877,7 @@ mod tests {
         let t = TokenRecord {
             scope: TokenScope::App(3),
             created_ms: 1,
+            expires_ms: None,
         };
         let mut bytes = encode_json(&t);
         assert_eq!(

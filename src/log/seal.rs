@@ -112,7 +112,7 @@ impl Sealer {
         )
     }
 
-    fn open_text(&self, sealed: &str) -> Result<String, LogError> {
+    pub fn open_text(&self, sealed: &str) -> Result<String, LogError> {
         let corrupt = || LogError::corrupt("endpoints", "a sealed value does not open");
         let encoded = sealed
             .strip_prefix(SEALED_TEXT_PREFIX)

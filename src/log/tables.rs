@@ -250,7 +250,30 @@ pub fn delete_endpoint(
     dbs.app_endpoints
         .delete(wtxn, &pair_key(endpoint.app_key, endpoint.key))?;
     dbs.endpoints.delete(wtxn, &u64_key(endpoint.key))?;
+    // Its poller consumers and poller token go with it (the token stops working).
+    let endpoint_prefix = u64_key(endpoint.key);
+    let consumers = keys_with_prefix(wtxn, &dbs.consumers, &endpoint_prefix)?;
+    for key in consumers {
+        dbs.consumers.delete(wtxn, &key)?;
+    }
+    if let Some(token) = poller_token(wtxn, dbs, endpoint.key)? {
+        dbs.tokens.delete(wtxn, &token.hash)?;
+        dbs.poller_tokens.delete(wtxn, &endpoint_prefix)?;
+    }
     Ok(())
+}
+
+fn keys_with_prefix(
+    txn: &RoTxn,
+    table: &super::Table,
+    prefix: &[u8],
+) -> Result<Vec<Vec<u8>>, LogError> {
+    let mut keys = Vec::new();
+    for row in table.prefix_iter(txn, prefix)? {
+        let (key, _) = row?;
+        keys.push(key.to_vec());
+    }
+    Ok(keys)
 }
 
 /// Keys of every endpoint of `app_key`, in creation order.
@@ -400,6 +423,8 @@ pub(in crate::log) fn append_message(
                 &record.event_type,
                 record.channels.as_deref(),
             )
+            // A polling-only endpoint is read by its consumers, never pushed to.
+            .filter(|filter| !filter.polling_only)
             .map(|filter| (filter.endpoint_key, filter.disabled))
             .collect(),
         Fanout::Only(endpoint_key) => endpoint_row_by_key(ctx.wtxn, dbs, endpoint_key)?
@@ -867,7 +892,17 @@ fn update_health(
             "the endpoint answered 410 Gone".to_owned(),
         ),
         Step::Exhausted => match endpoint.failing_since_ms {
-            None => next.failing_since_ms = Some(now_ms),
+            // With `disable_after_ms = 0` the first exhaustion disables: there is no
+            // failing period to wait for.
+            None if disable_after_ms > 0 => next.failing_since_ms = Some(now_ms),
+            None => disable(
+                &mut next,
+                now_ms,
+                format!(
+                    "deliveries kept failing since {}",
+                    crate::clock::format_rfc3339(now_ms)
+                ),
+            ),
             Some(since) if now_ms.saturating_sub(since) >= disable_after_ms => {
                 let reason = format!(
                     "deliveries kept failing since {}",
@@ -1089,6 +1124,316 @@ pub fn endpoint_stored<'t>(
     key: u64,
 ) -> Result<Option<&'t [u8]>, LogError> {
     Ok(dbs.endpoints.get(txn, &u64_key(key))?)
+}
+
+// === polling ===
+
+fn consumer_key(endpoint_key: u64, consumer: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + consumer.len());
+    key.extend_from_slice(&u64_key(endpoint_key));
+    key.extend_from_slice(consumer.as_bytes());
+    key
+}
+
+/// Where a poller consumer of an endpoint stands (after this seq), if it ever polled.
+pub fn consumer_position(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+    consumer: &str,
+) -> Result<Option<u64>, LogError> {
+    dbs.consumers
+        .get(txn, &consumer_key(endpoint_key, consumer))?
+        .map(|v| match v.split_first() {
+            Some((&schema::RECORD_VERSION, rest)) => schema::read_u64(db_name::CONSUMERS, rest, 0),
+            _ => Err(LogError::corrupt(db_name::CONSUMERS, "bad position")),
+        })
+        .transpose()
+}
+
+/// Stores a consumer's position; `false` (nothing written) when the endpoint already has
+/// `limits::POLLER_CONSUMERS_MAX` other consumers.
+pub(in crate::log) fn put_consumer(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+    consumer: &str,
+    seq: u64,
+) -> Result<bool, LogError> {
+    let key = consumer_key(endpoint_key, consumer);
+    if dbs.consumers.get(wtxn, &key)?.is_none() {
+        let mut count = 0;
+        for row in dbs.consumers.prefix_iter(wtxn, &u64_key(endpoint_key))? {
+            row?;
+            count += 1;
+            if count >= crate::limits::POLLER_CONSUMERS_MAX {
+                return Ok(false);
+            }
+        }
+    }
+    let mut value = vec![schema::RECORD_VERSION];
+    value.extend_from_slice(&u64_key(seq));
+    dbs.consumers.put(wtxn, &key, &value)?;
+    Ok(true)
+}
+
+/// The endpoint's poller token (stored form), if it has one.
+pub fn poller_token(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+) -> Result<Option<schema::PollerTokenRecord>, LogError> {
+    dbs.poller_tokens
+        .get(txn, &u64_key(endpoint_key))?
+        .map(|v| schema::decode_json(db_name::POLLER_TOKENS, v))
+        .transpose()
+}
+
+pub(in crate::log) fn put_poller_token(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+    record: &schema::PollerTokenRecord,
+) -> Result<(), LogError> {
+    dbs.poller_tokens
+        .put(wtxn, &u64_key(endpoint_key), &schema::encode_json(record))?;
+    Ok(())
+}
+
+/// The position just before the first message created after `time_ms`: "after this seq"
+/// starts there. Seq order is time order (invariant 6), so this is a binary search over
+/// the `msgs` table, a few lookups whatever its size.
+pub fn position_at_time(txn: &RoTxn, dbs: &Dbs, time_ms: u64) -> Result<u64, LogError> {
+    let created_at_or_after = |seq: u64| -> Result<Option<(u64, u64)>, LogError> {
+        let lower = u64_key(seq);
+        let range = (
+            std::ops::Bound::Included(&lower[..]),
+            std::ops::Bound::Unbounded,
+        );
+        match dbs.msgs.range(txn, &range)?.next() {
+            Some(row) => {
+                let (key, value) = row?;
+                let found = schema::read_u64(db_name::MSGS, key, 0)?;
+                Ok(Some((
+                    found,
+                    MessageRecord::retention_header(value)?.created_ms,
+                )))
+            }
+            None => Ok(None),
+        }
+    };
+    let Some((first, first_ms)) = created_at_or_after(0)? else {
+        return Ok(0);
+    };
+    if first_ms > time_ms {
+        return Ok(first.saturating_sub(1));
+    }
+    let last = next_seq(txn, dbs)?.saturating_sub(1);
+    // The message at `lo` was created by `time_ms`; none at or after `hi` was.
+    let (mut lo, mut hi) = (first, last + 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        match created_at_or_after(mid)? {
+            Some((seq, ms)) if ms <= time_ms && seq < hi => lo = seq,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
+// === ingest sources ===
+
+pub fn source_by_key(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    key: u64,
+) -> Result<Option<schema::SourceRecord>, LogError> {
+    dbs.sources
+        .get(txn, &u64_key(key))?
+        .map(|v| schema::decode_json(db_name::SOURCES, v))
+        .transpose()
+}
+
+/// Finds a source by id or uid.
+pub fn source_by_ref(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    reference: &str,
+) -> Result<Option<schema::SourceRecord>, LogError> {
+    let by_id = if reference.starts_with(IdKind::Source.prefix()) {
+        key_of(
+            db_name::SOURCE_IDS,
+            dbs.source_ids.get(txn, &id_key(reference))?,
+        )?
+    } else {
+        None
+    };
+    let key = match by_id {
+        Some(key) => Some(key),
+        None => source_uid_taken(txn, dbs, reference)?,
+    };
+    key.map(|k| source_by_key(txn, dbs, k))
+        .transpose()
+        .map(Option::flatten)
+}
+
+pub fn source_uid_taken(txn: &RoTxn, dbs: &Dbs, uid: &str) -> Result<Option<u64>, LogError> {
+    key_of(
+        db_name::SOURCE_IDS,
+        dbs.source_ids.get(txn, &uid_key(ORG_PARENT, uid))?,
+    )
+}
+
+/// The source a URL token (by hash) belongs to, if the token is current or in its grace
+/// at `now_ms`.
+pub fn source_by_token(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    hash: &[u8; 32],
+    now_ms: u64,
+) -> Result<Option<schema::SourceRecord>, LogError> {
+    let Some(token) = dbs
+        .source_tokens
+        .get(txn, hash)?
+        .map(|v| schema::decode_json::<schema::SourceTokenRecord>(db_name::SOURCE_TOKENS, v))
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    if token.expires_ms.is_some_and(|at| at <= now_ms) {
+        return Ok(None);
+    }
+    source_by_key(txn, dbs, token.source_key)
+}
+
+/// Writes a source, keeping its id index, uid index and token rows in step with
+/// `previous`.
+pub(in crate::log) fn put_source(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    source: &schema::SourceRecord,
+    previous: Option<&schema::SourceRecord>,
+) -> Result<(), LogError> {
+    let key = u64_key(source.key);
+    if let Some(old_uid) = previous.and_then(|p| p.uid.as_deref())
+        && source.uid.as_deref() != Some(old_uid)
+    {
+        dbs.source_ids.delete(wtxn, &uid_key(ORG_PARENT, old_uid))?;
+    }
+    if let Some(uid) = &source.uid {
+        dbs.source_ids.put(wtxn, &uid_key(ORG_PARENT, uid), &key)?;
+    }
+    if previous.is_none() {
+        dbs.source_ids.put(wtxn, &id_key(&source.id), &key)?;
+    }
+    // Token rows: the current one without expiry, old ones until their grace ends;
+    // tokens that are neither any more are removed.
+    if let Some(previous) = previous {
+        let kept = |hash: &[u8; 32]| {
+            source.token_hash == *hash || source.old_tokens.iter().any(|(h, _)| h == hash)
+        };
+        let gone: Vec<[u8; 32]> = std::iter::once(previous.token_hash)
+            .chain(previous.old_tokens.iter().map(|(h, _)| *h))
+            .filter(|h| !kept(h))
+            .collect();
+        for hash in gone {
+            dbs.source_tokens.delete(wtxn, &hash)?;
+        }
+    }
+    let row = |expires_ms| {
+        schema::encode_json(&schema::SourceTokenRecord {
+            source_key: source.key,
+            expires_ms,
+        })
+    };
+    dbs.source_tokens
+        .put(wtxn, &source.token_hash, &row(None))?;
+    for (hash, until) in &source.old_tokens {
+        dbs.source_tokens.put(wtxn, hash, &row(Some(*until)))?;
+    }
+    dbs.sources.put(wtxn, &key, &schema::encode_json(source))?;
+    Ok(())
+}
+
+/// Deletes a source, its tokens and its error log (its application is deleted by the
+/// caller).
+pub(in crate::log) fn delete_source(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    source: &schema::SourceRecord,
+) -> Result<(), LogError> {
+    if let Some(uid) = &source.uid {
+        dbs.source_ids.delete(wtxn, &uid_key(ORG_PARENT, uid))?;
+    }
+    dbs.source_ids.delete(wtxn, &id_key(&source.id))?;
+    dbs.source_tokens.delete(wtxn, &source.token_hash)?;
+    for (hash, _) in &source.old_tokens {
+        dbs.source_tokens.delete(wtxn, hash)?;
+    }
+    for key in keys_with_prefix(wtxn, &dbs.source_errors, &u64_key(source.key))? {
+        dbs.source_errors.delete(wtxn, &key)?;
+    }
+    dbs.sources.delete(wtxn, &u64_key(source.key))?;
+    Ok(())
+}
+
+/// Appends a source error as number `n`, dropping the one `SOURCE_ERRORS_MAX` older.
+pub(in crate::log) fn put_source_error(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    source_key: u64,
+    n: u64,
+    error: &schema::SourceErrorRecord,
+) -> Result<(), LogError> {
+    dbs.source_errors
+        .put(wtxn, &pair_key(source_key, n), &schema::encode_json(error))?;
+    if let Some(dropped) = n.checked_sub(crate::limits::SOURCE_ERRORS_MAX) {
+        dbs.source_errors
+            .delete(wtxn, &pair_key(source_key, dropped))?;
+    }
+    Ok(())
+}
+
+/// Sources in key (creation) order.
+pub fn scan_sources(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(schema::SourceRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(u64_key);
+    scan(
+        txn,
+        &dbs.sources,
+        &[],
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |_, value| visit(schema::decode_json(db_name::SOURCES, value)?),
+    )
+}
+
+/// A source's error log in number order.
+pub fn scan_source_errors(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    source_key: u64,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(u64, schema::SourceErrorRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(|n| pair_key(source_key, n));
+    scan(
+        txn,
+        &dbs.source_errors,
+        &u64_key(source_key),
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |key, value| {
+            let n = schema::read_u64(db_name::SOURCE_ERRORS, key, 8)?;
+            visit(n, schema::decode_json(db_name::SOURCE_ERRORS, value)?)
+        },
+    )
 }
 
 #[cfg(test)]

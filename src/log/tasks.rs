@@ -166,6 +166,7 @@ pub(in crate::log) fn advance(
                 disabled: false,
                 event_types: e.event_types,
                 channels: e.channels,
+                polling_only: e.polling_only,
             };
             Ok(match task.kind {
                 TaskKind::Recover => recover_batch(ctx, &task)?,
@@ -262,7 +263,9 @@ fn replay_batch(
             let Some(message) = tables::message_by_seq(ctx.wtxn, ctx.dbs, seq)? else {
                 continue;
             };
+            // A send-example message was for its one endpoint: never replayed to others.
             if message.payload.is_some()
+                && !message.example
                 && matches(filter, &message.event_type, message.channels.as_deref())
             {
                 candidates.push(seq);

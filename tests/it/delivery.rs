@@ -769,3 +769,66 @@ async fn a_rebinding_resolver_cannot_redirect_a_pooled_connection() {
     assert!(internal.received().is_empty(), "nothing reached 127.0.0.2");
     sluice.stop().await;
 }
+
+/// Asserts that `got` carries a valid Standard Webhooks signature by the endpoint secret
+/// `whsec` (`whsec_<base64>`) over its exact body.
+pub(crate) fn assert_signed(got: &crate::receiver::Received, whsec: &str) {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(whsec.trim_start_matches("whsec_"))
+        .expect("base64 secret");
+    let timestamp: u64 = got.header("webhook-timestamp").parse().expect("timestamp");
+    let expected = sluice::signing::signature_header(
+        [key.as_slice()],
+        got.header("webhook-id"),
+        timestamp,
+        &got.body,
+    );
+    assert_eq!(
+        got.header("webhook-signature"),
+        expected,
+        "a valid signature"
+    );
+}
+
+/// With `disable_after_ms = 0` there is no failing period to wait for: the first message
+/// that exhausts its schedule disables the endpoint (it took a second one before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_after_zero_disables_at_the_first_exhausted_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    config.delivery.retry_schedule_ms = vec![];
+    config.delivery.disable_after_ms = 0;
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    let failing = Receiver::start(|_| Answer::Status(500)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "z", "uid": "z"}))
+            .await
+            .status,
+        201
+    );
+    endpoint(addr, "z", json!({"url": failing.url(), "uid": "f"})).await;
+    send(addr, "z", 1).await;
+    failing.wait_for(1).await;
+    let disabled = crate::harness::eventually_json(addr, "/api/v1/app/z/endpoint/f", |e| {
+        e["disabled"] == json!(true)
+    })
+    .await;
+    assert!(
+        disabled,
+        "the first exhausted message disables the endpoint"
+    );
+    let shown = get(addr, "/api/v1/app/z/endpoint/f").await.json;
+    assert!(
+        shown["disabledReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("failing")),
+        "{shown}"
+    );
+    sluice.stop().await;
+}

@@ -8,9 +8,12 @@ use std::collections::BTreeSet;
 use sluice::log::Log;
 use sluice::log::ops::{
     AppChanges, AppFields, AttemptRow, Change, EndpointChanges, EndpointFields, Envelope,
-    EventTypeChanges, EventTypeFields, NewMessage, Op, OpDecodeError, Outcome,
+    EventTypeChanges, EventTypeFields, NewMessage, Op, OpDecodeError, Outcome, SourceFields,
 };
-use sluice::log::schema::{AttemptRecord, Signing, TaskKind, TokenScope, Trigger, encode_json};
+use sluice::log::schema::{
+    AttemptRecord, PollerTokenRecord, Signing, SourceErrorRecord, TaskKind, TokenScope, Trigger,
+    encode_json,
+};
 use sluice::log::tables::Step;
 
 use crate::harness::test_config;
@@ -56,6 +59,8 @@ struct World {
     endpoints: Vec<(u64, u64, String)>,
     messages: Vec<(u64, u64, String)>,
     tasks: Vec<u64>,
+    /// Ingest sources: (key, id, uid).
+    sources: Vec<(u64, String, Option<String>)>,
     serial: u64,
 }
 
@@ -81,6 +86,15 @@ impl World {
                     .push((message.app_key, *seq, message.id.clone()));
             }
             Outcome::TaskCreated(task) => self.tasks.push(task.key),
+            Outcome::Source {
+                source,
+                created: true,
+            } => {
+                self.sources
+                    .push((source.key, source.id.clone(), source.uid.clone()));
+                // Its application takes endpoints (the destinations) like any other.
+                self.apps.push((source.key, source.id.clone(), None));
+            }
             _ => {}
         }
     }
@@ -128,6 +142,20 @@ fn event_types(rng: &mut Rng) -> Option<Vec<String>> {
             .map(|_| (*rng.pick(&EVENT_TYPES).expect("types")).to_owned())
             .collect()
     })
+}
+
+fn source_reference(rng: &mut Rng, world: &mut World) -> String {
+    match rng.pick(&world.sources).cloned() {
+        Some((_, id, uid)) if rng.chance(85) => uid.filter(|_| rng.chance(50)).unwrap_or(id),
+        _ => world.fresh("src_missing"),
+    }
+}
+
+fn source_key(rng: &mut Rng, world: &World) -> u64 {
+    match rng.pick(&world.sources) {
+        Some(source) if rng.chance(90) => source.0,
+        _ => 9_998,
+    }
 }
 
 fn event_type_fields(rng: &mut Rng) -> EventTypeFields {
@@ -229,6 +257,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                     Signing::Hmac
                 },
                 sealed: false,
+                polling_only: rng.chance(10),
             }),
         },
         9 => {
@@ -385,9 +414,94 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             payload_cursor: if rng.chance(50) { Some(None) } else { None },
             rows_max: 1 + rng.below(20) as u32,
         },
-        _ => Op::ExpireIdempotency {
+        23 => Op::ExpireIdempotency {
             after: None,
             rows_max: 1 + rng.below(20) as u32,
+        },
+        24 => {
+            let (app_key, endpoint) = endpoint_of(rng, world);
+            Op::SetConsumer {
+                app_key,
+                endpoint,
+                consumer: format!("c{}", rng.below(5)),
+                seq: rng.pick(&world.messages).map_or(0, |m| m.1),
+            }
+        }
+        25 => {
+            let (app_key, endpoint) = endpoint_of(rng, world);
+            Op::SetPollerToken {
+                app_key,
+                endpoint,
+                token: Box::new(PollerTokenRecord {
+                    id: world.fresh("key"),
+                    token: world.fresh("sk_poll"),
+                    hash: rng.bytes(32).try_into().expect("32 bytes"),
+                    created_ms: 0,
+                    sealed: false,
+                }),
+                keep_existing: rng.chance(50),
+                old_grace_ms: rng.below(3) * 60_000,
+            }
+        }
+        26 => {
+            let uid = match rng.below(3) {
+                0 => None,
+                1 => rng.pick(&world.sources).and_then(|s| s.2.clone()),
+                _ => Some(world.fresh("srcuid")),
+            };
+            Op::PutSource {
+                reference: rng.chance(40).then(|| source_reference(rng, world)),
+                app_id: world.fresh("app"),
+                source: Box::new(SourceFields {
+                    id: world.fresh("src"),
+                    uid,
+                    name: world.fresh("name"),
+                    kind: (*rng.pick(&["github", "stripe", "svix"]).expect("kinds")).to_owned(),
+                    config: [("secret".to_owned(), world.fresh("s"))].into(),
+                    metadata: Default::default(),
+                    token: world.fresh("tok"),
+                    token_hash: rng.bytes(32).try_into().expect("32 bytes"),
+                    sealed: false,
+                }),
+            }
+        }
+        27 => Op::DeleteSource {
+            reference: if rng.chance(20) {
+                source_reference(rng, world)
+            } else {
+                world.fresh("src_missing")
+            },
+        },
+        28 => Op::RotateSourceToken {
+            reference: source_reference(rng, world),
+            token: Box::new((
+                world.fresh("tok"),
+                rng.bytes(32).try_into().expect("32 bytes"),
+            )),
+            grace_ms: rng.below(3) * 3_600_000,
+        },
+        29 => Op::RecordSourceError {
+            source_key: source_key(rng, world),
+            error: Box::new(SourceErrorRecord {
+                id: world.fresh("srcerr"),
+                status: 401,
+                reason: "invalid signature".to_owned(),
+                headers: vec![("user-agent".to_owned(), "x".to_owned())],
+                payload: "{}".to_owned(),
+                created_ms: 0,
+            }),
+        },
+        _ => Op::ReceiveMessage {
+            source_key: source_key(rng, world),
+            message: Box::new(NewMessage {
+                id: world.fresh("msg"),
+                event_type: "github".to_owned(),
+                event_id: None,
+                channels: None,
+                payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
+                retention_days: 90,
+            }),
+            headers: vec![("x-github-event".to_owned(), "push".to_owned())],
         },
     }
 }
@@ -458,7 +572,7 @@ async fn the_same_ops_make_the_same_log_whether_batched_or_not() {
         batched.table_digests().expect("a"),
         single.table_digests().expect("b"),
     );
-    assert_eq!(a.len(), 21);
+    assert_eq!(a.len(), 27);
     for ((name, da), (_, db)) in a.iter().zip(&b) {
         assert_eq!(da, db, "table {name} differs");
     }

@@ -450,3 +450,32 @@ async fn an_application_cannot_grow_past_its_endpoint_limit() {
     );
     sluice.stop().await;
 }
+
+/// A method a route does not serve answers 405 with the `Allow` header naming the ones it
+/// does (RFC 9110), as JSON like every error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_answers_405_with_allow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = crate::harness::start(dir.path()).await;
+    let cases = [
+        ("DELETE", "/api/v1/app", "GET, POST"),
+        ("POST", "/api/v1/app/x/endpoint/y/secret", "GET"),
+        ("GET", "/api/v1/app/x/msg/y/content", "DELETE"),
+    ];
+    for (method, path, allow) in cases {
+        let resp = crate::harness::call(
+            sluice.addr,
+            method,
+            path,
+            Some(crate::harness::TOKEN),
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(resp.status, 405, "{method} {path}");
+        assert_eq!(resp.json["code"], "method_not_allowed");
+        let header = resp.headers.get("allow").and_then(|v| v.to_str().ok());
+        assert_eq!(header, Some(allow), "{method} {path}");
+    }
+    sluice.stop().await;
+}

@@ -752,3 +752,40 @@ async fn metrics_on_their_own_listener_with_a_token_and_not_on_the_api() {
     assert_eq!(status, 200);
     sluice.stop().await;
 }
+
+/// A second SIGTERM during the drain exits at once: the first waits for an attempt that
+/// hangs (up to its 30 s budget), the second does not wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_during_the_drain_exits_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = delivery_config(dir.path(), "attempt_timeout_ms = 30000\n");
+    let hung = Receiver::start(|_| Answer::Hang).await;
+    let mut daemon = Daemon::spawn_with(&dir.path().join("data"), Some(&config));
+    let addr = daemon.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "h", "uid": "h"}))
+            .await
+            .status,
+        201
+    );
+    let body = json!({"url": hung.url()});
+    assert_eq!(
+        post(addr, "/api/v1/app/h/endpoint", &body).await.status,
+        201
+    );
+    let msg = json!({"eventType": "h", "payload": {}});
+    assert_eq!(post(addr, "/api/v1/app/h/msg", &msg).await.status, 202);
+    // The attempt is in flight: the receiver holds it.
+    hung.wait_for(1).await;
+    daemon.signal("TERM");
+    daemon.wait_for_log("Stopping", 1).await;
+    let second = std::time::Instant::now();
+    daemon.signal("TERM");
+    let code = daemon.exit_code(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1), "exits as a failure: work was in flight");
+    assert!(
+        second.elapsed() < Duration::from_secs(5),
+        "exited {:?} after the second signal, not at the attempt's end",
+        second.elapsed()
+    );
+}

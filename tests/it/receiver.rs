@@ -69,6 +69,23 @@ impl Receiver {
         addr: SocketAddr,
         script: impl Fn(usize, &Received) -> Answer + Send + Sync + 'static,
     ) -> Receiver {
+        Receiver::serve(addr, None, script).await
+    }
+
+    /// A receiver that answers 200 over HTTPS with the certificate and key of `dir`
+    /// (`harness::make_certificates`).
+    pub(crate) async fn start_tls(dir: &std::path::Path) -> Receiver {
+        let acceptor = sluice::api::tls::acceptor(&dir.join("cert.pem"), &dir.join("key.pem"))
+            .expect("the test certificate loads");
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Receiver::serve(addr, Some(acceptor), |_, _| Answer::Status(200)).await
+    }
+
+    async fn serve(
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        script: impl Fn(usize, &Received) -> Answer + Send + Sync + 'static,
+    ) -> Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -148,10 +165,20 @@ impl Receiver {
                             Ok::<_, Infallible>(response)
                         }
                     });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                    }
+                });
             }
         });
         Receiver {

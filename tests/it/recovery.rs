@@ -516,3 +516,52 @@ async fn retention_drops_payloads_then_messages_but_never_pending_work() {
     }
     sluice.stop().await;
 }
+
+/// A send-example test message was for its one endpoint: replay-missing on another
+/// endpoint does not deliver it there (it did before), while real messages it missed
+/// are replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_missing_leaves_out_send_example_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    let late = Receiver::start(|_| Answer::Status(200)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "e", "uid": "e"}))
+            .await
+            .status,
+        201
+    );
+    let ep = endpoint(addr, "e", json!({"url": hook.url()})).await;
+    let ep_id = ep["id"].as_str().expect("id");
+    let since = format_rfc3339(Clock::System.now_ms() - 1_000);
+    let path = format!("/api/v1/app/e/endpoint/{ep_id}/send-example");
+    assert_eq!(
+        post(addr, &path, &json!({"eventType": "svix.ping"}))
+            .await
+            .status,
+        200
+    );
+    send(addr, "e", 1).await;
+    hook.wait_for(2).await;
+    // An endpoint created afterwards replays what it missed: the real message only.
+    let other = endpoint(addr, "e", json!({"url": late.url()})).await;
+    let other_id = other["id"].as_str().expect("id");
+    let replay = format!("/api/v1/app/e/endpoint/{other_id}/replay-missing");
+    let task = post(addr, &replay, &json!({"since": since})).await;
+    assert_eq!(task.status, 202, "{}", task.json);
+    let task_path = format!(
+        "/api/v1/background-task/{}",
+        task.json["id"].as_str().expect("id")
+    );
+    let finished = eventually_json(addr, &task_path, |t| t["status"] == "finished").await;
+    assert!(finished, "the replay finished");
+    let got = late.wait_for(1).await;
+    let task = get(addr, &task_path).await.json;
+    assert_eq!(task["data"]["messagesSent"], 1, "{task}");
+    assert_eq!(got.len(), 1);
+    let body: Value = serde_json::from_slice(&got[0].body).expect("json");
+    assert_eq!(body["n"], 1, "the real message, not the ping");
+    sluice.stop().await;
+}
