@@ -46,6 +46,16 @@ pub enum ClusterError {
     CatchUp(Duration),
 }
 
+/// Whether a nats-server version (`2.10.4`, `2.11.0-RC.1`) is 2.10 or newer.
+pub fn supported_server(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
 /// The stream's subject (one subject: one total order).
 pub fn subject(stream: &str) -> String {
     format!("{stream}.ops")
@@ -95,7 +105,15 @@ impl Cluster {
         shards: usize,
     ) -> Result<Cluster, ClusterError> {
         let client = connect(config).await?;
-        let replicas = client.server_info().connect_urls.len().clamp(1, 3);
+        let info = client.server_info();
+        if !supported_server(&info.version) {
+            return Err(ClusterError::JetStream(format!(
+                "nats-server {} is too old: cluster mode needs 2.10 or newer (2.9 cannot \
+                 host the lease bucket)",
+                info.version
+            )));
+        }
+        let replicas = info.connect_urls.len().clamp(1, 3);
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
             .build(client);
@@ -496,4 +514,24 @@ async fn publish(
     Err(LogError::Cluster(format!(
         "the stream did not store the op within {CLUSTER_PUBLISH_DEADLINE_MS} ms: {last_error}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_2_10_are_refused() {
+        for (version, ok) in [
+            ("2.9.10", false),
+            ("2.10.0", true),
+            ("2.15.1", true),
+            ("2.11.0-RC.1", true),
+            ("3.0.0", true),
+            ("1.4.1", false),
+            ("", false),
+        ] {
+            assert_eq!(supported_server(version), ok, "{version}");
+        }
+    }
 }
