@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, TOKEN, get, pause, post, run_ok, try_call};
+use crate::harness::{Daemon, TOKEN, get, pause, post, run_ok, try_call, try_get_text};
 use crate::receiver::{Answer, Received, Receiver};
 
 /// The lease TTL of the test nodes, ms (short, so takeovers are quick).
@@ -128,10 +128,7 @@ impl NatsServer {
 
 /// A GET of text that tolerates a server still starting.
 async fn try_text(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    match try_call(addr, "GET", path, None, &[], b"").await {
-        Ok(resp) => Some((resp.status, resp.json.to_string())),
-        Err(_) => None,
-    }
+    try_get_text(addr, path).await.ok()
 }
 
 /// One Sluice node's files.

@@ -106,6 +106,13 @@ pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// A GET whose answer may be any text, from a server that may still be starting:
+/// status and body, or why there is none (never a panic).
+pub(crate) async fn try_get_text(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let (status, _, bytes) = call_raw(addr, "GET", path, None, &[], b"").await?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// One request; the body as bytes.
 pub(crate) async fn call_raw(
     addr: SocketAddr,
