@@ -23,8 +23,9 @@ use crate::delivery::engine::{self, Engine};
 use crate::delivery::policy::DestinationPolicy;
 use crate::delivery::schedule::RetrySchedule;
 use crate::heartbeat::Heartbeat;
+use crate::limits::ADMIN_TOKEN_LEN_MIN;
 use crate::live::Live;
-use crate::log::ops::{Envelope, Op};
+use crate::log::ops::{Envelope, Op, Outcome, Refusal};
 use crate::log::schema::TokenScope;
 use crate::log::{Log, LogError, WriterJoin, tables};
 use crate::tasks::TaskRunner;
@@ -41,6 +42,11 @@ pub enum StartError {
     },
     #[error("cannot set up TLS for the API: {0}")]
     Tls(String),
+    #[error(
+        "SLUICE_ADMIN_TOKEN is {len} characters long; it must have at least {ADMIN_TOKEN_LEN_MIN} \
+         (make one with `openssl rand -base64 32`)"
+    )]
+    AdminTokenTooShort { len: usize },
     #[error("cannot set up deliveries: {0}")]
     Egress(String),
     #[error("cannot read metrics.token_file {file}: {detail}")]
@@ -120,6 +126,7 @@ pub async fn start_with_resolver(
     clock: Clock,
     resolver: Arc<dyn Resolve>,
 ) -> Result<Running, StartError> {
+    check_admin_token(admin_token)?;
     let dir = config.data_dir.display().to_string();
     let log_error = |source| StartError::Log {
         dir: dir.clone(),
@@ -235,6 +242,14 @@ fn start_once_work(
     (sweeper, tasks, task_wake)
 }
 
+/// Refuses an admin token shorter than `ADMIN_TOKEN_LEN_MIN` (guessable).
+fn check_admin_token(admin_token: Option<&str>) -> Result<(), StartError> {
+    match admin_token.map(|t| t.chars().count()) {
+        Some(len) if len < ADMIN_TOKEN_LEN_MIN => Err(StartError::AdminTokenTooShort { len }),
+        _ => Ok(()),
+    }
+}
+
 /// What the API's handlers share.
 fn api_state(
     config: &Config,
@@ -253,6 +268,7 @@ fn api_state(
         metrics,
     );
     state.ingest_guard_percent = config.storage.ingest_guard_percent;
+    state.disk_reserve_bytes = config.storage.disk_reserve_bytes;
     state
         .tls
         .set(tls_acceptor(config).map_err(StartError::Tls)?);
@@ -424,15 +440,35 @@ async fn ensure_some_token(log: &Log, clock: &Clock) -> Result<Option<String>, L
     Ok(Some(token))
 }
 
-/// Creates and stores (hashed) a new token of `scope`; returns the token text.
+/// Creates and stores (hashed) a new token of `scope`, unnamed and without expiry;
+/// returns the token text.
 pub async fn create_token(log: &Log, clock: &Clock, scope: TokenScope) -> Result<String, LogError> {
+    match create_token_with(log, clock, scope, String::new(), None).await? {
+        Ok(token) => Ok(token),
+        Err(refusal) => Err(LogError::Io(format!("cannot create a token: {refusal:?}"))),
+    }
+}
+
+/// Creates and stores (hashed) a new token; returns the token text, or why the log
+/// refused it (`TokensLimit`).
+pub async fn create_token_with(
+    log: &Log,
+    clock: &Clock,
+    scope: TokenScope,
+    name: String,
+    expires_ms: Option<u64>,
+) -> Result<Result<String, Refusal>, LogError> {
     let token = api::new_token();
     let op = Op::CreateToken {
         hash: api::hash_token(&token),
         scope,
+        name,
+        expires_ms,
     };
-    log.submit(Envelope::new(op, clock.now_ms())).await?;
-    Ok(token)
+    match log.submit(Envelope::new(op, clock.now_ms())).await? {
+        Outcome::Refused(refusal) => Ok(Err(refusal)),
+        _ => Ok(Ok(token)),
+    }
 }
 
 impl Running {

@@ -1,6 +1,6 @@
 //! The command line's work besides serving: loading and checking the config (with the
 //! secrets key from systemd's credentials), and the tools that open the log, do one thing
-//! and close it (`backup`, `rekey`, `token create`).
+//! and close it (`backup`, `rekey`, `token create|list|revoke`).
 //!
 //! Exit status: 0 on success, 64 (EX_USAGE) for a bad config or command line, 1 for any
 //! other failure.
@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::clock::Clock;
+use crate::clock::format_rfc3339;
 use crate::config::Config;
-use crate::log::schema::TokenScope;
+use crate::log::ops::{Envelope, Op, Outcome};
+use crate::log::schema::{TokenScope, token_id};
 use crate::log::{Log, tables};
 
 /// EX_USAGE: a bad config or command line, reported before any socket is bound.
@@ -230,10 +232,20 @@ pub fn rekey(config: &Config, new_key_file: &Path) -> ExitCode {
 /// Takes an online, compacted copy of the log into `to` (a new or empty directory).
 pub fn backup(config: &Config, to: &Path) -> ExitCode {
     match with_log(config, |log, _| {
-        log.backup_to(to).map_err(|e| e.to_string())
+        let bytes = log.backup_to(to).map_err(|e| e.to_string())?;
+        Ok((bytes, log.secrets_key_file().map(Path::to_path_buf)))
     }) {
-        Ok(bytes) => {
+        Ok((bytes, key)) => {
             eprintln!("backup: {} ({bytes} bytes)", to.display());
+            if let Some(key) = key {
+                eprintln!(
+                    "backup: the secrets in it are sealed with the key in {}, which the backup \
+                     does not contain; keep a copy of that key to restore it (put it in the \
+                     restored data directory as {}, or name it in storage.secrets_key_file)",
+                    key.display(),
+                    crate::log::DEFAULT_SECRETS_KEY_FILE
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -244,10 +256,23 @@ pub fn backup(config: &Config, to: &Path) -> ExitCode {
 }
 
 /// Creates a token (org-wide, or scoped to the application `app`) and prints it once.
-pub fn create_token(config: &Config, app: Option<&str>) -> ExitCode {
+pub fn create_token(
+    config: &Config,
+    app: Option<&str>,
+    name: &str,
+    expires_at: Option<&str>,
+) -> ExitCode {
     if let Some(refused) = refuse_in_cluster(config, "token create") {
         return refused;
     }
+    let expires_ms = match expires_at.map(|at| (at, crate::clock::parse_rfc3339(at))) {
+        None => None,
+        Some((_, Some(ms))) => Some(ms),
+        Some((at, None)) => {
+            eprintln!("error: --expires-at {at:?} is not an RFC 3339 time");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let result = with_log(config, |log, runtime| {
         let scope = match app {
             None => TokenScope::Org,
@@ -263,8 +288,15 @@ pub fn create_token(config: &Config, app: Option<&str>) -> ExitCode {
             }
         };
         runtime
-            .block_on(crate::app::create_token(log, &Clock::System, scope))
-            .map_err(|e| e.to_string())
+            .block_on(crate::app::create_token_with(
+                log,
+                &Clock::System,
+                scope,
+                name.to_owned(),
+                expires_ms,
+            ))
+            .map_err(|e| e.to_string())?
+            .map_err(|refusal| format!("the log refused the token: {refusal:?}"))
     });
     match result {
         Ok(token) => {
@@ -272,6 +304,95 @@ pub fn create_token(config: &Config, app: Option<&str>) -> ExitCode {
             {
                 println!("{token}");
             }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints every token: id, name, scope, creation, expiry and last use.
+pub fn list_tokens(config: &Config) -> ExitCode {
+    let result = with_log(config, |log, _| {
+        log.read(|rtxn, dbs| {
+            let mut rows = Vec::new();
+            for (hash, record) in tables::tokens(rtxn, dbs)? {
+                let scope = match record.scope {
+                    TokenScope::Org => "org".to_owned(),
+                    TokenScope::Poller { .. } => "poller".to_owned(),
+                    TokenScope::App(key) => tables::app_by_key(rtxn, dbs, key)?
+                        .map_or_else(|| "deleted-app".to_owned(), |app| app.id),
+                };
+                let time = |ms: Option<u64>| ms.map_or_else(|| "-".to_owned(), format_rfc3339);
+                rows.push(format!(
+                    "{}\t{}\t{scope}\t{}\t{}\t{}",
+                    token_id(&hash),
+                    if record.name.is_empty() {
+                        "-"
+                    } else {
+                        &record.name
+                    },
+                    format_rfc3339(record.created_ms),
+                    time(record.expires_ms),
+                    time(record.last_used_ms),
+                ));
+            }
+            Ok(rows)
+        })
+        .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(rows) => {
+            #[expect(clippy::print_stdout, reason = "the list is the command's output")]
+            {
+                println!("ID\tNAME\tSCOPE\tCREATED\tEXPIRES\tLAST USED");
+                for row in rows {
+                    println!("{row}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Revokes the token named by `which`: its id, a unique prefix of its id, or the token.
+pub fn revoke_token(config: &Config, which: &str) -> ExitCode {
+    let result = with_log(config, |log, runtime| {
+        let hash = if which.starts_with("sk_") {
+            crate::api::hash_token(which)
+        } else {
+            let found = log
+                .read(|rtxn, dbs| tables::tokens_by_id_prefix(rtxn, dbs, which))
+                .map_err(|e| e.to_string())?;
+            match found.as_slice() {
+                [(hash, _)] => *hash,
+                [] => return Err(format!("no token {which}")),
+                _ => {
+                    return Err(format!(
+                        "{which} names {} tokens; give more of the id",
+                        found.len()
+                    ));
+                }
+            }
+        };
+        let op = Op::RevokeToken { hash };
+        match runtime
+            .block_on(log.submit(Envelope::new(op, Clock::System.now_ms())))
+            .map_err(|e| e.to_string())?
+        {
+            Outcome::Refused(_) => Err(format!("no token {which}")),
+            _ => Ok(token_id(&hash)),
+        }
+    });
+    match result {
+        Ok(id) => {
+            eprintln!("revoked {id}");
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -125,9 +125,16 @@ pub struct StorageConfig {
     /// the rest stays free for delivering what was accepted. Default 90, 50–99.
     pub ingest_guard_percent: u8,
     /// File with the 32-byte key (raw, hex or base64) that seals endpoint secrets in the
-    /// log. Default none: not sealed (under systemd, the credential `secrets-key` is used
-    /// when present).
+    /// log. Default none: `<data_dir>/secrets.key`, made on the first start (under
+    /// systemd, the credential `secrets-key` is used when present).
     pub secrets_key_file: Option<PathBuf>,
+    /// Seal secrets at rest. Default true; false keeps a log without a key in clear (and
+    /// only then is no key made).
+    pub seal_secrets: bool,
+    /// Message create answers 507 once the data directory's filesystem has less than this
+    /// free, so that recording the deliveries of what was accepted still fits. Default
+    /// 256 MiB, 0–1 TiB.
+    pub disk_reserve_bytes: u64,
     /// Messages older than this, with no delivery pending, are deleted with their
     /// deliveries and attempts (payloads go earlier, at each message's own retention).
     /// Default 90 days, 1–3,650.
@@ -222,6 +229,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("storage.intake_capacity", "65536"),
     ("storage.ingest_guard_percent", "90"),
     ("storage.secrets_key_file", "(none)"),
+    ("storage.seal_secrets", "true"),
+    ("storage.disk_reserve_bytes", "268435456"),
     ("storage.retention_days", "90"),
     ("delivery.attempt_timeout_ms", "5000"),
     ("delivery.connect_timeout_ms", "2000"),
@@ -279,6 +288,8 @@ impl Config {
                 intake_capacity: 65_536,
                 ingest_guard_percent: 90,
                 secrets_key_file: None,
+                seal_secrets: true,
+                disk_reserve_bytes: 256 << 20,
                 retention_days: 90,
             },
             delivery: DeliveryConfig {
@@ -571,6 +582,8 @@ fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageCon
         "intake_capacity",
         "ingest_guard_percent",
         "secrets_key_file",
+        "seal_secrets",
+        "disk_reserve_bytes",
         "retention_days",
     ];
     reader.int(
@@ -585,6 +598,20 @@ fn read_storage(reader: &mut Reader, storage: &toml::Table, out: &mut StorageCon
     out.secrets_key_file = reader
         .string(storage, "storage", "secrets_key_file")
         .map(PathBuf::from);
+    if let Some(v) = storage.get("seal_secrets") {
+        match v.as_bool() {
+            Some(b) => out.seal_secrets = b,
+            None => reader.problem("storage.seal_secrets", "must be true or false"),
+        }
+    }
+    reader.int(
+        storage,
+        "storage",
+        "disk_reserve_bytes",
+        0,
+        1 << 40,
+        &mut out.disk_reserve_bytes,
+    );
     reader.int(
         storage,
         "storage",
@@ -946,7 +973,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 45, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 47, "KEYS lists every key");
     }
 
     #[test]

@@ -91,7 +91,12 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
             Ok(running) => running,
             Err(error) => {
                 tracing::error!(%error, "Sluice could not start.");
-                return ExitCode::FAILURE;
+                return match error {
+                    crate::app::StartError::AdminTokenTooShort { .. } => {
+                        ExitCode::from(crate::cli::EXIT_USAGE)
+                    }
+                    _ => ExitCode::FAILURE,
+                };
             }
         };
         if let Some((token, file)) = &running.first_admin_token {

@@ -150,6 +150,8 @@ pub enum UidProblem {
     TooLong,
     BadCharacter,
     IdPrefix,
+    /// `.` or `..`: a client or proxy normalises such a path segment away.
+    DotSegment,
 }
 
 impl UidProblem {
@@ -159,6 +161,7 @@ impl UidProblem {
             UidProblem::TooLong => "must be at most 256 characters",
             UidProblem::BadCharacter => "may only contain a-z, A-Z, 0-9, '-', '_' and '.'",
             UidProblem::IdPrefix => "uids are not allowed to have the same prefix as the id",
+            UidProblem::DotSegment => "must not be '.' or '..'",
         }
     }
 }
@@ -186,6 +189,9 @@ pub fn check_name(name: &str, len_max: usize) -> Result<(), UidProblem> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
         return Err(UidProblem::BadCharacter);
+    }
+    if name == "." || name == ".." {
+        return Err(UidProblem::DotSegment);
     }
     Ok(())
 }
@@ -225,7 +231,10 @@ mod tests {
 
     #[test]
     fn uid_rules() {
-        let cases: [(&str, Result<(), UidProblem>); 6] = [
+        let cases: [(&str, Result<(), UidProblem>); 9] = [
+            (".", Err(UidProblem::DotSegment)),
+            ("..", Err(UidProblem::DotSegment)),
+            ("...", Ok(())),
             ("my-app_1.v2", Ok(())),
             ("", Err(UidProblem::Empty)),
             ("has space", Err(UidProblem::BadCharacter)),

@@ -73,6 +73,9 @@ pub const RETENTION_SWEEP_ROWS_MAX: usize = 500;
 pub const RETENTION_SWEEP_LOOKUPS_MAX: usize = 20_000;
 /// Most retention batches in one sweep; the rest waits for the next sweep.
 pub const RETENTION_SWEEP_BATCHES_MAX: usize = 1_000;
+/// Most rows (messages, deliveries, due rows, attempts) one purge batch of a deleted
+/// application deletes, about: one batch is one short write.
+pub const PURGE_BATCH_ROWS_MAX: usize = 2_000;
 /// Most background tasks (recover, replay-missing) running at once.
 pub const TASKS_RUNNING_MAX: usize = 16;
 /// Most rows one background-task batch examines, and most deliveries it queues: one
@@ -161,6 +164,12 @@ pub const PAYLOAD_PASS_INTERVAL_MS: u64 = 3_600_000;
 pub const HEARTBEAT_STALE: Duration = Duration::from_secs(3);
 /// How long the writer waits for work before it beats its heartbeat again.
 pub const IDLE_WAKE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a sample of the data directory's free space (statvfs and the log's reusable
+/// pages) serves the disk guard before it is taken again.
+pub const DISK_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+/// A failing write batch is reported at most once per this interval, with the count of
+/// failures since the last report.
+pub const WRITE_FAILURE_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// How often histograms are compacted and the log's gauges sampled.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -174,6 +183,22 @@ pub const SCHEMAS_BYTES_MAX: usize = 64 * 1024;
 /// Most token buckets kept. To make room, buckets that have refilled completely (idle
 /// tokens) are forgotten, which loses nothing; if every one is in use, the fullest goes.
 pub const RATE_BUCKETS_MAX: usize = 100_000;
+
+/// Most tokens stored (API tokens, expired ones until revoked, and endpoints' poller
+/// tokens): a token list is one bounded scan.
+pub const TOKENS_MAX: u64 = 10_000;
+/// A token's last use is recorded at most once per this interval (one small write a
+/// minute per busy token, never one per request).
+pub const TOKEN_USE_RECORD_INTERVAL_MS: u64 = 60_000;
+/// Failed authentications a client address may make at once, and how many more it earns
+/// a second; past them it is answered 429 before its token is even looked at.
+pub const AUTH_FAILURES_BURST: u32 = 20;
+pub const AUTH_FAILURES_PER_SECOND: u32 = 1;
+/// Most client addresses whose failed authentications are tracked (idle ones are
+/// forgotten first, as with `RATE_BUCKETS_MAX`).
+pub const AUTH_FAILURE_BUCKETS_MAX: usize = 10_000;
+/// The shortest `SLUICE_ADMIN_TOKEN` accepted at start.
+pub const ADMIN_TOKEN_LEN_MIN: usize = 32;
 
 // === polling and ingest sources ===
 

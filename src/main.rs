@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
-use sluice::cli::{Overrides, backup, create_token, load_config, load_for_tool, rekey};
+use sluice::cli::{
+    Overrides, backup, create_token, list_tokens, load_config, load_for_tool, rekey, revoke_token,
+};
 use sluice::daemon::serve;
 
 /// See Cargo.toml: measured cheaper than glibc malloc on the hot paths.
@@ -126,6 +128,12 @@ enum TokenCommand {
         /// Scope the token to one application (id or uid); default: org-wide.
         #[arg(long)]
         app: Option<String>,
+        /// A label shown by `token list`.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// When the token stops working (RFC 3339); default: never.
+        #[arg(long)]
+        expires_at: Option<String>,
         /// The config file (default: the embedded default; the secrets key comes from
         /// `storage.secrets_key_file` in it).
         #[arg(long)]
@@ -134,6 +142,55 @@ enum TokenCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// List the tokens: id, name, scope, creation, expiry and last use (never the token).
+    List {
+        /// The config file (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Revoke a token: its id (`tok_…`), a unique prefix of it, or the token itself.
+    /// Requests that carry it get 401 from then on.
+    Revoke {
+        /// The token's id (`tok_…`), a unique prefix of the id, or the token (`sk_…`).
+        token: String,
+        /// The config file (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// A tool's runner: config file, data directory, then the work on the loaded config.
+type Tool<'a> = &'a dyn Fn(
+    Option<PathBuf>,
+    Option<PathBuf>,
+    &dyn Fn(&sluice::config::Config) -> ExitCode,
+) -> ExitCode;
+
+/// The `token` subcommands.
+fn token(command: TokenCommand, tool: Tool<'_>) -> ExitCode {
+    match command {
+        TokenCommand::Create {
+            app,
+            name,
+            expires_at,
+            config,
+            data_dir,
+        } => tool(config, data_dir, &|c| {
+            create_token(c, app.as_deref(), &name, expires_at.as_deref())
+        }),
+        TokenCommand::List { config, data_dir } => tool(config, data_dir, &list_tokens),
+        TokenCommand::Revoke {
+            token,
+            config,
+            data_dir,
+        } => tool(config, data_dir, &|c| revoke_token(c, &token)),
+    }
 }
 
 fn main() -> ExitCode {
@@ -198,14 +255,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Token {
-            command:
-                TokenCommand::Create {
-                    app,
-                    config,
-                    data_dir,
-                },
-        } => tool(config, data_dir, &|c| create_token(c, app.as_deref())),
+        Command::Token { command } => token(command, &tool),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The sweeper: applies the log's retention rules (`log::retention`) and expires
-//! remembered idempotent replies, in bounded batches — every `SWEEP_INTERVAL`, and batch
+//! The sweeper: applies the log's retention rules (`log::retention`), purges what deleted
+//! applications left (`log::purge`) and expires remembered idempotent replies, in bounded
+//! batches — every `SWEEP_INTERVAL`, and batch
 //! after batch while there is more — so that old data leaves the log continuously, under
 //! steady load as when idle, and no single write is long.
 
@@ -8,8 +9,8 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::cluster::Ownership;
 use crate::limits::{
-    DAY_MS, IDEMPOTENCY_SWEEP_ROWS_MAX, PAYLOAD_PASS_INTERVAL_MS, RETENTION_SWEEP_BATCHES_MAX,
-    RETENTION_SWEEP_ROWS_MAX, SWEEP_INTERVAL,
+    DAY_MS, IDEMPOTENCY_SWEEP_ROWS_MAX, PAYLOAD_PASS_INTERVAL_MS, PURGE_BATCH_ROWS_MAX,
+    RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX, SWEEP_INTERVAL,
 };
 use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::{Log, LogError};
@@ -41,6 +42,9 @@ pub fn start(
             }
             if let Err(error) = retention(&log, &clock, keep_ms, &mut cursors).await {
                 tracing::warn!(%error, "Retention sweep failed; will retry.");
+            }
+            if let Err(error) = purge_deleted_apps(&log, &clock).await {
+                tracing::warn!(%error, "Purge of deleted applications failed; will retry.");
             }
             if let Err(error) = expire_idempotency(&log, &clock, &mut cursors).await {
                 tracing::warn!(%error, "Idempotency sweep failed; will retry.");
@@ -80,6 +84,29 @@ async fn retention(
         if !swept.more {
             break;
         }
+    }
+    Ok(())
+}
+
+/// Purges what deleted applications left, batch after batch while there is more (at most
+/// `RETENTION_SWEEP_BATCHES_MAX` batches a tick).
+async fn purge_deleted_apps(log: &Log, clock: &Clock) -> Result<(), LogError> {
+    let (mut rows, mut apps) = (0, 0);
+    for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
+        let op = Op::PurgeDeletedApps {
+            rows_max: PURGE_BATCH_ROWS_MAX as u32,
+        };
+        let Outcome::Purged(purged) = log.submit(Envelope::new(op, clock.now_ms())).await? else {
+            break;
+        };
+        rows += purged.rows;
+        apps += purged.apps_done;
+        if !purged.more {
+            break;
+        }
+    }
+    if rows + apps > 0 {
+        tracing::info!(rows, apps, "Purged what deleted applications left.");
     }
     Ok(())
 }

@@ -46,6 +46,9 @@ pub mod name {
     pub const LMDB_MAP_SIZE: &str = "sluice_lmdb_map_size_bytes";
     pub const LMDB_USED: &str = "sluice_lmdb_used_bytes";
     pub const LMDB_READERS: &str = "sluice_lmdb_readers";
+    pub const AUTH_FAILURES: &str = "sluice_api_auth_failures_total";
+    pub const DISK_FREE: &str = "sluice_disk_free_bytes";
+    pub const LMDB_REUSABLE: &str = "sluice_lmdb_reusable_bytes";
     // Cluster mode only (absent without `[cluster]`).
     pub const CLUSTER_APPLIED_SEQ: &str = "sluice_cluster_applied_seq";
     pub const CLUSTER_APPLIER_LAG: &str = "sluice_cluster_applier_lag";
@@ -114,9 +117,16 @@ fn build() -> PrometheusHandle {
     ] {
         counter!(counter).absolute(0);
     }
+    for outcome in ["refused", "throttled"] {
+        counter!(name::AUTH_FAILURES, "outcome" => outcome).absolute(0);
+    }
     handle
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one description per metric: the list reads as the catalogue"
+)]
 fn describe() {
     use name::*;
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
@@ -188,6 +198,21 @@ fn describe() {
     describe_gauge!(LMDB_MAP_SIZE, Unit::Bytes, "Size of the LMDB map.");
     describe_gauge!(LMDB_USED, Unit::Bytes, "Bytes of the LMDB map in use.");
     describe_gauge!(LMDB_READERS, "LMDB reader slots in use.");
+    describe_gauge!(
+        DISK_FREE,
+        Unit::Bytes,
+        "Bytes free for Sluice on the data directory's filesystem."
+    );
+    describe_gauge!(
+        LMDB_REUSABLE,
+        Unit::Bytes,
+        "Bytes of the data file freed by deletes, reused before the file grows."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "API requests with a missing, unknown, revoked or expired token (refused: 401), and \
+         requests refused because their address failed too often (throttled: 429)."
+    );
 }
 
 /// The metrics of cluster mode (never set without `[cluster]`).
@@ -235,6 +260,7 @@ pub fn status_class(status: u16) -> &'static str {
 /// Samples the log's gauges (map size and use, readers, pending deliveries and how
 /// overdue the oldest is, tasks). `now_ms` is the wall clock (due times are wall-clock).
 pub fn sample_log(log: &Log, now_ms: u64) {
+    crate::api::sample_disk(log);
     let (map_size, used, readers) = log.usage();
     gauge!(name::LMDB_MAP_SIZE).set(map_size as f64);
     gauge!(name::LMDB_USED).set(used as f64);

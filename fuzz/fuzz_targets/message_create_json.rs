@@ -10,13 +10,17 @@
 //! * that object must equal the top-level `payload` (or `data`) field as serde_json sees it,
 //!   i.e. the scanner cut out the right value.
 //!
+//! And whenever serde_json sees a key twice in one object (top level or nested), `parse`
+//! must refuse the body: parsers disagree on which copy counts, so Sluice takes neither.
+//!
 //! The converse (serde_json accepts, so `parse` must) is deliberately not asserted:
-//! simd-json and serde_json legitimately differ at the edges (big integers, duplicate keys,
-//! field validation), and refusing a body is always safe.
+//! simd-json and serde_json legitimately differ at the edges (big integers, field
+//! validation), and refusing a body is always safe.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use sluice::api::message_in::{parse, payload_span};
 
@@ -25,6 +29,15 @@ fuzz_target!(|data: &[u8]| {
     // anything at all.
     if let Ok(Some((start, end))) = payload_span(data) {
         assert!(start <= end && end <= data.len(), "span {start}..{end} outside the body");
+    }
+
+    if let Some(key) = duplicate_key(data) {
+        assert!(
+            parse(data).is_err(),
+            "parse accepted a body with the key {key:?} twice in one object; body: {}",
+            lossy(data)
+        );
+        return;
     }
 
     let Ok(message) = parse(data) else {
@@ -71,4 +84,63 @@ fuzz_target!(|data: &[u8]| {
 
 fn lossy(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
+}
+
+/// A key serde_json sees twice in one object of `data` (`None` for a body without one, or
+/// one serde_json does not parse). Written against serde's visitor, independently of
+/// Sluice's own checks.
+fn duplicate_key(data: &[u8]) -> Option<String> {
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let _ = Walk(&mut found).deserialize(&mut de);
+    found
+}
+
+struct Walk<'a>(&'a mut Option<String>);
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Walk(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key.clone()) {
+                *self.0 = Some(key);
+                return Err(A::Error::custom("duplicate"));
+            }
+            map.next_value_seed(Walk(&mut *self.0))?;
+        }
+        Ok(())
+    }
 }

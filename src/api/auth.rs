@@ -3,13 +3,18 @@
 //! Tokens are random strings (`sk_` + 43 base64url characters); only their SHA-256 is
 //! stored (`tokens` table), so a copy of the data directory does not reveal them. An org
 //! token sees everything; an app token sees its one application (others are 404, org-only
-//! routes 403).
+//! routes 403). A revoked or expired token is refused like an unknown one, on the next
+//! request: every request reads its token's record. A token's last use is recorded at
+//! most once a `TOKEN_USE_RECORD_INTERVAL_MS` (an `Op::TouchToken` the request does not
+//! wait for), never once per request.
 
 use base64::Engine;
 use hyper::HeaderMap;
 use hyper::header::AUTHORIZATION;
 
 use super::{ApiError, ApiState};
+use crate::limits::{TOKEN_USE_RECORD_INTERVAL_MS, TOKENS_MAX};
+use crate::log::ops::{Envelope, Op};
 use crate::log::schema::{AppRecord, TokenScope};
 use crate::log::tables;
 
@@ -57,7 +62,11 @@ pub fn new_token() -> String {
     )
 }
 
-pub(super) fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Auth, ApiError> {
+pub(super) fn authenticate(
+    state: &ApiState,
+    headers: &HeaderMap,
+    now_ms: u64,
+) -> Result<Auth, ApiError> {
     let header = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -78,13 +87,47 @@ pub(super) fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Auth
     }
     let record = state
         .log
-        .read(|rtxn, dbs| tables::token(rtxn, dbs, &token_hash))?;
-    record
-        // A rotated poller token works until its grace ends.
-        .filter(|r| r.expires_ms.is_none_or(|at| at > state.clock.now_ms()))
-        .map(|r| Auth {
-            scope: r.scope,
-            token_hash,
-        })
-        .ok_or(ApiError::Unauthorized)
+        .read(|rtxn, dbs| tables::token(rtxn, dbs, &token_hash))?
+        .filter(|r| r.is_valid_at(now_ms))
+        .ok_or(ApiError::Unauthorized)?;
+    if record
+        .last_used_ms
+        .is_none_or(|last| now_ms >= last.saturating_add(TOKEN_USE_RECORD_INTERVAL_MS))
+    {
+        record_use(state, token_hash, now_ms);
+    }
+    Ok(Auth {
+        scope: record.scope,
+        token_hash,
+    })
+}
+
+/// Queues an `Op::TouchToken` unless one went for this token within the interval (the
+/// stored time lags the queued op by a commit, so concurrent requests check memory too).
+/// Nothing waits for it; if the writer is busy, the next request after it tries again.
+fn record_use(state: &ApiState, token_hash: [u8; 32], now_ms: u64) {
+    {
+        let mut touched = state
+            .tokens_touched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if touched
+            .get(&token_hash)
+            .is_some_and(|&at| now_ms < at.saturating_add(TOKEN_USE_RECORD_INTERVAL_MS))
+        {
+            return;
+        }
+        if touched.len() as u64 >= TOKENS_MAX {
+            touched.retain(|_, at| now_ms < at.saturating_add(TOKEN_USE_RECORD_INTERVAL_MS));
+        }
+        touched.insert(token_hash, now_ms);
+    }
+    let op = Op::TouchToken { hash: token_hash };
+    if state.log.submit_queued(Envelope::new(op, now_ms)).is_err() {
+        state
+            .tokens_touched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&token_hash);
+    }
 }

@@ -24,30 +24,44 @@ use crate::log::ops::{EndpointChanges, EndpointFields, Op, merge_header};
 use crate::log::schema::{EndpointRecord, Signing};
 use crate::log::tables::{self, Walk};
 
-/// Header names an endpoint may not set (hop-by-hop, framing, caching; Svix's list).
-const FORBIDDEN_HEADERS: [&str; 19] = [
-    "user-agent",
+/// Header names an endpoint may not set: the request target (`host`), hop-by-hop and
+/// framing headers (RFC 9110 §7.6.1, RFC 9112), and caching and content headers (Svix's
+/// list). A custom `Host` would send the request to another virtual host than the URL the
+/// destination policy checked; framing headers could split or smuggle requests.
+const FORBIDDEN_HEADERS: [&str; 29] = [
+    "host",
+    "connection",
+    "proxy-connection",
     "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
     "te",
+    "trailer",
     "trailers",
     "transfer-encoding",
     "upgrade",
+    "expect",
+    "content-length",
+    "http2-settings",
+    "alt-svc",
+    "via",
+    "forwarded",
+    "max-forwards",
+    "user-agent",
     "age",
     "cache-control",
     "clear-site-data",
     "expires",
     "pragma",
     "warning",
-    "content-length",
     "content-type",
     "content-encoding",
     "content-language",
     "content-location",
+    "content-range",
+    "date",
 ];
 /// Header name prefixes an endpoint may not set (cloud infrastructure and our own).
-const FORBIDDEN_HEADER_PREFIXES: [&str; 11] = [
+const FORBIDDEN_HEADER_PREFIXES: [&str; 12] = [
+    "proxy-",
     "x-amz-",
     "x-amzn-",
     "x-google",
@@ -341,7 +355,10 @@ fn check_header_at(problems: &mut Problems, loc: &[&str], name: &str, value: Opt
             .iter()
             .any(|p| lower.starts_with(p))
     {
-        problems.add(loc, "this header may not be set on an endpoint");
+        problems.add(
+            loc,
+            format!("the header {name:?} may not be set on an endpoint"),
+        );
     }
     if let Some(value) = value
         && (value.len() > HEADER_VALUE_LEN_MAX || HeaderValue::from_str(value).is_err())
@@ -773,6 +790,28 @@ mod tests {
         assert!(!verdict("x-amz-date", "1"));
         assert!(!verdict("webhook-id", "1"));
         assert!(!verdict("bad header", "1"));
+        for name in [
+            "Host",
+            "HOST",
+            "Connection",
+            "Keep-Alive",
+            "Proxy-Authorization",
+            "Proxy-Anything",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Expect",
+            "Content-Length",
+        ] {
+            assert!(!verdict(name, "1"), "{name} is refused");
+            let mut p = Problems::default();
+            check_header(&mut p, name, Some("1"));
+            let Err(ApiError::Validation(errors)) = p.finish() else {
+                panic!("{name}: a 422");
+            };
+            assert!(errors[0].msg.contains(name), "{name}: {}", errors[0].msg);
+        }
         assert!(!verdict("X-Custom", "line\nbreak"));
         let mut headers = BTreeMap::from([("X-A".to_owned(), "1".to_owned())]);
         merge_header(&mut headers, "x-a", Some("2".to_owned()));

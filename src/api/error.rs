@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::limits::{
     APPS_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX, POLLER_CONSUMERS_MAX,
-    TASKS_RUNNING_MAX,
+    TASKS_RUNNING_MAX, TOKENS_MAX,
 };
 use crate::log::LogError;
 use crate::log::ops::Refusal;
@@ -64,6 +64,8 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     #[error("Request payload is too large.")]
     PayloadTooLarge { limit_bytes: usize },
+    #[error("the URI is too long")]
+    UriTooLong { limit_bytes: usize },
     #[error("the request took too long to arrive")]
     RequestTimeout,
     #[error("the storage is full")]
@@ -72,6 +74,8 @@ pub enum ApiError {
     Busy,
     #[error("too many requests for this token")]
     RateLimited { retry_after_secs: u32 },
+    #[error("too many failed authentications from this address")]
+    AuthThrottled { retry_after_secs: u32 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -98,10 +102,13 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::AuthThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,10 +125,12 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge { .. } => "too_large",
+            ApiError::UriTooLong { .. } => "uri_too_long",
             ApiError::RequestTimeout => "timeout",
             ApiError::StorageFull => "storage_full",
             ApiError::Busy => "busy",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::AuthThrottled { .. } => "auth_throttled",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -144,7 +153,8 @@ impl ApiError {
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
             ApiError::Busy => Some(1),
-            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::AuthThrottled { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -182,19 +192,29 @@ impl ApiError {
                 "payload_too_large",
                 &format!("Request payload is too large (the limit is {limit_bytes} bytes)."),
             ),
+            ApiError::UriTooLong { limit_bytes } => coded(
+                "uri_too_long",
+                &format!("The URI is longer than {limit_bytes} bytes."),
+            ),
             ApiError::RequestTimeout => coded(
                 "request_timeout",
                 "The request body did not arrive in time.",
             ),
             ApiError::StorageFull => coded(
                 "storage_full",
-                "The message log is (nearly) full (storage.map_size_bytes, storage.ingest_guard_percent); the request was not stored.",
+                "The storage is (nearly) full: the data directory's filesystem has less room than storage.disk_reserve_bytes, or the log uses storage.ingest_guard_percent of storage.map_size_bytes. The request was not stored; what was accepted is still delivered.",
             ),
             ApiError::Busy => coded("busy", "The server is busy; retry shortly."),
             ApiError::RateLimited { retry_after_secs } => coded(
                 "rate_limited",
                 &format!(
                     "This token made too many requests (api.token_rate_per_second); retry in {retry_after_secs} s."
+                ),
+            ),
+            ApiError::AuthThrottled { retry_after_secs } => coded(
+                "auth_throttled",
+                &format!(
+                    "Too many failed authentications from this address; retry in {retry_after_secs} s."
                 ),
             ),
             // Internal details go to tracing, not to the client.
@@ -206,7 +226,7 @@ impl ApiError {
 impl From<LogError> for ApiError {
     fn from(error: LogError) -> ApiError {
         match error {
-            LogError::MapFull => ApiError::StorageFull,
+            LogError::MapFull | LogError::DiskFull => ApiError::StorageFull,
             // A cluster that cannot replicate now (a NATS election, a lagging applier)
             // is busy, not broken: the client retries.
             LogError::Busy | LogError::Cluster(_) => ApiError::Busy,
@@ -282,6 +302,11 @@ impl From<Refusal> for ApiError {
                 "endpoint_disabled",
                 "The endpoint is disabled; enable it first.",
             ),
+            Refusal::TokensLimit => ApiError::bad_request(
+                "limit_reached",
+                format!("Sluice holds the most tokens it allows ({TOKENS_MAX}); revoke one."),
+            ),
+            Refusal::TokenNotFound => ApiError::NotFound("Token not found."),
             Refusal::PayloadGone => ApiError::bad_request(
                 "missing_payload",
                 "The message's payload has expired or was expunged.",

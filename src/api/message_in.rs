@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 
 use simd_json::prelude::*;
+use simd_json::{Node, Tape};
 
 use super::FieldError;
 use crate::ids::{self, IdKind};
@@ -25,24 +26,47 @@ pub struct MessageIn {
     pub payload: Vec<u8>,
 }
 
+/// A thread's reusable buffers: the body's copy simd-json parses in place, its internal
+/// buffers, and the tape's node vector (kept empty between calls).
+struct Scratch {
+    copy: Vec<u8>,
+    buffers: simd_json::Buffers,
+    nodes: Vec<Node<'static>>,
+}
+
 thread_local! {
-    static SCRATCH: RefCell<(Vec<u8>, simd_json::Buffers)> = RefCell::new((Vec::new(), simd_json::Buffers::new(4096)));
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        copy: Vec::new(),
+        buffers: simd_json::Buffers::new(4096),
+        nodes: Vec::new(),
+    });
 }
 
 /// Parses and validates a message-create body; on failure, every field problem found.
 pub fn parse(body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        let (copy, buffers) = &mut *scratch;
+        let Scratch {
+            copy,
+            buffers,
+            nodes,
+        } = &mut *scratch;
         copy.clear();
         copy.extend_from_slice(body);
-        let result = match simd_json::borrowed::to_value_with_buffers(copy, buffers) {
-            Ok(value) => fields(&value, body),
+        // The tape borrows the copy; its vector comes back empty (`reset`) afterwards.
+        let mut tape = Tape(std::mem::take(nodes)).reset();
+        let result = match simd_json::fill_tape(copy, buffers, &mut tape) {
+            Ok(()) => fields(&tape, body),
             Err(e) => Err(vec![FieldError::json_decode(
                 vec!["body".to_owned()],
                 format!("Invalid JSON: {e}"),
             )]),
         };
+        let mut kept = tape.reset().0;
+        if kept.capacity() > NODES_KEPT_MAX {
+            kept = Vec::new();
+        }
+        *nodes = kept;
         // Keep the scratch buffer from staying large after one huge request.
         if copy.capacity() > 1 << 20 {
             *copy = Vec::new();
@@ -51,25 +75,37 @@ pub fn parse(body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
     })
 }
 
-type Object<'v> = simd_json::borrowed::Object<'v>;
+/// Most tape nodes a thread keeps allocated between requests.
+const NODES_KEPT_MAX: usize = 1 << 16;
 
-fn fields(value: &simd_json::BorrowedValue<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
-    let Some(object) = value.as_object() else {
+type Object<'t, 'i> = simd_json::tape::Object<'t, 'i>;
+type Value<'t, 'i> = simd_json::tape::Value<'t, 'i>;
+
+fn fields(tape: &Tape<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
+    let Some(object) = tape.as_value().as_object() else {
         return Err(vec![FieldError::json_decode(
             vec!["body".to_owned()],
             "The body must be a JSON object.",
         )]);
     };
+    if let Some((field, key)) = duplicate_key(&tape.0) {
+        let msg = if field == key {
+            format!("the key {key:?} appears more than once")
+        } else {
+            format!("the key {key:?} appears more than once in one object")
+        };
+        return Err(vec![FieldError::value(&["body", field], msg)]);
+    }
     let mut problems = Vec::new();
-    let event_type = note(&mut problems, "eventType", event_type(object));
-    let event_id = note(&mut problems, "eventId", event_id(object));
-    let channels = note(&mut problems, "channels", channels(object));
+    let event_type = note(&mut problems, "eventType", event_type(&object));
+    let event_id = note(&mut problems, "eventId", event_id(&object));
+    let channels = note(&mut problems, "channels", channels(&object));
     let retention_days = note(
         &mut problems,
         "payloadRetentionPeriod",
-        retention_days(object),
+        retention_days(&object),
     );
-    let payload = note(&mut problems, "payload", payload(object, body));
+    let payload = note(&mut problems, "payload", payload(&object, body));
     match (event_type, event_id, channels, retention_days, payload) {
         (Some(event_type), Some(event_id), Some(channels), Some(retention_days), Some(payload))
             if problems.is_empty() =>
@@ -86,6 +122,84 @@ fn fields(value: &simd_json::BorrowedValue<'_>, body: &[u8]) -> Result<MessageIn
     }
 }
 
+/// Objects with at most this many keys are checked for duplicates pairwise (no
+/// allocation); larger ones are sorted.
+const PAIRWISE_KEYS_MAX: usize = 16;
+
+/// How many tape nodes `node` and what it holds take.
+fn span(node: &Node<'_>) -> usize {
+    match node {
+        Node::Object { count, .. } | Node::Array { count, .. } => 1 + count,
+        Node::String(_) | Node::Static(_) => 1,
+    }
+}
+
+/// The first key that appears twice in one object of the body (`nodes`, a tape whose
+/// first node is an object), top level or nested, as (the top-level field it is in, the
+/// key). simd-json's values keep the first copy of a repeated key in small objects and
+/// the last in large ones, and other parsers differ again: a body whose meaning depends on
+/// the parser is refused. One linear pass over the tape, no recursion.
+fn duplicate_key<'i>(nodes: &[Node<'i>]) -> Option<(&'i str, &'i str)> {
+    if let Some(key) = duplicate_in(nodes) {
+        return Some((key, key));
+    }
+    let Some(Node::Object { len, .. }) = nodes.first() else {
+        return None;
+    };
+    let mut idx = 1;
+    for _ in 0..*len {
+        let field = match nodes.get(idx) {
+            Some(Node::String(field)) => *field,
+            _ => return None,
+        };
+        let start = idx + 1;
+        let end = start + span(nodes.get(start)?);
+        for at in start..end.min(nodes.len()) {
+            if let Node::Object { len: 2.., .. } = nodes[at]
+                && let Some(key) = duplicate_in(&nodes[at..])
+            {
+                return Some((field, key));
+            }
+        }
+        idx = end;
+    }
+    None
+}
+
+/// A key the object at `nodes[0]` holds more than once.
+fn duplicate_in<'i>(nodes: &[Node<'i>]) -> Option<&'i str> {
+    let Some(&Node::Object { len, .. }) = nodes.first() else {
+        return None;
+    };
+    let mut keys = object_keys(nodes, len);
+    if len <= PAIRWISE_KEYS_MAX {
+        let mut seen: [&str; PAIRWISE_KEYS_MAX] = [""; PAIRWISE_KEYS_MAX];
+        for (i, key) in keys.enumerate() {
+            if seen[..i].contains(&key) {
+                return Some(key);
+            }
+            seen[i] = key;
+        }
+        return None;
+    }
+    let mut sorted: Vec<&str> = Vec::with_capacity(len);
+    sorted.extend(&mut keys);
+    sorted.sort_unstable();
+    sorted.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
+/// The keys of the object at `nodes[0]`, which has `len` of them.
+fn object_keys<'n, 'i>(nodes: &'n [Node<'i>], len: usize) -> impl Iterator<Item = &'i str> + 'n {
+    let mut idx = 1;
+    (0..len).map_while(move |_| {
+        let Some(Node::String(key)) = nodes.get(idx) else {
+            return None;
+        };
+        idx += 1 + nodes.get(idx + 1).map_or(1, span);
+        Some(*key)
+    })
+}
+
 /// Keeps a field's value, or records its problem.
 fn note<T>(
     problems: &mut Vec<FieldError>,
@@ -98,24 +212,21 @@ fn note<T>(
 }
 
 /// A field that may be absent or `null`.
-fn optional<'o, 'v>(
-    object: &'o Object<'v>,
-    name: &str,
-) -> Option<&'o simd_json::BorrowedValue<'v>> {
+fn optional<'t, 'i>(object: &Object<'t, 'i>, name: &str) -> Option<Value<'t, 'i>> {
     object.get(name).filter(|v| !v.is_null())
 }
 
-fn event_type(object: &Object<'_>) -> Result<String, &'static str> {
+fn event_type(object: &Object<'_, '_>) -> Result<String, &'static str> {
     let name = object
         .get("eventType")
         .ok_or("field required")?
-        .as_str()
+        .into_string()
         .ok_or("must be a string")?;
     ids::check_name(name, NAME_LEN_MAX).map_err(|p| p.message())?;
     Ok(name.to_owned())
 }
 
-fn event_id(object: &Object<'_>) -> Result<Option<String>, &'static str> {
+fn event_id(object: &Object<'_, '_>) -> Result<Option<String>, &'static str> {
     let Some(value) = optional(object, "eventId") else {
         return Ok(None);
     };
@@ -124,7 +235,7 @@ fn event_id(object: &Object<'_>) -> Result<Option<String>, &'static str> {
     Ok(Some(uid.to_owned()))
 }
 
-fn channels(object: &Object<'_>) -> Result<Option<Vec<String>>, &'static str> {
+fn channels(object: &Object<'_, '_>) -> Result<Option<Vec<String>>, &'static str> {
     let Some(value) = optional(object, "channels") else {
         return Ok(None);
     };
@@ -133,7 +244,7 @@ fn channels(object: &Object<'_>) -> Result<Option<Vec<String>>, &'static str> {
         .filter(|items| (1..=MESSAGE_CHANNELS_MAX).contains(&items.len()));
     let items = items.ok_or("must be a list of 1 to 5 channel names")?;
     let names = items.iter().map(|item| {
-        item.as_str()
+        item.into_string()
             .filter(|n| ids::check_name(n, NAME_LEN_MAX).is_ok())
     });
     let names: Option<Vec<String>> = names.map(|n| n.map(str::to_owned)).collect();
@@ -142,7 +253,7 @@ fn channels(object: &Object<'_>) -> Result<Option<Vec<String>>, &'static str> {
         .ok_or("each channel must be a name of a-z, A-Z, 0-9, '-', '_', '.'")
 }
 
-fn retention_days(object: &Object<'_>) -> Result<Option<u16>, &'static str> {
+fn retention_days(object: &Object<'_, '_>) -> Result<Option<u16>, &'static str> {
     let Some(value) = optional(object, "payloadRetentionPeriod") else {
         return Ok(None);
     };
@@ -155,7 +266,7 @@ fn retention_days(object: &Object<'_>) -> Result<Option<u16>, &'static str> {
         .ok_or("must be an integer from 1 to 90 (days)")
 }
 
-fn payload(object: &Object<'_>, body: &[u8]) -> Result<Vec<u8>, &'static str> {
+fn payload(object: &Object<'_, '_>, body: &[u8]) -> Result<Vec<u8>, &'static str> {
     let value = object
         .get("payload")
         .or_else(|| object.get("data"))
@@ -345,6 +456,53 @@ mod tests {
             loc(br#"{"eventType":"a","payload":{},"payload":{}}"#),
             ["body.payload"]
         );
+    }
+
+    #[test]
+    fn refuses_duplicate_keys_at_any_depth() {
+        let loc = |body: &[u8]| -> Vec<String> {
+            parse(body)
+                .expect_err("a duplicate key")
+                .into_iter()
+                .map(|e| e.loc.join("."))
+                .collect()
+        };
+        assert_eq!(
+            loc(br#"{"eventType":"a","eventType":"b","payload":{}}"#),
+            ["body.eventType"]
+        );
+        assert_eq!(
+            loc(br#"{"eventType":"a","eventId":"x","payload":{},"eventId":"y"}"#),
+            ["body.eventId"]
+        );
+        assert_eq!(
+            loc(br#"{"eventType":"a","payload":{"k":1,"k":2}}"#),
+            ["body.payload"]
+        );
+        assert_eq!(
+            loc(br#"{"eventType":"a","payload":{"l":[{"x":{"k":1,"k":2}}]}}"#),
+            ["body.payload"]
+        );
+        // An escaped spelling is the same key.
+        assert_eq!(
+            loc(br#"{"eventType":"a","payload":{"k":1,"\u006b":2}}"#),
+            ["body.payload"]
+        );
+        // Past the pairwise size: sorted.
+        let mut big = String::from(r#"{"eventType":"a","payload":{"#);
+        for i in 0..40 {
+            big.push_str(&format!(r#""k{i}":{i},"#));
+        }
+        big.push_str(r#""k7":0}}"#);
+        assert_eq!(loc(big.as_bytes()), ["body.payload"]);
+        // The same key in two different objects is fine.
+        assert!(parse(br#"{"eventType":"a","payload":{"k":{"k":1},"j":{"k":2}}}"#).is_ok());
+        let mut wide = String::from(r#"{"eventType":"a","payload":{"#);
+        for i in 0..40 {
+            wide.push_str(&format!(r#""k{i}":{{"k":{i}}},"#));
+        }
+        wide.push_str(r#""z":0}}"#);
+        assert!(parse(wide.as_bytes()).is_ok());
     }
 
     #[test]

@@ -24,11 +24,13 @@ mod rate;
 mod sources;
 mod tasks;
 pub mod tls;
+mod tokens;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,7 +47,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::clock::Clock;
 use crate::config::ApiConfig;
-use crate::limits::{METRICS_CONNECTIONS_MAX, URI_LEN_MAX};
+use crate::limits::{DISK_SAMPLE_INTERVAL, METRICS_CONNECTIONS_MAX, URI_LEN_MAX};
 use crate::live::Live;
 use crate::log::Log;
 use crate::log::ops::{MessageView, Outcome};
@@ -68,10 +70,19 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// Per-token request buckets.
     rate_limiter: rate::RateLimiter,
+    /// Failed authentications per client address.
+    auth_throttle: rate::AuthThrottle,
+    /// When each token's last use was last queued for recording (coalescing).
+    tokens_touched: Mutex<HashMap<[u8; 32], u64>>,
     /// The listener's TLS acceptor, if `api.tls_*` are set; replaced on SIGHUP.
     pub tls: Live<Option<tokio_rustls::TlsAcceptor>>,
     /// `storage.ingest_guard_percent`: new messages are refused above this share of the map.
     pub ingest_guard_percent: u8,
+    /// `storage.disk_reserve_bytes`: new messages are refused with less room than this on
+    /// the data directory's filesystem.
+    pub disk_reserve_bytes: u64,
+    /// The last sample of that room, and when it was taken (`DISK_SAMPLE_INTERVAL`).
+    disk: Mutex<Option<(std::time::Instant, DiskRoom)>>,
     /// Whether the API listener serves `/metrics` (no `[metrics] listen` of its own).
     pub metrics_on_api: bool,
     /// SHA-256 of the bearer token `/metrics` requires (`metrics.token_file`), if any.
@@ -100,8 +111,12 @@ impl ApiState {
             task_wake,
             metrics,
             rate_limiter: rate::RateLimiter::default(),
+            auth_throttle: rate::AuthThrottle::default(),
+            tokens_touched: Mutex::new(HashMap::new()),
             tls: Live::new(None),
             ingest_guard_percent: 90,
+            disk_reserve_bytes: 0,
+            disk: Mutex::new(None),
             metrics_on_api: true,
             metrics_token_hash: None,
             cluster: None,
@@ -110,16 +125,77 @@ impl ApiState {
     }
 }
 
+/// Room for the log to grow on its filesystem.
+#[derive(Clone, Copy, Debug)]
+pub struct DiskRoom {
+    /// Free on the filesystem (`None`: statvfs failed; the guard then trusts the map).
+    pub filesystem_free_bytes: Option<u64>,
+    /// Freed pages inside the data file that LMDB reuses before growing it.
+    pub reusable_bytes: u64,
+}
+
+impl DiskRoom {
+    /// Everything the log can still write into.
+    pub fn room_bytes(&self) -> Option<u64> {
+        self.filesystem_free_bytes
+            .map(|free| free.saturating_add(self.reusable_bytes))
+    }
+}
+
 impl ApiState {
     /// Refuses new messages (507) once the log has used `ingest_guard_percent` of its map,
-    /// keeping the rest for delivering what was already accepted.
+    /// or its filesystem has less room than `disk_reserve_bytes`: the rest is kept for
+    /// recording the deliveries of what was already accepted.
     pub fn ensure_room_for_messages(&self) -> Result<(), ApiError> {
-        let (map_size, used, _) = self.log.usage();
-        if u128::from(used) * 100 >= u128::from(map_size) * u128::from(self.ingest_guard_percent) {
+        if self.map_nearly_full() || self.disk_low().is_some() {
             return Err(ApiError::StorageFull);
         }
         Ok(())
     }
+
+    fn map_nearly_full(&self) -> bool {
+        let (map_size, used, _) = self.log.usage();
+        u128::from(used) * 100 >= u128::from(map_size) * u128::from(self.ingest_guard_percent)
+    }
+
+    /// The room sample when it is below the reserve.
+    fn disk_low(&self) -> Option<DiskRoom> {
+        let room = self.disk_room();
+        room.room_bytes()
+            .is_some_and(|bytes| bytes < self.disk_reserve_bytes)
+            .then_some(room)
+    }
+
+    /// The room on the data directory's filesystem, sampled at most once per
+    /// `DISK_SAMPLE_INTERVAL` (a statvfs and the tables' page counts) while there is
+    /// plenty, on every call once within twice the reserve; published as gauges.
+    pub fn disk_room(&self) -> DiskRoom {
+        let mut cached = self.disk.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, room)) = *cached
+            && at.elapsed() < DISK_SAMPLE_INTERVAL
+            && room
+                .room_bytes()
+                .is_none_or(|bytes| bytes / 2 >= self.disk_reserve_bytes)
+        {
+            return room;
+        }
+        let room = sample_disk(&self.log);
+        *cached = Some((std::time::Instant::now(), room));
+        room
+    }
+}
+
+/// Takes a sample of the log's room and sets the disk gauges.
+pub fn sample_disk(log: &Log) -> DiskRoom {
+    let room = DiskRoom {
+        filesystem_free_bytes: log.filesystem_free_bytes(),
+        reusable_bytes: log.reusable_bytes().unwrap_or(0),
+    };
+    if let Some(free) = room.filesystem_free_bytes {
+        metrics::gauge!(crate::telemetry::name::DISK_FREE).set(free as f64);
+    }
+    metrics::gauge!(crate::telemetry::name::LMDB_REUSABLE).set(room.reusable_bytes as f64);
+    room
 }
 
 /// A successful response: a status and a JSON body (empty for 204).
@@ -186,7 +262,7 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -209,13 +285,16 @@ pub async fn serve(
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             match tls.as_ref() {
-                None => serve_connection(stream, state, surface, header_timeout, watcher).await,
+                None => {
+                    serve_connection(stream, peer, state, surface, header_timeout, watcher).await
+                }
                 Some(acceptor) => {
                     // The handshake is bounded like the headers: a silent client cannot
                     // hold a connection slot.
                     let handshake = tokio::time::timeout(header_timeout, acceptor.accept(stream));
                     if let Ok(Ok(stream)) = handshake.await {
-                        serve_connection(stream, state, surface, header_timeout, watcher).await;
+                        serve_connection(stream, peer, state, surface, header_timeout, watcher)
+                            .await;
                     }
                 }
             }
@@ -228,6 +307,7 @@ pub async fn serve(
 /// Serves HTTP/1.1 on one connection (plain or TLS) until it closes or the server drains.
 async fn serve_connection<S>(
     stream: S,
+    peer: SocketAddr,
     state: Arc<ApiState>,
     surface: Surface,
     header_timeout: Duration,
@@ -239,7 +319,7 @@ async fn serve_connection<S>(
         let state = Arc::clone(&state);
         async move {
             Ok::<_, Infallible>(match surface {
-                Surface::Api => handle(&state, req).await,
+                Surface::Api => handle(&state, req, peer.ip()).await,
                 Surface::Metrics => handle_metrics(&state, &req),
             })
         }
@@ -252,7 +332,12 @@ async fn serve_connection<S>(
 }
 
 /// Serves one request; never fails (errors become JSON responses).
-pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// `peer` is the client's address (failed authentications are throttled per address).
+pub async fn handle(
+    state: &ApiState,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     if state.metrics_on_api && req.uri().path() == METRICS_PATH {
         return handle_metrics(state, &req);
@@ -260,7 +345,7 @@ pub async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<B
     if req.uri().path().starts_with(ingest_in::RECEIVE_PREFIX) {
         return ingest_in::handle(state, req).await;
     }
-    let result = route_and_serve(state, req).await;
+    let result = route_and_serve(state, req, peer).await;
     render(&method, result)
 }
 
@@ -390,6 +475,8 @@ enum Route<'a> {
     SourceEndpointSecret(&'a str, &'a str),
     SourceEndpointSecretRotate(&'a str, &'a str),
     SourceEndpointHeaders(&'a str, &'a str),
+    Tokens,
+    Token(&'a str),
 }
 
 impl<'a> Route<'a> {
@@ -427,6 +514,8 @@ impl<'a> Route<'a> {
             ["app", a, "poller", e, "consumer", c, "seek"] => Route::PollerSeek(a, e, c),
             ["auth", "app", a, "poller", e, "token"] => Route::PollerToken(a, e),
             ["auth", "app", a, "poller", e, "token", "rotate"] => Route::PollerTokenRotate(a, e),
+            ["auth", "token"] => Route::Tokens,
+            ["auth", "token", t] => Route::Token(t),
             _ => return None,
         })
     }
@@ -454,9 +543,12 @@ impl<'a> Route<'a> {
         use Method as M;
         match self {
             Route::Health | Route::HealthPing => &[M::GET, M::HEAD],
-            Route::Apps | Route::Endpoints(..) | Route::EventTypes | Route::Messages(..) => {
-                &[M::GET, M::POST]
-            }
+            Route::Apps
+            | Route::Endpoints(..)
+            | Route::EventTypes
+            | Route::Messages(..)
+            | Route::Tokens => &[M::GET, M::POST],
+            Route::Token(..) => &[M::DELETE],
             Route::App(..) | Route::Endpoint(..) | Route::EventType(..) => {
                 &[M::GET, M::PUT, M::PATCH, M::DELETE]
             }
@@ -511,14 +603,17 @@ fn split_segments(rest: &str) -> Option<Vec<String>> {
         .collect()
 }
 
-async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Reply, ApiError> {
+async fn route_and_serve(
+    state: &ApiState,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Reply, ApiError> {
     let uri = req.uri().clone();
     let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
     if path_and_query.len() > URI_LEN_MAX {
-        return Err(ApiError::bad_request(
-            "uri_too_long",
-            format!("The URI is longer than {URI_LEN_MAX} bytes."),
-        ));
+        return Err(ApiError::UriTooLong {
+            limit_bytes: URI_LEN_MAX,
+        });
     }
     let ingest = uri.path().strip_prefix("/ingest/api/v1");
     let segments = match ingest {
@@ -537,12 +632,12 @@ async fn route_and_serve(state: &ApiState, req: Request<Incoming>) -> Result<Rep
     }
     if matches!(route, Route::Messages(_)) && method == Method::POST {
         let started = std::time::Instant::now();
-        let result = serve_route(state, req, route, path_and_query).await;
+        let result = serve_route(state, req, route, path_and_query, peer).await;
         let rejected = result.as_ref().err().map(ApiError::reason);
         crate::telemetry::ingest_finished(started.elapsed(), rejected);
         return result;
     }
-    serve_route(state, req, route, path_and_query).await
+    serve_route(state, req, route, path_and_query, peer).await
 }
 
 /// Authenticates, reads the body, applies idempotency and runs the route's handler.
@@ -551,12 +646,28 @@ async fn serve_route(
     req: Request<Incoming>,
     route: Route<'_>,
     path_and_query: &str,
+    peer: IpAddr,
 ) -> Result<Reply, ApiError> {
     let method = req.method().clone();
     if let Route::Health | Route::HealthPing = route {
         return health(state, route);
     }
-    let auth = auth::authenticate(state, req.headers())?;
+    let now_ms = state.clock.now_ms();
+    if let Err(error) = state.auth_throttle.check(peer, now_ms) {
+        metrics::counter!(crate::telemetry::name::AUTH_FAILURES, "outcome" => "throttled")
+            .increment(1);
+        return Err(error);
+    }
+    let auth = match auth::authenticate(state, req.headers(), now_ms) {
+        Ok(auth) => auth,
+        Err(ApiError::Unauthorized) => {
+            state.auth_throttle.failed(peer, now_ms);
+            metrics::counter!(crate::telemetry::name::AUTH_FAILURES, "outcome" => "refused")
+                .increment(1);
+            return Err(ApiError::Unauthorized);
+        }
+        Err(error) => return Err(error),
+    };
     // A poller token polls its endpoint and does nothing else.
     if matches!(auth.scope, crate::log::schema::TokenScope::Poller { .. })
         && !matches!(
@@ -697,10 +808,15 @@ async fn dispatch(
             };
             destination(state, ctx, x, Some(e), what).await
         }
+        (Route::Tokens, M::GET) => tokens::list(state, ctx),
+        (Route::Tokens, _) => tokens::create(state, ctx).await,
+        (Route::Token(t), _) => tokens::revoke(state, ctx, t).await,
         (Route::Health | Route::HealthPing, _) => health(state, route),
     }
 }
 
+/// `/api/v1/health`: 200 while the log reads (`status` `ok`, or `degraded` with the
+/// reasons: the disk or the map nearly full, commits failing), 500 when it does not.
 fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
     if route == Route::HealthPing {
         return Ok(Reply::no_content());
@@ -712,10 +828,42 @@ fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
         Ok(_) => "ok",
         Err(_) => "error",
     };
+    let mut reasons = Vec::new();
+    let room = state.disk_room();
+    let disk_low = room
+        .room_bytes()
+        .is_some_and(|bytes| bytes < state.disk_reserve_bytes);
+    if disk_low {
+        reasons.push(format!(
+            "the data directory's filesystem has {} bytes of room, less than \
+             storage.disk_reserve_bytes ({}): message create answers 507",
+            room.room_bytes().unwrap_or(0),
+            state.disk_reserve_bytes
+        ));
+    }
+    if state.map_nearly_full() {
+        reasons.push(format!(
+            "the log uses storage.ingest_guard_percent ({} %) of its map: message create \
+             answers 507",
+            state.ingest_guard_percent
+        ));
+    }
+    if let Some(failure) = state.log.write_failure() {
+        reasons.push(format!("writes are failing: {failure}"));
+    }
+    let part = |bad: bool| if bad { "degraded" } else { "ok" };
     let mut body = serde_json::json!({
+        "status": if database != "ok" { "error" } else { part(!reasons.is_empty()) },
+        "reasons": reasons,
         "database": {"status": database},
         "queue": {"status": "ok"},
         "cache": {"status": "ok"},
+        "disk": {
+            "status": part(disk_low),
+            "freeBytes": room.filesystem_free_bytes,
+            "reusableBytes": room.reusable_bytes,
+            "reserveBytes": state.disk_reserve_bytes,
+        },
     });
     // Cluster mode: this node's applied sequence, lag and leases (reads here are that
     // far behind the stream).
@@ -802,6 +950,7 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
         | Outcome::TaskAdvanced(_)
         | Outcome::AttemptRecorded { .. }
         | Outcome::Swept(_)
+        | Outcome::Purged(_)
         | Outcome::IdempotencyExpired { .. } => Err(ApiError::Internal(
             "an outcome with no reply of its own".to_owned(),
         )),
@@ -828,7 +977,10 @@ pub fn render_reply(outcome: &Outcome) -> Option<(u16, Vec<u8>)> {
 }
 
 /// Parses a management request body into `T`; problems become a 422 naming the field.
+/// A key repeated in one object (anywhere in the body) is a 422 too: which copy counts
+/// would depend on the parser.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    check_no_duplicate_keys(body)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut de);
     let value = parsed.map_err(|e| {
@@ -847,4 +999,94 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         )])
     })?;
     Ok(value)
+}
+
+/// A 422 naming the first key that appears twice in one object of `body`. A body that is
+/// not JSON passes (the typed parse reports it). serde_json's recursion limit bounds the
+/// walk.
+fn check_no_duplicate_keys(body: &[u8]) -> Result<(), ApiError> {
+    use serde::de::DeserializeSeed;
+    let mut path = vec!["body".to_owned()];
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match (UniqueKeys { path: &mut path }).deserialize(&mut de) {
+        Err(e) if e.to_string().starts_with(DUPLICATE_KEY) => {
+            Err(ApiError::Validation(vec![FieldError::json_decode(
+                path,
+                "this key appears more than once in its object",
+            )]))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How `UniqueKeys` starts its error's message.
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// Walks any JSON value and fails at the first duplicate key; `path` is then its location.
+struct UniqueKeys<'p> {
+    path: &'p mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0usize;
+        loop {
+            self.path.push(format!("[{index}]"));
+            if seq
+                .next_element_seed(UniqueKeys { path: self.path })?
+                .is_none()
+            {
+                self.path.pop();
+                return Ok(());
+            }
+            self.path.pop();
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let key = key.into_owned();
+            self.path.push(key.clone());
+            if !seen.insert(key) {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            map.next_value_seed(UniqueKeys { path: self.path })?;
+            self.path.pop();
+        }
+        Ok(())
+    }
 }

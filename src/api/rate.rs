@@ -2,12 +2,20 @@
 //! `api.token_rate_per_second` up to `api.token_rate_burst`. A request that finds its
 //! bucket empty is answered 429 with `Retry-After`, before its body is read. One noisy
 //! token cannot starve the others: each has its own bucket.
+//!
+//! The same buckets, keyed by client address, throttle failed authentications
+//! (`AuthThrottle`): a client that sent `AUTH_FAILURES_BURST` bad tokens is answered 429
+//! before its next token is even looked at, until its bucket refills.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
 use super::ApiError;
-use crate::limits::RATE_BUCKETS_MAX;
+use crate::limits::{
+    AUTH_FAILURE_BUCKETS_MAX, AUTH_FAILURES_BURST, AUTH_FAILURES_PER_SECOND, RATE_BUCKETS_MAX,
+};
 
 /// One token's bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,11 +53,75 @@ impl Bucket {
     }
 }
 
-/// The buckets of every token seen recently.
-#[derive(Default)]
-pub(super) struct RateLimiter {
+/// The buckets of every token (or client address) seen recently.
+pub(super) struct RateLimiter<K = [u8; 32]> {
     /// A std mutex: the critical section is a map lookup and arithmetic, never `.await`.
-    buckets: Mutex<HashMap<[u8; 32], Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K> Default for RateLimiter<K> {
+    fn default() -> Self {
+        RateLimiter {
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Failed authentications per client address.
+#[derive(Default)]
+pub(super) struct AuthThrottle(RateLimiter<IpAddr>);
+
+impl AuthThrottle {
+    /// 429 if `peer` has used up its failed authentications; takes nothing.
+    pub(super) fn check(&self, peer: IpAddr, now_ms: u64) -> Result<(), ApiError> {
+        let buckets = self
+            .0
+            .buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(bucket) = buckets.get(&peer) else {
+            return Ok(());
+        };
+        // Try on a copy: checking must not spend the bucket.
+        let mut probe = *bucket;
+        probe
+            .take(now_ms, AUTH_FAILURES_PER_SECOND, AUTH_FAILURES_BURST)
+            .map_err(|wait_ms| ApiError::AuthThrottled {
+                retry_after_secs: retry_after(wait_ms),
+            })
+    }
+
+    /// Counts one failed authentication of `peer`.
+    pub(super) fn failed(&self, peer: IpAddr, now_ms: u64) {
+        let _ = self.0.take_with(
+            peer,
+            now_ms,
+            AUTH_FAILURES_PER_SECOND,
+            AUTH_FAILURES_BURST,
+            AUTH_FAILURE_BUCKETS_MAX,
+        );
+    }
+}
+
+fn retry_after(wait_ms: u64) -> u32 {
+    u32::try_from(wait_ms.div_ceil(1000))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+impl<K: Hash + Eq + Copy> RateLimiter<K> {
+    /// Takes one from `key`'s bucket (made full if new, room made for it within
+    /// `max`); `Err(wait_ms)` when it is empty.
+    fn take_with(&self, key: K, now_ms: u64, rate: u32, burst: u32, max: usize) -> Result<(), u64> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if !buckets.contains_key(&key) {
+            make_room(&mut buckets, max, now_ms, rate, burst);
+        }
+        buckets
+            .entry(key)
+            .or_insert_with(|| Bucket::full(burst, now_ms))
+            .take(now_ms, rate, burst)
+    }
 }
 
 impl RateLimiter {
@@ -64,26 +136,17 @@ impl RateLimiter {
         if rate == 0 {
             return Ok(());
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if !buckets.contains_key(token_hash) {
-            make_room(&mut buckets, RATE_BUCKETS_MAX, now_ms, rate, burst);
-        }
-        let bucket = buckets
-            .entry(*token_hash)
-            .or_insert_with(|| Bucket::full(burst, now_ms));
-        bucket.take(now_ms, rate, burst).map_err(|wait_ms| {
-            let secs = u32::try_from(wait_ms.div_ceil(1000)).unwrap_or(u32::MAX);
-            ApiError::RateLimited {
-                retry_after_secs: secs.max(1),
-            }
-        })
+        self.take_with(*token_hash, now_ms, rate, burst, RATE_BUCKETS_MAX)
+            .map_err(|wait_ms| ApiError::RateLimited {
+                retry_after_secs: retry_after(wait_ms),
+            })
     }
 }
 
 /// Leaves fewer than `max` buckets: first drops the full ones, then (all in use) the one
 /// nearest to full, which gives its token the least it did not already have.
-fn make_room(
-    buckets: &mut HashMap<[u8; 32], Bucket>,
+fn make_room<K: Hash + Eq + Copy>(
+    buckets: &mut HashMap<K, Bucket>,
     max: usize,
     now_ms: u64,
     rate: u32,
@@ -142,6 +205,27 @@ mod tests {
         ));
         assert!(limiter.check(&b, 0, 1, 1).is_ok());
         assert!(limiter.check(&a, 0, 0, 1).is_ok(), "rate 0 is no limit");
+    }
+
+    #[test]
+    fn failed_authentications_are_throttled_per_address() {
+        let throttle = AuthThrottle::default();
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        for _ in 0..AUTH_FAILURES_BURST {
+            assert!(throttle.check(a, 0).is_ok(), "checking spends nothing");
+            throttle.failed(a, 0);
+        }
+        assert!(matches!(
+            throttle.check(a, 0),
+            Err(ApiError::AuthThrottled {
+                retry_after_secs: 1
+            })
+        ));
+        assert!(
+            throttle.check(b, 0).is_ok(),
+            "another address is not held up"
+        );
+        assert!(throttle.check(a, 1_000).is_ok(), "one more a second later");
     }
 
     #[test]

@@ -15,10 +15,10 @@ use super::schema::{
     SourceErrorRecord, SourceRecord, TokenRecord, TokenScope,
 };
 use super::tasks::{self as task_log, NotCreated, TaskSpec};
-use super::{LogError, WriteCtx, retention, tables};
+use super::{LogError, WriteCtx, purge, retention, tables};
 use crate::limits::{
     APPS_MAX, DAY_MS, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX,
-    RETENTION_DAYS_DEFAULT, SOURCE_OLD_TOKENS_MAX,
+    RETENTION_DAYS_DEFAULT, SOURCE_OLD_TOKENS_MAX, TOKENS_MAX,
 };
 
 /// The event type every endpoint can be sent an example of, and its payload.
@@ -135,13 +135,26 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             tables::skip_delivery(w, endpoint_key, seq)?;
             Ok(Outcome::Done)
         }
-        Op::CreateToken { hash, scope } => {
-            let record = TokenRecord {
-                scope,
-                created_ms: w.now_ms,
-                expires_ms: None,
-            };
-            tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+        Op::CreateToken {
+            hash,
+            scope,
+            name,
+            expires_ms,
+        } => create_token(w, hash, scope, name, expires_ms),
+        Op::RevokeToken { hash } => {
+            if tables::token(w.wtxn, w.dbs, &hash)?.is_none() {
+                return refused(Refusal::TokenNotFound);
+            }
+            w.dbs.tokens.delete(w.wtxn, &hash)?;
+            Ok(Outcome::Done)
+        }
+        Op::TouchToken { hash } => {
+            if let Some(mut record) = tables::token(w.wtxn, w.dbs, &hash)?
+                && record.last_used_ms.is_none_or(|last| last < w.now_ms)
+            {
+                record.last_used_ms = Some(w.now_ms);
+                tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+            }
             Ok(Outcome::Done)
         }
         Op::RetentionSweep {
@@ -154,6 +167,9 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             payload_cursor,
             rows_max as usize,
         )?)),
+        Op::PurgeDeletedApps { rows_max } => {
+            Ok(Outcome::Purged(purge::purge(w, rows_max as usize)?))
+        }
         Op::ExpireIdempotency { after, rows_max } => {
             let (resume, deleted) =
                 tables::expire_idempotency(w, after.as_deref(), rows_max as usize)?;
@@ -266,6 +282,28 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
     }
 }
 
+/// `Done`, or `TokensLimit`.
+fn create_token(
+    w: &mut WriteCtx<'_, '_>,
+    hash: [u8; 32],
+    scope: TokenScope,
+    name: String,
+    expires_ms: Option<u64>,
+) -> Result<Outcome, LogError> {
+    if tables::token(w.wtxn, w.dbs, &hash)?.is_none() && w.dbs.tokens.len(w.wtxn)? >= TOKENS_MAX {
+        return refused(Refusal::TokensLimit);
+    }
+    let record = TokenRecord {
+        scope,
+        created_ms: w.now_ms,
+        name,
+        expires_ms,
+        last_used_ms: None,
+    };
+    tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+    Ok(Outcome::Done)
+}
+
 // === polling ===
 
 fn set_poller_token(
@@ -294,7 +332,9 @@ fn set_poller_token(
                     endpoint: endpoint.key,
                 },
                 created_ms: previous.created_ms,
+                name: String::new(),
                 expires_ms: Some(w.now_ms + old_grace_ms),
+                last_used_ms: None,
             };
             tables::put_token(w.wtxn, w.dbs, &previous.hash, &old)?;
         }
@@ -309,7 +349,9 @@ fn set_poller_token(
             endpoint: endpoint.key,
         },
         created_ms: w.now_ms,
+        name: String::new(),
         expires_ms: None,
+        last_used_ms: None,
     };
     tables::put_token(w.wtxn, w.dbs, &token.hash, &record)?;
     tables::put_poller_token(w.wtxn, w.dbs, endpoint.key, &token)?;
@@ -550,8 +592,10 @@ fn delete_app(w: &mut WriteCtx<'_, '_>, reference: &str) -> Result<Outcome, LogE
     let Some(app) = tables::app_by_ref(w.wtxn, w.dbs, reference)?.filter(|a| !a.internal) else {
         return refused(Refusal::AppNotFound);
     };
-    tables::delete_app(w.wtxn, w.dbs, &app)?;
+    let endpoint_keys = tables::delete_app(w.wtxn, w.dbs, &app)?;
     w.state.endpoints.remove_app(app.key);
+    // Its messages, deliveries and attempts go in bounded batches (`PurgeDeletedApps`).
+    purge::mark(w, app.key, &endpoint_keys)?;
     Ok(Outcome::Done)
 }
 

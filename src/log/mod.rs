@@ -14,6 +14,7 @@
 mod apply;
 pub mod index;
 pub mod ops;
+pub mod purge;
 pub mod retention;
 pub mod schema;
 pub mod seal;
@@ -21,7 +22,7 @@ pub mod tables;
 pub mod tasks;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -43,6 +44,8 @@ pub(in crate::log) type Table = Database<'static, Bytes, Bytes>;
 pub enum LogError {
     #[error("the LMDB map is full; raise storage.map_size_bytes")]
     MapFull,
+    #[error("the data directory's filesystem is full")]
+    DiskFull,
     #[error("the writer is busy; its intake queue is full")]
     Busy,
     #[error("the writer thread has stopped")]
@@ -76,9 +79,53 @@ impl From<heed::Error> for LogError {
     fn from(error: heed::Error) -> LogError {
         match error {
             heed::Error::Mdb(heed::MdbError::MapFull) => LogError::MapFull,
+            heed::Error::Mdb(heed::MdbError::Other(code)) if is_no_space(code) => {
+                LogError::DiskFull
+            }
+            heed::Error::Io(e) if e.raw_os_error().is_some_and(is_no_space) => LogError::DiskFull,
             other => LogError::Lmdb(other.to_string()),
         }
     }
+}
+
+impl Dbs {
+    /// Every table, in `schema::db_name::ALL` order.
+    fn all_tables(&self) -> [&Table; 27] {
+        [
+            &self.meta,
+            &self.msgs,
+            &self.msg_ids,
+            &self.app_msgs,
+            &self.deliveries,
+            &self.due,
+            &self.apps,
+            &self.app_ids,
+            &self.endpoints,
+            &self.endpoint_ids,
+            &self.app_endpoints,
+            &self.event_types,
+            &self.tokens,
+            &self.idempotency,
+            &self.attempts,
+            &self.attempt_ids,
+            &self.msg_attempts,
+            &self.endpoint_attempts,
+            &self.tasks,
+            &self.task_ids,
+            &self.running_tasks,
+            &self.consumers,
+            &self.poller_tokens,
+            &self.sources,
+            &self.source_ids,
+            &self.source_tokens,
+            &self.source_errors,
+        ]
+    }
+}
+
+/// ENOSPC (no space left on the device) or EDQUOT (quota exceeded), as LMDB passes them.
+fn is_no_space(code: i32) -> bool {
+    code == 28 || code == 122
 }
 
 /// The typed set of databases, opened once, and the secrets key (if any) that seals and
@@ -86,6 +133,8 @@ impl From<heed::Error> for LogError {
 #[derive(Clone)]
 pub struct Dbs {
     pub(in crate::log) sealer: Option<Arc<seal::Sealer>>,
+    /// Where the secrets key was read from (for the operator: backups need it too).
+    pub(in crate::log) secrets_key_file: Option<PathBuf>,
     pub(in crate::log) meta: Table,
     pub(in crate::log) msgs: Table,
     pub(in crate::log) msg_ids: Table,
@@ -121,6 +170,10 @@ struct Shared {
     intake: crossbeam_channel::Sender<writer::Intake>,
     /// Beaten by the writer thread on every turn of its loop (at least once a second).
     writer_heartbeat: Arc<Heartbeat>,
+    /// Whether the writer's last batch failed to commit, and why (for health).
+    writer_health: Arc<writer::WriterHealth>,
+    /// The data directory (its filesystem's free space guards ingest).
+    dir: PathBuf,
     /// Cluster mode: the stream sequence of the last op committed (0: none, or embedded).
     applied_seq: Arc<AtomicU64>,
     /// Cluster mode: where `submit` sends ops (to the replicated stream) instead of the
@@ -232,6 +285,8 @@ impl Log {
         writer_heartbeat.beat();
         let beats = Arc::clone(&writer_heartbeat);
         let writer_dbs = dbs.clone();
+        let writer_health = Arc::new(writer::WriterHealth::default());
+        let health = Arc::clone(&writer_health);
         let join = std::thread::Builder::new()
             .name("sluice-writer".to_owned())
             .spawn(move || {
@@ -245,6 +300,7 @@ impl Log {
                     publisher,
                     &writer::Signals {
                         heartbeat: &beats,
+                        health: &health,
                         applied_seq: &writer_applied,
                     },
                 );
@@ -257,6 +313,8 @@ impl Log {
             writer_heartbeat,
             applied_seq,
             replicator: OnceLock::new(),
+            writer_health,
+            dir: dir.to_path_buf(),
         };
         Ok((
             Log {
@@ -392,6 +450,44 @@ impl Log {
         self.shared.dbs.sealer.is_some()
     }
 
+    /// The file of the key the log's secrets are sealed with (`None`: not sealed).
+    pub fn secrets_key_file(&self) -> Option<&Path> {
+        self.shared.dbs.secrets_key_file.as_deref()
+    }
+
+    /// Why the writer's last batch failed to commit, if it did (`None`: writing works).
+    pub fn write_failure(&self) -> Option<String> {
+        self.shared.writer_health.failure()
+    }
+
+    /// Bytes free for Sluice on the data directory's filesystem (`statvfs`: blocks
+    /// available to unprivileged users); `None` if it cannot be asked.
+    pub fn filesystem_free_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.shared.dir).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// Bytes of the data file that deletes have freed and LMDB will reuse before it
+    /// grows the file: the pages up to the last one written, less the pages the tables
+    /// (and LMDB's two meta pages) hold. An estimate that counts the free list's own few
+    /// pages as free.
+    pub fn reusable_bytes(&self) -> Result<u64, LogError> {
+        let env = &self.shared.env;
+        let info = env.info();
+        let rtxn = env.read_txn()?;
+        let dbs = &self.shared.dbs;
+        let main = env.unnamed_database_stat();
+        let page = u64::from(main.page_size);
+        let pages =
+            |s: heed::DatabaseStat| (s.branch_pages + s.leaf_pages + s.overflow_pages) as u64;
+        let mut used = 2 + pages(main);
+        for table in dbs.all_tables() {
+            used += pages(table.stat(&rtxn)?);
+        }
+        let written = info.last_page_number as u64 + 1;
+        Ok(written.saturating_sub(used) * page)
+    }
+
     /// The writer thread's heartbeat (for the watchdog).
     pub fn writer_heartbeat(&self) -> Arc<Heartbeat> {
         Arc::clone(&self.shared.writer_heartbeat)
@@ -427,35 +523,7 @@ impl Log {
     pub fn table_digests(&self) -> Result<Vec<(&'static str, [u8; 32])>, LogError> {
         let rtxn = self.shared.env.read_txn()?;
         let dbs = &self.shared.dbs;
-        let tables = [
-            &dbs.meta,
-            &dbs.msgs,
-            &dbs.msg_ids,
-            &dbs.app_msgs,
-            &dbs.deliveries,
-            &dbs.due,
-            &dbs.apps,
-            &dbs.app_ids,
-            &dbs.endpoints,
-            &dbs.endpoint_ids,
-            &dbs.app_endpoints,
-            &dbs.event_types,
-            &dbs.tokens,
-            &dbs.idempotency,
-            &dbs.attempts,
-            &dbs.attempt_ids,
-            &dbs.msg_attempts,
-            &dbs.endpoint_attempts,
-            &dbs.tasks,
-            &dbs.task_ids,
-            &dbs.running_tasks,
-            &dbs.consumers,
-            &dbs.poller_tokens,
-            &dbs.sources,
-            &dbs.source_ids,
-            &dbs.source_tokens,
-            &dbs.source_errors,
-        ];
+        let tables = dbs.all_tables();
         let mut digests = Vec::with_capacity(tables.len());
         for (name, table) in schema::db_name::ALL.into_iter().zip(tables) {
             let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
@@ -502,12 +570,59 @@ fn open_env(dir: &Path, storage: &StorageConfig) -> Result<(Env<WithoutTls>, Dbs
     env.clear_stale_readers()?;
     let mut dbs = create_databases(&env)?;
     check_schema(&env, &dbs)?;
-    dbs.sealer = match &storage.secrets_key_file {
-        Some(path) => Some(Arc::new(seal::Sealer::from_key_file(path)?)),
-        None => None,
-    };
+    if let Some(path) = secrets_key_path(dir, storage, &env, &dbs)? {
+        dbs.sealer = Some(Arc::new(seal::Sealer::from_key_file(&path)?));
+        dbs.secrets_key_file = Some(path);
+    }
     check_secrets_key(&env, &dbs)?;
     Ok((env, dbs))
+}
+
+/// The name of the secrets key Sluice makes in the data directory when none is configured.
+pub const DEFAULT_SECRETS_KEY_FILE: &str = "secrets.key";
+
+/// The file of the secrets key to seal with, if any: the configured one; else, unless
+/// `seal_secrets` is off, `<dir>/secrets.key`, made (mode 0600) when the log has never been
+/// sealed. A sealed log whose default key is missing is refused: a new key would not
+/// open it. A backup (`backup_to`) copies `data.mdb` only, never the key.
+fn secrets_key_path(
+    dir: &Path,
+    storage: &StorageConfig,
+    env: &Env<WithoutTls>,
+    dbs: &Dbs,
+) -> Result<Option<PathBuf>, LogError> {
+    if let Some(path) = &storage.secrets_key_file {
+        return Ok(Some(path.clone()));
+    }
+    if !storage.seal_secrets {
+        return Ok(None);
+    }
+    let path = dir.join(DEFAULT_SECRETS_KEY_FILE);
+    if path.exists() {
+        return Ok(Some(path));
+    }
+    let sealed = {
+        let rtxn = env.read_txn()?;
+        dbs.meta
+            .get(&rtxn, schema::meta_key::SECRETS_KEY_CHECK)?
+            .is_some()
+    };
+    if sealed {
+        return Err(LogError::Secrets(format!(
+            "the log's endpoint secrets are sealed and their key {} is missing; restore it \
+             there, or set storage.secrets_key_file (or the systemd credential secrets-key) \
+             to the key they were sealed with",
+            path.display()
+        )));
+    }
+    seal::write_new_key(&path)?;
+    tracing::warn!(
+        key = %path.display(),
+        "Made a secrets key: endpoint secrets, header values and static tokens are sealed \
+         with it. Keep a copy apart from the data: backups do not contain it, and a backup \
+         cannot be opened without it."
+    );
+    Ok(Some(path))
 }
 
 /// Re-seals every endpoint's secrets with `new` (a key rotation) and records its check
@@ -646,6 +761,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     ] = tables;
     Ok(Dbs {
         sealer: None,
+        secrets_key_file: None,
         meta,
         msgs,
         msg_ids,

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::purge::Purged;
 use super::retention::Swept;
 use super::schema::{
     AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, Signing,
@@ -235,6 +236,8 @@ pub enum Op {
     CreateToken {
         hash: [u8; 32],
         scope: TokenScope,
+        name: String,
+        expires_ms: Option<u64>,
     },
     /// One bounded retention batch (see `retention::sweep`).
     RetentionSweep {
@@ -292,6 +295,21 @@ pub enum Op {
         message: Box<NewMessage>,
         headers: Vec<(String, String)>,
     },
+    /// Revokes the token with this hash: its record goes, so it opens nothing from the
+    /// commit on.
+    RevokeToken {
+        hash: [u8; 32],
+    },
+    /// Records that the token was used at the op's time (at most once a
+    /// `limits::TOKEN_USE_RECORD_INTERVAL_MS` per token; the API coalesces).
+    TouchToken {
+        hash: [u8; 32],
+    },
+    /// One bounded batch of purging deleted applications' messages, deliveries and
+    /// attempts (see `purge::purge`).
+    PurgeDeletedApps {
+        rows_max: u32,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -311,7 +329,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 31] = [
+    pub const NAMES: [&'static str; 34] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -343,6 +361,9 @@ impl Op {
         "rotate_source_token",
         "record_source_error",
         "receive_message",
+        "revoke_token",
+        "touch_token",
+        "purge_deleted_apps",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -379,6 +400,9 @@ impl Op {
             Op::RotateSourceToken { .. } => "rotate_source_token",
             Op::RecordSourceError { .. } => "record_source_error",
             Op::ReceiveMessage { .. } => "receive_message",
+            Op::RevokeToken { .. } => "revoke_token",
+            Op::TouchToken { .. } => "touch_token",
+            Op::PurgeDeletedApps { .. } => "purge_deleted_apps",
         }
     }
 }
@@ -528,6 +552,7 @@ pub enum Outcome {
         attempt_key: u64,
     },
     Swept(Swept),
+    Purged(Purged),
     IdempotencyExpired {
         /// Where the next sweep resumes (`None`: from the start).
         resume: Option<Vec<u8>>,
@@ -570,6 +595,9 @@ pub enum Refusal {
     HeadersLimit,
     /// `limits::TASKS_RUNNING_MAX` background tasks are running.
     TasksLimit,
+    /// `limits::TOKENS_MAX` tokens exist.
+    TokensLimit,
+    TokenNotFound,
     EndpointDisabled,
     /// The message's payload expired or was expunged.
     PayloadGone,

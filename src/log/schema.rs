@@ -349,13 +349,41 @@ pub enum TokenScope {
 }
 
 /// A stored API token (only its hash is the key; the token itself is never stored).
+/// The fields after `created_ms` came later: records written before them decode with
+/// their defaults (no name, no expiry, no use recorded). A revoked token's record is
+/// deleted: it is unknown from then on, and the table stays within `TOKENS_MAX`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub scope: TokenScope,
     pub created_ms: u64,
-    /// When the token stops working (a rotated poller token's grace), if ever.
+    /// The operator's label for it (may be empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// When the token stops working (a rotated poller token's grace, or the expiry an
+    /// API token was given), if ever.
     #[serde(default)]
     pub expires_ms: Option<u64>,
+    /// When it was last used, to `limits::TOKEN_USE_RECORD_INTERVAL_MS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_ms: Option<u64>,
+}
+
+impl TokenRecord {
+    /// Whether the token opens the API at `now_ms`.
+    pub fn is_valid_at(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_none_or(|expires| now_ms < expires)
+    }
+}
+
+/// A token's public id: `tok_` and the first 8 bytes of its SHA-256 in hex. It names the
+/// token in lists, revocations and diagnostics without revealing it.
+pub fn token_id(hash: &[u8; 32]) -> String {
+    let mut id = String::with_capacity(4 + 16);
+    id.push_str("tok_");
+    for byte in &hash[..8] {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
 }
 
 /// An endpoint's poller token: shown again on `GET .../token`, so kept (sealed when the
@@ -877,7 +905,9 @@ mod tests {
         let t = TokenRecord {
             scope: TokenScope::App(3),
             created_ms: 1,
+            name: String::new(),
             expires_ms: None,
+            last_used_ms: None,
         };
         let mut bytes = encode_json(&t);
         assert_eq!(
@@ -887,6 +917,27 @@ mod tests {
         bytes[0] = 9;
         assert!(decode_json::<TokenRecord>("tokens", &bytes).is_err());
         assert!(decode_json::<TokenRecord>("tokens", &[]).is_err());
+    }
+
+    #[test]
+    fn token_records_written_before_names_and_expiry_still_decode() {
+        let mut old = vec![RECORD_VERSION];
+        old.extend_from_slice(br#"{"scope":"Org","created_ms":5}"#);
+        let t: TokenRecord = decode_json("tokens", &old).expect("decodes");
+        assert_eq!(
+            (t.scope, t.created_ms, t.name.as_str()),
+            (TokenScope::Org, 5, "")
+        );
+        assert_eq!((t.expires_ms, t.last_used_ms), (None, None));
+        assert!(t.is_valid_at(u64::MAX));
+        let again: TokenRecord = decode_json("tokens", &encode_json(&t)).expect("decodes");
+        assert_eq!(again, t, "the new fields round-trip");
+        let expiring = TokenRecord {
+            expires_ms: Some(10),
+            ..t
+        };
+        assert!(expiring.is_valid_at(9) && !expiring.is_valid_at(10));
+        assert_eq!(token_id(&[0xab; 32]), "tok_abababababababab");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Secrets at rest: endpoint signing keys, static tokens and custom header values are
 //! sealed (AES-256-GCM, ring) before they are written to LMDB, with a key that lives
-//! outside the data directory (`storage.secrets_key_file`, or the systemd credential
-//! `secrets-key`). A copied data directory or backup alone does not reveal them.
+//! outside the log (`storage.secrets_key_file`, the systemd credential `secrets-key`, or
+//! by default `<data_dir>/secrets.key`, made on the first start with mode 0600). A copy
+//! of `data.mdb` or a backup alone does not reveal them.
 //!
 //! The log remembers a check value of the key (`meta/secrets_key_check`), so opening it
 //! with no key or the wrong key fails at start with a clear error instead of serving
@@ -158,6 +159,33 @@ impl Sealer {
     }
 }
 
+/// Writes a new random key to `path` (64 hex digits), readable by its owner only; refuses
+/// to overwrite a file. The file and its directory are synced before the key is used.
+pub fn write_new_key(path: &Path) -> Result<(), LogError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail =
+        |e: std::io::Error| LogError::Secrets(format!("cannot make {}: {e}", path.display()));
+    let mut key = [0u8; 32];
+    crate::ids::fill_random(&mut key);
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(hex.as_bytes()).map_err(fail)?;
+    file.write_all(b"\n").map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+    }
+    Ok(())
+}
+
 fn decode_key(bytes: &[u8]) -> Option<[u8; 32]> {
     if let Ok(raw) = <[u8; 32]>::try_from(bytes) {
         return Some(raw);
@@ -195,6 +223,20 @@ mod tests {
         *tampered.last_mut().expect("byte") ^= 1;
         assert!(sealer.open(&tampered).is_err());
         assert!(sealer.open(&[]).is_err());
+    }
+
+    #[test]
+    fn a_made_key_is_private_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secrets.key");
+        write_new_key(&path).expect("made");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let first = Sealer::from_key_file(&path).expect("reads back");
+        assert!(write_new_key(&path).is_err(), "never overwrites a key");
+        let again = Sealer::from_key_file(&path).expect("reads back");
+        assert_eq!(first.check_value(), again.check_value());
     }
 
     #[test]

@@ -375,6 +375,36 @@ pub fn put_token(
     Ok(())
 }
 
+/// Every stored API token (org and app scopes; endpoints' poller tokens, managed by the
+/// poller routes, are left out), with its hash, oldest first. At most
+/// `limits::TOKENS_MAX` rows are read.
+pub fn tokens(txn: &RoTxn, dbs: &Dbs) -> Result<Vec<([u8; 32], TokenRecord)>, LogError> {
+    let mut out: Vec<([u8; 32], TokenRecord)> = Vec::new();
+    for row in dbs.tokens.iter(txn)? {
+        let (key, value) = row?;
+        let hash: [u8; 32] = key
+            .try_into()
+            .map_err(|_| LogError::corrupt(db_name::TOKENS, "a key is not a SHA-256"))?;
+        let record: TokenRecord = schema::decode_json(db_name::TOKENS, value)?;
+        if !matches!(record.scope, schema::TokenScope::Poller { .. }) {
+            out.push((hash, record));
+        }
+    }
+    out.sort_by_key(|(hash, record)| (record.created_ms, *hash));
+    Ok(out)
+}
+
+/// The tokens whose public id (`schema::token_id`) starts with `prefix`.
+pub fn tokens_by_id_prefix(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    prefix: &str,
+) -> Result<Vec<([u8; 32], TokenRecord)>, LogError> {
+    let mut all = tokens(txn, dbs)?;
+    all.retain(|(hash, _)| schema::token_id(hash).starts_with(prefix));
+    Ok(all)
+}
+
 pub fn has_tokens(txn: &RoTxn, dbs: &Dbs) -> Result<bool, LogError> {
     Ok(!dbs.tokens.is_empty(txn)?)
 }

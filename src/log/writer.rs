@@ -23,7 +23,7 @@ use super::ops::{Envelope, Outcome, RenderReply};
 use super::schema::{self, EndpointRecord, meta_key};
 use super::{Dbs, LogError, apply};
 use crate::heartbeat::Heartbeat;
-use crate::limits::{COMMIT_BATCH_OPS_MAX, IDLE_WAKE_INTERVAL};
+use crate::limits::{COMMIT_BATCH_OPS_MAX, IDLE_WAKE_INTERVAL, WRITE_FAILURE_REPORT_INTERVAL};
 use crate::telemetry;
 
 /// What applying an op sees: the batch transaction, the databases and the writer's state.
@@ -177,6 +177,69 @@ impl WriterState {
     }
 }
 
+/// What the writer tells the rest of Sluice about its commits.
+#[derive(Default)]
+pub(super) struct WriterHealth {
+    /// The last batch's failure (`None` once a batch commits again).
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterHealth {
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, failure: Option<String>) {
+        *self
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+    }
+}
+
+/// Reports failing batches at most once per `WRITE_FAILURE_REPORT_INTERVAL`, with how
+/// many failed since the last report, and once when writing works again: a full disk
+/// makes one line every ten seconds, not one per request.
+#[derive(Default)]
+struct FailureReport {
+    last_reported: Option<std::time::Instant>,
+    unreported: u64,
+    since_success: u64,
+}
+
+impl FailureReport {
+    fn failed(&mut self, error: &LogError) {
+        self.unreported += 1;
+        self.since_success += 1;
+        let due = self
+            .last_reported
+            .is_none_or(|at| at.elapsed() >= WRITE_FAILURE_REPORT_INTERVAL);
+        if due {
+            tracing::error!(
+                %error,
+                failed_batches = self.unreported,
+                "Write batches are failing; their ops were answered with the error and the \
+                 writer state was reloaded from the log. (Reported at most every 10 s.)"
+            );
+            self.last_reported = Some(std::time::Instant::now());
+            self.unreported = 0;
+        }
+    }
+
+    fn committed(&mut self) {
+        if self.since_success > 0 {
+            tracing::info!(
+                failed_batches = self.since_success,
+                "Write batches commit again."
+            );
+            *self = FailureReport::default();
+        }
+    }
+}
+
 /// One queued op and its waiter (none for an op another cluster node published).
 pub(super) struct Job {
     pub(super) envelope: Envelope,
@@ -210,6 +273,8 @@ pub(super) enum Intake {
 pub(super) struct Signals<'a> {
     /// Beaten on every turn of the loop (the watchdog's proof of progress).
     pub(super) heartbeat: &'a Heartbeat,
+    /// Whether the last batch failed to commit, and why (for health).
+    pub(super) health: &'a WriterHealth,
     /// Cluster mode: the stream sequence of the last op committed.
     pub(super) applied_seq: &'a AtomicU64,
 }
@@ -226,9 +291,11 @@ pub(super) fn run(
 ) {
     let Signals {
         heartbeat,
+        health,
         applied_seq,
     } = signals;
     let mut queued: VecDeque<Job> = VecDeque::new();
+    let mut report = FailureReport::default();
     let take = |item: Intake, queued: &mut VecDeque<Job>| match item {
         Intake::Apply(job) => queued.push_back(job),
         Intake::Wedge => loop {
@@ -259,15 +326,26 @@ pub(super) fn run(
         if let (Ok(()), Some(publisher)) = (&result, publisher) {
             publisher.publish(committed.into_iter());
         }
-        if let Err(error) = result {
-            if replicated {
-                // A node that skipped an op of the stream would diverge from the others
-                // for good. Stop instead: the restart resumes at the stored applied_seq
-                // and tries that op again (systemd restarts the process).
-                tracing::error!(%error, "An op of the cluster stream could not be applied; Sluice stops.");
-                std::process::abort();
+        match &result {
+            Ok(()) => {
+                if report.since_success > 0 {
+                    health.set(None);
+                }
+                report.committed();
             }
-            tracing::error!(%error, "Write batch aborted; reloading writer state from the log.");
+            Err(error) => {
+                if replicated {
+                    // A node that skipped an op of the stream would diverge from the
+                    // others for good. Stop instead: the restart resumes at the stored
+                    // applied_seq and tries that op again (systemd restarts the process).
+                    tracing::error!(%error, "An op of the cluster stream could not be applied; Sluice stops.");
+                    std::process::abort();
+                }
+                report.failed(error);
+                health.set(Some(error.to_string()));
+            }
+        }
+        if result.is_err() {
             match WriterState::load(env, &dbs) {
                 Ok(reloaded) => state = reloaded,
                 Err(error) => {
@@ -375,4 +453,35 @@ fn apply_one(
         apply::remember_reply(ctx, &key, status, body)?;
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_batches_are_reported_once_per_interval_with_a_count() {
+        let mut report = FailureReport::default();
+        report.failed(&LogError::DiskFull);
+        assert_eq!(
+            report.unreported, 0,
+            "the first failure is reported at once"
+        );
+        let first = report.last_reported.expect("reported");
+        for _ in 0..1_000 {
+            report.failed(&LogError::DiskFull);
+        }
+        assert_eq!(
+            report.last_reported,
+            Some(first),
+            "not again within the interval"
+        );
+        assert_eq!((report.unreported, report.since_success), (1_000, 1_001));
+        report.committed();
+        assert_eq!(report.since_success, 0);
+        assert!(
+            report.last_reported.is_none(),
+            "the next episode is reported at once"
+        );
+    }
 }

@@ -238,6 +238,63 @@ async fn serve_flags_open_the_destination_policy_for_local_use() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_listed_and_revoked_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::spawn(dir.path());
+    let stdout = |out: std::process::Output| String::from_utf8(out.stdout).expect("utf8");
+    let token = stdout(run_ok(
+        sluice()
+            .args(["token", "create", "--name", "deploy-bot", "--data-dir"])
+            .arg(dir.path()),
+    ))
+    .trim()
+    .to_owned();
+    assert_eq!(
+        call(daemon.addr, "GET", "/api/v1/app", Some(&token), &[], b"")
+            .await
+            .status,
+        200
+    );
+    let list = stdout(run_ok(
+        sluice()
+            .args(["token", "list", "--data-dir"])
+            .arg(dir.path()),
+    ));
+    let row = list
+        .lines()
+        .find(|l| l.contains("deploy-bot"))
+        .unwrap_or_else(|| panic!("listed: {list}"));
+    assert!(!list.contains(&token), "the list never shows a token");
+    let id = row.split('\t').next().expect("id").to_owned();
+    assert!(id.starts_with("tok_") && row.contains("\torg\t"), "{row}");
+    // A unique prefix of the id is enough.
+    run_ok(
+        sluice()
+            .args(["token", "revoke", &id[..10], "--data-dir"])
+            .arg(dir.path()),
+    );
+    assert_eq!(
+        call(daemon.addr, "GET", "/api/v1/app", Some(&token), &[], b"")
+            .await
+            .status,
+        401,
+        "revoked: refused by the running daemon at once"
+    );
+    let list = stdout(run_ok(
+        sluice()
+            .args(["token", "list", "--data-dir"])
+            .arg(dir.path()),
+    ));
+    assert!(!list.contains(&id), "{list}");
+    let out = sluice()
+        .args(["token", "revoke", "tok_nope", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+}
+
 /// The example config (`systemd/sluice.toml`) is complete: every key Sluice knows is in
 /// it, set or commented out, and a value that is not the default says so; and it passes
 /// `check-config`.

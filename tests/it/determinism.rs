@@ -59,6 +59,8 @@ struct World {
     endpoints: Vec<(u64, u64, String)>,
     messages: Vec<(u64, u64, String)>,
     tasks: Vec<u64>,
+    /// Hashes of the tokens created (or tried).
+    tokens: Vec<[u8; 32]>,
     /// Ingest sources: (key, id, uid).
     sources: Vec<(u64, String, Option<String>)>,
     serial: u64,
@@ -402,13 +404,25 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 disable_after_ms: rng.below(2) * 10_000,
             }
         }
-        21 => Op::CreateToken {
-            hash: rng.bytes(32).try_into().expect("32 bytes"),
-            scope: match rng.pick(&world.apps) {
-                Some(app) if rng.chance(50) => TokenScope::App(app.0),
-                _ => TokenScope::Org,
-            },
-        },
+        21 => {
+            let hash: [u8; 32] = rng.bytes(32).try_into().expect("32 bytes");
+            world.tokens.push(hash);
+            Op::CreateToken {
+                hash,
+                scope: match rng.pick(&world.apps) {
+                    Some(app) if rng.chance(50) => TokenScope::App(app.0),
+                    _ => TokenScope::Org,
+                },
+                name: if rng.chance(50) {
+                    world.fresh("token")
+                } else {
+                    String::new()
+                },
+                expires_ms: rng
+                    .chance(30)
+                    .then(|| 1_700_000_000_000 + rng.below(2_000_000)),
+            }
+        }
         22 => Op::RetentionSweep {
             delete_before_ms: 1_700_000_000_000 + rng.below(2_000_000),
             payload_cursor: if rng.chance(50) { Some(None) } else { None },
@@ -491,7 +505,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 created_ms: 0,
             }),
         },
-        _ => Op::ReceiveMessage {
+        30 => Op::ReceiveMessage {
             source_key: source_key(rng, world),
             message: Box::new(NewMessage {
                 id: world.fresh("msg"),
@@ -503,11 +517,30 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             }),
             headers: vec![("x-github-event".to_owned(), "push".to_owned())],
         },
+        // A token created before, or (a refusal) one never created.
+        31 => Op::RevokeToken {
+            hash: match rng.pick(&world.tokens) {
+                Some(hash) if rng.chance(80) => *hash,
+                _ => rng.bytes(32).try_into().expect("32 bytes"),
+            },
+        },
+        32 => Op::TouchToken {
+            hash: match rng.pick(&world.tokens) {
+                Some(hash) if rng.chance(80) => *hash,
+                _ => rng.bytes(32).try_into().expect("32 bytes"),
+            },
+        },
+        _ => Op::PurgeDeletedApps {
+            rows_max: 1 + rng.below(50) as u32,
+        },
     }
 }
 
 fn open(dir: &std::path::Path) -> (Log, sluice::log::WriterJoin) {
-    let config = test_config(dir);
+    let mut config = test_config(dir);
+    // The ops carry their secrets as stored; two logs are compared byte for byte, so
+    // neither makes a key of its own (whose check value would differ).
+    config.storage.seal_secrets = false;
     Log::open(dir, &config.storage, Some(sluice::api::render_reply), None).expect("open")
 }
 

@@ -16,7 +16,8 @@ use sluice::app::Running;
 use sluice::clock::Clock;
 use sluice::config::Config;
 
-pub(crate) const TOKEN: &str = "test-admin-token";
+/// The admin token of the tests (`SLUICE_ADMIN_TOKEN` must have at least 32 characters).
+pub(crate) const TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// A config for tests: data in `dir`, API on an ephemeral loopback port.
 /// Runs `command` to completion and asserts that it succeeded, showing its output if not.
@@ -225,11 +226,13 @@ impl Daemon {
             .expect("spawn sluice");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
+        let mut before = Vec::new();
         let addr = loop {
             let line = lines
                 .next()
                 .expect("sluice exited before serving")
                 .expect("read stderr");
+            before.push(line.clone());
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest
                     .split_whitespace()
@@ -240,7 +243,7 @@ impl Daemon {
             }
         };
         // Keep draining stderr (so the child never blocks on a full pipe), and keep it.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(before));
         let kept = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
@@ -248,6 +251,11 @@ impl Daemon {
             }
         });
         Daemon { child, addr, log }
+    }
+
+    /// Every line the daemon wrote to stderr so far.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
     }
 
     /// Sends `signal` (`TERM`, `HUP`, …) with kill(1).

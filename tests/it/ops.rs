@@ -677,7 +677,9 @@ async fn backup_during_load_serves_every_message_accepted_before_it() {
     assert!(total > before.len(), "the load went on during the backup");
     drop(daemon);
 
-    // The copy is a data directory: serve it and list every message.
+    // The copy is a data directory: with the secrets key beside it (never in a backup),
+    // serve it and list every message.
+    std::fs::copy(data.join("secrets.key"), copy.join("secrets.key")).expect("the key");
     let restored = Daemon::spawn(&copy);
     let mut listed = BTreeSet::new();
     let mut iterator = String::new();

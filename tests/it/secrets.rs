@@ -1,6 +1,7 @@
 //! Secrets at rest: with a secrets key, endpoint signing keys and header values never
 //! reach the data directory in clear; the key is needed to start; a log sealed after the
-//! fact is clean in a compacted backup.
+//! fact is clean in a compacted backup; with the default config a key is made on the
+//! first start, and a backup restores with it.
 
 use std::path::Path;
 use std::process::Command;
@@ -59,11 +60,13 @@ async fn assert_serves_the_secret(addr: std::net::SocketAddr, endpoint: &str) {
     );
 }
 
-/// Starts Sluice on `data` (with the key file, if any), creates an endpoint with the
-/// known secret and header, and stops.
+/// Starts Sluice on `data` (with the key file; with none, secrets in clear:
+/// `seal_secrets = false`), creates an endpoint with the known secret and header, and
+/// stops.
 async fn make_endpoint(data: &Path, key: Option<&Path>) -> String {
     let mut config = test_config(data);
     config.storage.secrets_key_file = key.map(Path::to_path_buf);
+    config.storage.seal_secrets = key.is_some();
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await
         .expect("start");
@@ -246,4 +249,132 @@ async fn the_cli_opens_a_sealed_log_with_the_key_the_config_names() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+const STATIC_TOKEN: &str = "static-token-value-for-the-receiver-77";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_config_seals_every_secret_and_backups_restore_with_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // The real binary with its embedded default config.
+    let mut daemon = crate::harness::Daemon::spawn(&data);
+    daemon.wait_for_log("Made a secrets key", 1).await;
+    let key = data.join("secrets.key");
+    let mode = std::fs::metadata(&key)
+        .expect("key made")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the key is private");
+    let addr = daemon.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "s", "uid": "s"}))
+            .await
+            .status,
+        201
+    );
+    let body = json!({
+        "url": "https://hooks.example.com/",
+        "secret": format!("whsec_{}", BASE64.encode(SECRET_BYTES)),
+        "headers": {"Authorization": HEADER_VALUE},
+    });
+    let created = post(addr, "/api/v1/app/s/endpoint", &body).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let endpoint = created.json["id"].as_str().expect("id").to_owned();
+    let body = json!({
+        "url": "https://hooks.example.com/static",
+        "signing": {"mode": "static-token", "header": "X-Hook-Token", "token": STATIC_TOKEN},
+    });
+    let created = post(addr, "/api/v1/app/s/endpoint", &body).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    // A rotation leaves the old key in the endpoint's old keys: sealed too.
+    let rotated = post(
+        addr,
+        &format!("/api/v1/app/s/endpoint/{endpoint}/secret/rotate"),
+        &json!({"key": format!("whsec_{}", BASE64.encode([0x42u8; 32]))}),
+    )
+    .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.json);
+
+    // data.mdb holds none of them, in any spelling.
+    let mdb = std::fs::read(data.join("data.mdb")).expect("data.mdb");
+    let encoded = BASE64.encode(SECRET_BYTES);
+    let stored = as_stored();
+    for needle in [
+        &SECRET_BYTES[..],
+        encoded.as_bytes(),
+        stored.as_bytes(),
+        HEADER_VALUE.as_bytes(),
+        STATIC_TOKEN.as_bytes(),
+        crate::harness::TOKEN.as_bytes(),
+    ] {
+        assert!(
+            !mdb.windows(needle.len()).any(|w| w == needle),
+            "data.mdb holds {:?} in clear",
+            String::from_utf8_lossy(needle)
+        );
+    }
+
+    // A backup holds the log only, and says the key is needed.
+    let backup = dir.path().join("backup");
+    let out = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["backup", "--to"])
+            .arg(&backup)
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("does not contain") && said.contains(&key.display().to_string()),
+        "{said}"
+    );
+    let files: Vec<String> = std::fs::read_dir(&backup)
+        .expect("backup")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["data.mdb"], "the key is never in a backup");
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.exit_code(std::time::Duration::from_secs(10)).await,
+        Some(0)
+    );
+
+    // Restoring without the key is refused (no new key is made over a sealed log)…
+    let config = test_config(&backup);
+    let error = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .err()
+        .expect("refused without the key")
+        .to_string();
+    assert!(
+        error.contains("secrets.key") && error.contains("missing"),
+        "{error}"
+    );
+    assert!(!backup.join("secrets.key").exists());
+    // …and works with it.
+    std::fs::copy(&key, backup.join("secrets.key")).expect("copy the key");
+    let restored = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("restored with the key");
+    let secret = get(
+        restored.addr,
+        &format!("/api/v1/app/s/endpoint/{endpoint}/secret"),
+    )
+    .await;
+    assert_eq!(
+        secret.json["key"].as_str(),
+        Some(format!("whsec_{}", BASE64.encode([0x42u8; 32])).as_str()),
+        "{}",
+        secret.json
+    );
+    let headers = get(
+        restored.addr,
+        &format!("/api/v1/app/s/endpoint/{endpoint}/headers"),
+    )
+    .await;
+    // Reading them opens the sealed header values: the restored key opens them.
+    assert_eq!(headers.status, 200, "{}", headers.json);
+    restored.stop().await;
 }
