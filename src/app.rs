@@ -15,6 +15,7 @@ use crate::api::{self, ApiState};
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::{ApiConfig, Config};
 use crate::delivery::attempt::{AttemptCtx, DeliverySettings, EndpointCache};
 use crate::delivery::client::{Egress, Resolve, SystemResolver, Transport};
@@ -50,6 +51,8 @@ pub enum StartError {
     Egress(String),
     #[error("cannot read metrics.token_file {file}: {detail}")]
     MetricsToken { file: String, detail: String },
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Whether the loops that must never stop (the writer thread, the shards) still turn.
@@ -89,6 +92,8 @@ pub struct Running {
     tasks: TaskRunner,
     upkeep: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// Cluster mode: the applier and the leases. `None`: embedded.
+    cluster: Option<Cluster>,
     live: LiveSettings,
     log: Log,
     writer: WriterJoin,
@@ -129,6 +134,8 @@ pub async fn start_with_resolver(
     };
     let (publisher, intakes) = engine::channels(config.delivery.shards);
     let (log, writer) = open_log(config, publisher).await.map_err(log_error)?;
+    // Before anything submits: in cluster mode every op goes through the stream.
+    let (cluster, shard_leases, singleton) = start_cluster(config, &log).await?;
     let first_admin_token = match admin_token {
         Some(_) => None,
         None => first_admin_token(config, &log, &clock)
@@ -142,17 +149,16 @@ pub async fn start_with_resolver(
     };
     let (ctx, policy) = attempt_ctx(config, &log, &clock, resolver)?;
     let delivery_settings = ctx.settings.clone();
-    let engine = Engine::start(Arc::new(ctx), intakes);
+    let engine = Engine::start(Arc::new(ctx), intakes, shard_leases);
     let metrics = crate::telemetry::install();
     let upkeep = tokio::spawn(crate::telemetry::upkeep(
         metrics.clone(),
         log.clone(),
         clock.clone(),
     ));
-    let sweeper = crate::sweeper::start(log.clone(), clock.clone(), config.storage.retention_days);
-    let task_wake = Arc::new(Notify::new());
-    let tasks = TaskRunner::start(log.clone(), clock.clone(), Arc::clone(&task_wake));
+    let (sweeper, tasks, task_wake) = start_once_work(config, &log, &clock, singleton);
     let mut state = api_state(config, &log, clock, admin_token, task_wake, metrics)?;
+    state.cluster = cluster.as_ref().map(Cluster::view);
     state.metrics_on_api = metrics_listener.is_none();
     state.metrics_token_hash = metrics_token(config)?;
     let (api_config, tls) = (state.config.clone(), state.tls.clone());
@@ -177,6 +183,7 @@ pub async fn start_with_resolver(
         tasks,
         upkeep,
         sweeper,
+        cluster,
         log,
         writer,
         live: LiveSettings {
@@ -187,6 +194,52 @@ pub async fn start_with_resolver(
             tls,
         },
     })
+}
+
+/// What a cluster node runs besides the embedded mode's: the cluster, one lease signal
+/// per shard, and the `singleton` lease's signal (all `None` without `[cluster]`).
+type ClusterParts = (
+    Option<Cluster>,
+    Option<Vec<crate::cluster::Ownership>>,
+    Option<crate::cluster::Ownership>,
+);
+
+/// Cluster mode: joins the cluster.
+async fn start_cluster(config: &Config, log: &Log) -> Result<ClusterParts, StartError> {
+    let Some(cluster) = &config.cluster else {
+        return Ok((None, None, None));
+    };
+    if let Some(problem) = config.cluster_problem() {
+        return Err(StartError::Cluster(problem.to_string()));
+    }
+    let cluster = Cluster::start(cluster, log, config.delivery.shards)
+        .await
+        .map_err(|e| StartError::Cluster(e.to_string()))?;
+    let (shards, singleton) = (cluster.shards.clone(), cluster.singleton.clone());
+    Ok((Some(cluster), Some(shards), Some(singleton)))
+}
+
+/// The sweeper and the background-task runner (in cluster mode, gated on `singleton`).
+fn start_once_work(
+    config: &Config,
+    log: &Log,
+    clock: &Clock,
+    singleton: Option<crate::cluster::Ownership>,
+) -> (JoinHandle<()>, TaskRunner, Arc<Notify>) {
+    let sweeper = crate::sweeper::start(
+        log.clone(),
+        clock.clone(),
+        config.storage.retention_days,
+        singleton.clone(),
+    );
+    let task_wake = Arc::new(Notify::new());
+    let tasks = TaskRunner::start(
+        log.clone(),
+        clock.clone(),
+        Arc::clone(&task_wake),
+        singleton,
+    );
+    (sweeper, tasks, task_wake)
 }
 
 /// Refuses an admin token shorter than `ADMIN_TOKEN_LEN_MIN` (guessable).
@@ -451,6 +504,9 @@ impl Running {
         if config.storage != old.storage {
             restart.push("storage");
         }
+        if config.cluster != old.cluster {
+            restart.push("cluster");
+        }
         if config.delivery.shards != old.delivery.shards {
             restart.push("delivery.shards");
         }
@@ -493,6 +549,10 @@ impl Running {
         let _ = self.upkeep.await;
         self.sweeper.abort();
         let _ = self.sweeper.await;
+        // After the engine and the tasks, whose last records go through the stream.
+        if let Some(cluster) = self.cluster {
+            cluster.stop().await;
+        }
         drop(self.log);
         // The writer finishes its current batch once every handle is gone; joining a
         // thread blocks, so do it off the runtime's worker threads.

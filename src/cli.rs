@@ -59,6 +59,9 @@ pub fn read_config(path: Option<&Path>) -> Result<Config, String> {
         report
     })?;
     use_secrets_credential(&mut config);
+    if let Some(problem) = config.cluster_problem() {
+        return Err(format!("{}: {problem}", path.display()));
+    }
     Ok(config)
 }
 
@@ -107,8 +110,108 @@ fn with_log<T>(
     result
 }
 
+/// A cluster node's log changes only by the op stream: a local change would make it
+/// differ from the others for good.
+fn refuse_in_cluster(config: &Config, tool: &str) -> Option<ExitCode> {
+    config.cluster.as_ref()?;
+    eprintln!(
+        "error: {tool} changes one node's log only; in cluster mode every change goes \
+         through the op stream (use the API: any node)"
+    );
+    Some(ExitCode::from(EXIT_USAGE))
+}
+
+/// Prints the cluster's state as NATS holds it (`sluice cluster status`).
+pub fn cluster_status(config: &Config) -> ExitCode {
+    let Some(cluster) = &config.cluster else {
+        eprintln!("error: cluster status needs a config with a [cluster] section");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(crate::cluster::status(cluster))
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(lines) => {
+            #[expect(clippy::print_stdout, reason = "the status is the command's output")]
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: cluster status failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// With the node stopped: applies the op stream to the end, then prints `applied_seq`
+/// and every table's SHA-256 (hex), one per line.
+pub fn cluster_verify(config: &Config) -> ExitCode {
+    let Some(cluster) = &config.cluster else {
+        eprintln!("error: cluster verify needs a config with a [cluster] section");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let opened = Log::open(
+        &config.data_dir,
+        &config.storage,
+        Some(crate::api::render_reply),
+        None,
+    );
+    let (log, writer) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(crate::cluster::catch_up(cluster, &log))
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|applied| {
+            let digests = log.table_digests().map_err(|e| e.to_string())?;
+            Ok((applied, digests))
+        });
+    drop(log);
+    writer.wait();
+    match result {
+        Ok((applied, digests)) => {
+            #[expect(clippy::print_stdout, reason = "the digests are the command's output")]
+            {
+                println!("applied_seq {applied}");
+                for (table, digest) in digests {
+                    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                    println!("{table} {hex}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: cluster verify failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Re-seals the endpoint secrets under the key in `new_key_file` (Sluice stopped).
 pub fn rekey(config: &Config, new_key_file: &Path) -> ExitCode {
+    if let Some(refused) = refuse_in_cluster(config, "rekey") {
+        return refused;
+    }
     let result = crate::log::seal::Sealer::from_key_file(new_key_file)
         .and_then(|new| crate::log::reseal_secrets(&config.data_dir, &config.storage, &new));
     match result {
@@ -159,6 +262,9 @@ pub fn create_token(
     name: &str,
     expires_at: Option<&str>,
 ) -> ExitCode {
+    if let Some(refused) = refuse_in_cluster(config, "token create") {
+        return refused;
+    }
     let expires_ms = match expires_at.map(|at| (at, crate::clock::parse_rfc3339(at))) {
         None => None,
         Some((_, Some(ms))) => Some(ms),

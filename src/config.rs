@@ -26,6 +26,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
+    /// `[cluster]`: several nodes over one replicated op log. `None` (no section): the
+    /// embedded mode, one node, nothing of cluster mode runs.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[metrics]`: where Prometheus scrapes.
@@ -37,6 +40,38 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
     /// A file holding the bearer token `/metrics` requires. Default: none (no token).
     pub token_file: Option<PathBuf>,
+}
+
+/// `[cluster]`: this node's place in a cluster of Sluice nodes over NATS JetStream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    /// NATS servers to connect to (`nats://host:port`, `tls://host:port` or `host:port`);
+    /// the client finds the others of the NATS cluster itself. At least one, at most 16.
+    pub nats_urls: Vec<String>,
+    /// This node's name, unique in the cluster: it stands in the shard leases. 1–64 of
+    /// `A-Z a-z 0-9 _ -`.
+    pub node_id: String,
+    /// The JetStream stream of the op log (the lease bucket is `<stream>_LEASES`).
+    /// Default `SLUICE_OPS`; 1–32 of `A-Z a-z 0-9 _ -`.
+    pub stream: String,
+    /// How long a shard lease lives without renewal, ms (renewed every third of it).
+    /// Default 5,000, 1,000–60,000.
+    pub lease_ttl_ms: u64,
+    /// How this node authenticates to NATS. Default none.
+    pub auth: NatsAuth,
+}
+
+/// NATS credentials of `[cluster]`: at most one kind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum NatsAuth {
+    #[default]
+    None,
+    /// `user` and `password`.
+    UserPassword { user: String, password: String },
+    /// `nkey_seed_file`: a file holding an nkey seed (`SU…`).
+    NkeySeedFile(PathBuf),
+    /// `creds_file`: a NATS credentials file (JWT and seed).
+    CredsFile(PathBuf),
 }
 
 /// How diagnostics are written.
@@ -215,6 +250,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("delivery.ca_file", "(none)"),
     ("metrics.listen", "(none)"),
     ("metrics.token_file", "(none)"),
+    ("cluster.nats_urls", "(no [cluster]: embedded mode)"),
+    ("cluster.node_id", "(required in [cluster])"),
+    ("cluster.stream", "\"SLUICE_OPS\""),
+    ("cluster.lease_ttl_ms", "5000"),
+    ("cluster.user", "(none)"),
+    ("cluster.password", "(none)"),
+    ("cluster.nkey_seed_file", "(none)"),
+    ("cluster.creds_file", "(none)"),
 ];
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -265,7 +308,19 @@ impl Config {
                 ca_file: None,
             },
             metrics: MetricsConfig::default(),
+            cluster: None,
         }
+    }
+
+    /// A cluster's ops carry sealed secrets, and every node must open them: cluster mode
+    /// needs the (shared) secrets key. Checked after the systemd credential is applied.
+    pub fn cluster_problem(&self) -> Option<Problem> {
+        (self.cluster.is_some() && self.storage.secrets_key_file.is_none()).then(|| Problem {
+            key: "storage.secrets_key_file".to_owned(),
+            message: "is required with [cluster]: ops carry sealed secrets, and every node \
+                      needs the same key"
+                .to_owned(),
+        })
     }
 
     /// Parses and validates a whole file; on failure returns every problem found.
@@ -290,6 +345,7 @@ impl Config {
             "storage",
             "delivery",
             "metrics",
+            "cluster",
         ];
         reader.reject_unknown("", &table, &known_top);
         if let Some(v) = reader.string(&table, "", "data_dir") {
@@ -307,23 +363,31 @@ impl Config {
             600_000,
             &mut config.drain_timeout_ms,
         );
-        if let Some(api) = reader.section(&table, "api") {
-            read_api(&mut reader, api, &mut config.api);
-        }
-        if let Some(storage) = reader.section(&table, "storage") {
-            read_storage(&mut reader, storage, &mut config.storage);
-        }
-        if let Some(delivery) = reader.section(&table, "delivery") {
-            read_delivery(&mut reader, delivery, &mut config.delivery);
-        }
-        if let Some(metrics) = reader.section(&table, "metrics") {
-            read_metrics(&mut reader, metrics, &mut config.metrics);
-        }
+        read_sections(&mut reader, &table, &mut config);
         if reader.problems.is_empty() {
             Ok(config)
         } else {
             Err(reader.problems)
         }
+    }
+}
+
+/// The sections of the file, each into its part of `config`.
+fn read_sections(reader: &mut Reader, table: &toml::Table, config: &mut Config) {
+    if let Some(api) = reader.section(table, "api") {
+        read_api(reader, api, &mut config.api);
+    }
+    if let Some(storage) = reader.section(table, "storage") {
+        read_storage(reader, storage, &mut config.storage);
+    }
+    if let Some(delivery) = reader.section(table, "delivery") {
+        read_delivery(reader, delivery, &mut config.delivery);
+    }
+    if let Some(metrics) = reader.section(table, "metrics") {
+        read_metrics(reader, metrics, &mut config.metrics);
+    }
+    if let Some(cluster) = reader.section(table, "cluster") {
+        config.cluster = read_cluster(reader, cluster);
     }
 }
 
@@ -698,6 +762,110 @@ fn read_lists(reader: &mut Reader, t: &toml::Table, out: &mut DeliveryConfig) {
     }
 }
 
+/// Whether `name` is 1–`max` of `A-Z a-z 0-9 _ -` (safe in NATS subjects and KV keys).
+fn is_token(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn read_cluster(reader: &mut Reader, t: &toml::Table) -> Option<ClusterConfig> {
+    let keys = [
+        "nats_urls",
+        "node_id",
+        "stream",
+        "lease_ttl_ms",
+        "user",
+        "password",
+        "nkey_seed_file",
+        "creds_file",
+    ];
+    reader.reject_unknown("cluster", t, &keys);
+    let mut out = ClusterConfig {
+        nats_urls: Vec::new(),
+        node_id: String::new(),
+        stream: "SLUICE_OPS".to_owned(),
+        lease_ttl_ms: 5_000,
+        auth: NatsAuth::None,
+    };
+    let urls: Option<Vec<String>> = t.get("nats_urls").and_then(|v| {
+        v.as_array()?
+            .iter()
+            .map(|u| u.as_str().filter(|u| is_nats_url(u)).map(str::to_owned))
+            .collect()
+    });
+    match urls {
+        Some(urls) if (1..=16).contains(&urls.len()) => out.nats_urls = urls,
+        _ => reader.problem(
+            "cluster.nats_urls",
+            "must be a list of 1 to 16 NATS URLs such as \"nats://127.0.0.1:4222\"",
+        ),
+    }
+    match reader.string(t, "cluster", "node_id") {
+        Some(id) if is_token(&id, 64) => out.node_id = id,
+        Some(_) => reader.problem("cluster.node_id", "must be 1-64 of A-Z a-z 0-9 _ -"),
+        None => reader.problem("cluster.node_id", "is required"),
+    }
+    if let Some(stream) = reader.string(t, "cluster", "stream") {
+        if is_token(&stream, 32) {
+            out.stream = stream;
+        } else {
+            reader.problem("cluster.stream", "must be 1-32 of A-Z a-z 0-9 _ -");
+        }
+    }
+    reader.int(
+        t,
+        "cluster",
+        "lease_ttl_ms",
+        1_000,
+        60_000,
+        &mut out.lease_ttl_ms,
+    );
+    out.auth = read_nats_auth(reader, t);
+    Some(out)
+}
+
+/// `[cluster]`'s NATS credentials: at most one kind.
+fn read_nats_auth(reader: &mut Reader, t: &toml::Table) -> NatsAuth {
+    let user = reader.string(t, "cluster", "user");
+    let password = reader.string(t, "cluster", "password");
+    let nkey = reader.string(t, "cluster", "nkey_seed_file");
+    let creds = reader.string(t, "cluster", "creds_file");
+    let kinds = usize::from(user.is_some() || password.is_some())
+        + usize::from(nkey.is_some())
+        + usize::from(creds.is_some());
+    if kinds > 1 {
+        reader.problem(
+            "cluster",
+            "give one of user and password, nkey_seed_file or creds_file",
+        );
+    }
+    match (user, password, nkey, creds) {
+        (Some(user), Some(password), _, _) => NatsAuth::UserPassword { user, password },
+        (Some(_), None, _, _) | (None, Some(_), _, _) => {
+            reader.problem("cluster", "user and password go together");
+            NatsAuth::None
+        }
+        (None, None, Some(seed), _) => NatsAuth::NkeySeedFile(PathBuf::from(seed)),
+        (None, None, None, Some(creds)) => NatsAuth::CredsFile(PathBuf::from(creds)),
+        (None, None, None, None) => NatsAuth::None,
+    }
+}
+
+/// `nats://`, `tls://` or no scheme, then `host:port` (a port is required).
+fn is_nats_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("nats://")
+        .or_else(|| url.strip_prefix("tls://"))
+        .unwrap_or(url);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    match rest.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
 /// Walks a parsed TOML table and collects problems instead of stopping at the first.
 struct Reader {
     problems: Vec<Problem>,
@@ -805,7 +973,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 39, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 47, "KEYS lists every key");
     }
 
     #[test]
@@ -885,5 +1053,47 @@ mod tests {
         let problems = Config::parse("[api\nlisten=").expect_err("invalid");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].key.is_empty());
+    }
+
+    #[test]
+    fn reads_the_cluster_section() {
+        let text = "[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\", \"10.0.0.2:4222\"]\n\
+                    node_id = \"a-1\"\nlease_ttl_ms = 3000\nuser = \"u\"\npassword = \"p\"\n";
+        let config = Config::parse(text).expect("valid");
+        let cluster = config.cluster.clone().expect("cluster");
+        assert_eq!(cluster.nats_urls.len(), 2);
+        assert_eq!(cluster.node_id, "a-1");
+        assert_eq!(cluster.stream, "SLUICE_OPS");
+        assert_eq!(cluster.lease_ttl_ms, 3000);
+        assert_eq!(
+            cluster.auth,
+            NatsAuth::UserPassword {
+                user: "u".into(),
+                password: "p".into()
+            }
+        );
+        assert!(config.cluster_problem().is_some(), "no secrets key");
+        assert!(Config::parse("").expect("valid").cluster.is_none());
+    }
+
+    #[test]
+    fn reports_every_cluster_problem_at_once() {
+        let text = "[cluster]\nnats_urls = [\"http://x\"]\nnode_id = \"a.b\"\n\
+                    stream = \"\"\nlease_ttl_ms = 10\nuser = \"u\"\n\
+                    creds_file = \"c\"\nshard = 1\n";
+        let problems = Config::parse(text).expect_err("invalid");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "cluster.nats_urls",
+            "cluster.node_id",
+            "cluster.stream",
+            "cluster.lease_ttl_ms",
+            "cluster.shard",
+            "cluster",
+        ] {
+            assert!(keys.contains(&key), "missing {key} in {problems:?}");
+        }
+        let missing = Config::parse("[cluster]\nnats_urls = [\"h:1\"]\n").expect_err("no id");
+        assert_eq!(missing[0].key, "cluster.node_id");
     }
 }

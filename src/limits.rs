@@ -90,6 +90,24 @@ pub const TASK_WINDOW_MAX_MS: u64 = 14 * 86_400_000 + 300_000;
 pub const STATS_ROWS_MAX: usize = 2_000_000;
 /// The window endpoint stats cover when the request names none: 28 days.
 pub const STATS_WINDOW_DEFAULT_MS: u64 = 28 * 86_400_000;
+/// Cluster mode: most ops of one node published and not yet applied here; beyond it a
+/// submit is refused as busy (503), like a full writer queue.
+pub const CLUSTER_IN_FLIGHT_MAX: usize = 16_384;
+/// Cluster mode: how long one op may take to be stored by the stream, retries included
+/// (a NATS leader election stalls publishing about 5 s), ms.
+pub const CLUSTER_PUBLISH_DEADLINE_MS: u64 = 15_000;
+/// Cluster mode: the pause before an op is published again with the same id (a retry
+/// without one spins on two cores during an election), ms.
+pub const CLUSTER_PUBLISH_RETRY_PAUSE_MS: u64 = 250;
+/// Cluster mode: how long a node waits for its own applier to apply an op the stream has
+/// stored, ms.
+pub const CLUSTER_APPLY_WAIT_MS: u64 = 30_000;
+/// Cluster mode: how long a starting node waits to apply the stream up to its end before
+/// it serves, ms.
+pub const CLUSTER_CATCH_UP_MAX_MS: u64 = 120_000;
+/// Cluster mode: how long JetStream API calls (stream and bucket management, KV) may
+/// take; creating a consumer with a peer down took about 5.8 s, ms.
+pub const CLUSTER_API_TIMEOUT_MS: u64 = 10_000;
 
 // === delivery engine ===
 
@@ -209,6 +227,8 @@ pub const SOURCE_CONFIG_VALUE_LEN_MAX: usize = 4_096;
 const _: () = assert!(SOURCE_HEADERS_KEPT_MAX <= u8::MAX as usize);
 const _: () = assert!(POLLER_TOKEN_GRACE_SECONDS_DEFAULT <= POLLER_TOKEN_GRACE_SECONDS_MAX);
 const _: () = assert!(RESPONSE_KEPT_BYTES_MAX <= RESPONSE_READ_BYTES_MAX);
+const _: () = assert!(CLUSTER_PUBLISH_RETRY_PAUSE_MS < CLUSTER_PUBLISH_DEADLINE_MS);
+const _: () = assert!(CLUSTER_PUBLISH_DEADLINE_MS < CLUSTER_APPLY_WAIT_MS);
 const _: () = assert!(PAGE_LIMIT_DEFAULT <= PAGE_LIMIT_MAX);
 const _: () = assert!(PAGE_LIMIT_MAX <= PAGE_SCAN_ROWS_MAX);
 const _: () = assert!(TASK_BATCH_REQUEUES_MAX <= TASK_BATCH_ROWS_MAX);

@@ -80,6 +80,11 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Cluster mode's tools (the config must have a `[cluster]` section).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -91,6 +96,28 @@ enum Command {
         /// The directory to write `man/` and `completions/` into.
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Print the op stream, every live node (applied sequence, lag, shards) and every
+    /// lease, as the NATS cluster holds them.
+    Status {
+        /// A node's config file (its `[cluster]` section).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// With this node stopped: apply the op stream up to its end, then print
+    /// `applied_seq` and a SHA-256 of every table. Nodes that print the same lines hold
+    /// the same state.
+    Verify {
+        /// The node's config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The data directory (overrides `data_dir` of the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -212,6 +239,12 @@ fn main() -> ExitCode {
             config,
             data_dir,
         } => tool(config, data_dir, &|c| rekey(c, &new_key_file)),
+        Command::Cluster {
+            command: ClusterCommand::Verify { config, data_dir },
+        } => tool(Some(config), data_dir, &sluice::cli::cluster_verify),
+        Command::Cluster {
+            command: ClusterCommand::Status { config },
+        } => tool(Some(config), None, &sluice::cli::cluster_status),
         Command::GenerateAssets { out } => match generate_assets(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

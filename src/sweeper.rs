@@ -7,6 +7,7 @@
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::cluster::Ownership;
 use crate::limits::{
     DAY_MS, IDEMPOTENCY_SWEEP_ROWS_MAX, PAYLOAD_PASS_INTERVAL_MS, PURGE_BATCH_ROWS_MAX,
     RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX, SWEEP_INTERVAL,
@@ -22,14 +23,23 @@ struct Cursors {
     idempotency: Option<Vec<u8>>,
 }
 
-/// Starts the sweeper; it runs until the handle is aborted.
-pub fn start(log: Log, clock: Clock, retention_days: u16) -> JoinHandle<()> {
+/// Starts the sweeper; it runs until the handle is aborted. In cluster mode it sweeps
+/// only while this node holds the `singleton` lease (one sweeper for the cluster).
+pub fn start(
+    log: Log,
+    clock: Clock,
+    retention_days: u16,
+    singleton: Option<Ownership>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let keep_ms = u64::from(retention_days) * DAY_MS;
         let mut cursors = Cursors::default();
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;
+            if singleton.as_ref().is_some_and(|s| !s.owned()) {
+                continue;
+            }
             if let Err(error) = retention(&log, &clock, keep_ms, &mut cursors).await {
                 tracing::warn!(%error, "Retention sweep failed; will retry.");
             }

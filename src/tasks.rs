@@ -6,11 +6,13 @@
 //! batch stopped. The API wakes the runner after it creates a task.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::cluster::Ownership;
 use crate::limits::TASK_RETRY_DELAY;
 use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::{Log, LogError, tasks};
@@ -22,10 +24,17 @@ pub struct TaskRunner {
 }
 
 impl TaskRunner {
-    /// Starts the runner; `wake` is notified by whoever creates a task.
-    pub fn start(log: Log, clock: Clock, wake: Arc<Notify>) -> TaskRunner {
+    /// Starts the runner; `wake` is notified by whoever creates a task. In cluster mode
+    /// it runs tasks only while this node holds the `singleton` lease, and also looks
+    /// every `CLUSTER_TASK_POLL` (a task created on another node wakes nobody here).
+    pub fn start(
+        log: Log,
+        clock: Clock,
+        wake: Arc<Notify>,
+        singleton: Option<Ownership>,
+    ) -> TaskRunner {
         let (stop, stopped) = watch::channel(false);
-        let handle = tokio::spawn(run(log, clock, wake, stopped));
+        let handle = tokio::spawn(run(log, clock, wake, singleton, stopped));
         TaskRunner { stop, handle }
     }
 
@@ -36,8 +45,25 @@ impl TaskRunner {
     }
 }
 
-async fn run(log: Log, clock: Clock, wake: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+/// How often a cluster node's runner looks for running tasks without being woken.
+const CLUSTER_TASK_POLL: Duration = Duration::from_secs(1);
+
+async fn run(
+    log: Log,
+    clock: Clock,
+    wake: Arc<Notify>,
+    mut singleton: Option<Ownership>,
+    mut stopped: watch::Receiver<bool>,
+) {
     while !*stopped.borrow() {
+        if let Some(singleton) = singleton.as_mut().filter(|s| !s.owned()) {
+            tokio::select! {
+                () = singleton.changed() => {}
+                () = tokio::time::sleep(CLUSTER_TASK_POLL) => {}
+                _ = stopped.changed() => {}
+            }
+            continue;
+        }
         let running = match log.read(|rtxn, dbs| tasks::running(rtxn, dbs)) {
             Ok(running) => running,
             Err(error) => {
@@ -46,14 +72,21 @@ async fn run(log: Log, clock: Clock, wake: Arc<Notify>, mut stopped: watch::Rece
             }
         };
         if running.is_empty() {
+            let poll = async {
+                match singleton {
+                    Some(_) => tokio::time::sleep(CLUSTER_TASK_POLL).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = wake.notified() => {}
+                () = poll => {}
                 _ = stopped.changed() => {}
             }
             continue;
         }
         for key in running {
-            if *stopped.borrow() {
+            if *stopped.borrow() || singleton.as_ref().is_some_and(|s| !s.owned()) {
                 break;
             }
             if let Err(error) = advance(&log, &clock, key).await {

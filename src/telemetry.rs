@@ -49,6 +49,13 @@ pub mod name {
     pub const AUTH_FAILURES: &str = "sluice_api_auth_failures_total";
     pub const DISK_FREE: &str = "sluice_disk_free_bytes";
     pub const LMDB_REUSABLE: &str = "sluice_lmdb_reusable_bytes";
+    // Cluster mode only (absent without `[cluster]`).
+    pub const CLUSTER_APPLIED_SEQ: &str = "sluice_cluster_applied_seq";
+    pub const CLUSTER_APPLIER_LAG: &str = "sluice_cluster_applier_lag";
+    pub const CLUSTER_SHARDS_OWNED: &str = "sluice_cluster_shards_owned";
+    pub const CLUSTER_LEASE_CHANGES: &str = "sluice_cluster_lease_changes_total";
+    pub const CLUSTER_PUBLISH_DURATION: &str = "sluice_cluster_publish_duration_seconds";
+    pub const CLUSTER_PUBLISH_RETRIES: &str = "sluice_cluster_publish_retries_total";
 }
 
 /// The delivery budget: attempts longer than this are "over budget".
@@ -80,6 +87,7 @@ fn build() -> PrometheusHandle {
         (name::DELIVERY_LATENCY, &LATENCY_BUCKETS[..]),
         (name::INGEST_DURATION, &FAST_BUCKETS[..]),
         (name::COMMIT_DURATION, &FAST_BUCKETS[..]),
+        (name::CLUSTER_PUBLISH_DURATION, &FAST_BUCKETS[..]),
         (name::COMMIT_OPERATIONS, &BATCH_BUCKETS[..]),
     ];
     let mut builder = PrometheusBuilder::new();
@@ -96,6 +104,7 @@ fn build() -> PrometheusHandle {
         tracing::warn!("A metrics recorder was already installed; /metrics will be empty.");
     }
     describe();
+    describe_cluster();
     gauge!(name::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Counters exist from the start, at 0, so that `rate()` sees their first increase.
     for counter in [
@@ -203,6 +212,36 @@ fn describe() {
         AUTH_FAILURES,
         "API requests with a missing, unknown, revoked or expired token (refused: 401), and \
          requests refused because their address failed too often (throttled: 429)."
+    );
+}
+
+/// The metrics of cluster mode (never set without `[cluster]`).
+fn describe_cluster() {
+    use name::*;
+    describe_gauge!(
+        CLUSTER_APPLIED_SEQ,
+        "Cluster: the op stream's sequence of the last op applied on this node."
+    );
+    describe_gauge!(
+        CLUSTER_APPLIER_LAG,
+        "Cluster: ops in the stream this node has not applied yet."
+    );
+    describe_gauge!(
+        CLUSTER_SHARDS_OWNED,
+        "Cluster: delivery shards whose lease this node holds."
+    );
+    describe_counter!(
+        CLUSTER_LEASE_CHANGES,
+        "Cluster: leases gained and lost by this node."
+    );
+    describe_histogram!(
+        CLUSTER_PUBLISH_DURATION,
+        Unit::Seconds,
+        "Cluster: op publish to the stream's acknowledgement, retries included."
+    );
+    describe_counter!(
+        CLUSTER_PUBLISH_RETRIES,
+        "Cluster: op publishes sent again (same id) after a timeout or no leader."
     );
 }
 

@@ -227,7 +227,9 @@ impl From<LogError> for ApiError {
     fn from(error: LogError) -> ApiError {
         match error {
             LogError::MapFull | LogError::DiskFull => ApiError::StorageFull,
-            LogError::Busy => ApiError::Busy,
+            // A cluster that cannot replicate now (a NATS election, a lagging applier)
+            // is busy, not broken: the client retries.
+            LogError::Busy | LogError::Cluster(_) => ApiError::Busy,
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -87,6 +87,8 @@ pub struct ApiState {
     pub metrics_on_api: bool,
     /// SHA-256 of the bearer token `/metrics` requires (`metrics.token_file`), if any.
     pub metrics_token_hash: Option<[u8; 32]>,
+    /// Cluster mode: this node's replication status, for `/api/v1/health`.
+    pub cluster: Option<crate::cluster::StatusReader>,
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
     /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
     in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
@@ -117,6 +119,7 @@ impl ApiState {
             disk: Mutex::new(None),
             metrics_on_api: true,
             metrics_token_hash: None,
+            cluster: None,
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -852,7 +855,7 @@ fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
         reasons.push(format!("writes are failing: {failure}"));
     }
     let part = |bad: bool| if bad { "degraded" } else { "ok" };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": if database != "ok" { "error" } else { part(!reasons.is_empty()) },
         "reasons": reasons,
         "database": {"status": database},
@@ -865,6 +868,11 @@ fn health(state: &ApiState, route: Route<'_>) -> Result<Reply, ApiError> {
             "reserveBytes": state.disk_reserve_bytes,
         },
     });
+    // Cluster mode: this node's applied sequence, lag and leases (reads here are that
+    // far behind the stream).
+    if let Some(cluster) = &state.cluster {
+        body["cluster"] = cluster.json();
+    }
     let status = if database == "ok" {
         StatusCode::OK
     } else {

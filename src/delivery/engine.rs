@@ -17,6 +17,11 @@
 //! thin: it turns what happens (hand-offs, answers, ends of attempt tasks, timers) into
 //! events, and performs the actions the machine returns — spawns attempts (drawing their
 //! retry jitter), reads the log and feeds what it found back, sets gauges.
+//!
+//! In cluster mode each shard also has an ownership signal (its lease, `cluster::lease`).
+//! Without it the shard takes no new work, and an attempt it would start sends nothing
+//! and gives its delivery back at once (the machine's books stay exact); when the lease
+//! comes, the shard scans the `due` table, which holds every node's work.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,6 +33,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::attempt::{self, AttemptCtx, Finished};
 use super::lane::LaneSettings;
 use super::shard::{Action, Event, Gauges, Shard};
+use crate::cluster::Ownership;
 use crate::heartbeat::Heartbeat;
 use crate::limits::{
     REFILL_ROWS_MAX, SCAN_INTERVAL, SCAN_ROWS_MAX, SHARD_IN_FLIGHT_MAX, SHARD_INTAKE_MAX,
@@ -52,9 +58,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn start(ctx: Arc<AttemptCtx>, intakes: Vec<mpsc::Receiver<DueJob>>) -> Engine {
+    /// Starts one task per intake. `ownership` (cluster mode: one signal per shard) gates
+    /// which shards may start attempts; `None` (embedded): every shard may.
+    pub fn start(
+        ctx: Arc<AttemptCtx>,
+        intakes: Vec<mpsc::Receiver<DueJob>>,
+        ownership: Option<Vec<Ownership>>,
+    ) -> Engine {
         let (stop, stopped) = watch::channel(false);
         let count = intakes.len();
+        let mut ownership = ownership.map(Vec::into_iter);
         let heartbeats: Vec<Arc<Heartbeat>> =
             (0..count).map(|_| Arc::new(Heartbeat::default())).collect();
         let shards = intakes
@@ -74,6 +87,7 @@ impl Engine {
                     answered,
                     rng: u64::from_le_bytes(seed) | 1,
                     heartbeat: Arc::clone(&heartbeats[index]),
+                    ownership: ownership.as_mut().and_then(Iterator::next),
                 };
                 tokio::spawn(task.run(intake, answers, stopped.clone()))
             })
@@ -114,6 +128,16 @@ struct ShardTask {
     rng: u64,
     /// Beaten on every turn of the loop, which wakes at least every `SCAN_INTERVAL`.
     heartbeat: Arc<Heartbeat>,
+    /// Cluster mode: this shard's lease. `None`: always owned (embedded).
+    ownership: Option<Ownership>,
+}
+
+/// Waits for a change of the shard's lease (never, without one).
+async fn lease_changed(ownership: Option<&mut Ownership>) {
+    match ownership {
+        Some(ownership) => ownership.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl ShardTask {
@@ -138,12 +162,26 @@ impl ShardTask {
                     Ok((attempt, release)) => Some(Event::Recorded { attempt, release }),
                     Err(error) => panic!("an attempt task failed: {error}"),
                 },
-                job = intake.recv() => job.map(Event::HandedOff),
+                job = intake.recv() => match job {
+                    // Not ours now: the job stays in the log for the owner.
+                    Some(_) if !self.owns() => Some(Event::Tick),
+                    job => job.map(Event::HandedOff),
+                },
+                () = lease_changed(self.ownership.as_mut()) => {
+                    // Gained: look for the shard's work in the log now, not at the next
+                    // scan. (Lost: attempts stop by themselves, see `perform`.)
+                    if self.owns() {
+                        next_scan = tokio::time::Instant::now() + SCAN_INTERVAL;
+                        Some(Event::ScanDue)
+                    } else {
+                        Some(Event::Tick)
+                    }
+                }
                 () = tokio::time::sleep_until(wake) => {
                     let now = tokio::time::Instant::now();
                     if now >= next_scan {
                         next_scan = now + SCAN_INTERVAL;
-                        Some(Event::ScanDue)
+                        Some(if self.owns() { Event::ScanDue } else { Event::Tick })
                     } else {
                         Some(Event::Tick)
                     }
@@ -175,6 +213,10 @@ impl ShardTask {
     /// Performs one action; the event that reports what a read found.
     fn perform(&mut self, action: Action) -> Option<Event> {
         match action {
+            Action::Start { attempt, job } if !self.owns() => {
+                self.give_back(attempt, job);
+                None
+            }
             Action::Start { attempt, job } => {
                 let random = self.draw();
                 let (ctx, answered) = (Arc::clone(&self.ctx), self.answered.clone());
@@ -234,6 +276,29 @@ impl ShardTask {
                 None
             }
         }
+    }
+
+    /// The lease is gone (or going): attempt `attempt` sends nothing and gives its
+    /// delivery back, as an attempt that sent nothing would (the owner has it in the log).
+    fn give_back(&mut self, attempt: u64, job: DueJob) {
+        let answered = self.answered.clone();
+        self.attempts.spawn(async move {
+            let finished = Finished {
+                attempt,
+                job,
+                step: None,
+                pause_until_ms: None,
+                settings: None,
+            };
+            let _ = answered.send(finished).await;
+            (attempt, Some((job.endpoint_key, job.seq)))
+        });
+        metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).increment(1.0);
+    }
+
+    /// Whether this node may start attempts on this shard now.
+    fn owns(&self) -> bool {
+        self.ownership.as_ref().is_none_or(Ownership::owned)
     }
 
     /// The next time the shard could have something to do, as a runtime instant.

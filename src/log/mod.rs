@@ -23,7 +23,8 @@ pub mod tasks;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
@@ -59,6 +60,10 @@ pub enum LogError {
     Io(String),
     #[error("secrets key: {0}")]
     Secrets(String),
+    /// Cluster mode: the op could not be replicated (or applied here) in time. It may
+    /// still be applied later; the caller cannot know.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl LogError {
@@ -169,6 +174,30 @@ struct Shared {
     writer_health: Arc<writer::WriterHealth>,
     /// The data directory (its filesystem's free space guards ingest).
     dir: PathBuf,
+    /// Cluster mode: the stream sequence of the last op committed (0: none, or embedded).
+    applied_seq: Arc<AtomicU64>,
+    /// Cluster mode: where `submit` sends ops (to the replicated stream) instead of the
+    /// writer. Set once, before the API serves; never set in the embedded mode.
+    replicator: OnceLock<Arc<dyn Replicate>>,
+}
+
+/// Where a cluster node's `Log::submit` sends an op: the replicated op log. `reply` is
+/// answered with this node's own apply outcome once the op is in the stream and applied
+/// here. `Err` if nothing was sent (too many ops in flight).
+pub trait Replicate: Send + Sync {
+    fn replicate(
+        &self,
+        envelope: Envelope,
+        reply: oneshot::Sender<Result<Outcome, LogError>>,
+    ) -> Result<(), LogError>;
+}
+
+/// An op read from the replicated stream, for this node's writer, with the waiter of the
+/// request on this node that published it (if any).
+pub struct StreamOp {
+    pub envelope: Envelope,
+    pub seq: u64,
+    pub waiter: Option<oneshot::Sender<Result<Outcome, LogError>>>,
 }
 
 /// A pending delivery the writer has just committed, or one a scan found due.
@@ -248,6 +277,8 @@ impl Log {
     ) -> Result<(Log, WriterJoin), LogError> {
         let (env, dbs) = open_env(dir, storage)?;
         let state = WriterState::load(&env, &dbs)?;
+        let applied_seq = Arc::new(AtomicU64::new(state.applied_seq));
+        let writer_applied = Arc::clone(&applied_seq);
         let (intake, ops) = crossbeam_channel::bounded(storage.intake_capacity);
         let thread_env = env.clone();
         let writer_heartbeat = Arc::new(Heartbeat::default());
@@ -267,7 +298,11 @@ impl Log {
                     &ops,
                     render,
                     publisher,
-                    (&beats, &health),
+                    &writer::Signals {
+                        heartbeat: &beats,
+                        health: &health,
+                        applied_seq: &writer_applied,
+                    },
                 );
             })
             .map_err(|e| LogError::Io(format!("cannot start the writer thread: {e}")))?;
@@ -276,6 +311,8 @@ impl Log {
             dbs,
             intake,
             writer_heartbeat,
+            applied_seq,
+            replicator: OnceLock::new(),
             writer_health,
             dir: dir.to_path_buf(),
         };
@@ -306,10 +343,64 @@ impl Log {
     /// Queues `envelope` for the writer now and returns a handle that resolves once its
     /// batch is durable: for a caller that has more to do before it needs the outcome.
     /// `Err` if the writer's queue is full or the writer is gone (nothing was queued).
+    ///
+    /// In cluster mode the op goes to the replicated stream instead, and the handle
+    /// resolves once this node's applier has applied it (with this node's outcome).
     pub fn submit_queued(&self, envelope: Envelope) -> Result<QueuedWrite, LogError> {
         let (waiter, rx) = oneshot::channel();
-        self.send(writer::Intake::Apply(writer::Job { envelope, waiter }))?;
+        if let Some(replicator) = self.shared.replicator.get() {
+            replicator.replicate(envelope, waiter)?;
+            return Ok(QueuedWrite(rx));
+        }
+        self.send(writer::Intake::Apply(writer::Job {
+            envelope,
+            waiter: Some(waiter),
+            stream_seq: 0,
+        }))?;
         Ok(QueuedWrite(rx))
+    }
+
+    /// Cluster mode: from now on, `submit` sends ops to `replicator`. Set once.
+    pub fn replicate_through(&self, replicator: Arc<dyn Replicate>) -> Result<(), LogError> {
+        self.shared
+            .replicator
+            .set(replicator)
+            .map_err(|_| LogError::Cluster("the log already replicates".to_owned()))
+    }
+
+    /// Cluster mode: hands an op read from the stream to the writer, which applies it and
+    /// stores `seq` as `applied_seq` in the same transaction. The applier calls this in
+    /// stream order; a full queue gives the op back (to retry, never to skip).
+    pub fn feed(&self, op: StreamOp) -> Result<(), Box<(StreamOp, LogError)>> {
+        let job = writer::Job {
+            envelope: op.envelope,
+            waiter: op.waiter,
+            stream_seq: op.seq,
+        };
+        self.shared
+            .intake
+            .try_send(writer::Intake::Apply(job))
+            .map_err(|e| {
+                let error = match &e {
+                    crossbeam_channel::TrySendError::Full(_) => LogError::Busy,
+                    crossbeam_channel::TrySendError::Disconnected(_) => LogError::WriterGone,
+                };
+                let writer::Intake::Apply(job) = e.into_inner() else {
+                    unreachable!("an apply job was sent")
+                };
+                let op = StreamOp {
+                    envelope: job.envelope,
+                    seq: job.stream_seq,
+                    waiter: job.waiter,
+                };
+                Box::new((op, error))
+            })
+    }
+
+    /// Cluster mode: the stream sequence of the last op this node has committed (0 in the
+    /// embedded mode).
+    pub fn applied_seq(&self) -> u64 {
+        self.shared.applied_seq.load(Ordering::Acquire)
     }
 
     /// Test hook: parks the writer thread for good, as a deadlock would (the watchdog

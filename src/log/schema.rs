@@ -122,6 +122,9 @@ pub mod meta_key {
     pub const APPLIED_MS: &[u8] = b"applied_ms";
     /// Identifies the secrets key the log's secrets are sealed with (absent: not sealed).
     pub const SECRETS_KEY_CHECK: &[u8] = b"secrets_key_check";
+    /// Cluster mode: the op stream's sequence of the last op applied (absent in the
+    /// embedded mode). Written in the same transaction as that op's effects.
+    pub const APPLIED_SEQ: &[u8] = b"applied_seq";
 }
 
 // === keys ===

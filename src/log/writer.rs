@@ -12,6 +12,7 @@
 //! the in-memory index and counters never describe uncommitted data.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use heed::{Env, RwTxn, WithoutTls};
@@ -50,6 +51,9 @@ pub(in crate::log) struct WriterState {
     published_endpoint_counts: Option<(u64, u64)>,
     /// The time of the last op applied (stored in `meta`, so a restart goes on from it).
     last_now_ms: u64,
+    /// Cluster mode: the stream sequence of the last op applied (stored in `meta` with
+    /// the op's effects, so a restart resumes right after it). 0: none, or embedded.
+    pub(in crate::log) applied_seq: u64,
 }
 
 impl WriterState {
@@ -77,7 +81,12 @@ impl WriterState {
                 None => 0,
             },
         };
+        let applied_seq = match dbs.meta.get(&rtxn, meta_key::APPLIED_SEQ)? {
+            Some(value) => schema::read_u64("meta", value, 0)?,
+            None => 0,
+        };
         Ok(WriterState {
+            applied_seq,
             next_seq: counter(meta_key::NEXT_SEQ)?,
             next_app_key: counter(meta_key::NEXT_APP_KEY)?,
             next_endpoint_key: counter(meta_key::NEXT_ENDPOINT_KEY)?,
@@ -154,6 +163,14 @@ impl WriterState {
                 meta_key::APPLIED_MS,
                 &schema::u64_key(self.last_now_ms),
             )?;
+            // Absent in the embedded mode, whose tables stay as they were.
+            if self.applied_seq > 0 {
+                dbs.meta.put(
+                    wtxn,
+                    meta_key::APPLIED_SEQ,
+                    &schema::u64_key(self.applied_seq),
+                )?;
+            }
             self.counters_dirty = false;
         }
         Ok(())
@@ -223,17 +240,43 @@ impl FailureReport {
     }
 }
 
-/// One queued op and its waiter.
+/// One queued op and its waiter (none for an op another cluster node published).
 pub(super) struct Job {
     pub(super) envelope: Envelope,
-    pub(super) waiter: oneshot::Sender<Result<Outcome, LogError>>,
+    pub(super) waiter: Option<oneshot::Sender<Result<Outcome, LogError>>>,
+    /// Cluster mode: the op's sequence in the replicated stream (sequences start at 1;
+    /// 0: an op of the embedded mode).
+    pub(super) stream_seq: u64,
+}
+
+type Waiter = Option<oneshot::Sender<Result<Outcome, LogError>>>;
+
+fn answer(waiter: Waiter, result: Result<Outcome, LogError>) {
+    // The waiter may have gone (client disconnected); the write stands.
+    if let Some(waiter) = waiter {
+        let _ = waiter.send(result);
+    }
 }
 
 /// What the writer's intake carries.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Apply is the only real variant (Wedge is a test hook); boxing it would cost an allocation per op"
+)]
 pub(super) enum Intake {
     Apply(Job),
     /// Test hook (`SLUICE_TEST_HOOKS`): the writer parks for good, as a deadlock would.
     Wedge,
+}
+
+/// What the writer tells the rest of the process besides its waiters.
+pub(super) struct Signals<'a> {
+    /// Beaten on every turn of the loop (the watchdog's proof of progress).
+    pub(super) heartbeat: &'a Heartbeat,
+    /// Whether the last batch failed to commit, and why (for health).
+    pub(super) health: &'a WriterHealth,
+    /// Cluster mode: the stream sequence of the last op committed.
+    pub(super) applied_seq: &'a AtomicU64,
 }
 
 /// The writer thread's loop; returns when every `Log` handle has been dropped.
@@ -244,8 +287,13 @@ pub(super) fn run(
     intake: &Receiver<Intake>,
     render: Option<RenderReply>,
     publisher: Option<&super::Publisher>,
-    (heartbeat, health): (&Heartbeat, &WriterHealth),
+    signals: &Signals<'_>,
 ) {
+    let Signals {
+        heartbeat,
+        health,
+        applied_seq,
+    } = signals;
     let mut queued: VecDeque<Job> = VecDeque::new();
     let mut report = FailureReport::default();
     let take = |item: Intake, queued: &mut VecDeque<Job>| match item {
@@ -269,7 +317,11 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
+        let replicated = queued.iter().any(|job| job.stream_seq > 0);
         let result = run_batch(env, &dbs, &mut state, &mut queued, render);
+        if result.is_ok() {
+            applied_seq.store(state.applied_seq, Ordering::Release);
+        }
         let committed = std::mem::take(&mut state.outbox);
         if let (Ok(()), Some(publisher)) = (&result, publisher) {
             publisher.publish(committed.into_iter());
@@ -282,6 +334,13 @@ pub(super) fn run(
                 report.committed();
             }
             Err(error) => {
+                if replicated {
+                    // A node that skipped an op of the stream would diverge from the
+                    // others for good. Stop instead: the restart resumes at the stored
+                    // applied_seq and tries that op again (systemd restarts the process).
+                    tracing::error!(%error, "An op of the cluster stream could not be applied; Sluice stops.");
+                    std::process::abort();
+                }
                 report.failed(error);
                 health.set(Some(error.to_string()));
             }
@@ -314,14 +373,13 @@ fn run_batch(
         Err(error) => {
             let error = LogError::from(error);
             for job in queued.drain(..) {
-                let _ = job.waiter.send(Err(error.clone()));
+                answer(job.waiter, Err(error.clone()));
             }
             return Err(error);
         }
     };
     let started = std::time::Instant::now();
-    let mut applied: Vec<(oneshot::Sender<Result<Outcome, LogError>>, Outcome)> =
-        Vec::with_capacity(queued.len());
+    let mut applied: Vec<(Waiter, Outcome)> = Vec::with_capacity(queued.len());
     let mut failure = None;
     {
         let mut ctx = WriteCtx {
@@ -330,11 +388,25 @@ fn run_batch(
             state,
             now_ms: 0,
         };
-        while let Some(Job { envelope, waiter }) = queued.pop_front() {
+        while let Some(job) = queued.pop_front() {
+            let Job {
+                envelope,
+                waiter,
+                stream_seq,
+            } = job;
+            if stream_seq > 0 {
+                if stream_seq <= ctx.state.applied_seq {
+                    // Already in the log (a consumer that re-read the stream): applying
+                    // it twice would diverge; it changes nothing, and nobody here waits.
+                    continue;
+                }
+                ctx.state.applied_seq = stream_seq;
+                ctx.state.counters_dirty = true;
+            }
             match apply_one(&mut ctx, envelope, render) {
                 Ok(outcome) => applied.push((waiter, outcome)),
                 Err(error) => {
-                    let _ = waiter.send(Err(error.clone()));
+                    answer(waiter, Err(error.clone()));
                     failure = Some(error);
                     break;
                 }
@@ -356,8 +428,7 @@ fn run_batch(
         metrics::counter!(telemetry::name::COMMITS_FAILED).increment(1);
     }
     for (waiter, outcome) in applied {
-        // The waiter may have gone (client disconnected); the write stands.
-        let _ = waiter.send(result.clone().map(|()| outcome));
+        answer(waiter, result.clone().map(|()| outcome));
     }
     result
 }

@@ -306,7 +306,9 @@ fn the_example_config_holds_every_key_and_passes_check_config() {
     let mut seen = std::collections::BTreeMap::new();
     for line in text.lines() {
         let trimmed = line.trim();
-        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        // A section may be shown commented out (`# [cluster]`: a mode, not a default).
+        let header = trimmed.trim_start_matches('#').trim();
+        if let Some(name) = header.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = format!("{name}.");
             continue;
         }

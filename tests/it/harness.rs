@@ -107,6 +107,13 @@ pub(crate) async fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// A GET whose answer may be any text, from a server that may still be starting:
+/// status and body, or why there is none (never a panic).
+pub(crate) async fn try_get_text(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let (status, _, bytes) = call_raw(addr, "GET", path, None, &[], b"").await?;
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// One request; the body as bytes.
 pub(crate) async fn call_raw(
     addr: SocketAddr,
@@ -293,6 +300,11 @@ impl Daemon {
             pause(std::time::Duration::from_millis(20)).await;
         }
         panic!("the daemon did not exit within {limit:?}");
+    }
+
+    /// Every line the daemon wrote to stderr so far (for a failing test's report).
+    pub(crate) fn log_text(&self) -> String {
+        self.log.lock().expect("lock").join("\n")
     }
 
     /// SIGKILL: no chance to flush or drain.

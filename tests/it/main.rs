@@ -5,6 +5,7 @@
 
 mod api;
 mod cli;
+mod cluster;
 mod crash;
 mod delivery;
 mod determinism;

@@ -1,0 +1,537 @@
+//! Cluster mode: several Sluice nodes over one replicated op log (a NATS JetStream stream).
+//!
+//! Every node applies every op of the stream, in stream order, with the same apply code as
+//! the embedded writer (`applier.rs`), so every node's LMDB holds the same state at the
+//! same `applied_seq`. A node's `Log::submit` publishes the op to the stream instead of
+//! giving it to its writer (`Replicator`), and answers once the stream has stored it and
+//! its own applier has applied it, with its own apply outcome. Delivery is divided by
+//! shard leases in a JetStream key-value bucket (`lease.rs`); work that must run once in
+//! the cluster (background tasks, retention) runs on the holder of the `singleton` lease.
+//!
+//! Nothing here runs without a `[cluster]` section.
+
+pub mod applier;
+pub mod lease;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{ClusterConfig, NatsAuth};
+use crate::limits::{
+    CLUSTER_API_TIMEOUT_MS, CLUSTER_APPLY_WAIT_MS, CLUSTER_CATCH_UP_MAX_MS, CLUSTER_IN_FLIGHT_MAX,
+    CLUSTER_PUBLISH_DEADLINE_MS, CLUSTER_PUBLISH_RETRY_PAUSE_MS,
+};
+use crate::log::ops::{Envelope, Outcome};
+use crate::log::{Log, LogError, Replicate};
+use crate::telemetry;
+
+pub use lease::Ownership;
+
+/// Why a cluster node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot connect to NATS ({urls}): {detail}")]
+    Connect { urls: String, detail: String },
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+    #[error("the applier did not reach the end of the stream within {0:?}")]
+    CatchUp(Duration),
+}
+
+/// Whether a nats-server version (`2.10.4`, `2.11.0-RC.1`) is 2.10 or newer.
+pub fn supported_server(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 10)
+}
+
+/// The stream's subject (one subject: one total order).
+pub fn subject(stream: &str) -> String {
+    format!("{stream}.ops")
+}
+
+/// The lease bucket of a stream.
+pub fn lease_bucket(stream: &str) -> String {
+    format!("{stream}_LEASES")
+}
+
+/// Requests that wait for their op to be applied here, by op id (the `Nats-Msg-Id`).
+pub type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Outcome, LogError>>>>>;
+
+/// What a cluster node knows about itself, for health, metrics and status.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterView {
+    pub node_id: String,
+    /// The stream's last sequence when last looked at (by the lease loop).
+    pub stream_last_seq: u64,
+    /// Shards whose lease this node holds and may deliver on.
+    pub shards_owned: Vec<usize>,
+    pub singleton: bool,
+    /// Nodes whose heartbeat was seen within the lease TTL (this one included).
+    pub live_nodes: Vec<String>,
+}
+
+/// A running cluster node's replication: applier, leases, and what they share.
+pub struct Cluster {
+    view: Arc<Mutex<ClusterView>>,
+    log: Log,
+    stop: watch::Sender<bool>,
+    applier: JoinHandle<()>,
+    leases: JoinHandle<()>,
+    /// One signal per delivery shard: whether this node may start attempts on it.
+    pub shards: Vec<Ownership>,
+    /// Whether this node runs the work that runs once (tasks, retention).
+    pub singleton: Ownership,
+}
+
+impl Cluster {
+    /// Connects, makes sure the stream and the lease bucket exist, starts the applier,
+    /// routes `log`'s submits through the stream, waits until the applier has reached the
+    /// stream's end (reads are then current), and starts the lease loop for `shards`.
+    pub async fn start(
+        config: &ClusterConfig,
+        log: &Log,
+        shards: usize,
+    ) -> Result<Cluster, ClusterError> {
+        let client = connect(config).await?;
+        let info = client.server_info();
+        if !supported_server(&info.version) {
+            return Err(ClusterError::JetStream(format!(
+                "nats-server {} is too old: cluster mode needs 2.10 or newer (2.9 cannot \
+                 host the lease bucket)",
+                info.version
+            )));
+        }
+        let replicas = info.connect_urls.len().clamp(1, 3);
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
+            .build(client);
+        let stream = ensure_stream(&js, &config.stream, replicas).await?;
+        let bucket = lease::ensure_bucket(&js, config, replicas).await?;
+        let waiters: Waiters = Arc::default();
+        let (stop, stopped) = watch::channel(false);
+        let applier = tokio::spawn(applier::run(
+            stream.clone(),
+            log.clone(),
+            Arc::clone(&waiters),
+            stopped.clone(),
+        ));
+        let replicator = Replicator {
+            js: js.clone(),
+            subject: subject(&config.stream),
+            waiters,
+            in_flight: Arc::new(Semaphore::new(CLUSTER_IN_FLIGHT_MAX)),
+        };
+        log.replicate_through(Arc::new(replicator))
+            .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+        let limit = Duration::from_millis(CLUSTER_CATCH_UP_MAX_MS);
+        let last = last_seq(&stream).await?;
+        if !caught_up(log, last, limit).await {
+            return Err(ClusterError::CatchUp(limit));
+        }
+        let view = Arc::new(Mutex::new(ClusterView {
+            node_id: config.node_id.clone(),
+            stream_last_seq: last,
+            ..ClusterView::default()
+        }));
+        let (leases, shard_signals, singleton) = lease::start(
+            bucket,
+            stream,
+            log.clone(),
+            config,
+            shards,
+            Arc::clone(&view),
+            stopped,
+        );
+        tracing::info!(
+            node_id = %config.node_id,
+            stream = %config.stream,
+            replicas,
+            applied_seq = log.applied_seq(),
+            "Cluster node joined: applied the op stream to its end."
+        );
+        Ok(Cluster {
+            view,
+            log: log.clone(),
+            stop,
+            applier,
+            leases,
+            shards: shard_signals,
+            singleton,
+        })
+    }
+
+    /// A snapshot of what this node knows, with its applied sequence and lag.
+    pub fn status(&self) -> (ClusterView, u64, u64) {
+        let view = self.view.lock().map(|v| v.clone()).unwrap_or_default();
+        let applied = self.log.applied_seq();
+        let lag = view.stream_last_seq.saturating_sub(applied);
+        (view, applied, lag)
+    }
+
+    /// A shareable reader of `status` for the API.
+    pub fn view(&self) -> StatusReader {
+        StatusReader {
+            view: Arc::clone(&self.view),
+            log: self.log.clone(),
+        }
+    }
+
+    /// Stops the lease loop (its leases expire: the others take the shards) and the
+    /// applier.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.leases.await;
+        let _ = self.applier.await;
+    }
+}
+
+/// Reads a cluster node's status (for `/api/v1/health`).
+#[derive(Clone)]
+pub struct StatusReader {
+    view: Arc<Mutex<ClusterView>>,
+    log: Log,
+}
+
+impl StatusReader {
+    pub fn json(&self) -> serde_json::Value {
+        let view = self.view.lock().map(|v| v.clone()).unwrap_or_default();
+        let applied = self.log.applied_seq();
+        serde_json::json!({
+            "nodeId": view.node_id,
+            "appliedSeq": applied,
+            "streamLastSeq": view.stream_last_seq.max(applied),
+            "applierLag": view.stream_last_seq.saturating_sub(applied),
+            "shardsOwned": view.shards_owned,
+            "singleton": view.singleton,
+            "liveNodes": view.live_nodes,
+        })
+    }
+}
+
+async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
+    let urls = config.nats_urls.join(",");
+    let addrs: Vec<async_nats::ServerAddr> = config
+        .nats_urls
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e: std::io::Error| ClusterError::Connect {
+            urls: urls.clone(),
+            detail: e.to_string(),
+        })?;
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("sluice-{}", config.node_id))
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_millis(CLUSTER_API_TIMEOUT_MS)))
+        .retry_on_initial_connect();
+    let options = match &config.auth {
+        NatsAuth::None => options,
+        NatsAuth::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::NkeySeedFile(path) => {
+            let seed = std::fs::read_to_string(path)
+                .map_err(|e| ClusterError::Credentials(format!("{}: {e}", path.display())))?;
+            options.nkey(seed.trim().to_owned())
+        }
+        NatsAuth::CredsFile(path) => options
+            .credentials_file(path)
+            .await
+            .map_err(|e| ClusterError::Credentials(format!("{}: {e}", path.display())))?,
+    };
+    // `retry_on_initial_connect` returns at once and connects in the background; wait
+    // (bounded) for the first connection so a wrong URL is reported at start.
+    let client = options
+        .connect(addrs)
+        .await
+        .map_err(|e| ClusterError::Connect {
+            urls: urls.clone(),
+            detail: e.to_string(),
+        })?;
+    for _ in 0..200 {
+        if client.connection_state() == async_nats::connection::State::Connected {
+            return Ok(client);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(ClusterError::Connect {
+        urls,
+        detail: "no server answered within 10 s".to_owned(),
+    })
+}
+
+/// Gets the op stream, creating it when missing: one subject, file storage, up to three
+/// replicas, nothing ever discarded by a limit (an op lost is a node diverged).
+async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<stream::Stream, ClusterError> {
+    let config = stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject(name)],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        ..stream::Config::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("stream {name}: {e}")))
+}
+
+/// With the node stopped (no API, no leases): applies the stream to its end into `log`
+/// and returns the sequence applied (`sluice cluster verify`).
+pub async fn catch_up(config: &ClusterConfig, log: &Log) -> Result<u64, ClusterError> {
+    let client = connect(config).await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
+        .build(client);
+    let stream = js
+        .get_stream(&config.stream)
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("stream {}: {e}", config.stream)))?;
+    let (stop, stopped) = watch::channel(false);
+    let applier = tokio::spawn(applier::run(
+        stream.clone(),
+        log.clone(),
+        Waiters::default(),
+        stopped,
+    ));
+    let last = last_seq(&stream).await?;
+    let limit = Duration::from_millis(CLUSTER_CATCH_UP_MAX_MS);
+    let done = caught_up(log, last, limit).await;
+    let _ = stop.send(true);
+    let _ = applier.await;
+    if done {
+        Ok(log.applied_seq())
+    } else {
+        Err(ClusterError::CatchUp(limit))
+    }
+}
+
+/// `sluice cluster status`: the stream, every live node (from its heartbeat: applied
+/// sequence, lag, shards) and every lease, as lines of text.
+pub async fn status(config: &ClusterConfig) -> Result<Vec<String>, ClusterError> {
+    let client = connect(config).await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
+        .build(client);
+    let stream = js
+        .get_stream(&config.stream)
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("stream {}: {e}", config.stream)))?;
+    let info = stream
+        .get_info()
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("stream info: {e}")))?;
+    let last = info.state.last_sequence;
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap_or_else(|| "none".to_owned());
+    let mut lines = vec![format!(
+        "stream {}: last_seq {last}, replicas {}, leader {leader}",
+        config.stream, info.config.num_replicas
+    )];
+    let name = lease_bucket(&config.stream);
+    let bucket = js
+        .get_key_value(&name)
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("bucket {name}: {e}")))?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut listed = bucket
+        .keys()
+        .await
+        .map_err(|e| ClusterError::JetStream(format!("lease keys: {e}")))?;
+    while let Some(key) = futures_util::StreamExt::next(&mut listed).await {
+        if keys.len() >= 4_096 {
+            break;
+        }
+        if let Ok(key) = key {
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    for key in keys {
+        let Ok(Some(value)) = bucket.get(&key).await else {
+            continue;
+        };
+        if let Some(node) = key.strip_prefix("node.") {
+            let beat: serde_json::Value = serde_json::from_slice(&value).unwrap_or_default();
+            let applied = beat["appliedSeq"].as_u64().unwrap_or(0);
+            lines.push(format!(
+                "node {node}: applied_seq {applied}, lag {}, shards {}, singleton {}",
+                last.saturating_sub(applied),
+                beat["shards"],
+                beat["singleton"].as_bool().unwrap_or(false)
+            ));
+        } else {
+            lines.push(format!("lease {key}: {}", String::from_utf8_lossy(&value)));
+        }
+    }
+    Ok(lines)
+}
+
+/// The stream's last sequence (0 when empty).
+pub async fn last_seq(stream: &stream::Stream) -> Result<u64, ClusterError> {
+    stream
+        .get_info()
+        .await
+        .map(|info| info.state.last_sequence)
+        .map_err(|e| ClusterError::JetStream(format!("stream info: {e}")))
+}
+
+/// Waits (at most `limit`) until this node has applied the stream up to `seq`.
+pub async fn caught_up(log: &Log, seq: u64, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while log.applied_seq() < seq {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// Publishes ops to the stream and hands each its own node's apply outcome.
+struct Replicator {
+    js: jetstream::Context,
+    subject: String,
+    waiters: Waiters,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Replicate for Replicator {
+    fn replicate(
+        &self,
+        envelope: Envelope,
+        reply: oneshot::Sender<Result<Outcome, LogError>>,
+    ) -> Result<(), LogError> {
+        let permit = Arc::clone(&self.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| LogError::Busy)?;
+        let mut id = [0u8; 16];
+        crate::ids::fill_random(&mut id);
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        // Registered before the publish: the applier may apply the op before the
+        // publish's acknowledgement arrives here.
+        let (applied_tx, applied) = oneshot::channel();
+        self.waiters
+            .lock()
+            .map_err(|_| LogError::Cluster("waiters poisoned".to_owned()))?
+            .insert(id.clone(), applied_tx);
+        let (js, subject, waiters) = (
+            self.js.clone(),
+            self.subject.clone(),
+            Arc::clone(&self.waiters),
+        );
+        let payload = Bytes::from(envelope.encode());
+        tokio::spawn(async move {
+            let result = match publish(&js, &subject, &id, payload).await {
+                Ok(_) => {
+                    let wait = Duration::from_millis(CLUSTER_APPLY_WAIT_MS);
+                    match tokio::time::timeout(wait, applied).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(LogError::WriterGone),
+                        Err(_) => Err(LogError::Cluster(
+                            "the op is in the stream but was not applied here in time".to_owned(),
+                        )),
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            if result.is_err()
+                && let Ok(mut waiters) = waiters.lock()
+            {
+                waiters.remove(&id);
+            }
+            let _ = reply.send(result);
+            drop(permit);
+        });
+        Ok(())
+    }
+}
+
+/// Publishes one op with `Nats-Msg-Id` = `id` and waits for the stream's acknowledgement
+/// (stored by a quorum). During an election the publish times out or finds no stream: it
+/// is sent again with the same id after a pause (the stream drops a duplicate id), until
+/// `CLUSTER_PUBLISH_DEADLINE_MS`. Returns the op's stream sequence.
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    payload: Bytes,
+) -> Result<u64, LogError> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_millis(CLUSTER_PUBLISH_DEADLINE_MS);
+    let mut last_error = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        let attempt = async {
+            js.publish_with_headers(subject.to_owned(), headers, payload.clone())
+                .await?
+                .await
+        };
+        match attempt.await {
+            Ok(ack) => {
+                metrics::histogram!(telemetry::name::CLUSTER_PUBLISH_DURATION)
+                    .record(started.elapsed().as_secs_f64());
+                return Ok(ack.sequence);
+            }
+            Err(error)
+                if error.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded =>
+            {
+                return Err(LogError::Cluster(format!(
+                    "the op ({} bytes) exceeds the NATS servers' max_payload",
+                    payload.len()
+                )));
+            }
+            Err(error) => {
+                metrics::counter!(telemetry::name::CLUSTER_PUBLISH_RETRIES).increment(1);
+                last_error = error.to_string();
+                tokio::time::sleep(Duration::from_millis(CLUSTER_PUBLISH_RETRY_PAUSE_MS)).await;
+            }
+        }
+    }
+    tracing::warn!(error = %last_error, "An op could not be stored in the stream in time.");
+    Err(LogError::Cluster(format!(
+        "the stream did not store the op within {CLUSTER_PUBLISH_DEADLINE_MS} ms: {last_error}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_older_than_2_10_are_refused() {
+        for (version, ok) in [
+            ("2.9.10", false),
+            ("2.10.0", true),
+            ("2.15.1", true),
+            ("2.11.0-RC.1", true),
+            ("3.0.0", true),
+            ("1.4.1", false),
+            ("", false),
+        ] {
+            assert_eq!(supported_server(version), ok, "{version}");
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! Cluster mode end to end: three NATS servers (JetStream, one R3 stream) and three Sluice
+//! processes on loopback, each with its own data directory.
+//!
+//! `SLUICE_NATS_SERVER` names a nats-server 2.10 or newer (`scripts/test` installs a
+//! pinned one into `.venv`). The servers run with `max_payload` raised to 8 MB (the
+//! default 1 MB would refuse an op that carries a large message).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::harness::{Daemon, TOKEN, get, pause, post, run_ok, try_call, try_get_text};
+use crate::receiver::{Answer, Received, Receiver};
+
+/// The lease TTL of the test nodes, ms (short, so takeovers are quick).
+const LEASE_TTL_MS: u64 = 3_000;
+/// The signing key of every test endpoint.
+const KEY: [u8; 32] = [7; 32];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// One nats-server process.
+struct NatsServer {
+    child: Child,
+    client: u16,
+    http: u16,
+}
+
+/// Three nats-servers in one NATS cluster, each with its own store.
+struct Nats {
+    servers: Vec<NatsServer>,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            let _ = server.child.kill();
+            let _ = server.child.wait();
+        }
+    }
+}
+
+impl Nats {
+    /// Starts three servers under `dir` and waits until each is healthy (JetStream
+    /// ready) and routed to the two others.
+    async fn start(dir: &Path) -> Nats {
+        let binary = std::env::var("SLUICE_NATS_SERVER").expect(
+            "set SLUICE_NATS_SERVER to a nats-server >= 2.10 (scripts/test installs one into .venv)",
+        );
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
+            .collect();
+        let mut servers = Vec::new();
+        for (i, (client, route, http)) in ports.iter().enumerate() {
+            let store = dir.join(format!("n{i}"));
+            let conf = format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+                 max_payload: 8MB\n\
+                 jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
+                 cluster {{\n  name: sluice\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+                store.display(),
+                routes.join(", ")
+            );
+            let path = dir.join(format!("n{i}.conf"));
+            std::fs::write(&path, conf).expect("write nats config");
+            let log = std::fs::File::create(dir.join(format!("n{i}.log"))).expect("log file");
+            let child = Command::new(&binary)
+                .arg("-c")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn nats-server");
+            servers.push(NatsServer {
+                child,
+                client: *client,
+                http: *http,
+            });
+        }
+        let nats = Nats { servers };
+        for server in &nats.servers {
+            server.wait_ready().await;
+        }
+        nats
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| format!("nats://127.0.0.1:{}", s.client))
+            .collect()
+    }
+}
+
+impl NatsServer {
+    async fn wait_ready(&self) {
+        let http = SocketAddr::from(([127, 0, 0, 1], self.http));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let healthy = matches!(try_text(http, "/healthz").await, Some((200, _)));
+            let routed = match try_text(http, "/routez").await {
+                Some((200, body)) => serde_json::from_str::<Value>(&body)
+                    .is_ok_and(|v| v["num_routes"].as_u64().unwrap_or(0) >= 2),
+                _ => false,
+            };
+            if healthy && routed {
+                return;
+            }
+            pause(Duration::from_millis(50)).await;
+        }
+        panic!("nats-server on {} never became healthy", self.client);
+    }
+}
+
+/// A GET of text that tolerates a server still starting.
+async fn try_text(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    try_get_text(addr, path).await.ok()
+}
+
+/// One Sluice node's files.
+struct Node {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+/// Writes the config of node `id` under `root`.
+fn node_files(root: &Path, id: &str, nats: &Nats) -> Node {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).expect("node dir");
+    let key = root.join("secrets.key");
+    if !key.exists() {
+        let hex: String = [0x5au8; 32].iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&key, hex).expect("key");
+    }
+    let urls: Vec<String> = nats.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let text = format!(
+        "[storage]\nsecrets_key_file = \"{}\"\nmap_size_bytes = 268435456\n\n\
+         [delivery]\nallow_http = true\nallowed_networks = [\"127.0.0.0/8\"]\n\
+         retry_schedule_ms = [500, 1000, 2000, 4000]\njitter_percent = 0\n\n\
+         [cluster]\nnats_urls = [{}]\nnode_id = \"{id}\"\nlease_ttl_ms = {LEASE_TTL_MS}\n",
+        key.display(),
+        urls.join(", ")
+    );
+    let config = root.join(format!("{id}.toml"));
+    std::fs::write(&config, text).expect("node config");
+    Node { dir, config }
+}
+
+impl Node {
+    fn spawn(&self) -> Daemon {
+        Daemon::spawn_with(&self.dir, Some(&self.config))
+    }
+
+    /// `sluice cluster verify` on this (stopped) node: its applied_seq and digests.
+    fn verify(&self) -> String {
+        let out = run_ok(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["cluster", "verify", "--config"])
+                .arg(&self.config)
+                .arg("--data-dir")
+                .arg(&self.dir),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Stops a daemon with SIGTERM and waits (at most 30 s) for its exit, which must be clean.
+async fn stop(mut daemon: Daemon) {
+    daemon.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = daemon.child.try_wait().expect("wait") {
+            assert!(status.success(), "{status}:\n{}", daemon.log_text());
+            return;
+        }
+        pause(Duration::from_millis(20)).await;
+    }
+    panic!("the node did not stop in 30 s:\n{}", daemon.log_text());
+}
+
+/// The nodes' tables are byte-identical at the same applied_seq (each stopped node first
+/// applies the stream to its end).
+fn assert_same_state(nodes: &[&Node]) {
+    let outputs: Vec<String> = nodes.iter().map(|n| n.verify()).collect();
+    assert!(outputs[0].starts_with("applied_seq "), "{}", outputs[0]);
+    for output in &outputs[1..] {
+        assert_eq!(output, &outputs[0], "the nodes' tables differ");
+    }
+}
+
+/// The cluster section of a node's health.
+async fn cluster_health(addr: SocketAddr) -> Value {
+    get(addr, "/api/v1/health").await.json["cluster"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nodes_serve_one_state_with_one_answer_per_uid() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nats = Nats::start(root.path()).await;
+    let files: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_files(root.path(), id, &nats))
+        .collect();
+    let nodes: Vec<Daemon> = files.iter().map(Node::spawn).collect();
+    let (a, b, c) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
+
+    // The official SDK against node A.
+    let python = std::env::var("SLUICE_PYTHON").expect("SLUICE_PYTHON (scripts/test sets it)");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/svix_sdk_test.py");
+    let output = run_ok(
+        Command::new(python)
+            .arg(script)
+            .env("SLUICE_URL", format!("http://{a}"))
+            .env("SLUICE_TOKEN", TOKEN),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("ALL SDK CHECKS PASSED"), "{stdout}");
+
+    // A message created on A is readable on B and C within a second.
+    let app = post(
+        a,
+        "/api/v1/app",
+        &json!({"name": "shared", "uid": "shared"}),
+    )
+    .await;
+    assert_eq!(app.status, 201);
+    let msg = post(
+        a,
+        "/api/v1/app/shared/msg",
+        &json!({"eventType": "t.x", "payload": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(msg.status, 202, "{:?}", msg.json);
+    let accepted = Instant::now();
+    let path = format!(
+        "/api/v1/app/shared/msg/{}",
+        msg.json["id"].as_str().expect("id")
+    );
+    for node in [b, c] {
+        loop {
+            if get(node, &path).await.status == 200 {
+                break;
+            }
+            assert!(
+                accepted.elapsed() < Duration::from_secs(1),
+                "not readable on {node} within 1 s"
+            );
+            pause(Duration::from_millis(10)).await;
+        }
+    }
+
+    // The same uid created at once on A and B: one 201, one 409, and all agree.
+    let body = json!({"name": "race", "uid": "race"});
+    let (on_a, on_b) = tokio::join!(post(a, "/api/v1/app", &body), post(b, "/api/v1/app", &body));
+    let mut statuses = [on_a.status, on_b.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{:?} {:?}", on_a.json, on_b.json);
+    let winner = if on_a.status == 201 { &on_a } else { &on_b };
+    for node in [a, b, c] {
+        let mut seen = Value::Null;
+        for _ in 0..100 {
+            seen = get(node, "/api/v1/app/race").await.json;
+            if seen["id"] == winner.json["id"] {
+                break;
+            }
+            pause(Duration::from_millis(10)).await;
+        }
+        assert_eq!(seen["id"], winner.json["id"], "{node} disagrees");
+    }
+
+    // Health shows the applied sequence; the three nodes split the four shards.
+    let health = cluster_health(a).await;
+    assert!(health["appliedSeq"].as_u64().unwrap_or(0) > 0, "{health}");
+    balanced(&[a, b, c]).await;
+
+    // `sluice cluster status` shows the three nodes and the leases.
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["cluster", "status", "--config"])
+            .arg(&files[0].config),
+    );
+    let status = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "stream SLUICE_OPS",
+        "node a:",
+        "node b:",
+        "node c:",
+        "lease shard.0:",
+    ] {
+        assert!(status.contains(line), "{line} missing:\n{status}");
+    }
+
+    for node in nodes {
+        stop(node).await;
+    }
+    assert_same_state(&files.iter().collect::<Vec<_>>());
+    drop(nats);
+}
+
+/// Waits (at most 15 s) until every node owns at least one shard and together they own
+/// all four; each node's shards.
+async fn balanced(addrs: &[SocketAddr]) -> Vec<Vec<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut shares = Vec::new();
+        for &node in addrs {
+            let health = cluster_health(node).await;
+            let owned: Vec<u64> = health["shardsOwned"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect();
+            shares.push(owned);
+        }
+        let all: BTreeSet<u64> = shares.iter().flatten().copied().collect();
+        if all.len() == 4 && shares.iter().all(|s| !s.is_empty()) {
+            return shares;
+        }
+        assert!(Instant::now() < deadline, "never balanced: {shares:?}");
+        pause(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a delivery carries a valid Standard Webhooks signature under `KEY`.
+fn signed(received: &Received) -> bool {
+    let id = received.header("webhook-id");
+    let timestamp: u64 = received.header("webhook-timestamp").parse().unwrap_or(0);
+    let expected = sluice::signing::signature_header([&KEY[..]], id, timestamp, &received.body);
+    received.header("webhook-signature") == expected
+}
+
+/// A receiver that checks every delivery's signature: 200 if valid, 400 if not.
+async fn verifying_receiver() -> Receiver {
+    Receiver::start_with(|_, received| {
+        if signed(received) {
+            Answer::Status(200)
+        } else {
+            Answer::Status(400)
+        }
+    })
+    .await
+}
+
+/// The webhook ids a receiver got with a valid signature, with how often each came.
+fn signed_ids(receiver: &Receiver) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in receiver.received().iter().filter(|r| signed(r)) {
+        *counts.entry(r.header("webhook-id").to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_survives_a_killed_node_without_losing_an_accepted_message() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nats = Nats::start(root.path()).await;
+    let files: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_files(root.path(), id, &nats))
+        .collect();
+    let mut nodes: Vec<Option<Daemon>> = files.iter().map(|f| Some(f.spawn())).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().flatten().map(|d| d.addr).collect();
+
+    // Four endpoints (spread over the shards), each with its own verifying receiver.
+    assert_eq!(
+        post(
+            addrs[0],
+            "/api/v1/app",
+            &json!({"name": "load", "uid": "load"})
+        )
+        .await
+        .status,
+        201
+    );
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    );
+    let mut receivers = Vec::new();
+    for _ in 0..4 {
+        let receiver = verifying_receiver().await;
+        let endpoint = post(
+            addrs[0],
+            "/api/v1/app/load/endpoint",
+            &json!({"url": receiver.url(), "secret": secret}),
+        )
+        .await;
+        assert_eq!(endpoint.status, 201, "{:?}", endpoint.json);
+        receivers.push(receiver);
+    }
+
+    // The shards are balanced first, so the node that is killed owns some.
+    let shares = balanced(&addrs).await;
+    let c_shards = shares[2].clone();
+    assert!(!c_shards.is_empty(), "{shares:?}");
+
+    // Steady load, round-robin over the live nodes; node C is killed part-way.
+    let mut accepted: Vec<String> = Vec::new();
+    let mut killed_at = None;
+    for n in 0..150usize {
+        if n == 60 {
+            nodes[2].take().expect("c").kill9();
+            killed_at = Some(Instant::now());
+        }
+        let live: Vec<SocketAddr> = if killed_at.is_some() {
+            addrs[..2].to_vec()
+        } else {
+            addrs.clone()
+        };
+        let node = live[n % live.len()];
+        let body = json!({"eventType": "load.tick", "payload": {"n": n}});
+        let resp = try_call(
+            node,
+            "POST",
+            "/api/v1/app/load/msg",
+            Some(TOKEN),
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        if let Ok(resp) = resp
+            && (200..300).contains(&resp.status)
+        {
+            accepted.push(resp.json["id"].as_str().expect("id").to_owned());
+        }
+        pause(Duration::from_millis(10)).await;
+    }
+    let killed_at = killed_at.expect("killed");
+
+    // Within the lease TTL + 5 s of the kill, A and B own every shard.
+    let limit = Duration::from_millis(LEASE_TTL_MS) + Duration::from_secs(5);
+    let mut owned = BTreeSet::new();
+    while killed_at.elapsed() < limit {
+        owned.clear();
+        for &node in &addrs[..2] {
+            let health = cluster_health(node).await;
+            for shard in health["shardsOwned"].as_array().into_iter().flatten() {
+                owned.insert(shard.as_u64().expect("shard"));
+            }
+        }
+        if owned.len() == 4 {
+            break;
+        }
+        pause(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        owned.len(),
+        4,
+        "A and B did not own every shard (C had {c_shards:?}) within {limit:?}"
+    );
+
+    // Every accepted message reaches every endpoint, signed; duplicates are counted.
+    assert!(accepted.len() >= 140, "only {} accepted", accepted.len());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut duplicates = 0;
+    for receiver in &receivers {
+        loop {
+            let counts = signed_ids(receiver);
+            let missing = accepted
+                .iter()
+                .filter(|id| !counts.contains_key(*id))
+                .count();
+            if missing == 0 {
+                duplicates += counts.values().map(|n| n - 1).sum::<usize>();
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing} accepted message(s) never delivered to {}",
+                receiver.url()
+            );
+            pause(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "cluster kill: {} accepted, {} deliveries, {duplicates} duplicate(s)",
+        accepted.len(),
+        accepted.len() * receivers.len()
+    );
+
+    // The two survivors and the killed node (resuming from its own applied_seq) hold
+    // the same tables at the same applied_seq.
+    for node in nodes.into_iter().flatten() {
+        stop(node).await;
+    }
+    assert_same_state(&files.iter().collect::<Vec<_>>());
+    drop(nats);
+}
+
+#[test]
+fn cluster_config_without_a_secrets_key_exits_64() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = root.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nnats_urls = [\"nats://127.0.0.1:1\"]\nnode_id = \"a\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check-config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("secrets_key_file"), "{stderr}");
+}
+
+/// The index (n0, n1, n2) of the server that leads the op stream now.
+async fn stream_leader(nats: &Nats) -> usize {
+    let addrs: Vec<async_nats::ServerAddr> = nats
+        .urls()
+        .iter()
+        .map(|u| u.parse().expect("NATS URL"))
+        .collect();
+    let client = async_nats::connect(addrs).await.expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = js.get_stream("SLUICE_OPS").await
+            && let Ok(info) = stream.info().await
+            && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
+        {
+            return leader.trim_start_matches('n').parse().expect("leader name");
+        }
+        assert!(Instant::now() < deadline, "the stream has no leader");
+        pause(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_writes_stall_and_resume_when_the_stream_leader_dies() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut nats = Nats::start(root.path()).await;
+    let files: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_files(root.path(), id, &nats))
+        .collect();
+    let nodes: Vec<Daemon> = files.iter().map(Node::spawn).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|d| d.addr).collect();
+    assert_eq!(
+        post(
+            addrs[0],
+            "/api/v1/app",
+            &json!({"name": "nats", "uid": "nats"})
+        )
+        .await
+        .status,
+        201
+    );
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    );
+    let receiver = verifying_receiver().await;
+    let endpoint = post(
+        addrs[0],
+        "/api/v1/app/nats/endpoint",
+        &json!({"url": receiver.url(), "secret": secret}),
+    )
+    .await;
+    assert_eq!(endpoint.status, 201, "{:?}", endpoint.json);
+
+    // Steady load round-robin; the stream's leader is killed part-way.
+    let mut accepted: Vec<String> = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for n in 0..90usize {
+        if n == 30 {
+            let leader = stream_leader(&nats).await;
+            let server = &mut nats.servers[leader];
+            server.child.kill().expect("kill -9 the stream leader");
+            server.child.wait().expect("reap");
+        }
+        let body = json!({"eventType": "nats.tick", "payload": {"n": n}});
+        let started = Instant::now();
+        let resp = try_call(
+            addrs[n % 3],
+            "POST",
+            "/api/v1/app/nats/msg",
+            Some(TOKEN),
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        slowest = slowest.max(started.elapsed());
+        if let Ok(resp) = resp
+            && (200..300).contains(&resp.status)
+        {
+            accepted.push(resp.json["id"].as_str().expect("id").to_owned());
+        }
+        pause(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "stream leader kill: {} accepted, slowest write {slowest:?}",
+        accepted.len()
+    );
+    // The stall is the election (about 5 s here), within the publish deadline.
+    assert!(slowest < Duration::from_secs(14), "{slowest:?}");
+    assert!(accepted.len() >= 85, "only {} accepted", accepted.len());
+
+    // Nothing acknowledged is lost: every accepted message is delivered, signed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = signed_ids(&receiver);
+        let missing = accepted.iter().filter(|id| !seen.contains_key(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} accepted message(s) never delivered"
+        );
+        pause(Duration::from_millis(50)).await;
+    }
+
+    for node in nodes {
+        stop(node).await;
+    }
+    assert_same_state(&files.iter().collect::<Vec<_>>());
+    drop(nats);
+}
