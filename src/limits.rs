@@ -108,6 +108,10 @@ pub const CLUSTER_CATCH_UP_MAX_MS: u64 = 120_000;
 /// Cluster mode: how long JetStream API calls (stream and bucket management, KV) may
 /// take; creating a consumer with a peer down took about 5.8 s, ms.
 pub const CLUSTER_API_TIMEOUT_MS: u64 = 10_000;
+/// How long a starting node waits for JetStream to answer (a NATS cluster starting at the
+/// same time elects its meta leader first), and how long it pauses between tries.
+pub const CLUSTER_START_WAIT_MS: u64 = 60_000;
+pub const CLUSTER_START_RETRY_MS: u64 = 500;
 
 // === delivery engine ===
 

@@ -117,8 +117,7 @@ impl Cluster {
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
             .build(client);
-        let stream = ensure_stream(&js, &config.stream, replicas).await?;
-        let bucket = lease::ensure_bucket(&js, config, replicas).await?;
+        let (stream, bucket) = stream_and_bucket(&js, config, replicas).await?;
         let waiters: Waiters = Arc::default();
         let (stop, stopped) = watch::channel(false);
         let applier = tokio::spawn(applier::run(
@@ -270,6 +269,47 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterEr
         urls,
         detail: "no server answered within 10 s".to_owned(),
     })
+}
+
+/// The op stream and the lease bucket, created when missing. A NATS cluster that is
+/// starting too (the usual boot, or a whole-site restart) answers JetStream calls only
+/// once it has elected a meta leader: wait for it.
+async fn stream_and_bucket(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    replicas: usize,
+) -> Result<(stream::Stream, async_nats::jetstream::kv::Store), ClusterError> {
+    let stream = until_jetstream_answers("the op stream", || {
+        ensure_stream(js, &config.stream, replicas)
+    })
+    .await?;
+    let bucket = until_jetstream_answers("the lease bucket", || {
+        lease::ensure_bucket(js, config, replicas)
+    })
+    .await?;
+    Ok((stream, bucket))
+}
+
+/// Runs `attempt` until it succeeds or `CLUSTER_START_WAIT_MS` has passed, pausing
+/// `CLUSTER_START_RETRY_MS` between tries; the last error if it never succeeds.
+async fn until_jetstream_answers<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(crate::limits::CLUSTER_START_WAIT_MS);
+    loop {
+        match attempt().await {
+            Ok(found) => return Ok(found),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "JetStream does not answer for {what} yet; retrying.");
+                tokio::time::sleep(Duration::from_millis(crate::limits::CLUSTER_START_RETRY_MS))
+                    .await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Gets the op stream, creating it when missing: one subject, file storage, up to three
