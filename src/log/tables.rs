@@ -600,6 +600,48 @@ fn scan(
     Ok(false)
 }
 
+/// Walks a table keyed by one u64 whose values are versioned JSON records of type `T`.
+fn scan_keyed<T: serde::de::DeserializeOwned>(
+    txn: &RoTxn,
+    table: &super::Table,
+    name: &'static str,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(T) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(u64_key);
+    scan(
+        txn,
+        table,
+        &[],
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |_, value| visit(schema::decode_json(name, value)?),
+    )
+}
+
+/// Walks the rows of a table keyed (parent u64, child u64) under one parent: `visit`
+/// gets each row's child key and value.
+fn scan_children(
+    txn: &RoTxn,
+    table: &super::Table,
+    name: &'static str,
+    parent: u64,
+    walk: Walk<u64>,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let cursor = walk.after.map(|child| pair_key(parent, child));
+    scan(
+        txn,
+        table,
+        &u64_key(parent),
+        cursor.as_ref().map(|c| &c[..]),
+        walk.toward_lower,
+        walk.rows_max,
+        |key, value| visit(schema::read_u64(name, key, 8)?, value),
+    )
+}
+
 /// How a list page walks an index: from the row after `after` (in the direction of
 /// travel), toward lower keys or higher, reading at most `rows_max` rows. `visit` returns
 /// `true` to stop (the page is full); the scan returns whether it stopped at the row cap.
@@ -615,18 +657,9 @@ pub fn scan_apps(
     txn: &RoTxn,
     dbs: &Dbs,
     walk: Walk<u64>,
-    mut visit: impl FnMut(AppRecord) -> Result<bool, LogError>,
+    visit: impl FnMut(AppRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let cursor = walk.after.map(u64_key);
-    scan(
-        txn,
-        &dbs.apps,
-        &[],
-        cursor.as_ref().map(|c| &c[..]),
-        walk.toward_lower,
-        walk.rows_max,
-        |_, value| visit(schema::decode_json(db_name::APPS, value)?),
-    )
+    scan_keyed(txn, &dbs.apps, db_name::APPS, walk, visit)
 }
 
 /// An application's messages in seq order (its ordered log).
@@ -637,16 +670,13 @@ pub fn scan_app_messages(
     walk: Walk<u64>,
     mut visit: impl FnMut(u64, MessageRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let cursor = walk.after.map(|seq| pair_key(app_key, seq));
-    scan(
+    scan_children(
         txn,
         &dbs.app_msgs,
-        &u64_key(app_key),
-        cursor.as_ref().map(|c| &c[..]),
-        walk.toward_lower,
-        walk.rows_max,
-        |key, _| {
-            let seq = schema::read_u64(db_name::APP_MSGS, key, 8)?;
+        db_name::APP_MSGS,
+        app_key,
+        walk,
+        |seq, _| {
             let message = message_by_seq(txn, dbs, seq)?
                 .ok_or_else(|| LogError::corrupt(db_name::APP_MSGS, "row for a missing message"))?;
             visit(seq, message)
@@ -662,19 +692,16 @@ pub fn scan_app_endpoints(
     walk: Walk<u64>,
     mut visit: impl FnMut(EndpointRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let cursor = walk.after.map(|key| pair_key(app_key, key));
-    scan(
+    let name = db_name::APP_ENDPOINTS;
+    scan_children(
         txn,
         &dbs.app_endpoints,
-        &u64_key(app_key),
-        cursor.as_ref().map(|c| &c[..]),
-        walk.toward_lower,
-        walk.rows_max,
-        |key, _| {
-            let endpoint_key = schema::read_u64(db_name::APP_ENDPOINTS, key, 8)?;
-            let endpoint = endpoint_row_by_key(txn, dbs, endpoint_key)?.ok_or_else(|| {
-                LogError::corrupt(db_name::APP_ENDPOINTS, "row for a missing endpoint")
-            })?;
+        name,
+        app_key,
+        walk,
+        |endpoint_key, _| {
+            let endpoint = endpoint_row_by_key(txn, dbs, endpoint_key)?
+                .ok_or_else(|| LogError::corrupt(name, "row for a missing endpoint"))?;
             visit(endpoint)
         },
     )
@@ -703,18 +730,9 @@ pub fn scan_tasks(
     txn: &RoTxn,
     dbs: &Dbs,
     walk: Walk<u64>,
-    mut visit: impl FnMut(schema::TaskRecord) -> Result<bool, LogError>,
+    visit: impl FnMut(schema::TaskRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let cursor = walk.after.map(u64_key);
-    scan(
-        txn,
-        &dbs.tasks,
-        &[],
-        cursor.as_ref().map(|c| &c[..]),
-        walk.toward_lower,
-        walk.rows_max,
-        |_, value| visit(schema::decode_json(db_name::TASKS, value)?),
-    )
+    scan_keyed(txn, &dbs.tasks, db_name::TASKS, walk, visit)
 }
 
 /// An endpoint's deliveries in seq order.
@@ -725,18 +743,14 @@ pub fn scan_endpoint_deliveries(
     walk: Walk<u64>,
     mut visit: impl FnMut(u64, schema::DeliveryRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let cursor = walk.after.map(|seq| pair_key(endpoint_key, seq));
-    scan(
+    let name = db_name::DELIVERIES;
+    scan_children(
         txn,
         &dbs.deliveries,
-        &u64_key(endpoint_key),
-        cursor.as_ref().map(|c| &c[..]),
-        walk.toward_lower,
-        walk.rows_max,
-        |key, value| {
-            let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
-            visit(seq, schema::DeliveryRecord::decode(value)?)
-        },
+        name,
+        endpoint_key,
+        walk,
+        |seq, value| visit(seq, schema::DeliveryRecord::decode(value)?),
     )
 }
 
@@ -757,20 +771,17 @@ pub fn scan_attempts(
     walk: Walk<u64>,
     mut visit: impl FnMut(schema::AttemptRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let (table, prefix) = match of {
+    let (table, parent) = match of {
         AttemptsOf::Message(seq) => (&dbs.msg_attempts, seq),
         AttemptsOf::Endpoint(key) => (&dbs.endpoint_attempts, key),
     };
-    let cursor = walk.after.map(|key| pair_key(prefix, key));
-    scan(
+    scan_children(
         txn,
         table,
-        &u64_key(prefix),
-        cursor.as_ref().map(|c| &c[..]),
-        walk.toward_lower,
-        walk.rows_max,
-        |key, _| {
-            let attempt_key = schema::read_u64(db_name::ATTEMPTS, key, 8)?;
+        db_name::ATTEMPTS,
+        parent,
+        walk,
+        |attempt_key, _| {
             let attempt = attempt_by_key(txn, dbs, attempt_key)?.ok_or_else(|| {
                 LogError::corrupt(db_name::ATTEMPTS, "index row for a missing attempt")
             })?;
@@ -1429,18 +1440,9 @@ pub fn scan_sources(
     txn: &RoTxn,
     dbs: &Dbs,
     walk: Walk<u64>,
-    mut visit: impl FnMut(schema::SourceRecord) -> Result<bool, LogError>,
+    visit: impl FnMut(schema::SourceRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let cursor = walk.after.map(u64_key);
-    scan(
-        txn,
-        &dbs.sources,
-        &[],
-        cursor.as_ref().map(|c| &c[..]),
-        walk.toward_lower,
-        walk.rows_max,
-        |_, value| visit(schema::decode_json(db_name::SOURCES, value)?),
-    )
+    scan_keyed(txn, &dbs.sources, db_name::SOURCES, walk, visit)
 }
 
 /// A source's error log in number order.
@@ -1451,18 +1453,14 @@ pub fn scan_source_errors(
     walk: Walk<u64>,
     mut visit: impl FnMut(u64, schema::SourceErrorRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let cursor = walk.after.map(|n| pair_key(source_key, n));
-    scan(
+    let name = db_name::SOURCE_ERRORS;
+    scan_children(
         txn,
         &dbs.source_errors,
-        &u64_key(source_key),
-        cursor.as_ref().map(|c| &c[..]),
-        walk.toward_lower,
-        walk.rows_max,
-        |key, value| {
-            let n = schema::read_u64(db_name::SOURCE_ERRORS, key, 8)?;
-            visit(n, schema::decode_json(db_name::SOURCE_ERRORS, value)?)
-        },
+        name,
+        source_key,
+        walk,
+        |n, value| visit(n, schema::decode_json(name, value)?),
     )
 }
 
