@@ -301,14 +301,13 @@ fn check_filters(
     }
 }
 
-/// Decodes `whsec_<base64>` into the raw key, or says why not.
+/// Decodes `whsec_<base64>`, or the base64 alone (the SDK documents the prefix as
+/// optional), into the raw key, or says why not.
 fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
-    let encoded = text
-        .strip_prefix("whsec_")
-        .ok_or("must start with whsec_")?;
+    let encoded = text.strip_prefix("whsec_").unwrap_or(text);
     let key = BASE64
         .decode(encoded)
-        .map_err(|_| "must be whsec_ followed by base64".to_owned())?;
+        .map_err(|_| "must be base64, with or without the whsec_ prefix".to_owned())?;
     if !(SECRET_BYTES_MIN..=SECRET_BYTES_MAX).contains(&key.len()) {
         return Err(format!(
             "must decode to {SECRET_BYTES_MIN} to {SECRET_BYTES_MAX} bytes"
@@ -768,10 +767,10 @@ mod tests {
     fn secrets_round_trip_and_are_checked() {
         let key = generate_secret();
         assert_eq!(parse_secret(&format_secret(&key)), Ok(key));
-        assert!(
-            parse_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err(),
-            "prefix is required"
-        );
+        // The prefix is optional (the SDK documents it so, and the README says so).
+        let bare = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert_eq!(parse_secret(bare), parse_secret(&format!("whsec_{bare}")));
+        assert_eq!(parse_secret(bare).map(|k| k.len()), Ok(24));
         assert!(parse_secret("whsec_short").is_err());
         assert!(parse_secret("whsec_!!!!").is_err());
         assert!(parse_secret(&format!("whsec_{}", BASE64.encode([1u8; 76]))).is_err());
