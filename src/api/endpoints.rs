@@ -392,8 +392,11 @@ fn check_headers(problems: &mut Problems, headers: &BTreeMap<String, String>) {
     }
 }
 
+/// The 404 detail of a missing endpoint (the one `Refusal::EndpointNotFound` maps to).
+const ENDPOINT_NOT_FOUND: &str = "Endpoint not found.";
+
 fn not_found() -> ApiError {
-    ApiError::NotFound("Endpoint not found.")
+    ApiError::NotFound(ENDPOINT_NOT_FOUND)
 }
 
 // === handlers ===
@@ -463,6 +466,16 @@ fn validate_create(input: &EndpointIn) -> Result<Vec<u8>, ApiError> {
 
 pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<Reply, ApiError> {
     let input: EndpointIn = parse_json(&ctx.body)?;
+    create_from(state, ctx, app_ref, input).await
+}
+
+/// Creates the endpoint `input` describes (POST, or a PUT that found none).
+async fn create_from(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    input: EndpointIn,
+) -> Result<Reply, ApiError> {
     let secret = validate_create(&input)?;
     let app = resolve(state, ctx, app_ref)?;
     let mut headers = BTreeMap::new();
@@ -515,6 +528,8 @@ pub(super) async fn upsert(
     endpoint_ref: &str,
 ) -> Result<Reply, ApiError> {
     let input: EndpointIn = parse_json(&ctx.body)?;
+    // Kept for a PUT that finds no endpoint: it creates one, named by the path (Svix).
+    let mut to_create: EndpointIn = parse_json(&ctx.body)?;
     let as_patch = EndpointPatch {
         url: Some(input.url),
         description: Some(input.description),
@@ -530,7 +545,17 @@ pub(super) async fn upsert(
         signing: Some(input.signing.unwrap_or(SigningIn::Hmac)),
         polling_only: Some(input.polling_only.unwrap_or(false)),
     };
-    update(state, ctx, app_ref, endpoint_ref, as_patch).await
+    match update(state, ctx, app_ref, endpoint_ref, as_patch).await {
+        Err(ApiError::NotFound(detail))
+            if detail == ENDPOINT_NOT_FOUND && !ids::is_id(IdKind::Endpoint, endpoint_ref) =>
+        {
+            if to_create.uid.is_none() {
+                to_create.uid = Some(endpoint_ref.to_owned());
+            }
+            create_from(state, ctx, app_ref, to_create).await
+        }
+        other => other,
+    }
 }
 
 pub(super) async fn patch(

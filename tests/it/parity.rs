@@ -273,3 +273,53 @@ async fn message_tags_are_stored_shown_and_filter_the_list() {
     }
     sluice.stop().await;
 }
+
+/// `PUT …/endpoint/{uid}` creates the endpoint when none has that uid (201, named by the
+/// path), as Svix does; a second PUT updates it (200). An id that names nothing stays 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_creates_an_endpoint_that_does_not_exist_yet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "u", "uid": "u"}))
+            .await
+            .status,
+        201
+    );
+    let put = |body: serde_json::Value, path: &'static str| async move {
+        call(
+            addr,
+            "PUT",
+            path,
+            Some(TOKEN),
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .await
+    };
+    let created = put(
+        json!({"url": "https://hooks.example.com/a"}),
+        "/api/v1/app/u/endpoint/billing",
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    assert_eq!(created.json["uid"], "billing");
+    let updated = put(
+        json!({"url": "https://hooks.example.com/b"}),
+        "/api/v1/app/u/endpoint/billing",
+    )
+    .await;
+    assert_eq!(
+        (updated.status, &updated.json["id"]),
+        (200, &created.json["id"])
+    );
+    assert_eq!(updated.json["url"], "https://hooks.example.com/b");
+    let by_id = put(
+        json!({"url": "https://hooks.example.com/c"}),
+        "/api/v1/app/u/endpoint/ep_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF",
+    )
+    .await;
+    assert_eq!(by_id.status, 404, "an id is never created by a PUT");
+    sluice.stop().await;
+}
