@@ -112,6 +112,8 @@ pub const CLUSTER_API_TIMEOUT_MS: u64 = 10_000;
 /// same time elects its meta leader first), and how long it pauses between tries.
 pub const CLUSTER_START_WAIT_MS: u64 = 60_000;
 pub const CLUSTER_START_RETRY_MS: u64 = 500;
+/// How often a node waiting to catch up with the stream looks at its applied sequence.
+pub const CLUSTER_APPLIED_POLL_MS: u64 = 5;
 
 // === delivery engine ===
 

@@ -444,7 +444,10 @@ pub async fn caught_up(log: &Log, seq: u64, limit: Duration) -> bool {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(
+            crate::limits::CLUSTER_APPLIED_POLL_MS,
+        ))
+        .await;
     }
     true
 }
