@@ -53,7 +53,8 @@ static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "Load harness for Sluice")]
 struct Args {
-    /// raw, ingest, deliver, fanout, isolation, latency, payloads, mix, retries, or all.
+    /// raw, ingest, deliver, fanout, ingest-source, isolation, latency, payloads, mix,
+    /// retries, or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Seconds of load per scenario.
@@ -186,6 +187,7 @@ fn main() -> ExitCode {
             "ingest",
             "deliver",
             "fanout",
+            "ingest-source",
             "isolation",
             "latency",
             "payloads",
@@ -262,6 +264,7 @@ async fn scenario(name: &str, args: &Args, subject: &Subject) -> Vec<Report> {
         closing: 0,
         hanging: 0,
         fanout: 1,
+        via_source: false,
         payload: args.payload,
         clients: args.clients,
         secs: Duration::from_secs(args.secs),
@@ -311,6 +314,16 @@ fn plans(name: &str, base: Plan) -> Vec<(String, Plan)> {
             },
         )],
         "deliver" => vec![("deliver 1 endpoint".into(), base)],
+        // The same one-endpoint delivery, but every message arrives as a GitHub-signed
+        // request on a source's receive route: verification and the source's own
+        // bookkeeping are what this adds to `deliver`.
+        "ingest-source" => vec![(
+            "ingest-source 1 dest".into(),
+            Plan {
+                via_source: true,
+                ..base
+            },
+        )],
         "fanout" => vec![(
             "fanout 1000 eps x10".into(),
             Plan {
@@ -377,6 +390,9 @@ struct Plan {
     /// Never answer (a listener that accepts and holds the connection).
     hanging: usize,
     fanout: usize,
+    /// Messages arrive as signed requests on an incoming source's receive route, which
+    /// feeds one destination (endpoint 0), instead of as message creates.
+    via_source: bool,
     payload: usize,
     clients: usize,
     secs: Duration,
@@ -470,6 +486,7 @@ fn parse_mix(text: &str, total: usize) -> Result<Plan, String> {
         closing,
         hanging,
         fanout: total,
+        via_source: false,
         payload: 1024,
         clients: 64,
         secs: Duration::from_secs(10),
@@ -498,17 +515,19 @@ async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
     let mut child = match subject.target {
         Some(addr) => Sluice::running(addr, subject.pid),
         None => {
+            // The per-source rate limit is off: the ingest-source scenario measures the
+            // receive route, not its limiter.
             let config = format!(
-                "[delivery]\nendpoint_in_flight_max = {}\n",
+                "[api]\nsource_rate_per_second = 0\n[delivery]\nendpoint_in_flight_max = {}\n",
                 subject.in_flight
             );
             Sluice::spawn(&subject.binary, &dir, &config, true)
         }
     };
     let addr = child.addr;
-    setup(addr, &app, sink, hung, plan).await;
+    let path = setup(addr, &app, sink, hung, plan).await;
     let started = Instant::now();
-    let accepted = load(addr, &app, plan).await;
+    let accepted = load(addr, &path, plan).await;
     let ingest = started.elapsed();
     let expected = accepted.len() * plan.healthy_per_message();
     let deadline = Instant::now() + DRAIN_TIME_MAX;
@@ -847,8 +866,19 @@ where
 }
 
 /// Creates the application and its endpoints: endpoint i listens on channel `c{i % g}`
-/// where `g` groups make each message (on one channel) reach `fanout` endpoints.
-async fn setup(addr: SocketAddr, app: &str, sink: SocketAddr, hung: SocketAddr, plan: Plan) {
+/// where `g` groups make each message (on one channel) reach `fanout` endpoints. Returns
+/// the path the load posts to: the application's message create, or (`via_source`) the
+/// receive route of a GitHub source whose one destination is endpoint 0.
+async fn setup(
+    addr: SocketAddr,
+    app: &str,
+    sink: SocketAddr,
+    hung: SocketAddr,
+    plan: Plan,
+) -> String {
+    if plan.via_source {
+        return setup_source(addr, sink).await;
+    }
     let mut sender = create_app(addr, app).await;
     let groups = plan.groups();
     let secret = format!("whsec_{}", BASE64.encode(KEY));
@@ -866,17 +896,66 @@ async fn setup(addr: SocketAddr, app: &str, sink: SocketAddr, hung: SocketAddr, 
         let body = format!(r#"{{"url":"http://{target}/hook/{i}","secret":"{secret}"{channels}}}"#);
         create_endpoint(&mut sender, addr, app, body).await;
     }
+    format!("/api/v1/app/{app}/msg?with_content=false")
+}
+
+/// The secret incoming requests of the `ingest-source` scenario are signed with.
+const SOURCE_SECRET: &str = "bench-source-secret";
+
+/// Creates a GitHub source with one destination (the verifying receiver's endpoint 0)
+/// and returns the path of its receive route.
+async fn setup_source(addr: SocketAddr, sink: SocketAddr) -> String {
+    let mut sender = connect(addr).await;
+    let body =
+        format!(r#"{{"name":"bench","type":"github","config":{{"secret":"{SOURCE_SECRET}"}}}}"#);
+    let (status, reply) = post(
+        &mut sender,
+        addr,
+        "/ingest/api/v1/source",
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "source");
+    let reply: serde_json::Value = serde_json::from_slice(&reply).expect("source reply");
+    let (id, url) = (
+        reply["id"].as_str().expect("source id"),
+        reply["ingestUrl"].as_str().expect("ingestUrl"),
+    );
+    let path = url[url.find("/ingest/in/").expect("receive path")..].to_owned();
+    let secret = format!("whsec_{}", BASE64.encode(KEY));
+    let body = format!(r#"{{"url":"http://{sink}/hook/0","secret":"{secret}"}}"#);
+    let (status, _) = post(
+        &mut sender,
+        addr,
+        &format!("/ingest/api/v1/source/{id}/endpoint"),
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "destination");
+    path
+}
+
+/// GitHub's `X-Hub-Signature-256` value for `body`.
+fn github_signature(key: &ring::hmac::Key, body: &[u8]) -> String {
+    let tag = ring::hmac::sign(key, body);
+    let mut value = String::with_capacity(7 + 64);
+    value.push_str("sha256=");
+    for byte in tag.as_ref() {
+        value.push_str(&format!("{byte:02x}"));
+    }
+    value
 }
 
 /// K clients post messages until the time is up (or at a fixed total rate); returns the
 /// acceptance time of each accepted message id.
-async fn load(addr: SocketAddr, app: &str, plan: Plan) -> HashMap<MsgKey, Instant> {
-    let path = format!("/api/v1/app/{app}/msg?with_content=false");
+async fn load(addr: SocketAddr, path: &str, plan: Plan) -> HashMap<MsgKey, Instant> {
+    let path = path.to_owned();
+    let source_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SOURCE_SECRET.as_bytes());
     let groups = plan.groups();
     let pad = "x".repeat(plan.payload.saturating_sub(48).max(1));
     let deadline = Instant::now() + plan.secs;
     let accepted = on_clients(plan.clients, |c| {
-        let (pad, path) = (pad.clone(), path.clone());
+        let (pad, path, source_key) = (pad.clone(), path.clone(), source_key.clone());
         async move {
             let mut sender = connect(addr).await;
             let mut accepted = Vec::new();
@@ -896,11 +975,19 @@ async fn load(addr: SocketAddr, app: &str, plan: Plan) -> HashMap<MsgKey, Instan
                 } else {
                     String::new()
                 };
-                let body = format!(
-                    r#"{{"eventType":"bench.event","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}{channels}}}"#
-                );
-                let (status, bytes) = post(&mut sender, addr, &path, body.into_bytes()).await;
-                if status != 202 {
+                let (status, bytes) = if plan.via_source {
+                    let body = format!(r#"{{"c":{c},"n":{n},"pad":"{pad}"}}"#).into_bytes();
+                    let signature = github_signature(&source_key, &body);
+                    let header = ("x-hub-signature-256", signature.as_str());
+                    post_with(&mut sender, addr, &path, body, Some(header)).await
+                } else {
+                    let body = format!(
+                        r#"{{"eventType":"bench.event","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}{channels}}}"#
+                    );
+                    post(&mut sender, addr, &path, body.into_bytes()).await
+                };
+                // A message create answers 202; a source's receive route 200.
+                if status != 202 && status != 200 {
                     continue;
                 }
                 if let Some(id) = message_id(&bytes) {
@@ -926,13 +1013,26 @@ async fn connect(addr: SocketAddr) -> Sender {
 }
 
 async fn post(sender: &mut Sender, addr: SocketAddr, path: &str, body: Vec<u8>) -> (u16, Bytes) {
+    post_with(sender, addr, path, body, None).await
+}
+
+/// `post` with one more header (a source's signature).
+async fn post_with(
+    sender: &mut Sender,
+    addr: SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    extra: Option<(&str, &str)>,
+) -> (u16, Bytes) {
     sender.ready().await.expect("ready");
-    let req = hyper::Request::post(path)
+    let mut req = hyper::Request::post(path)
         .header("host", addr.to_string())
         .header("authorization", format!("Bearer {}", token()))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
+        .header("content-type", "application/json");
+    if let Some((name, value)) = extra {
+        req = req.header(name, value);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).expect("request");
     let resp = sender.send_request(req).await.expect("response");
     let status = resp.status().as_u16();
     (
