@@ -830,6 +830,9 @@ fn check_secrets_key(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
                     &schema::encode_json(&sealed),
                 )?;
             }
+            // The sources' secrets and URL tokens and the poller tokens too: nothing is
+            // sealed yet, so each is opened as clear text and sealed with this key.
+            reseal_source_secrets(&mut wtxn, dbs, sealer)?;
             dbs.meta.put(
                 &mut wtxn,
                 schema::meta_key::SECRETS_KEY_CHECK,
@@ -838,7 +841,7 @@ fn check_secrets_key(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
             wtxn.commit()?;
             tracing::info!(
                 endpoints = endpoints.len(),
-                "Sealed the endpoint secrets with the configured key."
+                "Sealed the endpoint and source secrets with the configured key."
             );
             Ok(())
         }

@@ -1,5 +1,6 @@
-//! Secrets at rest: with a secrets key, endpoint signing keys and header values never
-//! reach the data directory in clear; the key is needed to start; a log sealed after the
+//! Secrets at rest: with a secrets key, endpoint signing keys, header values and incoming
+//! sources' secrets never reach the data directory in clear (also after a rekey, and when
+//! a log is sealed after the fact); the key is needed to start; a log sealed after the
 //! fact is clean in a compacted backup; with the default config a key is made on the
 //! first start, and a backup restores with it.
 
@@ -11,10 +12,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, get, post, run_ok, test_config};
+use crate::harness::{TOKEN, call, get, post, run_ok, test_config};
 
 const SECRET_BYTES: [u8; 32] = *b"0123456789abcdef-known-secret-!!";
 const HEADER_VALUE: &str = "Bearer header-secret-value-42";
+/// An incoming source's verification secret (a GitHub source's `config.secret`).
+const SOURCE_SECRET: &str = "source-secret-value-for-github-77";
 
 /// Whether any file under `dir` contains `needle`.
 fn found_in(dir: &Path, needle: &[u8]) -> bool {
@@ -41,6 +44,7 @@ fn assert_clean(dir: &Path) {
         encoded.as_bytes(),
         stored.as_bytes(),
         HEADER_VALUE.as_bytes(),
+        SOURCE_SECRET.as_bytes(),
     ] {
         assert!(
             !found_in(dir, needle),
@@ -51,12 +55,42 @@ fn assert_clean(dir: &Path) {
     }
 }
 
-/// The API serves the endpoint's secret as it was given.
+/// The API serves the endpoint's secret as it was given, and the source made beside it
+/// its secret and the same receive URL, which still accepts a request signed with it.
 async fn assert_serves_the_secret(addr: std::net::SocketAddr, endpoint: &str) {
     let secret = get(addr, &format!("/api/v1/app/s/endpoint/{endpoint}/secret")).await;
     assert_eq!(
         secret.json["key"].as_str(),
         Some(format!("whsec_{}", BASE64.encode(SECRET_BYTES)).as_str())
+    );
+    let source = get(addr, "/ingest/api/v1/source/src-s").await;
+    assert_eq!(source.status, 200, "{}", source.json);
+    assert!(
+        source.json["config"].get("secret").is_none(),
+        "a source's secret is never served"
+    );
+    let url = source.json["ingestUrl"].as_str().expect("ingestUrl");
+    let path = &url[url.find("/ingest/in/").expect("receive path")..];
+    let body = br#"{"action":"opened"}"#;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SOURCE_SECRET.as_bytes());
+    let signature: String = ring::hmac::sign(&key, body)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let accepted = call(
+        addr,
+        "POST",
+        path,
+        None,
+        &[("x-hub-signature-256", &format!("sha256={signature}"))],
+        body,
+    )
+    .await;
+    assert_eq!(
+        accepted.status, 200,
+        "the source's URL and secret survived: {}",
+        accepted.json
     );
 }
 
@@ -84,6 +118,11 @@ async fn make_endpoint(data: &Path, key: Option<&Path>) -> String {
     });
     let created = post(addr, "/api/v1/app/s/endpoint", &body).await;
     assert_eq!(created.status, 201, "{}", created.json);
+    let source = json!({
+        "name": "s", "uid": "src-s", "type": "github", "config": {"secret": SOURCE_SECRET},
+    });
+    let source = post(addr, "/ingest/api/v1/source", &source).await;
+    assert_eq!(source.status, 201, "{}", source.json);
     sluice.stop().await;
     created.json["id"].as_str().expect("id").to_owned()
 }
