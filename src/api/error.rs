@@ -302,6 +302,11 @@ impl From<Refusal> for ApiError {
                 "endpoint_disabled",
                 "The endpoint is disabled; enable it first.",
             ),
+            Refusal::EndpointPollingOnly => conflict(
+                "endpoint_polling_only",
+                "The endpoint is polling-only: its consumers read messages through the \
+                 poller, and nothing is pushed to it.",
+            ),
             Refusal::TokensLimit => ApiError::bad_request(
                 "limit_reached",
                 format!("Sluice holds the most tokens it allows ({TOKENS_MAX}); revoke one."),

@@ -114,6 +114,9 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             if endpoint.disabled {
                 return refused(Refusal::EndpointDisabled);
             }
+            if endpoint.polling_only {
+                return refused(Refusal::EndpointPollingOnly);
+            }
             let spec = TaskSpec {
                 kind,
                 app_key,
@@ -1110,6 +1113,9 @@ fn resend(
     let Some(endpoint) = tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, endpoint_ref)? else {
         return refused(Refusal::EndpointNotFound);
     };
+    if endpoint.polling_only {
+        return refused(Refusal::EndpointPollingOnly);
+    }
     if message.payload.is_none() {
         return refused(Refusal::PayloadGone);
     }

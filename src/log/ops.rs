@@ -619,6 +619,9 @@ pub enum Refusal {
     SourceUidTaken,
     /// The endpoint has `limits::POLLER_CONSUMERS_MAX` consumers.
     ConsumersLimit,
+    /// The endpoint is polling-only: its consumers pull; nothing is pushed to it, so a
+    /// resend, recover or replay has nothing to do.
+    EndpointPollingOnly,
 }
 
 /// Inserts or replaces a header, matching names case-insensitively.

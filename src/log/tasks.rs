@@ -160,6 +160,7 @@ pub(in crate::log) fn advance(
     let batch = match endpoint {
         None => Err("the endpoint was deleted"),
         Some(e) if e.disabled => Err("the endpoint was disabled"),
+        Some(e) if e.polling_only => Err("the endpoint became polling-only"),
         Some(e) => {
             let filter = EndpointFilter {
                 endpoint_key: e.key,

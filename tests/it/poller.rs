@@ -332,3 +332,51 @@ async fn poll_seek_iterators_and_poller_tokens() {
     assert_eq!(with("/api/v1/app/small/poller/poll", new_token).await, 401);
     sluice.stop().await;
 }
+
+/// A polling-only endpoint is read by its consumers: a resend, a recover and a
+/// replay-missing aimed at it are refused (409 `endpoint_polling_only`), and no delivery
+/// or attempt is ever made for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_pushed_to_a_polling_only_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = 1_700_000_000_000;
+    let clock = Clock::manual(t0);
+    let sluice = start_clocked(dir.path(), clock.clone()).await;
+    let addr = sluice.addr;
+    setup(addr, "push").await;
+    clock.advance_ms(1_000);
+    let created = post(
+        addr,
+        "/api/v1/app/push/msg",
+        &json!({"eventType": "keep", "payload": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(created.status, 202, "{}", created.json);
+    let id = created.json["id"].as_str().expect("id");
+
+    let window = json!({"since": format_rfc3339(t0 - 60_000)});
+    for (path, body) in [
+        (
+            format!("/api/v1/app/push/msg/{id}/endpoint/poll/resend"),
+            json!({}),
+        ),
+        (
+            "/api/v1/app/push/endpoint/poll/recover".to_owned(),
+            window.clone(),
+        ),
+        (
+            "/api/v1/app/push/endpoint/poll/replay-missing".to_owned(),
+            window.clone(),
+        ),
+    ] {
+        let refused = post(addr, &path, &body).await;
+        assert_eq!(refused.status, 409, "{path}: {}", refused.json);
+        assert_eq!(refused.json["code"], "endpoint_polling_only", "{path}");
+    }
+    let attempts = get(addr, &format!("/api/v1/app/push/attempt/msg/{id}")).await;
+    assert_eq!(attempts.status, 200, "{}", attempts.json);
+    assert_eq!(attempts.json["data"], json!([]), "no attempt was made");
+    let destinations = get(addr, &format!("/api/v1/app/push/msg/{id}/endpoint")).await;
+    assert_eq!(destinations.json["data"], json!([]), "no delivery was made");
+    sluice.stop().await;
+}
