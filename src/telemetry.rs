@@ -49,6 +49,7 @@ pub mod name {
     pub const AUTH_FAILURES: &str = "sluice_api_auth_failures_total";
     pub const DISK_FREE: &str = "sluice_disk_free_bytes";
     pub const LMDB_REUSABLE: &str = "sluice_lmdb_reusable_bytes";
+    pub const SOURCE_REQUESTS: &str = "sluice_source_requests_total";
     // Cluster mode only (absent without `[cluster]`).
     pub const CLUSTER_APPLIED_SEQ: &str = "sluice_cluster_applied_seq";
     pub const CLUSTER_APPLIER_LAG: &str = "sluice_cluster_applier_lag";
@@ -119,6 +120,15 @@ fn build() -> PrometheusHandle {
     }
     for outcome in ["refused", "throttled"] {
         counter!(name::AUTH_FAILURES, "outcome" => outcome).absolute(0);
+    }
+    for outcome in [
+        "accepted",
+        "handshake",
+        "rejected",
+        "throttled",
+        "unknown_url",
+    ] {
+        counter!(name::SOURCE_REQUESTS, "outcome" => outcome).absolute(0);
     }
     handle
 }
@@ -207,6 +217,13 @@ fn describe() {
         LMDB_REUSABLE,
         Unit::Bytes,
         "Bytes of the data file freed by deletes, reused before the file grows."
+    );
+    describe_counter!(
+        SOURCE_REQUESTS,
+        "Requests on incoming sources' receive routes, by outcome: accepted (appended), \
+         handshake (a provider's URL validation, nothing appended), rejected (a bad signature, \
+         a body too large or not JSON, or a wrong method; nothing appended), throttled \
+         (429, the source's rate), unknown_url (no source at that URL)."
     );
     describe_counter!(
         AUTH_FAILURES,

@@ -47,8 +47,14 @@ const UNKNOWN_TOKEN_BUCKET: [u8; 32] = [0xAA; 32];
 /// Serves one request on the receive route; never fails (errors are JSON).
 pub(super) async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
-    match receive(state, req).await {
-        Ok(Answer::Json(reply)) => render(&method, Ok(reply)),
+    let result = receive(state, req).await;
+    metrics::counter!(
+        crate::telemetry::name::SOURCE_REQUESTS,
+        "outcome" => outcome_label(&result)
+    )
+    .increment(1);
+    match result {
+        Ok(Answer::Accepted(reply) | Answer::Handshake(reply)) => render(&method, Ok(reply)),
         Ok(Answer::Text(text)) => {
             let mut response = Response::new(Full::new(Bytes::from(text)));
             response
@@ -61,9 +67,23 @@ pub(super) async fn handle(state: &ApiState, req: Request<Incoming>) -> Response
 }
 
 enum Answer {
-    Json(Reply),
-    /// Meta's handshake wants the challenge back as it came.
+    /// The request was appended: its message id.
+    Accepted(Reply),
+    /// Zoom's URL validation, answered in JSON; nothing appended.
+    Handshake(Reply),
+    /// Meta's handshake wants the challenge back as it came; nothing appended.
     Text(String),
+}
+
+/// The `outcome` label of `sluice_source_requests_total` for a receive's result.
+fn outcome_label(result: &Result<Answer, ApiError>) -> &'static str {
+    match result {
+        Ok(Answer::Accepted(_)) => "accepted",
+        Ok(Answer::Handshake(_) | Answer::Text(_)) => "handshake",
+        Err(ApiError::RateLimited { .. }) => "throttled",
+        Err(ApiError::NotFound(_)) => "unknown_url",
+        Err(_) => "rejected",
+    }
 }
 
 fn rate_key(source: &SourceRecord) -> [u8; 32] {
@@ -158,7 +178,7 @@ async fn receive(state: &ApiState, req: Request<Incoming>) -> Result<Answer, Api
     if scheme == Scheme::Zoom
         && let Some(answer) = zoom_validation(&config, &body)
     {
-        return Ok(Answer::Json(Reply::json(StatusCode::OK, &answer)?));
+        return Ok(Answer::Handshake(Reply::json(StatusCode::OK, &answer)?));
     }
     accept(state, &source, &headers, body, now_ms).await
 }
@@ -189,7 +209,7 @@ async fn accept(
     let crate::log::ops::Outcome::Message { message, .. } = submit(state, None, op).await? else {
         return Err(ApiError::Internal("a receive op answered oddly".to_owned()));
     };
-    Ok(Answer::Json(Reply::json(
+    Ok(Answer::Accepted(Reply::json(
         StatusCode::OK,
         &serde_json::json!({ "id": message.id }),
     )?))

@@ -361,6 +361,22 @@ async fn every_source_type_verifies_forwards_logs_and_refuses() {
         );
         assert!(msgs.json["data"][0]["payload"]["type"] == kind);
     }
+    // Every outcome is counted (at least: the recorder is per process, and other tests
+    // may share it under `cargo test`).
+    let (_, metrics) = crate::harness::get_text(addr, "/metrics").await;
+    let count = |outcome: &str| -> f64 {
+        let series = format!("sluice_source_requests_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {series}in /metrics"))
+    };
+    assert!(count("accepted") >= kinds.len() as f64, "{metrics}");
+    assert!(count("handshake") >= 2.0, "zoom and meta");
+    assert!(count("rejected") >= 30.0, "the refusals above");
+    assert!(count("throttled") >= 2.0, "guessing and one source");
+    assert!(count("unknown_url") >= 1.0);
 
     // Rotation: the old URL works during its grace; deletion ends both.
     let (id, old_path) = &paths["generic-webhook"];
