@@ -486,42 +486,10 @@ impl Running {
         let old = &self.live.started_with;
         let tls = tls_acceptor(config)?;
         let mut api = config.api.clone();
-        let mut restart = Vec::new();
-        if config.data_dir != old.data_dir {
-            restart.push("data_dir");
-        }
-        if config.log_format != old.log_format {
-            restart.push("log_format");
-        }
-        if api.listen != old.api.listen {
-            restart.push("api.listen");
-            api.listen = old.api.listen;
-        }
-        if api.connections_max != old.api.connections_max {
-            restart.push("api.connections_max");
-            api.connections_max = old.api.connections_max;
-        }
-        if config.storage != old.storage {
-            restart.push("storage");
-        }
-        if config.cluster != old.cluster {
-            restart.push("cluster");
-        }
-        if config.delivery.shards != old.delivery.shards {
-            restart.push("delivery.shards");
-        }
-        if config.delivery.connect_timeout_ms != old.delivery.connect_timeout_ms {
-            restart.push("delivery.connect_timeout_ms");
-        }
-        if config.delivery.proxy != old.delivery.proxy {
-            restart.push("delivery.proxy");
-        }
-        if config.delivery.ca_file != old.delivery.ca_file {
-            restart.push("delivery.ca_file");
-        }
-        if config.metrics != old.metrics {
-            restart.push("metrics");
-        }
+        let restart = crate::config::restart_needed(old, config);
+        // What only a restart applies keeps its running value.
+        api.listen = old.api.listen;
+        api.connections_max = old.api.connections_max;
         self.live.api.set(api);
         self.live.delivery.set(delivery_settings(config));
         self.live.policy.set(destination_policy(config));

@@ -323,13 +323,15 @@ fn the_example_config_holds_every_key_and_passes_check_config() {
             }
         }
     }
-    for (key, default) in sluice::config::KEYS {
+    for setting in sluice::config::SETTINGS {
+        let key = setting.key;
         let (value, commented) = seen
-            .get(*key)
+            .get(key)
             .unwrap_or_else(|| panic!("{key} is missing from {path}"));
         let value = value.split(" #").next().unwrap_or_default().trim();
+        let default = setting.default.unwrap_or("(none)");
         assert!(
-            *commented || value == *default || seen_says_default(&text, key),
+            *commented || value == default || seen_says_default(&text, key),
             "{key} = {value} is not the default {default} and says nothing of it"
         );
     }
