@@ -207,12 +207,24 @@ async fn run_until_stopped(
                 service::ready(status);
             }
             _ = usr2.recv() => if test_hooks {
-                // Test hook: wedge the writer thread, as a deadlock would.
-                tracing::warn!("SLUICE_TEST_HOOKS: wedging the writer thread.");
-                let _ = running.log().wedge_writer();
+                wedge_writer(running);
             },
         }
     }
+}
+
+/// Test hook (`SLUICE_TEST_HOOKS=1`, SIGUSR2): wedges the writer thread, as a deadlock
+/// would, so the watchdog test can watch the pings stop. Compiled into debug builds only:
+/// a release binary has no way to wedge itself.
+#[cfg(debug_assertions)]
+fn wedge_writer(running: &crate::app::Running) {
+    tracing::warn!("SLUICE_TEST_HOOKS: wedging the writer thread.");
+    let _ = running.log().wedge_writer();
+}
+
+#[cfg(not(debug_assertions))]
+fn wedge_writer(_: &crate::app::Running) {
+    tracing::warn!("SLUICE_TEST_HOOKS: a release build has no test hooks; SIGUSR2 ignored.");
 }
 
 /// Re-reads the config file and applies it; an invalid file changes nothing.

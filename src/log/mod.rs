@@ -385,7 +385,7 @@ impl Log {
                     crossbeam_channel::TrySendError::Full(_) => LogError::Busy,
                     crossbeam_channel::TrySendError::Disconnected(_) => LogError::WriterGone,
                 };
-                let writer::Intake::Apply(job) = e.into_inner() else {
+                let Some(job) = e.into_inner().into_job() else {
                     unreachable!("an apply job was sent")
                 };
                 let op = StreamOp {
@@ -404,7 +404,9 @@ impl Log {
     }
 
     /// Test hook: parks the writer thread for good, as a deadlock would (the watchdog
-    /// test watches the pings stop). Only `SLUICE_TEST_HOOKS=1` reaches it.
+    /// test watches the pings stop). Only `SLUICE_TEST_HOOKS=1` reaches it, and only in a
+    /// debug build.
+    #[cfg(debug_assertions)]
     pub fn wedge_writer(&self) -> Result<(), LogError> {
         self.send(writer::Intake::Wedge)
     }

@@ -259,14 +259,30 @@ fn answer(waiter: Waiter, result: Result<Outcome, LogError>) {
 }
 
 /// What the writer's intake carries.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "Apply is the only real variant (Wedge is a test hook); boxing it would cost an allocation per op"
+#[cfg_attr(
+    debug_assertions,
+    expect(
+        clippy::large_enum_variant,
+        reason = "Apply is the only real variant (Wedge is a test hook); boxing it would cost an allocation per op"
+    )
 )]
 pub(super) enum Intake {
     Apply(Job),
-    /// Test hook (`SLUICE_TEST_HOOKS`): the writer parks for good, as a deadlock would.
+    /// Test hook (`SLUICE_TEST_HOOKS`, debug builds only): the writer parks for good, as
+    /// a deadlock would.
+    #[cfg(debug_assertions)]
     Wedge,
+}
+
+impl Intake {
+    /// The job an `Apply` carries (a full intake gives back what it could not take).
+    pub(super) fn into_job(self) -> Option<Job> {
+        match self {
+            Intake::Apply(job) => Some(job),
+            #[cfg(debug_assertions)]
+            Intake::Wedge => None,
+        }
+    }
 }
 
 /// What the writer tells the rest of the process besides its waiters.
@@ -298,6 +314,7 @@ pub(super) fn run(
     let mut report = FailureReport::default();
     let take = |item: Intake, queued: &mut VecDeque<Job>| match item {
         Intake::Apply(job) => queued.push_back(job),
+        #[cfg(debug_assertions)]
         Intake::Wedge => loop {
             std::thread::park();
         },
