@@ -22,3 +22,4 @@ mod sdk;
 mod secrets;
 mod tidy;
 mod tls;
+mod upgrade;

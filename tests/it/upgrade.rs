@@ -1,0 +1,211 @@
+//! Upgrades keep data: every fixture under `tests/fixtures/upgrade/` is a compacted data
+//! directory an earlier build wrote (`scripts/make-upgrade-fixture`, with what it made in
+//! `fixture.json`). The current build opens each one and serves every record it holds —
+//! event types, applications, endpoints with their secrets and headers, messages,
+//! attempts, a finished task, an org token, an incoming source — and delivers the retries
+//! that were waiting when it was written, signed with the endpoint's secret.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use sluice::clock::Clock;
+
+use crate::harness::{TOKEN, call, get, test_config};
+use crate::receiver::{Answer, Receiver};
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upgrade");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/fixtures/upgrade")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.join("fixture.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upgrade_fixture_opens_serves_its_records_and_delivers_its_retries() {
+    let fixtures = fixtures();
+    assert!(!fixtures.is_empty(), "at least one fixture");
+    for fixture in fixtures {
+        opens_and_serves(&fixture).await;
+    }
+}
+
+async fn opens_and_serves(fixture: &Path) {
+    let name = fixture.display().to_string();
+    let made: Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("fixture.json")).expect("fixture.json"))
+            .expect("fixture.json is JSON");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::copy(fixture.join("data.mdb"), data.join("data.mdb")).expect("data.mdb");
+    let key = dir.path().join("secrets.key");
+    std::fs::copy(fixture.join("secrets.key"), &key).expect("secrets.key");
+    let mut config = test_config(&data);
+    config.storage.secrets_key_file = Some(key);
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    // Its own time, just before the waiting retries are due: so that the test moves the
+    // waiting endpoint to its receiver before they fire.
+    let created_ms = made["created_ms"].as_u64().expect("created_ms");
+    let clock = Clock::manual(created_ms + 30_000);
+    let sluice = sluice::app::start(&config, Some(TOKEN), clock.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: the current build opens it: {e}"));
+    let addr = sluice.addr;
+
+    for et in made["event_types"].as_array().expect("event_types") {
+        let got = get(
+            addr,
+            &format!("/api/v1/event-type/{}", et["name"].as_str().expect("name")),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{name}: {}", got.json);
+        assert_eq!(got.json["description"], et["description"], "{name}");
+        if let Some(schemas) = et.get("schemas") {
+            assert_eq!(&got.json["schemas"], schemas, "{name}");
+        }
+    }
+    for app in made["apps"].as_array().expect("apps") {
+        let uid = app["uid"].as_str().expect("uid");
+        let got = get(addr, &format!("/api/v1/app/{uid}")).await;
+        assert_eq!(got.status, 200, "{name}: {}", got.json);
+        assert_eq!(got.json["name"], app["name"], "{name}");
+        let metadata = app.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        assert_eq!(got.json["metadata"], metadata, "{name}");
+    }
+    for ep in made["endpoints"].as_array().expect("endpoints") {
+        let (app, uid) = (
+            ep["app"].as_str().expect("app"),
+            ep["uid"].as_str().expect("uid"),
+        );
+        let path = format!("/api/v1/app/{app}/endpoint/{uid}");
+        let got = get(addr, &path).await;
+        assert_eq!(got.status, 200, "{name} {uid}: {}", got.json);
+        assert_eq!(got.json["url"], ep["url"], "{name} {uid}");
+        for field in ["filterTypes", "channels", "description"] {
+            if let Some(want) = ep.get(field) {
+                assert_eq!(&got.json[field], want, "{name} {uid} {field}");
+            }
+        }
+        let secret = get(addr, &format!("{path}/secret")).await;
+        assert_eq!(secret.json["key"], made["secrets"][uid], "{name} {uid}");
+        if let Some(headers) = made["headers"].get(uid) {
+            let got = get(addr, &format!("{path}/headers")).await;
+            for (header, value) in headers.as_object().expect("headers") {
+                assert_eq!(&got.json["headers"][header], value, "{name} {uid}");
+            }
+        }
+    }
+    for msg in made["messages"].as_array().expect("messages") {
+        let (app, event_id) = (msg["app"].as_str().expect("app"), &msg["eventId"]);
+        let page = get(addr, &format!("/api/v1/app/{app}/msg?limit=50")).await;
+        let found = page.json["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|m| &m["eventId"] == event_id)
+            .unwrap_or_else(|| panic!("{name}: message {event_id} is served"))
+            .clone();
+        assert_eq!(found["payload"], msg["payload"], "{name} {event_id}");
+        assert_eq!(found["eventType"], msg["eventType"], "{name} {event_id}");
+        if let Some(tags) = msg.get("tags") {
+            assert_eq!(&found["tags"], tags, "{name} {event_id}");
+        }
+    }
+    let delivered = get(
+        addr,
+        "/api/v1/app/acme/attempt/endpoint/ep-ok?status=0&limit=50",
+    )
+    .await;
+    assert_eq!(
+        delivered.json["data"].as_array().expect("data").len(),
+        5,
+        "{name}"
+    );
+    let task = &made["replay_task"];
+    let got = get(
+        addr,
+        &format!(
+            "/api/v1/background-task/{}",
+            task["id"].as_str().expect("id")
+        ),
+    )
+    .await;
+    assert_eq!(got.json["status"], "finished", "{name}: {}", got.json);
+    assert_eq!(
+        got.json["data"]["messagesSent"], task["messagesSent"],
+        "{name}"
+    );
+    let org_token = made["org_token"]["token"].as_str().expect("token");
+    let with_it = call(addr, "GET", "/api/v1/app", Some(org_token), &[], b"").await;
+    assert_eq!(with_it.status, 200, "{name}: the org token still works");
+    let source = &made["source"];
+    let got = get(
+        addr,
+        &format!(
+            "/ingest/api/v1/source/{}",
+            source["uid"].as_str().expect("uid")
+        ),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{name}: {}", got.json);
+    assert_eq!(got.json["type"], source["type"], "{name}");
+
+    // The retries that were waiting: moved to a receiver, they arrive once due, signed
+    // with the endpoint's secret, one per message.
+    let pending = &made["pending"];
+    let (app, uid) = (
+        pending["app"].as_str().expect("app"),
+        pending["endpoint"].as_str().expect("endpoint"),
+    );
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    let moved = call(
+        addr,
+        "PATCH",
+        &format!("/api/v1/app/{app}/endpoint/{uid}"),
+        Some(TOKEN),
+        &[],
+        json!({"url": hook.url()}).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(moved.status, 200, "{name}: {}", moved.json);
+    clock.advance_ms(600_000);
+    let count = usize::try_from(pending["messages"].as_u64().expect("messages")).expect("n");
+    let got = hook.wait_for(count).await;
+    let secret = made["secrets"][uid].as_str().expect("secret");
+    let key = BASE64
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("base64 secret");
+    let mut amounts = Vec::new();
+    for received in &got {
+        let expected = sluice::signing::signature_header(
+            [key.as_slice()],
+            received.header("webhook-id"),
+            received
+                .header("webhook-timestamp")
+                .parse()
+                .expect("timestamp"),
+            &received.body,
+        );
+        assert_eq!(received.header("webhook-signature"), expected, "{name}");
+        let body: Value = serde_json::from_slice(&received.body).expect("json");
+        amounts.push(body["amount"].as_u64().expect("amount"));
+    }
+    amounts.sort_unstable();
+    let mut waiting: Vec<u64> = made["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["app"] == app)
+        .map(|m| m["payload"]["amount"].as_u64().expect("amount"))
+        .collect();
+    waiting.sort_unstable();
+    assert_eq!(amounts, waiting, "{name}: every waiting message once");
+    sluice.stop().await;
+}
