@@ -23,6 +23,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "bench/chart.rs"]
+mod chart;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -102,6 +105,10 @@ struct Args {
     /// The process id of the `--target` Sluice, for its CPU and memory figures.
     #[arg(long)]
     pid: Option<u32>,
+    /// Also write each run as JSON and as an SVG chart (accepted and delivered per second,
+    /// end-to-end latency, resident memory, over the run) into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Internal: serve the minimal responder in this process, print `addr=`, and exit when
     /// standard input closes (the harness runs itself this way for the raw rate).
     #[arg(long, hide = true)]
@@ -152,7 +159,28 @@ struct Report {
     cpu_s: f64,
     peak_rss_mib: f64,
     refused: Option<String>,
+    /// How the run went second by second.
+    series: Series,
 }
+
+/// A run over time: per-second buckets from the start of the load, and memory samples.
+#[derive(Default)]
+struct Series {
+    /// (second, messages accepted in it).
+    accepted: Vec<(f64, f64)>,
+    /// (second, first arrivals in it).
+    delivered: Vec<(f64, f64)>,
+    /// (second of acceptance, end-to-end ms) percentiles of the messages accepted in it.
+    latency_p50: Vec<(f64, f64)>,
+    latency_p99: Vec<(f64, f64)>,
+    /// (second, MiB) resident, and of it anonymous (heap), sampled.
+    rss: Vec<(f64, f64)>,
+    rss_anon: Vec<(f64, f64)>,
+}
+
+/// How often the memory of the Sluice under test is sampled, and at most how many times.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+const RSS_SAMPLES_MAX: usize = 100_000;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -212,6 +240,9 @@ fn main() -> ExitCode {
         for report in runtime.block_on(scenario(name, &args, &subject)) {
             refused |= report.refused.is_some();
             print_report(&report, raw);
+            if let Some(dir) = &args.out {
+                write_run(dir, &report, raw);
+            }
         }
     }
     if refused {
@@ -253,6 +284,197 @@ fn print_report(r: &Report, raw: f64) {
         r.accepted, r.cpu_s, r.peak_rss_mib
     ));
     println!("{line}");
+}
+
+/// Writes `report` as `<dir>/<label>.json` and `<dir>/<label>.svg`.
+fn write_run(dir: &Path, report: &Report, raw: f64) {
+    let slug = slug(&report.name);
+    let json = run_json(report, raw);
+    let series = &report.series;
+    let panels = [
+        chart::Panel {
+            title: "throughput",
+            unit: "messages per second",
+            lines: vec![
+                chart::Line {
+                    name: "accepted",
+                    points: &series.accepted,
+                },
+                chart::Line {
+                    name: "delivered",
+                    points: &series.delivered,
+                },
+            ],
+        },
+        chart::Panel {
+            title: "end-to-end latency by second of acceptance",
+            unit: "ms",
+            lines: vec![
+                chart::Line {
+                    name: "p50",
+                    points: &series.latency_p50,
+                },
+                chart::Line {
+                    name: "p99",
+                    points: &series.latency_p99,
+                },
+            ],
+        },
+        chart::Panel {
+            title: "Sluice's resident memory",
+            unit: "MiB",
+            lines: vec![
+                chart::Line {
+                    name: "resident",
+                    points: &series.rss,
+                },
+                chart::Line {
+                    name: "anonymous (heap)",
+                    points: &series.rss_anon,
+                },
+            ],
+        },
+    ];
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            std::fs::write(
+                dir.join(format!("{slug}.json")),
+                serde_json::to_vec_pretty(&json).unwrap_or_default(),
+            )
+        })
+        .and_then(|()| {
+            std::fs::write(
+                dir.join(format!("{slug}.svg")),
+                chart::svg(&report.name, &panels),
+            )
+        });
+    if let Err(error) = written {
+        eprintln!("--out {}: {error}", dir.display());
+    }
+}
+
+/// A run's label as a file name: lower-case letters and digits between single dashes.
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// A run's figures and series as JSON.
+fn run_json(report: &Report, raw: f64) -> serde_json::Value {
+    let series = &report.series;
+    serde_json::json!({
+        "name": report.name,
+        "raw_responder_per_s": raw,
+        "accepted": report.accepted,
+        "accepted_per_s": report.accepted_per_s,
+        "accepted_ratio_to_raw": report.accepted_per_s / raw,
+        "delivered_per_s": report.delivered_per_s,
+        "delivered_ratio_to_raw": report.delivered_per_s.map(|d| d / raw),
+        "latency_ms": report.latency_ms.map(|[p50, p99, p999]| serde_json::json!({"p50": p50, "p99": p99, "p99.9": p999})),
+        "attempt_ms_at_most": report.attempt_ms.map(|[p50, p99]| serde_json::json!({"p50": p50, "p99": p99})),
+        "commits": report.commits.map(|(commits, per)| serde_json::json!({"commits": commits, "ops_per_commit": per})),
+        "cpu_s": report.cpu_s,
+        "peak_rss_mib": report.peak_rss_mib,
+        "refused": report.refused,
+        "series": {
+            "accepted_per_s": series.accepted,
+            "delivered_per_s": series.delivered,
+            "latency_p50_ms": series.latency_p50,
+            "latency_p99_ms": series.latency_p99,
+            "rss_mib": series.rss,
+            "rss_anon_mib": series.rss_anon,
+        },
+    })
+}
+
+/// Counts `times` (offsets from the start) per whole second; the last second, which the
+/// run ended inside, is left out (a partial count would read as a fall).
+fn per_second(times: impl Iterator<Item = Duration>) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<f64> = Vec::new();
+    for at in times {
+        let second = usize::try_from(at.as_secs())
+            .unwrap_or(usize::MAX)
+            .min(86_400);
+        if buckets.len() <= second {
+            buckets.resize(second + 1, 0.0);
+        }
+        buckets[second] += 1.0;
+    }
+    buckets.pop();
+    buckets
+        .into_iter()
+        .enumerate()
+        .map(|(second, count)| (second as f64 + 0.5, count))
+        .collect()
+}
+
+/// The run's per-second series from what was accepted and what arrived.
+fn series_of(seen: &Seen, accepted: &HashMap<MsgKey, Instant>, started: Instant) -> Series {
+    let since = |at: &Instant| at.saturating_duration_since(started);
+    let mut by_second: Vec<Vec<f64>> = Vec::new();
+    for ((id, _), arrived) in &seen.first {
+        if let Some(acked) = accepted.get(id) {
+            let second = usize::try_from(since(acked).as_secs())
+                .unwrap_or(0)
+                .min(86_400);
+            if by_second.len() <= second {
+                by_second.resize_with(second + 1, Vec::new);
+            }
+            by_second[second].push(arrived.saturating_duration_since(*acked).as_secs_f64() * 1e3);
+        }
+    }
+    let (mut latency_p50, mut latency_p99) = (Vec::new(), Vec::new());
+    for (second, latencies) in by_second.iter_mut().enumerate() {
+        if latencies.is_empty() {
+            continue;
+        }
+        latencies.sort_by(f64::total_cmp);
+        let pct =
+            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        latency_p50.push((second as f64 + 0.5, pct(0.5)));
+        latency_p99.push((second as f64 + 0.5, pct(0.99)));
+    }
+    Series {
+        accepted: per_second(accepted.values().map(since)),
+        delivered: per_second(seen.first.values().map(since)),
+        latency_p50,
+        latency_p99,
+        rss: Vec::new(),
+        rss_anon: Vec::new(),
+    }
+}
+
+/// Samples the resident memory of `sluice` every `RSS_SAMPLE_INTERVAL` until `stop` fires;
+/// returns (second, resident MiB, anonymous MiB) samples.
+async fn sample_memory(
+    pid: Option<u32>,
+    started: Instant,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<(f64, f64, f64)> {
+    let mut samples = Vec::new();
+    let Some(pid) = pid else { return samples };
+    let mut tick = tokio::time::interval(RSS_SAMPLE_INTERVAL);
+    while samples.len() < RSS_SAMPLES_MAX {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                let [total, anon, _] = resident_mib_of(pid);
+                samples.push((started.elapsed().as_secs_f64(), total, anon));
+            }
+        }
+    }
+    samples
 }
 
 /// Runs one named scenario (some run several variants).
@@ -527,6 +749,8 @@ async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
     let addr = child.addr;
     let path = setup(addr, &app, sink, hung, plan).await;
     let started = Instant::now();
+    let (stop_sampling, sampling) = tokio::sync::oneshot::channel();
+    let sampler = tokio::spawn(sample_memory(child.pid, started, sampling));
     let accepted = load(addr, &path, plan).await;
     let ingest = started.elapsed();
     let expected = accepted.len() * plan.healthy_per_message();
@@ -535,6 +759,8 @@ async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let metrics = http_get(addr, "/metrics").await;
+    let _ = stop_sampling.send(());
+    let memory = sampler.await.unwrap_or_default();
     let (cpu_s, peak_rss_mib) = child.usage();
     child.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -550,6 +776,11 @@ async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
         cpu_s,
         peak_rss_mib,
         refused: None,
+        series: Series {
+            rss: memory.iter().map(|&(t, total, _)| (t, total)).collect(),
+            rss_anon: memory.iter().map(|&(t, _, anon)| (t, anon)).collect(),
+            ..series_of(&seen, &accepted, started)
+        },
     };
     deliveries(report, &seen, &accepted, expected, started)
 }
@@ -612,6 +843,20 @@ fn deliveries(
         ));
     }
     report
+}
+
+/// (total, anonymous, file-backed) resident MiB of process `pid` now, from /proc.
+fn resident_mib_of(pid: u32) -> [f64; 3] {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    ["VmRSS:", "RssAnon:", "RssFile:"].map(|field| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    })
 }
 
 /// The Sluice child process.
@@ -712,19 +957,7 @@ impl Sluice {
 
     /// (total, anonymous, file-backed) resident MiB now, from /proc.
     fn resident_mib(&self) -> [f64; 3] {
-        let Some(pid) = self.pid else {
-            return [f64::NAN; 3];
-        };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        ["VmRSS:", "RssAnon:", "RssFile:"].map(|field| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                / 1024.0
-        })
+        self.pid.map_or([f64::NAN; 3], resident_mib_of)
     }
 
     /// Stops the process this harness started (a `--target` keeps running).
@@ -1345,7 +1578,36 @@ mod tests {
             cpu_s: 0.0,
             peak_rss_mib: 0.0,
             refused: None,
+            series: Series::default(),
         }
+    }
+
+    #[test]
+    fn the_series_count_each_second_and_take_latency_by_second_of_acceptance() {
+        let started = Instant::now();
+        let accepted: HashMap<MsgKey, Instant> = [
+            ("msg_a", Duration::from_millis(100)),
+            ("msg_b", Duration::from_millis(900)),
+            ("msg_c", Duration::from_millis(1_500)),
+            ("msg_d", Duration::from_millis(2_100)),
+        ]
+        .into_iter()
+        .map(|(id, at)| (msg_key(id), started + at))
+        .collect();
+        let mut seen = Seen::default();
+        for (id, at) in &accepted {
+            seen.first.insert((*id, 0), *at + Duration::from_millis(10));
+        }
+        let series = series_of(&seen, &accepted, started);
+        assert_eq!(series.accepted, [(0.5, 2.0), (1.5, 1.0)]);
+        assert_eq!(series.delivered, [(0.5, 2.0), (1.5, 1.0)]);
+        assert_eq!(series.latency_p50.len(), 3, "every second of acceptance");
+        assert!(
+            series
+                .latency_p99
+                .iter()
+                .all(|&(_, ms)| (9.0..11.0).contains(&ms))
+        );
     }
 
     /// Two accepted messages for one endpoint, both arrived once with good signatures.
