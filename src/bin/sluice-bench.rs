@@ -57,7 +57,8 @@ static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 #[command(name = "sluice-bench", about = "Load harness for Sluice")]
 struct Args {
     /// raw, ingest, deliver, fanout, ingest-source, isolation, latency, payloads, mix,
-    /// retries, or all.
+    /// retries, idle, or all. With `--rate 500`, deliver gives the CPU per message at a
+    /// fixed rate.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Seconds of load per scenario.
@@ -199,17 +200,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("runtime");
-    let raw_secs = Duration::from_secs(args.secs.min(5));
-    let raw = runtime.block_on(raw_rate_child(args.clients, raw_secs));
-    let raw_in_process = runtime.block_on(raw_rate_in_process(args.clients, raw_secs));
-    let fsyncs = fsyncs_per_second(&std::env::temp_dir(), Duration::from_secs(2));
-    println!(
-        "machine: {} CPUs; minimal hyper responder, {} clients: {raw:.0} req/s in its own \
-         process (the ratios' base), {raw_in_process:.0} req/s inside the harness's runtime; \
-         disk: {fsyncs:.0} fsyncs/s (4 KiB append + fdatasync where the runs keep their data)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        args.clients
-    );
+    let raw = runtime.block_on(measure_machine(&args));
     let names: Vec<&str> = match args.scenario.as_str() {
         "all" => vec![
             "ingest",
@@ -231,12 +222,21 @@ fn main() -> ExitCode {
         in_flight: args.in_flight,
     };
     let mut refused = false;
+    if args.scenario == "idle" || args.scenario == "all" {
+        match (args.target, args.pid) {
+            (Some(_), None) => eprintln!("the idle scenario needs --pid with --target"),
+            _ => runtime.block_on(idle(&subject, Duration::from_secs(args.secs))),
+        }
+    }
     if args.target.is_some() && args.scenario == "retries" {
         eprintln!("the retries scenario restarts Sluice: it cannot run against --target");
     } else if args.target.is_none() && (args.scenario == "retries" || args.scenario == "all") {
         refused |= !runtime.block_on(retries(&sluice, args.clients));
     }
-    for name in names.into_iter().filter(|n| *n != "retries") {
+    for name in names
+        .into_iter()
+        .filter(|n| !["retries", "idle"].contains(n))
+    {
         for report in runtime.block_on(scenario(name, &args, &subject)) {
             refused |= report.refused.is_some();
             print_report(&report, raw);
@@ -250,6 +250,23 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Prints the machine's line (the raw responder's rate in a child process and in this
+/// runtime, the disk's fsync rate) and returns the raw rate, every ratio's base.
+async fn measure_machine(args: &Args) -> f64 {
+    let raw_secs = Duration::from_secs(args.secs.min(5));
+    let raw = raw_rate_child(args.clients, raw_secs).await;
+    let raw_in_process = raw_rate_in_process(args.clients, raw_secs).await;
+    let fsyncs = fsyncs_per_second(&std::env::temp_dir(), Duration::from_secs(2));
+    println!(
+        "machine: {} CPUs; minimal hyper responder, {} clients: {raw:.0} req/s in its own \
+         process (the ratios' base), {raw_in_process:.0} req/s inside the harness's runtime; \
+         disk: {fsyncs:.0} fsyncs/s (4 KiB append + fdatasync where the runs keep their data)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.clients
+    );
+    raw
 }
 
 fn print_report(r: &Report, raw: f64) {
@@ -279,11 +296,42 @@ fn print_report(r: &Report, raw: f64) {
             "  commits {commits:.0} ({per_commit:.1} ops each)"
         ));
     }
+    let cpu_ms_per_message = r.cpu_s * 1e3 / r.accepted.max(1) as f64;
     line.push_str(&format!(
-        "  n={} cpu {:.1}s peak-rss {:.0}MiB",
+        "  n={} cpu {:.1}s ({cpu_ms_per_message:.3} ms/msg) peak-rss {:.0}MiB",
         r.accepted, r.cpu_s, r.peak_rss_mib
     ));
     println!("{line}");
+}
+
+/// How much CPU Sluice uses doing nothing: one application with one endpoint, no load,
+/// measured over `duration` after a second to settle. Prints the share of one core.
+async fn idle(subject: &Subject, duration: Duration) {
+    let run_number = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("sluice-bench-{}-{run_number}", std::process::id()));
+    let app = format!("bench-{}-{run_number}", std::process::id());
+    let mut child = match subject.target {
+        Some(addr) => Sluice::running(addr, subject.pid),
+        None => Sluice::spawn(&subject.binary, &dir, "", true),
+    };
+    let mut sender = create_app(child.addr, &app).await;
+    let secret = format!("whsec_{}", BASE64.encode(KEY));
+    let body = format!(r#"{{"url":"http://127.0.0.1:9/idle","secret":"{secret}"}}"#);
+    create_endpoint(&mut sender, child.addr, &app, body).await;
+    drop(sender);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = child.usage().0;
+    tokio::time::sleep(duration).await;
+    let used = child.usage().0 - before;
+    child.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{:<22} cpu {used:.2}s in {:.0}s = {:.2} % of one core",
+        "idle",
+        duration.as_secs_f64(),
+        used / duration.as_secs_f64() * 100.0
+    );
 }
 
 /// Writes `report` as `<dir>/<label>.json` and `<dir>/<label>.svg`.
@@ -385,6 +433,7 @@ fn run_json(report: &Report, raw: f64) -> serde_json::Value {
         "attempt_ms_at_most": report.attempt_ms.map(|[p50, p99]| serde_json::json!({"p50": p50, "p99": p99})),
         "commits": report.commits.map(|(commits, per)| serde_json::json!({"commits": commits, "ops_per_commit": per})),
         "cpu_s": report.cpu_s,
+        "cpu_ms_per_message": report.cpu_s * 1e3 / report.accepted.max(1) as f64,
         "peak_rss_mib": report.peak_rss_mib,
         "refused": report.refused,
         "series": {
@@ -749,6 +798,7 @@ async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
     let addr = child.addr;
     let path = setup(addr, &app, sink, hung, plan).await;
     let started = Instant::now();
+    let cpu_before = child.usage().0;
     let (stop_sampling, sampling) = tokio::sync::oneshot::channel();
     let sampler = tokio::spawn(sample_memory(child.pid, started, sampling));
     let accepted = load(addr, &path, plan).await;
@@ -761,7 +811,9 @@ async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
     let metrics = http_get(addr, "/metrics").await;
     let _ = stop_sampling.send(());
     let memory = sampler.await.unwrap_or_default();
-    let (cpu_s, peak_rss_mib) = child.usage();
+    let (cpu_after, peak_rss_mib) = child.usage();
+    // The load and the drain only: start-up and set-up are not the messages' cost.
+    let cpu_s = cpu_after - cpu_before;
     child.stop();
     let _ = std::fs::remove_dir_all(&dir);
     let seen = seen.lock().expect("lock");
