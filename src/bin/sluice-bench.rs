@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 #[path = "bench/chart.rs"]
 mod chart;
+#[path = "bench/growth.rs"]
+mod growth;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -57,7 +59,7 @@ static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 #[command(name = "sluice-bench", about = "Load harness for Sluice")]
 struct Args {
     /// raw, ingest, deliver, fanout, ingest-source, isolation, latency, payloads, mix,
-    /// retries, idle, or all. With `--rate 500`, deliver gives the CPU per message at a
+    /// retries, idle, growth (not in all: it writes `--messages`), or all. With `--rate 500`, deliver gives the CPU per message at a
     /// fixed rate.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -106,6 +108,9 @@ struct Args {
     /// The process id of the `--target` Sluice, for its CPU and memory figures.
     #[arg(long)]
     pid: Option<u32>,
+    /// Messages the `growth` scenario accepts before it stops (at most an hour).
+    #[arg(long, default_value_t = 10_000_000)]
+    messages: usize,
     /// Also write each run as JSON and as an SVG chart (accepted and delivered per second,
     /// end-to-end latency, resident memory, over the run) into this directory.
     #[arg(long)]
@@ -221,21 +226,10 @@ fn main() -> ExitCode {
         pid: args.pid,
         in_flight: args.in_flight,
     };
-    let mut refused = false;
-    if args.scenario == "idle" || args.scenario == "all" {
-        match (args.target, args.pid) {
-            (Some(_), None) => eprintln!("the idle scenario needs --pid with --target"),
-            _ => runtime.block_on(idle(&subject, Duration::from_secs(args.secs))),
-        }
-    }
-    if args.target.is_some() && args.scenario == "retries" {
-        eprintln!("the retries scenario restarts Sluice: it cannot run against --target");
-    } else if args.target.is_none() && (args.scenario == "retries" || args.scenario == "all") {
-        refused |= !runtime.block_on(retries(&sluice, args.clients));
-    }
+    let mut refused = runtime.block_on(scenarios_of_their_own(&args, &subject));
     for name in names
         .into_iter()
-        .filter(|n| !["retries", "idle"].contains(n))
+        .filter(|n| !["retries", "idle", "growth"].contains(n))
     {
         for report in runtime.block_on(scenario(name, &args, &subject)) {
             refused |= report.refused.is_some();
@@ -250,6 +244,29 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The scenarios that run their own Sluice their own way (growth, idle, retries), if
+/// asked for; returns whether any refused its figures.
+async fn scenarios_of_their_own(args: &Args, subject: &Subject) -> bool {
+    let mut refused = false;
+    if args.scenario == "growth" {
+        let (messages, payload) = (args.messages, args.payload);
+        let out = args.out.as_deref();
+        refused |= !growth::growth(subject, messages, payload, args.clients, out).await;
+    }
+    if args.scenario == "idle" || args.scenario == "all" {
+        match (args.target, args.pid) {
+            (Some(_), None) => eprintln!("the idle scenario needs --pid with --target"),
+            _ => idle(subject, Duration::from_secs(args.secs)).await,
+        }
+    }
+    if args.target.is_some() && args.scenario == "retries" {
+        eprintln!("the retries scenario restarts Sluice: it cannot run against --target");
+    } else if args.target.is_none() && (args.scenario == "retries" || args.scenario == "all") {
+        refused |= !retries(&subject.binary, args.clients).await;
+    }
+    refused
 }
 
 /// Prints the machine's line (the raw responder's rate in a child process and in this
