@@ -59,6 +59,17 @@ pub struct ClusterConfig {
     pub lease_ttl_ms: u64,
     /// How this node authenticates to NATS. Default none.
     pub auth: NatsAuth,
+    /// A PEM file of the certificates that sign the NATS servers' TLS certificates; with
+    /// it, the connection to NATS must be TLS (`tls://` URLs imply TLS as well). Default
+    /// none: the system's roots for `tls://` URLs.
+    pub tls_ca_file: Option<PathBuf>,
+    /// How often the holder of the `singleton` lease writes a snapshot to the object
+    /// store (only when ops were applied since the newest one), ms; 0: only on
+    /// `sluice cluster snapshot`. Default 3,600,000 (1 h); 0 or 1,000–604,800,000.
+    pub snapshot_interval_ms: u64,
+    /// Snapshots kept in the object store; the op stream is purged below the oldest kept
+    /// one. Default 2, 1–100.
+    pub snapshot_keep: usize,
 }
 
 /// NATS credentials of `[cluster]`: at most one kind.
@@ -780,6 +791,9 @@ fn read_cluster(reader: &mut Reader, t: &toml::Table) -> Option<ClusterConfig> {
         "password",
         "nkey_seed_file",
         "creds_file",
+        "tls_ca_file",
+        "snapshot_interval_ms",
+        "snapshot_keep",
     ];
     reader.reject_unknown("cluster", t, &keys);
     let mut out = ClusterConfig {
@@ -788,6 +802,9 @@ fn read_cluster(reader: &mut Reader, t: &toml::Table) -> Option<ClusterConfig> {
         stream: "SLUICE_OPS".to_owned(),
         lease_ttl_ms: 5_000,
         auth: NatsAuth::None,
+        tls_ca_file: None,
+        snapshot_interval_ms: 3_600_000,
+        snapshot_keep: 2,
     };
     let urls: Option<Vec<String>> = t.get("nats_urls").and_then(|v| {
         v.as_array()?
@@ -823,7 +840,37 @@ fn read_cluster(reader: &mut Reader, t: &toml::Table) -> Option<ClusterConfig> {
         &mut out.lease_ttl_ms,
     );
     out.auth = read_nats_auth(reader, t);
+    out.tls_ca_file = reader
+        .string(t, "cluster", "tls_ca_file")
+        .map(PathBuf::from);
+    read_snapshot_settings(reader, t, &mut out);
     Some(out)
+}
+
+/// `[cluster]`'s snapshot schedule and retention.
+fn read_snapshot_settings(reader: &mut Reader, t: &toml::Table, out: &mut ClusterConfig) {
+    reader.int(
+        t,
+        "cluster",
+        "snapshot_interval_ms",
+        0,
+        604_800_000,
+        &mut out.snapshot_interval_ms,
+    );
+    if (1..1_000).contains(&out.snapshot_interval_ms) {
+        reader.problem(
+            "cluster.snapshot_interval_ms",
+            "must be 0 (no schedule) or 1000-604800000",
+        );
+    }
+    reader.int(
+        t,
+        "cluster",
+        "snapshot_keep",
+        1,
+        100,
+        &mut out.snapshot_keep,
+    );
 }
 
 /// `[cluster]`'s NATS credentials: at most one kind.
@@ -1080,7 +1127,8 @@ mod tests {
     fn reports_every_cluster_problem_at_once() {
         let text = "[cluster]\nnats_urls = [\"http://x\"]\nnode_id = \"a.b\"\n\
                     stream = \"\"\nlease_ttl_ms = 10\nuser = \"u\"\n\
-                    creds_file = \"c\"\nshard = 1\n";
+                    creds_file = \"c\"\nshard = 1\nsnapshot_interval_ms = 10\n\
+                    snapshot_keep = 0\n";
         let problems = Config::parse(text).expect_err("invalid");
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         for key in [
@@ -1089,6 +1137,8 @@ mod tests {
             "cluster.stream",
             "cluster.lease_ttl_ms",
             "cluster.shard",
+            "cluster.snapshot_interval_ms",
+            "cluster.snapshot_keep",
             "cluster",
         ] {
             assert!(keys.contains(&key), "missing {key} in {problems:?}");

@@ -56,6 +56,8 @@ pub mod name {
     pub const CLUSTER_LEASE_CHANGES: &str = "sluice_cluster_lease_changes_total";
     pub const CLUSTER_PUBLISH_DURATION: &str = "sluice_cluster_publish_duration_seconds";
     pub const CLUSTER_PUBLISH_RETRIES: &str = "sluice_cluster_publish_retries_total";
+    pub const CLUSTER_SNAPSHOT_AGE: &str = "sluice_cluster_snapshot_age_seconds";
+    pub const CLUSTER_SNAPSHOTS: &str = "sluice_cluster_snapshots_total";
 }
 
 /// The delivery budget: attempts longer than this are "over budget".
@@ -242,6 +244,15 @@ fn describe_cluster() {
     describe_counter!(
         CLUSTER_PUBLISH_RETRIES,
         "Cluster: op publishes sent again (same id) after a timeout or no leader."
+    );
+    describe_gauge!(
+        CLUSTER_SNAPSHOT_AGE,
+        Unit::Seconds,
+        "Cluster: age of the newest snapshot in the object store (as this node last looked)."
+    );
+    describe_counter!(
+        CLUSTER_SNAPSHOTS,
+        "Cluster: snapshots this node tried to write, by result (ok, error)."
     );
 }
 

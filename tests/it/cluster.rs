@@ -139,6 +139,12 @@ struct Node {
 
 /// Writes the config of node `id` under `root`.
 fn node_files(root: &Path, id: &str, nats: &Nats) -> Node {
+    node_files_with(root, id, &nats.urls(), "")
+}
+
+/// Writes the config of node `id` under `root`: NATS at `urls`, `extra` lines in its
+/// `[cluster]` section.
+fn node_files_with(root: &Path, id: &str, urls: &[String], extra: &str) -> Node {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).expect("node dir");
     let key = root.join("secrets.key");
@@ -146,12 +152,12 @@ fn node_files(root: &Path, id: &str, nats: &Nats) -> Node {
         let hex: String = [0x5au8; 32].iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&key, hex).expect("key");
     }
-    let urls: Vec<String> = nats.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     let text = format!(
         "[storage]\nsecrets_key_file = \"{}\"\nmap_size_bytes = 268435456\n\n\
          [delivery]\nallow_http = true\nallowed_networks = [\"127.0.0.0/8\"]\n\
          retry_schedule_ms = [500, 1000, 2000, 4000]\njitter_percent = 0\n\n\
-         [cluster]\nnats_urls = [{}]\nnode_id = \"{id}\"\nlease_ttl_ms = {LEASE_TTL_MS}\n",
+         [cluster]\nnats_urls = [{}]\nnode_id = \"{id}\"\nlease_ttl_ms = {LEASE_TTL_MS}\n{extra}",
         key.display(),
         urls.join(", ")
     );
@@ -637,6 +643,217 @@ async fn cluster_writes_stall_and_resume_when_the_stream_leader_dies() {
             "{missing} accepted message(s) never delivered"
         );
         pause(Duration::from_millis(50)).await;
+    }
+
+    for node in nodes {
+        stop(node).await;
+    }
+    assert_same_state(&files.iter().collect::<Vec<_>>());
+    drop(nats);
+}
+
+/// `sluice cluster status` through `node`'s config.
+fn cluster_status(node: &Node) -> String {
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["cluster", "status", "--config"])
+            .arg(&node.config),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The op stream's first sequence and the snapshots' applied sequences, as
+/// `sluice cluster status` shows them.
+fn stream_and_snapshots(node: &Node) -> (u64, Vec<u64>) {
+    let status = cluster_status(node);
+    let first = status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("stream SLUICE_OPS: first_seq ")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no stream line:\n{status}"));
+    let snapshots = status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("snapshot ")?
+                .split("applied_seq ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    (first, snapshots)
+}
+
+/// Posts `count` messages to app `app`, round-robin over `addrs`; their ids.
+async fn post_messages(addrs: &[SocketAddr], app: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for n in 0..count {
+        let resp = post(
+            addrs[n % addrs.len()],
+            &format!("/api/v1/app/{app}/msg"),
+            &json!({"eventType": "join.tick", "payload": {"n": n}}),
+        )
+        .await;
+        assert_eq!(resp.status, 202, "{:?}", resp.json);
+        ids.push(resp.json["id"].as_str().expect("id").to_owned());
+    }
+    ids
+}
+
+/// Waits (at most 30 s) until every receiver got every message of `ids`, signed.
+async fn all_delivered(receivers: &[Receiver], ids: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for receiver in receivers {
+        loop {
+            let seen = signed_ids(receiver);
+            let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing} message(s) never delivered to {}",
+                receiver.url()
+            );
+            pause(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What a node's list endpoints answer for every application: the apps, and each app's
+/// endpoints and messages.
+async fn list_answers(node: SocketAddr) -> Vec<Value> {
+    let apps = get(node, "/api/v1/app?limit=250").await.json;
+    let mut answers = vec![apps.clone()];
+    for app in apps["data"].as_array().into_iter().flatten() {
+        let id = app["id"].as_str().expect("app id");
+        for list in ["endpoint", "msg"] {
+            let path = format!("/api/v1/app/{id}/{list}?limit=250");
+            answers.push(get(node, &path).await.json);
+        }
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_node_joins_empty_from_a_snapshot_and_serves_the_same_state() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nats = Nats::start(root.path()).await;
+    let extra = "snapshot_interval_ms = 1000\nsnapshot_keep = 2\n";
+    let mut files: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_files_with(root.path(), id, &nats.urls(), extra))
+        .collect();
+    let mut nodes: Vec<Daemon> = files.iter().map(Node::spawn).collect();
+    let mut addrs: Vec<SocketAddr> = nodes.iter().map(|d| d.addr).collect();
+
+    // State before the snapshot: an app with two endpoints and delivered messages.
+    let app = post(addrs[0], "/api/v1/app", &json!({"name": "j", "uid": "j"})).await;
+    assert_eq!(app.status, 201);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    );
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        let receiver = verifying_receiver().await;
+        let endpoint = post(
+            addrs[0],
+            "/api/v1/app/j/endpoint",
+            &json!({"url": receiver.url(), "secret": secret}),
+        )
+        .await;
+        assert_eq!(endpoint.status, 201, "{:?}", endpoint.json);
+        receivers.push(receiver);
+    }
+    let before = post_messages(&addrs, "j", 30).await;
+    all_delivered(&receivers, &before).await;
+
+    // On demand: `sluice cluster snapshot` has one node write one.
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["cluster", "snapshot", "--config"])
+            .arg(&files[0].config),
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let on_demand: u64 = printed
+        .split("applied_seq ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|seq| seq.parse().ok())
+        .unwrap_or_else(|| panic!("no applied_seq in {printed:?}"));
+    assert!(on_demand > 30, "{printed}");
+
+    // State after it, which a joining node replays from the stream.
+    let later = post(addrs[1], "/api/v1/app", &json!({"name": "k", "uid": "k"})).await;
+    assert_eq!(later.status, 201);
+    // (On the node that created it: the others may not have applied it yet.)
+    post_messages(&addrs[1..2], "k", 5).await;
+    let after = post_messages(&addrs, "j", 20).await;
+    all_delivered(&receivers, &after).await;
+
+    // On schedule: the singleton holder writes a newer one; two are kept and the stream
+    // is purged below the oldest kept.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (first, snapshots) = loop {
+        let (first, snapshots) = stream_and_snapshots(&files[0]);
+        if first > 1 && snapshots.iter().any(|&s| s > on_demand) {
+            break (first, snapshots);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled snapshot and purge: first_seq {first}, snapshots {snapshots:?}"
+        );
+        pause(Duration::from_millis(200)).await;
+    };
+    assert!(snapshots.len() <= 2, "{snapshots:?}");
+    assert!(
+        first <= snapshots.iter().min().expect("a snapshot") + 1,
+        "purged past the oldest kept snapshot: first_seq {first}, {snapshots:?}"
+    );
+
+    // A fourth node with an empty data directory restores the newest snapshot (the ops
+    // before it are gone from the stream), catches up and takes its share of the shards.
+    let joiner = node_files_with(root.path(), "d", &nats.urls(), extra);
+    let d = joiner.spawn();
+    assert!(
+        d.log_lines()
+            .iter()
+            .any(|l| l.contains("Restored the newest snapshot")),
+        "{}",
+        d.log_text()
+    );
+    addrs.push(d.addr);
+    nodes.push(d);
+    files.push(joiner);
+    let shares = balanced(&addrs).await;
+    assert_eq!(shares[3].len(), 1, "{shares:?}");
+
+    // It delivers and takes writes like the others.
+    let joined = post_messages(&addrs, "j", 20).await;
+    all_delivered(&receivers, &joined).await;
+
+    // Its list endpoints answer what the others' do, for every app.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reference = list_answers(addrs[0]).await;
+        let mut same = true;
+        for &node in &addrs[1..] {
+            same &= list_answers(node).await == reference;
+        }
+        if same {
+            assert!(reference.len() >= 5, "{reference:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes' lists differ");
+        pause(Duration::from_millis(100)).await;
     }
 
     for node in nodes {
