@@ -112,6 +112,9 @@ pub const CLUSTER_API_TIMEOUT_MS: u64 = 10_000;
 /// same time elects its meta leader first), and how long it pauses between tries.
 pub const CLUSTER_START_WAIT_MS: u64 = 60_000;
 pub const CLUSTER_START_RETRY_MS: u64 = 500;
+/// How long a starting node (or a cluster tool) tries to reach a NATS server before it
+/// gives up, ms.
+pub const CLUSTER_CONNECT_WAIT_MS: u64 = 10_000;
 /// How often a node waiting to catch up with the stream looks at its applied sequence.
 pub const CLUSTER_APPLIED_POLL_MS: u64 = 5;
 /// Cluster mode: one chunk of a snapshot in the object store (one NATS message, well under

@@ -43,6 +43,8 @@ pub enum ClusterError {
     Connect { urls: String, detail: String },
     #[error("NATS credentials: {0}")]
     Credentials(String),
+    #[error("NATS TLS: {0}")]
+    Tls(String),
     #[error("JetStream: {0}")]
     JetStream(String),
     #[error("the applier did not reach the end of the stream within {0:?}")]
@@ -259,6 +261,9 @@ fn context(client: async_nats::Client) -> jetstream::Context {
         .build(client)
 }
 
+/// Connects to NATS, trying again (bounded: `CLUSTER_CONNECT_WAIT_MS`) while no server
+/// answers, so a node may start with its NATS servers. Refused credentials and a failed
+/// TLS handshake are reported at once, naming the settings to look at.
 async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
     let urls = config.nats_urls.join(",");
     let addrs: Vec<async_nats::ServerAddr> = config
@@ -270,44 +275,108 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterEr
             urls: urls.clone(),
             detail: e.to_string(),
         })?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(crate::limits::CLUSTER_CONNECT_WAIT_MS);
+    loop {
+        let error = match connect_options(config).await?.connect(addrs.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(error) => error,
+        };
+        match error.kind() {
+            async_nats::ConnectErrorKind::AuthorizationViolation
+            | async_nats::ConnectErrorKind::Authentication => {
+                return Err(ClusterError::Credentials(format!(
+                    "NATS refused this node's credentials ({}): {error}",
+                    credentials_setting(&config.auth)
+                )));
+            }
+            _ if tls_failure(&error) => {
+                return Err(ClusterError::Tls(format!(
+                    "TLS to NATS failed ({}): {error}",
+                    match &config.tls_ca_file {
+                        Some(path) => format!(
+                            "does cluster.tls_ca_file, {}, hold the CA of the servers' \
+                             certificates?",
+                            path.display()
+                        ),
+                        None => "the servers' certificates are not trusted by the system's \
+                                 roots: set cluster.tls_ca_file"
+                            .to_owned(),
+                    }
+                )));
+            }
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(crate::limits::CLUSTER_START_RETRY_MS))
+                    .await;
+            }
+            _ => {
+                return Err(ClusterError::Connect {
+                    urls,
+                    detail: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Whether a connection failed in the TLS handshake. A certificate the client does not
+/// trust comes back as an I/O error (rustls' own, as text), not as the TLS kind.
+fn tls_failure(error: &async_nats::ConnectError) -> bool {
+    let text = error.to_string();
+    error.kind() == async_nats::ConnectErrorKind::Tls
+        || text.contains("certificate")
+        || text.contains("handshake")
+}
+
+/// The settings that hold this node's NATS credentials (for an error message).
+fn credentials_setting(auth: &NatsAuth) -> &'static str {
+    match auth {
+        NatsAuth::None => {
+            "none configured: set cluster.user and cluster.password, cluster.nkey_seed_file \
+             or cluster.creds_file"
+        }
+        NatsAuth::UserPassword { .. } => "check cluster.user and cluster.password",
+        NatsAuth::NkeySeedFile(_) => "check cluster.nkey_seed_file",
+        NatsAuth::CredsFile(_) => "check cluster.creds_file",
+    }
+}
+
+/// The client's options: name, timeouts, credentials and TLS of `[cluster]`.
+async fn connect_options(
+    config: &ClusterConfig,
+) -> Result<async_nats::ConnectOptions, ClusterError> {
     let options = async_nats::ConnectOptions::new()
         .name(format!("sluice-{}", config.node_id))
         .connection_timeout(Duration::from_secs(5))
-        .request_timeout(Some(Duration::from_millis(CLUSTER_API_TIMEOUT_MS)))
-        .retry_on_initial_connect();
-    let options = match &config.auth {
+        .request_timeout(Some(Duration::from_millis(CLUSTER_API_TIMEOUT_MS)));
+    let options = match &config.tls_ca_file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(ClusterError::Tls(format!(
+                    "cluster.tls_ca_file: {} is not a readable file",
+                    path.display()
+                )));
+            }
+            options
+                .add_root_certificates(path.clone())
+                .require_tls(true)
+        }
+        None => options,
+    };
+    Ok(match &config.auth {
         NatsAuth::None => options,
         NatsAuth::UserPassword { user, password } => {
             options.user_and_password(user.clone(), password.clone())
         }
         NatsAuth::NkeySeedFile(path) => {
-            let seed = std::fs::read_to_string(path)
-                .map_err(|e| ClusterError::Credentials(format!("{}: {e}", path.display())))?;
+            let seed = std::fs::read_to_string(path).map_err(|e| {
+                ClusterError::Credentials(format!("cluster.nkey_seed_file {}: {e}", path.display()))
+            })?;
             options.nkey(seed.trim().to_owned())
         }
-        NatsAuth::CredsFile(path) => options
-            .credentials_file(path)
-            .await
-            .map_err(|e| ClusterError::Credentials(format!("{}: {e}", path.display())))?,
-    };
-    // `retry_on_initial_connect` returns at once and connects in the background; wait
-    // (bounded) for the first connection so a wrong URL is reported at start.
-    let client = options
-        .connect(addrs)
-        .await
-        .map_err(|e| ClusterError::Connect {
-            urls: urls.clone(),
-            detail: e.to_string(),
-        })?;
-    for _ in 0..200 {
-        if client.connection_state() == async_nats::connection::State::Connected {
-            return Ok(client);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(ClusterError::Connect {
-        urls,
-        detail: "no server answered within 10 s".to_owned(),
+        NatsAuth::CredsFile(path) => options.credentials_file(path).await.map_err(|e| {
+            ClusterError::Credentials(format!("cluster.creds_file {}: {e}", path.display()))
+        })?,
     })
 }
 

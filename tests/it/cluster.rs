@@ -862,3 +862,183 @@ async fn cluster_node_joins_empty_from_a_snapshot_and_serves_the_same_state() {
     assert_same_state(&files.iter().collect::<Vec<_>>());
     drop(nats);
 }
+
+/// One nats-server alone (JetStream, its own store) with `extra` in its config
+/// (authorization, TLS), ready to serve.
+async fn lone_nats(dir: &Path, extra: &str) -> Nats {
+    let binary = std::env::var("SLUICE_NATS_SERVER").expect("SLUICE_NATS_SERVER");
+    let (client, http) = (free_port(), free_port());
+    let conf = format!(
+        "server_name: lone\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+         jetstream {{\n  store_dir: \"{}\"\n}}\n{extra}\n",
+        dir.join("lone").display()
+    );
+    let path = dir.join("lone.conf");
+    std::fs::write(&path, conf).expect("write nats config");
+    let log = std::fs::File::create(dir.join("lone.log")).expect("log file");
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn nats-server");
+    let server = NatsServer {
+        child,
+        client,
+        http,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], http));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(try_text(addr, "/healthz").await, Some((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "the lone nats-server never became healthy"
+        );
+        pause(Duration::from_millis(50)).await;
+    }
+    Nats {
+        servers: vec![server],
+    }
+}
+
+/// A node on `urls` with `extra` in its `[cluster]` section starts, and serves a write.
+async fn serves_a_write(root: &Path, id: &str, urls: &[String], extra: &str) {
+    let node = node_files_with(root, id, urls, extra);
+    let daemon = node.spawn();
+    let app = post(daemon.addr, "/api/v1/app", &json!({"name": id, "uid": id})).await;
+    assert_eq!(app.status, 201, "{:?}", app.json);
+    stop(daemon).await;
+}
+
+/// A node on `urls` with `extra` in its `[cluster]` section refuses to start; its stderr.
+fn refused_at_start(root: &Path, id: &str, urls: &[String], extra: &str) -> String {
+    let node = node_files_with(root, id, urls, extra);
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&node.config)
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .env("SLUICE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("run sluice");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started anyway:\n{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_user_and_password_are_used_and_a_wrong_one_is_named() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nats = lone_nats(
+        root.path(),
+        "authorization {\n  users = [ { user: \"sluice\", password: \"s3cret-pass\" } ]\n}",
+    )
+    .await;
+    let urls = nats.urls();
+    serves_a_write(
+        root.path(),
+        "good",
+        &urls,
+        "user = \"sluice\"\npassword = \"s3cret-pass\"\n",
+    )
+    .await;
+    let stderr = refused_at_start(
+        root.path(),
+        "bad",
+        &urls,
+        "user = \"sluice\"\npassword = \"wrong\"\n",
+    );
+    assert!(
+        stderr.contains("cluster.user and cluster.password")
+            && stderr.contains("authorization violation"),
+        "{stderr}"
+    );
+    let stderr = refused_at_start(root.path(), "none", &urls, "");
+    assert!(stderr.contains("cluster.nkey_seed_file"), "{stderr}");
+    // A credentials file that is not one is named too (before any connection).
+    let creds = root.path().join("broken.creds");
+    std::fs::write(&creds, "not a credentials file\n").expect("write creds");
+    let stderr = refused_at_start(
+        root.path(),
+        "creds",
+        &urls,
+        &format!("creds_file = \"{}\"\n", creds.display()),
+    );
+    assert!(stderr.contains("cluster.creds_file"), "{stderr}");
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_nkey_seed_is_used_and_a_wrong_one_is_named() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let user = nkeys::KeyPair::new_user();
+    let nats = lone_nats(
+        root.path(),
+        &format!(
+            "authorization {{\n  users = [ {{ nkey: \"{}\" }} ]\n}}",
+            user.public_key()
+        ),
+    )
+    .await;
+    let urls = nats.urls();
+    let seed = root.path().join("good.nk");
+    std::fs::write(&seed, user.seed().expect("seed")).expect("write seed");
+    serves_a_write(
+        root.path(),
+        "good",
+        &urls,
+        &format!("nkey_seed_file = \"{}\"\n", seed.display()),
+    )
+    .await;
+    let other = root.path().join("other.nk");
+    let stranger = nkeys::KeyPair::new_user();
+    std::fs::write(&other, stranger.seed().expect("seed")).expect("write seed");
+    let stderr = refused_at_start(
+        root.path(),
+        "bad",
+        &urls,
+        &format!("nkey_seed_file = \"{}\"\n", other.display()),
+    );
+    assert!(stderr.contains("cluster.nkey_seed_file"), "{stderr}");
+    // A credentials file that is not one is named too (before any connection).
+    let creds = root.path().join("broken.creds");
+    std::fs::write(&creds, "not a credentials file\n").expect("write creds");
+    let stderr = refused_at_start(
+        root.path(),
+        "creds",
+        &urls,
+        &format!("creds_file = \"{}\"\n", creds.display()),
+    );
+    assert!(stderr.contains("cluster.creds_file"), "{stderr}");
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_tls_trusts_the_configured_ca_and_names_it_otherwise() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let certs = root.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    crate::harness::make_certificates(&certs);
+    let nats = lone_nats(
+        root.path(),
+        &format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}",
+            certs.join("cert.pem").display(),
+            certs.join("key.pem").display()
+        ),
+    )
+    .await;
+    let urls = vec![format!("tls://127.0.0.1:{}", nats.servers[0].client)];
+    serves_a_write(
+        root.path(),
+        "good",
+        &urls,
+        &format!("tls_ca_file = \"{}\"\n", certs.join("ca.pem").display()),
+    )
+    .await;
+    // Without the CA, the servers' certificate is not trusted.
+    let stderr = refused_at_start(root.path(), "untrusting", &urls, "");
+    assert!(stderr.contains("cluster.tls_ca_file"), "{stderr}");
+    drop(nats);
+}
