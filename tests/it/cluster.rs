@@ -819,22 +819,52 @@ async fn cluster_node_joins_empty_from_a_snapshot_and_serves_the_same_state() {
         "purged past the oldest kept snapshot: first_seq {first}, {snapshots:?}"
     );
 
-    // A fourth node with an empty data directory restores the newest snapshot (the ops
-    // before it are gone from the stream), catches up and takes its share of the shards.
+    // Node C stops; `cluster verify` brings its log to the stream's end, which the stream
+    // is then purged past by newer snapshots: restarted as it is, C refuses to start (the
+    // ops it lacks are gone) and says what to do; wiped, it restores a snapshot.
+    stop(nodes.remove(2)).await;
+    addrs.remove(2);
+    let c_applied: u64 = files[2]
+        .verify()
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("applied_seq "))
+        .and_then(|seq| seq.parse().ok())
+        .expect("applied_seq");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (first, snapshots) = stream_and_snapshots(&files[0]);
+        if first > c_applied + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never purged past C's {c_applied}: first_seq {first}, snapshots {snapshots:?}"
+        );
+        // New ops, and a schedule's interval, make another snapshot.
+        let more = post_messages(&addrs, "j", 3).await;
+        all_delivered(&receivers, &more).await;
+        pause(Duration::from_millis(500)).await;
+    }
+    let stderr = refused_at_start_as(&files[2]);
+    assert!(stderr.contains("empty its data directory"), "{stderr}");
+    std::fs::remove_dir_all(&files[2].dir).expect("wipe C");
+    std::fs::create_dir_all(&files[2].dir).expect("empty C");
+    let c = files[2].spawn();
+    assert!(restored(&c), "{}", c.log_text());
+    addrs.insert(2, c.addr);
+    nodes.insert(2, c);
+
+    // A fourth node with an empty data directory restores the newest snapshot too,
+    // catches up and takes its share of the shards.
     let joiner = node_files_with(root.path(), "d", &nats.urls(), extra);
     let d = joiner.spawn();
-    assert!(
-        d.log_lines()
-            .iter()
-            .any(|l| l.contains("Restored the newest snapshot")),
-        "{}",
-        d.log_text()
-    );
+    assert!(restored(&d), "{}", d.log_text());
     addrs.push(d.addr);
     nodes.push(d);
     files.push(joiner);
     let shares = balanced(&addrs).await;
-    assert_eq!(shares[3].len(), 1, "{shares:?}");
+    assert!(shares.iter().all(|s| s.len() == 1), "{shares:?}");
 
     // It delivers and takes writes like the others.
     let joined = post_messages(&addrs, "j", 20).await;
@@ -911,9 +941,21 @@ async fn serves_a_write(root: &Path, id: &str, urls: &[String], extra: &str) {
     stop(daemon).await;
 }
 
+/// Whether a node logged that it restored a snapshot at start.
+fn restored(daemon: &Daemon) -> bool {
+    daemon
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("Restored the newest snapshot"))
+}
+
 /// A node on `urls` with `extra` in its `[cluster]` section refuses to start; its stderr.
 fn refused_at_start(root: &Path, id: &str, urls: &[String], extra: &str) -> String {
-    let node = node_files_with(root, id, urls, extra);
+    refused_at_start_as(&node_files_with(root, id, urls, extra))
+}
+
+/// `node` refuses to start; its stderr.
+fn refused_at_start_as(node: &Node) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&node.config)
