@@ -111,6 +111,10 @@ struct Args {
     /// `SLUICE_NATS_SERVER`, else `nats-server` on the PATH).
     #[arg(long)]
     nats_server: Option<PathBuf>,
+    /// The cluster scenario: kill -9 the op stream's leader (a nats-server) halfway through
+    /// the load, and report the longest gap between two acceptances (the ingest stall).
+    #[arg(long)]
+    kill_leader: bool,
     /// Internal: serve the minimal responder in this process, print `addr=`, and exit when
     /// standard input closes (the harness runs itself this way for the raw rate).
     #[arg(long, hide = true)]
@@ -1506,7 +1510,7 @@ mod cluster {
             .unwrap_or_else(|| PathBuf::from("nats-server"));
         let dir = std::env::temp_dir().join(format!("sluice-bench-cluster-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let nats = start_nats(&binary, &dir).await;
+        let mut nats = start_nats(&binary, &dir).await;
         let mut nodes = start_nodes(subject, &dir, &nats);
         let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -1533,6 +1537,12 @@ mod cluster {
                 tokio::spawn(async move { load(addr, &app, plan).await })
             })
             .collect();
+        let killed = if args.kill_leader {
+            tokio::time::sleep(plan.secs / 2).await;
+            Some(kill_leader(&mut nats).await)
+        } else {
+            None
+        };
         let mut accepted = HashMap::new();
         for one in loads {
             accepted.extend(one.await.expect("load"));
@@ -1551,19 +1561,61 @@ mod cluster {
         drop(nats);
         let _ = std::fs::remove_dir_all(&dir);
         let seen = seen.lock().expect("lock");
-        let report = report(&metrics, &usages, accepted.len(), ingest);
+        let mut report = report(&metrics, &usages, accepted.len(), ingest);
+        if let Some(leader) = killed {
+            report.name.push_str(&format!(
+                " [killed leader n{leader}: longest ingest gap {:.0} ms]",
+                longest_gap(&accepted).as_secs_f64() * 1e3
+            ));
+        }
         deliveries(report, &seen, &accepted, expected, started)
+    }
+
+    /// Kills (SIGKILL) the nats-server that leads the op stream; its number.
+    async fn kill_leader(nats: &mut Nats) -> usize {
+        let addrs: Vec<async_nats::ServerAddr> = nats
+            .urls
+            .iter()
+            .map(|u| u.parse().expect("NATS URL"))
+            .collect();
+        let client = async_nats::connect(addrs).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("SLUICE_OPS").await.expect("the op stream");
+        let info = stream.info().await.expect("stream info");
+        let leader: usize = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.as_deref())
+            .and_then(|name| name.trim_start_matches('n').parse().ok())
+            .expect("the stream's leader");
+        let _ = nats.children[leader].kill();
+        leader
+    }
+
+    /// The longest time between two consecutive acceptances.
+    fn longest_gap(accepted: &HashMap<MsgKey, Instant>) -> Duration {
+        let mut times: Vec<Instant> = accepted.values().copied().collect();
+        times.sort_unstable();
+        times
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]))
+            .max()
+            .unwrap_or_default()
     }
 
     /// The run's figures before the deliveries are counted: CPU summed over the nodes,
     /// the largest node's peak RSS, and node A's publish and attempt latencies.
     fn report(metrics: &str, usages: &[(f64, f64)], accepted: usize, ingest: Duration) -> Report {
         let publish = histogram_percentiles(metrics, "sluice_cluster_publish_duration_seconds");
+        let applied = histogram_percentiles(metrics, "sluice_cluster_publish_to_apply_seconds");
         Report {
             name: format!(
-                "cluster 3 nodes, {ENDPOINTS} eps (publish ms p50<={} p99<={})",
+                "cluster 3 nodes, {ENDPOINTS} eps (publish ms p50<={} p99<={}, \
+                 publish-to-apply ms p50<={} p99<={})",
                 publish.map_or(f64::NAN, |p| p[0]),
-                publish.map_or(f64::NAN, |p| p[1])
+                publish.map_or(f64::NAN, |p| p[1]),
+                applied.map_or(f64::NAN, |p| p[0]),
+                applied.map_or(f64::NAN, |p| p[1])
             ),
             accepted,
             accepted_per_s: accepted as f64 / ingest.as_secs_f64(),

@@ -633,11 +633,16 @@ impl Replicate for Replicator {
         );
         let payload = Bytes::from(envelope.encode());
         tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
             let result = match publish(&js, &subject, &id, payload).await {
                 Ok(_) => {
                     let wait = Duration::from_millis(CLUSTER_APPLY_WAIT_MS);
                     match tokio::time::timeout(wait, applied).await {
-                        Ok(Ok(result)) => result,
+                        Ok(Ok(result)) => {
+                            metrics::histogram!(telemetry::name::CLUSTER_PUBLISH_TO_APPLY)
+                                .record(started.elapsed().as_secs_f64());
+                            result
+                        }
                         Ok(Err(_)) => Err(LogError::WriterGone),
                         Err(_) => Err(LogError::Cluster(
                             "the op is in the stream but was not applied here in time".to_owned(),
