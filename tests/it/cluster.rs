@@ -923,7 +923,8 @@ async fn lone_nats(dir: &Path, extra: &str) -> Nats {
     while !matches!(try_text(addr, "/healthz").await, Some((200, _))) {
         assert!(
             Instant::now() < deadline,
-            "the lone nats-server never became healthy"
+            "the lone nats-server never became healthy:\n{}",
+            std::fs::read_to_string(dir.join("lone.log")).unwrap_or_default()
         );
         pause(Duration::from_millis(50)).await;
     }
@@ -1082,5 +1083,96 @@ async fn cluster_nats_tls_trusts_the_configured_ca_and_names_it_otherwise() {
     // Without the CA, the servers' certificate is not trusted.
     let stderr = refused_at_start(root.path(), "untrusting", &urls, "");
     assert!(stderr.contains("cluster.tls_ca_file"), "{stderr}");
+    drop(nats);
+}
+
+/// A NATS JWT (v2) with `claims`, issued and signed by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, mut claims: Value) -> String {
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    claims["iss"] = json!(issuer.public_key());
+    claims["iat"] = json!(1_700_000_000u64);
+    claims["jti"] = json!(format!(
+        "sluice-test-{}",
+        claims["sub"].as_str().unwrap_or("")
+    ));
+    let header = encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = encode(claims.to_string().as_bytes());
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", encode(&signature))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_creds_file_is_used_and_a_wrong_one_is_named() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let operator_jwt = nats_jwt(
+        &operator,
+        json!({"sub": operator.public_key(), "name": "op",
+               "nats": {"type": "operator", "version": 2}}),
+    );
+    let account_jwt = nats_jwt(
+        &operator,
+        json!({"sub": account.public_key(), "name": "sluice",
+               "nats": {"type": "account", "version": 2,
+                        "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1,
+                                   "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+                                   "mem_storage": -1, "disk_storage": -1, "streams": -1,
+                                   "consumer": -1}}}),
+    );
+    // JetStream needs a system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = nats_jwt(
+        &operator,
+        json!({"sub": system.public_key(), "name": "SYS",
+               "nats": {"type": "account", "version": 2}}),
+    );
+    let nats = lone_nats(
+        root.path(),
+        &format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{system_jwt}\"\n  {}: \"{account_jwt}\"\n}}",
+            account.public_key(),
+            sys = system.public_key()
+        ),
+    )
+    .await;
+    let urls = nats.urls();
+    let creds = |name: &str, user: &nkeys::KeyPair, issuer: &nkeys::KeyPair| {
+        let jwt = nats_jwt(
+            issuer,
+            json!({"sub": user.public_key(), "name": name,
+                   "nats": {"type": "user", "version": 2, "pub": {}, "sub": {},
+                            "subs": -1, "data": -1, "payload": -1}}),
+        );
+        let path = root.path().join(format!("{name}.creds"));
+        std::fs::write(
+            &path,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed().expect("seed")
+            ),
+        )
+        .expect("write creds");
+        format!("creds_file = \"{}\"\n", path.display())
+    };
+    serves_a_write(
+        root.path(),
+        "good",
+        &urls,
+        &creds("good", &nkeys::KeyPair::new_user(), &account),
+    )
+    .await;
+    // A user issued by an account the servers do not know is refused.
+    let stranger = nkeys::KeyPair::new_account();
+    let stderr = refused_at_start(
+        root.path(),
+        "bad",
+        &urls,
+        &creds("bad", &nkeys::KeyPair::new_user(), &stranger),
+    );
+    assert!(stderr.contains("cluster.creds_file"), "{stderr}");
     drop(nats);
 }
