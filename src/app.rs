@@ -133,9 +133,10 @@ pub async fn start_with_resolver(
         source,
     };
     let (publisher, intakes) = engine::channels(config.delivery.shards);
+    restore_snapshot(config).await?;
     let (log, writer) = open_log(config, publisher).await.map_err(log_error)?;
     // Before anything submits: in cluster mode every op goes through the stream.
-    let (cluster, shard_leases, singleton) = start_cluster(config, &log).await?;
+    let (cluster, shard_leases, singleton) = start_cluster(config, &log, &clock).await?;
     let first_admin_token = match admin_token {
         Some(_) => None,
         None => first_admin_token(config, &log, &clock)
@@ -205,18 +206,37 @@ type ClusterParts = (
 );
 
 /// Cluster mode: joins the cluster.
-async fn start_cluster(config: &Config, log: &Log) -> Result<ClusterParts, StartError> {
+async fn start_cluster(
+    config: &Config,
+    log: &Log,
+    clock: &Clock,
+) -> Result<ClusterParts, StartError> {
     let Some(cluster) = &config.cluster else {
         return Ok((None, None, None));
     };
     if let Some(problem) = config.cluster_problem() {
         return Err(StartError::Cluster(problem.to_string()));
     }
-    let cluster = Cluster::start(cluster, log, config.delivery.shards)
+    let cluster = Cluster::start(cluster, log, config.delivery.shards, clock.clone())
         .await
         .map_err(|e| StartError::Cluster(e.to_string()))?;
     let (shards, singleton) = (cluster.shards.clone(), cluster.singleton.clone());
     Ok((Some(cluster), Some(shards), Some(singleton)))
+}
+
+/// Cluster mode: a node whose data directory holds no log yet restores the newest
+/// snapshot into it before opening it (it then replays the stream from there).
+async fn restore_snapshot(config: &Config) -> Result<(), StartError> {
+    let Some(cluster) = &config.cluster else {
+        return Ok(());
+    };
+    if let Some(problem) = config.cluster_problem() {
+        return Err(StartError::Cluster(problem.to_string()));
+    }
+    crate::cluster::snapshot::restore_if_empty(cluster, &config.data_dir)
+        .await
+        .map(|_| ())
+        .map_err(|e| StartError::Cluster(e.to_string()))
 }
 
 /// The sweeper and the background-task runner (in cluster mode, gated on `singleton`).

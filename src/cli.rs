@@ -207,6 +207,39 @@ pub fn cluster_verify(config: &Config) -> ExitCode {
     }
 }
 
+/// Asks one running node of the cluster to write a snapshot now, and prints it.
+pub fn cluster_snapshot(config: &Config) -> ExitCode {
+    let Some(cluster) = &config.cluster else {
+        eprintln!("error: cluster snapshot needs a config with a [cluster] section");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime
+                .block_on(crate::cluster::snapshot::request(cluster))
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(taken) => {
+            #[expect(clippy::print_stdout, reason = "the snapshot is the command's output")]
+            {
+                println!(
+                    "snapshot {}: applied_seq {}, {} bytes, written by node {}",
+                    taken.name, taken.applied_seq, taken.bytes, taken.node_id
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: cluster snapshot failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Re-seals the endpoint secrets under the key in `new_key_file` (Sluice stopped).
 pub fn rekey(config: &Config, new_key_file: &Path) -> ExitCode {
     if let Some(refused) = refuse_in_cluster(config, "rekey") {

@@ -60,6 +60,17 @@ pub struct ClusterConfig {
     pub lease_ttl_ms: u64,
     /// How this node authenticates to NATS. Default none.
     pub auth: NatsAuth,
+    /// A PEM file of the certificates that sign the NATS servers' TLS certificates; with
+    /// it, the connection to NATS must be TLS (`tls://` URLs imply TLS as well). Default
+    /// none: the system's roots for `tls://` URLs.
+    pub tls_ca_file: Option<PathBuf>,
+    /// How often the holder of the `singleton` lease writes a snapshot to the object
+    /// store (only when ops were applied since the newest one), ms; 0: only on
+    /// `sluice cluster snapshot`. Default 3,600,000 (1 h); 0 or 1,000–604,800,000.
+    pub snapshot_interval_ms: u64,
+    /// Snapshots kept in the object store; the op stream is purged below the oldest kept
+    /// one. Default 2, 1–100.
+    pub snapshot_keep: usize,
 }
 
 /// NATS credentials of `[cluster]`: at most one kind.
@@ -221,6 +232,9 @@ impl ClusterConfig {
             stream: String::new(),
             lease_ttl_ms: 0,
             auth: NatsAuth::None,
+            tls_ca_file: None,
+            snapshot_interval_ms: 0,
+            snapshot_keep: 0,
         }
     }
 }
@@ -663,7 +677,8 @@ mod tests {
     fn reports_every_cluster_problem_at_once() {
         let text = "[cluster]\nnats_urls = [\"http://x\"]\nnode_id = \"a.b\"\n\
                     stream = \"\"\nlease_ttl_ms = 10\nuser = \"u\"\n\
-                    creds_file = \"c\"\nshard = 1\n";
+                    creds_file = \"c\"\nshard = 1\nsnapshot_interval_ms = 10\n\
+                    snapshot_keep = 0\n";
         let problems = Config::parse(text).expect_err("invalid");
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         for key in [
@@ -672,6 +687,8 @@ mod tests {
             "cluster.stream",
             "cluster.lease_ttl_ms",
             "cluster.shard",
+            "cluster.snapshot_interval_ms",
+            "cluster.snapshot_keep",
             "cluster",
         ] {
             assert!(keys.contains(&key), "missing {key} in {problems:?}");

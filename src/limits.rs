@@ -112,8 +112,28 @@ pub const CLUSTER_API_TIMEOUT_MS: u64 = 10_000;
 /// same time elects its meta leader first), and how long it pauses between tries.
 pub const CLUSTER_START_WAIT_MS: u64 = 60_000;
 pub const CLUSTER_START_RETRY_MS: u64 = 500;
+/// How long a starting node (or a cluster tool) tries to reach a NATS server before it
+/// gives up, ms.
+pub const CLUSTER_CONNECT_WAIT_MS: u64 = 10_000;
 /// How often a node waiting to catch up with the stream looks at its applied sequence.
 pub const CLUSTER_APPLIED_POLL_MS: u64 = 5;
+/// Cluster mode: one chunk of a snapshot in the object store (one NATS message, well under
+/// the servers' 1 MB default `max_payload`); a snapshot is read and written one chunk at a
+/// time, so this is what an upload holds in memory.
+pub const CLUSTER_SNAPSHOT_CHUNK_BYTES: usize = 128 * 1024;
+/// Cluster mode: chunks a restoring node asks for at once (what a download holds in
+/// memory: this many chunks).
+pub const CLUSTER_SNAPSHOT_FETCH_CHUNKS: i64 = 8;
+/// Cluster mode: how long one chunk of a snapshot may take to arrive while restoring, ms.
+pub const CLUSTER_SNAPSHOT_CHUNK_WAIT_MS: u64 = 30_000;
+/// Cluster mode: how long `sluice cluster snapshot` waits for a node to write one, ms.
+pub const CLUSTER_SNAPSHOT_REQUEST_MS: u64 = 600_000;
+/// Cluster mode: how often each node looks at the newest snapshot (for its age metric and,
+/// on the `singleton` holder, the schedule), at most, ms.
+pub const CLUSTER_SNAPSHOT_CHECK_MS: u64 = 60_000;
+/// Cluster mode: most snapshots listed from the object store (far above `snapshot_keep`'s
+/// 100: older ones are deleted as each new one is written).
+pub const CLUSTER_SNAPSHOTS_LISTED_MAX: usize = 1_000;
 
 // === delivery engine ===
 

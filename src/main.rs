@@ -108,6 +108,14 @@ enum ClusterCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Ask one running node to write a snapshot (a compacted copy of its log) to the
+    /// JetStream object store now; older ones beyond `snapshot_keep` are deleted and the
+    /// op stream is purged below the oldest kept one.
+    Snapshot {
+        /// A node's config file (its `[cluster]` section).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// With this node stopped: apply the op stream up to its end, then print
     /// `applied_seq` and a SHA-256 of every table. Nodes that print the same lines hold
     /// the same state.
@@ -245,6 +253,9 @@ fn main() -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Status { config },
         } => tool(Some(config), None, &sluice::cli::cluster_status),
+        Command::Cluster {
+            command: ClusterCommand::Snapshot { config },
+        } => tool(Some(config), None, &sluice::cli::cluster_snapshot),
         Command::GenerateAssets { out } => match generate_assets(&out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

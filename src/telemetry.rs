@@ -57,6 +57,9 @@ pub mod name {
     pub const CLUSTER_LEASE_CHANGES: &str = "sluice_cluster_lease_changes_total";
     pub const CLUSTER_PUBLISH_DURATION: &str = "sluice_cluster_publish_duration_seconds";
     pub const CLUSTER_PUBLISH_RETRIES: &str = "sluice_cluster_publish_retries_total";
+    pub const CLUSTER_PUBLISH_TO_APPLY: &str = "sluice_cluster_publish_to_apply_seconds";
+    pub const CLUSTER_SNAPSHOT_AGE: &str = "sluice_cluster_snapshot_age_seconds";
+    pub const CLUSTER_SNAPSHOTS: &str = "sluice_cluster_snapshots_total";
 }
 
 /// The delivery budget: attempts longer than this are "over budget".
@@ -89,6 +92,7 @@ fn build() -> PrometheusHandle {
         (name::INGEST_DURATION, &FAST_BUCKETS[..]),
         (name::COMMIT_DURATION, &FAST_BUCKETS[..]),
         (name::CLUSTER_PUBLISH_DURATION, &FAST_BUCKETS[..]),
+        (name::CLUSTER_PUBLISH_TO_APPLY, &FAST_BUCKETS[..]),
         (name::COMMIT_OPERATIONS, &BATCH_BUCKETS[..]),
     ];
     let mut builder = PrometheusBuilder::new();
@@ -259,6 +263,20 @@ fn describe_cluster() {
     describe_counter!(
         CLUSTER_PUBLISH_RETRIES,
         "Cluster: op publishes sent again (same id) after a timeout or no leader."
+    );
+    describe_histogram!(
+        CLUSTER_PUBLISH_TO_APPLY,
+        Unit::Seconds,
+        "Cluster: an op's publish to its apply on the publishing node (what a write waits)."
+    );
+    describe_gauge!(
+        CLUSTER_SNAPSHOT_AGE,
+        Unit::Seconds,
+        "Cluster: age of the newest snapshot in the object store (as this node last looked)."
+    );
+    describe_counter!(
+        CLUSTER_SNAPSHOTS,
+        "Cluster: snapshots this node tried to write, by result (ok, error)."
     );
 }
 

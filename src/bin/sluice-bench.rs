@@ -11,6 +11,11 @@
 //! ```sh
 //! cargo build --release && target/release/sluice-bench --scenario all
 //! ```
+//!
+//! `--scenario cluster` (not part of `all`) starts three nats-servers (`--nats-server`, or
+//! `SLUICE_NATS_SERVER`) and three Sluice nodes in cluster mode on this machine, loads
+//! them round-robin and reports the whole cluster's accepted and delivered rates with
+//! node A's publish latency (op to the stream's acknowledgement).
 
 #![expect(clippy::print_stdout, reason = "the report is the program's output")]
 
@@ -59,8 +64,9 @@ static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 #[command(name = "sluice-bench", about = "Load harness for Sluice")]
 struct Args {
     /// raw, ingest, deliver, fanout, ingest-source, isolation, latency, payloads, mix,
-    /// retries, idle, growth (not in all: it writes `--messages`), or all. With `--rate 500`, deliver gives the CPU per message at a
-    /// fixed rate.
+    /// retries, idle, or all; growth (it writes `--messages`) and cluster (three
+    /// nats-servers and three Sluice nodes on this machine) are not in `all`. With
+    /// `--rate 500`, deliver gives the CPU per message at a fixed rate.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Seconds of load per scenario.
@@ -115,6 +121,14 @@ struct Args {
     /// end-to-end latency, resident memory, over the run) into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The nats-server (2.10 or newer) of the cluster scenario (default:
+    /// `SLUICE_NATS_SERVER`, else `nats-server` on the PATH).
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// The cluster scenario: kill -9 the op stream's leader (a nats-server) halfway through
+    /// the load, and report the longest gap between two acceptances (the ingest stall).
+    #[arg(long)]
+    kill_leader: bool,
     /// Internal: serve the minimal responder in this process, print `addr=`, and exit when
     /// standard input closes (the harness runs itself this way for the raw rate).
     #[arg(long, hide = true)]
@@ -545,6 +559,9 @@ async fn sample_memory(
 
 /// Runs one named scenario (some run several variants).
 async fn scenario(name: &str, args: &Args, subject: &Subject) -> Vec<Report> {
+    if name == "cluster" {
+        return vec![cluster::run(args, subject).await];
+    }
     let base = Plan {
         endpoints: 1,
         slow: 0,
@@ -840,7 +857,7 @@ async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
         accepted_per_s: accepted.len() as f64 / ingest.as_secs_f64(),
         delivered_per_s: None,
         latency_ms: None,
-        attempt_ms: attempt_percentiles(&metrics),
+        attempt_ms: histogram_percentiles(&metrics, "sluice_delivery_attempt_duration_seconds"),
         commits: commit_batches(&metrics),
         cpu_s,
         peak_rss_mib,
@@ -1372,11 +1389,12 @@ fn commit_batches(metrics: &str) -> Option<(f64, f64)> {
     (commits > 0.0).then(|| (commits, operations / commits))
 }
 
-/// p50 and p99 of attempt durations, as the histogram's bucket upper bounds (ms).
-fn attempt_percentiles(metrics: &str) -> Option<[f64; 2]> {
+/// p50 and p99 of a histogram in seconds, as its bucket upper bounds (ms).
+fn histogram_percentiles(metrics: &str, name: &str) -> Option<[f64; 2]> {
+    let prefix = format!("{name}_bucket{{le=\"");
     let mut buckets: Vec<(f64, f64)> = metrics
         .lines()
-        .filter_map(|l| l.strip_prefix("sluice_delivery_attempt_duration_seconds_bucket{le=\""))
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (le, count) = rest.split_once("\"} ")?;
             let le = if le == "+Inf" {
@@ -1768,5 +1786,296 @@ mod tests {
         let reply = br#"{"eventType":"e","payload":{},"id":"msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF","timestamp":"t"}"#;
         assert_eq!(message_id(reply), Some("msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF"));
         assert_eq!(message_id(br#"{"code":"x"}"#), None);
+    }
+}
+
+/// The `cluster` scenario: three nats-servers (one JetStream cluster, an R3 op stream)
+/// and three Sluice nodes on this machine, loaded round-robin; accepted and delivered
+/// messages per second over the whole cluster, with the publish latency (op to the
+/// stream's acknowledgement) of node A.
+mod cluster {
+    use super::*;
+
+    /// Messages of a run are spread over this many endpoints (one per message, by
+    /// channel), so that every delivery shard, and so every node, delivers.
+    const ENDPOINTS: usize = 8;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    }
+
+    /// The nats-servers; killed when dropped.
+    struct Nats {
+        children: Vec<Child>,
+        urls: Vec<String>,
+    }
+
+    impl Drop for Nats {
+        fn drop(&mut self) {
+            for child in &mut self.children {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Starts three routed nats-servers under `dir` and waits until each is healthy and
+    /// routed to the two others.
+    async fn start_nats(binary: &Path, dir: &Path) -> Nats {
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
+            .collect();
+        let mut nats = Nats {
+            children: Vec::new(),
+            urls: Vec::new(),
+        };
+        for (i, (client, route, http)) in ports.iter().enumerate() {
+            let conf = format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+                 max_payload: 8MB\n\
+                 jetstream {{\n  store_dir: \"{}\"\n}}\n\
+                 cluster {{\n  name: sluice\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+                dir.join(format!("n{i}")).display(),
+                routes.join(", ")
+            );
+            let path = dir.join(format!("n{i}.conf"));
+            std::fs::write(&path, conf).expect("nats config");
+            let child = Command::new(binary)
+                .arg("-c")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {} ({e})", binary.display()));
+            nats.children.push(child);
+            nats.urls.push(format!("nats://127.0.0.1:{client}"));
+        }
+        for (_, _, http) in &ports {
+            let addr = SocketAddr::from(([127, 0, 0, 1], *http));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let routed = try_get(addr, "/routez").await.is_some_and(|body| {
+                    serde_json::from_str::<serde_json::Value>(&body)
+                        .is_ok_and(|v| v["num_routes"].as_u64().unwrap_or(0) >= 2)
+                });
+                if routed && try_get(addr, "/healthz").await.is_some() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "nats-server never became ready");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        nats
+    }
+
+    /// A GET that tolerates a server still starting; the body of a 200.
+    async fn try_get(addr: SocketAddr, path: &str) -> Option<String> {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header("host", addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let resp = sender.send_request(req).await.ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A node's applied sequence, from its health.
+    async fn applied_seq(addr: SocketAddr) -> u64 {
+        let health = http_get(addr, "/api/v1/health").await;
+        serde_json::from_str::<serde_json::Value>(&health).unwrap_or_default()["cluster"]
+            ["appliedSeq"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Waits (at most 30 s) until the node at `addr` has applied the stream up to `seq`.
+    async fn wait_applied(addr: SocketAddr, seq: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while applied_seq(addr).await < seq && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts Sluice nodes a, b and c on `nats`, each with its own data directory under
+    /// `dir` and the same secrets key.
+    fn start_nodes(subject: &Subject, dir: &Path, nats: &Nats) -> Vec<Sluice> {
+        let key = dir.join("secrets.key");
+        std::fs::write(&key, "5a".repeat(32)).expect("key");
+        let urls: Vec<String> = nats.urls.iter().map(|u| format!("\"{u}\"")).collect();
+        ["a", "b", "c"]
+            .iter()
+            .map(|id| {
+                let config = format!(
+                    "[storage]\nsecrets_key_file = \"{}\"\n\n\
+                     [delivery]\nendpoint_in_flight_max = {}\n\n\
+                     [cluster]\nnats_urls = [{}]\nnode_id = \"{id}\"\n",
+                    key.display(),
+                    subject.in_flight,
+                    urls.join(", ")
+                );
+                Sluice::spawn(&subject.binary, &dir.join(id), &config, true)
+            })
+            .collect()
+    }
+
+    pub(super) async fn run(args: &Args, subject: &Subject) -> Report {
+        let binary = args
+            .nats_server
+            .clone()
+            .or_else(|| std::env::var_os("SLUICE_NATS_SERVER").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("nats-server"));
+        let dir = std::env::temp_dir().join(format!("sluice-bench-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut nats = start_nats(&binary, &dir).await;
+        let mut nodes = start_nodes(subject, &dir, &nats);
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let plan = plan(args, addrs.len());
+        let receivers = Receivers {
+            plan,
+            slow: Duration::from_millis(args.slow_ms),
+            fail_status: args.fail_status,
+        };
+        let sink = start_sink(Arc::clone(&seen), receivers).await;
+        let hung = start_hanging_sink().await;
+        let app = format!("bench-cluster-{}", std::process::id());
+        let path = setup(addrs[0], &app, sink, hung, plan).await;
+        // The other nodes serve the app once they applied its ops.
+        let set_up = applied_seq(addrs[0]).await;
+        for &addr in &addrs[1..] {
+            wait_applied(addr, set_up).await;
+        }
+        let started = Instant::now();
+        let loads: Vec<_> = addrs
+            .iter()
+            .map(|&addr| {
+                let path = path.clone();
+                tokio::spawn(async move { load(addr, &path, plan).await })
+            })
+            .collect();
+        let killed = if args.kill_leader {
+            tokio::time::sleep(plan.secs / 2).await;
+            Some(kill_leader(&mut nats).await)
+        } else {
+            None
+        };
+        let mut accepted = HashMap::new();
+        for one in loads {
+            accepted.extend(one.await.expect("load"));
+        }
+        let ingest = started.elapsed();
+        let expected = accepted.len() * plan.healthy_per_message();
+        let deadline = Instant::now() + DRAIN_TIME_MAX;
+        while seen.lock().expect("lock").first.len() < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let metrics = http_get(addrs[0], "/metrics").await;
+        let usages: Vec<(f64, f64)> = nodes.iter().map(Sluice::usage).collect();
+        for node in &mut nodes {
+            node.stop();
+        }
+        drop(nats);
+        let _ = std::fs::remove_dir_all(&dir);
+        let seen = seen.lock().expect("lock");
+        let mut report = report(&metrics, &usages, accepted.len(), ingest);
+        if let Some(leader) = killed {
+            report.name.push_str(&format!(
+                " [killed leader n{leader}: longest ingest gap {:.0} ms]",
+                longest_gap(&accepted).as_secs_f64() * 1e3
+            ));
+        }
+        deliveries(report, &seen, &accepted, expected, started)
+    }
+
+    /// Kills (SIGKILL) the nats-server that leads the op stream; its number.
+    async fn kill_leader(nats: &mut Nats) -> usize {
+        let addrs: Vec<async_nats::ServerAddr> = nats
+            .urls
+            .iter()
+            .map(|u| u.parse().expect("NATS URL"))
+            .collect();
+        let client = async_nats::connect(addrs).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("SLUICE_OPS").await.expect("the op stream");
+        let info = stream.info().await.expect("stream info");
+        let leader: usize = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.as_deref())
+            .and_then(|name| name.trim_start_matches('n').parse().ok())
+            .expect("the stream's leader");
+        let _ = nats.children[leader].kill();
+        leader
+    }
+
+    /// The longest time between two consecutive acceptances.
+    fn longest_gap(accepted: &HashMap<MsgKey, Instant>) -> Duration {
+        let mut times: Vec<Instant> = accepted.values().copied().collect();
+        times.sort_unstable();
+        times
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The run's figures before the deliveries are counted: CPU summed over the nodes,
+    /// the largest node's peak RSS, and node A's publish and attempt latencies.
+    fn report(metrics: &str, usages: &[(f64, f64)], accepted: usize, ingest: Duration) -> Report {
+        let publish = histogram_percentiles(metrics, "sluice_cluster_publish_duration_seconds");
+        let applied = histogram_percentiles(metrics, "sluice_cluster_publish_to_apply_seconds");
+        Report {
+            name: format!(
+                "cluster 3 nodes, {ENDPOINTS} eps (publish ms p50<={} p99<={}, \
+                 publish-to-apply ms p50<={} p99<={})",
+                publish.map_or(f64::NAN, |p| p[0]),
+                publish.map_or(f64::NAN, |p| p[1]),
+                applied.map_or(f64::NAN, |p| p[0]),
+                applied.map_or(f64::NAN, |p| p[1])
+            ),
+            accepted,
+            accepted_per_s: accepted as f64 / ingest.as_secs_f64(),
+            delivered_per_s: None,
+            latency_ms: None,
+            attempt_ms: histogram_percentiles(metrics, "sluice_delivery_attempt_duration_seconds"),
+            commits: None,
+            cpu_s: usages.iter().map(|u| u.0).sum(),
+            peak_rss_mib: usages.iter().map(|u| u.1).fold(0.0, f64::max),
+            refused: None,
+            series: Series::default(),
+        }
+    }
+
+    /// The load of one node: a third of the clients and of the rate; one endpoint per
+    /// message, by channel.
+    fn plan(args: &Args, nodes: usize) -> Plan {
+        Plan {
+            endpoints: ENDPOINTS,
+            slow: 0,
+            failing: 0,
+            closing: 0,
+            hanging: 0,
+            fanout: 1,
+            via_source: false,
+            payload: args.payload,
+            clients: (args.clients / nodes).max(1),
+            secs: Duration::from_secs(args.secs),
+            rate: args.rate.map(|r| r / nodes as u64),
+        }
     }
 }

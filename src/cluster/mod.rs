@@ -6,12 +6,15 @@
 //! giving it to its writer (`Replicator`), and answers once the stream has stored it and
 //! its own applier has applied it, with its own apply outcome. Delivery is divided by
 //! shard leases in a JetStream key-value bucket (`lease.rs`); work that must run once in
-//! the cluster (background tasks, retention) runs on the holder of the `singleton` lease.
+//! the cluster (background tasks, retention, scheduled snapshots) runs on the holder of the
+//! `singleton` lease. Snapshots (`snapshot.rs`) let a node join with an empty data
+//! directory and let the stream be purged.
 //!
 //! Nothing here runs without a `[cluster]` section.
 
 pub mod applier;
 pub mod lease;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,10 +43,20 @@ pub enum ClusterError {
     Connect { urls: String, detail: String },
     #[error("NATS credentials: {0}")]
     Credentials(String),
+    #[error("NATS TLS: {0}")]
+    Tls(String),
     #[error("JetStream: {0}")]
     JetStream(String),
     #[error("the applier did not reach the end of the stream within {0:?}")]
     CatchUp(Duration),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    #[error(
+        "this node's log has applied the op stream up to {applied}, but the stream now \
+         starts at {first} (the ops between were purged after a snapshot): stop the node, \
+         empty its data directory and start it again to restore the newest snapshot"
+    )]
+    Behind { applied: u64, first: u64 },
 }
 
 /// Whether a nats-server version (`2.10.4`, `2.11.0-RC.1`) is 2.10 or newer.
@@ -89,6 +102,7 @@ pub struct Cluster {
     stop: watch::Sender<bool>,
     applier: JoinHandle<()>,
     leases: JoinHandle<()>,
+    snapshots: JoinHandle<()>,
     /// One signal per delivery shard: whether this node may start attempts on it.
     pub shards: Vec<Ownership>,
     /// Whether this node runs the work that runs once (tasks, retention).
@@ -103,6 +117,7 @@ impl Cluster {
         config: &ClusterConfig,
         log: &Log,
         shards: usize,
+        clock: crate::clock::Clock,
     ) -> Result<Cluster, ClusterError> {
         let client = connect(config).await?;
         let info = client.server_info();
@@ -113,11 +128,10 @@ impl Cluster {
                 info.version
             )));
         }
-        let replicas = info.connect_urls.len().clamp(1, 3);
-        let js = jetstream::ContextBuilder::new()
-            .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
-            .build(client);
-        let (stream, bucket) = stream_and_bucket(&js, config, replicas).await?;
+        let replicas = replicas(&client);
+        let js = context(client.clone());
+        let (stream, bucket, store) = jetstream_parts(&js, config, replicas).await?;
+        not_behind(&stream, log).await?;
         let waiters: Waiters = Arc::default();
         let (stop, stopped) = watch::channel(false);
         let applier = tokio::spawn(applier::run(
@@ -145,14 +159,17 @@ impl Cluster {
             ..ClusterView::default()
         }));
         let (leases, shard_signals, singleton) = lease::start(
-            bucket,
-            stream,
+            bucket.clone(),
+            stream.clone(),
             log.clone(),
             config,
             shards,
             Arc::clone(&view),
-            stopped,
+            stopped.clone(),
         );
+        let snapshotter =
+            snapshot::Snapshotter::new(store, stream, bucket, log.clone(), config, clock);
+        let snapshots = tokio::spawn(snapshotter.run(client, singleton.clone(), stopped));
         tracing::info!(
             node_id = %config.node_id,
             stream = %config.stream,
@@ -166,6 +183,7 @@ impl Cluster {
             stop,
             applier,
             leases,
+            snapshots,
             shards: shard_signals,
             singleton,
         })
@@ -192,8 +210,20 @@ impl Cluster {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.leases.await;
+        let _ = self.snapshots.await;
         let _ = self.applier.await;
     }
+}
+
+/// Refuses a log whose `applied_seq` the stream was purged past: the ops it lacks are
+/// gone (it must restore a snapshot instead).
+async fn not_behind(stream: &stream::Stream, log: &Log) -> Result<(), ClusterError> {
+    let (first, _) = stream_bounds(stream).await?;
+    let applied = log.applied_seq();
+    if first > applied + 1 {
+        return Err(ClusterError::Behind { applied, first });
+    }
+    Ok(())
 }
 
 /// Reads a cluster node's status (for `/api/v1/health`).
@@ -219,6 +249,21 @@ impl StatusReader {
     }
 }
 
+/// The op stream's replicas: one per NATS server the client knows of, at most three.
+fn replicas(client: &async_nats::Client) -> usize {
+    client.server_info().connect_urls.len().clamp(1, 3)
+}
+
+/// A JetStream context whose API calls wait at most `CLUSTER_API_TIMEOUT_MS`.
+fn context(client: async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
+        .build(client)
+}
+
+/// Connects to NATS, trying again (bounded: `CLUSTER_CONNECT_WAIT_MS`) while no server
+/// answers, so a node may start with its NATS servers. Refused credentials and a failed
+/// TLS handshake are reported at once, naming the settings to look at.
 async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterError> {
     let urls = config.nats_urls.join(",");
     let addrs: Vec<async_nats::ServerAddr> = config
@@ -230,55 +275,126 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterEr
             urls: urls.clone(),
             detail: e.to_string(),
         })?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(crate::limits::CLUSTER_CONNECT_WAIT_MS);
+    loop {
+        let error = match connect_options(config).await?.connect(addrs.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(error) => error,
+        };
+        match error.kind() {
+            async_nats::ConnectErrorKind::AuthorizationViolation
+            | async_nats::ConnectErrorKind::Authentication => {
+                return Err(ClusterError::Credentials(format!(
+                    "NATS refused this node's credentials ({}): {error}",
+                    credentials_setting(&config.auth)
+                )));
+            }
+            _ if tls_failure(&error) => {
+                return Err(ClusterError::Tls(format!(
+                    "TLS to NATS failed ({}): {error}",
+                    match &config.tls_ca_file {
+                        Some(path) => format!(
+                            "does cluster.tls_ca_file, {}, hold the CA of the servers' \
+                             certificates?",
+                            path.display()
+                        ),
+                        None => "the servers' certificates are not trusted by the system's \
+                                 roots: set cluster.tls_ca_file"
+                            .to_owned(),
+                    }
+                )));
+            }
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(crate::limits::CLUSTER_START_RETRY_MS))
+                    .await;
+            }
+            _ => {
+                return Err(ClusterError::Connect {
+                    urls,
+                    detail: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Whether a connection failed in the TLS handshake. A certificate the client does not
+/// trust comes back as an I/O error (rustls' own, as text), not as the TLS kind.
+fn tls_failure(error: &async_nats::ConnectError) -> bool {
+    let text = error.to_string();
+    error.kind() == async_nats::ConnectErrorKind::Tls
+        || text.contains("certificate")
+        || text.contains("handshake")
+}
+
+/// The settings that hold this node's NATS credentials (for an error message).
+fn credentials_setting(auth: &NatsAuth) -> &'static str {
+    match auth {
+        NatsAuth::None => {
+            "none configured: set cluster.user and cluster.password, cluster.nkey_seed_file \
+             or cluster.creds_file"
+        }
+        NatsAuth::UserPassword { .. } => "check cluster.user and cluster.password",
+        NatsAuth::NkeySeedFile(_) => "check cluster.nkey_seed_file",
+        NatsAuth::CredsFile(_) => "check cluster.creds_file",
+    }
+}
+
+/// The client's options: name, timeouts, credentials and TLS of `[cluster]`.
+async fn connect_options(
+    config: &ClusterConfig,
+) -> Result<async_nats::ConnectOptions, ClusterError> {
     let options = async_nats::ConnectOptions::new()
         .name(format!("sluice-{}", config.node_id))
         .connection_timeout(Duration::from_secs(5))
-        .request_timeout(Some(Duration::from_millis(CLUSTER_API_TIMEOUT_MS)))
-        .retry_on_initial_connect();
-    let options = match &config.auth {
+        .request_timeout(Some(Duration::from_millis(CLUSTER_API_TIMEOUT_MS)));
+    let options = match &config.tls_ca_file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(ClusterError::Tls(format!(
+                    "cluster.tls_ca_file: {} is not a readable file",
+                    path.display()
+                )));
+            }
+            options
+                .add_root_certificates(path.clone())
+                .require_tls(true)
+        }
+        None => options,
+    };
+    Ok(match &config.auth {
         NatsAuth::None => options,
         NatsAuth::UserPassword { user, password } => {
             options.user_and_password(user.clone(), password.clone())
         }
         NatsAuth::NkeySeedFile(path) => {
-            let seed = std::fs::read_to_string(path)
-                .map_err(|e| ClusterError::Credentials(format!("{}: {e}", path.display())))?;
+            let seed = std::fs::read_to_string(path).map_err(|e| {
+                ClusterError::Credentials(format!("cluster.nkey_seed_file {}: {e}", path.display()))
+            })?;
             options.nkey(seed.trim().to_owned())
         }
-        NatsAuth::CredsFile(path) => options
-            .credentials_file(path)
-            .await
-            .map_err(|e| ClusterError::Credentials(format!("{}: {e}", path.display())))?,
-    };
-    // `retry_on_initial_connect` returns at once and connects in the background; wait
-    // (bounded) for the first connection so a wrong URL is reported at start.
-    let client = options
-        .connect(addrs)
-        .await
-        .map_err(|e| ClusterError::Connect {
-            urls: urls.clone(),
-            detail: e.to_string(),
-        })?;
-    for _ in 0..200 {
-        if client.connection_state() == async_nats::connection::State::Connected {
-            return Ok(client);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(ClusterError::Connect {
-        urls,
-        detail: "no server answered within 10 s".to_owned(),
+        NatsAuth::CredsFile(path) => options.credentials_file(path).await.map_err(|e| {
+            ClusterError::Credentials(format!("cluster.creds_file {}: {e}", path.display()))
+        })?,
     })
 }
 
-/// The op stream and the lease bucket, created when missing. A NATS cluster that is
+/// The op stream, the lease bucket and the snapshot bucket, created when missing. A NATS cluster that is
 /// starting too (the usual boot, or a whole-site restart) answers JetStream calls only
 /// once it has elected a meta leader: wait for it.
-async fn stream_and_bucket(
+async fn jetstream_parts(
     js: &jetstream::Context,
     config: &ClusterConfig,
     replicas: usize,
-) -> Result<(stream::Stream, async_nats::jetstream::kv::Store), ClusterError> {
+) -> Result<
+    (
+        stream::Stream,
+        jetstream::kv::Store,
+        jetstream::object_store::ObjectStore,
+    ),
+    ClusterError,
+> {
     let stream = until_jetstream_answers("the op stream", || {
         ensure_stream(js, &config.stream, replicas)
     })
@@ -287,7 +403,11 @@ async fn stream_and_bucket(
         lease::ensure_bucket(js, config, replicas)
     })
     .await?;
-    Ok((stream, bucket))
+    let store = until_jetstream_answers("the snapshot bucket", || {
+        snapshot::ensure_store(js, &config.stream, replicas)
+    })
+    .await?;
+    Ok((stream, bucket, store))
 }
 
 /// Runs `attempt` until it succeeds or `CLUSTER_START_WAIT_MS` has passed, pausing
@@ -338,9 +458,7 @@ async fn ensure_stream(
 /// and returns the sequence applied (`sluice cluster verify`).
 pub async fn catch_up(config: &ClusterConfig, log: &Log) -> Result<u64, ClusterError> {
     let client = connect(config).await?;
-    let js = jetstream::ContextBuilder::new()
-        .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
-        .build(client);
+    let js = context(client);
     let stream = js
         .get_stream(&config.stream)
         .await
@@ -364,13 +482,11 @@ pub async fn catch_up(config: &ClusterConfig, log: &Log) -> Result<u64, ClusterE
     }
 }
 
-/// `sluice cluster status`: the stream, every live node (from its heartbeat: applied
-/// sequence, lag, shards) and every lease, as lines of text.
+/// `sluice cluster status`: the stream, its snapshots, every live node (from its heartbeat:
+/// applied sequence, lag, shards) and every lease, as lines of text.
 pub async fn status(config: &ClusterConfig) -> Result<Vec<String>, ClusterError> {
     let client = connect(config).await?;
-    let js = jetstream::ContextBuilder::new()
-        .timeout(Duration::from_millis(CLUSTER_API_TIMEOUT_MS))
-        .build(client);
+    let js = context(client);
     let stream = js
         .get_stream(&config.stream)
         .await
@@ -386,9 +502,10 @@ pub async fn status(config: &ClusterConfig) -> Result<Vec<String>, ClusterError>
         .and_then(|c| c.leader.clone())
         .unwrap_or_else(|| "none".to_owned());
     let mut lines = vec![format!(
-        "stream {}: last_seq {last}, replicas {}, leader {leader}",
-        config.stream, info.config.num_replicas
+        "stream {}: first_seq {}, last_seq {last}, replicas {}, leader {leader}",
+        config.stream, info.state.first_sequence, info.config.num_replicas
     )];
+    lines.extend(snapshot_lines(&js, config).await?);
     let name = lease_bucket(&config.stream);
     let bucket = js
         .get_key_value(&name)
@@ -428,12 +545,42 @@ pub async fn status(config: &ClusterConfig) -> Result<Vec<String>, ClusterError>
     Ok(lines)
 }
 
+/// One line per snapshot in the object store, oldest first (none if it has no bucket).
+async fn snapshot_lines(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<Vec<String>, ClusterError> {
+    let Ok(store) = js
+        .get_object_store(snapshot::bucket_name(&config.stream))
+        .await
+    else {
+        return Ok(Vec::new());
+    };
+    let mut stored = snapshot::list(&store).await?;
+    stored.sort_by_key(|s| s.applied_seq);
+    Ok(stored
+        .into_iter()
+        .map(|s| {
+            format!(
+                "snapshot {}: applied_seq {}, {} bytes, taken_ms {}",
+                s.name, s.applied_seq, s.bytes, s.taken_ms
+            )
+        })
+        .collect())
+}
+
 /// The stream's last sequence (0 when empty).
 pub async fn last_seq(stream: &stream::Stream) -> Result<u64, ClusterError> {
+    stream_bounds(stream).await.map(|(_, last)| last)
+}
+
+/// The stream's first and last sequences (the first is past the last once every op was
+/// purged; both 0 for a stream never written).
+pub async fn stream_bounds(stream: &stream::Stream) -> Result<(u64, u64), ClusterError> {
     stream
         .get_info()
         .await
-        .map(|info| info.state.last_sequence)
+        .map(|info| (info.state.first_sequence, info.state.last_sequence))
         .map_err(|e| ClusterError::JetStream(format!("stream info: {e}")))
 }
 
@@ -486,11 +633,16 @@ impl Replicate for Replicator {
         );
         let payload = Bytes::from(envelope.encode());
         tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
             let result = match publish(&js, &subject, &id, payload).await {
                 Ok(_) => {
                     let wait = Duration::from_millis(CLUSTER_APPLY_WAIT_MS);
                     match tokio::time::timeout(wait, applied).await {
-                        Ok(Ok(result)) => result,
+                        Ok(Ok(result)) => {
+                            metrics::histogram!(telemetry::name::CLUSTER_PUBLISH_TO_APPLY)
+                                .record(started.elapsed().as_secs_f64());
+                            result
+                        }
                         Ok(Err(_)) => Err(LogError::WriterGone),
                         Err(_) => Err(LogError::Cluster(
                             "the op is in the stream but was not applied here in time".to_owned(),

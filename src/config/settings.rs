@@ -644,6 +644,41 @@ pub static SETTINGS: &[Setting] = &[
         |r, key, v, d| d.nats_creds_file = r.path(key, v),
         |c| c.cluster.as_ref().map(|k| &k.auth)
     ),
+    custom!(
+        "cluster.tls_ca_file",
+        None,
+        "PEM path",
+        Restart,
+        "certificates that sign the NATS servers' TLS certificates; with it the connection to NATS must be TLS (`tls://` URLs imply TLS too, trusting the system's roots)",
+        |r, key, v, d| d.cluster().tls_ca_file = r.path(key, v),
+        |c| c.cluster.as_ref().map(|k| &k.tls_ca_file)
+    ),
+    custom!(
+        "cluster.snapshot_interval_ms",
+        Some("3600000"),
+        "0, or 1,000–7 days",
+        Restart,
+        "how often the `singleton` holder writes a snapshot (only when ops were applied since the newest; the default is 1 h); 0: only on `sluice cluster snapshot`",
+        |r, key, v, d| {
+            let mut interval = 0u64;
+            r.int(key, v, 0, 7 * DAY_MS, &mut interval);
+            if (1..1_000).contains(&interval) {
+                r.problem(key, "must be 0 (no schedule) or 1000-604800000");
+            } else {
+                d.cluster().snapshot_interval_ms = interval;
+            }
+        },
+        |c| c.cluster.as_ref().map(|k| k.snapshot_interval_ms)
+    ),
+    cluster_int!(
+        "cluster.snapshot_keep",
+        "2",
+        1,
+        100,
+        "1–100",
+        "snapshots kept in the object store; the op stream is purged below the oldest kept one",
+        snapshot_keep
+    ),
 ];
 
 /// The setting `key` names (`section.name`, or a top-level older spelling).

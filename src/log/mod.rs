@@ -495,6 +495,11 @@ impl Log {
         Arc::clone(&self.shared.writer_heartbeat)
     }
 
+    /// The data directory the log lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
     /// Copies the environment, compacted, into `dir` (created if missing) as a data
     /// directory `Log::open` can open. Runs in one read transaction: the copy is the state
     /// of one moment, and writers go on meanwhile. Returns the copy's size in bytes.

@@ -139,6 +139,12 @@ struct Node {
 
 /// Writes the config of node `id` under `root`.
 fn node_files(root: &Path, id: &str, nats: &Nats) -> Node {
+    node_files_with(root, id, &nats.urls(), "")
+}
+
+/// Writes the config of node `id` under `root`: NATS at `urls`, `extra` lines in its
+/// `[cluster]` section.
+fn node_files_with(root: &Path, id: &str, urls: &[String], extra: &str) -> Node {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).expect("node dir");
     let key = root.join("secrets.key");
@@ -146,12 +152,12 @@ fn node_files(root: &Path, id: &str, nats: &Nats) -> Node {
         let hex: String = [0x5au8; 32].iter().map(|b| format!("{b:02x}")).collect();
         std::fs::write(&key, hex).expect("key");
     }
-    let urls: Vec<String> = nats.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     let text = format!(
         "[storage]\nsecrets_key_file = \"{}\"\nmap_size_bytes = 268435456\n\n\
          [delivery]\nallow_http = true\nallowed_networks = [\"127.0.0.0/8\"]\n\
          retry_schedule_ms = [500, 1000, 2000, 4000]\njitter_percent = 0\n\n\
-         [cluster]\nnats_urls = [{}]\nnode_id = \"{id}\"\nlease_ttl_ms = {LEASE_TTL_MS}\n",
+         [cluster]\nnats_urls = [{}]\nnode_id = \"{id}\"\nlease_ttl_ms = {LEASE_TTL_MS}\n{extra}",
         key.display(),
         urls.join(", ")
     );
@@ -643,5 +649,530 @@ async fn cluster_writes_stall_and_resume_when_the_stream_leader_dies() {
         stop(node).await;
     }
     assert_same_state(&files.iter().collect::<Vec<_>>());
+    drop(nats);
+}
+
+/// `sluice cluster status` through `node`'s config.
+fn cluster_status(node: &Node) -> String {
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["cluster", "status", "--config"])
+            .arg(&node.config),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The op stream's first sequence and the snapshots' applied sequences, as
+/// `sluice cluster status` shows them.
+fn stream_and_snapshots(node: &Node) -> (u64, Vec<u64>) {
+    let status = cluster_status(node);
+    let first = status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("stream SLUICE_OPS: first_seq ")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no stream line:\n{status}"));
+    let snapshots = status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("snapshot ")?
+                .split("applied_seq ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    (first, snapshots)
+}
+
+/// Posts `count` messages to app `app`, round-robin over `addrs`; their ids.
+async fn post_messages(addrs: &[SocketAddr], app: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count);
+    for n in 0..count {
+        let resp = post(
+            addrs[n % addrs.len()],
+            &format!("/api/v1/app/{app}/msg"),
+            &json!({"eventType": "join.tick", "payload": {"n": n}}),
+        )
+        .await;
+        assert_eq!(resp.status, 202, "{:?}", resp.json);
+        ids.push(resp.json["id"].as_str().expect("id").to_owned());
+    }
+    ids
+}
+
+/// Waits (at most 30 s) until every receiver got every message of `ids`, signed.
+async fn all_delivered(receivers: &[Receiver], ids: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for receiver in receivers {
+        loop {
+            let seen = signed_ids(receiver);
+            let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing} message(s) never delivered to {}",
+                receiver.url()
+            );
+            pause(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What a node's list endpoints answer for every application: the apps, and each app's
+/// endpoints and messages.
+async fn list_answers(node: SocketAddr) -> Vec<Value> {
+    let apps = get(node, "/api/v1/app?limit=250").await.json;
+    let mut answers = vec![apps.clone()];
+    for app in apps["data"].as_array().into_iter().flatten() {
+        let id = app["id"].as_str().expect("app id");
+        for list in ["endpoint", "msg"] {
+            let path = format!("/api/v1/app/{id}/{list}?limit=250");
+            answers.push(get(node, &path).await.json);
+        }
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_node_joins_empty_from_a_snapshot_and_serves_the_same_state() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nats = Nats::start(root.path()).await;
+    let extra = "snapshot_interval_ms = 1000\nsnapshot_keep = 2\n";
+    let mut files: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_files_with(root.path(), id, &nats.urls(), extra))
+        .collect();
+    let mut nodes: Vec<Daemon> = files.iter().map(Node::spawn).collect();
+    let mut addrs: Vec<SocketAddr> = nodes.iter().map(|d| d.addr).collect();
+
+    // State before the snapshot: an app with two endpoints and delivered messages.
+    let app = post(addrs[0], "/api/v1/app", &json!({"name": "j", "uid": "j"})).await;
+    assert_eq!(app.status, 201);
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    );
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        let receiver = verifying_receiver().await;
+        let endpoint = post(
+            addrs[0],
+            "/api/v1/app/j/endpoint",
+            &json!({"url": receiver.url(), "secret": secret}),
+        )
+        .await;
+        assert_eq!(endpoint.status, 201, "{:?}", endpoint.json);
+        receivers.push(receiver);
+    }
+    let before = post_messages(&addrs, "j", 30).await;
+    all_delivered(&receivers, &before).await;
+
+    // On demand: `sluice cluster snapshot` has one node write one.
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["cluster", "snapshot", "--config"])
+            .arg(&files[0].config),
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let on_demand: u64 = printed
+        .split("applied_seq ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|seq| seq.parse().ok())
+        .unwrap_or_else(|| panic!("no applied_seq in {printed:?}"));
+    assert!(on_demand > 30, "{printed}");
+
+    // State after it, which a joining node replays from the stream.
+    let later = post(addrs[1], "/api/v1/app", &json!({"name": "k", "uid": "k"})).await;
+    assert_eq!(later.status, 201);
+    // (On the node that created it: the others may not have applied it yet.)
+    post_messages(&addrs[1..2], "k", 5).await;
+    let after = post_messages(&addrs, "j", 20).await;
+    all_delivered(&receivers, &after).await;
+
+    // On schedule: the singleton holder writes a newer one; two are kept and the stream
+    // is purged below the oldest kept.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (first, snapshots) = loop {
+        let (first, snapshots) = stream_and_snapshots(&files[0]);
+        if first > 1 && snapshots.iter().any(|&s| s > on_demand) {
+            break (first, snapshots);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled snapshot and purge: first_seq {first}, snapshots {snapshots:?}"
+        );
+        pause(Duration::from_millis(200)).await;
+    };
+    assert!(snapshots.len() <= 2, "{snapshots:?}");
+    assert!(
+        first <= snapshots.iter().min().expect("a snapshot") + 1,
+        "purged past the oldest kept snapshot: first_seq {first}, {snapshots:?}"
+    );
+
+    // Node C stops; `cluster verify` brings its log to the stream's end, which the stream
+    // is then purged past by newer snapshots: restarted as it is, C refuses to start (the
+    // ops it lacks are gone) and says what to do; wiped, it restores a snapshot.
+    stop(nodes.remove(2)).await;
+    addrs.remove(2);
+    let c_applied: u64 = files[2]
+        .verify()
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("applied_seq "))
+        .and_then(|seq| seq.parse().ok())
+        .expect("applied_seq");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (first, snapshots) = stream_and_snapshots(&files[0]);
+        if first > c_applied + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never purged past C's {c_applied}: first_seq {first}, snapshots {snapshots:?}"
+        );
+        // New ops, and a schedule's interval, make another snapshot.
+        let more = post_messages(&addrs, "j", 3).await;
+        all_delivered(&receivers, &more).await;
+        pause(Duration::from_millis(500)).await;
+    }
+    let stderr = refused_at_start_as(&files[2]);
+    assert!(stderr.contains("empty its data directory"), "{stderr}");
+    std::fs::remove_dir_all(&files[2].dir).expect("wipe C");
+    std::fs::create_dir_all(&files[2].dir).expect("empty C");
+    let c = files[2].spawn();
+    assert!(restored(&c), "{}", c.log_text());
+    addrs.insert(2, c.addr);
+    nodes.insert(2, c);
+
+    // A fourth node with an empty data directory restores the newest snapshot too,
+    // catches up and takes its share of the shards.
+    let joiner = node_files_with(root.path(), "d", &nats.urls(), extra);
+    let d = joiner.spawn();
+    assert!(restored(&d), "{}", d.log_text());
+    addrs.push(d.addr);
+    nodes.push(d);
+    files.push(joiner);
+    let shares = balanced(&addrs).await;
+    assert!(shares.iter().all(|s| s.len() == 1), "{shares:?}");
+
+    // It delivers and takes writes like the others.
+    let joined = post_messages(&addrs, "j", 20).await;
+    all_delivered(&receivers, &joined).await;
+
+    // Its list endpoints answer what the others' do, for every app.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reference = list_answers(addrs[0]).await;
+        let mut same = true;
+        for &node in &addrs[1..] {
+            same &= list_answers(node).await == reference;
+        }
+        if same {
+            assert!(reference.len() >= 5, "{reference:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes' lists differ");
+        pause(Duration::from_millis(100)).await;
+    }
+
+    for node in nodes {
+        stop(node).await;
+    }
+    assert_same_state(&files.iter().collect::<Vec<_>>());
+    drop(nats);
+}
+
+/// One nats-server alone (JetStream, its own store) with `extra` in its config
+/// (authorization, TLS), ready to serve.
+async fn lone_nats(dir: &Path, extra: &str) -> Nats {
+    let binary = std::env::var("SLUICE_NATS_SERVER").expect("SLUICE_NATS_SERVER");
+    let (client, http) = (free_port(), free_port());
+    let conf = format!(
+        "server_name: lone\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+         jetstream {{\n  store_dir: \"{}\"\n}}\n{extra}\n",
+        dir.join("lone").display()
+    );
+    let path = dir.join("lone.conf");
+    std::fs::write(&path, conf).expect("write nats config");
+    let log = std::fs::File::create(dir.join("lone.log")).expect("log file");
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn nats-server");
+    let server = NatsServer {
+        child,
+        client,
+        http,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], http));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(try_text(addr, "/healthz").await, Some((200, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "the lone nats-server never became healthy:\n{}",
+            std::fs::read_to_string(dir.join("lone.log")).unwrap_or_default()
+        );
+        pause(Duration::from_millis(50)).await;
+    }
+    Nats {
+        servers: vec![server],
+    }
+}
+
+/// A node on `urls` with `extra` in its `[cluster]` section starts, and serves a write.
+async fn serves_a_write(root: &Path, id: &str, urls: &[String], extra: &str) {
+    let node = node_files_with(root, id, urls, extra);
+    let daemon = node.spawn();
+    let app = post(daemon.addr, "/api/v1/app", &json!({"name": id, "uid": id})).await;
+    assert_eq!(app.status, 201, "{:?}", app.json);
+    stop(daemon).await;
+}
+
+/// Whether a node logged that it restored a snapshot at start.
+fn restored(daemon: &Daemon) -> bool {
+    daemon
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("Restored the newest snapshot"))
+}
+
+/// A node on `urls` with `extra` in its `[cluster]` section refuses to start; its stderr.
+fn refused_at_start(root: &Path, id: &str, urls: &[String], extra: &str) -> String {
+    refused_at_start_as(&node_files_with(root, id, urls, extra))
+}
+
+/// `node` refuses to start; its stderr.
+fn refused_at_start_as(node: &Node) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&node.config)
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .env("SLUICE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("run sluice");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started anyway:\n{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_user_and_password_are_used_and_a_wrong_one_is_named() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let nats = lone_nats(
+        root.path(),
+        "authorization {\n  users = [ { user: \"sluice\", password: \"s3cret-pass\" } ]\n}",
+    )
+    .await;
+    let urls = nats.urls();
+    serves_a_write(
+        root.path(),
+        "good",
+        &urls,
+        "user = \"sluice\"\npassword = \"s3cret-pass\"\n",
+    )
+    .await;
+    let stderr = refused_at_start(
+        root.path(),
+        "bad",
+        &urls,
+        "user = \"sluice\"\npassword = \"wrong\"\n",
+    );
+    assert!(
+        stderr.contains("cluster.user and cluster.password")
+            && stderr.contains("authorization violation"),
+        "{stderr}"
+    );
+    let stderr = refused_at_start(root.path(), "none", &urls, "");
+    assert!(stderr.contains("cluster.nkey_seed_file"), "{stderr}");
+    // A credentials file that is not one is named too (before any connection).
+    let creds = root.path().join("broken.creds");
+    std::fs::write(&creds, "not a credentials file\n").expect("write creds");
+    let stderr = refused_at_start(
+        root.path(),
+        "creds",
+        &urls,
+        &format!("creds_file = \"{}\"\n", creds.display()),
+    );
+    assert!(stderr.contains("cluster.creds_file"), "{stderr}");
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_nkey_seed_is_used_and_a_wrong_one_is_named() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let user = nkeys::KeyPair::new_user();
+    let nats = lone_nats(
+        root.path(),
+        &format!(
+            "authorization {{\n  users = [ {{ nkey: \"{}\" }} ]\n}}",
+            user.public_key()
+        ),
+    )
+    .await;
+    let urls = nats.urls();
+    let seed = root.path().join("good.nk");
+    std::fs::write(&seed, user.seed().expect("seed")).expect("write seed");
+    serves_a_write(
+        root.path(),
+        "good",
+        &urls,
+        &format!("nkey_seed_file = \"{}\"\n", seed.display()),
+    )
+    .await;
+    let other = root.path().join("other.nk");
+    let stranger = nkeys::KeyPair::new_user();
+    std::fs::write(&other, stranger.seed().expect("seed")).expect("write seed");
+    let stderr = refused_at_start(
+        root.path(),
+        "bad",
+        &urls,
+        &format!("nkey_seed_file = \"{}\"\n", other.display()),
+    );
+    assert!(stderr.contains("cluster.nkey_seed_file"), "{stderr}");
+    // A credentials file that is not one is named too (before any connection).
+    let creds = root.path().join("broken.creds");
+    std::fs::write(&creds, "not a credentials file\n").expect("write creds");
+    let stderr = refused_at_start(
+        root.path(),
+        "creds",
+        &urls,
+        &format!("creds_file = \"{}\"\n", creds.display()),
+    );
+    assert!(stderr.contains("cluster.creds_file"), "{stderr}");
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_tls_trusts_the_configured_ca_and_names_it_otherwise() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let certs = root.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    crate::harness::make_certificates(&certs);
+    let nats = lone_nats(
+        root.path(),
+        &format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}",
+            certs.join("cert.pem").display(),
+            certs.join("key.pem").display()
+        ),
+    )
+    .await;
+    let urls = vec![format!("tls://127.0.0.1:{}", nats.servers[0].client)];
+    serves_a_write(
+        root.path(),
+        "good",
+        &urls,
+        &format!("tls_ca_file = \"{}\"\n", certs.join("ca.pem").display()),
+    )
+    .await;
+    // Without the CA, the servers' certificate is not trusted.
+    let stderr = refused_at_start(root.path(), "untrusting", &urls, "");
+    assert!(stderr.contains("cluster.tls_ca_file"), "{stderr}");
+    drop(nats);
+}
+
+/// A NATS JWT (v2) with `claims`, issued and signed by `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, mut claims: Value) -> String {
+    let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    claims["iss"] = json!(issuer.public_key());
+    claims["iat"] = json!(1_700_000_000u64);
+    claims["jti"] = json!(format!(
+        "sluice-test-{}",
+        claims["sub"].as_str().unwrap_or("")
+    ));
+    let header = encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = encode(claims.to_string().as_bytes());
+    let signed = format!("{header}.{body}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", encode(&signature))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_creds_file_is_used_and_a_wrong_one_is_named() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let operator_jwt = nats_jwt(
+        &operator,
+        json!({"sub": operator.public_key(), "name": "op",
+               "nats": {"type": "operator", "version": 2}}),
+    );
+    let account_jwt = nats_jwt(
+        &operator,
+        json!({"sub": account.public_key(), "name": "sluice",
+               "nats": {"type": "account", "version": 2,
+                        "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1,
+                                   "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+                                   "mem_storage": -1, "disk_storage": -1, "streams": -1,
+                                   "consumer": -1}}}),
+    );
+    // JetStream needs a system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = nats_jwt(
+        &operator,
+        json!({"sub": system.public_key(), "name": "SYS",
+               "nats": {"type": "account", "version": 2}}),
+    );
+    let nats = lone_nats(
+        root.path(),
+        &format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{system_jwt}\"\n  {}: \"{account_jwt}\"\n}}",
+            account.public_key(),
+            sys = system.public_key()
+        ),
+    )
+    .await;
+    let urls = nats.urls();
+    let creds = |name: &str, user: &nkeys::KeyPair, issuer: &nkeys::KeyPair| {
+        let jwt = nats_jwt(
+            issuer,
+            json!({"sub": user.public_key(), "name": name,
+                   "nats": {"type": "user", "version": 2, "pub": {}, "sub": {},
+                            "subs": -1, "data": -1, "payload": -1}}),
+        );
+        let path = root.path().join(format!("{name}.creds"));
+        std::fs::write(
+            &path,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+                user.seed().expect("seed")
+            ),
+        )
+        .expect("write creds");
+        format!("creds_file = \"{}\"\n", path.display())
+    };
+    serves_a_write(
+        root.path(),
+        "good",
+        &urls,
+        &creds("good", &nkeys::KeyPair::new_user(), &account),
+    )
+    .await;
+    // A user issued by an account the servers do not know is refused.
+    let stranger = nkeys::KeyPair::new_account();
+    let stderr = refused_at_start(
+        root.path(),
+        "bad",
+        &urls,
+        &creds("bad", &nkeys::KeyPair::new_user(), &stranger),
+    );
+    assert!(stderr.contains("cluster.creds_file"), "{stderr}");
     drop(nats);
 }
