@@ -110,6 +110,9 @@ pub struct ApiConfig {
     /// bucket with as much burst; beyond it, 429), and the rate shared by every request
     /// with an unknown token. 0 turns the limit off. Default 100, 0–1,000,000.
     pub source_rate_per_second: u32,
+    /// How far ahead a message's `deliverAt` may be, seconds; later is a 422. 0 refuses
+    /// every future `deliverAt`. Default 604,800 (7 days), 0–`DELIVER_AT_HORIZON_SECONDS_MAX`.
+    pub deliver_at_horizon_seconds: u64,
 }
 
 /// `[storage]`: the LMDB environment and its writer thread.
@@ -225,6 +228,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api.tls_key_file", "(none)"),
     ("api.source_token_grace_seconds", "86400"),
     ("api.source_rate_per_second", "100"),
+    ("api.deliver_at_horizon_seconds", "604800"),
     ("storage.map_size_bytes", "17179869184"),
     ("storage.intake_capacity", "65536"),
     ("storage.ingest_guard_percent", "90"),
@@ -282,6 +286,7 @@ impl Config {
                 tls_key_file: None,
                 source_token_grace_seconds: 86_400,
                 source_rate_per_second: 100,
+                deliver_at_horizon_seconds: 604_800,
             },
             storage: StorageConfig {
                 map_size_bytes: 16 << 30,
@@ -409,23 +414,34 @@ fn read_api_sources(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig)
         1_000_000,
         &mut out.source_rate_per_second,
     );
+    reader.int(
+        api,
+        "api",
+        "deliver_at_horizon_seconds",
+        0,
+        i64::try_from(crate::limits::DELIVER_AT_HORIZON_SECONDS_MAX).unwrap_or(i64::MAX),
+        &mut out.deliver_at_horizon_seconds,
+    );
 }
 
+/// Every key `[api]` may hold.
+const API_KEYS: [&str; 12] = [
+    "listen",
+    "connections_max",
+    "header_read_timeout_ms",
+    "body_read_timeout_ms",
+    "body_bytes_max",
+    "token_rate_per_second",
+    "token_rate_burst",
+    "tls_cert_file",
+    "tls_key_file",
+    "source_token_grace_seconds",
+    "source_rate_per_second",
+    "deliver_at_horizon_seconds",
+];
+
 fn read_api(reader: &mut Reader, api: &toml::Table, out: &mut ApiConfig) {
-    let keys = [
-        "listen",
-        "connections_max",
-        "header_read_timeout_ms",
-        "body_read_timeout_ms",
-        "body_bytes_max",
-        "token_rate_per_second",
-        "token_rate_burst",
-        "tls_cert_file",
-        "tls_key_file",
-        "source_token_grace_seconds",
-        "source_rate_per_second",
-    ];
-    reader.reject_unknown("api", api, &keys);
+    reader.reject_unknown("api", api, &API_KEYS);
     read_api_sources(reader, api, out);
     read_api_tls(reader, api, out);
     if let Some(v) = reader.string(api, "api", "listen") {

@@ -8,7 +8,7 @@
 
 use super::ops::{
     AppChanges, AppFields, EndpointChanges, EndpointFields, EventTypeChanges, EventTypeFields,
-    MessageView, NewMessage, Op, Outcome, Refusal, SourceFields, merge_header,
+    MessageApp, MessageView, NewMessage, Op, Outcome, Refusal, SourceFields, merge_header,
 };
 use super::schema::{
     self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, OldSecret, PollerTokenRecord,
@@ -77,10 +77,10 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             set,
         } => set_headers(w, app_key, &endpoint, replace, &delete, set),
         Op::CreateMessage {
-            app_key,
+            app,
             message,
             with_content,
-        } => create_message(w, app_key, *message, with_content),
+        } => create_message(w, app, *message, with_content),
         Op::SendExample {
             app_key,
             endpoint,
@@ -275,6 +275,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
                 headers: Some(headers),
                 example: false,
                 tags: None,
+                deliver_at_ms: None,
             };
             let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
             Ok(Outcome::Message {
@@ -960,20 +961,67 @@ fn set_headers(
 
 // === messages ===
 
+/// Where a new message goes: an application that exists, or one to create first.
+enum MessageTarget {
+    Existing(u64),
+    New { id: String, fields: AppFields },
+}
+
+/// Resolves a message's application without writing: an inline one is the application
+/// its uid names if there is one now, else one to create.
+fn message_target(
+    w: &WriteCtx<'_, '_>,
+    app: MessageApp,
+) -> Result<Result<MessageTarget, Refusal>, LogError> {
+    match app {
+        MessageApp::Existing(app_key) => Ok(if tables::app_exists(w.wtxn, w.dbs, app_key)? {
+            Ok(MessageTarget::Existing(app_key))
+        } else {
+            Err(Refusal::AppNotFound)
+        }),
+        MessageApp::Inline { id, fields } => {
+            if let Some(uid) = &fields.uid
+                && let Some(key) = tables::app_uid_taken(w.wtxn, w.dbs, uid)?
+            {
+                let internal = tables::app_by_key(w.wtxn, w.dbs, key)?.is_none_or(|a| a.internal);
+                return Ok(if internal {
+                    Err(Refusal::AppNotFound)
+                } else {
+                    Ok(MessageTarget::Existing(key))
+                });
+            }
+            Ok(if room_for_an_app(w)? {
+                Ok(MessageTarget::New { id, fields })
+            } else {
+                Err(Refusal::AppsLimit)
+            })
+        }
+    }
+}
+
 fn create_message(
     w: &mut WriteCtx<'_, '_>,
-    app_key: u64,
+    app: MessageApp,
     message: NewMessage,
     with_content: bool,
 ) -> Result<Outcome, LogError> {
-    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
-        return refused(Refusal::AppNotFound);
-    }
-    if let Some(event_id) = &message.event_id
-        && tables::message_seq_by_event_id(w.wtxn, w.dbs, app_key, event_id)?.is_some()
-    {
-        return refused(Refusal::EventIdTaken);
-    }
+    let app_key = match message_target(w, app)? {
+        Err(refusal) => return refused(refusal),
+        Ok(MessageTarget::Existing(app_key)) => {
+            if let Some(event_id) = &message.event_id
+                && tables::message_seq_by_event_id(w.wtxn, w.dbs, app_key, event_id)?.is_some()
+            {
+                return refused(Refusal::EventIdTaken);
+            }
+            app_key
+        }
+        // A new application has no messages: nothing can refuse the message now.
+        Ok(MessageTarget::New { id, fields }) => {
+            let record = new_app(w, id, fields);
+            tables::put_app(w.wtxn, w.dbs, &record, None)?;
+            record.key
+        }
+    };
     let record = MessageRecord {
         app_key,
         created_ms: w.now_ms,
@@ -986,6 +1034,7 @@ fn create_message(
         example: false,
         headers: None,
         tags: message.tags,
+        deliver_at_ms: message.deliver_at_ms,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
     Ok(Outcome::Message {
@@ -1036,6 +1085,7 @@ fn send_example(
         example: true,
         headers: None,
         tags: None,
+        deliver_at_ms: None,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
     Ok(Outcome::Message {

@@ -185,9 +185,10 @@ pub enum Op {
         delete: Vec<String>,
         set: Vec<(String, Option<String>)>,
     },
-    /// The durable ingest: the message and one delivery per matching endpoint.
+    /// The durable ingest: the message and one delivery per matching endpoint (and, with
+    /// an inline application, that application first when its uid names none).
     CreateMessage {
-        app_key: u64,
+        app: MessageApp,
         message: Box<NewMessage>,
         /// The reply shows the payload.
         with_content: bool,
@@ -506,6 +507,19 @@ pub struct NewMessage {
     pub payload: Vec<u8>,
     pub retention_days: u16,
     pub tags: Option<Vec<String>>,
+    /// Svix's `deliverAt`: the deliveries wait until then (ms; `None`, or a time already
+    /// past when applied: at once).
+    pub deliver_at_ms: Option<u64>,
+}
+
+/// Which application a new message goes to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MessageApp {
+    /// One that existed when the request was read (the writer checks it still does).
+    Existing(u64),
+    /// Svix's inline `application`: the one whose uid is `fields.uid` if there is one by
+    /// apply time, else a new one with `id` and `fields`, in the same op as the message.
+    Inline { id: String, fields: AppFields },
 }
 
 /// An attempt's record, encoded by the engine (off the writer), with the fields the apply

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use sluice::log::Log;
 use sluice::log::ops::{
     AppChanges, AppFields, AttemptRow, Change, EndpointChanges, EndpointFields, Envelope,
-    EventTypeChanges, EventTypeFields, NewMessage, Op, OpDecodeError, Outcome, SourceFields,
+    EventTypeChanges, EventTypeFields, MessageApp, NewMessage, Op, OpDecodeError, Outcome,
+    SourceFields,
 };
 use sluice::log::schema::{
     AttemptRecord, PollerTokenRecord, Signing, SourceErrorRecord, TaskKind, TokenScope, Trigger,
@@ -312,7 +313,15 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             }
         }
         13 => Op::CreateMessage {
-            app_key: app_key(rng, world),
+            app: if rng.chance(20) {
+                // Inline: the uid may name an application already, or none yet.
+                MessageApp::Inline {
+                    id: world.fresh("app"),
+                    fields: app_fields(rng, world),
+                }
+            } else {
+                MessageApp::Existing(app_key(rng, world))
+            },
             message: Box::new(NewMessage {
                 id: world.fresh("msg"),
                 event_type: (*rng.pick(&EVENT_TYPES).expect("types")).to_owned(),
@@ -321,6 +330,9 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
                 retention_days: 1 + rng.below(90) as u16,
                 tags: rng.chance(30).then(|| vec!["t1".to_owned()]),
+                deliver_at_ms: rng
+                    .chance(20)
+                    .then(|| 1_700_000_000_000 + rng.below(10_000_000)),
             }),
             with_content: rng.chance(50),
         },
@@ -526,6 +538,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
                 retention_days: 90,
                 tags: None,
+                deliver_at_ms: None,
             }),
             headers: vec![("x-github-event".to_owned(), "push".to_owned())],
         },

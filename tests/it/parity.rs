@@ -323,3 +323,179 @@ async fn put_creates_an_endpoint_that_does_not_exist_yet() {
     assert_eq!(by_id.status, 404, "an id is never created by a PUT");
     sluice.stop().await;
 }
+
+/// `deliverAt`: the deliveries wait in the `due` table until then (here on a clock the
+/// test moves, past the shards' in-memory horizon, so the due-table scan must bring them
+/// back), the message shows it, a past time means now, and beyond the horizon (or the
+/// payload's retention) is a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliver_at_holds_deliveries_until_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = 1_800_000_000_000;
+    let clock = sluice::clock::Clock::manual(t0);
+    let sluice =
+        crate::delivery::start_delivering_clocked(dir.path(), &[60_000], clock.clone()).await;
+    let addr = sluice.addr;
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "s", "uid": "s"}))
+            .await
+            .status,
+        201
+    );
+    let ep = post(addr, "/api/v1/app/s/endpoint", &json!({"url": hook.url()})).await;
+    assert_eq!(ep.status, 201, "{}", ep.json);
+    let at = |ms: u64| sluice::clock::format_rfc3339(ms);
+    // Two hours ahead: beyond the shards' timers (`HORIZON_MS`), so it waits in the log.
+    let later_ms = t0 + 2 * 3_600_000;
+    let scheduled = post(
+        addr,
+        "/api/v1/app/s/msg",
+        &json!({"eventType": "e", "payload": {"n": "later"}, "deliverAt": at(later_ms)}),
+    )
+    .await;
+    assert_eq!(scheduled.status, 202, "{}", scheduled.json);
+    assert_eq!(scheduled.json["deliverAt"], json!(at(later_ms)));
+    let id = scheduled.json["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        get(addr, &format!("/api/v1/app/s/msg/{id}")).await.json["deliverAt"],
+        json!(at(later_ms))
+    );
+    // A time already past is now; it arrives, and the scheduled one did not come with it.
+    let past = post(
+        addr,
+        "/api/v1/app/s/msg",
+        &json!({"eventType": "e", "payload": {"n": "past"}, "deliverAt": at(t0 - 60_000)}),
+    )
+    .await;
+    assert_eq!(past.status, 202, "{}", past.json);
+    let first = hook.wait_for(1).await;
+    assert_eq!(
+        first[0].header("webhook-id"),
+        past.json["id"].as_str().expect("id")
+    );
+    let destinations = format!("/api/v1/app/s/msg/{id}/endpoint");
+    let waiting = get(addr, &destinations).await.json;
+    assert_eq!(
+        waiting["data"][0]["nextAttempt"],
+        json!(at(later_ms)),
+        "{waiting}"
+    );
+    assert_eq!(hook.received().len(), 1, "not before its time");
+
+    // A minute before its time, still nothing; once the time comes, it is sent.
+    clock.advance_ms(later_ms - t0 - 60_000);
+    let other = post(
+        addr,
+        "/api/v1/app/s/msg",
+        &json!({"eventType": "e", "payload": {"n": "marker"}}),
+    )
+    .await;
+    let got = hook.wait_for(2).await;
+    assert_eq!(
+        got[1].header("webhook-id"),
+        other.json["id"].as_str().expect("id")
+    );
+    assert_eq!(hook.received().len(), 2, "not a minute early");
+    clock.advance_ms(60_000);
+    let got = hook.wait_for(3).await;
+    assert_eq!(got[2].header("webhook-id"), id);
+
+    // The horizon (7 days by default), the payload's retention, and the syntax.
+    let now_ms = clock.now_ms();
+    for (deliver_at, retention) in [
+        (json!(at(now_ms + 8 * 86_400_000)), json!(null)),
+        (json!(at(now_ms + 2 * 86_400_000)), json!(1)),
+        (json!("tomorrow"), json!(null)),
+        (json!(12), json!(null)),
+    ] {
+        let refused = post(
+            addr,
+            "/api/v1/app/s/msg",
+            &json!({"eventType": "e", "payload": {}, "deliverAt": deliver_at,
+                    "payloadRetentionPeriod": retention}),
+        )
+        .await;
+        assert_eq!(
+            (refused.status, &refused.json["detail"][0]["loc"]),
+            (422, &json!(["body", "deliverAt"])),
+            "{deliver_at}: {}",
+            refused.json
+        );
+    }
+    sluice.stop().await;
+}
+
+/// Svix's inline `application` on message create: made with the message when the path's
+/// uid names none, used as it is when it does; its uid must be the path's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_application_is_created_with_its_message_or_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    let send = |path: &'static str, application: serde_json::Value| async move {
+        post(
+            addr,
+            path,
+            &json!({"eventType": "e", "payload": {"k": 1}, "application": application}),
+        )
+        .await
+    };
+    let missing = send("/api/v1/app/fresh/msg", json!(null)).await;
+    assert_eq!(missing.status, 404, "without application: {}", missing.json);
+    let first = send(
+        "/api/v1/app/fresh/msg",
+        json!({"name": "Fresh", "uid": "fresh", "metadata": {"tier": "gold"}}),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{}", first.json);
+    let app = get(addr, "/api/v1/app/fresh").await;
+    assert_eq!(
+        (app.status, &app.json["name"], &app.json["metadata"]),
+        (200, &json!("Fresh"), &json!({"tier": "gold"}))
+    );
+    let second = send(
+        "/api/v1/app/fresh/msg",
+        json!({"name": "Renamed", "uid": "fresh"}),
+    )
+    .await;
+    assert_eq!(second.status, 202, "{}", second.json);
+    let after = get(addr, "/api/v1/app/fresh").await.json;
+    assert_eq!(
+        (&after["id"], &after["name"]),
+        (&app.json["id"], &json!("Fresh")),
+        "an existing application is used, not changed"
+    );
+    let listed = get(addr, "/api/v1/app/fresh/msg").await.json;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(2));
+    for (application, want) in [
+        (json!({"name": "X"}), "application_uid_missing"),
+        (
+            json!({"name": "X", "uid": "other"}),
+            "application_uid_mismatch",
+        ),
+    ] {
+        let refused = send("/api/v1/app/brand-new/msg", application).await;
+        assert_eq!(
+            (refused.status, &refused.json["detail"][0]["loc"]),
+            (422, &json!(["body", "application", "uid"])),
+            "{}",
+            refused.json
+        );
+        assert!(
+            refused.json["detail"][0]["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(want)),
+            "{}",
+            refused.json
+        );
+    }
+    let bad_name = send(
+        "/api/v1/app/brand-new/msg",
+        json!({"name": "", "uid": "brand-new"}),
+    )
+    .await;
+    assert_eq!(bad_name.status, 422, "{}", bad_name.json);
+    assert_eq!(get(addr, "/api/v1/app/brand-new").await.status, 404);
+    sluice.stop().await;
+}

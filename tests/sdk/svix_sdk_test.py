@@ -5,7 +5,10 @@ Run by tests/it/sdk.rs with SLUICE_URL and SLUICE_TOKEN set. Prints
 """
 
 import os
+import threading
+import time
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from svix.api import (
     ApplicationIn,
@@ -178,5 +181,43 @@ check(task.id == replaying.id and task.task == "endpoint.replay" and "messagesSe
       "background task get")
 listed = [t.id for t in svix.background_task.list().data]
 check(recovering.id in listed and replaying.id in listed, "background task list")
+
+# deliverAt and an inline application, delivered to a receiver on loopback (the daemon
+# runs with --allow-http --allow-network 127.0.0.0/8).
+arrivals = []
+
+
+class Hook(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        arrivals.append((time.time(), self.headers.get("webhook-id")))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+threading.Thread(target=receiver.serve_forever, daemon=True).start()
+inline = svix.message.create("sdk-inline", MessageIn(
+    event_type="invoice.paid", payload={"n": 0}, application=ApplicationIn(name="Inline", uid="sdk-inline")))
+check(svix.application.get("sdk-inline").name == "Inline" and inline.id.startswith("msg_"),
+      "message create with an inline application creates it")
+svix.message.create("sdk-inline", MessageIn(
+    event_type="invoice.paid", payload={"n": 1}, application=ApplicationIn(name="Other", uid="sdk-inline")))
+check(svix.application.get("sdk-inline").name == "Inline", "an inline application that exists is used")
+svix.endpoint.create("sdk-inline", EndpointIn(url=f"http://127.0.0.1:{receiver.server_address[1]}/"))
+deliver_at = datetime.now(timezone.utc) + timedelta(seconds=3)
+scheduled = svix.message.create("sdk-inline", MessageIn(event_type="invoice.paid", payload={"n": 2},
+                                                       deliver_at=deliver_at))
+check(svix.message.get("sdk-inline", scheduled.id).deliver_at is not None, "message deliverAt is shown")
+deadline = time.time() + 30
+while not any(mid == scheduled.id for _, mid in arrivals) and time.time() < deadline:
+    time.sleep(0.05)
+arrived = [at for at, mid in arrivals if mid == scheduled.id]
+check(arrived and arrived[0] >= deliver_at.timestamp() - 0.01,
+      "a message 3 s in the future arrives, and not before its deliverAt")
+receiver.shutdown()
 
 print("ALL SDK CHECKS PASSED")
