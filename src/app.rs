@@ -159,6 +159,7 @@ pub async fn start_with_resolver(
     let (sweeper, tasks, task_wake) = start_once_work(config, &log, &clock, singleton);
     let mut state = api_state(config, &log, clock, admin_token, task_wake, metrics)?;
     state.cluster = cluster.as_ref().map(Cluster::view);
+    state.destinations = policy.clone();
     state.metrics_on_api = metrics_listener.is_none();
     state.metrics_token_hash = metrics_token(config)?;
     let (api_config, tls) = (state.config.clone(), state.tls.clone());

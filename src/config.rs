@@ -989,7 +989,7 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 47, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 48, "KEYS lists every key");
     }
 
     #[test]

@@ -272,6 +272,24 @@ fn check_url(problems: &mut Problems, url: &str) {
     }
 }
 
+/// Refuses (422) a URL every delivery to it would be refused for, by the destination
+/// policy in force: an `http://` URL without `delivery.allow_http`, or an IP literal
+/// outside the public internet and `delivery.allowed_networks`. A name passes here: what
+/// it resolves to is checked at each attempt (it may change).
+fn check_destination(state: &ApiState, url: &str) -> Result<(), ApiError> {
+    // `check_url` (shape) ran first, so the URL parses.
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return Ok(());
+    };
+    match state.destinations.get().check_url(&uri) {
+        Ok(_) => Ok(()),
+        Err(refusal) => Err(ApiError::field(
+            &["body", "url"],
+            format!("deliveries would be refused: {refusal}"),
+        )),
+    }
+}
+
 fn check_filters(
     problems: &mut Problems,
     event_types: Option<&Vec<String>>,
@@ -477,6 +495,9 @@ async fn create_from(
     input: EndpointIn,
 ) -> Result<Reply, ApiError> {
     let secret = validate_create(&input)?;
+    if !input.polling_only.unwrap_or(false) {
+        check_destination(state, &input.url)?;
+    }
     let app = resolve(state, ctx, app_ref)?;
     let mut headers = BTreeMap::new();
     for (name, value) in input.headers.unwrap_or_default() {
@@ -603,6 +624,11 @@ async fn update(
     input: EndpointPatch,
 ) -> Result<Reply, ApiError> {
     let secret = validate_patch(&input)?;
+    if let Some(url) = &input.url
+        && input.polling_only != Some(true)
+    {
+        check_destination(state, url)?;
+    }
     let app = resolve(state, ctx, app_ref)?;
     let changes = EndpointChanges {
         url: input.url,

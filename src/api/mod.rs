@@ -89,6 +89,9 @@ pub struct ApiState {
     pub metrics_token_hash: Option<[u8; 32]>,
     /// Cluster mode: this node's replication status, for `/api/v1/health`.
     pub cluster: Option<crate::cluster::StatusReader>,
+    /// The delivery engine's destination policy (replaced on SIGHUP with it): an endpoint
+    /// URL it refuses outright (scheme, IP literal) is a 422 at create and update.
+    pub destinations: Live<crate::delivery::policy::DestinationPolicy>,
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
     /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
     in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
@@ -120,6 +123,7 @@ impl ApiState {
             metrics_on_api: true,
             metrics_token_hash: None,
             cluster: None,
+            destinations: Live::new(crate::delivery::policy::DestinationPolicy::default()),
             in_flight: Mutex::new(HashMap::new()),
         }
     }

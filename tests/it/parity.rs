@@ -499,3 +499,77 @@ async fn an_inline_application_is_created_with_its_message_or_used() {
     assert_eq!(get(addr, "/api/v1/app/brand-new").await.status, 404);
     sluice.stop().await;
 }
+
+/// With `allow_http` off, an `http://` URL is a 422 at create and update, and so is an IP
+/// literal the destination policy refuses (it used to be stored and fail every attempt).
+/// A name passes (what it resolves to is judged at each attempt); a polling-only
+/// endpoint's URL is never delivered to, so it is not judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_the_destination_policy_refuses_are_422() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(dir.path()).await;
+    let addr = sluice.addr;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "d", "uid": "d"}))
+            .await
+            .status,
+        201
+    );
+    for url in [
+        "http://hooks.example.com/a",
+        "https://10.1.2.3/a",
+        "https://127.0.0.1:8443/a",
+        "https://[::1]/a",
+        "https://2130706433/a",
+        "https://169.254.169.254/latest",
+    ] {
+        let refused = post(addr, "/api/v1/app/d/endpoint", &json!({"url": url})).await;
+        assert_eq!(
+            (refused.status, &refused.json["detail"][0]["loc"]),
+            (422, &json!(["body", "url"])),
+            "{url}: {}",
+            refused.json
+        );
+    }
+    let ok = post(
+        addr,
+        "/api/v1/app/d/endpoint",
+        &json!({"url": "https://hooks.example.com/a", "uid": "ok"}),
+    )
+    .await;
+    assert_eq!(ok.status, 201, "{}", ok.json);
+    let public = post(
+        addr,
+        "/api/v1/app/d/endpoint",
+        &json!({"url": "https://93.184.215.14/a"}),
+    )
+    .await;
+    assert_eq!(public.status, 201, "a public literal: {}", public.json);
+    for (method, body) in [
+        ("PATCH", json!({"url": "http://hooks.example.com/b"})),
+        ("PUT", json!({"url": "https://192.168.1.1/b"})),
+    ] {
+        let refused = call(
+            addr,
+            method,
+            "/api/v1/app/d/endpoint/ok",
+            Some(TOKEN),
+            &[],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(refused.status, 422, "{method}: {}", refused.json);
+    }
+    assert_eq!(
+        get(addr, "/api/v1/app/d/endpoint/ok").await.json["url"],
+        "https://hooks.example.com/a"
+    );
+    let polling = post(
+        addr,
+        "/api/v1/app/d/endpoint",
+        &json!({"url": "http://127.0.0.1/unused", "pollingOnly": true}),
+    )
+    .await;
+    assert_eq!(polling.status, 201, "{}", polling.json);
+    sluice.stop().await;
+}
