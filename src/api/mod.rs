@@ -464,6 +464,7 @@ enum Route<'a> {
     SendExample(&'a str, &'a str),
     Recover(&'a str, &'a str),
     ReplayMissing(&'a str, &'a str),
+    BulkReplay(&'a str, &'a str),
     BackgroundTasks,
     BackgroundTask(&'a str),
     Poller(&'a str, &'a str),
@@ -513,6 +514,7 @@ impl<'a> Route<'a> {
             ["app", a, "endpoint", e, "send-example"] => Route::SendExample(a, e),
             ["app", a, "endpoint", e, "recover"] => Route::Recover(a, e),
             ["app", a, "endpoint", e, "replay-missing"] => Route::ReplayMissing(a, e),
+            ["app", a, "endpoint", e, "bulk-replay"] => Route::BulkReplay(a, e),
             ["background-task"] => Route::BackgroundTasks,
             ["background-task", t] => Route::BackgroundTask(t),
             ["app", a, "poller", e] => Route::Poller(a, e),
@@ -581,7 +583,8 @@ impl<'a> Route<'a> {
             | Route::Resend(..)
             | Route::SendExample(..)
             | Route::Recover(..)
-            | Route::ReplayMissing(..) => &[M::POST],
+            | Route::ReplayMissing(..)
+            | Route::BulkReplay(..) => &[M::POST],
             Route::EndpointHeaders(..) => &[M::GET, M::PUT, M::PATCH],
             Route::MessageContent(..) | Route::AttemptContent(..) => &[M::DELETE],
         }
@@ -774,6 +777,7 @@ async fn dispatch(
         (Route::EndpointStats(a, e), _) => deliveries::stats(state, ctx, a, e).await,
         (Route::SendExample(a, e), _) => messages::send_example(state, ctx, a, e).await,
         (Route::Recover(a, e), _) => tasks::start(state, ctx, a, e, TaskKind::Recover).await,
+        (Route::BulkReplay(a, e), _) => tasks::bulk_replay(state, ctx, a, e).await,
         (Route::ReplayMissing(a, e), _) => {
             tasks::start(state, ctx, a, e, TaskKind::ReplayMissing).await
         }

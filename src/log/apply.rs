@@ -12,7 +12,7 @@ use super::ops::{
 };
 use super::schema::{
     self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, OldSecret, PollerTokenRecord,
-    SourceErrorRecord, SourceRecord, TokenRecord, TokenScope,
+    ReplayFilter, SourceErrorRecord, SourceRecord, TaskKind, TokenRecord, TokenScope,
 };
 use super::tasks::{self as task_log, NotCreated, TaskSpec};
 use super::{LogError, WriteCtx, purge, retention, tables};
@@ -107,24 +107,19 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             since_ms,
             until_ms,
         } => {
-            let Some(endpoint) = tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, &endpoint)?
-            else {
-                return refused(endpoint_or_app_missing(w, app_key)?);
-            };
-            if endpoint.disabled {
-                return refused(Refusal::EndpointDisabled);
-            }
-            let spec = TaskSpec {
-                kind,
-                app_key,
-                endpoint_key: endpoint.key,
-                since_ms,
-                until_ms,
-            };
-            Ok(match task_log::create(w, spec, id)? {
-                Ok(task) => Outcome::TaskCreated(Box::new(task)),
-                Err(NotCreated::TooManyRunning) => Outcome::Refused(Refusal::TasksLimit),
-            })
+            let window = (since_ms, until_ms);
+            create_task(w, app_key, &endpoint, id, kind, window, None)
+        }
+        Op::CreateBulkReplay {
+            app_key,
+            endpoint,
+            id,
+            since_ms,
+            until_ms,
+            filter,
+        } => {
+            let (kind, window) = (TaskKind::BulkReplay, (since_ms, until_ms));
+            create_task(w, app_key, &endpoint, id, kind, window, Some(*filter))
         }
         Op::AdvanceTask { task_key } => Ok(Outcome::TaskAdvanced(
             task_log::advance(w, task_key)?.map(Box::new),
@@ -957,6 +952,38 @@ fn set_headers(
     endpoint.updated_ms = w.now_ms;
     tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
     Ok(Outcome::Done)
+}
+
+// === background tasks ===
+
+/// A background task over `endpoint`'s messages created in `window` (since, until ms).
+fn create_task(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    endpoint: &str,
+    id: String,
+    kind: TaskKind,
+    window: (u64, u64),
+    filter: Option<ReplayFilter>,
+) -> Result<Outcome, LogError> {
+    let Some(endpoint) = tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, endpoint)? else {
+        return refused(endpoint_or_app_missing(w, app_key)?);
+    };
+    if endpoint.disabled {
+        return refused(Refusal::EndpointDisabled);
+    }
+    let spec = TaskSpec {
+        kind,
+        app_key,
+        endpoint_key: endpoint.key,
+        since_ms: window.0,
+        until_ms: window.1,
+        filter,
+    };
+    Ok(match task_log::create(w, spec, id)? {
+        Ok(task) => Outcome::TaskCreated(Box::new(task)),
+        Err(NotCreated::TooManyRunning) => Outcome::Refused(Refusal::TasksLimit),
+    })
 }
 
 // === messages ===

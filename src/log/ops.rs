@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::purge::Purged;
 use super::retention::Swept;
 use super::schema::{
-    AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, Signing,
-    SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
+    AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, ReplayFilter,
+    Signing, SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
 };
 use super::tables::{Requeued, Step};
 
@@ -317,6 +317,16 @@ pub enum Op {
     PurgeDeletedApps {
         rows_max: u32,
     },
+    /// Svix's bulk-replay: a background task re-sending, as manual attempts, the
+    /// endpoint's deliveries of the window that pass `filter`.
+    CreateBulkReplay {
+        app_key: u64,
+        endpoint: String,
+        id: String,
+        since_ms: u64,
+        until_ms: u64,
+        filter: Box<ReplayFilter>,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -336,7 +346,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 35] = [
+    pub const NAMES: [&'static str; 36] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -372,6 +382,7 @@ impl Op {
         "touch_token",
         "purge_deleted_apps",
         "expunge_attempt_content",
+        "create_bulk_replay",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -412,6 +423,7 @@ impl Op {
             Op::TouchToken { .. } => "touch_token",
             Op::PurgeDeletedApps { .. } => "purge_deleted_apps",
             Op::ExpungeAttemptContent { .. } => "expunge_attempt_content",
+            Op::CreateBulkReplay { .. } => "create_bulk_replay",
         }
     }
 }

@@ -290,6 +290,19 @@ pub enum TaskKind {
     Recover,
     /// Deliver to the endpoint the matching messages it never had a delivery for.
     ReplayMissing,
+    /// Re-send, as manual attempts, the endpoint's deliveries that pass the task's
+    /// `filter` (Svix's bulk-replay).
+    BulkReplay,
+}
+
+/// Which deliveries a bulk-replay re-sends (every given part must hold).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayFilter {
+    /// Svix's message status of the delivery: 0 success, 1 pending, 2 fail, 3 sending.
+    pub status: Option<u8>,
+    pub event_types: Option<Vec<String>>,
+    pub channel: Option<String>,
+    pub tag: Option<String>,
 }
 
 /// Where a background task stands.
@@ -322,6 +335,9 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// A bulk-replay's filter (absent in records of the other kinds, and older ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<ReplayFilter>,
 }
 
 /// An event type (org-wide, keyed by name).

@@ -12,8 +12,8 @@ use sluice::log::ops::{
     SourceFields,
 };
 use sluice::log::schema::{
-    AttemptRecord, PollerTokenRecord, Signing, SourceErrorRecord, TaskKind, TokenScope, Trigger,
-    encode_json,
+    AttemptRecord, PollerTokenRecord, ReplayFilter, Signing, SourceErrorRecord, TaskKind,
+    TokenScope, Trigger, encode_json,
 };
 use sluice::log::tables::Step;
 
@@ -558,7 +558,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
         33 => Op::PurgeDeletedApps {
             rows_max: 1 + rng.below(50) as u32,
         },
-        _ => {
+        34 => {
             let (seq, attempt) = match rng.pick(&world.attempts).cloned() {
                 Some(found) if rng.chance(90) => found,
                 _ => (0, world.fresh("atmpt_missing")),
@@ -571,6 +571,26 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 app_key,
                 message,
                 attempt,
+            }
+        }
+        _ => {
+            let (app_key, endpoint) = endpoint_of(rng, world);
+            Op::CreateBulkReplay {
+                app_key,
+                endpoint,
+                id: world.fresh("qtask"),
+                since_ms: 1_700_000_000_000,
+                until_ms: 1_700_000_000_000 + rng.below(10_000_000),
+                filter: Box::new(ReplayFilter {
+                    status: rng
+                        .chance(50)
+                        .then(|| u8::try_from(rng.below(5)).unwrap_or(0)),
+                    event_types: rng
+                        .chance(30)
+                        .then(|| vec![(*rng.pick(&EVENT_TYPES).expect("types")).to_owned()]),
+                    channel: rng.chance(20).then(|| "c1".to_owned()),
+                    tag: rng.chance(20).then(|| "t1".to_owned()),
+                }),
             }
         }
     }

@@ -573,3 +573,107 @@ async fn endpoints_the_destination_policy_refuses_are_422() {
     assert_eq!(polling.status, 201, "{}", polling.json);
     sluice.stop().await;
 }
+
+/// `POST …/endpoint/{ep}/bulk-replay`: a background task that re-sends, as manual
+/// attempts, the endpoint's deliveries of the window that pass `status`, `eventTypes`,
+/// `channel` and `tag`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_replay_re_sends_the_deliveries_its_filters_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "b", "uid": "b"}))
+            .await
+            .status,
+        201
+    );
+    let ep = post(
+        addr,
+        "/api/v1/app/b/endpoint",
+        &json!({"url": hook.url(), "uid": "r"}),
+    )
+    .await;
+    assert_eq!(ep.status, 201, "{}", ep.json);
+    let mut ids = Vec::new();
+    for (event_type, channel, tag) in [("t.a", "eu", "x"), ("t.b", "eu", "y"), ("t.a", "us", "y")] {
+        let m = post(
+            addr,
+            "/api/v1/app/b/msg",
+            &json!({"eventType": event_type, "channels": [channel], "tags": [tag],
+                    "payload": {"k": 1}}),
+        )
+        .await;
+        assert_eq!(m.status, 202, "{}", m.json);
+        ids.push(m.json["id"].as_str().expect("id").to_owned());
+    }
+    hook.wait_for(3).await;
+    let all_succeeded = |j: &serde_json::Value| {
+        j["data"]
+            .as_array()
+            .is_some_and(|d| d.len() == 3 && d.iter().all(|m| m["status"] == 0))
+    };
+    assert!(eventually_json(addr, "/api/v1/app/b/endpoint/r/msg", all_succeeded).await);
+    let mut received = 3;
+    for (filters, want) in [
+        (
+            json!({"eventTypes": ["t.a"], "channel": "eu"}),
+            vec![ids[0].clone()],
+        ),
+        (json!({"status": 2}), vec![]),
+        (
+            json!({"status": 0, "tag": "y"}),
+            vec![ids[1].clone(), ids[2].clone()],
+        ),
+        (json!({}), ids.clone()),
+    ] {
+        let mut body = filters.clone();
+        body["until"] = json!(sluice::clock::format_rfc3339(
+            sluice::clock::Clock::System.now_ms() + 60_000
+        ));
+        // The window may be at most 14 days: start it a day back.
+        body["since"] = json!(sluice::clock::format_rfc3339(
+            sluice::clock::Clock::System.now_ms() - 86_400_000
+        ));
+        let started = post(addr, "/api/v1/app/b/endpoint/r/bulk-replay", &body).await;
+        assert_eq!(started.status, 202, "{filters}: {}", started.json);
+        assert_eq!(started.json["task"], "endpoint.bulk-replay");
+        let task = format!(
+            "/api/v1/background-task/{}",
+            started.json["id"].as_str().expect("id")
+        );
+        assert!(
+            eventually_json(addr, &task, |t| t["status"] == "finished").await,
+            "{filters}: the task finishes"
+        );
+        let done = get(addr, &task).await.json;
+        assert_eq!(
+            done["data"]["messagesSent"],
+            json!(want.len()),
+            "{filters}: {done}"
+        );
+        received += want.len();
+        let got = hook.wait_for(received).await;
+        let mut resent: Vec<String> = got[received - want.len()..]
+            .iter()
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
+        resent.sort();
+        let mut want = want;
+        want.sort();
+        assert_eq!(resent, want, "{filters}");
+    }
+    let listed = get(addr, "/api/v1/background-task?task=endpoint.bulk-replay").await;
+    assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(4));
+    for bad in [
+        json!({"since": "2026-01-01T00:00:00Z", "statusCodeClass": 500}),
+        json!({"since": "2026-01-01T00:00:00Z", "status": 5}),
+        json!({"since": "yesterday"}),
+        json!({"since": "2026-01-01T00:00:00Z", "channel": "no spaces"}),
+    ] {
+        let refused = post(addr, "/api/v1/app/b/endpoint/r/bulk-replay", &bad).await;
+        assert_eq!(refused.status, 422, "{bad}: {}", refused.json);
+    }
+    sluice.stop().await;
+}

@@ -22,6 +22,7 @@ from svix.api import (
     EventTypeIn,
     MessageIn,
     MessageStatus,
+    BulkReplayIn,
     RecoverIn,
     ReplayIn,
     Svix,
@@ -218,6 +219,14 @@ while not any(mid == scheduled.id for _, mid in arrivals) and time.time() < dead
 arrived = [at for at, mid in arrivals if mid == scheduled.id]
 check(arrived and arrived[0] >= deliver_at.timestamp() - 0.01,
       "a message 3 s in the future arrives, and not before its deliverAt")
+bulk = svix.endpoint.bulk_replay("sdk-inline", svix.endpoint.list("sdk-inline").data[0].id,
+                               BulkReplayIn(since=datetime.now(timezone.utc) - timedelta(hours=1),
+                                            event_types=["invoice.paid"], status=MessageStatus.SUCCESS))
+check(bulk.id.startswith("qtask_") and bulk.task == "endpoint.bulk-replay", "endpoint bulk_replay")
+deadline = time.time() + 30
+while svix.background_task.get(bulk.id).status != "finished" and time.time() < deadline:
+    time.sleep(0.05)
+check(svix.background_task.get(bulk.id).data["messagesSent"] == 1, "bulk_replay re-sends the delivered message")
 receiver.shutdown()
 
 print("ALL SDK CHECKS PASSED")
