@@ -499,11 +499,36 @@ async fn create_from(
         check_destination(state, &input.url)?;
     }
     let app = resolve(state, ctx, app_ref)?;
+    let op = Op::CreateEndpoint {
+        app_key: app.key,
+        id: ids::new_id(IdKind::Endpoint, state.clock.now_ms()),
+        fields: Box::new(new_fields(state, input, &secret)),
+    };
+    submit_reply(state, ctx.idempotency, op).await
+}
+
+/// POST /operational-webhook/endpoint before the operational application exists: the
+/// endpoint and (in the same op) its application.
+pub(super) async fn create_operational(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let input: EndpointIn = parse_json(&ctx.body)?;
+    let secret = validate_create(&input)?;
+    check_destination(state, &input.url)?;
+    let now_ms = state.clock.now_ms();
+    let op = Op::CreateOperationalEndpoint {
+        app_id: ids::new_id(IdKind::App, now_ms),
+        id: ids::new_id(IdKind::Endpoint, now_ms),
+        fields: Box::new(new_fields(state, input, &secret)),
+    };
+    submit_reply(state, ctx.idempotency, op).await
+}
+
+/// A new endpoint's fields, secrets in their stored form.
+fn new_fields(state: &ApiState, input: EndpointIn, secret: &[u8]) -> EndpointFields {
     let mut headers = BTreeMap::new();
     for (name, value) in input.headers.unwrap_or_default() {
         merge_header(&mut headers, &name, Some(state.log.stored_text(&value)));
     }
-    let fields = EndpointFields {
+    EndpointFields {
         uid: input.uid,
         url: input.url,
         description: input.description,
@@ -512,7 +537,7 @@ async fn create_from(
         throttle_rate: input.throttle_rate,
         event_types: input.event_types,
         channels: input.channels,
-        secret: state.log.stored_secret(&secret),
+        secret: state.log.stored_secret(secret),
         headers,
         metadata: input.metadata.unwrap_or_default(),
         fifo: input.ordering.is_some_and(|o| o == Ordering::Fifo),
@@ -521,13 +546,7 @@ async fn create_from(
             .map_or(Signing::Hmac, |s| s.into_stored(&state.log)),
         sealed: state.log.seals(),
         polling_only: input.polling_only.unwrap_or(false),
-    };
-    let op = Op::CreateEndpoint {
-        app_key: app.key,
-        id: ids::new_id(IdKind::Endpoint, state.clock.now_ms()),
-        fields: Box::new(fields),
-    };
-    submit_reply(state, ctx.idempotency, op).await
+    }
 }
 
 pub(super) fn get(

@@ -18,6 +18,7 @@ mod idempotency;
 mod ingest_in;
 pub mod message_in;
 mod messages;
+mod operational;
 mod poller;
 mod query;
 mod rate;
@@ -465,6 +466,11 @@ enum Route<'a> {
     Recover(&'a str, &'a str),
     ReplayMissing(&'a str, &'a str),
     BulkReplay(&'a str, &'a str),
+    OperationalEndpoints,
+    OperationalEndpoint(&'a str),
+    OperationalSecret(&'a str),
+    OperationalSecretRotate(&'a str),
+    OperationalHeaders(&'a str),
     BackgroundTasks,
     BackgroundTask(&'a str),
     Poller(&'a str, &'a str),
@@ -515,6 +521,13 @@ impl<'a> Route<'a> {
             ["app", a, "endpoint", e, "recover"] => Route::Recover(a, e),
             ["app", a, "endpoint", e, "replay-missing"] => Route::ReplayMissing(a, e),
             ["app", a, "endpoint", e, "bulk-replay"] => Route::BulkReplay(a, e),
+            ["operational-webhook", "endpoint"] => Route::OperationalEndpoints,
+            ["operational-webhook", "endpoint", e] => Route::OperationalEndpoint(e),
+            ["operational-webhook", "endpoint", e, "secret"] => Route::OperationalSecret(e),
+            ["operational-webhook", "endpoint", e, "secret", "rotate"] => {
+                Route::OperationalSecretRotate(e)
+            }
+            ["operational-webhook", "endpoint", e, "headers"] => Route::OperationalHeaders(e),
             ["background-task"] => Route::BackgroundTasks,
             ["background-task", t] => Route::BackgroundTask(t),
             ["app", a, "poller", e] => Route::Poller(a, e),
@@ -574,7 +587,13 @@ impl<'a> Route<'a> {
             | Route::PollerConsumer(..)
             | Route::PollerToken(..) => &[M::GET],
             Route::PollerSeek(..) | Route::PollerTokenRotate(..) => &[M::POST],
-            Route::Sources | Route::SourceEndpoints(..) => &[M::GET, M::POST],
+            Route::Sources | Route::SourceEndpoints(..) | Route::OperationalEndpoints => {
+                &[M::GET, M::POST]
+            }
+            Route::OperationalEndpoint(..) => &[M::GET, M::PUT, M::DELETE],
+            Route::OperationalSecret(..) => &[M::GET],
+            Route::OperationalSecretRotate(..) => &[M::POST],
+            Route::OperationalHeaders(..) => &[M::GET, M::PUT],
             Route::Source(..) | Route::SourceEndpoint(..) => &[M::GET, M::PUT, M::DELETE],
             Route::SourceLog(..) | Route::SourceEndpointSecret(..) => &[M::GET],
             Route::SourceTokenRotate(..) | Route::SourceEndpointSecretRotate(..) => &[M::POST],
@@ -780,6 +799,34 @@ async fn dispatch(
         (Route::BulkReplay(a, e), _) => tasks::bulk_replay(state, ctx, a, e).await,
         (Route::ReplayMissing(a, e), _) => {
             tasks::start(state, ctx, a, e, TaskKind::ReplayMissing).await
+        }
+        (Route::OperationalEndpoints, M::GET) => {
+            operational::route(state, ctx, None, Dest::List).await
+        }
+        (Route::OperationalEndpoints, _) => {
+            operational::route(state, ctx, None, Dest::Create).await
+        }
+        (Route::OperationalEndpoint(e), M::GET) => {
+            operational::route(state, ctx, Some(e), Dest::Get).await
+        }
+        (Route::OperationalEndpoint(e), M::PUT) => {
+            operational::route(state, ctx, Some(e), Dest::Upsert).await
+        }
+        (Route::OperationalEndpoint(e), _) => {
+            operational::route(state, ctx, Some(e), Dest::Delete).await
+        }
+        (Route::OperationalSecret(e), _) => {
+            operational::route(state, ctx, Some(e), Dest::Secret).await
+        }
+        (Route::OperationalSecretRotate(e), _) => {
+            operational::route(state, ctx, Some(e), Dest::RotateSecret).await
+        }
+        (Route::OperationalHeaders(e), M::GET) => {
+            operational::route(state, ctx, Some(e), Dest::GetHeaders).await
+        }
+        (Route::OperationalHeaders(e), _) => {
+            let merge = false;
+            operational::route(state, ctx, Some(e), Dest::SetHeaders { merge }).await
         }
         (Route::BackgroundTasks, _) => tasks::list(state, ctx),
         (Route::BackgroundTask(t), _) => tasks::get(state, ctx, t),

@@ -15,7 +15,7 @@ use super::schema::{
     ReplayFilter, SourceErrorRecord, SourceRecord, TaskKind, TokenRecord, TokenScope,
 };
 use super::tasks::{self as task_log, NotCreated, TaskSpec};
-use super::{LogError, WriteCtx, purge, retention, tables};
+use super::{LogError, WriteCtx, operational, purge, retention, tables};
 use crate::limits::{
     APPS_MAX, DAY_MS, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX,
     RETENTION_DAYS_DEFAULT, SOURCE_OLD_TOKENS_MAX, TOKENS_MAX,
@@ -57,6 +57,32 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             id,
             fields,
         } => create_endpoint(w, app_key, id, *fields),
+        Op::CreateOperationalEndpoint { app_id, id, fields } => {
+            let app_key = match operational::app_key(w.wtxn, w.dbs)? {
+                Some(key) => key,
+                None => {
+                    if !room_for_an_app(w)? {
+                        return refused(Refusal::AppsLimit);
+                    }
+                    // A new application: the endpoint create below cannot refuse.
+                    let mut app = new_app(
+                        w,
+                        app_id,
+                        AppFields {
+                            uid: None,
+                            name: "operational webhooks".to_owned(),
+                            throttle_rate: None,
+                            metadata: std::collections::BTreeMap::new(),
+                        },
+                    );
+                    app.internal = true;
+                    tables::put_app(w.wtxn, w.dbs, &app, None)?;
+                    operational::set_app_key(w, app.key)?;
+                    app.key
+                }
+            };
+            create_endpoint(w, app_key, id, *fields)
+        }
         Op::UpdateEndpoint {
             app_key,
             endpoint,
@@ -762,7 +788,10 @@ fn create_endpoint(
         return refused(Refusal::EndpointsLimit);
     }
     let event_types = fields.event_types.filter(|l| !l.is_empty());
-    if let Some(refusal) = unknown_event_types(w, event_types.as_ref())? {
+    // Operational endpoints filter on Sluice's own events, not the org's event types.
+    if !operational::is_operational(w, app_key)?
+        && let Some(refusal) = unknown_event_types(w, event_types.as_ref())?
+    {
         return refused(refusal);
     }
     if let Some(uid) = &fields.uid
@@ -798,6 +827,7 @@ fn create_endpoint(
     };
     tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
     w.state.endpoints.upsert(&endpoint);
+    operational::endpoint_event(w, "endpoint.created", &endpoint)?;
     Ok(Outcome::Endpoint {
         endpoint: Box::new(endpoint),
         created: true,
@@ -861,7 +891,9 @@ fn update_endpoint(
     if changes.event_types.as_set().is_some_and(Vec::is_empty) {
         changes.event_types = super::ops::Change::Clear;
     }
-    if let Some(refusal) = unknown_event_types(w, changes.event_types.as_set())? {
+    if !operational::is_operational(w, app_key)?
+        && let Some(refusal) = unknown_event_types(w, changes.event_types.as_set())?
+    {
         return refused(refusal);
     }
     if let Some(uid) = changes.uid.as_set()
@@ -875,6 +907,12 @@ fn update_endpoint(
     endpoint.updated_ms = w.now_ms;
     tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
     w.state.endpoints.upsert(&endpoint);
+    operational::endpoint_event(w, "endpoint.updated", &endpoint)?;
+    match (previous.disabled, endpoint.disabled) {
+        (true, false) => operational::endpoint_event(w, "endpoint.enabled", &endpoint)?,
+        (false, true) => operational::endpoint_disabled(w, &endpoint, false, None)?,
+        _ => {}
+    }
     Ok(Outcome::Endpoint {
         endpoint: Box::new(endpoint),
         created: false,
@@ -892,6 +930,7 @@ fn delete_endpoint(
     };
     tables::delete_endpoint(w.wtxn, w.dbs, &endpoint)?;
     w.state.endpoints.remove(app_key, endpoint.key);
+    operational::endpoint_event(w, "endpoint.deleted", &endpoint)?;
     Ok(Outcome::Done)
 }
 
@@ -921,6 +960,7 @@ fn rotate_secret(
     }
     endpoint.updated_ms = now_ms;
     tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
+    operational::endpoint_event(w, "endpoint.updated", &endpoint)?;
     Ok(Outcome::SecretRotated)
 }
 

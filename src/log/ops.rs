@@ -327,6 +327,13 @@ pub enum Op {
         until_ms: u64,
         filter: Box<ReplayFilter>,
     },
+    /// An operational-webhook endpoint: an endpoint of the operational application, which
+    /// is made (internal, with `app_id`) with the first one.
+    CreateOperationalEndpoint {
+        app_id: String,
+        id: String,
+        fields: Box<EndpointFields>,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -346,7 +353,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 36] = [
+    pub const NAMES: [&'static str; 37] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -383,6 +390,7 @@ impl Op {
         "purge_deleted_apps",
         "expunge_attempt_content",
         "create_bulk_replay",
+        "create_operational_endpoint",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -423,6 +431,7 @@ impl Op {
             Op::TouchToken { .. } => "touch_token",
             Op::PurgeDeletedApps { .. } => "purge_deleted_apps",
             Op::ExpungeAttemptContent { .. } => "expunge_attempt_content",
+            Op::CreateOperationalEndpoint { .. } => "create_operational_endpoint",
             Op::CreateBulkReplay { .. } => "create_bulk_replay",
         }
     }

@@ -909,6 +909,15 @@ pub(in crate::log) fn record_attempt(
         updated_ms: now_ms,
     };
     dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
+    // Operational events follow scheduled deliveries only (a manual attempt is a person's).
+    let retry_left = matches!(step, Step::RetryAt(_));
+    if !row.manual
+        && let Some(event) = super::operational::attempt_event(attempts, record.success, retry_left)
+    {
+        let attempt: super::schema::AttemptRecord =
+            super::schema::decode_json(db_name::ATTEMPTS, &record.stored)?;
+        super::operational::attempt(ctx, event, &attempt)?;
+    }
     update_health(ctx, record, step, disable_after_ms)?;
     Ok(attempt_key)
 }
@@ -962,6 +971,10 @@ fn update_health(
     if next != endpoint {
         put_endpoint(ctx.wtxn, ctx.dbs, &next, Some(&endpoint))?;
         ctx.state.endpoints.upsert(&next);
+        if next.disabled && !endpoint.disabled {
+            let fail_since = endpoint.failing_since_ms.unwrap_or(now_ms);
+            super::operational::endpoint_disabled(ctx, &next, true, Some(fail_since))?;
+        }
     }
     Ok(())
 }

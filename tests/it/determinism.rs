@@ -573,7 +573,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 attempt,
             }
         }
-        _ => {
+        35 => {
             let (app_key, endpoint) = endpoint_of(rng, world);
             Op::CreateBulkReplay {
                 app_key,
@@ -593,6 +593,34 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 }),
             }
         }
+        // An operational endpoint: from then on, endpoint changes and attempts emit
+        // operational events into its application (filtered on some event names).
+        _ => Op::CreateOperationalEndpoint {
+            app_id: world.fresh("app"),
+            id: world.fresh("ep"),
+            fields: Box::new(EndpointFields {
+                uid: rng.chance(30).then(|| format!("op{}", rng.below(5))),
+                url: "https://ops.example.com/hook".to_owned(),
+                description: String::new(),
+                version: 1,
+                disabled: false,
+                throttle_rate: None,
+                event_types: rng.chance(50).then(|| {
+                    vec![
+                        "endpoint.created".to_owned(),
+                        "message.attempt.exhausted".to_owned(),
+                    ]
+                }),
+                channels: None,
+                secret: rng.bytes(24),
+                headers: Default::default(),
+                metadata: Default::default(),
+                fifo: false,
+                signing: Signing::Hmac,
+                sealed: false,
+                polling_only: false,
+            }),
+        },
     }
 }
 
