@@ -18,6 +18,7 @@ mod idempotency;
 mod ingest_in;
 pub mod message_in;
 mod messages;
+mod openapi;
 mod operational;
 mod poller;
 mod query;
@@ -26,6 +27,7 @@ mod sources;
 mod tasks;
 pub mod tls;
 mod tokens;
+mod unsupported;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -442,6 +444,7 @@ fn metrics_response(state: &ApiState, method: &Method) -> Response<Full<Bytes>> 
 enum Route<'a> {
     Health,
     HealthPing,
+    OpenApi,
     Apps,
     App(&'a str),
     Endpoints(&'a str),
@@ -497,6 +500,7 @@ impl<'a> Route<'a> {
         Some(match s.as_slice() {
             ["health"] => Route::Health,
             ["health", "ping"] => Route::HealthPing,
+            ["openapi.json"] => Route::OpenApi,
             ["app"] => Route::Apps,
             ["app", a] => Route::App(a),
             ["app", a, "endpoint"] => Route::Endpoints(a),
@@ -564,6 +568,7 @@ impl<'a> Route<'a> {
         use Method as M;
         match self {
             Route::Health | Route::HealthPing => &[M::GET, M::HEAD],
+            Route::OpenApi => &[M::GET],
             Route::Apps
             | Route::Endpoints(..)
             | Route::EventTypes
@@ -649,6 +654,10 @@ async fn route_and_serve(
         None => path_segments(uri.path()),
     }
     .ok_or(ApiError::NotFound("Route not found."))?;
+    if let Some(feature) = unsupported::feature(ingest.is_some(), req.method().as_str(), &segments)
+    {
+        return Err(ApiError::NotSupported(feature));
+    }
     let route = match ingest {
         Some(_) => Route::parse_ingest(&segments),
         None => Route::parse(&segments),
@@ -679,6 +688,9 @@ async fn serve_route(
     let method = req.method().clone();
     if let Route::Health | Route::HealthPing = route {
         return health(state, route);
+    }
+    if route == Route::OpenApi {
+        return Reply::json(StatusCode::OK, &openapi::document());
     }
     let now_ms = state.clock.now_ms();
     if let Err(error) = state.auth_throttle.check(peer, now_ms) {
@@ -870,6 +882,7 @@ async fn dispatch(
         (Route::Tokens, _) => tokens::create(state, ctx).await,
         (Route::Token(t), _) => tokens::revoke(state, ctx, t).await,
         (Route::Health | Route::HealthPing, _) => health(state, route),
+        (Route::OpenApi, _) => Reply::json(StatusCode::OK, &openapi::document()),
     }
 }
 
