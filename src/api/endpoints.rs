@@ -124,7 +124,12 @@ struct EndpointIn {
 #[serde(tag = "mode", rename_all = "kebab-case")]
 enum SigningIn {
     Hmac,
-    StaticToken { header: String, token: String },
+    /// Without `token`, Sluice generates one (read back at `GET …/secret`).
+    StaticToken {
+        header: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
 }
 
 impl SigningIn {
@@ -134,7 +139,7 @@ impl SigningIn {
             SigningIn::Hmac => Signing::Hmac,
             SigningIn::StaticToken { header, token } => Signing::StaticToken {
                 header,
-                token: log.stored_text(&token),
+                token: log.stored_text(&token.unwrap_or_else(generate_token)),
             },
         }
     }
@@ -338,6 +343,15 @@ fn format_secret(key: &[u8]) -> String {
     format!("whsec_{}", BASE64.encode(key))
 }
 
+/// A static token for an endpoint whose create or update named none: 32 random bytes,
+/// base64url (safe as a header value).
+fn generate_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    ids::fill_random(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 fn generate_secret() -> Vec<u8> {
     let mut key = vec![0u8; SECRET_BYTES_GENERATED];
     ids::fill_random(&mut key);
@@ -390,10 +404,12 @@ fn check_header_at(problems: &mut Problems, loc: &[&str], name: &str, value: Opt
 fn check_signing(problems: &mut Problems, signing: Option<&SigningIn>) {
     if let Some(SigningIn::StaticToken { header, token }) = signing {
         check_header_at(problems, &["body", "signing", "header"], header, None);
-        if token.is_empty() {
-            problems.add(&["body", "signing", "token"], "must not be empty");
-        } else {
-            check_header_at(problems, &["body", "signing", "token"], "x", Some(token));
+        match token.as_deref() {
+            None => {} // Sluice generates one.
+            Some("") => problems.add(&["body", "signing", "token"], "must not be empty"),
+            Some(token) => {
+                check_header_at(problems, &["body", "signing", "token"], "x", Some(token));
+            }
         }
     }
 }
@@ -689,8 +705,19 @@ pub(super) async fn delete(
 // === secret ===
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct SecretOut {
     key: String,
+    /// A static-token endpoint's header and token (a Sluice extension): what its
+    /// receiver compares, shown to whoever may read the signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    static_token: Option<StaticTokenOut>,
+}
+
+#[derive(Serialize)]
+struct StaticTokenOut {
+    header: String,
+    token: String,
 }
 
 pub(super) fn get_secret(
@@ -700,10 +727,15 @@ pub(super) fn get_secret(
     endpoint_ref: &str,
 ) -> Result<Reply, ApiError> {
     let endpoint = find(state, ctx, app_ref, endpoint_ref)?;
+    let static_token = match endpoint.signing {
+        Signing::StaticToken { header, token } => Some(StaticTokenOut { header, token }),
+        Signing::Hmac => None,
+    };
     Reply::json(
         StatusCode::OK,
         &SecretOut {
             key: format_secret(&endpoint.secret),
+            static_token,
         },
     )
 }
@@ -756,6 +788,7 @@ pub(super) async fn rotate_secret(
         StatusCode::OK,
         &SecretOut {
             key: format_secret(&new_key),
+            static_token: None,
         },
     )
 }

@@ -755,3 +755,71 @@ print(json.dumps(sorted(routes)))
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
     sluice.stop().await;
 }
+
+/// A static-token endpoint may leave its token to Sluice, which generates one; the token
+/// (given or generated) is read back at `GET …/secret`, as the subscriber must be told it,
+/// and is what deliveries carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_token_is_generated_and_read_back_through_the_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start_delivering(dir.path(), &[60_000]).await;
+    let addr = sluice.addr;
+    let hook = Receiver::start(|_| Answer::Status(200)).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "s", "uid": "s"}))
+            .await
+            .status,
+        201
+    );
+    let ep = post(
+        addr,
+        "/api/v1/app/s/endpoint",
+        &json!({"url": hook.url(), "uid": "st",
+                "signing": {"mode": "static-token", "header": "X-Hook-Token"}}),
+    )
+    .await;
+    assert_eq!(ep.status, 201, "{}", ep.json);
+    assert!(
+        ep.json["signing"].get("token").is_none(),
+        "never shown on the endpoint"
+    );
+    let secret = get(addr, "/api/v1/app/s/endpoint/st/secret").await.json;
+    assert_eq!(secret["staticToken"]["header"], "X-Hook-Token");
+    let token = secret["staticToken"]["token"]
+        .as_str()
+        .expect("a generated token")
+        .to_owned();
+    assert!(token.len() >= 40, "{token}");
+    let sent = post(
+        addr,
+        "/api/v1/app/s/msg",
+        &json!({"eventType": "e", "payload": {}}),
+    )
+    .await;
+    assert_eq!(sent.status, 202);
+    let got = hook.wait_for(1).await;
+    assert_eq!(got[0].header("x-hook-token"), token);
+    // A given token is read back as given; an HMAC endpoint has none.
+    let patched = call(
+        addr,
+        "PATCH",
+        "/api/v1/app/s/endpoint/st",
+        Some(TOKEN),
+        &[],
+        br#"{"signing": {"mode": "static-token", "header": "X-Hook-Token", "token": "given-1"}}"#,
+    )
+    .await;
+    assert_eq!(patched.status, 200, "{}", patched.json);
+    let secret = get(addr, "/api/v1/app/s/endpoint/st/secret").await.json;
+    assert_eq!(secret["staticToken"]["token"], "given-1");
+    let hmac = post(
+        addr,
+        "/api/v1/app/s/endpoint",
+        &json!({"url": hook.url(), "uid": "h"}),
+    )
+    .await;
+    assert_eq!(hmac.status, 201);
+    let secret = get(addr, "/api/v1/app/s/endpoint/h/secret").await.json;
+    assert!(secret.get("staticToken").is_none() && secret["key"].is_string());
+    sluice.stop().await;
+}
