@@ -181,3 +181,85 @@ async fn operational_webhooks_tell_the_platform_what_happens() {
     assert_eq!(got.len(), 10, "nothing else: {events:?}");
     sluice.stop().await;
 }
+
+/// An operational event is durable with its cause: killed (SIGKILL) right after the
+/// failure policy disabled an endpoint, with the event's delivery held open by the
+/// subscriber, the restarted Sluice still delivers `endpoint.disabled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operational_event_survives_a_kill_right_after_its_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[delivery]\nallow_http = true\nallowed_networks = [\"127.0.0.0/8\"]\n\
+         retry_schedule_ms = []\ndisable_after_ms = 0\n",
+    )
+    .expect("config");
+    // The first request (the event, sent by the Sluice about to be killed) hangs.
+    let ops = Receiver::start(|n| {
+        if n == 0 {
+            Answer::Hang
+        } else {
+            Answer::Status(200)
+        }
+    })
+    .await;
+    let failing = Receiver::start(|_| Answer::Status(500)).await;
+    let daemon = crate::harness::Daemon::spawn_with(&data, Some(&config));
+    let addr = daemon.addr;
+    let subscribed = post(
+        addr,
+        "/api/v1/operational-webhook/endpoint",
+        &json!({"url": ops.url(), "eventTypes": ["endpoint.disabled"]}),
+    )
+    .await;
+    assert_eq!(subscribed.status, 201, "{}", subscribed.json);
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "k", "uid": "k"}))
+            .await
+            .status,
+        201
+    );
+    let ep = post(
+        addr,
+        "/api/v1/app/k/endpoint",
+        &json!({"url": failing.url(), "uid": "dies"}),
+    )
+    .await;
+    assert_eq!(ep.status, 201);
+    let sent = post(
+        addr,
+        "/api/v1/app/k/msg",
+        &json!({"eventType": "e", "payload": {}}),
+    )
+    .await;
+    assert_eq!(sent.status, 202);
+    assert!(
+        eventually_json(addr, "/api/v1/app/k/endpoint/dies", |e| e["disabled"]
+            == true)
+        .await
+    );
+    // Killed while the event's first delivery is held open: it was never recorded.
+    for _ in 0..500 {
+        if ops.hanging.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        crate::harness::pause(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(ops.hanging.load(std::sync::atomic::Ordering::SeqCst), 1);
+    daemon.kill9();
+
+    let daemon = crate::harness::Daemon::spawn_with(&data, Some(&config));
+    let got = ops.wait_for(2).await;
+    let event: Value = serde_json::from_slice(&got[1].body).expect("json");
+    assert_eq!(event["type"], "endpoint.disabled", "{event}");
+    assert_eq!(event["data"]["endpointId"], ep.json["id"]);
+    assert_eq!(event["data"]["trigger"], "automatic");
+    assert_eq!(
+        got[0].header("webhook-id"),
+        got[1].header("webhook-id"),
+        "the same event, again"
+    );
+    drop(daemon);
+}

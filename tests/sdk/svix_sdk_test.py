@@ -22,6 +22,7 @@ from svix.api import (
     EventTypeIn,
     MessageIn,
     MessageStatus,
+    OperationalWebhookEndpointIn,
     BulkReplayIn,
     RecoverIn,
     ReplayIn,
@@ -33,6 +34,7 @@ from svix.api.endpoint import EndpointListOptions
 from svix.api.message_attempt import MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions
 from svix.api.message import MessageListOptions, MessageGetOptions, MessageCreateOptions
 from svix.exceptions import HTTPValidationError, HttpError
+from standardwebhooks.webhooks import Webhook
 
 svix = Svix(os.environ["SLUICE_TOKEN"], SvixOptions(server_url=os.environ["SLUICE_URL"]))
 
@@ -201,6 +203,30 @@ class Hook(BaseHTTPRequestHandler):
 
 receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
 threading.Thread(target=receiver.serve_forever, daemon=True).start()
+
+# Operational webhooks, subscribed as the SDK does; each event verified with the
+# standardwebhooks library.
+operational = []
+
+
+class OpsHook(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        operational.append((dict(self.headers.items()), body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+ops_receiver = ThreadingHTTPServer(("127.0.0.1", 0), OpsHook)
+threading.Thread(target=ops_receiver.serve_forever, daemon=True).start()
+ops = svix.operational_webhook.endpoint.create(OperationalWebhookEndpointIn(
+    url=f"http://127.0.0.1:{ops_receiver.server_address[1]}/", event_types=["endpoint.created"]))
+check([e.id for e in svix.operational_webhook.endpoint.list().data] == [ops.id],
+      "operational_webhook.endpoint create and list")
+ops_secret = svix.operational_webhook.endpoint.get_secret(ops.id).key
 inline = svix.message.create("sdk-inline", MessageIn(
     event_type="invoice.paid", payload={"n": 0}, application=ApplicationIn(name="Inline", uid="sdk-inline")))
 check(svix.application.get("sdk-inline").name == "Inline" and inline.id.startswith("msg_"),
@@ -208,7 +234,15 @@ check(svix.application.get("sdk-inline").name == "Inline" and inline.id.startswi
 svix.message.create("sdk-inline", MessageIn(
     event_type="invoice.paid", payload={"n": 1}, application=ApplicationIn(name="Other", uid="sdk-inline")))
 check(svix.application.get("sdk-inline").name == "Inline", "an inline application that exists is used")
-svix.endpoint.create("sdk-inline", EndpointIn(url=f"http://127.0.0.1:{receiver.server_address[1]}/"))
+inline_ep = svix.endpoint.create("sdk-inline", EndpointIn(url=f"http://127.0.0.1:{receiver.server_address[1]}/"))
+deadline = time.time() + 30
+while not operational and time.time() < deadline:
+    time.sleep(0.05)
+check(len(operational) == 1, "one operational event arrives")
+event = Webhook(ops_secret).verify(operational[0][1], operational[0][0])
+check(event["type"] == "endpoint.created" and event["data"]["endpointId"] == inline_ep.id
+      and event["data"]["appUid"] == "sdk-inline", "endpoint.created, verified with standardwebhooks")
+ops_receiver.shutdown()
 deliver_at = datetime.now(timezone.utc) + timedelta(seconds=3)
 scheduled = svix.message.create("sdk-inline", MessageIn(event_type="invoice.paid", payload={"n": 2},
                                                        deliver_at=deliver_at))
