@@ -122,6 +122,30 @@ pub(in crate::log) fn attempt(
     emit(w, attempt.app_key, event, data)
 }
 
+/// `background_task.finished`: a task ended (finished or failed), with what it did.
+pub(in crate::log) fn task_finished(
+    w: &mut WriteCtx<'_, '_>,
+    task: &schema::TaskRecord,
+) -> Result<(), LogError> {
+    use schema::{TaskKind, TaskStatus};
+    let kind = match task.kind {
+        TaskKind::Recover => "endpoint.recover",
+        TaskKind::ReplayMissing => "endpoint.replay",
+        TaskKind::BulkReplay => "endpoint.bulk-replay",
+    };
+    let status = match task.status {
+        TaskStatus::Running => "running",
+        TaskStatus::Finished => "finished",
+        TaskStatus::Failed => "failed",
+    };
+    let mut inner = json!({"messagesSent": task.messages_sent});
+    if let Some(error) = &task.error {
+        inner["error"] = json!(error);
+    }
+    let data = json!({"taskId": task.id, "task": kind, "status": status, "data": inner});
+    emit(w, task.app_key, "background_task.finished", data)
+}
+
 /// Appends `{"type": event, "data": data}` as a message of the operational application,
 /// delivered to its endpoints whose filters match `event`. Nothing when there is no
 /// subscriber, or when the change is about the operational application itself.

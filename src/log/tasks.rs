@@ -198,6 +198,9 @@ pub(in crate::log) fn advance(
     }
     task.updated_ms = ctx.now_ms;
     put(ctx, &task)?;
+    if task.status != TaskStatus::Running {
+        super::operational::task_finished(ctx, &task)?;
+    }
     Ok(Some(task))
 }
 

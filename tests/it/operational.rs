@@ -116,8 +116,16 @@ async fn operational_webhooks_tell_the_platform_what_happens() {
     )
     .await;
     assert_eq!(deleted.status, 204);
+    let since = sluice::clock::format_rfc3339(Clock::System.now_ms() - 3_600_000);
+    let task = post(
+        addr,
+        "/api/v1/app/t/endpoint/a/recover",
+        &json!({"since": since}),
+    )
+    .await;
+    assert_eq!(task.status, 202, "{}", task.json);
 
-    let got = ops.wait_for(10).await;
+    let got = ops.wait_for(11).await;
     let mut events: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for request in &got {
         crate::delivery::assert_signed(request, &secret);
@@ -178,7 +186,22 @@ async fn operational_webhooks_tell_the_platform_what_happens() {
         ),
         (1, &m2.json["id"], &json!(200))
     );
-    assert_eq!(got.len(), 10, "nothing else: {events:?}");
+    let finished = &events["background_task.finished"];
+    assert_eq!(
+        (
+            &finished[0]["taskId"],
+            &finished[0]["task"],
+            &finished[0]["status"]
+        ),
+        (
+            &task.json["id"],
+            &json!("endpoint.recover"),
+            &json!("finished")
+        ),
+        "{events:?}"
+    );
+    assert_eq!(finished[0]["data"]["messagesSent"], 1, "m1 had failed");
+    assert_eq!(got.len(), 11, "nothing else: {events:?}");
     sluice.stop().await;
 }
 
