@@ -141,6 +141,10 @@ updated = svix.endpoint.upsert(app.id, ep.id, EndpointUpsertIn(url="https://hook
                                                             event_types=["invoice.paid", "invoice.failed"]))
 check(updated.url == "https://hooks.example.com/v2" and updated.event_types == ["invoice.paid", "invoice.failed"],
       "endpoint update (PUT)")
+put_created = svix.endpoint.upsert(app.id, "created-by-put", EndpointUpsertIn(url="https://hooks.example.com/put"))
+check(put_created.id.startswith("ep_") and put_created.uid == "created-by-put",
+      "endpoint upsert (PUT) creates an endpoint named by the path")
+svix.endpoint.delete(app.id, put_created.id)
 patched = svix.endpoint.patch(app.id, ep.id, EndpointPatch(disabled=True))
 check(patched.disabled and patched.url == "https://hooks.example.com/v2", "endpoint patch")
 svix.endpoint.delete(app.id, ep.id)
