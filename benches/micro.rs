@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use sluice::clock::Clock;
 use sluice::log::Log;
 use sluice::log::index::EndpointIndex;
-use sluice::log::ops::{AppFields, Envelope, NewMessage, Op, Outcome};
+use sluice::log::ops::{AppFields, Envelope, MessageApp, NewMessage, Op, Outcome};
 use sluice::log::schema::{EndpointRecord, Signing};
 
 /// Heap allocations made by every thread of this process so far.
@@ -227,7 +227,7 @@ async fn append_for(log: &Log, app_key: u64, concurrency: usize, duration: Durat
                 let mut done = 0;
                 while Instant::now() < deadline && done < 1_000_000 {
                     let op = Op::CreateMessage {
-                        app_key,
+                        app: MessageApp::Existing(app_key),
                         message: Box::new(NewMessage {
                             id: format!("msg_bench_{c}_{done}"),
                             event_type: "bench".to_owned(),
@@ -236,6 +236,7 @@ async fn append_for(log: &Log, app_key: u64, concurrency: usize, duration: Durat
                             payload: vec![b'x'; 1024],
                             retention_days: 90,
                             tags: None,
+                            deliver_at_ms: None,
                         }),
                         with_content: false,
                     };

@@ -119,6 +119,14 @@ pub async fn start(
     start_with_resolver(config, admin_token, clock, Arc::new(SystemResolver)).await
 }
 
+/// The listener of `metrics.listen`, if the config has one.
+async fn bind_metrics(config: &Config) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    match config.metrics.listen {
+        Some(listen) => Ok(Some(bind(listen).await?)),
+        None => Ok(None),
+    }
+}
+
 /// `start`, resolving delivery hosts with `resolver` (tests play hostile DNS with it).
 pub async fn start_with_resolver(
     config: &Config,
@@ -144,10 +152,7 @@ pub async fn start_with_resolver(
             .map_err(log_error)?,
     };
     let (listener, addr) = bind(config.api.listen).await?;
-    let metrics_listener = match config.metrics.listen {
-        Some(listen) => Some(bind(listen).await?),
-        None => None,
-    };
+    let metrics_listener = bind_metrics(config).await?;
     let (ctx, policy) = attempt_ctx(config, &log, &clock, resolver)?;
     let delivery_settings = ctx.settings.clone();
     let engine = Engine::start(Arc::new(ctx), intakes, shard_leases);
@@ -160,6 +165,7 @@ pub async fn start_with_resolver(
     let (sweeper, tasks, task_wake) = start_once_work(config, &log, &clock, singleton);
     let mut state = api_state(config, &log, clock, admin_token, task_wake, metrics)?;
     state.cluster = cluster.as_ref().map(Cluster::view);
+    state.destinations = policy.clone();
     state.metrics_on_api = metrics_listener.is_none();
     state.metrics_token_hash = metrics_token(config)?;
     let (api_config, tls) = (state.config.clone(), state.tls.clone());

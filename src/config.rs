@@ -122,6 +122,9 @@ pub struct ApiConfig {
     /// bucket with as much burst; beyond it, 429), and the rate shared by every request
     /// with an unknown token. 0 turns the limit off. Default 100, 0–1,000,000.
     pub source_rate_per_second: u32,
+    /// How far ahead a message's `deliverAt` may be, seconds; later is a 422. 0 refuses
+    /// every future `deliverAt`. Default 604,800 (7 days), 0–`DELIVER_AT_HORIZON_SECONDS_MAX`.
+    pub deliver_at_horizon_seconds: u64,
 }
 
 /// `[storage]`: the LMDB environment and its writer thread.
@@ -266,6 +269,7 @@ impl Config {
                 tls_key_file: None,
                 source_token_grace_seconds: 0,
                 source_rate_per_second: 0,
+                deliver_at_horizon_seconds: 0,
             },
             storage: StorageConfig {
                 map_size_bytes: 0,

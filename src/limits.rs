@@ -20,6 +20,10 @@ pub const METADATA_BYTES_MAX: usize = 4_096;
 pub const MESSAGE_CHANNELS_MAX: usize = 5;
 /// Most tags on one message (Svix: at most 5).
 pub const MESSAGE_TAGS_MAX: usize = 5;
+/// Farthest a message's `deliverAt` may ever be ahead, seconds (90 days, the longest payload
+/// retention: a delivery scheduled later would find its payload gone). The horizon in force
+/// is `api.deliver_at_horizon_seconds`, at most this.
+pub const DELIVER_AT_HORIZON_SECONDS_MAX: u64 = 90 * 86_400;
 /// Most channels an endpoint filters on (Svix: 1–10).
 pub const ENDPOINT_CHANNELS_MAX: usize = 10;
 /// Most event types an endpoint filters on.

@@ -18,12 +18,12 @@ use crate::log::tables::{self, Walk};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AppIn {
+pub(super) struct AppIn {
     name: String,
     #[serde(default, alias = "rateLimit")]
     throttle_rate: Option<u16>,
     #[serde(default)]
-    uid: Option<String>,
+    pub(super) uid: Option<String>,
     #[serde(default)]
     metadata: Option<BTreeMap<String, String>>,
 }
@@ -71,7 +71,7 @@ impl AppOut {
     }
 }
 
-fn validate(input: &AppIn) -> Result<(), ApiError> {
+pub(super) fn validate(input: &AppIn) -> Result<(), ApiError> {
     let mut problems = Problems::default();
     problems.text("name", &input.name, true);
     problems.uid(IdKind::App, "uid", input.uid.as_deref());
@@ -129,7 +129,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
 }
 
 impl AppIn {
-    fn into_fields(self) -> AppFields {
+    pub(super) fn into_fields(self) -> AppFields {
         AppFields {
             uid: self.uid,
             name: self.name,

@@ -124,7 +124,12 @@ struct EndpointIn {
 #[serde(tag = "mode", rename_all = "kebab-case")]
 enum SigningIn {
     Hmac,
-    StaticToken { header: String, token: String },
+    /// Without `token`, Sluice generates one (read back at `GET …/secret`).
+    StaticToken {
+        header: String,
+        #[serde(default)]
+        token: Option<String>,
+    },
 }
 
 impl SigningIn {
@@ -134,7 +139,7 @@ impl SigningIn {
             SigningIn::Hmac => Signing::Hmac,
             SigningIn::StaticToken { header, token } => Signing::StaticToken {
                 header,
-                token: log.stored_text(&token),
+                token: log.stored_text(&token.unwrap_or_else(generate_token)),
             },
         }
     }
@@ -272,6 +277,24 @@ fn check_url(problems: &mut Problems, url: &str) {
     }
 }
 
+/// Refuses (422) a URL every delivery to it would be refused for, by the destination
+/// policy in force: an `http://` URL without `delivery.allow_http`, or an IP literal
+/// outside the public internet and `delivery.allowed_networks`. A name passes here: what
+/// it resolves to is checked at each attempt (it may change).
+fn check_destination(state: &ApiState, url: &str) -> Result<(), ApiError> {
+    // `check_url` (shape) ran first, so the URL parses.
+    let Ok(uri) = url.parse::<hyper::Uri>() else {
+        return Ok(());
+    };
+    match state.destinations.get().check_url(&uri) {
+        Ok(_) => Ok(()),
+        Err(refusal) => Err(ApiError::field(
+            &["body", "url"],
+            format!("deliveries would be refused: {refusal}"),
+        )),
+    }
+}
+
 fn check_filters(
     problems: &mut Problems,
     event_types: Option<&Vec<String>>,
@@ -318,6 +341,15 @@ fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
 
 fn format_secret(key: &[u8]) -> String {
     format!("whsec_{}", BASE64.encode(key))
+}
+
+/// A static token for an endpoint whose create or update named none: 32 random bytes,
+/// base64url (safe as a header value).
+fn generate_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    ids::fill_random(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn generate_secret() -> Vec<u8> {
@@ -372,10 +404,12 @@ fn check_header_at(problems: &mut Problems, loc: &[&str], name: &str, value: Opt
 fn check_signing(problems: &mut Problems, signing: Option<&SigningIn>) {
     if let Some(SigningIn::StaticToken { header, token }) = signing {
         check_header_at(problems, &["body", "signing", "header"], header, None);
-        if token.is_empty() {
-            problems.add(&["body", "signing", "token"], "must not be empty");
-        } else {
-            check_header_at(problems, &["body", "signing", "token"], "x", Some(token));
+        match token.as_deref() {
+            None => {} // Sluice generates one.
+            Some("") => problems.add(&["body", "signing", "token"], "must not be empty"),
+            Some(token) => {
+                check_header_at(problems, &["body", "signing", "token"], "x", Some(token));
+            }
         }
     }
 }
@@ -477,12 +511,40 @@ async fn create_from(
     input: EndpointIn,
 ) -> Result<Reply, ApiError> {
     let secret = validate_create(&input)?;
+    if !input.polling_only.unwrap_or(false) {
+        check_destination(state, &input.url)?;
+    }
     let app = resolve(state, ctx, app_ref)?;
+    let op = Op::CreateEndpoint {
+        app_key: app.key,
+        id: ids::new_id(IdKind::Endpoint, state.clock.now_ms()),
+        fields: Box::new(new_fields(state, input, &secret)),
+    };
+    submit_reply(state, ctx.idempotency, op).await
+}
+
+/// POST /operational-webhook/endpoint before the operational application exists: the
+/// endpoint and (in the same op) its application.
+pub(super) async fn create_operational(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
+    let input: EndpointIn = parse_json(&ctx.body)?;
+    let secret = validate_create(&input)?;
+    check_destination(state, &input.url)?;
+    let now_ms = state.clock.now_ms();
+    let op = Op::CreateOperationalEndpoint {
+        app_id: ids::new_id(IdKind::App, now_ms),
+        id: ids::new_id(IdKind::Endpoint, now_ms),
+        fields: Box::new(new_fields(state, input, &secret)),
+    };
+    submit_reply(state, ctx.idempotency, op).await
+}
+
+/// A new endpoint's fields, secrets in their stored form.
+fn new_fields(state: &ApiState, input: EndpointIn, secret: &[u8]) -> EndpointFields {
     let mut headers = BTreeMap::new();
     for (name, value) in input.headers.unwrap_or_default() {
         merge_header(&mut headers, &name, Some(state.log.stored_text(&value)));
     }
-    let fields = EndpointFields {
+    EndpointFields {
         uid: input.uid,
         url: input.url,
         description: input.description,
@@ -491,7 +553,7 @@ async fn create_from(
         throttle_rate: input.throttle_rate,
         event_types: input.event_types,
         channels: input.channels,
-        secret: state.log.stored_secret(&secret),
+        secret: state.log.stored_secret(secret),
         headers,
         metadata: input.metadata.unwrap_or_default(),
         fifo: input.ordering.is_some_and(|o| o == Ordering::Fifo),
@@ -500,13 +562,7 @@ async fn create_from(
             .map_or(Signing::Hmac, |s| s.into_stored(&state.log)),
         sealed: state.log.seals(),
         polling_only: input.polling_only.unwrap_or(false),
-    };
-    let op = Op::CreateEndpoint {
-        app_key: app.key,
-        id: ids::new_id(IdKind::Endpoint, state.clock.now_ms()),
-        fields: Box::new(fields),
-    };
-    submit_reply(state, ctx.idempotency, op).await
+    }
 }
 
 pub(super) fn get(
@@ -603,6 +659,11 @@ async fn update(
     input: EndpointPatch,
 ) -> Result<Reply, ApiError> {
     let secret = validate_patch(&input)?;
+    if let Some(url) = &input.url
+        && input.polling_only != Some(true)
+    {
+        check_destination(state, url)?;
+    }
     let app = resolve(state, ctx, app_ref)?;
     let changes = EndpointChanges {
         url: input.url,
@@ -644,8 +705,19 @@ pub(super) async fn delete(
 // === secret ===
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct SecretOut {
     key: String,
+    /// A static-token endpoint's header and token (a Sluice extension): what its
+    /// receiver compares, shown to whoever may read the signing key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    static_token: Option<StaticTokenOut>,
+}
+
+#[derive(Serialize)]
+struct StaticTokenOut {
+    header: String,
+    token: String,
 }
 
 pub(super) fn get_secret(
@@ -655,10 +727,15 @@ pub(super) fn get_secret(
     endpoint_ref: &str,
 ) -> Result<Reply, ApiError> {
     let endpoint = find(state, ctx, app_ref, endpoint_ref)?;
+    let static_token = match endpoint.signing {
+        Signing::StaticToken { header, token } => Some(StaticTokenOut { header, token }),
+        Signing::Hmac => None,
+    };
     Reply::json(
         StatusCode::OK,
         &SecretOut {
             key: format_secret(&endpoint.secret),
+            static_token,
         },
     )
 }
@@ -711,6 +788,7 @@ pub(super) async fn rotate_secret(
         StatusCode::OK,
         &SecretOut {
             key: format_secret(&new_key),
+            static_token: None,
         },
     )
 }

@@ -78,6 +78,9 @@ pub enum ApiError {
     AuthThrottled { retry_after_secs: u32 },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A route of Svix's API (an SDK calls it) that Sluice does not serve: the feature.
+    #[error("{0} is not supported by Sluice.")]
+    NotSupported(&'static str),
 }
 
 impl ApiError {
@@ -110,6 +113,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -132,6 +136,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::AuthThrottled { .. } => "auth_throttled",
             ApiError::Internal(_) => "internal",
+            ApiError::NotSupported(_) => "not_supported",
         }
     }
 
@@ -185,6 +190,7 @@ impl ApiError {
             ApiError::Forbidden => coded("insufficient access", &text),
             ApiError::BadSignature(_) => coded("invalid_signature", &text),
             ApiError::NotFound(detail) => coded("not_found", detail),
+            ApiError::NotSupported(_) => coded("not_supported", &text),
             ApiError::MethodNotAllowed(_) => {
                 coded("method_not_allowed", "Method not allowed on this route.")
             }

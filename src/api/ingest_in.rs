@@ -203,6 +203,7 @@ async fn accept(
             payload: body.to_vec(),
             retention_days: RETENTION_DAYS_DEFAULT,
             tags: None,
+            deliver_at_ms: None,
         }),
         headers: kept_headers(headers),
     };

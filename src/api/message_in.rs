@@ -28,6 +28,11 @@ pub struct MessageIn {
     pub payload: Vec<u8>,
     /// Svix's `tags`, when given.
     pub tags: Option<Vec<String>>,
+    /// `deliverAt` (RFC 3339), as ms, when given.
+    pub deliver_at_ms: Option<u64>,
+    /// The body names an `application` to create if the path's does not exist (read
+    /// by `messages::create` only then: it is rare, and off the hot path).
+    pub has_application: bool,
 }
 
 /// A thread's reusable buffers: the body's copy simd-json parses in place, its internal
@@ -110,6 +115,8 @@ fn fields(tape: &Tape<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
         retention_days(&object),
     );
     let tags = note(&mut problems, "tags", tags(&object));
+    let deliver_at_ms = note(&mut problems, "deliverAt", deliver_at(&object));
+    let has_application = optional(&object, "application").is_some();
     let payload = note(&mut problems, "payload", payload(&object, body));
     match (
         event_type,
@@ -118,6 +125,7 @@ fn fields(tape: &Tape<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
         retention_days,
         payload,
         tags,
+        deliver_at_ms,
     ) {
         (
             Some(event_type),
@@ -126,6 +134,7 @@ fn fields(tape: &Tape<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
             Some(retention_days),
             Some(payload),
             Some(tags),
+            Some(deliver_at_ms),
         ) if problems.is_empty() => Ok(MessageIn {
             event_type,
             event_id,
@@ -133,6 +142,8 @@ fn fields(tape: &Tape<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
             retention_days,
             payload,
             tags,
+            deliver_at_ms,
+            has_application,
         }),
         _ => Err(problems),
     }
@@ -285,6 +296,18 @@ fn tags(object: &Object<'_, '_>) -> Result<Option<Vec<String>>, &'static str> {
     names
         .map(Some)
         .ok_or("each tag must be a name of a-z, A-Z, 0-9, '-', '_', '.'")
+}
+
+fn deliver_at(object: &Object<'_, '_>) -> Result<Option<u64>, &'static str> {
+    let Some(value) = optional(object, "deliverAt") else {
+        return Ok(None);
+    };
+    let text = value
+        .as_str()
+        .ok_or("must be an RFC 3339 date-time string")?;
+    crate::clock::parse_rfc3339(text)
+        .map(Some)
+        .ok_or("must be an RFC 3339 date-time such as 2030-01-01T00:00:00Z")
 }
 
 fn retention_days(object: &Object<'_, '_>) -> Result<Option<u16>, &'static str> {

@@ -5,14 +5,14 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::apps::resolve;
+use super::apps::{AppIn, resolve};
 use super::idempotency::submit_reply;
 use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply, message_in};
 use crate::clock::format_rfc3339;
 use crate::ids::{self, IdKind};
-use crate::limits::{PAGE_SCAN_ROWS_MAX, RETENTION_DAYS_DEFAULT};
-use crate::log::ops::{NewMessage, Op};
+use crate::limits::{DAY_MS, PAGE_SCAN_ROWS_MAX, RETENTION_DAYS_DEFAULT};
+use crate::log::ops::{MessageApp, NewMessage, Op};
 use crate::log::schema::MessageRecord;
 use crate::log::tables::{self, Walk};
 
@@ -25,6 +25,8 @@ pub(super) struct MessageOut {
     channels: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tags: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliver_at: Option<String>,
     pub(super) id: String,
     timestamp: String,
 }
@@ -44,6 +46,7 @@ impl MessageOut {
             payload,
             channels: m.channels,
             tags: m.tags,
+            deliver_at: m.deliver_at_ms.map(format_rfc3339),
             id: m.id,
             timestamp: format_rfc3339(m.created_ms),
         }
@@ -63,24 +66,99 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     ctx.auth.require_org()?;
     let with_content = ctx.query.bool("with_content", true)?;
     let input = message_in::parse(&ctx.body).map_err(ApiError::Validation)?;
+    let now_ms = state.clock.now_ms();
+    let retention_days = input.retention_days.unwrap_or(RETENTION_DAYS_DEFAULT);
+    let deliver_at_ms = scheduled(state, input.deliver_at_ms, now_ms, retention_days)?;
     state.ensure_room_for_messages()?;
     // Resolved here, in a read transaction, to keep the single writer's work short; the
     // writer only checks that the application was not deleted in between.
-    let app = resolve(state, ctx, app_ref)?;
+    let app = match resolve(state, ctx, app_ref) {
+        Ok(app) => MessageApp::Existing(app.key),
+        Err(ApiError::NotFound(_)) if input.has_application => inline_app(state, ctx, app_ref)?,
+        Err(e) => return Err(e),
+    };
     let op = Op::CreateMessage {
-        app_key: app.key,
+        app,
         message: Box::new(NewMessage {
-            id: ids::new_id(IdKind::Message, state.clock.now_ms()),
+            id: ids::new_id(IdKind::Message, now_ms),
             event_type: input.event_type,
             event_id: input.event_id,
             channels: input.channels,
             payload: input.payload,
-            retention_days: input.retention_days.unwrap_or(RETENTION_DAYS_DEFAULT),
+            retention_days,
             tags: input.tags,
+            deliver_at_ms,
         }),
         with_content,
     };
     submit_reply(state, ctx.idempotency, op).await
+}
+
+/// `deliverAt` checked against the horizon (`api.deliver_at_horizon_seconds`) and the
+/// payload's own retention (a delivery after it would find no payload); a time already
+/// past means now (`None`).
+fn scheduled(
+    state: &ApiState,
+    deliver_at_ms: Option<u64>,
+    now_ms: u64,
+    retention_days: u16,
+) -> Result<Option<u64>, ApiError> {
+    let Some(at) = deliver_at_ms.filter(|&at| at > now_ms) else {
+        return Ok(None);
+    };
+    let horizon_ms = state
+        .config
+        .get()
+        .deliver_at_horizon_seconds
+        .saturating_mul(1000);
+    if at - now_ms > horizon_ms {
+        return Err(ApiError::field(
+            &["body", "deliverAt"],
+            format!(
+                "must be at most {} s ahead (api.deliver_at_horizon_seconds)",
+                horizon_ms / 1000
+            ),
+        ));
+    }
+    if at - now_ms >= u64::from(retention_days) * DAY_MS {
+        return Err(ApiError::field(
+            &["body", "deliverAt"],
+            "must be within the payload's retention (payloadRetentionPeriod)",
+        ));
+    }
+    Ok(Some(at))
+}
+
+#[derive(serde::Deserialize)]
+struct WithApplication {
+    application: AppIn,
+}
+
+/// Svix's inline `application`: created with the message when the path names none. Its
+/// uid must be the path's (Svix: `application_uid_missing`, `application_uid_mismatch`).
+fn inline_app(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<MessageApp, ApiError> {
+    let input: WithApplication = super::parse_json(&ctx.body)?;
+    let application = input.application;
+    match application.uid.as_deref() {
+        None => {
+            return Err(ApiError::field(
+                &["body", "application", "uid"],
+                "application_uid_missing: an inline application needs the uid of the path",
+            ));
+        }
+        Some(uid) if uid != app_ref => {
+            return Err(ApiError::field(
+                &["body", "application", "uid"],
+                "application_uid_mismatch: must equal the application named by the path",
+            ));
+        }
+        Some(_) => {}
+    }
+    super::apps::validate(&application)?;
+    Ok(MessageApp::Inline {
+        id: ids::new_id(IdKind::App, state.clock.now_ms()),
+        fields: application.into_fields(),
+    })
 }
 
 pub(super) fn get(

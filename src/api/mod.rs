@@ -18,6 +18,8 @@ mod idempotency;
 mod ingest_in;
 pub mod message_in;
 mod messages;
+mod openapi;
+mod operational;
 mod poller;
 mod query;
 mod rate;
@@ -25,6 +27,7 @@ mod sources;
 mod tasks;
 pub mod tls;
 mod tokens;
+mod unsupported;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -89,6 +92,9 @@ pub struct ApiState {
     pub metrics_token_hash: Option<[u8; 32]>,
     /// Cluster mode: this node's replication status, for `/api/v1/health`.
     pub cluster: Option<crate::cluster::StatusReader>,
+    /// The delivery engine's destination policy (replaced on SIGHUP with it): an endpoint
+    /// URL it refuses outright (scheme, IP literal) is a 422 at create and update.
+    pub destinations: Live<crate::delivery::policy::DestinationPolicy>,
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
     /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
     in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
@@ -120,6 +126,7 @@ impl ApiState {
             metrics_on_api: true,
             metrics_token_hash: None,
             cluster: None,
+            destinations: Live::new(crate::delivery::policy::DestinationPolicy::default()),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -437,6 +444,7 @@ fn metrics_response(state: &ApiState, method: &Method) -> Response<Full<Bytes>> 
 enum Route<'a> {
     Health,
     HealthPing,
+    OpenApi,
     Apps,
     App(&'a str),
     Endpoints(&'a str),
@@ -460,6 +468,12 @@ enum Route<'a> {
     SendExample(&'a str, &'a str),
     Recover(&'a str, &'a str),
     ReplayMissing(&'a str, &'a str),
+    BulkReplay(&'a str, &'a str),
+    OperationalEndpoints,
+    OperationalEndpoint(&'a str),
+    OperationalSecret(&'a str),
+    OperationalSecretRotate(&'a str),
+    OperationalHeaders(&'a str),
     BackgroundTasks,
     BackgroundTask(&'a str),
     Poller(&'a str, &'a str),
@@ -486,6 +500,7 @@ impl<'a> Route<'a> {
         Some(match s.as_slice() {
             ["health"] => Route::Health,
             ["health", "ping"] => Route::HealthPing,
+            ["openapi.json"] => Route::OpenApi,
             ["app"] => Route::Apps,
             ["app", a] => Route::App(a),
             ["app", a, "endpoint"] => Route::Endpoints(a),
@@ -509,6 +524,14 @@ impl<'a> Route<'a> {
             ["app", a, "endpoint", e, "send-example"] => Route::SendExample(a, e),
             ["app", a, "endpoint", e, "recover"] => Route::Recover(a, e),
             ["app", a, "endpoint", e, "replay-missing"] => Route::ReplayMissing(a, e),
+            ["app", a, "endpoint", e, "bulk-replay"] => Route::BulkReplay(a, e),
+            ["operational-webhook", "endpoint"] => Route::OperationalEndpoints,
+            ["operational-webhook", "endpoint", e] => Route::OperationalEndpoint(e),
+            ["operational-webhook", "endpoint", e, "secret"] => Route::OperationalSecret(e),
+            ["operational-webhook", "endpoint", e, "secret", "rotate"] => {
+                Route::OperationalSecretRotate(e)
+            }
+            ["operational-webhook", "endpoint", e, "headers"] => Route::OperationalHeaders(e),
             ["background-task"] => Route::BackgroundTasks,
             ["background-task", t] => Route::BackgroundTask(t),
             ["app", a, "poller", e] => Route::Poller(a, e),
@@ -545,6 +568,7 @@ impl<'a> Route<'a> {
         use Method as M;
         match self {
             Route::Health | Route::HealthPing => &[M::GET, M::HEAD],
+            Route::OpenApi => &[M::GET],
             Route::Apps
             | Route::Endpoints(..)
             | Route::EventTypes
@@ -568,7 +592,13 @@ impl<'a> Route<'a> {
             | Route::PollerConsumer(..)
             | Route::PollerToken(..) => &[M::GET],
             Route::PollerSeek(..) | Route::PollerTokenRotate(..) => &[M::POST],
-            Route::Sources | Route::SourceEndpoints(..) => &[M::GET, M::POST],
+            Route::Sources | Route::SourceEndpoints(..) | Route::OperationalEndpoints => {
+                &[M::GET, M::POST]
+            }
+            Route::OperationalEndpoint(..) => &[M::GET, M::PUT, M::DELETE],
+            Route::OperationalSecret(..) => &[M::GET],
+            Route::OperationalSecretRotate(..) => &[M::POST],
+            Route::OperationalHeaders(..) => &[M::GET, M::PUT],
             Route::Source(..) | Route::SourceEndpoint(..) => &[M::GET, M::PUT, M::DELETE],
             Route::SourceLog(..) | Route::SourceEndpointSecret(..) => &[M::GET],
             Route::SourceTokenRotate(..) | Route::SourceEndpointSecretRotate(..) => &[M::POST],
@@ -577,7 +607,8 @@ impl<'a> Route<'a> {
             | Route::Resend(..)
             | Route::SendExample(..)
             | Route::Recover(..)
-            | Route::ReplayMissing(..) => &[M::POST],
+            | Route::ReplayMissing(..)
+            | Route::BulkReplay(..) => &[M::POST],
             Route::EndpointHeaders(..) => &[M::GET, M::PUT, M::PATCH],
             Route::MessageContent(..) | Route::AttemptContent(..) => &[M::DELETE],
         }
@@ -623,6 +654,10 @@ async fn route_and_serve(
         None => path_segments(uri.path()),
     }
     .ok_or(ApiError::NotFound("Route not found."))?;
+    if let Some(feature) = unsupported::feature(ingest.is_some(), req.method().as_str(), &segments)
+    {
+        return Err(ApiError::NotSupported(feature));
+    }
     let route = match ingest {
         Some(_) => Route::parse_ingest(&segments),
         None => Route::parse(&segments),
@@ -653,6 +688,9 @@ async fn serve_route(
     let method = req.method().clone();
     if let Route::Health | Route::HealthPing = route {
         return health(state, route);
+    }
+    if route == Route::OpenApi {
+        return Reply::json(StatusCode::OK, &openapi::document());
     }
     let now_ms = state.clock.now_ms();
     if let Err(error) = state.auth_throttle.check(peer, now_ms) {
@@ -770,8 +808,37 @@ async fn dispatch(
         (Route::EndpointStats(a, e), _) => deliveries::stats(state, ctx, a, e).await,
         (Route::SendExample(a, e), _) => messages::send_example(state, ctx, a, e).await,
         (Route::Recover(a, e), _) => tasks::start(state, ctx, a, e, TaskKind::Recover).await,
+        (Route::BulkReplay(a, e), _) => tasks::bulk_replay(state, ctx, a, e).await,
         (Route::ReplayMissing(a, e), _) => {
             tasks::start(state, ctx, a, e, TaskKind::ReplayMissing).await
+        }
+        (Route::OperationalEndpoints, M::GET) => {
+            operational::route(state, ctx, None, Dest::List).await
+        }
+        (Route::OperationalEndpoints, _) => {
+            operational::route(state, ctx, None, Dest::Create).await
+        }
+        (Route::OperationalEndpoint(e), M::GET) => {
+            operational::route(state, ctx, Some(e), Dest::Get).await
+        }
+        (Route::OperationalEndpoint(e), M::PUT) => {
+            operational::route(state, ctx, Some(e), Dest::Upsert).await
+        }
+        (Route::OperationalEndpoint(e), _) => {
+            operational::route(state, ctx, Some(e), Dest::Delete).await
+        }
+        (Route::OperationalSecret(e), _) => {
+            operational::route(state, ctx, Some(e), Dest::Secret).await
+        }
+        (Route::OperationalSecretRotate(e), _) => {
+            operational::route(state, ctx, Some(e), Dest::RotateSecret).await
+        }
+        (Route::OperationalHeaders(e), M::GET) => {
+            operational::route(state, ctx, Some(e), Dest::GetHeaders).await
+        }
+        (Route::OperationalHeaders(e), _) => {
+            let merge = false;
+            operational::route(state, ctx, Some(e), Dest::SetHeaders { merge }).await
         }
         (Route::BackgroundTasks, _) => tasks::list(state, ctx),
         (Route::BackgroundTask(t), _) => tasks::get(state, ctx, t),
@@ -815,6 +882,7 @@ async fn dispatch(
         (Route::Tokens, _) => tokens::create(state, ctx).await,
         (Route::Token(t), _) => tokens::revoke(state, ctx, t).await,
         (Route::Health | Route::HealthPing, _) => health(state, route),
+        (Route::OpenApi, _) => Reply::json(StatusCode::OK, &openapi::document()),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::clock::{format_rfc3339, parse_rfc3339};
 use crate::ids::{self, IdKind};
 use crate::limits::{PAGE_SCAN_ROWS_MAX, TASK_WINDOW_MAX_MS};
 use crate::log::ops::Op;
-use crate::log::schema::{TaskKind, TaskRecord, TaskStatus, TokenScope};
+use crate::log::schema::{ReplayFilter, TaskKind, TaskRecord, TaskStatus, TokenScope};
 use crate::log::tables::{self, Walk};
 use crate::log::tasks;
 
@@ -31,6 +31,7 @@ fn kind_name(kind: TaskKind) -> &'static str {
     match kind {
         TaskKind::Recover => "endpoint.recover",
         TaskKind::ReplayMissing => "endpoint.replay",
+        TaskKind::BulkReplay => "endpoint.bulk-replay",
     }
 }
 
@@ -88,6 +89,10 @@ impl TaskOut {
 /// and a window of at most `TASK_WINDOW_MAX_MS`.
 fn window(body: &[u8], now_ms: u64) -> Result<(u64, u64), ApiError> {
     let input: WindowIn = parse_json(body)?;
+    window_of(&input, now_ms)
+}
+
+fn window_of(input: &WindowIn, now_ms: u64) -> Result<(u64, u64), ApiError> {
     let since = parse_rfc3339(&input.since)
         .ok_or_else(|| ApiError::field(&["body", "since"], "must be an RFC 3339 time"))?;
     let until = match &input.until {
@@ -132,6 +137,91 @@ pub(super) async fn start(
         kind,
         since_ms,
         until_ms,
+    };
+    let reply = submit_reply(state, ctx.idempotency, op).await?;
+    state.task_wake.notify_one();
+    Ok(reply)
+}
+
+/// BulkReplayIn.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BulkReplayIn {
+    since: String,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    status: Option<u8>,
+    #[serde(default)]
+    status_code_class: Option<u16>,
+}
+
+/// POST /app/{app}/endpoint/{endpoint}/bulk-replay: 202 with the task, which re-sends (as
+/// manual attempts) the endpoint's deliveries of the window that pass the filters.
+pub(super) async fn bulk_replay(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    endpoint_ref: &str,
+) -> Result<Reply, ApiError> {
+    let now_ms = state.clock.now_ms();
+    let input: BulkReplayIn = parse_json(&ctx.body)?;
+    let (since_ms, until_ms) = window_of(
+        &WindowIn {
+            since: input.since,
+            until: input.until,
+        },
+        now_ms,
+    )?;
+    if input.status.is_some_and(|s| s > 4) {
+        return Err(ApiError::field(
+            &["body", "status"],
+            "must be a message status, 0 to 4",
+        ));
+    }
+    if input.status_code_class.is_some() {
+        // Deliveries keep their state, not each attempt's status code: refused rather
+        // than ignored, so a replay never re-sends more than was asked for.
+        return Err(ApiError::field(
+            &["body", "statusCodeClass"],
+            "is not supported by Sluice's bulk-replay (filter on status instead)",
+        ));
+    }
+    let mut problems = super::fields::Problems::default();
+    for name in input.event_types.iter().flatten() {
+        if ids::check_name(name, crate::limits::NAME_LEN_MAX).is_err() {
+            problems.add(&["body", "eventTypes"], "each must be an event type name");
+        }
+    }
+    for (field, value) in [("channel", &input.channel), ("tag", &input.tag)] {
+        if value
+            .as_deref()
+            .is_some_and(|v| ids::check_name(v, crate::limits::NAME_LEN_MAX).is_err())
+        {
+            problems.add(&["body", field], "must be a name");
+        }
+    }
+    problems.finish()?;
+    let app = super::apps::resolve(state, ctx, app_ref)?;
+    let op = Op::CreateBulkReplay {
+        app_key: app.key,
+        endpoint: endpoint_ref.to_owned(),
+        id: ids::new_id(IdKind::Task, now_ms),
+        since_ms,
+        until_ms,
+        filter: Box::new(ReplayFilter {
+            // 4 (canceled) matches no delivery: Sluice cancels none.
+            status: input.status,
+            event_types: input.event_types.filter(|types| !types.is_empty()),
+            channel: input.channel,
+            tag: input.tag,
+        }),
     };
     let reply = submit_reply(state, ctx.idempotency, op).await?;
     state.task_wake.notify_one();
@@ -189,10 +279,11 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
         None => None,
         Some("endpoint.recover") => Some(TaskKind::Recover),
         Some("endpoint.replay") => Some(TaskKind::ReplayMissing),
+        Some("endpoint.bulk-replay") => Some(TaskKind::BulkReplay),
         Some(_) => {
             return Err(invalid(
                 "task",
-                "must be endpoint.recover or endpoint.replay",
+                "must be endpoint.recover, endpoint.replay or endpoint.bulk-replay",
             ));
         }
     };

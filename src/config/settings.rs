@@ -60,6 +60,8 @@ pub(super) const OPTIONAL_SECTIONS: [&str; 1] = ["cluster"];
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 const DAY_MS: i64 = 86_400_000;
+/// The limit as the integer type TOML reads (90 days in seconds: far below `i64::MAX`).
+const DELIVER_AT_HORIZON_SECONDS_MAX: i64 = crate::limits::DELIVER_AT_HORIZON_SECONDS_MAX as i64;
 
 /// An integer setting: `$key`, default, min, max, reload, range text, meaning, and the
 /// field (`|c| c.path`) it sets.
@@ -293,6 +295,16 @@ pub static SETTINGS: &[Setting] = &[
         "0 (off)–1,000,000",
         "requests per second one ingest source's URL takes (as much burst); all unknown tokens share one such bucket; beyond, 429",
         |c| c.api.source_rate_per_second
+    ),
+    int!(
+        "api.deliver_at_horizon_seconds",
+        "604800",
+        0,
+        DELIVER_AT_HORIZON_SECONDS_MAX,
+        Applies,
+        "0–7,776,000 (90 days)",
+        "how far ahead a message's `deliverAt` may be (later is a 422; 0 refuses every future `deliverAt`); the default is 7 days",
+        |c| c.api.deliver_at_horizon_seconds
     ),
     int!(
         "storage.map_size_bytes",

@@ -8,14 +8,14 @@
 
 use super::ops::{
     AppChanges, AppFields, EndpointChanges, EndpointFields, EventTypeChanges, EventTypeFields,
-    MessageView, NewMessage, Op, Outcome, Refusal, SourceFields, merge_header,
+    MessageApp, MessageView, NewMessage, Op, Outcome, Refusal, SourceFields, merge_header,
 };
 use super::schema::{
     self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, OldSecret, PollerTokenRecord,
-    SourceErrorRecord, SourceRecord, TokenRecord, TokenScope,
+    ReplayFilter, SourceErrorRecord, SourceRecord, TaskKind, TokenRecord, TokenScope,
 };
 use super::tasks::{self as task_log, NotCreated, TaskSpec};
-use super::{LogError, WriteCtx, purge, retention, tables};
+use super::{LogError, WriteCtx, operational, purge, retention, tables};
 use crate::limits::{
     APPS_MAX, DAY_MS, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX,
     RETENTION_DAYS_DEFAULT, SOURCE_OLD_TOKENS_MAX, TOKENS_MAX,
@@ -57,6 +57,32 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             id,
             fields,
         } => create_endpoint(w, app_key, id, *fields),
+        Op::CreateOperationalEndpoint { app_id, id, fields } => {
+            let app_key = match operational::app_key(w.wtxn, w.dbs)? {
+                Some(key) => key,
+                None => {
+                    if !room_for_an_app(w)? {
+                        return refused(Refusal::AppsLimit);
+                    }
+                    // A new application: the endpoint create below cannot refuse.
+                    let mut app = new_app(
+                        w,
+                        app_id,
+                        AppFields {
+                            uid: None,
+                            name: "operational webhooks".to_owned(),
+                            throttle_rate: None,
+                            metadata: std::collections::BTreeMap::new(),
+                        },
+                    );
+                    app.internal = true;
+                    tables::put_app(w.wtxn, w.dbs, &app, None)?;
+                    operational::set_app_key(w, app.key)?;
+                    app.key
+                }
+            };
+            create_endpoint(w, app_key, id, *fields)
+        }
         Op::UpdateEndpoint {
             app_key,
             endpoint,
@@ -77,10 +103,10 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             set,
         } => set_headers(w, app_key, &endpoint, replace, &delete, set),
         Op::CreateMessage {
-            app_key,
+            app,
             message,
             with_content,
-        } => create_message(w, app_key, *message, with_content),
+        } => create_message(w, app, *message, with_content),
         Op::SendExample {
             app_key,
             endpoint,
@@ -107,27 +133,19 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             since_ms,
             until_ms,
         } => {
-            let Some(endpoint) = tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, &endpoint)?
-            else {
-                return refused(endpoint_or_app_missing(w, app_key)?);
-            };
-            if endpoint.disabled {
-                return refused(Refusal::EndpointDisabled);
-            }
-            if endpoint.polling_only {
-                return refused(Refusal::EndpointPollingOnly);
-            }
-            let spec = TaskSpec {
-                kind,
-                app_key,
-                endpoint_key: endpoint.key,
-                since_ms,
-                until_ms,
-            };
-            Ok(match task_log::create(w, spec, id)? {
-                Ok(task) => Outcome::TaskCreated(Box::new(task)),
-                Err(NotCreated::TooManyRunning) => Outcome::Refused(Refusal::TasksLimit),
-            })
+            let window = (since_ms, until_ms);
+            create_task(w, app_key, &endpoint, id, kind, window, None)
+        }
+        Op::CreateBulkReplay {
+            app_key,
+            endpoint,
+            id,
+            since_ms,
+            until_ms,
+            filter,
+        } => {
+            let (kind, window) = (TaskKind::BulkReplay, (since_ms, until_ms));
+            create_task(w, app_key, &endpoint, id, kind, window, Some(*filter))
         }
         Op::AdvanceTask { task_key } => Ok(Outcome::TaskAdvanced(
             task_log::advance(w, task_key)?.map(Box::new),
@@ -278,6 +296,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
                 headers: Some(headers),
                 example: false,
                 tags: None,
+                deliver_at_ms: None,
             };
             let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
             Ok(Outcome::Message {
@@ -769,7 +788,10 @@ fn create_endpoint(
         return refused(Refusal::EndpointsLimit);
     }
     let event_types = fields.event_types.filter(|l| !l.is_empty());
-    if let Some(refusal) = unknown_event_types(w, event_types.as_ref())? {
+    // Operational endpoints filter on Sluice's own events, not the org's event types.
+    if !operational::is_operational(w, app_key)?
+        && let Some(refusal) = unknown_event_types(w, event_types.as_ref())?
+    {
         return refused(refusal);
     }
     if let Some(uid) = &fields.uid
@@ -805,6 +827,7 @@ fn create_endpoint(
     };
     tables::put_endpoint(w.wtxn, w.dbs, &endpoint, None)?;
     w.state.endpoints.upsert(&endpoint);
+    operational::endpoint_event(w, "endpoint.created", &endpoint)?;
     Ok(Outcome::Endpoint {
         endpoint: Box::new(endpoint),
         created: true,
@@ -868,7 +891,9 @@ fn update_endpoint(
     if changes.event_types.as_set().is_some_and(Vec::is_empty) {
         changes.event_types = super::ops::Change::Clear;
     }
-    if let Some(refusal) = unknown_event_types(w, changes.event_types.as_set())? {
+    if !operational::is_operational(w, app_key)?
+        && let Some(refusal) = unknown_event_types(w, changes.event_types.as_set())?
+    {
         return refused(refusal);
     }
     if let Some(uid) = changes.uid.as_set()
@@ -882,6 +907,12 @@ fn update_endpoint(
     endpoint.updated_ms = w.now_ms;
     tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
     w.state.endpoints.upsert(&endpoint);
+    operational::endpoint_event(w, "endpoint.updated", &endpoint)?;
+    match (previous.disabled, endpoint.disabled) {
+        (true, false) => operational::endpoint_event(w, "endpoint.enabled", &endpoint)?,
+        (false, true) => operational::endpoint_disabled(w, &endpoint, false, None)?,
+        _ => {}
+    }
     Ok(Outcome::Endpoint {
         endpoint: Box::new(endpoint),
         created: false,
@@ -899,6 +930,7 @@ fn delete_endpoint(
     };
     tables::delete_endpoint(w.wtxn, w.dbs, &endpoint)?;
     w.state.endpoints.remove(app_key, endpoint.key);
+    operational::endpoint_event(w, "endpoint.deleted", &endpoint)?;
     Ok(Outcome::Done)
 }
 
@@ -928,6 +960,7 @@ fn rotate_secret(
     }
     endpoint.updated_ms = now_ms;
     tables::put_endpoint(w.wtxn, w.dbs, &endpoint, Some(&previous))?;
+    operational::endpoint_event(w, "endpoint.updated", &endpoint)?;
     Ok(Outcome::SecretRotated)
 }
 
@@ -961,22 +994,104 @@ fn set_headers(
     Ok(Outcome::Done)
 }
 
+// === background tasks ===
+
+/// A background task over `endpoint`'s messages created in `window` (since, until ms).
+fn create_task(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    endpoint: &str,
+    id: String,
+    kind: TaskKind,
+    window: (u64, u64),
+    filter: Option<ReplayFilter>,
+) -> Result<Outcome, LogError> {
+    let Some(endpoint) = tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, endpoint)? else {
+        return refused(endpoint_or_app_missing(w, app_key)?);
+    };
+    if endpoint.disabled {
+        return refused(Refusal::EndpointDisabled);
+    }
+    if endpoint.polling_only {
+        return refused(Refusal::EndpointPollingOnly);
+    }
+    let spec = TaskSpec {
+        kind,
+        app_key,
+        endpoint_key: endpoint.key,
+        since_ms: window.0,
+        until_ms: window.1,
+        filter,
+    };
+    Ok(match task_log::create(w, spec, id)? {
+        Ok(task) => Outcome::TaskCreated(Box::new(task)),
+        Err(NotCreated::TooManyRunning) => Outcome::Refused(Refusal::TasksLimit),
+    })
+}
+
 // === messages ===
+
+/// Where a new message goes: an application that exists, or one to create first.
+enum MessageTarget {
+    Existing(u64),
+    New { id: String, fields: AppFields },
+}
+
+/// Resolves a message's application without writing: an inline one is the application
+/// its uid names if there is one now, else one to create.
+fn message_target(
+    w: &WriteCtx<'_, '_>,
+    app: MessageApp,
+) -> Result<Result<MessageTarget, Refusal>, LogError> {
+    match app {
+        MessageApp::Existing(app_key) => Ok(if tables::app_exists(w.wtxn, w.dbs, app_key)? {
+            Ok(MessageTarget::Existing(app_key))
+        } else {
+            Err(Refusal::AppNotFound)
+        }),
+        MessageApp::Inline { id, fields } => {
+            if let Some(uid) = &fields.uid
+                && let Some(key) = tables::app_uid_taken(w.wtxn, w.dbs, uid)?
+            {
+                let internal = tables::app_by_key(w.wtxn, w.dbs, key)?.is_none_or(|a| a.internal);
+                return Ok(if internal {
+                    Err(Refusal::AppNotFound)
+                } else {
+                    Ok(MessageTarget::Existing(key))
+                });
+            }
+            Ok(if room_for_an_app(w)? {
+                Ok(MessageTarget::New { id, fields })
+            } else {
+                Err(Refusal::AppsLimit)
+            })
+        }
+    }
+}
 
 fn create_message(
     w: &mut WriteCtx<'_, '_>,
-    app_key: u64,
+    app: MessageApp,
     message: NewMessage,
     with_content: bool,
 ) -> Result<Outcome, LogError> {
-    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
-        return refused(Refusal::AppNotFound);
-    }
-    if let Some(event_id) = &message.event_id
-        && tables::message_seq_by_event_id(w.wtxn, w.dbs, app_key, event_id)?.is_some()
-    {
-        return refused(Refusal::EventIdTaken);
-    }
+    let app_key = match message_target(w, app)? {
+        Err(refusal) => return refused(refusal),
+        Ok(MessageTarget::Existing(app_key)) => {
+            if let Some(event_id) = &message.event_id
+                && tables::message_seq_by_event_id(w.wtxn, w.dbs, app_key, event_id)?.is_some()
+            {
+                return refused(Refusal::EventIdTaken);
+            }
+            app_key
+        }
+        // A new application has no messages: nothing can refuse the message now.
+        Ok(MessageTarget::New { id, fields }) => {
+            let record = new_app(w, id, fields);
+            tables::put_app(w.wtxn, w.dbs, &record, None)?;
+            record.key
+        }
+    };
     let record = MessageRecord {
         app_key,
         created_ms: w.now_ms,
@@ -989,6 +1104,7 @@ fn create_message(
         example: false,
         headers: None,
         tags: message.tags,
+        deliver_at_ms: message.deliver_at_ms,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Matching)?;
     Ok(Outcome::Message {
@@ -1039,6 +1155,7 @@ fn send_example(
         example: true,
         headers: None,
         tags: None,
+        deliver_at_ms: None,
     };
     let (seq, _) = tables::append_message(w, &record, tables::Fanout::Only(endpoint.key))?;
     Ok(Outcome::Message {

@@ -13,6 +13,7 @@
 
 mod apply;
 pub mod index;
+pub mod operational;
 pub mod ops;
 pub mod purge;
 pub mod retention;

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::purge::Purged;
 use super::retention::Swept;
 use super::schema::{
-    AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, Signing,
-    SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
+    AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, ReplayFilter,
+    Signing, SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
 };
 use super::tables::{Requeued, Step};
 
@@ -185,9 +185,10 @@ pub enum Op {
         delete: Vec<String>,
         set: Vec<(String, Option<String>)>,
     },
-    /// The durable ingest: the message and one delivery per matching endpoint.
+    /// The durable ingest: the message and one delivery per matching endpoint (and, with
+    /// an inline application, that application first when its uid names none).
     CreateMessage {
-        app_key: u64,
+        app: MessageApp,
         message: Box<NewMessage>,
         /// The reply shows the payload.
         with_content: bool,
@@ -316,6 +317,23 @@ pub enum Op {
     PurgeDeletedApps {
         rows_max: u32,
     },
+    /// Svix's bulk-replay: a background task re-sending, as manual attempts, the
+    /// endpoint's deliveries of the window that pass `filter`.
+    CreateBulkReplay {
+        app_key: u64,
+        endpoint: String,
+        id: String,
+        since_ms: u64,
+        until_ms: u64,
+        filter: Box<ReplayFilter>,
+    },
+    /// An operational-webhook endpoint: an endpoint of the operational application, which
+    /// is made (internal, with `app_id`) with the first one.
+    CreateOperationalEndpoint {
+        app_id: String,
+        id: String,
+        fields: Box<EndpointFields>,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -335,7 +353,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 35] = [
+    pub const NAMES: [&'static str; 37] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -371,6 +389,8 @@ impl Op {
         "touch_token",
         "purge_deleted_apps",
         "expunge_attempt_content",
+        "create_bulk_replay",
+        "create_operational_endpoint",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -411,6 +431,8 @@ impl Op {
             Op::TouchToken { .. } => "touch_token",
             Op::PurgeDeletedApps { .. } => "purge_deleted_apps",
             Op::ExpungeAttemptContent { .. } => "expunge_attempt_content",
+            Op::CreateOperationalEndpoint { .. } => "create_operational_endpoint",
+            Op::CreateBulkReplay { .. } => "create_bulk_replay",
         }
     }
 }
@@ -506,6 +528,19 @@ pub struct NewMessage {
     pub payload: Vec<u8>,
     pub retention_days: u16,
     pub tags: Option<Vec<String>>,
+    /// Svix's `deliverAt`: the deliveries wait until then (ms; `None`, or a time already
+    /// past when applied: at once).
+    pub deliver_at_ms: Option<u64>,
+}
+
+/// Which application a new message goes to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MessageApp {
+    /// One that existed when the request was read (the writer checks it still does).
+    Existing(u64),
+    /// Svix's inline `application`: the one whose uid is `fields.uid` if there is one by
+    /// apply time, else a new one with `id` and `fields`, in the same op as the message.
+    Inline { id: String, fields: AppFields },
 }
 
 /// An attempt's record, encoded by the engine (off the writer), with the fields the apply

@@ -290,6 +290,19 @@ pub enum TaskKind {
     Recover,
     /// Deliver to the endpoint the matching messages it never had a delivery for.
     ReplayMissing,
+    /// Re-send, as manual attempts, the endpoint's deliveries that pass the task's
+    /// `filter` (Svix's bulk-replay).
+    BulkReplay,
+}
+
+/// Which deliveries a bulk-replay re-sends (every given part must hold).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayFilter {
+    /// Svix's message status of the delivery: 0 success, 1 pending, 2 fail, 3 sending.
+    pub status: Option<u8>,
+    pub event_types: Option<Vec<String>>,
+    pub channel: Option<String>,
+    pub tag: Option<String>,
 }
 
 /// Where a background task stands.
@@ -322,6 +335,9 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// A bulk-replay's filter (absent in records of the other kinds, and older ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<ReplayFilter>,
 }
 
 /// An event type (org-wide, keyed by name).
@@ -490,6 +506,8 @@ pub struct MessageRecord {
     pub headers: Option<Vec<(String, String)>>,
     /// Svix's message `tags` (records before them have none).
     pub tags: Option<Vec<String>>,
+    /// Svix's `deliverAt`, when the message was scheduled (ms).
+    pub deliver_at_ms: Option<u64>,
 }
 
 const FLAG_EVENT_ID: u8 = 1;
@@ -498,6 +516,7 @@ const FLAG_PAYLOAD: u8 = 4;
 const FLAG_HEADERS: u8 = 8;
 const FLAG_EXAMPLE: u8 = 16;
 const FLAG_TAGS: u8 = 32;
+const FLAG_DELIVER_AT: u8 = 64;
 
 /// The fixed-size start of a message record.
 struct MessageHeader {
@@ -541,29 +560,27 @@ pub struct RetentionHeader {
 }
 
 impl MessageRecord {
+    /// Which optional parts the record holds.
+    fn flags(&self) -> u8 {
+        [
+            (self.event_id.is_some(), FLAG_EVENT_ID),
+            (self.channels.is_some(), FLAG_CHANNELS),
+            (self.payload.is_some(), FLAG_PAYLOAD),
+            (self.example, FLAG_EXAMPLE),
+            (self.headers.is_some(), FLAG_HEADERS),
+            (self.tags.is_some(), FLAG_TAGS),
+            (self.deliver_at_ms.is_some(), FLAG_DELIVER_AT),
+        ]
+        .iter()
+        .filter(|(present, _)| *present)
+        .fold(0, |flags, (_, flag)| flags | flag)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let payload_len = self.payload.as_ref().map_or(0, Vec::len);
         let mut out = Vec::with_capacity(64 + self.id.len() + self.event_type.len() + payload_len);
         out.push(RECORD_VERSION);
-        let mut flags = 0;
-        if self.event_id.is_some() {
-            flags |= FLAG_EVENT_ID;
-        }
-        if self.channels.is_some() {
-            flags |= FLAG_CHANNELS;
-        }
-        if self.payload.is_some() {
-            flags |= FLAG_PAYLOAD;
-        }
-        if self.example {
-            flags |= FLAG_EXAMPLE;
-        }
-        if self.headers.is_some() {
-            flags |= FLAG_HEADERS;
-        }
-        if self.tags.is_some() {
-            flags |= FLAG_TAGS;
-        }
+        let flags = self.flags();
         out.push(flags);
         out.extend_from_slice(&self.app_key.to_be_bytes());
         out.extend_from_slice(&self.created_ms.to_be_bytes());
@@ -605,6 +622,10 @@ impl MessageRecord {
             for tag in tags {
                 put_str(&mut out, tag);
             }
+        }
+        // After the tags, for the same reason.
+        if let Some(deliver_at_ms) = self.deliver_at_ms {
+            out.extend_from_slice(&deliver_at_ms.to_be_bytes());
         }
         if let Some(payload) = &self.payload {
             out.extend_from_slice(payload);
@@ -661,6 +682,11 @@ impl MessageRecord {
         } else {
             None
         };
+        let deliver_at_ms = if flags & FLAG_DELIVER_AT != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
         let payload = (flags & FLAG_PAYLOAD != 0).then(|| r.rest().to_vec());
         Ok(MessageRecord {
             app_key,
@@ -674,6 +700,7 @@ impl MessageRecord {
             example: flags & FLAG_EXAMPLE != 0,
             headers,
             tags,
+            deliver_at_ms,
         })
     }
 }
@@ -858,6 +885,7 @@ mod tests {
                 "GitHub-Hookshot/1".to_owned(),
             )]),
             tags: Some(vec!["project_1337".to_owned(), "beta".to_owned()]),
+            deliver_at_ms: Some(1_700_000_360_000),
         }
     }
 
@@ -874,6 +902,7 @@ mod tests {
             payload: None,
             headers: None,
             tags: None,
+            deliver_at_ms: None,
             ..message()
         };
         assert_eq!(

@@ -423,7 +423,8 @@ pub enum Fanout {
 /// Appends a message, its id index entries, its place in the application's ordered log,
 /// and one delivery row per endpoint of `fanout` (pending, or skipped while the endpoint
 /// is disabled), with a due row for each pending one, handed to the shards after the
-/// commit. All in the caller's batch transaction. Returns the message's seq and how many
+/// commit. A scheduled message (`deliver_at_ms` ahead) is due then: the shards hold it
+/// like a retry, in a timer near its time and in the `due` table until then. All in the caller's batch transaction. Returns the message's seq and how many
 /// deliveries were recorded.
 pub(in crate::log) fn append_message(
     ctx: &mut super::WriteCtx<'_, '_>,
@@ -462,6 +463,9 @@ pub(in crate::log) fn append_message(
             .into_iter()
             .collect(),
     };
+    let due_ms = record
+        .deliver_at_ms
+        .map_or(ctx.now_ms, |at| at.max(ctx.now_ms));
     for &(endpoint_key, disabled) in &targets {
         let state = if disabled {
             DeliveryState::Skipped
@@ -472,18 +476,18 @@ pub(in crate::log) fn append_message(
             state,
             manual: false,
             attempts: 0,
-            next_due_ms: ctx.now_ms,
+            next_due_ms: due_ms,
             updated_ms: ctx.now_ms,
         };
         dbs.deliveries
             .put(ctx.wtxn, &pair_key(endpoint_key, seq), &row.encode())?;
         if state == DeliveryState::Pending {
             dbs.due
-                .put(ctx.wtxn, &due_key(ctx.now_ms, endpoint_key, seq), &[])?;
+                .put(ctx.wtxn, &due_key(due_ms, endpoint_key, seq), &[])?;
             ctx.state.outbox.push(super::DueJob {
                 endpoint_key,
                 seq,
-                due_ms: ctx.now_ms,
+                due_ms,
             });
         }
     }
@@ -905,6 +909,15 @@ pub(in crate::log) fn record_attempt(
         updated_ms: now_ms,
     };
     dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
+    // Operational events follow scheduled deliveries only (a manual attempt is a person's).
+    let retry_left = matches!(step, Step::RetryAt(_));
+    if !row.manual
+        && let Some(event) = super::operational::attempt_event(attempts, record.success, retry_left)
+    {
+        let attempt: super::schema::AttemptRecord =
+            super::schema::decode_json(db_name::ATTEMPTS, &record.stored)?;
+        super::operational::attempt(ctx, event, &attempt)?;
+    }
     update_health(ctx, record, step, disable_after_ms)?;
     Ok(attempt_key)
 }
@@ -958,6 +971,10 @@ fn update_health(
     if next != endpoint {
         put_endpoint(ctx.wtxn, ctx.dbs, &next, Some(&endpoint))?;
         ctx.state.endpoints.upsert(&next);
+        if next.disabled && !endpoint.disabled {
+            let fail_since = endpoint.failing_since_ms.unwrap_or(now_ms);
+            super::operational::endpoint_disabled(ctx, &next, true, Some(fail_since))?;
+        }
     }
     Ok(())
 }

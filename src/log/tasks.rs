@@ -10,19 +10,23 @@
 use heed::RoTxn;
 
 use super::index::{EndpointFilter, matches};
-use super::schema::{self, TaskKind, TaskRecord, TaskStatus, db_name, id_key, pair_key, u64_key};
+use super::schema::{
+    self, ReplayFilter, TaskKind, TaskRecord, TaskStatus, db_name, id_key, pair_key, u64_key,
+};
 use super::tables::{self, Requeued};
 use super::{Dbs, LogError, WriteCtx};
 use crate::limits::{TASK_BATCH_REQUEUES_MAX, TASK_BATCH_ROWS_MAX, TASKS_RUNNING_MAX};
 
 /// What a new task covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskSpec {
     pub kind: TaskKind,
     pub app_key: u64,
     pub endpoint_key: u64,
     pub since_ms: u64,
     pub until_ms: u64,
+    /// A bulk-replay's filter.
+    pub filter: Option<ReplayFilter>,
 }
 
 /// Why a task could not be created (outcomes, not malfunctions).
@@ -88,6 +92,7 @@ pub(in crate::log) fn create(
         error: None,
         created_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
+        filter: spec.filter,
     };
     put(ctx, &record)?;
     dbs.task_ids
@@ -170,7 +175,11 @@ pub(in crate::log) fn advance(
                 polling_only: e.polling_only,
             };
             Ok(match task.kind {
-                TaskKind::Recover => recover_batch(ctx, &task)?,
+                TaskKind::Recover => recover_batch(ctx, &task, None)?,
+                TaskKind::BulkReplay => {
+                    let filter = task.filter.clone().unwrap_or_default();
+                    recover_batch(ctx, &task, Some(&filter))?
+                }
                 TaskKind::ReplayMissing => replay_batch(ctx, &task, &filter)?,
             })
         }
@@ -190,6 +199,9 @@ pub(in crate::log) fn advance(
     }
     task.updated_ms = ctx.now_ms;
     put(ctx, &task)?;
+    if task.status != TaskStatus::Running {
+        super::operational::task_finished(ctx, &task)?;
+    }
     Ok(Some(task))
 }
 
@@ -199,8 +211,13 @@ struct Batch {
     sent: u64,
 }
 
-/// Requeues, as manual deliveries, the endpoint's failed and skipped deliveries in range.
-fn recover_batch(ctx: &mut WriteCtx<'_, '_>, task: &TaskRecord) -> Result<Batch, LogError> {
+/// Requeues, as manual deliveries, the endpoint's deliveries in range: the failed and
+/// skipped ones (recover), or the ones `replay` lets through (bulk-replay).
+fn recover_batch(
+    ctx: &mut WriteCtx<'_, '_>,
+    task: &TaskRecord,
+    replay: Option<&ReplayFilter>,
+) -> Result<Batch, LogError> {
     use super::schema::{DeliveryRecord, DeliveryState};
     let mut candidates = Vec::new();
     let mut next_seq = task.end_seq;
@@ -218,14 +235,28 @@ fn recover_batch(ctx: &mut WriteCtx<'_, '_>, task: &TaskRecord) -> Result<Batch,
                 next_seq = seq;
                 break;
             }
-            let state = DeliveryRecord::decode(value)?.state;
-            if matches!(state, DeliveryState::Failed | DeliveryState::Skipped) {
+            let delivery = DeliveryRecord::decode(value)?;
+            let wanted = match replay {
+                None => matches!(
+                    delivery.state,
+                    DeliveryState::Failed | DeliveryState::Skipped
+                ),
+                Some(filter) => filter
+                    .status
+                    .is_none_or(|status| status == svix_status(&delivery)),
+            };
+            if wanted {
                 candidates.push(seq);
             }
         }
     }
     let mut sent = 0;
     for seq in candidates {
+        if let Some(filter) = replay
+            && !replay_matches(ctx, filter, seq)?
+        {
+            continue;
+        }
         if message_has_payload(ctx, seq)?
             && tables::requeue(ctx, task.endpoint_key, seq, true)? == Requeued::Queued
         {
@@ -280,6 +311,44 @@ fn replay_batch(
         next_seq,
         sent: candidates.len() as u64,
     })
+}
+
+/// Svix's message status of a delivery (as the delivery views show it): 0 success,
+/// 1 pending (never attempted), 2 fail (skipped included), 3 sending.
+pub fn svix_status(delivery: &schema::DeliveryRecord) -> u8 {
+    use schema::DeliveryState;
+    match delivery.state {
+        DeliveryState::Succeeded => 0,
+        DeliveryState::Pending if delivery.attempts == 0 => 1,
+        DeliveryState::Pending | DeliveryState::Sending => 3,
+        DeliveryState::Failed | DeliveryState::Skipped => 2,
+    }
+}
+
+/// Whether message `seq` passes a bulk-replay's message filters.
+fn replay_matches(
+    ctx: &WriteCtx<'_, '_>,
+    filter: &ReplayFilter,
+    seq: u64,
+) -> Result<bool, LogError> {
+    let Some(message) = tables::message_by_seq(ctx.wtxn, ctx.dbs, seq)? else {
+        return Ok(false);
+    };
+    let type_ok = filter
+        .event_types
+        .as_ref()
+        .is_none_or(|types| types.contains(&message.event_type));
+    let channel_ok = filter.channel.as_ref().is_none_or(|channel| {
+        message
+            .channels
+            .as_ref()
+            .is_some_and(|channels| channels.contains(channel))
+    });
+    let tag_ok = filter
+        .tag
+        .as_ref()
+        .is_none_or(|tag| message.tags.as_ref().is_some_and(|tags| tags.contains(tag)));
+    Ok(type_ok && channel_ok && tag_ok)
 }
 
 fn message_has_payload(ctx: &WriteCtx<'_, '_>, seq: u64) -> Result<bool, LogError> {

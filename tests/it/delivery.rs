@@ -17,7 +17,7 @@ pub(crate) async fn start_delivering(dir: &std::path::Path, schedule_ms: &[u64])
 }
 
 /// The same, on a clock the test controls.
-async fn start_delivering_clocked(
+pub(crate) async fn start_delivering_clocked(
     dir: &std::path::Path,
     schedule_ms: &[u64],
     clock: Clock,

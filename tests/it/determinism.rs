@@ -8,11 +8,12 @@ use std::collections::BTreeSet;
 use sluice::log::Log;
 use sluice::log::ops::{
     AppChanges, AppFields, AttemptRow, Change, EndpointChanges, EndpointFields, Envelope,
-    EventTypeChanges, EventTypeFields, NewMessage, Op, OpDecodeError, Outcome, SourceFields,
+    EventTypeChanges, EventTypeFields, MessageApp, NewMessage, Op, OpDecodeError, Outcome,
+    SourceFields,
 };
 use sluice::log::schema::{
-    AttemptRecord, PollerTokenRecord, Signing, SourceErrorRecord, TaskKind, TokenScope, Trigger,
-    encode_json,
+    AttemptRecord, PollerTokenRecord, ReplayFilter, Signing, SourceErrorRecord, TaskKind,
+    TokenScope, Trigger, encode_json,
 };
 use sluice::log::tables::Step;
 
@@ -312,7 +313,15 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             }
         }
         13 => Op::CreateMessage {
-            app_key: app_key(rng, world),
+            app: if rng.chance(20) {
+                // Inline: the uid may name an application already, or none yet.
+                MessageApp::Inline {
+                    id: world.fresh("app"),
+                    fields: app_fields(rng, world),
+                }
+            } else {
+                MessageApp::Existing(app_key(rng, world))
+            },
             message: Box::new(NewMessage {
                 id: world.fresh("msg"),
                 event_type: (*rng.pick(&EVENT_TYPES).expect("types")).to_owned(),
@@ -321,6 +330,9 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
                 retention_days: 1 + rng.below(90) as u16,
                 tags: rng.chance(30).then(|| vec!["t1".to_owned()]),
+                deliver_at_ms: rng
+                    .chance(20)
+                    .then(|| 1_700_000_000_000 + rng.below(10_000_000)),
             }),
             with_content: rng.chance(50),
         },
@@ -526,6 +538,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 payload: format!(r#"{{"n":{}}}"#, rng.next()).into_bytes(),
                 retention_days: 90,
                 tags: None,
+                deliver_at_ms: None,
             }),
             headers: vec![("x-github-event".to_owned(), "push".to_owned())],
         },
@@ -545,7 +558,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
         33 => Op::PurgeDeletedApps {
             rows_max: 1 + rng.below(50) as u32,
         },
-        _ => {
+        34 => {
             let (seq, attempt) = match rng.pick(&world.attempts).cloned() {
                 Some(found) if rng.chance(90) => found,
                 _ => (0, world.fresh("atmpt_missing")),
@@ -560,6 +573,54 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 attempt,
             }
         }
+        35 => {
+            let (app_key, endpoint) = endpoint_of(rng, world);
+            Op::CreateBulkReplay {
+                app_key,
+                endpoint,
+                id: world.fresh("qtask"),
+                since_ms: 1_700_000_000_000,
+                until_ms: 1_700_000_000_000 + rng.below(10_000_000),
+                filter: Box::new(ReplayFilter {
+                    status: rng
+                        .chance(50)
+                        .then(|| u8::try_from(rng.below(5)).unwrap_or(0)),
+                    event_types: rng
+                        .chance(30)
+                        .then(|| vec![(*rng.pick(&EVENT_TYPES).expect("types")).to_owned()]),
+                    channel: rng.chance(20).then(|| "c1".to_owned()),
+                    tag: rng.chance(20).then(|| "t1".to_owned()),
+                }),
+            }
+        }
+        // An operational endpoint: from then on, endpoint changes and attempts emit
+        // operational events into its application (filtered on some event names).
+        _ => Op::CreateOperationalEndpoint {
+            app_id: world.fresh("app"),
+            id: world.fresh("ep"),
+            fields: Box::new(EndpointFields {
+                uid: rng.chance(30).then(|| format!("op{}", rng.below(5))),
+                url: "https://ops.example.com/hook".to_owned(),
+                description: String::new(),
+                version: 1,
+                disabled: false,
+                throttle_rate: None,
+                event_types: rng.chance(50).then(|| {
+                    vec![
+                        "endpoint.created".to_owned(),
+                        "message.attempt.exhausted".to_owned(),
+                    ]
+                }),
+                channels: None,
+                secret: rng.bytes(24),
+                headers: Default::default(),
+                metadata: Default::default(),
+                fifo: false,
+                signing: Signing::Hmac,
+                sealed: false,
+                polling_only: false,
+            }),
+        },
     }
 }
 

@@ -100,7 +100,12 @@ async fn deliveries_go_through_the_proxy_and_the_policy_judges_destinations_firs
     let mut config = test_config(&dir.path().join("data"));
     config.delivery.proxy = Some(proxy.addr.to_string());
     config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("cidr")];
+    // 10.255.255.1 is allowed while its endpoint is made, then the policy is narrowed (as
+    // a SIGHUP would): the attempt, not only the endpoint create, judges the destination.
+    config.delivery.allowed_networks = vec![
+        "127.0.0.0/8".parse().expect("cidr"),
+        "10.255.255.1/32".parse().expect("cidr"),
+    ];
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await
         .expect("start");
@@ -112,8 +117,11 @@ async fn deliveries_go_through_the_proxy_and_the_policy_judges_destinations_firs
         201
     );
     let good = endpoint(addr, "p", &hook.url()).await;
-    // A private address the policy does not allow: refused before any tunnel is asked for.
     let refused = endpoint(addr, "p", "http://10.255.255.1:9/hook").await;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("cidr")];
+    assert_eq!(sluice.reload(&config), Ok(Vec::new()));
+    // Now a private address the policy does not allow: refused before any tunnel is asked
+    // for.
     let sent = post(
         addr,
         "/api/v1/app/p/msg",

@@ -13,6 +13,7 @@ mod egress;
 mod harness;
 mod hostile;
 mod ingest;
+mod operational;
 mod ops;
 mod parity;
 mod poller;

@@ -14,7 +14,15 @@ fn official_python_sdk_round_trips_every_call() {
         "set SLUICE_PYTHON to a Python with the svix SDK (scripts/test creates .venv for this)",
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = Daemon::spawn(dir.path());
+    // The script delivers to a receiver of its own on loopback (deliverAt).
+    let daemon = Daemon::spawn_args(
+        dir.path(),
+        &[
+            "--allow-http".into(),
+            "--allow-network".into(),
+            "127.0.0.0/8".into(),
+        ],
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/svix_sdk_test.py");
     let output = run_ok(
         Command::new(python)

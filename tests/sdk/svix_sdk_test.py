@@ -5,7 +5,10 @@ Run by tests/it/sdk.rs with SLUICE_URL and SLUICE_TOKEN set. Prints
 """
 
 import os
+import threading
+import time
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from svix.api import (
     ApplicationIn,
@@ -19,6 +22,8 @@ from svix.api import (
     EventTypeIn,
     MessageIn,
     MessageStatus,
+    OperationalWebhookEndpointIn,
+    BulkReplayIn,
     RecoverIn,
     ReplayIn,
     Svix,
@@ -29,6 +34,7 @@ from svix.api.endpoint import EndpointListOptions
 from svix.api.message_attempt import MessageAttemptListByEndpointOptions, MessageAttemptListByMsgOptions
 from svix.api.message import MessageListOptions, MessageGetOptions, MessageCreateOptions
 from svix.exceptions import HTTPValidationError, HttpError
+from standardwebhooks.webhooks import Webhook
 
 svix = Svix(os.environ["SLUICE_TOKEN"], SvixOptions(server_url=os.environ["SLUICE_URL"]))
 
@@ -135,6 +141,10 @@ updated = svix.endpoint.upsert(app.id, ep.id, EndpointUpsertIn(url="https://hook
                                                             event_types=["invoice.paid", "invoice.failed"]))
 check(updated.url == "https://hooks.example.com/v2" and updated.event_types == ["invoice.paid", "invoice.failed"],
       "endpoint update (PUT)")
+put_created = svix.endpoint.upsert(app.id, "created-by-put", EndpointUpsertIn(url="https://hooks.example.com/put"))
+check(put_created.id.startswith("ep_") and put_created.uid == "created-by-put",
+      "endpoint upsert (PUT) creates an endpoint named by the path")
+svix.endpoint.delete(app.id, put_created.id)
 patched = svix.endpoint.patch(app.id, ep.id, EndpointPatch(disabled=True))
 check(patched.disabled and patched.url == "https://hooks.example.com/v2", "endpoint patch")
 svix.endpoint.delete(app.id, ep.id)
@@ -178,5 +188,83 @@ check(task.id == replaying.id and task.task == "endpoint.replay" and "messagesSe
       "background task get")
 listed = [t.id for t in svix.background_task.list().data]
 check(recovering.id in listed and replaying.id in listed, "background task list")
+
+# deliverAt and an inline application, delivered to a receiver on loopback (the daemon
+# runs with --allow-http --allow-network 127.0.0.0/8).
+arrivals = []
+
+
+class Hook(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        arrivals.append((time.time(), self.headers.get("webhook-id")))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+threading.Thread(target=receiver.serve_forever, daemon=True).start()
+
+# Operational webhooks, subscribed as the SDK does; each event verified with the
+# standardwebhooks library.
+operational = []
+
+
+class OpsHook(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        operational.append((dict(self.headers.items()), body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+ops_receiver = ThreadingHTTPServer(("127.0.0.1", 0), OpsHook)
+threading.Thread(target=ops_receiver.serve_forever, daemon=True).start()
+ops = svix.operational_webhook.endpoint.create(OperationalWebhookEndpointIn(
+    url=f"http://127.0.0.1:{ops_receiver.server_address[1]}/", event_types=["endpoint.created"]))
+check([e.id for e in svix.operational_webhook.endpoint.list().data] == [ops.id],
+      "operational_webhook.endpoint create and list")
+ops_secret = svix.operational_webhook.endpoint.get_secret(ops.id).key
+inline = svix.message.create("sdk-inline", MessageIn(
+    event_type="invoice.paid", payload={"n": 0}, application=ApplicationIn(name="Inline", uid="sdk-inline")))
+check(svix.application.get("sdk-inline").name == "Inline" and inline.id.startswith("msg_"),
+      "message create with an inline application creates it")
+svix.message.create("sdk-inline", MessageIn(
+    event_type="invoice.paid", payload={"n": 1}, application=ApplicationIn(name="Other", uid="sdk-inline")))
+check(svix.application.get("sdk-inline").name == "Inline", "an inline application that exists is used")
+inline_ep = svix.endpoint.create("sdk-inline", EndpointIn(url=f"http://127.0.0.1:{receiver.server_address[1]}/"))
+deadline = time.time() + 30
+while not operational and time.time() < deadline:
+    time.sleep(0.05)
+check(len(operational) == 1, "one operational event arrives")
+event = Webhook(ops_secret).verify(operational[0][1], operational[0][0])
+check(event["type"] == "endpoint.created" and event["data"]["endpointId"] == inline_ep.id
+      and event["data"]["appUid"] == "sdk-inline", "endpoint.created, verified with standardwebhooks")
+ops_receiver.shutdown()
+deliver_at = datetime.now(timezone.utc) + timedelta(seconds=3)
+scheduled = svix.message.create("sdk-inline", MessageIn(event_type="invoice.paid", payload={"n": 2},
+                                                       deliver_at=deliver_at))
+check(svix.message.get("sdk-inline", scheduled.id).deliver_at is not None, "message deliverAt is shown")
+deadline = time.time() + 30
+while not any(mid == scheduled.id for _, mid in arrivals) and time.time() < deadline:
+    time.sleep(0.05)
+arrived = [at for at, mid in arrivals if mid == scheduled.id]
+check(arrived and arrived[0] >= deliver_at.timestamp() - 0.01,
+      "a message 3 s in the future arrives, and not before its deliverAt")
+bulk = svix.endpoint.bulk_replay("sdk-inline", svix.endpoint.list("sdk-inline").data[0].id,
+                               BulkReplayIn(since=datetime.now(timezone.utc) - timedelta(hours=1),
+                                            event_types=["invoice.paid"], status=MessageStatus.SUCCESS))
+check(bulk.id.startswith("qtask_") and bulk.task == "endpoint.bulk-replay", "endpoint bulk_replay")
+deadline = time.time() + 30
+while svix.background_task.get(bulk.id).status != "finished" and time.time() < deadline:
+    time.sleep(0.05)
+check(svix.background_task.get(bulk.id).data["messagesSent"] == 1, "bulk_replay re-sends the delivered message")
+receiver.shutdown()
 
 print("ALL SDK CHECKS PASSED")
