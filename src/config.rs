@@ -26,9 +26,49 @@ pub struct Config {
     pub storage: StorageConfig,
     pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
+    pub portal: PortalConfig,
     /// `[cluster]`: several nodes over one replicated op log. `None` (no section): the
     /// embedded mode, one node, nothing of cluster mode runs.
     pub cluster: Option<ClusterConfig>,
+}
+
+/// `[portal]`: the tenant portal served at `/portal` (its pages and its access links).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortalConfig {
+    /// The name in the portal's header. Default `Webhooks`; 1–64 characters.
+    pub display_name: String,
+    /// The accent colour, light and dark scheme (`#rrggbb`). Defaults `#2563eb`, `#60a5fa`.
+    pub primary_color_light: String,
+    pub primary_color_dark: String,
+    /// Where tenants reach Sluice (`https://webhooks.example.com`), for the links of
+    /// `app-portal-access`. Default: none (the scheme of this listener and the request's
+    /// `Host`).
+    pub public_url: Option<String>,
+    /// Where the "link expired" page sends tenants for a new link. Default: none.
+    pub refresh_url: Option<String>,
+    /// Origins that may embed the portal in a frame (CSP `frame-ancestors`). Default none:
+    /// no page may frame it.
+    pub frame_ancestors: Vec<String>,
+    /// How long a link's login code works, s. Default 600, 1–3,600.
+    pub login_code_lifetime_seconds: u64,
+    /// How long a browser session lasts at most, s (never past its link's expiry).
+    /// Default 604,800 (7 days), 1–604,800.
+    pub session_lifetime_seconds: u64,
+}
+
+impl Default for PortalConfig {
+    fn default() -> PortalConfig {
+        PortalConfig {
+            display_name: "Webhooks".to_owned(),
+            primary_color_light: "#2563eb".to_owned(),
+            primary_color_dark: "#60a5fa".to_owned(),
+            public_url: None,
+            refresh_url: None,
+            frame_ancestors: Vec::new(),
+            login_code_lifetime_seconds: 600,
+            session_lifetime_seconds: 604_800,
+        }
+    }
 }
 
 /// `[metrics]`: where Prometheus scrapes.
@@ -250,6 +290,17 @@ pub const KEYS: &[(&str, &str)] = &[
     ("delivery.ca_file", "(none)"),
     ("metrics.listen", "(none)"),
     ("metrics.token_file", "(none)"),
+    ("portal.display_name", "\"Webhooks\""),
+    ("portal.primary_color_light", "\"#2563eb\""),
+    ("portal.primary_color_dark", "\"#60a5fa\""),
+    (
+        "portal.public_url",
+        "(none: this listener's scheme and the request's Host)",
+    ),
+    ("portal.refresh_url", "(none)"),
+    ("portal.frame_ancestors", "[] (no framing)"),
+    ("portal.login_code_lifetime_seconds", "600"),
+    ("portal.session_lifetime_seconds", "604800"),
     ("cluster.nats_urls", "(no [cluster]: embedded mode)"),
     ("cluster.node_id", "(required in [cluster])"),
     ("cluster.stream", "\"SLUICE_OPS\""),
@@ -308,6 +359,7 @@ impl Config {
                 ca_file: None,
             },
             metrics: MetricsConfig::default(),
+            portal: PortalConfig::default(),
             cluster: None,
         }
     }
@@ -345,6 +397,7 @@ impl Config {
             "storage",
             "delivery",
             "metrics",
+            "portal",
             "cluster",
         ];
         reader.reject_unknown("", &table, &known_top);
@@ -386,9 +439,120 @@ fn read_sections(reader: &mut Reader, table: &toml::Table, config: &mut Config) 
     if let Some(metrics) = reader.section(table, "metrics") {
         read_metrics(reader, metrics, &mut config.metrics);
     }
+    if let Some(portal) = reader.section(table, "portal") {
+        read_portal(reader, portal, &mut config.portal);
+    }
     if let Some(cluster) = reader.section(table, "cluster") {
         config.cluster = read_cluster(reader, cluster);
     }
+}
+
+/// `#rrggbb`.
+fn is_hex_colour(text: &str) -> bool {
+    text.len() == 7 && text.starts_with('#') && text[1..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// An `http(s)://host[:port]` origin with nothing after it (no path, query, spaces or
+/// characters that would break a CSP or a URL).
+pub fn is_web_origin(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest.len() <= 253
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+#[expect(clippy::too_many_lines, reason = "one block per key of the section")]
+fn read_portal(reader: &mut Reader, t: &toml::Table, out: &mut PortalConfig) {
+    let keys = [
+        "display_name",
+        "primary_color_light",
+        "primary_color_dark",
+        "public_url",
+        "refresh_url",
+        "frame_ancestors",
+        "login_code_lifetime_seconds",
+        "session_lifetime_seconds",
+    ];
+    reader.reject_unknown("portal", t, &keys);
+    if let Some(v) = reader.string(t, "portal", "display_name") {
+        if v.is_empty() || v.chars().count() > 64 || v.chars().any(char::is_control) {
+            reader.problem(
+                "portal.display_name",
+                "must be 1 to 64 printable characters",
+            );
+        }
+        out.display_name = v;
+    }
+    for (key, field) in [
+        ("primary_color_light", &mut out.primary_color_light),
+        ("primary_color_dark", &mut out.primary_color_dark),
+    ] {
+        if let Some(v) = reader.string(t, "portal", key) {
+            if !is_hex_colour(&v) {
+                reader.problem(&join("portal", key), "must be a colour as #rrggbb");
+            }
+            *field = v;
+        }
+    }
+    if let Some(v) = reader.string(t, "portal", "public_url") {
+        if !is_web_origin(v.trim_end_matches('/')) {
+            reader.problem(
+                "portal.public_url",
+                "must be an http:// or https:// origin (scheme, host, optional port)",
+            );
+        }
+        out.public_url = Some(v.trim_end_matches('/').to_owned());
+    }
+    if let Some(v) = reader.string(t, "portal", "refresh_url") {
+        let ok = (v.starts_with("https://") || v.starts_with("http://"))
+            && v.len() <= 2048
+            && !v.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            reader.problem("portal.refresh_url", "must be an http:// or https:// URL");
+        }
+        out.refresh_url = Some(v);
+    }
+    match t.get("frame_ancestors") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            out.frame_ancestors.clear();
+            for item in items {
+                match item.as_str() {
+                    Some(origin) if is_web_origin(origin) || origin == "'self'" => {
+                        out.frame_ancestors.push(origin.to_owned());
+                    }
+                    _ => reader.problem(
+                        "portal.frame_ancestors",
+                        "each must be 'self' or an http:// or https:// origin",
+                    ),
+                }
+            }
+        }
+        Some(_) => reader.problem("portal.frame_ancestors", "must be a list of origins"),
+    }
+    reader.int(
+        t,
+        "portal",
+        "login_code_lifetime_seconds",
+        1,
+        3_600,
+        &mut out.login_code_lifetime_seconds,
+    );
+    reader.int(
+        t,
+        "portal",
+        "session_lifetime_seconds",
+        1,
+        604_800,
+        &mut out.session_lifetime_seconds,
+    );
 }
 
 /// The ingest sources' settings of `[api]`.
@@ -973,7 +1137,49 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
-        assert_eq!(KEYS.len(), 47, "KEYS lists every key");
+        assert_eq!(KEYS.len(), 55, "KEYS lists every key");
+    }
+
+    #[test]
+    fn reads_and_checks_the_portal_section() {
+        let text = r##"
+            [portal]
+            display_name = "Acme webhooks"
+            primary_color_light = "#112233"
+            public_url = "https://hooks.example.com/"
+            frame_ancestors = ["'self'", "https://app.example.com"]
+            login_code_lifetime_seconds = 60
+            session_lifetime_seconds = 3600
+        "##;
+        let config = Config::parse(text).expect("valid");
+        assert_eq!(config.portal.display_name, "Acme webhooks");
+        assert_eq!(
+            config.portal.public_url.as_deref(),
+            Some("https://hooks.example.com")
+        );
+        assert_eq!(config.portal.frame_ancestors.len(), 2);
+        assert_eq!(config.portal.login_code_lifetime_seconds, 60);
+        let bad = r##"
+            [portal]
+            display_name = ""
+            primary_color_dark = "blue"
+            public_url = "ftp://x"
+            frame_ancestors = ["https://a.example.com; script-src *"]
+            session_lifetime_seconds = 0
+            colour = 1
+        "##;
+        let problems = Config::parse(bad).expect_err("invalid");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "portal.display_name",
+            "portal.primary_color_dark",
+            "portal.public_url",
+            "portal.frame_ancestors",
+            "portal.session_lifetime_seconds",
+            "portal.colour",
+        ] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
     }
 
     #[test]

@@ -149,7 +149,9 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
             rows_max: PAGE_SCAN_ROWS_MAX,
         };
         let capped = tables::scan_event_types(rtxn, dbs, walk, |record| {
-            if record.archived && !include_archived {
+            if (record.archived && !include_archived)
+                || !ctx.auth.sees_flag(record.feature_flag.as_deref())
+            {
                 return Ok(false);
             }
             Ok(page.push(EventTypeOut::from(record, with_content)))
@@ -198,10 +200,11 @@ fn schemas_text(schemas: &serde_json::Value) -> Result<String, ApiError> {
     serde_json::to_string(schemas).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-pub(super) fn get(state: &ApiState, _ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+pub(super) fn get(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     let record = state
         .log
         .read(|rtxn, dbs| tables::event_type(rtxn, dbs, name))?
+        .filter(|r| ctx.auth.sees_flag(r.feature_flag.as_deref()))
         .ok_or_else(not_found)?;
     Reply::json(StatusCode::OK, &EventTypeOut::from(record, true))
 }

@@ -11,8 +11,8 @@ use sluice::log::ops::{
     EventTypeChanges, EventTypeFields, NewMessage, Op, OpDecodeError, Outcome, SourceFields,
 };
 use sluice::log::schema::{
-    AttemptRecord, PollerTokenRecord, Signing, SourceErrorRecord, TaskKind, TokenScope, Trigger,
-    encode_json,
+    AttemptRecord, PollerTokenRecord, PortalGrant, PortalKind, Signing, SourceErrorRecord,
+    TaskKind, TokenScope, Trigger, encode_json,
 };
 use sluice::log::tables::Step;
 
@@ -65,6 +65,9 @@ struct World {
     sources: Vec<(u64, String, Option<String>)>,
     /// Attempts as generated: (seq, id).
     attempts: Vec<(u64, String)>,
+    /// Portal login codes' hashes and access links' ids, as generated.
+    portal_codes: Vec<[u8; 32]>,
+    portal_links: Vec<String>,
     serial: u64,
 }
 
@@ -544,6 +547,56 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
         },
         33 => Op::PurgeDeletedApps {
             rows_max: 1 + rng.below(50) as u32,
+        },
+        // An access link; its code kept for 36, its link id and session id for 37.
+        35 => {
+            let (token_hash, code_hash): ([u8; 32], [u8; 32]) = (
+                rng.bytes(32).try_into().expect("32 bytes"),
+                rng.bytes(32).try_into().expect("32 bytes"),
+            );
+            world.portal_codes.push(code_hash);
+            let link = world.fresh("portal");
+            world.portal_links.push(link.clone());
+            Op::CreatePortalAccess {
+                app_key: app_key(rng, world),
+                grant: Box::new(PortalGrant {
+                    kind: PortalKind::Bearer,
+                    link,
+                    capabilities: (rng.below(64) as u8) | 1,
+                    feature_flags: if rng.chance(50) {
+                        vec!["beta".to_owned()]
+                    } else {
+                        Vec::new()
+                    },
+                    session_id: rng.chance(50).then(|| format!("s{}", rng.below(3))),
+                }),
+                token_hash,
+                token_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
+                code_hash,
+                code_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
+            }
+        }
+        // A code made before (used, expired or fresh), or one never made (a refusal).
+        36 => Op::OpenPortalSession {
+            code_hash: match rng.pick(&world.portal_codes) {
+                Some(hash) if rng.chance(80) => *hash,
+                _ => rng.bytes(32).try_into().expect("32 bytes"),
+            },
+            session_hash: rng.bytes(32).try_into().expect("32 bytes"),
+            session_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
+        },
+        37 => Op::ExpirePortalAccess {
+            app_key: app_key(rng, world),
+            link: match rng.pick(&world.portal_links) {
+                Some(link) if rng.chance(40) => Some(link.clone()),
+                _ => None,
+            },
+            session_ids: rng.chance(40).then(|| vec![format!("s{}", rng.below(3))]),
+            expires_ms: if rng.chance(50) {
+                0
+            } else {
+                1_700_000_000_000 + rng.below(4_000_000)
+            },
         },
         _ => {
             let (seq, attempt) = match rng.pick(&world.attempts).cloned() {
