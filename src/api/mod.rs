@@ -856,7 +856,7 @@ fn portal_may(auth: &Auth, route: Route<'_>, method: &Method) -> bool {
         Route::EndpointSecret(..) => {
             has(c::VIEW_ENDPOINT_SECRET | c::MANAGE_ENDPOINT_SECRET | c::MANAGE_ENDPOINT)
         }
-        Route::EndpointSecretRotate(..) => has(c::MANAGE_ENDPOINT_SECRET),
+        Route::EndpointSecretRotate(..) => has(c::MANAGE_ENDPOINT_SECRET | c::MANAGE_ENDPOINT),
         Route::Endpoints(..) | Route::Endpoint(..) | Route::EndpointHeaders(..) => has(if read {
             c::VIEW_BASE
         } else {

@@ -690,7 +690,7 @@ async fn secret(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
             .text(&seg(&id))
             .raw("/secret?reveal=1\">Reveal secret</a></p>");
     }
-    if v.can(cap::MANAGE_ENDPOINT_SECRET) {
+    if v.can(cap::MANAGE_ENDPOINT_SECRET | cap::MANAGE_ENDPOINT) {
         b.raw("<h2>Rotate</h2><form method=\"post\" action=\"/portal/endpoints/")
             .text(&seg(&id))
             .raw("/secret/rotate\" data-confirm=\"Rotate the signing secret?\">");

@@ -16,6 +16,7 @@ mod ingest;
 mod ops;
 mod parity;
 mod poller;
+mod portal;
 mod receiver;
 mod recovery;
 mod sdk;
