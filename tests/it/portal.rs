@@ -11,9 +11,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 
+use serde_json::{Value, json};
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, run_ok, test_config};
+use crate::harness::{TOKEN, call, call_raw, get, post, run_ok, test_config};
 
 /// The page a platform would put the portal in: it frames `?src=` and sizes the frame
 /// by the portal's `svix.iframe-resizer-height` messages, as svix-react's `AppPortal`.
@@ -136,5 +137,282 @@ async fn the_python_sdks_portal_link_opens_the_portal() {
         stdout.contains("SDK LINK CHECKS PASSED"),
         "stdout:\n{stdout}"
     );
+    sluice.stop().await;
+}
+
+/// A portal session for an access link: the cookie header and the form token.
+async fn sign_in(addr: SocketAddr, url: &str) -> (String, String) {
+    let key = url.split("#key=").nth(1).expect("key in the fragment");
+    let body = format!("key={key}");
+    let (status, headers, _) = call_raw(
+        addr,
+        "POST",
+        "/portal/session",
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+    .await
+    .expect("session");
+    assert_eq!(status, 303, "the login code opens a session");
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let (status, _, page) = call_raw(addr, "GET", "/portal/", None, &[("cookie", &cookie)], b"")
+        .await
+        .expect("home");
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&page);
+    let csrf = page
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form token")
+        .to_owned();
+    (cookie, csrf)
+}
+
+/// A portal form POST as the session; the status.
+async fn portal_post(addr: SocketAddr, session: &(String, String), path: &str, form: &str) -> u16 {
+    let body = format!("_csrf={}&{form}", session.1);
+    call_raw(
+        addr,
+        "POST",
+        path,
+        None,
+        &[
+            ("cookie", &session.0),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+    .expect("portal post")
+    .0
+}
+
+/// Every capability allows its actions and only those, on the portal's routes and on
+/// `/api/v1` alike; `readOnly` is view-only whatever the list says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_capability_is_enforced_on_the_portal_and_on_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    let app = post(addr, "/api/v1/app", &json!({"name": "Caps", "uid": "caps"})).await;
+    let app_id = app.json["id"].as_str().expect("app id").to_owned();
+    // Port 9 (discard) refuses on loopback: deliveries fail without leaving the machine.
+    let ep = post(
+        addr,
+        "/api/v1/app/caps/endpoint",
+        &json!({"url": "http://127.0.0.1:9/hook"}),
+    )
+    .await;
+    let ep_id = ep.json["id"].as_str().expect("endpoint id").to_owned();
+    let msg = post(
+        addr,
+        "/api/v1/app/caps/msg",
+        &json!({"eventType": "user.created", "payload": {"a": 1}}),
+    )
+    .await;
+    let msg_id = msg.json["id"].as_str().expect("message id").to_owned();
+    let secret_of = || async {
+        get(addr, &format!("/api/v1/app/caps/endpoint/{ep_id}/secret"))
+            .await
+            .json["key"]
+            .as_str()
+            .expect("key")
+            .to_owned()
+    };
+
+    let all = json!([
+        "ViewBase",
+        "ViewEndpointSecret",
+        "ManageEndpointSecret",
+        "CreateAttempts",
+        "ManageEndpoint"
+    ]);
+    // (capabilities, readOnly, may view the secret, may rotate, may manage, may attempt)
+    let cases = [
+        (json!(["ViewBase"]), false, [false, false, false, false]),
+        (
+            json!(["ViewBase", "ViewEndpointSecret"]),
+            false,
+            [true, false, false, false],
+        ),
+        (
+            json!(["ViewBase", "ManageEndpointSecret"]),
+            false,
+            [true, true, false, false],
+        ),
+        (
+            json!(["ViewBase", "ManageEndpoint"]),
+            false,
+            [true, true, true, false],
+        ),
+        (
+            json!(["ViewBase", "CreateAttempts"]),
+            false,
+            [false, false, false, true],
+        ),
+        (all.clone(), true, [false, false, false, false]),
+        (all, false, [true, true, true, true]),
+    ];
+    for (capabilities, read_only, [view, rotate, manage, attempt]) in cases {
+        let what = format!("{capabilities} readOnly={read_only}");
+        let access = post(
+            addr,
+            "/api/v1/auth/app-portal-access/caps",
+            &json!({"capabilities": capabilities, "readOnly": read_only}),
+        )
+        .await;
+        assert_eq!(access.status, 200, "{what}: {:?}", access.json);
+        let token = access.json["token"].as_str().expect("token").to_owned();
+        let session = sign_in(addr, access.json["url"].as_str().expect("url")).await;
+        let rest = |method: &'static str, path: String, body: Value| {
+            let token = token.clone();
+            async move {
+                call(
+                    addr,
+                    method,
+                    &path,
+                    Some(&token),
+                    &[],
+                    body.to_string().as_bytes(),
+                )
+                .await
+                .status
+            }
+        };
+        let ok = |allowed: bool, status: u16| if allowed { status < 400 } else { status == 403 };
+        let endpoint = format!("/api/v1/app/{app_id}/endpoint/{ep_id}");
+
+        // ViewBase: everyone reads.
+        assert_eq!(
+            rest("GET", format!("/api/v1/app/{app_id}/endpoint"), Value::Null).await,
+            200,
+            "{what}"
+        );
+        let home = call_raw(
+            addr,
+            "GET",
+            "/portal/",
+            None,
+            &[("cookie", &session.0)],
+            b"",
+        )
+        .await
+        .expect("home");
+        assert_eq!(home.0, 200, "{what}: the portal's home");
+
+        // Viewing the secret.
+        let status = call(
+            addr,
+            "GET",
+            &format!("{endpoint}/secret"),
+            Some(&token),
+            &[],
+            b"",
+        )
+        .await
+        .status;
+        assert!(ok(view, status), "{what}: REST secret read {status}");
+        let key = secret_of().await;
+        let page = call_raw(
+            addr,
+            "GET",
+            &format!("/portal/endpoints/{ep_id}/secret?reveal=1"),
+            None,
+            &[("cookie", &session.0)],
+            b"",
+        )
+        .await
+        .expect("secret page");
+        assert_eq!(
+            String::from_utf8_lossy(&page.2).contains(&key),
+            view,
+            "{what}: portal reveal"
+        );
+
+        // Rotating it.
+        let status = rest("POST", format!("{endpoint}/secret/rotate"), json!({})).await;
+        assert!(ok(rotate, status), "{what}: REST rotate {status}");
+        let path = format!("/portal/endpoints/{ep_id}/secret/rotate");
+        let status = portal_post(addr, &session, &path, "grace=0").await;
+        assert!(ok(rotate, status), "{what}: portal rotate {status}");
+
+        // Managing the endpoint.
+        let status = rest("PATCH", endpoint.clone(), json!({"description": "x"})).await;
+        assert!(ok(manage, status), "{what}: REST patch {status}");
+        let status = portal_post(
+            addr,
+            &session,
+            &format!("/portal/endpoints/{ep_id}/enable"),
+            "",
+        )
+        .await;
+        assert!(ok(manage, status), "{what}: portal enable {status}");
+        let status = rest(
+            "POST",
+            format!("/api/v1/app/{app_id}/endpoint"),
+            json!({"url": "http://127.0.0.1:9/b"}),
+        )
+        .await;
+        assert!(ok(manage, status), "{what}: REST create {status}");
+        let status = portal_post(
+            addr,
+            &session,
+            "/portal/endpoints/new",
+            "url=http%3A%2F%2F127.0.0.1%3A9%2Fc",
+        )
+        .await;
+        assert!(ok(manage, status), "{what}: portal create {status}");
+
+        // Creating attempts.
+        let status = rest(
+            "POST",
+            format!("{endpoint}/send-example"),
+            json!({"eventType": "svix.ping"}),
+        )
+        .await;
+        assert!(ok(attempt, status), "{what}: REST send-example {status}");
+        let status = portal_post(
+            addr,
+            &session,
+            &format!("/portal/endpoints/{ep_id}/test"),
+            "eventType=svix.ping",
+        )
+        .await;
+        assert!(ok(attempt, status), "{what}: portal send-example {status}");
+        let resend = format!("/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{ep_id}/resend");
+        let status = rest("POST", resend, Value::Null).await;
+        assert!(ok(attempt, status), "{what}: REST resend {status}");
+        let path = format!("/portal/messages/{msg_id}/resend/{ep_id}");
+        let status = portal_post(addr, &session, &path, "").await;
+        assert!(ok(attempt, status), "{what}: portal resend {status}");
+
+        // Never: the platform's own operations.
+        let status = rest(
+            "POST",
+            format!("/api/v1/app/{app_id}/msg"),
+            json!({"eventType": "a", "payload": {}}),
+        )
+        .await;
+        assert_eq!(status, 403, "{what}: a portal token creates no message");
+        let status = rest(
+            "POST",
+            "/api/v1/auth/app-portal-access/caps".to_owned(),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, 403, "{what}: a portal token mints no link");
+    }
     sluice.stop().await;
 }
