@@ -194,6 +194,16 @@ pub(super) async fn send_example(
         ctx.auth.require_org()?;
     }
     let input: ExampleIn = super::parse_json(&ctx.body)?;
+    // A portal credential cannot send an event type its link's feature flags hide.
+    if ctx.auth.portal.is_some() {
+        let flag = state
+            .log
+            .read(|rtxn, dbs| tables::event_type(rtxn, dbs, &input.event_type))?
+            .and_then(|t| t.feature_flag);
+        if !ctx.auth.sees_flag(flag.as_deref()) {
+            return Err(ApiError::NotFound("Event type not found."));
+        }
+    }
     state.ensure_room_for_messages()?;
     let app = resolve(state, ctx, app_ref)?;
     let op = Op::SendExample {

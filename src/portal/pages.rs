@@ -412,7 +412,7 @@ async fn hourly(v: &Visit<'_>, ep: &str) -> Result<Vec<(u64, u64)>, ApiError> {
     let path = format!("{}/stats", endpoint_path(v, ep));
     let mut out = Vec::with_capacity(24);
     for hour in (0..24u64).rev() {
-        let until = now + 1 - hour * HOUR_MS;
+        let until = (now + 1).saturating_sub(hour * HOUR_MS);
         let since = until.saturating_sub(HOUR_MS);
         let q = format!(
             "since={}&until={}",
@@ -466,7 +466,9 @@ async fn endpoint(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
             &format!("{}/stats", endpoint_path(v, ep)),
             &format!(
                 "since={}",
-                seg(&format_rfc3339(v.state.clock.now_ms() - 24 * HOUR_MS))
+                seg(&format_rfc3339(
+                    v.state.clock.now_ms().saturating_sub(24 * HOUR_MS)
+                ))
             ),
             None,
         )

@@ -233,6 +233,8 @@ with sync_playwright() as pw:
 
     # --- step 6: rotate the secret; during the grace both keys verify.
     page.get_by_role("link", name="Signing secret").click()
+    expect(page.get_by_label("Signing secret")).to_contain_text("••••")
+    shot(page, "secret")
     page.get_by_role("link", name="Reveal secret").click()
     old_key = page.get_by_label("Signing secret").inner_text().strip()
     check(old_key.startswith("whsec_"), "the secret is revealed")
@@ -242,7 +244,6 @@ with sync_playwright() as pw:
     page.get_by_role("link", name="Reveal secret").click()
     new_key = page.get_by_label("Signing secret").inner_text().strip()
     check(new_key.startswith("whsec_") and new_key != old_key, "the secret changed")
-    shot(page, "secret")
     before = receiver.count()
     page.goto(f"{URL}{endpoint_path}/test")
     page.get_by_label("Event type").select_option("invoice.paid")
@@ -326,6 +327,8 @@ with sync_playwright() as pw:
 
     # --- step 8: a flagged event type appears with its flag (portal and REST).
     check(rest("GET", "event-type/beta.preview", access.token)[0] == 404, "REST: the flagged type is 404 without the flag")
+    status = rest("POST", f"app/{app_id}/endpoint/{endpoint_id}/send-example", access.token, {"eventType": "beta.preview"})[0]
+    check(status == 404, f"REST: no example of the flagged type without the flag ({status})")
     flagged = link(feature_flags=["beta-preview"])
     fctx = browser.new_context(viewport=viewport)
     fpage = fctx.new_page()
