@@ -1,10 +1,12 @@
 //! The tenant portal end to end: Debian's Chromium driven by Python Playwright
 //! (tests/portal/portal_e2e.py) against a real Sluice and real receivers on loopback, and
-//! the link the unmodified Python SDK mints opening the portal (portal_sdk_link.py).
+//! the links the unmodified Python and JavaScript SDKs mint opening the portal
+//! (portal_sdk_link.py, portal_js_link.mjs), and the capability matrix over plain HTTP.
 //!
 //! `SLUICE_PYTHON` names a Python with `svix`, `standardwebhooks` and `playwright`
 //! (scripts/test makes `.venv`); `SLUICE_CHROMIUM` the browser (default
-//! `/usr/bin/chromium`, Debian's `chromium`, which scripts/test installs). Playwright never
+//! `/usr/bin/chromium`, Debian's `chromium`, which scripts/test installs); `SVIX_JS` a
+//! node_modules holding the npm `svix` SDK (scripts/test installs it). Playwright never
 //! downloads a browser here: the scripts launch this executable.
 
 use std::io::{BufRead, BufReader, Write};
@@ -113,7 +115,7 @@ async fn the_portal_works_end_to_end_in_chromium() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_sdks_portal_link_opens_the_portal() {
+async fn the_python_and_js_sdks_portal_links_open_the_portal() {
     let (python, chromium) = (python(), chromium());
     let dir = tempfile::tempdir().expect("tempdir");
     let sluice = sluice::app::start(&test_config(dir.path()), Some(TOKEN), Clock::System)
@@ -123,12 +125,28 @@ async fn the_python_sdks_portal_link_opens_the_portal() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/portal/portal_sdk_link.py"
     );
+    let svix_js = std::env::var("SVIX_JS").expect(
+        "set SVIX_JS to a node_modules holding the npm svix SDK (scripts/test installs it)",
+    );
+    let mut node = Command::new("node");
+    node.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/portal/portal_js_link.mjs"
+    ))
+    .env("SLUICE_URL", format!("http://{}", sluice.addr))
+    .env("SLUICE_TOKEN", TOKEN)
+    .env("SVIX_JS", svix_js);
+    let js = tokio::task::spawn_blocking(move || run_ok(&mut node))
+        .await
+        .expect("node ran");
+    let js_link = String::from_utf8_lossy(&js.stdout).trim().to_owned();
     let mut command = Command::new(python);
     command
         .arg(script)
         .env("SLUICE_URL", format!("http://{}", sluice.addr))
         .env("SLUICE_TOKEN", TOKEN)
-        .env("CHROMIUM", chromium);
+        .env("CHROMIUM", chromium)
+        .env("JS_LINK", js_link);
     let output = tokio::task::spawn_blocking(move || run_ok(&mut command))
         .await
         .expect("script ran");

@@ -1,10 +1,12 @@
 """The link the unmodified Python SDK mints opens Sluice's portal, and its token works
 with the SDK itself (and logs out).
 
-Run by tests/it/portal.rs with SLUICE_URL, SLUICE_TOKEN and CHROMIUM set. Prints
+Run by tests/it/portal.rs with SLUICE_URL, SLUICE_TOKEN and CHROMIUM set, and JS_LINK: the
+link the unmodified JavaScript SDK minted (portal_js_link.mjs), opened too. Prints
 "SDK LINK CHECKS PASSED" on success; any failed check raises.
 """
 
+import json
 import os
 
 from playwright.sync_api import expect, sync_playwright
@@ -32,6 +34,12 @@ with sync_playwright() as pw:
     expect(page.get_by_role("heading", name="Endpoints")).to_be_visible()
     expect(page.get_by_text("SDK tenant")).to_be_visible()
     check(True, "the SDK's link opens the portal on the tenant's application")
+    js_link = json.loads(os.environ["JS_LINK"])
+    page = browser.new_page()
+    page.goto(js_link["url"])
+    expect(page.get_by_role("heading", name="Endpoints")).to_be_visible()
+    expect(page.get_by_text("JS tenant")).to_be_visible()
+    check(page.get_by_role("link", name="Add endpoint").count() == 0, "the JS SDK's ViewBase link opens a view-only portal")
     browser.close()
 
 tenant = Svix(out.token, SvixOptions(server_url=URL))
