@@ -422,6 +422,24 @@ fn ring_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Where Svix's `?next=` sends a tenant after signing in: a path inside the portal
+/// (`/endpoints/<id>` is `/portal/endpoints/<id>`); anything else is the home page, so the
+/// link cannot send anyone off the portal.
+fn deep_link(next: &str) -> String {
+    let safe = next.starts_with('/')
+        && next.len() <= 512
+        && next
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'))
+        && !next.contains("//")
+        && !next.split('/').any(|s| s == "..");
+    if safe {
+        format!("/portal{next}")
+    } else {
+        "/portal/".to_owned()
+    }
+}
+
 /// POST /portal/session: the login code (in the link's `key`) for a session cookie.
 async fn open_session(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if !same_origin(req.headers()) {
@@ -444,6 +462,11 @@ async fn open_session(state: &ApiState, req: Request<Incoming>) -> Response<Full
     let Some(code) = code else {
         return respond(state, pages::expired(state), None);
     };
+    let next = form
+        .iter()
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| deep_link(v))
+        .unwrap_or_else(|| "/portal/".to_owned());
     match crate::api::portal_access::open_session(state, &code).await {
         Ok(session) => {
             let cookie = format!(
@@ -452,8 +475,29 @@ async fn open_session(state: &ApiState, req: Request<Incoming>) -> Response<Full
                 state.portal.session_lifetime_seconds,
                 if secure(state) { "; Secure" } else { "" }
             );
-            respond(state, Answer::Redirect("/portal/".to_owned()), Some(cookie))
+            respond(state, Answer::Redirect(next), Some(cookie))
         }
         Err(_) => respond(state, pages::expired(state), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn deep_links_stay_inside_the_portal() {
+        assert_eq!(
+            super::deep_link("/endpoints/ep_1"),
+            "/portal/endpoints/ep_1"
+        );
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/../api",
+            "/a?b",
+            "x",
+            "/a\\b",
+        ] {
+            assert_eq!(super::deep_link(bad), "/portal/", "{bad}");
+        }
     }
 }

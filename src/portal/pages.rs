@@ -27,9 +27,15 @@ fn data(v: &Value) -> &[Value] {
         .map_or(&[], Vec::as_slice)
 }
 
+/// What a path segment or query value keeps unencoded: ids' and uids' characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'-')
+    .remove(b'.');
+
 /// A path segment, percent-encoded (ids and uids are plain, but nothing is assumed).
 fn seg(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 /// The text cut to `max` bytes at a character boundary, and whether it was cut.
@@ -97,6 +103,7 @@ pub(super) fn login(state: &ApiState) -> Answer {
     b.raw("<h1>Signing you in</h1><p id=\"login-status\" role=\"status\">One moment…</p>")
         .raw("<form id=\"login-form\" method=\"post\" action=\"/portal/session\">")
         .raw("<input type=\"hidden\" name=\"key\" value=\"\">")
+        .raw("<input type=\"hidden\" name=\"next\" value=\"\">")
         .raw("<noscript><p>Signing in needs JavaScript.</p></noscript></form>");
     Answer::Page(StatusCode::OK, layout(state, "Sign in", false, None, &b))
 }

@@ -284,6 +284,16 @@ with sync_playwright() as pw:
     check("unsafe-inline" not in csp and "script-src 'self'" in csp, "the CSP allows no inline script")
     ctx.close()
 
+    # --- Svix's deep link: ?next=/endpoints/<id> opens that endpoint after signing in.
+    deep = link(capabilities=full)
+    base, fragment = deep.url.split("#", 1)
+    dctx = browser.new_context(viewport=viewport)
+    dpage = dctx.new_page()
+    dpage.goto(f"{base}?next={urllib.parse.quote(endpoint_path.removeprefix('/portal'))}#{fragment}")
+    expect(dpage.get_by_role("heading", name="Endpoint", exact=True)).to_be_visible()
+    check(dpage.url.endswith(endpoint_path), "?next= opens the endpoint's page after signing in")
+    dctx.close()
+
     # --- step 7: a read-only link: no write controls; forged POSTs and REST writes refused.
     ro = link(read_only=True, capabilities=full)
     rctx = browser.new_context(viewport=viewport)

@@ -10,6 +10,8 @@
     history.replaceState(null, "", window.location.pathname + window.location.search);
     if (m) {
       login.elements.key.value = m[1];
+      // Svix's deep link: ?next=/endpoints/<id> opens that page after signing in.
+      login.elements.next.value = new URLSearchParams(window.location.search).get("next") || "";
       login.submit();
     } else {
       document.getElementById("login-status").textContent = "This link holds no login key.";
