@@ -195,6 +195,20 @@ pub(super) async fn route(
             Ok(Answer::Redirect("/portal/".to_owned()))
         }
         (Method::POST, ["endpoints", ep, "recover"]) => recover(v, ep).await,
+        (Method::GET, ["endpoints", ep, "edit"]) => settings(v, ep, None).await,
+        (Method::POST, ["endpoints", ep, "edit"]) => save_settings(v, ep).await,
+        (Method::POST, ["endpoints", ep, "headers"]) => {
+            let name = v.field("name").unwrap_or("").trim();
+            let value = v.field("value").unwrap_or("");
+            let path = format!("{}/headers", endpoint_path(v, ep));
+            let body =
+                json!({"headers": {name: if value.is_empty() { None } else { Some(value) }}});
+            v.api(Method::PATCH, &path, "", Some(body)).await?;
+            Ok(Answer::Redirect(format!(
+                "/portal/endpoints/{}/edit",
+                seg(ep)
+            )))
+        }
         (Method::GET, ["endpoints", ep, "secret"]) => secret(v, ep).await,
         (Method::POST, ["endpoints", ep, "secret", "rotate"]) => {
             let grace: u64 = v
@@ -362,8 +376,15 @@ async fn new_endpoint(v: &Visit<'_>, problem: Option<&str>) -> Result<Answer, Ap
         .raw("<input id=\"description\" name=\"description\" type=\"text\" value=\"")
         .text(v.field("description").unwrap_or(""))
         .raw("\"><h2>Subscribe to events</h2><p class=\"muted\">Choose none to receive all events.</p>");
+    event_type_boxes(&mut b, &types, &[]);
+    b.raw("<p><button type=\"submit\">Create endpoint</button></p></form>");
+    Ok(page(v, "Add endpoint", &b))
+}
+
+/// The event types as checkboxes grouped by dotted prefix, `chosen` ticked.
+fn event_type_boxes(b: &mut Html, types: &[Value], chosen: &[&str]) {
     let mut groups: Vec<(&str, Vec<&Value>)> = Vec::new();
-    for t in &types {
+    for t in types {
         let group = group_of(s(t, "name"));
         match groups.iter_mut().find(|(g, _)| *g == group) {
             Some((_, items)) => items.push(t),
@@ -376,14 +397,118 @@ async fn new_endpoint(v: &Visit<'_>, problem: Option<&str>) -> Result<Answer, Ap
             let name = s(t, "name");
             b.raw("<label class=\"check\"><input type=\"checkbox\" name=\"filterTypes\" value=\"")
                 .text(name)
-                .raw("\"> ")
-                .text(name)
-                .raw("</label>");
+                .raw("\"");
+            if chosen.contains(&name) {
+                b.raw(" checked");
+            }
+            b.raw("> ").text(name).raw("</label>");
         }
         b.raw("</fieldset>");
     }
-    b.raw("<p><button type=\"submit\">Create endpoint</button></p></form>");
-    Ok(page(v, "Add endpoint", &b))
+}
+
+/// 4 — an endpoint's settings: URL, description, event types; custom headers (values
+/// never shown: they often carry credentials).
+async fn settings(v: &Visit<'_>, ep: &str, problem: Option<&str>) -> Result<Answer, ApiError> {
+    if !v.can(cap::MANAGE_ENDPOINT) {
+        return Err(ApiError::Forbidden);
+    }
+    let e = v.api(Method::GET, &endpoint_path(v, ep), "", None).await?;
+    let headers = v
+        .api(
+            Method::GET,
+            &format!("{}/headers", endpoint_path(v, ep)),
+            "",
+            None,
+        )
+        .await?;
+    let types = visible_event_types(v, false).await?;
+    let id = s(&e, "id").to_owned();
+    let chosen: Vec<&str> = e["filterTypes"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut b = Html::new();
+    b.raw("<h1>Settings</h1><p>")
+        .link(&format!("/portal/endpoints/{}", seg(&id)), s(&e, "url"))
+        .raw("</p>");
+    if let Some(problem) = problem {
+        b.raw("<div class=\"banner\" role=\"alert\">")
+            .text(problem)
+            .raw("</div>");
+    }
+    b.raw("<form method=\"post\" action=\"/portal/endpoints/")
+        .text(&seg(&id))
+        .raw("/edit\">");
+    hidden_csrf(&mut b, &v.csrf);
+    b.raw("<label for=\"url\">Endpoint URL</label><input id=\"url\" name=\"url\" type=\"url\" required value=\"")
+        .text(s(&e, "url"))
+        .raw("\"><label for=\"description\">Description</label>")
+        .raw("<input id=\"description\" name=\"description\" type=\"text\" value=\"")
+        .text(s(&e, "description"))
+        .raw("\"><h2>Subscribe to events</h2><p class=\"muted\">Choose none to receive all events.</p>");
+    event_type_boxes(&mut b, &types, &chosen);
+    b.raw("<p><button type=\"submit\">Save settings</button></p></form><h2>Custom headers</h2>");
+    headers_section(&mut b, v, &id, &headers);
+    Ok(page(v, "Settings", &b))
+}
+
+/// The custom headers' names (values masked) and the form that sets one.
+fn headers_section(b: &mut Html, v: &Visit<'_>, id: &str, headers: &Value) {
+    let mut names: Vec<&str> = headers["headers"]
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    names.extend(
+        headers["sensitive"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str),
+    );
+    if names.is_empty() {
+        b.raw("<p class=\"muted\">None.</p>");
+    } else {
+        b.raw("<table><thead><tr><th scope=\"col\">Header</th><th scope=\"col\">Value</th></tr></thead><tbody>");
+        for name in names {
+            b.raw("<tr><td><code>")
+                .text(name)
+                .raw("</code></td><td>••••••</td></tr>");
+        }
+        b.raw("</tbody></table>");
+    }
+    b.raw("<form method=\"post\" action=\"/portal/endpoints/")
+        .text(&seg(id))
+        .raw("/headers\">");
+    hidden_csrf(b, &v.csrf);
+    b.raw("<label for=\"header-name\">Header name</label><input id=\"header-name\" name=\"name\" type=\"text\" required>")
+        .raw("<label for=\"header-value\">Header value (empty removes it)</label>")
+        .raw("<input id=\"header-value\" name=\"value\" type=\"text\">")
+        .raw("<p><button type=\"submit\" class=\"secondary\">Set header</button></p></form>");
+}
+
+async fn save_settings(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
+    let types: Vec<&str> = v.fields("filterTypes");
+    let body = json!({
+        "url": v.field("url").unwrap_or("").trim(),
+        "description": v.field("description").unwrap_or(""),
+        "filterTypes": if types.is_empty() { Value::Null } else { json!(types) },
+    });
+    match v
+        .api(Method::PATCH, &endpoint_path(v, ep), "", Some(body))
+        .await
+    {
+        Ok(_) => Ok(Answer::Redirect(format!("/portal/endpoints/{}", seg(ep)))),
+        Err(e @ (ApiError::Validation(_) | ApiError::BadRequest { .. })) => {
+            let text = String::from_utf8_lossy(&e.body()).into_owned();
+            let mut answer = settings(v, ep, Some(&text)).await?;
+            if let Answer::Page(status, _) = &mut answer {
+                *status = StatusCode::UNPROCESSABLE_ENTITY;
+            }
+            Ok(answer)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn create_endpoint(v: &Visit<'_>) -> Result<Answer, ApiError> {
@@ -522,7 +647,11 @@ async fn endpoint(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
         )
         .raw(" ");
     if v.can(cap::CREATE_ATTEMPTS) {
-        b.link(&format!("/portal/endpoints/{}/test", seg(&id)), "Testing");
+        b.link(&format!("/portal/endpoints/{}/test", seg(&id)), "Testing")
+            .raw(" ");
+    }
+    if v.can(cap::MANAGE_ENDPOINT) {
+        b.link(&format!("/portal/endpoints/{}/edit", seg(&id)), "Settings");
     }
     b.raw("</div><h2>Last 24 hours</h2><p>")
         .num(n(&stats, "success"))

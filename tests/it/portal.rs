@@ -377,6 +377,13 @@ async fn every_capability_is_enforced_on_the_portal_and_on_rest() {
         )
         .await;
         assert!(ok(manage, status), "{what}: portal enable {status}");
+        let path = format!("/portal/endpoints/{ep_id}/edit");
+        let form = "url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&description=d";
+        let status = portal_post(addr, &session, &path, form).await;
+        assert!(ok(manage, status), "{what}: portal settings {status}");
+        let path = format!("/portal/endpoints/{ep_id}/headers");
+        let status = portal_post(addr, &session, &path, "name=X-A&value=1").await;
+        assert!(ok(manage, status), "{what}: portal header {status}");
         let status = rest(
             "POST",
             format!("/api/v1/app/{app_id}/endpoint"),

@@ -270,6 +270,25 @@ with sync_playwright() as pw:
     check(page.get_by_role("heading", name="beta.preview").count() == 0, "a flagged event type is hidden without its flag")
     shot(page, "event-catalogue")
 
+    # --- settings: change the description and the event types; set a custom header.
+    page.goto(f"{URL}{endpoint_path}")
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name="Settings")).to_be_visible()
+    page.get_by_label("Description").fill("Billing service v2")
+    page.get_by_label("invoice.paid").check()
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("heading", name="Endpoint", exact=True)).to_be_visible()
+    expect(page.get_by_text("Billing service v2")).to_be_visible()
+    expect(page.get_by_role("definition").filter(has_text="invoice.paid")).to_be_visible()
+    check(True, "settings change the description and the event types")
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Header name").fill("X-Tenant-Key")
+    page.get_by_label("Header value (empty removes it)").fill("secret-value-123")
+    page.get_by_role("button", name="Set header").click()
+    expect(page.get_by_role("cell", name="X-Tenant-Key")).to_be_visible()
+    check("secret-value-123" not in page.content(), "a custom header's value is never shown")
+    shot(page, "settings")
+
     # --- step 11: same-origin requests only; assets within budget.
     origin = urllib.parse.urlparse(URL)
     foreign = [u for u in requests if urllib.parse.urlparse(u).netloc != origin.netloc and not u.startswith("data:")]
