@@ -696,13 +696,33 @@ async fn endpoint(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
             .raw("<select id=\"since\" name=\"since\"><option value=\"8\">8 hours ago</option>")
             .raw("<option value=\"24\">yesterday</option><option value=\"72\">3 days ago</option>")
             .raw("<option value=\"168\">last week</option><option value=\"336\">2 weeks ago</option></select> ")
+            .raw("<label for=\"kind\" class=\"check\">Send</label>")
+            .raw("<select id=\"kind\" name=\"kind\"><option value=\"recover\">failed messages again</option>")
+            .raw("<option value=\"replay-missing\">messages never sent to it</option></select> ")
             .raw("<button type=\"submit\">Recover failed messages</button></form>");
     }
     if v.can(cap::MANAGE_ENDPOINT) || v.can(cap::CREATE_ATTEMPTS) {
         b.raw("</div>");
     }
-    if v.query_param("recovering").is_some() {
-        b.raw("<div class=\"notice\" role=\"status\">Recovery started: failed messages are being sent again.</div>");
+    if let Some(task) = v.query_param("task") {
+        let t = v
+            .api(
+                Method::GET,
+                &format!("background-task/{}", seg(&task)),
+                "",
+                None,
+            )
+            .await?;
+        b.raw("<div class=\"notice\" role=\"status\">")
+            .raw(if s(&t, "task") == "endpoint.replay" {
+                "Replay "
+            } else {
+                "Recovery "
+            })
+            .text(s(&t, "status"))
+            .raw(". Messages sent: ")
+            .num(n(&t["data"], "messagesSent"))
+            .raw(".</div>");
     }
     b.raw("<h2>Attempts</h2>");
     attempts_table(&mut b, data(&attempts), true);
@@ -770,6 +790,8 @@ fn attempts_table(b: &mut Html, rows: &[Value], with_message: bool) {
     b.raw("</tbody></table>");
 }
 
+/// 7 — recover failed messages, or replay missing ones, since a preset; the page then
+/// shows the background task's progress.
 async fn recover(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
     let hours: u64 = v
         .field("since")
@@ -777,12 +799,19 @@ async fn recover(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
         .filter(|h| (1..=336).contains(h))
         .unwrap_or(24);
     let since = format_rfc3339(v.state.clock.now_ms().saturating_sub(hours * HOUR_MS));
-    let path = format!("{}/recover", endpoint_path(v, ep));
-    v.api(Method::POST, &path, "", Some(json!({"since": since})))
+    let kind = if v.field("kind") == Some("replay-missing") {
+        "replay-missing"
+    } else {
+        "recover"
+    };
+    let path = format!("{}/{kind}", endpoint_path(v, ep));
+    let task = v
+        .api(Method::POST, &path, "", Some(json!({"since": since})))
         .await?;
     Ok(Answer::Redirect(format!(
-        "/portal/endpoints/{}?recovering=1",
-        seg(ep)
+        "/portal/endpoints/{}?task={}",
+        seg(ep),
+        seg(s(&task, "id"))
     )))
 }
 
