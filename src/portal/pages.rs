@@ -920,6 +920,16 @@ async fn messages(v: &Visit<'_>) -> Result<Answer, ApiError> {
         q.push_str("&event_types=");
         q.push_str(&seg(&t));
     }
+    // Svix's presets: since 5 hours ago, yesterday, last week, last month.
+    let since_hours: Option<u64> = v
+        .query_param("since")
+        .and_then(|h| h.parse().ok())
+        .filter(|h| [5, 24, 168, 720].contains(h));
+    if let Some(hours) = since_hours {
+        let after = v.state.clock.now_ms().saturating_sub(hours * HOUR_MS);
+        q.push_str("&after=");
+        q.push_str(&seg(&format_rfc3339(after)));
+    }
     let list = v
         .api(
             Method::GET,
@@ -933,7 +943,21 @@ async fn messages(v: &Visit<'_>) -> Result<Answer, ApiError> {
         .raw("<label for=\"event_type\" class=\"check\">Event type</label>")
         .raw("<input id=\"event_type\" name=\"event_type\" type=\"text\" value=\"")
         .text(&v.query_param("event_type").unwrap_or_default())
-        .raw("\"> <button type=\"submit\" class=\"secondary\">Filter</button></form>");
+        .raw("\"> <label for=\"since\" class=\"check\">Since</label><select id=\"since\" name=\"since\">");
+    for (hours, label) in [
+        (0, "any time"),
+        (5, "5 hours ago"),
+        (24, "yesterday"),
+        (168, "last week"),
+        (720, "last month"),
+    ] {
+        b.raw("<option value=\"").num(hours).raw("\"");
+        if since_hours == Some(hours) {
+            b.raw(" selected");
+        }
+        b.raw(">").raw(label).raw("</option>");
+    }
+    b.raw("</select> <button type=\"submit\" class=\"secondary\">Filter</button></form>");
     let rows = data(&list);
     if rows.is_empty() {
         b.raw("<p class=\"muted\">No messages.</p>");

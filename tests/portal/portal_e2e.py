@@ -260,6 +260,13 @@ with sync_playwright() as pw:
     # --- the remaining pages, for the record.
     page.get_by_role("link", name="Messages").click()
     expect(page.get_by_role("heading", name="Messages")).to_be_visible()
+    page.get_by_label("Event type").fill("user.created")
+    page.get_by_label("Since").select_option("5")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_text("No messages.")).to_be_visible()
+    page.get_by_label("Event type").fill("invoice.paid")
+    page.get_by_role("button", name="Filter").click()
+    check(page.get_by_role("link", name=re.compile(r"^msg_")).count() >= 1, "the message log filters by event type and time")
     shot(page, "messages")
     page.get_by_role("link", name=re.compile(r"^msg_")).first.click()
     expect(page.get_by_label("Payload")).to_contain_text("in_123")
