@@ -441,3 +441,63 @@ async fn every_capability_is_enforced_on_the_portal_and_on_rest() {
     }
     sluice.stop().await;
 }
+
+/// A request and the status it must get: method, path, headers, body, status.
+type GarbageCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
+
+/// Garbage at the portal gets a page, never a crash: unknown or forged sessions, broken
+/// keys, oversized forms, odd paths; and the headers every page carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_answers_garbage_with_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = sluice::app::start(&test_config(dir.path()), Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let big = vec![b'a'; 64 * 1024];
+    let cases: [GarbageCase; 9] = [
+        ("GET", "/portal/", &[], b"", 401),
+        (
+            "GET",
+            "/portal/",
+            &[("cookie", "sluice_portal=forged")],
+            b"",
+            401,
+        ),
+        ("GET", "/portal/endpoints/%ff%fe/secret", &[], b"", 401),
+        ("POST", "/portal/session", &form, b"key=%%%", 401),
+        ("POST", "/portal/session", &form, b"key=bm90IGpzb24", 401),
+        ("POST", "/portal/session", &form, b"", 401),
+        ("POST", "/portal/session", &form, &big, 413),
+        (
+            "POST",
+            "/portal/session",
+            &[("sec-fetch-site", "cross-site")],
+            b"key=x",
+            403,
+        ),
+        ("GET", "/portal/assets/nothing.js", &[], b"", 401),
+    ];
+    for (method, path, headers, body, want) in cases {
+        let (status, headers, page) = call_raw(addr, method, path, None, headers, body)
+            .await
+            .expect("an answer");
+        assert_eq!(status, want, "{method} {path}");
+        let csp = headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+            "{method} {path}: {csp}"
+        );
+        assert!(String::from_utf8_lossy(&page).starts_with("<!doctype html>"));
+    }
+    // The server still serves.
+    let (status, _, _) = call_raw(addr, "GET", "/portal/login", None, &[], b"")
+        .await
+        .expect("login page");
+    assert_eq!(status, 200);
+    sluice.stop().await;
+}
