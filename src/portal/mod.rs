@@ -68,6 +68,69 @@ static JS: LazyLock<Asset> = LazyLock::new(|| {
     }
 });
 
+/// Svix's per-link look (`darkMode`, `primaryColor`, `primaryColorLight`,
+/// `primaryColorDark`, `hideNavigation`, `noGutters` on the link's URL), validated, kept
+/// in a cookie of its own for the session's pages. Absent values fall back to `[portal]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct Theme {
+    /// `#rrggbb` without the `#`.
+    pub(super) light: Option<String>,
+    pub(super) dark: Option<String>,
+    /// `Some(true)`: dark, `Some(false)`: light, `None`: the reader's preference.
+    pub(super) dark_mode: Option<bool>,
+    pub(super) hide_navigation: bool,
+    pub(super) no_gutters: bool,
+}
+
+fn hex_colour(text: &str) -> Option<String> {
+    let hex = text.trim_start_matches('#');
+    (hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hex.to_owned())
+}
+
+impl Theme {
+    /// From Svix's query names (a link) or the short names this theme writes itself.
+    fn from_pairs(pairs: &[(String, String)]) -> Theme {
+        let mut theme = Theme::default();
+        for (key, value) in pairs {
+            let on = value == "true" || value == "1";
+            match key.as_str() {
+                "primaryColor" => {
+                    theme.light = hex_colour(value);
+                    theme.dark.clone_from(&theme.light);
+                }
+                "primaryColorLight" | "l" => theme.light = hex_colour(value).or(theme.light),
+                "primaryColorDark" | "d" => theme.dark = hex_colour(value).or(theme.dark),
+                "darkMode" | "m" => theme.dark_mode = Some(on),
+                "hideNavigation" | "n" => theme.hide_navigation = on,
+                "noGutters" | "g" => theme.no_gutters = on,
+                _ => {}
+            }
+        }
+        theme
+    }
+
+    /// The short form, for the theme cookie and the stylesheet's query.
+    pub(super) fn encode(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(l) = &self.light {
+            parts.push(format!("l={l}"));
+        }
+        if let Some(d) = &self.dark {
+            parts.push(format!("d={d}"));
+        }
+        if let Some(m) = self.dark_mode {
+            parts.push(format!("m={}", u8::from(m)));
+        }
+        if self.hide_navigation {
+            parts.push("n=1".to_owned());
+        }
+        if self.no_gutters {
+            parts.push("g=1".to_owned());
+        }
+        parts.join("&")
+    }
+}
+
 /// What a portal handler answers.
 pub(super) enum Answer {
     Page(StatusCode, String),
@@ -83,6 +146,7 @@ pub(super) struct Visit<'a> {
     pub(super) csrf: String,
     pub(super) query: String,
     pub(super) form: Vec<(String, String)>,
+    pub(super) theme: Theme,
 }
 
 impl Visit<'_> {
@@ -176,7 +240,15 @@ fn csrf_of(session: &str) -> String {
 }
 
 fn session_cookie<'h>(state: &ApiState, headers: &'h hyper::HeaderMap) -> Option<&'h str> {
-    let name = cookie_name(state);
+    cookie(headers, cookie_name(state))
+}
+
+/// The theme cookie's name (the session's name with `_theme`).
+fn theme_cookie_name(state: &ApiState) -> String {
+    format!("{}_theme", cookie_name(state))
+}
+
+fn cookie<'h>(headers: &'h hyper::HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -235,6 +307,10 @@ fn security_headers(state: &ApiState, response: &mut Response<Full<Bytes>>) {
 }
 
 fn respond(state: &ApiState, answer: Answer, cookie: Option<String>) -> Response<Full<Bytes>> {
+    respond_with(state, answer, cookie.into_iter().collect())
+}
+
+fn respond_with(state: &ApiState, answer: Answer, cookies: Vec<String>) -> Response<Full<Bytes>> {
     let mut response = match answer {
         Answer::Page(status, body) => {
             let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -257,32 +333,47 @@ fn respond(state: &ApiState, answer: Answer, cookie: Option<String>) -> Response
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response.headers_mut().insert(header::SET_COOKIE, v);
+    for v in cookies.iter().filter_map(|c| HeaderValue::from_str(c).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, v);
     }
     security_headers(state, &mut response);
     response
 }
 
 fn asset(state: &ApiState, asset: &Asset, headers: &hyper::HeaderMap) -> Response<Full<Bytes>> {
+    send_asset(
+        state,
+        Bytes::from_static(asset.body),
+        asset.content_type,
+        &asset.etag,
+        headers,
+    )
+}
+
+/// A file with its ETag; 304 when the client holds this version.
+fn send_asset(
+    state: &ApiState,
+    body: Bytes,
+    content_type: &'static str,
+    etag: &str,
+    headers: &hyper::HeaderMap,
+) -> Response<Full<Bytes>> {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == asset.etag));
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
     let mut response = if fresh {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Full::new(Bytes::from_static(asset.body)));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(asset.content_type),
-        );
+        let mut r = Response::new(Full::new(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         r
     };
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&asset.etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
     // Revalidated each time: one tiny 304, and a new build's files show at once.
@@ -291,23 +382,30 @@ fn asset(state: &ApiState, asset: &Asset, headers: &hyper::HeaderMap) -> Respons
     response
 }
 
-/// The theme's colours (`[portal]`), as a stylesheet (inline styles are not allowed).
-fn theme(state: &ApiState, headers: &hyper::HeaderMap) -> Response<Full<Bytes>> {
-    let css = format!(
-        ":root{{--primary:{}}}@media (prefers-color-scheme:dark){{:root{{--primary:{}}}}}\n",
-        state.portal.primary_color_light, state.portal.primary_color_dark
+/// The theme's colours: `[portal]`'s, or a link's (`?l=&d=` from `Theme::encode`), as a
+/// stylesheet (inline styles are not allowed). Made per request: it is a few bytes.
+fn theme(state: &ApiState, query: &str, headers: &hyper::HeaderMap) -> Response<Full<Bytes>> {
+    let chosen = Theme::from_pairs(&parse_form(query.as_bytes()));
+    let light = chosen.light.map_or_else(
+        || state.portal.primary_color_light.clone(),
+        |c| format!("#{c}"),
     );
-    let leaked: &'static [u8] = THEME.get_or_init(|| css.into_bytes());
-    let theme = Asset {
-        body: leaked,
-        content_type: "text/css; charset=utf-8",
-        etag: etag_of(leaked),
-    };
-    asset(state, &theme, headers)
+    let dark = chosen.dark.map_or_else(
+        || state.portal.primary_color_dark.clone(),
+        |c| format!("#{c}"),
+    );
+    let css = format!(
+        ":root{{--primary:{light}}}@media (prefers-color-scheme:dark){{html:not(.light){{--primary:{dark}}}}}html.dark{{--primary:{dark}}}\n"
+    );
+    let etag = etag_of(css.as_bytes());
+    send_asset(
+        state,
+        Bytes::from(css),
+        "text/css; charset=utf-8",
+        &etag,
+        headers,
+    )
 }
-
-/// The theme stylesheet, made once (the portal's settings do not change while serving).
-static THEME: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
 
 async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, ApiError> {
     let collected = Limited::new(req.into_body(), PORTAL_FORM_BYTES_MAX)
@@ -352,7 +450,9 @@ pub async fn handle(
     match (&method, segs.as_slice()) {
         (&Method::GET, ["assets", "portal.css"]) => return asset(state, &CSS, req.headers()),
         (&Method::GET, ["assets", "portal.js"]) => return asset(state, &JS, req.headers()),
-        (&Method::GET, ["assets", "theme.css"]) => return theme(state, req.headers()),
+        (&Method::GET, ["assets", "theme.css"]) => {
+            return theme(state, req.uri().query().unwrap_or(""), req.headers());
+        }
         (&Method::GET, ["login"]) => return respond(state, pages::login(state), None),
         (&Method::POST, ["session"]) => return open_session(state, req).await,
         _ => {}
@@ -375,6 +475,9 @@ pub async fn handle(
         _ => return respond(state, pages::expired(state), None),
     };
     let csrf = csrf_of(&session);
+    let theme = cookie(req.headers(), &theme_cookie_name(state))
+        .map(|c| Theme::from_pairs(&parse_form(c.as_bytes())))
+        .unwrap_or_default();
     let query = req.uri().query().unwrap_or("").to_owned();
     let form = if method == Method::POST {
         if !same_origin(req.headers()) {
@@ -394,6 +497,7 @@ pub async fn handle(
         csrf,
         query,
         form,
+        theme,
     };
     if method == Method::POST {
         let given = visit.field("_csrf").unwrap_or("");
@@ -475,7 +579,18 @@ async fn open_session(state: &ApiState, req: Request<Incoming>) -> Response<Full
                 state.portal.session_lifetime_seconds,
                 if secure(state) { "; Secure" } else { "" }
             );
-            respond(state, Answer::Redirect(next), Some(cookie))
+            let theme = form
+                .iter()
+                .find(|(k, _)| k == "theme")
+                .map(|(_, t)| Theme::from_pairs(&parse_form(t.as_bytes())).encode())
+                .unwrap_or_default();
+            let theme_cookie = format!(
+                "{}={theme}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                theme_cookie_name(state),
+                state.portal.session_lifetime_seconds,
+                if secure(state) { "; Secure" } else { "" }
+            );
+            respond_with(state, Answer::Redirect(next), vec![cookie, theme_cookie])
         }
         Err(_) => respond(state, pages::expired(state), None),
     }

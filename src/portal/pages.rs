@@ -6,7 +6,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::html::Html;
-use super::{Answer, Visit};
+use super::{Answer, Theme, Visit};
 use crate::api::{ApiError, ApiState, capability as cap};
 use crate::clock::format_rfc3339;
 use crate::limits::{PORTAL_BODY_SHOWN_BYTES_MAX, PORTAL_PAGE_ROWS_MAX};
@@ -51,9 +51,22 @@ fn cut(text: &str, max: usize) -> (&str, bool) {
 }
 
 /// The page around `body`.
-fn layout(state: &ApiState, title: &str, nav: bool, csrf: Option<&str>, body: &Html) -> String {
+fn layout(
+    state: &ApiState,
+    title: &str,
+    nav: bool,
+    csrf: Option<&str>,
+    theme: &Theme,
+    body: &Html,
+) -> String {
     let mut h = Html::new();
-    h.raw("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">")
+    h.raw("<!doctype html><html lang=\"en\"")
+        .raw(match theme.dark_mode {
+            Some(true) => " class=\"dark\"",
+            Some(false) => " class=\"light\"",
+            None => "",
+        })
+        .raw("><head><meta charset=\"utf-8\">")
         .raw("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")
         .raw("<meta name=\"referrer\" content=\"no-referrer\">")
         .raw("<link rel=\"icon\" href=\"data:,\"><title>")
@@ -61,13 +74,15 @@ fn layout(state: &ApiState, title: &str, nav: bool, csrf: Option<&str>, body: &H
         .raw(" · ")
         .text(&state.portal.display_name)
         .raw("</title><link rel=\"stylesheet\" href=\"/portal/assets/portal.css\">")
-        .raw("<link rel=\"stylesheet\" href=\"/portal/assets/theme.css\">")
+        .raw("<link rel=\"stylesheet\" href=\"/portal/assets/theme.css?")
+        .text(&theme.encode())
+        .raw("\">")
         .raw(
             "<script src=\"/portal/assets/portal.js\" defer></script></head><body><header><strong>",
         )
         .text(&state.portal.display_name)
         .raw("</strong>");
-    if nav {
+    if nav && !theme.hide_navigation {
         h.raw("<nav aria-label=\"Main\"><a href=\"/portal/\">Endpoints</a>")
             .raw("<a href=\"/portal/messages\">Messages</a>")
             .raw("<a href=\"/portal/event-types\">Event catalogue</a></nav>");
@@ -77,7 +92,11 @@ fn layout(state: &ApiState, title: &str, nav: bool, csrf: Option<&str>, body: &H
             h.raw("<button class=\"secondary\" type=\"submit\">Log out</button></form>");
         }
     }
-    h.raw("</header><main>");
+    h.raw("</header>").raw(if theme.no_gutters {
+        "<main class=\"flush\">"
+    } else {
+        "<main>"
+    });
     let mut out = h.into_string();
     out.push_str(body.as_str());
     out.push_str("</main></body></html>");
@@ -93,7 +112,7 @@ fn hidden_csrf(h: &mut Html, csrf: &str) {
 fn page(v: &Visit<'_>, title: &str, body: &Html) -> Answer {
     Answer::Page(
         StatusCode::OK,
-        layout(v.state, title, true, Some(&v.csrf), body),
+        layout(v.state, title, true, Some(&v.csrf), &v.theme, body),
     )
 }
 
@@ -104,8 +123,12 @@ pub(super) fn login(state: &ApiState) -> Answer {
         .raw("<form id=\"login-form\" method=\"post\" action=\"/portal/session\">")
         .raw("<input type=\"hidden\" name=\"key\" value=\"\">")
         .raw("<input type=\"hidden\" name=\"next\" value=\"\">")
+        .raw("<input type=\"hidden\" name=\"theme\" value=\"\">")
         .raw("<noscript><p>Signing in needs JavaScript.</p></noscript></form>");
-    Answer::Page(StatusCode::OK, layout(state, "Sign in", false, None, &b))
+    Answer::Page(
+        StatusCode::OK,
+        layout(state, "Sign in", false, None, &Theme::default(), &b),
+    )
 }
 
 /// A missing, used or expired link or session.
@@ -125,14 +148,17 @@ pub(super) fn expired(state: &ApiState) -> Answer {
     }
     Answer::Page(
         StatusCode::UNAUTHORIZED,
-        layout(state, "Link expired", false, None, &b),
+        layout(state, "Link expired", false, None, &Theme::default(), &b),
     )
 }
 
 pub(super) fn logged_out(state: &ApiState) -> Answer {
     let mut b = Html::new();
     b.raw("<h1>You are logged out</h1><p>Open a new link to come back.</p>");
-    Answer::Page(StatusCode::OK, layout(state, "Logged out", false, None, &b))
+    Answer::Page(
+        StatusCode::OK,
+        layout(state, "Logged out", false, None, &Theme::default(), &b),
+    )
 }
 
 pub(super) fn error_page(state: &ApiState, error: &ApiError) -> Answer {
@@ -165,7 +191,10 @@ pub(super) fn error_page(state: &ApiState, error: &ApiError) -> Answer {
             .raw("</pre>");
     }
     b.raw("<p><a href=\"/portal/\">Back to endpoints</a></p>");
-    Answer::Page(status, layout(state, title, true, None, &b))
+    Answer::Page(
+        status,
+        layout(state, title, true, None, &Theme::default(), &b),
+    )
 }
 
 /// Routes a signed-in request to its page.

@@ -162,7 +162,7 @@ with sync_playwright() as pw:
     page.goto(access.url)
     expect(page.get_by_role("heading", name="Endpoints")).to_be_visible()
     check("#" not in page.url and "key=" not in page.url, "the login key left the address bar")
-    cookies = [c for c in ctx.cookies() if "sluice_portal" in c["name"]]
+    cookies = [c for c in ctx.cookies() if c["name"].endswith("sluice_portal")]
     check(len(cookies) == 1 and cookies[0]["httpOnly"], "the session cookie is HttpOnly")
     check(cookies[0]["sameSite"] == "Strict", "the session cookie is SameSite=Strict")
     again = browser.new_context(viewport=viewport)
@@ -401,9 +401,16 @@ with sync_playwright() as pw:
     hctx = browser.new_context(viewport=viewport)
     hpage = hctx.new_page()
     embedded = link(capabilities=full)
-    hpage.goto(f"{HOST_URL}/?src={urllib.parse.quote(embedded.url, safe='')}")
+    # As svix-react's AppPortal does: Svix's look parameters on the link.
+    base, fragment = embedded.url.split("#", 1)
+    themed = f"{base}?darkMode=true&primaryColor=%23c2410c&hideNavigation=true#{fragment}"
+    hpage.goto(f"{HOST_URL}/?src={urllib.parse.quote(themed, safe='')}")
     frame = hpage.frame_locator("iframe")
     expect(frame.get_by_role("heading", name="Endpoints")).to_be_visible()
+    expect(frame.locator("html.dark")).to_have_count(1)
+    check(frame.get_by_role("navigation", name="Main").count() == 0, "darkMode and hideNavigation from the link apply")
+    primary = frame.locator("body").evaluate("() => getComputedStyle(document.documentElement).getPropertyValue('--primary').trim()")
+    check(primary == "#c2410c", f"primaryColor from the link applies ({primary})")
     height = until("the height message", lambda: hpage.evaluate("window.portalHeight || 0"))
     check(height > 100, f"the framing page got the height message ({height} px)")
     until(
@@ -411,6 +418,7 @@ with sync_playwright() as pw:
         lambda: hpage.evaluate("document.querySelector('iframe').offsetHeight === window.portalHeight"),
     )
     check(True, "the iframe grew to the portal's height")
+    shot(hpage, "embedded")
     refusals = []
     hpage.on("console", lambda m: refusals.append(m.text) if "frame-ancestors" in m.text else None)
     other = link(capabilities=full)

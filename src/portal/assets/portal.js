@@ -11,7 +11,11 @@
     if (m) {
       login.elements.key.value = m[1];
       // Svix's deep link: ?next=/endpoints/<id> opens that page after signing in.
-      login.elements.next.value = new URLSearchParams(window.location.search).get("next") || "";
+      var q = new URLSearchParams(window.location.search);
+      login.elements.next.value = q.get("next") || "";
+      // Svix's per-link look; the server keeps what it validates.
+      q.delete("next");
+      login.elements.theme.value = q.toString();
       login.submit();
     } else {
       document.getElementById("login-status").textContent = "This link holds no login key.";
