@@ -501,3 +501,86 @@ async fn the_portal_answers_garbage_with_pages() {
     assert_eq!(status, 200);
     sluice.stop().await;
 }
+
+/// A login code works for `portal.login_code_lifetime_seconds` and once; a session ends
+/// with its link's `expiry` (the log's clock decides, so every node of a cluster agrees).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_codes_and_sessions_expire_on_the_logs_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(1_700_000_000_000);
+    let sluice = sluice::app::start(&test_config(dir.path()), Some(TOKEN), clock.clone())
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    post(
+        addr,
+        "/api/v1/app",
+        &json!({"name": "Clocked", "uid": "clocked"}),
+    )
+    .await;
+    let mint = || async {
+        let out = post(
+            addr,
+            "/api/v1/auth/app-portal-access/clocked",
+            &json!({"expiry": 3600}),
+        )
+        .await;
+        assert_eq!(out.status, 200, "{:?}", out.json);
+        out.json
+    };
+    let exchange = |url: String| async move {
+        let key = url.split("#key=").nth(1).expect("key").to_owned();
+        call_raw(
+            addr,
+            "POST",
+            "/portal/session",
+            None,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("key={key}").as_bytes(),
+        )
+        .await
+        .expect("session")
+        .0
+    };
+    // A code past its ten minutes is refused.
+    let late = mint().await;
+    clock.advance_ms(600_001);
+    assert_eq!(
+        exchange(late["url"].as_str().expect("url").to_owned()).await,
+        401
+    );
+    // A fresh one works once.
+    let fresh = mint().await;
+    let url = fresh["url"].as_str().expect("url").to_owned();
+    assert_eq!(exchange(url.clone()).await, 303);
+    assert_eq!(exchange(url.clone()).await, 401, "a code works once");
+    let session = sign_in_after(addr, &mint().await).await;
+    let home = |cookie: String| async move {
+        call_raw(addr, "GET", "/portal/", None, &[("cookie", &cookie)], b"")
+            .await
+            .expect("home")
+            .0
+    };
+    assert_eq!(home(session.clone()).await, 200);
+    let token = fresh["token"].as_str().expect("token").to_owned();
+    let app_status = |token: String| async move {
+        call(addr, "GET", "/api/v1/app/clocked", Some(&token), &[], b"")
+            .await
+            .status
+    };
+    assert_eq!(app_status(token.clone()).await, 200);
+    // An hour on, the link's expiry ends its token and its session.
+    clock.advance_ms(3_600_000);
+    assert_eq!(home(session).await, 401, "the session ended with the link");
+    assert_eq!(
+        app_status(token).await,
+        401,
+        "the token ended with the link"
+    );
+    sluice.stop().await;
+}
+
+/// The cookie of a new session for an access link (`app-portal-access`'s reply).
+async fn sign_in_after(addr: SocketAddr, access: &Value) -> String {
+    sign_in(addr, access["url"].as_str().expect("url")).await.0
+}
