@@ -648,7 +648,16 @@ async fn endpoint(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
     b.raw("<h1>Endpoint</h1>");
     if disabled {
         b.raw("<div class=\"banner\" role=\"alert\">This endpoint is disabled: nothing is sent ")
-            .raw("to it until it is enabled again.</div>");
+            .raw("to it until it is enabled again.");
+        // Set when Sluice disabled it (failing too long), not when someone did.
+        if let Some(reason) = e["disabledReason"].as_str() {
+            b.raw(" Sluice disabled it at ")
+                .text(s(&e, "disabledAt"))
+                .raw(": ")
+                .text(reason)
+                .raw(".");
+        }
+        b.raw("</div>");
     }
     b.raw("<dl><dt>URL</dt><dd><code>")
         .text(s(&e, "url"))

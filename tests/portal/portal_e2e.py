@@ -26,6 +26,7 @@ from svix.api import (
     AppPortalAccessIn,
     ApplicationIn,
     ApplicationTokenExpireIn,
+    EndpointIn,
     EventTypeIn,
     Svix,
     SvixOptions,
@@ -278,6 +279,19 @@ with sync_playwright() as pw:
     expect(page.get_by_role("heading", name="invoice.paid")).to_be_visible()
     check(page.get_by_role("heading", name="beta.preview").count() == 0, "a flagged event type is hidden without its flag")
     shot(page, "event-catalogue")
+
+    # --- disable, enable, delete.
+    page.goto(f"{URL}{endpoint_path}")
+    page.get_by_role("button", name="Disable endpoint").click()
+    expect(page.get_by_role("alert")).to_contain_text("This endpoint is disabled")
+    page.get_by_role("button", name="Enable endpoint").click()
+    expect(page.get_by_role("button", name="Disable endpoint")).to_be_visible()
+    check(page.get_by_role("alert").count() == 0, "an endpoint is disabled (with a banner) and enabled again")
+    spare = svix.endpoint.create("acme", EndpointIn(url=receiver.url + "/spare"))
+    page.goto(f"{URL}/portal/endpoints/{spare.id}")
+    page.get_by_role("button", name="Delete endpoint").click()
+    expect(page.get_by_role("heading", name="Endpoints")).to_be_visible()
+    check(page.get_by_role("link", name=receiver.url + "/spare").count() == 0, "an endpoint is deleted (after a confirm)")
 
     # --- settings: change the description and the event types; set a custom header.
     page.goto(f"{URL}{endpoint_path}")
