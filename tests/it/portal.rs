@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 
+use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice::clock::Clock;
 
@@ -562,6 +563,36 @@ async fn login_codes_and_sessions_expire_on_the_logs_clock() {
             .0
     };
     assert_eq!(home(session.clone()).await, 200);
+    // A session's value and a login code are no bearer tokens.
+    let cookie_value = session.split_once('=').expect("name=value").1.to_owned();
+    let code_link = mint().await;
+    let key = code_link["url"]
+        .as_str()
+        .expect("url")
+        .split("#key=")
+        .nth(1)
+        .expect("key");
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key)
+        .expect("base64url");
+    let code: Value = serde_json::from_slice(&decoded).expect("json");
+    let code = code["code"].as_str().expect("code").to_owned();
+    for credential in [cookie_value, code] {
+        let status = call(
+            addr,
+            "GET",
+            "/api/v1/app/clocked",
+            Some(&credential),
+            &[],
+            b"",
+        )
+        .await
+        .status;
+        assert_eq!(
+            status, 401,
+            "a portal session or login code opens no API call"
+        );
+    }
     let token = fresh["token"].as_str().expect("token").to_owned();
     let app_status = |token: String| async move {
         call(addr, "GET", "/api/v1/app/clocked", Some(&token), &[], b"")
