@@ -295,6 +295,7 @@ fn api_state(
     );
     state.ingest_guard_percent = config.storage.ingest_guard_percent;
     state.disk_reserve_bytes = config.storage.disk_reserve_bytes;
+    state.portal = config.portal.clone();
     state
         .tls
         .set(tls_acceptor(config).map_err(StartError::Tls)?);

@@ -27,9 +27,41 @@ pub struct Config {
     pub storage: StorageConfig,
     pub delivery: DeliveryConfig,
     pub metrics: MetricsConfig,
+    pub portal: PortalConfig,
     /// `[cluster]`: several nodes over one replicated op log. `None` (no section): the
     /// embedded mode, one node, nothing of cluster mode runs.
     pub cluster: Option<ClusterConfig>,
+}
+
+/// `[portal]`: the tenant portal served at `/portal` (its pages and its access links).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PortalConfig {
+    /// The name in the portal's header. Default `Webhooks`; 1–64 characters.
+    pub display_name: String,
+    /// The accent colour, light and dark scheme (`#rrggbb`). Defaults `#2563eb`, `#60a5fa`.
+    pub primary_color_light: String,
+    pub primary_color_dark: String,
+    /// Where tenants reach Sluice (`https://webhooks.example.com`), for the links of
+    /// `app-portal-access`. Default: none (the scheme of this listener and the request's
+    /// `Host`).
+    pub public_url: Option<String>,
+    /// Where the "link expired" page sends tenants for a new link. Default: none.
+    pub refresh_url: Option<String>,
+    /// Origins that may embed the portal in a frame (CSP `frame-ancestors`). Default none:
+    /// no page may frame it.
+    pub frame_ancestors: Vec<String>,
+    /// How long a link's login code works, s. Default 600, 1–3,600.
+    pub login_code_lifetime_seconds: u64,
+    /// How long a browser session lasts at most, s (never past its link's expiry).
+    /// Default 604,800 (7 days), 1–604,800.
+    pub session_lifetime_seconds: u64,
+}
+
+impl Default for PortalConfig {
+    /// The settings table's defaults.
+    fn default() -> PortalConfig {
+        Config::embedded_default().portal
+    }
 }
 
 /// `[metrics]`: where Prometheus scrapes.
@@ -296,6 +328,16 @@ impl Config {
                 ca_file: None,
             },
             metrics: MetricsConfig::default(),
+            portal: PortalConfig {
+                display_name: String::new(),
+                primary_color_light: String::new(),
+                primary_color_dark: String::new(),
+                public_url: None,
+                refresh_url: None,
+                frame_ancestors: Vec::new(),
+                login_code_lifetime_seconds: 0,
+                session_lifetime_seconds: 0,
+            },
             cluster: None,
         }
     }
@@ -394,6 +436,27 @@ fn apply_defaults(reader: &mut Reader, draft: &mut Draft, wanted: impl Fn(&str) 
             Err(_) => reader.problem(s.key, "has a default that is not TOML"),
         }
     }
+}
+
+/// `#rrggbb`.
+fn is_hex_colour(text: &str) -> bool {
+    text.len() == 7 && text.starts_with('#') && text[1..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// An `http(s)://host[:port]` origin with nothing after it (no path, query, spaces or
+/// characters that would break a CSP or a URL).
+pub fn is_web_origin(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest.len() <= 253
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
 /// One spelling per key: a file that gives both the older top-level spelling and the
@@ -550,6 +613,48 @@ mod tests {
         assert_eq!(config.api.body_bytes_max, 4096);
         assert_eq!(config.storage.map_size_bytes, 1 << 20);
         assert_eq!(config.storage.intake_capacity, 128);
+    }
+
+    #[test]
+    fn reads_and_checks_the_portal_section() {
+        let text = r##"
+            [portal]
+            display_name = "Acme webhooks"
+            primary_color_light = "#112233"
+            public_url = "https://hooks.example.com/"
+            frame_ancestors = ["'self'", "https://app.example.com"]
+            login_code_lifetime_seconds = 60
+            session_lifetime_seconds = 3600
+        "##;
+        let config = Config::parse(text).expect("valid");
+        assert_eq!(config.portal.display_name, "Acme webhooks");
+        assert_eq!(
+            config.portal.public_url.as_deref(),
+            Some("https://hooks.example.com")
+        );
+        assert_eq!(config.portal.frame_ancestors.len(), 2);
+        assert_eq!(config.portal.login_code_lifetime_seconds, 60);
+        let bad = r##"
+            [portal]
+            display_name = ""
+            primary_color_dark = "blue"
+            public_url = "ftp://x"
+            frame_ancestors = ["https://a.example.com; script-src *"]
+            session_lifetime_seconds = 0
+            colour = 1
+        "##;
+        let problems = Config::parse(bad).expect_err("invalid");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "portal.display_name",
+            "portal.primary_color_dark",
+            "portal.public_url",
+            "portal.frame_ancestors",
+            "portal.session_lifetime_seconds",
+            "portal.colour",
+        ] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod limits;
 pub mod live;
 pub mod log;
+pub mod portal;
 pub mod service;
 pub mod signing;
 pub mod sweeper;

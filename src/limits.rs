@@ -219,6 +219,20 @@ pub const RATE_BUCKETS_MAX: usize = 100_000;
 /// Most tokens stored (API tokens, expired ones until revoked, and endpoints' poller
 /// tokens): a token list is one bounded scan.
 pub const TOKENS_MAX: u64 = 10_000;
+/// An access link's life (`app-portal-access` `expiry`), s: Svix's 1 h to 7 d, default 7 d.
+pub const PORTAL_EXPIRY_SECONDS_MIN: u64 = 3_600;
+pub const PORTAL_EXPIRY_SECONDS_MAX: u64 = 7 * 86_400;
+pub const PORTAL_EXPIRY_SECONDS_DEFAULT: u64 = PORTAL_EXPIRY_SECONDS_MAX;
+/// Most feature flags one access link carries.
+pub const PORTAL_FEATURE_FLAGS_MAX: usize = 64;
+/// Most `sessionIds` one `expire-all` names.
+pub const PORTAL_SESSION_IDS_MAX: usize = 1_000;
+/// Most rows a portal list page shows (and asks the API for).
+pub const PORTAL_PAGE_ROWS_MAX: usize = 50;
+/// Most bytes of a receiver's response body or a payload a portal page shows.
+pub const PORTAL_BODY_SHOWN_BYTES_MAX: usize = 64 * 1024;
+/// Largest form body a portal page accepts.
+pub const PORTAL_FORM_BYTES_MAX: usize = 16 * 1024;
 /// A token's last use is recorded at most once per this interval (one small write a
 /// minute per busy token, never one per request).
 pub const TOKEN_USE_RECORD_INTERVAL_MS: u64 = 60_000;
@@ -256,6 +270,8 @@ pub const SOURCE_CONFIG_VALUE_LEN_MAX: usize = 4_096;
 
 const _: () = assert!(SOURCE_HEADERS_KEPT_MAX <= u8::MAX as usize);
 const _: () = assert!(POLLER_TOKEN_GRACE_SECONDS_DEFAULT <= POLLER_TOKEN_GRACE_SECONDS_MAX);
+const _: () = assert!(PORTAL_EXPIRY_SECONDS_MIN <= PORTAL_EXPIRY_SECONDS_DEFAULT);
+const _: () = assert!(PORTAL_EXPIRY_SECONDS_DEFAULT <= PORTAL_EXPIRY_SECONDS_MAX);
 const _: () = assert!(RESPONSE_KEPT_BYTES_MAX <= RESPONSE_READ_BYTES_MAX);
 const _: () = assert!(CLUSTER_PUBLISH_RETRY_PAUSE_MS < CLUSTER_PUBLISH_DEADLINE_MS);
 const _: () = assert!(CLUSTER_PUBLISH_DEADLINE_MS < CLUSTER_APPLY_WAIT_MS);

@@ -15,17 +15,62 @@ use hyper::header::AUTHORIZATION;
 use super::{ApiError, ApiState};
 use crate::limits::{TOKEN_USE_RECORD_INTERVAL_MS, TOKENS_MAX};
 use crate::log::ops::{Envelope, Op};
-use crate::log::schema::{AppRecord, TokenScope};
+use std::sync::Arc;
+
+use crate::log::schema::{AppRecord, PortalGrant, PortalKind, TokenScope};
 use crate::log::tables;
 
 /// Who is asking.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Auth {
     pub scope: TokenScope,
     pub token_hash: [u8; 32],
+    /// A tenant-portal credential's grant (bearer token or browser session): what it may
+    /// do is checked per route (`api::portal_may`) before any handler runs.
+    pub portal: Option<Arc<PortalGrant>>,
+}
+
+/// The tenant portal's capabilities (Svix's `AppPortalCapability`), as bits of
+/// `PortalGrant::capabilities`.
+pub mod capability {
+    pub const VIEW_BASE: u8 = 1;
+    pub const VIEW_ENDPOINT_SECRET: u8 = 1 << 1;
+    pub const MANAGE_ENDPOINT_SECRET: u8 = 1 << 2;
+    /// Accepted and ignored: Sluice has no transformations.
+    pub const MANAGE_TRANSFORMATIONS: u8 = 1 << 3;
+    pub const CREATE_ATTEMPTS: u8 = 1 << 4;
+    pub const MANAGE_ENDPOINT: u8 = 1 << 5;
+    /// Every capability: what a link made without a list gets.
+    pub const ALL: u8 = (1 << 6) - 1;
+    /// Svix's names, as the access request spells them.
+    pub const NAMES: [(&str, u8); 6] = [
+        ("ViewBase", VIEW_BASE),
+        ("ViewEndpointSecret", VIEW_ENDPOINT_SECRET),
+        ("ManageEndpointSecret", MANAGE_ENDPOINT_SECRET),
+        ("ManageTransformations", MANAGE_TRANSFORMATIONS),
+        ("CreateAttempts", CREATE_ATTEMPTS),
+        ("ManageEndpoint", MANAGE_ENDPOINT),
+    ];
 }
 
 impl Auth {
+    /// Whether this caller holds any of `bits` (callers that are not portal credentials
+    /// hold every capability).
+    pub fn can(&self, bits: u8) -> bool {
+        self.portal
+            .as_ref()
+            .is_none_or(|grant| grant.capabilities & bits != 0)
+    }
+
+    /// Whether an event type with this feature flag is visible to the caller: portal
+    /// credentials see flagged types only with the flag in their link.
+    pub fn sees_flag(&self, flag: Option<&str>) -> bool {
+        match (flag, &self.portal) {
+            (Some(flag), Some(grant)) => grant.feature_flags.iter().any(|f| f == flag),
+            _ => true,
+        }
+    }
+
     /// Refuses app-scoped tokens on org-wide operations.
     pub fn require_org(&self) -> Result<(), ApiError> {
         match self.scope {
@@ -83,12 +128,15 @@ pub(super) fn authenticate(
         return Ok(Auth {
             scope: TokenScope::Org,
             token_hash,
+            portal: None,
         });
     }
+    // A portal login code or browser session is no bearer token.
     let record = state
         .log
         .read(|rtxn, dbs| tables::token(rtxn, dbs, &token_hash))?
         .filter(|r| r.is_valid_at(now_ms))
+        .filter(|r| r.portal_kind().is_none_or(|k| k == PortalKind::Bearer))
         .ok_or(ApiError::Unauthorized)?;
     if record
         .last_used_ms
@@ -99,6 +147,24 @@ pub(super) fn authenticate(
     Ok(Auth {
         scope: record.scope,
         token_hash,
+        portal: record.portal.map(Arc::new),
+    })
+}
+
+/// The caller behind a portal session token (the cookie's value): `None` when it is
+/// unknown, expired, revoked or not a session.
+pub fn portal_session(state: &ApiState, token: &str, now_ms: u64) -> Option<Auth> {
+    let token_hash = hash_token(token);
+    let record = state
+        .log
+        .read(|rtxn, dbs| tables::token(rtxn, dbs, &token_hash))
+        .ok()
+        .flatten()
+        .filter(|r| r.is_valid_at(now_ms) && r.portal_kind() == Some(PortalKind::Session))?;
+    Some(Auth {
+        scope: record.scope,
+        token_hash,
+        portal: record.portal.map(Arc::new),
     })
 }
 

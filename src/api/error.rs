@@ -318,6 +318,7 @@ impl From<Refusal> for ApiError {
                 format!("Sluice holds the most tokens it allows ({TOKENS_MAX}); revoke one."),
             ),
             Refusal::TokenNotFound => ApiError::NotFound("Token not found."),
+            Refusal::LoginCodeInvalid => ApiError::Unauthorized,
             Refusal::PayloadGone => ApiError::bad_request(
                 "missing_payload",
                 "The message's payload has expired or was expunged.",

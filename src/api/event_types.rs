@@ -27,6 +27,9 @@ struct EventTypeIn {
     schemas: Option<serde_json::Value>,
     #[serde(default)]
     feature_flag: Option<String>,
+    /// The newer SDKs' spelling (a list); Sluice keeps one flag per event type.
+    #[serde(default)]
+    feature_flags: Option<Vec<String>>,
     #[serde(default)]
     group_name: Option<String>,
 }
@@ -149,7 +152,9 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
             rows_max: PAGE_SCAN_ROWS_MAX,
         };
         let capped = tables::scan_event_types(rtxn, dbs, walk, |record| {
-            if record.archived && !include_archived {
+            if (record.archived && !include_archived)
+                || !ctx.auth.sees_flag(record.feature_flag.as_deref())
+            {
                 return Ok(false);
             }
             Ok(page.push(EventTypeOut::from(record, with_content)))
@@ -161,8 +166,9 @@ pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
 
 pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
     ctx.auth.require_org()?;
-    let input: EventTypeIn = parse_json(&ctx.body)?;
+    let mut input: EventTypeIn = parse_json(&ctx.body)?;
     let mut problems = Problems::default();
+    input.merge_flags(&mut problems);
     let name = input.name.clone().unwrap_or_default();
     problems.name(&["body", "name"], &name);
     check(
@@ -181,6 +187,20 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
 }
 
 impl EventTypeIn {
+    /// Folds `featureFlags` (at most one, or the same as `featureFlag`) into `feature_flag`.
+    fn merge_flags(&mut self, problems: &mut Problems) {
+        match self.feature_flags.take().as_deref() {
+            None | Some([]) => {}
+            Some([one]) if self.feature_flag.as_ref().is_none_or(|f| f == one) => {
+                self.feature_flag = Some(one.clone());
+            }
+            Some(_) => problems.add(
+                &["body", "featureFlags"],
+                "Sluice keeps one feature flag per event type",
+            ),
+        }
+    }
+
     fn into_fields(self) -> Result<EventTypeFields, ApiError> {
         Ok(EventTypeFields {
             description: self.description,
@@ -198,18 +218,20 @@ fn schemas_text(schemas: &serde_json::Value) -> Result<String, ApiError> {
     serde_json::to_string(schemas).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-pub(super) fn get(state: &ApiState, _ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
+pub(super) fn get(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     let record = state
         .log
         .read(|rtxn, dbs| tables::event_type(rtxn, dbs, name))?
+        .filter(|r| ctx.auth.sees_flag(r.feature_flag.as_deref()))
         .ok_or_else(not_found)?;
     Reply::json(StatusCode::OK, &EventTypeOut::from(record, true))
 }
 
 pub(super) async fn upsert(state: &ApiState, ctx: &Ctx, name: &str) -> Result<Reply, ApiError> {
     ctx.auth.require_org()?;
-    let input: EventTypeIn = parse_json(&ctx.body)?;
+    let mut input: EventTypeIn = parse_json(&ctx.body)?;
     let mut problems = Problems::default();
+    input.merge_flags(&mut problems);
     problems.name(&["path", "event_type_name"], name);
     check(
         &mut problems,

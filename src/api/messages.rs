@@ -267,8 +267,21 @@ pub(super) async fn send_example(
     app_ref: &str,
     endpoint_ref: &str,
 ) -> Result<Reply, ApiError> {
-    ctx.auth.require_org()?;
+    // Org tokens, and portal credentials with CreateAttempts (checked by the router).
+    if ctx.auth.portal.is_none() {
+        ctx.auth.require_org()?;
+    }
     let input: ExampleIn = super::parse_json(&ctx.body)?;
+    // A portal credential cannot send an event type its link's feature flags hide.
+    if ctx.auth.portal.is_some() {
+        let flag = state
+            .log
+            .read(|rtxn, dbs| tables::event_type(rtxn, dbs, &input.event_type))?
+            .and_then(|t| t.feature_flag);
+        if !ctx.auth.sees_flag(flag.as_deref()) {
+            return Err(ApiError::NotFound("Event type not found."));
+        }
+    }
     state.ensure_room_for_messages()?;
     let app = resolve(state, ctx, app_ref)?;
     let op = Op::SendExample {

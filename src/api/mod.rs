@@ -21,6 +21,7 @@ mod messages;
 mod openapi;
 mod operational;
 mod poller;
+pub(crate) mod portal_access;
 mod query;
 mod rate;
 mod sources;
@@ -55,7 +56,7 @@ use crate::live::Live;
 use crate::log::Log;
 use crate::log::ops::{MessageView, Outcome};
 use crate::log::schema::TaskKind;
-pub use auth::{Auth, hash_token, new_token};
+pub use auth::{Auth, capability, hash_token, new_token, portal_session};
 pub use error::{ApiError, FieldError};
 use query::Query;
 
@@ -98,6 +99,8 @@ pub struct ApiState {
     /// Idempotent POSTs being served now, by key hash; later duplicates wait on the
     /// receiver. A std mutex: the critical sections are a map lookup and never `.await`.
     in_flight: Mutex<HashMap<[u8; 32], watch::Receiver<()>>>,
+    /// `[portal]`: the tenant portal's settings.
+    pub portal: crate::config::PortalConfig,
 }
 
 impl ApiState {
@@ -128,6 +131,7 @@ impl ApiState {
             cluster: None,
             destinations: Live::new(crate::delivery::policy::DestinationPolicy::default()),
             in_flight: Mutex::new(HashMap::new()),
+            portal: crate::config::PortalConfig::default(),
         }
     }
 }
@@ -352,6 +356,9 @@ pub async fn handle(
     if req.uri().path().starts_with(ingest_in::RECEIVE_PREFIX) {
         return ingest_in::handle(state, req).await;
     }
+    if crate::portal::serves(req.uri().path()) {
+        return crate::portal::handle(state, req, peer).await;
+    }
     let result = route_and_serve(state, req, peer).await;
     render(&method, result)
 }
@@ -492,6 +499,9 @@ enum Route<'a> {
     SourceEndpointHeaders(&'a str, &'a str),
     Tokens,
     Token(&'a str),
+    PortalAccess(&'a str),
+    PortalExpireAll(&'a str),
+    Logout,
 }
 
 impl<'a> Route<'a> {
@@ -539,6 +549,9 @@ impl<'a> Route<'a> {
             ["app", a, "poller", e, "consumer", c, "seek"] => Route::PollerSeek(a, e, c),
             ["auth", "app", a, "poller", e, "token"] => Route::PollerToken(a, e),
             ["auth", "app", a, "poller", e, "token", "rotate"] => Route::PollerTokenRotate(a, e),
+            ["auth", "app-portal-access", a] => Route::PortalAccess(a),
+            ["auth", "app", a, "expire-all"] => Route::PortalExpireAll(a),
+            ["auth", "logout"] => Route::Logout,
             ["auth", "token"] => Route::Tokens,
             ["auth", "token", t] => Route::Token(t),
             _ => return None,
@@ -591,7 +604,11 @@ impl<'a> Route<'a> {
             | Route::Poller(..)
             | Route::PollerConsumer(..)
             | Route::PollerToken(..) => &[M::GET],
-            Route::PollerSeek(..) | Route::PollerTokenRotate(..) => &[M::POST],
+            Route::PollerSeek(..)
+            | Route::PollerTokenRotate(..)
+            | Route::PortalAccess(..)
+            | Route::PortalExpireAll(..)
+            | Route::Logout => &[M::POST],
             Route::Sources | Route::SourceEndpoints(..) | Route::OperationalEndpoints => {
                 &[M::GET, M::POST]
             }
@@ -678,6 +695,30 @@ async fn route_and_serve(
 }
 
 /// Authenticates, reads the body, applies idempotency and runs the route's handler.
+/// The request's token, checked, unless its address failed too often; both kinds of
+/// failure are counted.
+fn authenticated(
+    state: &ApiState,
+    headers: &hyper::HeaderMap,
+    peer: IpAddr,
+) -> Result<auth::Auth, ApiError> {
+    let now_ms = state.clock.now_ms();
+    if let Err(error) = state.auth_throttle.check(peer, now_ms) {
+        metrics::counter!(crate::telemetry::name::AUTH_FAILURES, "outcome" => "throttled")
+            .increment(1);
+        return Err(error);
+    }
+    match auth::authenticate(state, headers, now_ms) {
+        Err(ApiError::Unauthorized) => {
+            state.auth_throttle.failed(peer, now_ms);
+            metrics::counter!(crate::telemetry::name::AUTH_FAILURES, "outcome" => "refused")
+                .increment(1);
+            Err(ApiError::Unauthorized)
+        }
+        other => other,
+    }
+}
+
 async fn serve_route(
     state: &ApiState,
     req: Request<Incoming>,
@@ -692,22 +733,7 @@ async fn serve_route(
     if route == Route::OpenApi {
         return Reply::json(StatusCode::OK, &openapi::document());
     }
-    let now_ms = state.clock.now_ms();
-    if let Err(error) = state.auth_throttle.check(peer, now_ms) {
-        metrics::counter!(crate::telemetry::name::AUTH_FAILURES, "outcome" => "throttled")
-            .increment(1);
-        return Err(error);
-    }
-    let auth = match auth::authenticate(state, req.headers(), now_ms) {
-        Ok(auth) => auth,
-        Err(ApiError::Unauthorized) => {
-            state.auth_throttle.failed(peer, now_ms);
-            metrics::counter!(crate::telemetry::name::AUTH_FAILURES, "outcome" => "refused")
-                .increment(1);
-            return Err(ApiError::Unauthorized);
-        }
-        Err(error) => return Err(error),
-    };
+    let auth = authenticated(state, req.headers(), peer)?;
     // A poller token polls its endpoint and does nothing else.
     if matches!(auth.scope, crate::log::schema::TokenScope::Poller { .. })
         && !matches!(
@@ -715,6 +741,9 @@ async fn serve_route(
             Route::Poller(..) | Route::PollerConsumer(..) | Route::PollerSeek(..)
         )
     {
+        return Err(ApiError::Forbidden);
+    }
+    if !portal_may(&auth, route, &method) {
         return Err(ApiError::Forbidden);
     }
     let limits = state.config.get();
@@ -881,9 +910,86 @@ async fn dispatch(
         (Route::Tokens, M::GET) => tokens::list(state, ctx),
         (Route::Tokens, _) => tokens::create(state, ctx).await,
         (Route::Token(t), _) => tokens::revoke(state, ctx, t).await,
+        (Route::PortalAccess(a), _) => portal_access::create(state, ctx, a).await,
+        (Route::PortalExpireAll(a), _) => portal_access::expire_all(state, ctx, a).await,
+        (Route::Logout, _) => portal_access::logout(state, ctx).await,
         (Route::Health | Route::HealthPing, _) => health(state, route),
         (Route::OpenApi, _) => Reply::json(StatusCode::OK, &openapi::document()),
     }
+}
+
+/// Whether a portal credential's capabilities allow this route and method (§ the
+/// tenant portal's capability table); other callers pass (their scope is checked by the
+/// handlers). `readOnly` links hold `ViewBase` only, so every write fails here.
+fn portal_may(auth: &Auth, route: Route<'_>, method: &Method) -> bool {
+    use capability as c;
+    let Some(grant) = &auth.portal else {
+        return true;
+    };
+    let has = |bits: u8| grant.capabilities & bits != 0;
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    match route {
+        Route::Logout => true,
+        Route::EndpointSecret(..) => {
+            has(c::VIEW_ENDPOINT_SECRET | c::MANAGE_ENDPOINT_SECRET | c::MANAGE_ENDPOINT)
+        }
+        Route::EndpointSecretRotate(..) => has(c::MANAGE_ENDPOINT_SECRET | c::MANAGE_ENDPOINT),
+        Route::Endpoints(..) | Route::Endpoint(..) | Route::EndpointHeaders(..) => has(if read {
+            c::VIEW_BASE
+        } else {
+            c::MANAGE_ENDPOINT
+        }),
+        Route::Resend(..)
+        | Route::SendExample(..)
+        | Route::Recover(..)
+        | Route::ReplayMissing(..) => has(c::CREATE_ATTEMPTS),
+        Route::App(..)
+        | Route::EventTypes
+        | Route::EventType(..)
+        | Route::Messages(..)
+        | Route::Message(..)
+        | Route::AttemptsByMessage(..)
+        | Route::AttemptsByEndpoint(..)
+        | Route::Attempt(..)
+        | Route::Destinations(..)
+        | Route::EndpointMessages(..)
+        | Route::EndpointStats(..)
+        | Route::BackgroundTasks
+        | Route::BackgroundTask(..) => read && has(c::VIEW_BASE),
+        // Creating messages, expunging, pollers, sources, tokens and applications are
+        // the platform's, not its tenants'.
+        _ => false,
+    }
+}
+
+/// Serves an `/api/v1` call on behalf of `auth` from inside Sluice (the portal's pages):
+/// the same routing, capability check and handlers as a request, without the HTTP.
+/// `path` is relative to `/api/v1`; `query` is a raw query string.
+pub(crate) async fn call_as(
+    state: &ApiState,
+    auth: &Auth,
+    method: Method,
+    path: &str,
+    query: &str,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let segments =
+        split_segments(&format!("/{path}")).ok_or(ApiError::NotFound("Route not found."))?;
+    let route = Route::parse(&segments).ok_or(ApiError::NotFound("Route not found."))?;
+    if !route.methods().contains(&method) {
+        return Err(ApiError::MethodNotAllowed(route.methods()));
+    }
+    if !portal_may(auth, route, &method) {
+        return Err(ApiError::Forbidden);
+    }
+    let ctx = Ctx {
+        auth: auth.clone(),
+        query: Query::parse(query)?,
+        body,
+        idempotency: None,
+        host: None,
+    };
+    dispatch(state, route, &method, &ctx).await
 }
 
 /// `/api/v1/health`: 200 while the log reads (`status` `ok`, or `degraded` with the

@@ -130,6 +130,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
             name: input.name,
             expires_ms,
             last_used_ms: None,
+            portal: None,
         },
     )?;
     shown.token = Some(token);

@@ -559,6 +559,140 @@ pub static SETTINGS: &[Setting] = &[
         |c| c.metrics.token_file
     ),
     custom!(
+        "portal.display_name",
+        Some("\"Webhooks\""),
+        "1–64 printable characters",
+        Restart,
+        "the name in the tenant portal's header",
+        |r, key, v, d| {
+            if let Some(name) = r.string(key, v) {
+                if name.is_empty()
+                    || name.chars().count() > 64
+                    || name.chars().any(char::is_control)
+                {
+                    r.problem(key, "must be 1 to 64 printable characters");
+                } else {
+                    d.config.portal.display_name = name;
+                }
+            }
+        },
+        |c| c.portal.display_name
+    ),
+    custom!(
+        "portal.primary_color_light",
+        Some("\"#2563eb\""),
+        "`#rrggbb`",
+        Restart,
+        "the portal's accent colour in the light scheme",
+        |r, key, v, d| {
+            if let Some(colour) = r.colour(key, v) {
+                d.config.portal.primary_color_light = colour;
+            }
+        },
+        |c| c.portal.primary_color_light
+    ),
+    custom!(
+        "portal.primary_color_dark",
+        Some("\"#60a5fa\""),
+        "`#rrggbb`",
+        Restart,
+        "the portal's accent colour in the dark scheme",
+        |r, key, v, d| {
+            if let Some(colour) = r.colour(key, v) {
+                d.config.portal.primary_color_dark = colour;
+            }
+        },
+        |c| c.portal.primary_color_dark
+    ),
+    custom!(
+        "portal.public_url",
+        None,
+        "`http(s)://host[:port]`",
+        Restart,
+        "where tenants reach Sluice, for the links of `app-portal-access` (unset: this listener's scheme and the request's `Host`)",
+        |r, key, v, d| {
+            if let Some(url) = r.string(key, v) {
+                let origin = url.trim_end_matches('/');
+                if super::is_web_origin(origin) {
+                    d.config.portal.public_url = Some(origin.to_owned());
+                } else {
+                    r.problem(
+                        key,
+                        "must be an http:// or https:// origin (scheme, host, optional port)",
+                    );
+                }
+            }
+        },
+        |c| c.portal.public_url
+    ),
+    custom!(
+        "portal.refresh_url",
+        None,
+        "`http(s)://…` URL",
+        Restart,
+        "where the portal's \"link expired\" page sends tenants for a new link",
+        |r, key, v, d| {
+            if let Some(url) = r.string(key, v) {
+                let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                    && url.len() <= 2048
+                    && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+                if ok {
+                    d.config.portal.refresh_url = Some(url);
+                } else {
+                    r.problem(key, "must be an http:// or https:// URL");
+                }
+            }
+        },
+        |c| c.portal.refresh_url
+    ),
+    custom!(
+        "portal.frame_ancestors",
+        Some("[]"),
+        "`'self'` and `http(s)://` origins",
+        Restart,
+        "origins that may embed the portal in a frame (CSP `frame-ancestors`); none: no page may frame it",
+        |r, key, v, d| {
+            let origins: Option<Vec<String>> = v.as_array().and_then(|items| {
+                items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .filter(|o| super::is_web_origin(o) || *o == "'self'")
+                            .map(str::to_owned)
+                    })
+                    .collect()
+            });
+            match origins {
+                Some(origins) => d.config.portal.frame_ancestors = origins,
+                None => r.problem(
+                    key,
+                    "must be a list, each 'self' or an http:// or https:// origin",
+                ),
+            }
+        },
+        |c| c.portal.frame_ancestors
+    ),
+    int!(
+        "portal.login_code_lifetime_seconds",
+        "600",
+        1,
+        3_600,
+        Restart,
+        "1–3,600",
+        "how long an access link's single-use login code works",
+        |c| c.portal.login_code_lifetime_seconds
+    ),
+    int!(
+        "portal.session_lifetime_seconds",
+        "604800",
+        1,
+        604_800,
+        Restart,
+        "1–604,800",
+        "how long a portal browser session lasts at most (never past its link's expiry)",
+        |c| c.portal.session_lifetime_seconds
+    ),
+    custom!(
         "cluster.nats_urls",
         None,
         "1–16 `nats://` / `tls://` URLs",
@@ -756,6 +890,16 @@ impl Reader {
             self.problem(key, "must be an IP address and port");
         }
         parsed
+    }
+
+    fn colour(&mut self, key: &str, value: &toml::Value) -> Option<String> {
+        let text = self.string(key, value)?;
+        if super::is_hex_colour(&text) {
+            Some(text)
+        } else {
+            self.problem(key, "must be a colour as #rrggbb");
+            None
+        }
     }
 
     fn boolean(&mut self, key: &str, value: &toml::Value, out: &mut bool) {

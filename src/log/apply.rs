@@ -12,7 +12,8 @@ use super::ops::{
 };
 use super::schema::{
     self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, OldSecret, PollerTokenRecord,
-    ReplayFilter, SourceErrorRecord, SourceRecord, TaskKind, TokenRecord, TokenScope,
+    PortalGrant, PortalKind, ReplayFilter, SourceErrorRecord, SourceRecord, TaskKind, TokenRecord,
+    TokenScope,
 };
 use super::tasks::{self as task_log, NotCreated, TaskSpec};
 use super::{LogError, WriteCtx, operational, purge, retention, tables};
@@ -193,6 +194,52 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             payload_cursor,
             rows_max as usize,
         )?)),
+        Op::CreatePortalAccess {
+            app_key,
+            grant,
+            token_hash,
+            token_expires_ms,
+            code_hash,
+            code_expires_ms,
+        } => create_portal_access(
+            w,
+            app_key,
+            *grant,
+            (token_hash, token_expires_ms),
+            (code_hash, code_expires_ms),
+        ),
+        Op::OpenPortalSession {
+            code_hash,
+            session_hash,
+            session_expires_ms,
+        } => open_portal_session(w, code_hash, session_hash, session_expires_ms),
+        Op::ExpirePortalAccess {
+            app_key,
+            link,
+            session_ids,
+            expires_ms,
+        } => {
+            for (hash, mut record) in tables::portal_tokens(w.wtxn, w.dbs)? {
+                let Some(grant) = &record.portal else {
+                    continue;
+                };
+                let chosen = record.scope == TokenScope::App(app_key)
+                    && link.as_ref().is_none_or(|l| *l == grant.link)
+                    && session_ids.as_ref().is_none_or(|ids| {
+                        grant.session_id.as_ref().is_some_and(|s| ids.contains(s))
+                    });
+                if !chosen {
+                    continue;
+                }
+                if expires_ms <= w.now_ms {
+                    tables::delete_token(w.wtxn, w.dbs, &hash)?;
+                } else if record.expires_ms.is_none_or(|e| e > expires_ms) {
+                    record.expires_ms = Some(expires_ms);
+                    tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+                }
+            }
+            Ok(Outcome::Done)
+        }
         Op::PurgeDeletedApps { rows_max } => {
             Ok(Outcome::Purged(purge::purge(w, rows_max as usize)?))
         }
@@ -310,6 +357,104 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
     }
 }
 
+/// `Done`; `AppNotFound`; `TokensLimit` when the table is full even after dropping the
+/// expired portal credentials (which nothing else removes).
+fn create_portal_access(
+    w: &mut WriteCtx<'_, '_>,
+    app_key: u64,
+    grant: PortalGrant,
+    (token_hash, token_expires_ms): ([u8; 32], u64),
+    (code_hash, code_expires_ms): ([u8; 32], u64),
+) -> Result<Outcome, LogError> {
+    if tables::app_by_key(w.wtxn, w.dbs, app_key)?.is_none() {
+        return refused(Refusal::AppNotFound);
+    }
+    if w.dbs.tokens.len(w.wtxn)? + 2 > TOKENS_MAX {
+        for (hash, record) in tables::portal_tokens(w.wtxn, w.dbs)? {
+            if !record.is_valid_at(w.now_ms) {
+                tables::delete_token(w.wtxn, w.dbs, &hash)?;
+            }
+        }
+        if w.dbs.tokens.len(w.wtxn)? + 2 > TOKENS_MAX {
+            return refused(Refusal::TokensLimit);
+        }
+    }
+    for (hash, expires_ms, kind) in [
+        (token_hash, token_expires_ms, PortalKind::Bearer),
+        (
+            code_hash,
+            code_expires_ms.min(token_expires_ms),
+            PortalKind::LoginCode,
+        ),
+    ] {
+        let record = TokenRecord {
+            scope: TokenScope::App(app_key),
+            created_ms: w.now_ms,
+            name: String::new(),
+            expires_ms: Some(expires_ms),
+            last_used_ms: None,
+            portal: Some(PortalGrant {
+                kind,
+                ..grant.clone()
+            }),
+        };
+        tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
+    }
+    Ok(Outcome::Done)
+}
+
+/// Consumes a login code into a session: `Done`, or `LoginCodeInvalid`.
+fn open_portal_session(
+    w: &mut WriteCtx<'_, '_>,
+    code_hash: [u8; 32],
+    session_hash: [u8; 32],
+    session_expires_ms: u64,
+) -> Result<Outcome, LogError> {
+    let Some(code) = tables::token(w.wtxn, w.dbs, &code_hash)? else {
+        return refused(Refusal::LoginCodeInvalid);
+    };
+    let Some(grant) = code
+        .portal
+        .clone()
+        .filter(|g| g.kind == PortalKind::LoginCode)
+    else {
+        return refused(Refusal::LoginCodeInvalid);
+    };
+    tables::delete_token(w.wtxn, w.dbs, &code_hash)?;
+    if !code.is_valid_at(w.now_ms) {
+        // An expired code goes too; it was never going to work again.
+        return refused(Refusal::LoginCodeInvalid);
+    }
+    // The session ends no later than the link's bearer token (a code's expiry is capped
+    // by it when the link is made, and the token's is the grant's outer bound).
+    let token_bound = tables::portal_tokens(w.wtxn, w.dbs)?
+        .into_iter()
+        .filter_map(|(_, r)| {
+            r.portal
+                .as_ref()
+                .filter(|g| g.kind == PortalKind::Bearer && g.link == grant.link)
+                .and(r.expires_ms)
+        })
+        .next();
+    let Some(token_bound) = token_bound else {
+        // The link was expired (expire-all, logout) after the code was made.
+        return refused(Refusal::LoginCodeInvalid);
+    };
+    let record = TokenRecord {
+        scope: code.scope,
+        created_ms: w.now_ms,
+        name: String::new(),
+        expires_ms: Some(session_expires_ms.min(token_bound)),
+        last_used_ms: None,
+        portal: Some(PortalGrant {
+            kind: PortalKind::Session,
+            ..grant
+        }),
+    };
+    tables::put_token(w.wtxn, w.dbs, &session_hash, &record)?;
+    Ok(Outcome::Done)
+}
+
 /// `Done`, or `TokensLimit`.
 fn create_token(
     w: &mut WriteCtx<'_, '_>,
@@ -327,6 +472,7 @@ fn create_token(
         name,
         expires_ms,
         last_used_ms: None,
+        portal: None,
     };
     tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
     Ok(Outcome::Done)
@@ -363,6 +509,7 @@ fn set_poller_token(
                 name: String::new(),
                 expires_ms: Some(w.now_ms + old_grace_ms),
                 last_used_ms: None,
+                portal: None,
             };
             tables::put_token(w.wtxn, w.dbs, &previous.hash, &old)?;
         }
@@ -380,6 +527,7 @@ fn set_poller_token(
         name: String::new(),
         expires_ms: None,
         last_used_ms: None,
+        portal: None,
     };
     tables::put_token(w.wtxn, w.dbs, &token.hash, &record)?;
     tables::put_poller_token(w.wtxn, w.dbs, endpoint.key, &token)?;

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::purge::Purged;
 use super::retention::Swept;
 use super::schema::{
-    AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, ReplayFilter,
-    Signing, SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
+    AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, PortalGrant,
+    ReplayFilter, Signing, SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
 };
 use super::tables::{Requeued, Step};
 
@@ -334,6 +334,36 @@ pub enum Op {
         id: String,
         fields: Box<EndpointFields>,
     },
+    /// A tenant-portal access link (`app-portal-access`): its bearer token and its
+    /// single-use login code, both hashed, with the grant (`kind` is set per row).
+    /// Refused when the application is gone or the token table is full (expired portal
+    /// rows are dropped first to make room).
+    CreatePortalAccess {
+        app_key: u64,
+        grant: Box<PortalGrant>,
+        token_hash: [u8; 32],
+        token_expires_ms: u64,
+        code_hash: [u8; 32],
+        code_expires_ms: u64,
+    },
+    /// Exchanges a login code for a browser session: the code's row goes (single use, in
+    /// log order, so on every node of a cluster alike) and the session's comes, ending
+    /// at `session_expires_ms` or with the link's token, whichever is first. Refused
+    /// (`LoginCodeInvalid`) when the code is unknown, used or expired.
+    OpenPortalSession {
+        code_hash: [u8; 32],
+        session_hash: [u8; 32],
+        session_expires_ms: u64,
+    },
+    /// Ends an application's portal credentials (`expire-all`, logout): all of them, or
+    /// those of one link, or those minted with one of `session_ids`; at `expires_ms`
+    /// (rows are deleted when that is not after the op's time).
+    ExpirePortalAccess {
+        app_key: u64,
+        link: Option<String>,
+        session_ids: Option<Vec<String>>,
+        expires_ms: u64,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -353,7 +383,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 37] = [
+    pub const NAMES: [&'static str; 40] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -391,6 +421,9 @@ impl Op {
         "expunge_attempt_content",
         "create_bulk_replay",
         "create_operational_endpoint",
+        "create_portal_access",
+        "open_portal_session",
+        "expire_portal_access",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -433,6 +466,9 @@ impl Op {
             Op::ExpungeAttemptContent { .. } => "expunge_attempt_content",
             Op::CreateOperationalEndpoint { .. } => "create_operational_endpoint",
             Op::CreateBulkReplay { .. } => "create_bulk_replay",
+            Op::CreatePortalAccess { .. } => "create_portal_access",
+            Op::OpenPortalSession { .. } => "open_portal_session",
+            Op::ExpirePortalAccess { .. } => "expire_portal_access",
         }
     }
 }
@@ -657,6 +693,8 @@ pub enum Refusal {
     /// The endpoint is polling-only: its consumers pull; nothing is pushed to it, so a
     /// resend, recover or replay has nothing to do.
     EndpointPollingOnly,
+    /// A portal login code that is unknown, already used or expired.
+    LoginCodeInvalid,
 }
 
 /// Inserts or replaces a header, matching names case-insensitively.

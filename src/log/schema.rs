@@ -385,12 +385,46 @@ pub struct TokenRecord {
     /// When it was last used, to `limits::TOKEN_USE_RECORD_INTERVAL_MS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_ms: Option<u64>,
+    /// A tenant-portal credential (an access link's bearer token, login code or browser
+    /// session): what it may do. Absent for API tokens made with `/auth/token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<PortalGrant>,
+}
+
+/// Which of an access link's three credentials a portal token row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortalKind {
+    /// The `token` of `app-portal-access`: a bearer token for `/api/v1`.
+    Bearer,
+    /// The single-use login code in the link's fragment; only `/portal/session` takes it.
+    LoginCode,
+    /// A browser session (the portal's cookie); never accepted as a bearer token.
+    Session,
+}
+
+/// What an access link grants, copied onto each credential made from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalGrant {
+    pub kind: PortalKind,
+    /// The link's id (`portal_…`): logout ends every credential of one link.
+    pub link: String,
+    /// `api::Capabilities` bits (`readOnly` already folded in: view only).
+    pub capabilities: u8,
+    /// Event types with these feature flags are visible; others with a flag are not.
+    pub feature_flags: Vec<String>,
+    /// Svix's `sessionId`, for `expire-all`'s `sessionIds`.
+    pub session_id: Option<String>,
 }
 
 impl TokenRecord {
     /// Whether the token opens the API at `now_ms`.
     pub fn is_valid_at(&self, now_ms: u64) -> bool {
         self.expires_ms.is_none_or(|expires| now_ms < expires)
+    }
+
+    /// Which portal credential this is, if it is one.
+    pub fn portal_kind(&self) -> Option<PortalKind> {
+        self.portal.as_ref().map(|g| g.kind)
     }
 }
 
@@ -967,6 +1001,7 @@ mod tests {
             name: String::new(),
             expires_ms: None,
             last_used_ms: None,
+            portal: None,
         };
         let mut bytes = encode_json(&t);
         assert_eq!(

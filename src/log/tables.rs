@@ -386,12 +386,34 @@ pub fn tokens(txn: &RoTxn, dbs: &Dbs) -> Result<Vec<([u8; 32], TokenRecord)>, Lo
             .try_into()
             .map_err(|_| LogError::corrupt(db_name::TOKENS, "a key is not a SHA-256"))?;
         let record: TokenRecord = schema::decode_json(db_name::TOKENS, value)?;
-        if !matches!(record.scope, schema::TokenScope::Poller { .. }) {
+        if !matches!(record.scope, schema::TokenScope::Poller { .. }) && record.portal.is_none() {
             out.push((hash, record));
         }
     }
     out.sort_by_key(|(hash, record)| (record.created_ms, *hash));
     Ok(out)
+}
+
+/// Every tenant-portal credential (bearer tokens, login codes, sessions) with its hash,
+/// in hash order; at most `limits::TOKENS_MAX` rows are read.
+pub fn portal_tokens(txn: &RoTxn, dbs: &Dbs) -> Result<Vec<([u8; 32], TokenRecord)>, LogError> {
+    let mut out = Vec::new();
+    for row in dbs.tokens.iter(txn)? {
+        let (key, value) = row?;
+        let hash: [u8; 32] = key
+            .try_into()
+            .map_err(|_| LogError::corrupt(db_name::TOKENS, "a key is not a SHA-256"))?;
+        let record: TokenRecord = schema::decode_json(db_name::TOKENS, value)?;
+        if record.portal.is_some() {
+            out.push((hash, record));
+        }
+    }
+    Ok(out)
+}
+
+pub fn delete_token(wtxn: &mut RwTxn, dbs: &Dbs, hash: &[u8; 32]) -> Result<(), LogError> {
+    dbs.tokens.delete(wtxn, hash)?;
+    Ok(())
 }
 
 /// The tokens whose public id (`schema::token_id`) starts with `prefix`.

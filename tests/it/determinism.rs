@@ -12,8 +12,8 @@ use sluice::log::ops::{
     SourceFields,
 };
 use sluice::log::schema::{
-    AttemptRecord, PollerTokenRecord, ReplayFilter, Signing, SourceErrorRecord, TaskKind,
-    TokenScope, Trigger, encode_json,
+    AttemptRecord, PollerTokenRecord, PortalGrant, PortalKind, ReplayFilter, Signing,
+    SourceErrorRecord, TaskKind, TokenScope, Trigger, encode_json,
 };
 use sluice::log::tables::Step;
 
@@ -66,6 +66,9 @@ struct World {
     sources: Vec<(u64, String, Option<String>)>,
     /// Attempts as generated: (seq, id).
     attempts: Vec<(u64, String)>,
+    /// Portal login codes' hashes and access links' ids, as generated.
+    portal_codes: Vec<[u8; 32]>,
+    portal_links: Vec<String>,
     serial: u64,
 }
 
@@ -595,7 +598,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
         }
         // An operational endpoint: from then on, endpoint changes and attempts emit
         // operational events into its application (filtered on some event names).
-        _ => Op::CreateOperationalEndpoint {
+        36 => Op::CreateOperationalEndpoint {
             app_id: world.fresh("app"),
             id: world.fresh("ep"),
             fields: Box::new(EndpointFields {
@@ -620,6 +623,56 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 sealed: false,
                 polling_only: false,
             }),
+        },
+        // An access link; its code kept for 38, its link id and session id for 39.
+        37 => {
+            let (token_hash, code_hash): ([u8; 32], [u8; 32]) = (
+                rng.bytes(32).try_into().expect("32 bytes"),
+                rng.bytes(32).try_into().expect("32 bytes"),
+            );
+            world.portal_codes.push(code_hash);
+            let link = world.fresh("portal");
+            world.portal_links.push(link.clone());
+            Op::CreatePortalAccess {
+                app_key: app_key(rng, world),
+                grant: Box::new(PortalGrant {
+                    kind: PortalKind::Bearer,
+                    link,
+                    capabilities: (rng.below(64) as u8) | 1,
+                    feature_flags: if rng.chance(50) {
+                        vec!["beta".to_owned()]
+                    } else {
+                        Vec::new()
+                    },
+                    session_id: rng.chance(50).then(|| format!("s{}", rng.below(3))),
+                }),
+                token_hash,
+                token_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
+                code_hash,
+                code_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
+            }
+        }
+        // A code made before (used, expired or fresh), or one never made (a refusal).
+        38 => Op::OpenPortalSession {
+            code_hash: match rng.pick(&world.portal_codes) {
+                Some(hash) if rng.chance(80) => *hash,
+                _ => rng.bytes(32).try_into().expect("32 bytes"),
+            },
+            session_hash: rng.bytes(32).try_into().expect("32 bytes"),
+            session_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
+        },
+        _ => Op::ExpirePortalAccess {
+            app_key: app_key(rng, world),
+            link: match rng.pick(&world.portal_links) {
+                Some(link) if rng.chance(40) => Some(link.clone()),
+                _ => None,
+            },
+            session_ids: rng.chance(40).then(|| vec![format!("s{}", rng.below(3))]),
+            expires_ms: if rng.chance(50) {
+                0
+            } else {
+                1_700_000_000_000 + rng.below(4_000_000)
+            },
         },
     }
 }

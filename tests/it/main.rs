@@ -17,6 +17,7 @@ mod operational;
 mod ops;
 mod parity;
 mod poller;
+mod portal;
 mod receiver;
 mod recovery;
 mod sdk;

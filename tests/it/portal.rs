@@ -1,0 +1,617 @@
+//! The tenant portal end to end: Debian's Chromium driven by Python Playwright
+//! (tests/portal/portal_e2e.py) against a real Sluice and real receivers on loopback, and
+//! the links the unmodified Python and JavaScript SDKs mint opening the portal
+//! (portal_sdk_link.py, portal_js_link.mjs), and the capability matrix over plain HTTP.
+//!
+//! `SLUICE_PYTHON` names a Python with `svix`, `standardwebhooks` and `playwright`
+//! (scripts/test makes `.venv`); `SLUICE_CHROMIUM` the browser (default
+//! `/usr/bin/chromium`, Debian's `chromium`, which scripts/test installs); `SVIX_JS` a
+//! node_modules holding the npm `svix` SDK (scripts/test installs it). Playwright never
+//! downloads a browser here: the scripts launch this executable.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sluice::clock::Clock;
+
+use crate::harness::{TOKEN, call, call_raw, get, post, run_ok, test_config};
+
+/// The page a platform would put the portal in: it frames `?src=` and sizes the frame
+/// by the portal's `svix.iframe-resizer-height` messages, as svix-react's `AppPortal`.
+const HOST_PAGE: &str = r#"<!doctype html><html><head><title>Platform</title></head><body>
+<h1>Platform settings</h1>
+<iframe title="Webhooks portal" style="width:100%;border:0;height:150px"></iframe>
+<script>
+const frame = document.querySelector("iframe");
+window.addEventListener("message", (e) => {
+  if (e.source === frame.contentWindow && e.data && e.data.type === "svix.iframe-resizer-height") {
+    frame.style.height = e.data.payload.height + "px";
+    window.portalHeight = e.data.payload.height;
+  }
+});
+frame.src = new URLSearchParams(location.search).get("src");
+</script></body></html>"#;
+
+/// Serves `HOST_PAGE` to every request, on a thread, for as long as the test runs.
+fn serve_host_page() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind host page");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{HOST_PAGE}",
+                HOST_PAGE.len()
+            );
+        }
+    });
+    addr
+}
+
+fn python() -> String {
+    std::env::var("SLUICE_PYTHON").expect(
+        "set SLUICE_PYTHON to a Python with svix and playwright (scripts/test creates .venv)",
+    )
+}
+
+fn chromium() -> String {
+    let path = std::env::var("SLUICE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: install Debian's chromium (scripts/test does, as root)"
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_works_end_to_end_in_chromium() {
+    let (python, chromium) = (python(), chromium());
+    let host = serve_host_page();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    // A failed attempt fails the delivery at once: recover has something to recover.
+    config.delivery.retry_schedule_ms = Vec::new();
+    config.portal.frame_ancestors = vec![format!("http://{host}")];
+    config.portal.refresh_url = Some(format!("http://{host}/new-link"));
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/portal");
+    std::fs::create_dir_all(shots).expect("docs/portal");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/portal_e2e.py");
+    let mut command = Command::new(python);
+    command
+        .arg(script)
+        .env("SLUICE_URL", format!("http://{}", sluice.addr))
+        .env("SLUICE_TOKEN", TOKEN)
+        .env("HOST_URL", format!("http://{host}"))
+        // The same page on another origin (and site): not in frame_ancestors.
+        .env(
+            "OTHER_HOST_URL",
+            format!("http://localhost:{}", host.port()),
+        )
+        .env("CHROMIUM", chromium)
+        .env("SCREENSHOTS", shots);
+    let output = tokio::task::spawn_blocking(move || run_ok(&mut command))
+        .await
+        .expect("script ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("ALL PORTAL CHECKS PASSED"),
+        "stdout:\n{stdout}"
+    );
+    sluice.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_and_js_sdks_portal_links_open_the_portal() {
+    let (python, chromium) = (python(), chromium());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = sluice::app::start(&test_config(dir.path()), Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/portal/portal_sdk_link.py"
+    );
+    let svix_js = std::env::var("SVIX_JS").expect(
+        "set SVIX_JS to a node_modules holding the npm svix SDK (scripts/test installs it)",
+    );
+    let mut node = Command::new("node");
+    node.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/portal/portal_js_link.mjs"
+    ))
+    .env("SLUICE_URL", format!("http://{}", sluice.addr))
+    .env("SLUICE_TOKEN", TOKEN)
+    .env("SVIX_JS", svix_js);
+    let js = tokio::task::spawn_blocking(move || run_ok(&mut node))
+        .await
+        .expect("node ran");
+    let js_link = String::from_utf8_lossy(&js.stdout).trim().to_owned();
+    let mut command = Command::new(python);
+    command
+        .arg(script)
+        .env("SLUICE_URL", format!("http://{}", sluice.addr))
+        .env("SLUICE_TOKEN", TOKEN)
+        .env("CHROMIUM", chromium)
+        .env("JS_LINK", js_link);
+    let output = tokio::task::spawn_blocking(move || run_ok(&mut command))
+        .await
+        .expect("script ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("SDK LINK CHECKS PASSED"),
+        "stdout:\n{stdout}"
+    );
+    sluice.stop().await;
+}
+
+/// A portal session for an access link: the cookie header and the form token.
+async fn sign_in(addr: SocketAddr, url: &str) -> (String, String) {
+    let key = url.split("#key=").nth(1).expect("key in the fragment");
+    let body = format!("key={key}");
+    let (status, headers, _) = call_raw(
+        addr,
+        "POST",
+        "/portal/session",
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+    .await
+    .expect("session");
+    assert_eq!(status, 303, "the login code opens a session");
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let (status, _, page) = call_raw(addr, "GET", "/portal/", None, &[("cookie", &cookie)], b"")
+        .await
+        .expect("home");
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&page);
+    let csrf = page
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form token")
+        .to_owned();
+    (cookie, csrf)
+}
+
+/// A portal form POST as the session; the status.
+async fn portal_post(addr: SocketAddr, session: &(String, String), path: &str, form: &str) -> u16 {
+    let body = format!("_csrf={}&{form}", session.1);
+    call_raw(
+        addr,
+        "POST",
+        path,
+        None,
+        &[
+            ("cookie", &session.0),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+    .expect("portal post")
+    .0
+}
+
+/// Every capability allows its actions and only those, on the portal's routes and on
+/// `/api/v1` alike; `readOnly` is view-only whatever the list says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_capability_is_enforced_on_the_portal_and_on_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    let app = post(addr, "/api/v1/app", &json!({"name": "Caps", "uid": "caps"})).await;
+    let app_id = app.json["id"].as_str().expect("app id").to_owned();
+    // Port 9 (discard) refuses on loopback: deliveries fail without leaving the machine.
+    let ep = post(
+        addr,
+        "/api/v1/app/caps/endpoint",
+        &json!({"url": "http://127.0.0.1:9/hook"}),
+    )
+    .await;
+    let ep_id = ep.json["id"].as_str().expect("endpoint id").to_owned();
+    let msg = post(
+        addr,
+        "/api/v1/app/caps/msg",
+        &json!({"eventType": "user.created", "payload": {"a": 1}}),
+    )
+    .await;
+    let msg_id = msg.json["id"].as_str().expect("message id").to_owned();
+    let secret_of = || async {
+        get(addr, &format!("/api/v1/app/caps/endpoint/{ep_id}/secret"))
+            .await
+            .json["key"]
+            .as_str()
+            .expect("key")
+            .to_owned()
+    };
+
+    let all = json!([
+        "ViewBase",
+        "ViewEndpointSecret",
+        "ManageEndpointSecret",
+        "CreateAttempts",
+        "ManageEndpoint"
+    ]);
+    // (capabilities, readOnly, may view the secret, may rotate, may manage, may attempt)
+    let cases = [
+        (json!(["ViewBase"]), false, [false, false, false, false]),
+        (
+            json!(["ViewBase", "ViewEndpointSecret"]),
+            false,
+            [true, false, false, false],
+        ),
+        (
+            json!(["ViewBase", "ManageEndpointSecret"]),
+            false,
+            [true, true, false, false],
+        ),
+        (
+            json!(["ViewBase", "ManageEndpoint"]),
+            false,
+            [true, true, true, false],
+        ),
+        (
+            json!(["ViewBase", "CreateAttempts"]),
+            false,
+            [false, false, false, true],
+        ),
+        (all.clone(), true, [false, false, false, false]),
+        (all, false, [true, true, true, true]),
+    ];
+    for (capabilities, read_only, [view, rotate, manage, attempt]) in cases {
+        let what = format!("{capabilities} readOnly={read_only}");
+        let access = post(
+            addr,
+            "/api/v1/auth/app-portal-access/caps",
+            &json!({"capabilities": capabilities, "readOnly": read_only}),
+        )
+        .await;
+        assert_eq!(access.status, 200, "{what}: {:?}", access.json);
+        let token = access.json["token"].as_str().expect("token").to_owned();
+        let session = sign_in(addr, access.json["url"].as_str().expect("url")).await;
+        let rest = |method: &'static str, path: String, body: Value| {
+            let token = token.clone();
+            async move {
+                call(
+                    addr,
+                    method,
+                    &path,
+                    Some(&token),
+                    &[],
+                    body.to_string().as_bytes(),
+                )
+                .await
+                .status
+            }
+        };
+        let ok = |allowed: bool, status: u16| if allowed { status < 400 } else { status == 403 };
+        let endpoint = format!("/api/v1/app/{app_id}/endpoint/{ep_id}");
+
+        // ViewBase: everyone reads.
+        assert_eq!(
+            rest("GET", format!("/api/v1/app/{app_id}/endpoint"), Value::Null).await,
+            200,
+            "{what}"
+        );
+        let home = call_raw(
+            addr,
+            "GET",
+            "/portal/",
+            None,
+            &[("cookie", &session.0)],
+            b"",
+        )
+        .await
+        .expect("home");
+        assert_eq!(home.0, 200, "{what}: the portal's home");
+
+        // Viewing the secret.
+        let status = call(
+            addr,
+            "GET",
+            &format!("{endpoint}/secret"),
+            Some(&token),
+            &[],
+            b"",
+        )
+        .await
+        .status;
+        assert!(ok(view, status), "{what}: REST secret read {status}");
+        let key = secret_of().await;
+        let page = call_raw(
+            addr,
+            "GET",
+            &format!("/portal/endpoints/{ep_id}/secret?reveal=1"),
+            None,
+            &[("cookie", &session.0)],
+            b"",
+        )
+        .await
+        .expect("secret page");
+        assert_eq!(
+            String::from_utf8_lossy(&page.2).contains(&key),
+            view,
+            "{what}: portal reveal"
+        );
+
+        // Rotating it.
+        let status = rest("POST", format!("{endpoint}/secret/rotate"), json!({})).await;
+        assert!(ok(rotate, status), "{what}: REST rotate {status}");
+        let path = format!("/portal/endpoints/{ep_id}/secret/rotate");
+        let status = portal_post(addr, &session, &path, "grace=0").await;
+        assert!(ok(rotate, status), "{what}: portal rotate {status}");
+
+        // Managing the endpoint.
+        let status = rest("PATCH", endpoint.clone(), json!({"description": "x"})).await;
+        assert!(ok(manage, status), "{what}: REST patch {status}");
+        let status = portal_post(
+            addr,
+            &session,
+            &format!("/portal/endpoints/{ep_id}/enable"),
+            "",
+        )
+        .await;
+        assert!(ok(manage, status), "{what}: portal enable {status}");
+        let path = format!("/portal/endpoints/{ep_id}/edit");
+        let form = "url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&description=d";
+        let status = portal_post(addr, &session, &path, form).await;
+        assert!(ok(manage, status), "{what}: portal settings {status}");
+        let path = format!("/portal/endpoints/{ep_id}/headers");
+        let status = portal_post(addr, &session, &path, "name=X-A&value=1").await;
+        assert!(ok(manage, status), "{what}: portal header {status}");
+        let status = rest(
+            "POST",
+            format!("/api/v1/app/{app_id}/endpoint"),
+            json!({"url": "http://127.0.0.1:9/b"}),
+        )
+        .await;
+        assert!(ok(manage, status), "{what}: REST create {status}");
+        let status = portal_post(
+            addr,
+            &session,
+            "/portal/endpoints/new",
+            "url=http%3A%2F%2F127.0.0.1%3A9%2Fc",
+        )
+        .await;
+        assert!(ok(manage, status), "{what}: portal create {status}");
+
+        // Creating attempts.
+        let status = rest(
+            "POST",
+            format!("{endpoint}/send-example"),
+            json!({"eventType": "svix.ping"}),
+        )
+        .await;
+        assert!(ok(attempt, status), "{what}: REST send-example {status}");
+        let status = portal_post(
+            addr,
+            &session,
+            &format!("/portal/endpoints/{ep_id}/test"),
+            "eventType=svix.ping",
+        )
+        .await;
+        assert!(ok(attempt, status), "{what}: portal send-example {status}");
+        let resend = format!("/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{ep_id}/resend");
+        let status = rest("POST", resend, Value::Null).await;
+        assert!(ok(attempt, status), "{what}: REST resend {status}");
+        let path = format!("/portal/messages/{msg_id}/resend/{ep_id}");
+        let status = portal_post(addr, &session, &path, "").await;
+        assert!(ok(attempt, status), "{what}: portal resend {status}");
+
+        // Never: the platform's own operations.
+        let status = rest(
+            "POST",
+            format!("/api/v1/app/{app_id}/msg"),
+            json!({"eventType": "a", "payload": {}}),
+        )
+        .await;
+        assert_eq!(status, 403, "{what}: a portal token creates no message");
+        let status = rest(
+            "POST",
+            "/api/v1/auth/app-portal-access/caps".to_owned(),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, 403, "{what}: a portal token mints no link");
+    }
+    sluice.stop().await;
+}
+
+/// A request and the status it must get: method, path, headers, body, status.
+type GarbageCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
+
+/// Garbage at the portal gets a page, never a crash: unknown or forged sessions, broken
+/// keys, oversized forms, odd paths; and the headers every page carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_answers_garbage_with_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = sluice::app::start(&test_config(dir.path()), Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let big = vec![b'a'; 64 * 1024];
+    let cases: [GarbageCase; 9] = [
+        ("GET", "/portal/", &[], b"", 401),
+        (
+            "GET",
+            "/portal/",
+            &[("cookie", "sluice_portal=forged")],
+            b"",
+            401,
+        ),
+        ("GET", "/portal/endpoints/%ff%fe/secret", &[], b"", 401),
+        ("POST", "/portal/session", &form, b"key=%%%", 401),
+        ("POST", "/portal/session", &form, b"key=bm90IGpzb24", 401),
+        ("POST", "/portal/session", &form, b"", 401),
+        ("POST", "/portal/session", &form, &big, 413),
+        (
+            "POST",
+            "/portal/session",
+            &[("sec-fetch-site", "cross-site")],
+            b"key=x",
+            403,
+        ),
+        ("GET", "/portal/assets/nothing.js", &[], b"", 401),
+    ];
+    for (method, path, headers, body, want) in cases {
+        let (status, headers, page) = call_raw(addr, method, path, None, headers, body)
+            .await
+            .expect("an answer");
+        assert_eq!(status, want, "{method} {path}");
+        let csp = headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+            "{method} {path}: {csp}"
+        );
+        assert!(String::from_utf8_lossy(&page).starts_with("<!doctype html>"));
+    }
+    // The server still serves.
+    let (status, _, _) = call_raw(addr, "GET", "/portal/login", None, &[], b"")
+        .await
+        .expect("login page");
+    assert_eq!(status, 200);
+    sluice.stop().await;
+}
+
+/// A login code works for `portal.login_code_lifetime_seconds` and once; a session ends
+/// with its link's `expiry` (the log's clock decides, so every node of a cluster agrees).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_codes_and_sessions_expire_on_the_logs_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(1_700_000_000_000);
+    let sluice = sluice::app::start(&test_config(dir.path()), Some(TOKEN), clock.clone())
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    post(
+        addr,
+        "/api/v1/app",
+        &json!({"name": "Clocked", "uid": "clocked"}),
+    )
+    .await;
+    let mint = || async {
+        let out = post(
+            addr,
+            "/api/v1/auth/app-portal-access/clocked",
+            &json!({"expiry": 3600}),
+        )
+        .await;
+        assert_eq!(out.status, 200, "{:?}", out.json);
+        out.json
+    };
+    let exchange = |url: String| async move {
+        let key = url.split("#key=").nth(1).expect("key").to_owned();
+        call_raw(
+            addr,
+            "POST",
+            "/portal/session",
+            None,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("key={key}").as_bytes(),
+        )
+        .await
+        .expect("session")
+        .0
+    };
+    // A code past its ten minutes is refused.
+    let late = mint().await;
+    clock.advance_ms(600_001);
+    assert_eq!(
+        exchange(late["url"].as_str().expect("url").to_owned()).await,
+        401
+    );
+    // A fresh one works once.
+    let fresh = mint().await;
+    let url = fresh["url"].as_str().expect("url").to_owned();
+    assert_eq!(exchange(url.clone()).await, 303);
+    assert_eq!(exchange(url.clone()).await, 401, "a code works once");
+    let session = sign_in_after(addr, &mint().await).await;
+    let home = |cookie: String| async move {
+        call_raw(addr, "GET", "/portal/", None, &[("cookie", &cookie)], b"")
+            .await
+            .expect("home")
+            .0
+    };
+    assert_eq!(home(session.clone()).await, 200);
+    // A session's value and a login code are no bearer tokens.
+    let cookie_value = session.split_once('=').expect("name=value").1.to_owned();
+    let code_link = mint().await;
+    let key = code_link["url"]
+        .as_str()
+        .expect("url")
+        .split("#key=")
+        .nth(1)
+        .expect("key");
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key)
+        .expect("base64url");
+    let code: Value = serde_json::from_slice(&decoded).expect("json");
+    let code = code["code"].as_str().expect("code").to_owned();
+    for credential in [cookie_value, code] {
+        let status = call(
+            addr,
+            "GET",
+            "/api/v1/app/clocked",
+            Some(&credential),
+            &[],
+            b"",
+        )
+        .await
+        .status;
+        assert_eq!(
+            status, 401,
+            "a portal session or login code opens no API call"
+        );
+    }
+    let token = fresh["token"].as_str().expect("token").to_owned();
+    let app_status = |token: String| async move {
+        call(addr, "GET", "/api/v1/app/clocked", Some(&token), &[], b"")
+            .await
+            .status
+    };
+    assert_eq!(app_status(token.clone()).await, 200);
+    // An hour on, the link's expiry ends its token and its session.
+    clock.advance_ms(3_600_000);
+    assert_eq!(home(session).await, 401, "the session ended with the link");
+    assert_eq!(
+        app_status(token).await,
+        401,
+        "the token ended with the link"
+    );
+    sluice.stop().await;
+}
+
+/// The cookie of a new session for an access link (`app-portal-access`'s reply).
+async fn sign_in_after(addr: SocketAddr, access: &Value) -> String {
+    sign_in(addr, access["url"].as_str().expect("url")).await.0
+}
