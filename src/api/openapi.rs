@@ -145,6 +145,21 @@ pub(super) const SERVED: &[(&str, &[&str], &str)] = &[
         "Rotate the poller token",
     ),
     (
+        "/api/v1/auth/app-portal-access/{app_id}",
+        &["post"],
+        "A tenant-portal access link and app-scoped token",
+    ),
+    (
+        "/api/v1/auth/app/{app_id}/expire-all",
+        &["post"],
+        "End an application's portal links, sessions and tokens",
+    ),
+    (
+        "/api/v1/auth/logout",
+        &["post"],
+        "End the calling portal token",
+    ),
+    (
         "/api/v1/auth/token",
         &["get", "post"],
         "API tokens (Sluice)",

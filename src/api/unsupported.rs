@@ -35,13 +35,6 @@ const API: &[Unsupported] = &[
         "Expunging all message contents",
     ),
     ("POST", "app/*/msg/precheck/active", "Message precheck"),
-    ("*", "auth/app-portal-access/*", "The App Portal"),
-    (
-        "*",
-        "auth/app/*/expire-all",
-        "Expiring every token of an application",
-    ),
-    ("*", "auth/logout", "Logging out a portal session"),
     ("*", "auth/stream-logout", "Svix Stream"),
     ("*", "auth/stream-portal-access/*", "Svix Stream"),
     ("*", "auth/stream/**", "Svix Stream"),

@@ -88,8 +88,15 @@ async fn the_portal_works_end_to_end_in_chromium() {
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await
         .expect("sluice starts");
-    let shots = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/portal");
-    std::fs::create_dir_all(shots).expect("docs/portal");
+    // The README's screenshots are rewritten only when asked (`SLUICE_UPDATE_SCREENSHOTS=1`
+    // scripts/test): each run's differ in ids and times, and a test run should leave the
+    // tree as it found it. Otherwise they go to the temporary directory, and are checked.
+    let shots = if std::env::var("SLUICE_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/portal"))
+    } else {
+        dir.path().join("screenshots")
+    };
+    std::fs::create_dir_all(&shots).expect("screenshots directory");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/portal/portal_e2e.py");
     let mut command = Command::new(python);
     command
@@ -103,7 +110,7 @@ async fn the_portal_works_end_to_end_in_chromium() {
             format!("http://localhost:{}", host.port()),
         )
         .env("CHROMIUM", chromium)
-        .env("SCREENSHOTS", shots);
+        .env("SCREENSHOTS", &shots);
     let output = tokio::task::spawn_blocking(move || run_ok(&mut command))
         .await
         .expect("script ran");
@@ -112,6 +119,18 @@ async fn the_portal_works_end_to_end_in_chromium() {
         stdout.contains("ALL PORTAL CHECKS PASSED"),
         "stdout:\n{stdout}"
     );
+    // Every screenshot the README shows was taken.
+    let readme = include_str!("../../README.md");
+    for shown in readme.split("docs/portal/").skip(1) {
+        let name = shown.split(')').next().unwrap_or_default();
+        let png = std::fs::metadata(shots.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(
+            png > 1_000,
+            "{name}: the README shows it and the suite took it"
+        );
+    }
     sluice.stop().await;
 }
 
