@@ -215,9 +215,10 @@ fn picks_one_bucket_spelling(text: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Attempts may take up to 7 s: a 6 s answer is a slow success beyond the 5 s budget,
-    // and a receiver that never answers times out beyond it.
-    let config = delivery_config(dir.path(), "attempt_timeout_ms = 7000\n");
+    // Attempts may take up to 10 s: a 6 s answer is a slow success beyond the 5 s budget
+    // (with room for a loaded machine to be late with it), and a receiver that never
+    // answers times out beyond it.
+    let config = delivery_config(dir.path(), "attempt_timeout_ms = 10000\n");
     let daemon = Daemon::spawn_with(&dir.path().join("data"), Some(&config));
     let addr = daemon.addr;
     let (prometheus, prometheus_addr) = start_prometheus(dir.path(), addr);
