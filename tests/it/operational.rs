@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, call, eventually_json, get, post, test_config};
+use crate::harness::{TOKEN, call, eventually_json, get, post, run_ok, test_config};
 use crate::receiver::{Answer, Receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,21 +29,31 @@ async fn operational_webhooks_tell_the_platform_what_happens() {
         get(addr, "/api/v1/operational-webhook/endpoint").await.json["data"],
         json!([])
     );
-    let subscribed = post(
-        addr,
-        "/api/v1/operational-webhook/endpoint",
-        &json!({"url": ops.url(), "uid": "platform"}),
-    )
-    .await;
-    assert_eq!(subscribed.status, 201, "{}", subscribed.json);
-    let listed = get(addr, "/api/v1/operational-webhook/endpoint").await.json;
-    assert_eq!(listed["data"][0]["id"], subscribed.json["id"]);
-    let secret = get(addr, "/api/v1/operational-webhook/endpoint/platform/secret")
+    // The platform subscribes with the official SDK, unchanged.
+    let python = std::env::var("SLUICE_PYTHON").expect("SLUICE_PYTHON (scripts/test sets it)");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/subscribe_operational.py"
+    );
+    let mut subscribe = std::process::Command::new(&python);
+    subscribe
+        .arg(script)
+        .env("SLUICE_URL", format!("http://{addr}"))
+        .env("SLUICE_TOKEN", TOKEN)
+        .env("OPS_URL", ops.url())
+        .env("OPS_UID", "platform");
+    let printed = tokio::task::spawn_blocking(move || run_ok(&mut subscribe))
         .await
-        .json["key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
+        .expect("the SDK ran");
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let mut lines = printed.lines();
+    let (subscribed_id, secret) = (
+        lines.next().expect("the endpoint's id").to_owned(),
+        lines.next().expect("its secret").to_owned(),
+    );
+    let listed = get(addr, "/api/v1/operational-webhook/endpoint").await.json;
+    assert_eq!(listed["data"][0]["id"], subscribed_id.as_str());
+    assert_eq!(listed["data"][0]["uid"], "platform");
     // The operational application is no tenant.
     assert_eq!(get(addr, "/api/v1/app").await.json["data"], json!([]));
 
@@ -126,6 +136,27 @@ async fn operational_webhooks_tell_the_platform_what_happens() {
     assert_eq!(task.status, 202, "{}", task.json);
 
     let got = ops.wait_for(11).await;
+    // Every event verifies with the `standardwebhooks` library and the subscriber's secret,
+    // and none with another secret.
+    let deliveries: Vec<Value> = got
+        .iter()
+        .map(|r| json!({"body": String::from_utf8_lossy(&r.body), "headers": r.headers}))
+        .collect();
+    let cases = json!([
+        {"deliveries": &deliveries, "secret": secret, "valid": true},
+        {"deliveries": &deliveries, "secret": "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", "valid": false},
+    ]);
+    let file = dir.path().join("operational-cases.json");
+    std::fs::write(&file, cases.to_string()).expect("write");
+    let verify = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/verify_signatures.py"
+    );
+    let mut verifying = std::process::Command::new(&python);
+    verifying.arg(verify).arg(&file);
+    tokio::task::spawn_blocking(move || run_ok(&mut verifying))
+        .await
+        .expect("the library ran");
     let mut events: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for request in &got {
         crate::delivery::assert_signed(request, &secret);
