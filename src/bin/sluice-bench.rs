@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 mod chart;
 #[path = "bench/growth.rs"]
 mod growth;
+#[path = "bench/portal.rs"]
+mod portal;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -64,8 +66,9 @@ static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 #[command(name = "sluice-bench", about = "Load harness for Sluice")]
 struct Args {
     /// raw, ingest, deliver, fanout, ingest-source, isolation, latency, payloads, mix,
-    /// retries, idle, or all; growth (it writes `--messages`) and cluster (three
-    /// nats-servers and three Sluice nodes on this machine) are not in `all`. With
+    /// retries, idle, or all; growth (it writes `--messages`), portal (100,000 messages,
+    /// then every portal page) and cluster (three nats-servers and three Sluice nodes on
+    /// this machine) are not in `all`. With
     /// `--rate 500`, deliver gives the CPU per message at a fixed rate.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -117,6 +120,9 @@ struct Args {
     /// Messages the `growth` scenario accepts before it stops (at most an hour).
     #[arg(long, default_value_t = 10_000_000)]
     messages: usize,
+    /// Messages the `portal` scenario fills its application with.
+    #[arg(long, default_value_t = 100_000)]
+    portal_messages: usize,
     /// Also write each run as JSON and as an SVG chart (accepted and delivered per second,
     /// end-to-end latency, resident memory, over the run) into this directory.
     #[arg(long)]
@@ -243,7 +249,7 @@ fn main() -> ExitCode {
     let mut refused = runtime.block_on(scenarios_of_their_own(&args, &subject));
     for name in names
         .into_iter()
-        .filter(|n| !["retries", "idle", "growth"].contains(n))
+        .filter(|n| !["retries", "idle", "growth", "portal"].contains(n))
     {
         for report in runtime.block_on(scenario(name, &args, &subject)) {
             refused |= report.refused.is_some();
@@ -268,6 +274,9 @@ async fn scenarios_of_their_own(args: &Args, subject: &Subject) -> bool {
         let (messages, payload) = (args.messages, args.payload);
         let out = args.out.as_deref();
         refused |= !growth::growth(subject, messages, payload, args.clients, out).await;
+    }
+    if args.scenario == "portal" {
+        refused |= !portal::portal(subject, args.clients, args.portal_messages).await;
     }
     if args.scenario == "idle" || args.scenario == "all" {
         match (args.target, args.pid) {
