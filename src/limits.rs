@@ -92,6 +92,8 @@ pub const TASK_BATCH_REQUEUES_MAX: usize = 100;
 pub const TASK_WINDOW_MAX_MS: u64 = 14 * 86_400_000 + 300_000;
 /// Most deliveries an endpoint-stats request counts; a wider window is refused.
 pub const STATS_ROWS_MAX: usize = 2_000_000;
+/// Most spans an endpoint's stats may be split into (`buckets`): a week of hours.
+pub const STATS_BUCKETS_MAX: usize = 168;
 /// The window endpoint stats cover when the request names none: 28 days.
 pub const STATS_WINDOW_DEFAULT_MS: u64 = 28 * 86_400_000;
 /// Cluster mode: most ops of one node published and not yet applied here; beyond it a

@@ -12,7 +12,9 @@ use super::messages::MessageOut;
 use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply};
 use crate::clock::format_rfc3339;
-use crate::limits::{PAGE_SCAN_ROWS_MAX, STATS_ROWS_MAX, STATS_WINDOW_DEFAULT_MS};
+use crate::limits::{
+    PAGE_SCAN_ROWS_MAX, STATS_BUCKETS_MAX, STATS_ROWS_MAX, STATS_WINDOW_DEFAULT_MS,
+};
 use crate::log::ops::Op;
 use crate::log::schema::{DeliveryRecord, DeliveryState};
 use crate::log::tables::{self, Walk};
@@ -175,10 +177,35 @@ struct StatsOut {
     sending: u64,
     fail: u64,
     canceled: u64,
+    /// With `buckets=N` (a Sluice extension): the window cut in N equal spans, oldest
+    /// first, each with its successes and failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    buckets: Option<Vec<BucketOut>>,
+}
+
+#[derive(Serialize, Default, Clone, Copy)]
+struct BucketOut {
+    success: u64,
+    fail: u64,
+}
+
+/// The `buckets` query parameter: absent, or 1–`STATS_BUCKETS_MAX`.
+fn buckets_wanted(ctx: &Ctx) -> Result<Option<usize>, ApiError> {
+    let Some(text) = ctx.query.get("buckets") else {
+        return Ok(None);
+    };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=STATS_BUCKETS_MAX).contains(&n) => Ok(Some(n)),
+        _ => Err(invalid(
+            "buckets",
+            format!("must be a whole number from 1 to {STATS_BUCKETS_MAX}"),
+        )),
+    }
 }
 
 /// GET /app/{app}/endpoint/{endpoint}/stats: the endpoint's deliveries of messages created
-/// in `[since, until)` (default: the last 28 days), counted by status.
+/// in `[since, until)` (default: the last 28 days), counted by status; with `buckets=N`,
+/// also per N equal spans of the window, in the same one scan.
 pub(super) async fn stats(
     state: &ApiState,
     ctx: &Ctx,
@@ -195,6 +222,7 @@ pub(super) async fn stats(
     if since > until {
         return Err(invalid("since", "must not be after until"));
     }
+    let buckets = buckets_wanted(ctx)?;
     // Up to `STATS_ROWS_MAX` rows: read on a blocking thread, not on a runtime worker
     // that serves other requests meanwhile.
     let (log, endpoint_key) = (state.log.clone(), endpoint.key);
@@ -203,6 +231,13 @@ pub(super) async fn stats(
             let next_seq = tables::next_seq(rtxn, dbs)?;
             let from = tasks::first_seq_at(rtxn, dbs, since, next_seq)?;
             let to = tasks::first_seq_at(rtxn, dbs, until, next_seq)?;
+            // Where each span after the first begins, as a sequence number.
+            let mut starts = Vec::new();
+            for i in 1..buckets.unwrap_or(1) {
+                let at = since + (until - since) * i as u64 / buckets.unwrap_or(1) as u64;
+                starts.push(tasks::first_seq_at(rtxn, dbs, at, next_seq)?);
+            }
+            let mut per_span = vec![BucketOut::default(); buckets.unwrap_or(0)];
             let mut stats = StatsOut::default();
             let whole = tables::each_delivery_in(
                 rtxn,
@@ -210,13 +245,21 @@ pub(super) async fn stats(
                 endpoint_key,
                 (from, to),
                 STATS_ROWS_MAX,
-                |d| match status_of(&d).0 {
-                    0 => stats.success += 1,
-                    1 => stats.pending += 1,
-                    3 => stats.sending += 1,
-                    _ => stats.fail += 1,
+                |seq, d| {
+                    let status = status_of(&d).0;
+                    match status {
+                        0 => stats.success += 1,
+                        1 => stats.pending += 1,
+                        3 => stats.sending += 1,
+                        _ => stats.fail += 1,
+                    }
+                    if let Some(span) = per_span.get_mut(starts.partition_point(|&s| s <= seq)) {
+                        span.success += u64::from(status == 0);
+                        span.fail += u64::from(status == 2);
+                    }
                 },
             )?;
+            stats.buckets = buckets.map(|_| per_span);
             Ok(whole.then_some(stats))
         })
     };

@@ -824,7 +824,7 @@ pub fn each_delivery_in(
     endpoint_key: u64,
     (from_seq, to_seq): (u64, u64),
     rows_max: usize,
-    mut visit: impl FnMut(schema::DeliveryRecord),
+    mut visit: impl FnMut(u64, schema::DeliveryRecord),
 ) -> Result<bool, LogError> {
     let lower = pair_key(endpoint_key, from_seq);
     let upper = pair_key(endpoint_key, to_seq);
@@ -836,8 +836,9 @@ pub fn each_delivery_in(
         if rows >= rows_max {
             return Ok(false);
         }
-        let (_, value) = row?;
-        visit(schema::DeliveryRecord::decode(value)?);
+        let (key, value) = row?;
+        let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
+        visit(seq, schema::DeliveryRecord::decode(value)?);
     }
     Ok(true)
 }

@@ -568,22 +568,27 @@ async fn create_endpoint(v: &Visit<'_>) -> Result<Answer, ApiError> {
 }
 
 /// Success and failure counts of the endpoint per hour over the last 24 hours.
-async fn hourly(v: &Visit<'_>, ep: &str) -> Result<Vec<(u64, u64)>, ApiError> {
+/// The endpoint's stats over the last 24 hours, and its successes and failures per hour
+/// of them, oldest first: one scan of the day's deliveries (the stats' `buckets`).
+async fn day_stats(v: &Visit<'_>, ep: &str) -> Result<(Value, Vec<(u64, u64)>), ApiError> {
     let now = v.state.clock.now_ms();
     let path = format!("{}/stats", endpoint_path(v, ep));
-    let mut out = Vec::with_capacity(24);
-    for hour in (0..24u64).rev() {
-        let until = (now + 1).saturating_sub(hour * HOUR_MS);
-        let since = until.saturating_sub(HOUR_MS);
-        let q = format!(
-            "since={}&until={}",
-            seg(&format_rfc3339(since)),
-            seg(&format_rfc3339(until))
-        );
-        let st = v.api(Method::GET, &path, &q, None).await?;
-        out.push((n(&st, "success"), n(&st, "fail")));
-    }
-    Ok(out)
+    let q = format!(
+        "since={}&until={}&buckets=24",
+        seg(&format_rfc3339((now + 1).saturating_sub(24 * HOUR_MS))),
+        seg(&format_rfc3339(now + 1))
+    );
+    let stats = v.api(Method::GET, &path, &q, None).await?;
+    let hours = stats["buckets"]
+        .as_array()
+        .map(|spans| {
+            spans
+                .iter()
+                .map(|span| (n(span, "success"), n(span, "fail")))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((stats, hours))
 }
 
 /// A bar chart (SVG, drawn here) of successes over failures per hour.
@@ -621,20 +626,7 @@ fn chart(b: &mut Html, hours: &[(u64, u64)]) {
 async fn endpoint(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
     let e = v.api(Method::GET, &endpoint_path(v, ep), "", None).await?;
     let id = s(&e, "id").to_owned();
-    let stats = v
-        .api(
-            Method::GET,
-            &format!("{}/stats", endpoint_path(v, ep)),
-            &format!(
-                "since={}",
-                seg(&format_rfc3339(
-                    v.state.clock.now_ms().saturating_sub(24 * HOUR_MS)
-                ))
-            ),
-            None,
-        )
-        .await?;
-    let hours = hourly(v, ep).await?;
+    let (stats, hours) = day_stats(v, ep).await?;
     let attempts = v
         .api(
             Method::GET,

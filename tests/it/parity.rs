@@ -828,3 +828,69 @@ async fn a_static_token_is_generated_and_read_back_through_the_secret() {
     assert!(secret.get("staticToken").is_none() && secret["key"].is_string());
     sluice.stop().await;
 }
+
+/// An endpoint's stats split into spans (`buckets`, a Sluice extension the portal's chart
+/// reads): each span counts the successes and failures of the messages created in it, in
+/// the same scan as the totals; a bucket count out of range is a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_stats_split_into_spans() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = 1_800_000_000_000;
+    let clock = sluice::clock::Clock::manual(t0);
+    // No retries: a failed attempt fails its delivery at once.
+    let sluice = crate::delivery::start_delivering_clocked(dir.path(), &[], clock.clone()).await;
+    let addr = sluice.addr;
+    // Succeeds, fails, succeeds: one message an hour.
+    let hook = Receiver::start(|n| Answer::Status(if n == 1 { 500 } else { 200 })).await;
+    assert_eq!(
+        post(addr, "/api/v1/app", &json!({"name": "s", "uid": "s"}))
+            .await
+            .status,
+        201
+    );
+    let ep = post(
+        addr,
+        "/api/v1/app/s/endpoint",
+        &json!({"url": hook.url(), "uid": "e"}),
+    )
+    .await;
+    assert_eq!(ep.status, 201, "{}", ep.json);
+    for n in 0..3 {
+        let sent = post(
+            addr,
+            "/api/v1/app/s/msg",
+            &json!({"eventType": "t", "payload": {"n": n}}),
+        )
+        .await;
+        assert_eq!(sent.status, 202, "{}", sent.json);
+        hook.wait_for(n + 1).await;
+        clock.advance_ms(3_600_000);
+    }
+    let window = format!(
+        "since={}&until={}",
+        sluice::clock::format_rfc3339(t0),
+        sluice::clock::format_rfc3339(t0 + 3 * 3_600_000)
+    );
+    let path = format!("/api/v1/app/s/endpoint/e/stats?{window}&buckets=3");
+    let settled = |s: &serde_json::Value| s["success"] == 2 && s["fail"] == 1;
+    assert!(
+        eventually_json(addr, &path, settled).await,
+        "every attempt recorded"
+    );
+    let stats = get(addr, &path).await.json;
+    assert_eq!(
+        stats["buckets"],
+        json!([{"success": 1, "fail": 0}, {"success": 0, "fail": 1}, {"success": 1, "fail": 0}])
+    );
+    let whole = get(addr, &format!("/api/v1/app/s/endpoint/e/stats?{window}")).await;
+    assert!(whole.json.get("buckets").is_none(), "only when asked");
+    for bad in ["0", "169", "x"] {
+        let refused = get(
+            addr,
+            &format!("/api/v1/app/s/endpoint/e/stats?{window}&buckets={bad}"),
+        )
+        .await;
+        assert_eq!(refused.status, 422, "buckets={bad}: {}", refused.json);
+    }
+    sluice.stop().await;
+}
