@@ -830,9 +830,15 @@ async fn run(subject: &Subject, name: &str, receivers: Receivers) -> Report {
         Some(addr) => Sluice::running(addr, subject.pid),
         None => {
             // The per-source rate limit is off: the ingest-source scenario measures the
-            // receive route, not its limiter.
+            // receive route, not its limiter. (Only there: builds from before sources
+            // would refuse the key.)
+            let sources = if plan.via_source {
+                "[api]\nsource_rate_per_second = 0\n"
+            } else {
+                ""
+            };
             let config = format!(
-                "[api]\nsource_rate_per_second = 0\n[delivery]\nendpoint_in_flight_max = {}\n",
+                "{sources}[delivery]\nendpoint_in_flight_max = {}\n",
                 subject.in_flight
             );
             Sluice::spawn(&subject.binary, &dir, &config, true)
