@@ -188,13 +188,18 @@ impl Shard {
     /// in-flight or recording bound only an answer or a record frees it) and holds no
     /// timer.
     pub fn wake_at_ms(&self) -> Option<u64> {
-        let lanes = self
-            .lanes
-            .iter()
-            .filter(|_| self.may_start())
-            .filter(|(endpoint_key, _)| !self.unsettled.contains(endpoint_key))
-            .filter_map(|(_, lane)| lane.wake_at())
-            .min();
+        // Asked after every event: a shard that may start nothing looks at no lane.
+        let lanes = if self.may_start() {
+            self.lanes
+                .iter()
+                .filter(|(endpoint_key, _)| {
+                    self.unsettled.is_empty() || !self.unsettled.contains(endpoint_key)
+                })
+                .filter_map(|(_, lane)| lane.wake_at())
+                .min()
+        } else {
+            None
+        };
         let timer = self.timers.first().map(|(due_ms, _, _)| *due_ms);
         lanes.into_iter().chain(timer).min()
     }
@@ -413,8 +418,13 @@ impl Shard {
     /// Starts every attempt the lanes and the shard's bounds allow; drops the lanes that
     /// hold nothing that still matters.
     fn start_ready(&mut self, now_ms: u64, out: &mut Vec<Action>) {
+        // Runs after every event, over every lane: the cheap checks come first. A shard at
+        // its in-flight or recording bound starts nothing, and `unsettled` is usually empty.
         for (endpoint_key, lane) in &mut self.lanes {
-            if self.unsettled.contains(endpoint_key) {
+            if self.unanswered >= SHARD_IN_FLIGHT_MAX || self.recording >= SHARD_RECORDING_MAX {
+                break;
+            }
+            if !self.unsettled.is_empty() && self.unsettled.contains(endpoint_key) {
                 continue;
             }
             while self.unanswered < SHARD_IN_FLIGHT_MAX && self.recording < SHARD_RECORDING_MAX {
