@@ -42,16 +42,6 @@ pub(super) async fn route(
             _ => Err(not_found()),
         };
     };
-    let (a, e) = (app.as_str(), endpoint_ref.unwrap_or_default());
-    match what {
-        Destination::List => endpoints::list(state, ctx, a),
-        Destination::Create => endpoints::create(state, ctx, a).await,
-        Destination::Get => endpoints::get(state, ctx, a, e),
-        Destination::Upsert => endpoints::upsert(state, ctx, a, e).await,
-        Destination::Delete => endpoints::delete(state, ctx, a, e).await,
-        Destination::Secret => endpoints::get_secret(state, ctx, a, e),
-        Destination::RotateSecret => endpoints::rotate_secret(state, ctx, a, e).await,
-        Destination::GetHeaders => endpoints::get_headers(state, ctx, a, e),
-        Destination::SetHeaders { merge } => endpoints::set_headers(state, ctx, a, e, merge).await,
-    }
+    let endpoint = endpoint_ref.unwrap_or_default();
+    super::sources::serve_as_endpoint(state, ctx, &app, endpoint, what).await
 }

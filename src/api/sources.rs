@@ -349,8 +349,20 @@ pub(super) async fn destination(
         .log
         .read(|rtxn, dbs| tables::app_by_key(rtxn, dbs, source.key))?
         .ok_or_else(not_found)?;
-    let a = app.id.as_str();
-    let e = endpoint_ref.unwrap_or_default();
+    serve_as_endpoint(state, ctx, &app.id, endpoint_ref.unwrap_or_default(), what).await
+}
+
+/// Serves `what` as the endpoint route of application `app` would: an ingest source's
+/// destinations and the operational-webhook endpoints are endpoints of an application of
+/// their own.
+pub(super) async fn serve_as_endpoint(
+    state: &ApiState,
+    ctx: &Ctx,
+    app: &str,
+    endpoint: &str,
+    what: Destination,
+) -> Result<Reply, ApiError> {
+    let (a, e) = (app, endpoint);
     match what {
         Destination::List => endpoints::list(state, ctx, a),
         Destination::Create => endpoints::create(state, ctx, a).await,
