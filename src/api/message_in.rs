@@ -263,39 +263,49 @@ fn event_id(object: &Object<'_, '_>) -> Result<Option<String>, &'static str> {
 }
 
 fn channels(object: &Object<'_, '_>) -> Result<Option<Vec<String>>, &'static str> {
-    let Some(value) = optional(object, "channels") else {
-        return Ok(None);
-    };
-    let items = value
-        .as_array()
-        .filter(|items| (1..=MESSAGE_CHANNELS_MAX).contains(&items.len()));
-    let items = items.ok_or("must be a list of 1 to 5 channel names")?;
-    let names = items.iter().map(|item| {
-        item.into_string()
-            .filter(|n| ids::check_name(n, NAME_LEN_MAX).is_ok())
-    });
-    let names: Option<Vec<String>> = names.map(|n| n.map(str::to_owned)).collect();
-    names
-        .map(Some)
-        .ok_or("each channel must be a name of a-z, A-Z, 0-9, '-', '_', '.'")
+    names(
+        object,
+        "channels",
+        1..=MESSAGE_CHANNELS_MAX,
+        "must be a list of 1 to 5 channel names",
+        "each channel must be a name of a-z, A-Z, 0-9, '-', '_', '.'",
+    )
 }
 
 fn tags(object: &Object<'_, '_>) -> Result<Option<Vec<String>>, &'static str> {
-    let Some(value) = optional(object, "tags") else {
+    names(
+        object,
+        "tags",
+        0..=MESSAGE_TAGS_MAX,
+        "must be a list of at most 5 tags",
+        "each tag must be a name of a-z, A-Z, 0-9, '-', '_', '.'",
+    )
+}
+
+/// An optional list of names (`channels`, `tags`): its length within `count`, each a name.
+fn names(
+    object: &Object<'_, '_>,
+    key: &str,
+    count: std::ops::RangeInclusive<usize>,
+    bad_list: &'static str,
+    bad_name: &'static str,
+) -> Result<Option<Vec<String>>, &'static str> {
+    let Some(value) = optional(object, key) else {
         return Ok(None);
     };
     let items = value
         .as_array()
-        .filter(|items| items.len() <= MESSAGE_TAGS_MAX);
-    let items = items.ok_or("must be a list of at most 5 tags")?;
-    let names = items.iter().map(|item| {
-        item.into_string()
-            .filter(|n| ids::check_name(n, NAME_LEN_MAX).is_ok())
-    });
-    let names: Option<Vec<String>> = names.map(|n| n.map(str::to_owned)).collect();
-    names
-        .map(Some)
-        .ok_or("each tag must be a name of a-z, A-Z, 0-9, '-', '_', '.'")
+        .filter(|items| count.contains(&items.len()))
+        .ok_or(bad_list)?;
+    let names: Option<Vec<String>> = items
+        .iter()
+        .map(|item| {
+            item.into_string()
+                .filter(|n| ids::check_name(n, NAME_LEN_MAX).is_ok())
+                .map(str::to_owned)
+        })
+        .collect();
+    names.map(Some).ok_or(bad_name)
 }
 
 fn deliver_at(object: &Object<'_, '_>) -> Result<Option<u64>, &'static str> {
