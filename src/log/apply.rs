@@ -1313,17 +1313,27 @@ fn send_example(
     })
 }
 
+/// The message `reference` names in application `app_key` (with its seq), or the refusal
+/// that says which of the two is missing.
+fn message_in_app(
+    w: &WriteCtx<'_, '_>,
+    app_key: u64,
+    reference: &str,
+) -> Result<Result<(u64, MessageRecord), Refusal>, LogError> {
+    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
+        return Ok(Err(Refusal::AppNotFound));
+    }
+    Ok(tables::message_by_ref(w.wtxn, w.dbs, app_key, reference)?.ok_or(Refusal::MessageNotFound))
+}
+
 fn expunge_content(
     w: &mut WriteCtx<'_, '_>,
     app_key: u64,
     reference: &str,
 ) -> Result<Outcome, LogError> {
-    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
-        return refused(Refusal::AppNotFound);
-    }
-    let Some((seq, mut message)) = tables::message_by_ref(w.wtxn, w.dbs, app_key, reference)?
-    else {
-        return refused(Refusal::MessageNotFound);
+    let (seq, mut message) = match message_in_app(w, app_key, reference)? {
+        Ok(found) => found,
+        Err(refusal) => return refused(refusal),
     };
     message.payload = None;
     w.dbs
@@ -1341,11 +1351,9 @@ fn expunge_attempt_content(
     message_ref: &str,
     attempt_id: &str,
 ) -> Result<Outcome, LogError> {
-    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
-        return refused(Refusal::AppNotFound);
-    }
-    let Some((seq, _)) = tables::message_by_ref(w.wtxn, w.dbs, app_key, message_ref)? else {
-        return refused(Refusal::MessageNotFound);
+    let seq = match message_in_app(w, app_key, message_ref)? {
+        Ok((seq, _)) => seq,
+        Err(refusal) => return refused(refusal),
     };
     let Some(key) = tables::attempt_key_of_id(w.wtxn, w.dbs, attempt_id)? else {
         return refused(Refusal::AttemptNotFound);
@@ -1369,11 +1377,9 @@ fn resend(
     message_ref: &str,
     endpoint_ref: &str,
 ) -> Result<Outcome, LogError> {
-    if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
-        return refused(Refusal::AppNotFound);
-    }
-    let Some((seq, message)) = tables::message_by_ref(w.wtxn, w.dbs, app_key, message_ref)? else {
-        return refused(Refusal::MessageNotFound);
+    let (seq, message) = match message_in_app(w, app_key, message_ref)? {
+        Ok(found) => found,
+        Err(refusal) => return refused(refusal),
     };
     let Some(endpoint) = tables::endpoint_row_by_ref(w.wtxn, w.dbs, app_key, endpoint_ref)? else {
         return refused(Refusal::EndpointNotFound);
