@@ -22,6 +22,16 @@ pub struct LaneSettings {
     pub rate_per_sec: Option<u16>,
 }
 
+/// What the end of a lane's pause or pacing changes (`Lane::later`), at that time (ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Later {
+    /// It may start an attempt: the shard wakes for it.
+    Start(u64),
+    /// It holds nothing else: the shard drops it at its next turn after then (no wake of
+    /// its own: an idle lane is no reason to spin).
+    Drop(u64),
+}
+
 /// The lane of one endpoint.
 #[derive(Debug)]
 pub struct Lane {
@@ -143,6 +153,22 @@ impl Lane {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// What the end of the lane's pause or pacing will change, if it lies after `now_ms`:
+    /// the lane may start then (work queued, room in flight), or it may be dropped then
+    /// (idle). `None`: only an event can change what the lane may do.
+    pub fn later(&self, now_ms: u64) -> Option<Later> {
+        let at_ms = self.paused_until_ms.max(self.next_start_ms);
+        if at_ms <= now_ms {
+            None
+        } else if !self.queue.is_empty() && self.in_flight < self.limit() {
+            Some(Later::Start(at_ms))
+        } else if self.queue.is_empty() && self.in_flight == 0 {
+            Some(Later::Drop(at_ms))
+        } else {
+            None
+        }
     }
 
     /// Whether the lane holds nothing that still matters at `now_ms`: no queued or

@@ -7,10 +7,10 @@
 //! time comes in with each event, and the retry jitter is drawn by the task.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::attempt::Finished;
-use super::lane::{Lane, LaneSettings};
+use super::lane::{Lane, LaneSettings, Later};
 use crate::limits::{
     HORIZON_MS, LANE_QUEUE_MAX, SHARD_IN_FLIGHT_MAX, SHARD_RECORDING_MAX, TIMERS_MAX,
 };
@@ -128,6 +128,24 @@ pub struct Shard {
     /// delivery rows, in seq order, so a newer delivery never overtakes an older spilled
     /// one (which keeps `fifo` strict and the oldest first).
     spilled_lanes: HashMap<u64, u64>,
+    /// Lanes the current event changed. After an event the shard looks only at these, the
+    /// lanes whose time came (`wakes`) and the lanes its bounds held back (`waiting`):
+    /// looking at every lane after every event cost a shard of a thousand endpoints more
+    /// than its attempts did.
+    touched: Vec<u64>,
+    /// Lanes with an attempt ready that the shard's in-flight or recording bound held
+    /// back, oldest first: each freed slot goes to the lane that has waited longest.
+    waiting: VecDeque<u64>,
+    /// The lanes in `waiting` (each is queued once).
+    waiting_set: HashSet<u64>,
+    /// (ms, endpoint): when a lane's pause or pacing ends and it may start again; the
+    /// shard wakes for these.
+    wakes: BTreeSet<(u64, u64)>,
+    /// (ms, endpoint): when an idle lane's pause or pacing ends and it may be dropped; the
+    /// shard drops it at its first turn after then.
+    expiries: BTreeSet<(u64, u64)>,
+    /// The one entry each lane has in `wakes` or `expiries`.
+    noted: HashMap<u64, Later>,
 }
 
 impl Shard {
@@ -161,6 +179,7 @@ impl Shard {
                 self.unsettled.remove(&endpoint_key);
                 if let Some(lane) = self.lanes.get_mut(&endpoint_key) {
                     lane.set_settings(settings);
+                    self.touched.push(endpoint_key);
                 }
             }
             Event::DueRows { jobs, resume } => {
@@ -188,15 +207,8 @@ impl Shard {
     /// in-flight or recording bound only an answer or a record frees it) and holds no
     /// timer.
     pub fn wake_at_ms(&self) -> Option<u64> {
-        // Asked after every event: a shard that may start nothing looks at no lane.
         let lanes = if self.may_start() {
-            self.lanes
-                .iter()
-                .filter(|(endpoint_key, _)| {
-                    self.unsettled.is_empty() || !self.unsettled.contains(endpoint_key)
-                })
-                .filter_map(|(_, lane)| lane.wake_at())
-                .min()
+            self.wakes.first().map(|(at_ms, _)| *at_ms)
         } else {
             None
         };
@@ -277,6 +289,7 @@ impl Shard {
         };
         if lane.push(job) {
             self.known.insert((endpoint_key, job.seq));
+            self.touched.push(endpoint_key);
         } else {
             let resume = self.spilled_lanes.entry(endpoint_key).or_insert(job.seq);
             *resume = (*resume).min(job.seq);
@@ -380,6 +393,7 @@ impl Shard {
             unreachable!("a lane with an attempt in flight is never dropped");
         };
         lane.finish();
+        self.touched.push(job.endpoint_key);
         if let Some(settings) = finished.settings {
             lane.set_settings(settings);
         }
@@ -415,31 +429,80 @@ impl Shard {
         }
     }
 
-    /// Starts every attempt the lanes and the shard's bounds allow; drops the lanes that
-    /// hold nothing that still matters.
+    /// Starts every attempt the shard's bounds allow, from the lanes that waited for a
+    /// slot (oldest first), the lanes whose pause or pacing ended and the lanes this event
+    /// changed; drops the lanes among them that hold nothing that still matters.
     fn start_ready(&mut self, now_ms: u64, out: &mut Vec<Action>) {
-        // Runs after every event, over every lane: the cheap checks come first. A shard at
-        // its in-flight or recording bound starts nothing, and `unsettled` is usually empty.
-        for (endpoint_key, lane) in &mut self.lanes {
-            if self.unanswered >= SHARD_IN_FLIGHT_MAX || self.recording >= SHARD_RECORDING_MAX {
-                break;
-            }
-            if !self.unsettled.is_empty() && self.unsettled.contains(endpoint_key) {
-                continue;
-            }
-            while self.unanswered < SHARD_IN_FLIGHT_MAX && self.recording < SHARD_RECORDING_MAX {
-                let Some(job) = lane.start(now_ms) else { break };
-                let attempt = self.next_attempt;
-                self.next_attempt += 1;
-                self.attempts.insert(attempt, Phase::Unanswered);
-                self.unanswered += 1;
-                out.push(Action::Start { attempt, job });
+        for due in [&mut self.wakes, &mut self.expiries] {
+            while let Some(&(at_ms, endpoint_key)) = due.first() {
+                if at_ms > now_ms {
+                    break;
+                }
+                due.pop_first();
+                self.noted.remove(&endpoint_key);
+                self.touched.push(endpoint_key);
             }
         }
+        while self.may_start()
+            && let Some(endpoint_key) = self.waiting.pop_front()
+        {
+            self.waiting_set.remove(&endpoint_key);
+            self.look_at(endpoint_key, now_ms, out);
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        for &endpoint_key in &touched {
+            self.look_at(endpoint_key, now_ms, out);
+        }
+        touched.clear();
+        self.touched = touched; // Its allocation serves the next event.
+    }
+
+    /// Starts what lane `endpoint_key` may start now; queues it to wait for a slot if the
+    /// shard's bounds stop it; drops it if it is idle, or notes when to look again.
+    fn look_at(&mut self, endpoint_key: u64, now_ms: u64, out: &mut Vec<Action>) {
+        // An unsettled lane starts nothing; the arrival of its settings touches it.
+        if !self.unsettled.is_empty() && self.unsettled.contains(&endpoint_key) {
+            return;
+        }
+        let Some(lane) = self.lanes.get_mut(&endpoint_key) else {
+            return; // Dropped since it was noted.
+        };
+        while self.unanswered < SHARD_IN_FLIGHT_MAX && self.recording < SHARD_RECORDING_MAX {
+            let Some(job) = lane.start(now_ms) else { break };
+            let attempt = self.next_attempt;
+            self.next_attempt += 1;
+            self.attempts.insert(attempt, Phase::Unanswered);
+            self.unanswered += 1;
+            out.push(Action::Start { attempt, job });
+        }
+        if lane.ready(now_ms) && self.waiting_set.insert(endpoint_key) {
+            self.waiting.push_back(endpoint_key); // Held back by the shard's bounds.
+        }
         // A lane stays while its pause or pacing lies ahead, so they hold for the
-        // endpoint's next delivery; the task's turn at least every `SCAN_INTERVAL` drops
-        // it soon after.
-        self.lanes.retain(|_, lane| !lane.is_idle(now_ms));
+        // endpoint's next delivery; its expiry drops it once they end.
+        let later = if lane.is_idle(now_ms) {
+            self.lanes.remove(&endpoint_key);
+            None
+        } else {
+            lane.later(now_ms)
+        };
+        let noted = self.noted.get(&endpoint_key).copied();
+        if noted != later {
+            match noted {
+                Some(Later::Start(at_ms)) => self.wakes.remove(&(at_ms, endpoint_key)),
+                Some(Later::Drop(at_ms)) => self.expiries.remove(&(at_ms, endpoint_key)),
+                None => false,
+            };
+            match later {
+                Some(Later::Start(at_ms)) => self.wakes.insert((at_ms, endpoint_key)),
+                Some(Later::Drop(at_ms)) => self.expiries.insert((at_ms, endpoint_key)),
+                None => false,
+            };
+            match later {
+                Some(later) => self.noted.insert(endpoint_key, later),
+                None => self.noted.remove(&endpoint_key),
+            };
+        }
     }
 }
 
@@ -973,5 +1036,38 @@ mod tests {
         let (attempt, job) = answering[0];
         let started = world.record(attempt, job, Some(Step::Succeeded));
         assert_eq!(started.len(), 1, "one record, one start");
+    }
+
+    #[test]
+    fn slots_freed_at_the_bound_go_to_the_lanes_held_back_longest_in_turn() {
+        let mut world = World::new();
+        let per_lane = 16u64;
+        let full_lanes = SHARD_IN_FLIGHT_MAX as u64 / per_lane;
+        let held_back = [full_lanes + 1, full_lanes + 2, full_lanes + 3];
+        for endpoint_key in 1..=full_lanes + 3 {
+            world.settings.insert(endpoint_key, unordered(16));
+            for seq in 0..per_lane {
+                world.hand_off(endpoint_key, endpoint_key * 1_000 + seq);
+            }
+        }
+        assert_eq!(world.started.len(), SHARD_IN_FLIGHT_MAX);
+        let first_lane: Vec<u64> = world
+            .started
+            .iter()
+            .filter(|(_, job)| job.endpoint_key == 1)
+            .map(|(attempt, _)| *attempt)
+            .collect();
+        // Each answer frees one slot; the held-back lanes take them in the order they
+        // were held back, one each, though each could take them all.
+        let mut took = Vec::new();
+        for attempt in first_lane.into_iter().take(4) {
+            let started = world.answer(attempt, Some(Step::Succeeded), None);
+            assert_eq!(started.len(), 1, "one freed slot, one start");
+            took.push(started[0].endpoint_key);
+        }
+        assert_eq!(
+            took,
+            [held_back[0], held_back[1], held_back[2], held_back[0]]
+        );
     }
 }
