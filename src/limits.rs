@@ -147,10 +147,14 @@ pub const CLUSTER_SNAPSHOTS_LISTED_MAX: usize = 1_000;
 pub const SHARD_INTAKE_MAX: usize = 16_384;
 /// How far ahead a shard holds retries in memory, ms.
 pub const HORIZON_MS: u64 = 60_000;
-/// How often a shard scans the `due` table.
+/// How often the scanner reads the `due` table for every shard.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// Most `due` rows one scan reads (it resumes there next time).
 pub const SCAN_ROWS_MAX: usize = 20_000;
+/// The shortest gap between two reads of the `due` table when shards ask for reads sooner
+/// than `SCAN_INTERVAL` (a full timer map left work due soon in the log): asking cannot
+/// make the scanner spin.
+pub const SCAN_SOON_GAP: Duration = Duration::from_millis(50);
 /// Most retries a shard holds in its timer map.
 pub const TIMERS_MAX: usize = 100_000;
 /// Most delivery rows one refill of a spilled lane reads.

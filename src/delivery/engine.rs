@@ -3,10 +3,10 @@
 //!
 //! Work reaches a shard three ways. The writer hands over each newly committed pending
 //! delivery right after the commit (`Publisher`, a bounded queue; a full queue drops the
-//! hand-off). Every `SCAN_INTERVAL` the shard scans the durable `due` table, round robin,
-//! for its deliveries due within `HORIZON_MS` that it does not hold yet: that is how
-//! start-up recovers, how dropped hand-offs are picked up and how far-off retries come
-//! back. And a lane whose queue overflowed ("spilled") refills from its own endpoint's
+//! hand-off). Every `SCAN_INTERVAL` one scanner (`scan.rs`) reads the durable `due`
+//! table, round robin, and hands each shard its deliveries due within `HORIZON_MS`; the
+//! shard takes those it does not hold yet: that is how start-up recovers, how dropped
+//! hand-offs are picked up and how far-off retries come back. And a lane whose queue overflowed ("spilled") refills from its own endpoint's
 //! delivery rows, in seq order, from where it spilled: so a spilled lane keeps message
 //! order, and no endpoint's backlog — however large, however stuck — stands between
 //! another endpoint and its work. Retries due within the horizon wait in the shard's timer
@@ -21,13 +21,14 @@
 //! In cluster mode each shard also has an ownership signal (its lease, `cluster::lease`).
 //! Without it the shard takes no new work, and an attempt it would start sends nothing
 //! and gives its delivery back at once (the machine's books stay exact); when the lease
-//! comes, the shard scans the `due` table, which holds every node's work.
+//! comes, the shard asks the scanner for a read of the `due` table, which holds every
+//! node's work.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::attempt::{self, AttemptCtx, Finished};
@@ -36,11 +37,14 @@ use super::shard::{Action, Event, Gauges, Shard};
 use crate::cluster::Ownership;
 use crate::heartbeat::Heartbeat;
 use crate::limits::{
-    REFILL_ROWS_MAX, SCAN_INTERVAL, SCAN_ROWS_MAX, SHARD_IN_FLIGHT_MAX, SHARD_INTAKE_MAX,
-    SHARD_RECORDING_MAX,
+    REFILL_ROWS_MAX, SCAN_INTERVAL, SHARD_IN_FLIGHT_MAX, SHARD_INTAKE_MAX, SHARD_RECORDING_MAX,
 };
 use crate::log::tables;
 use crate::log::{DueJob, Publisher};
+
+/// Reads of the `due` table a shard may have waiting (the scanner skips a shard that
+/// has not taken the last one: its rows stay in the log for the next round).
+const SCAN_READS_WAITING_MAX: usize = 1;
 use crate::telemetry;
 
 /// Makes the writer's hand-off queues: the publisher for `Log::open`, the receivers for
@@ -50,16 +54,18 @@ pub fn channels(shards: usize) -> (Publisher, Vec<mpsc::Receiver<DueJob>>) {
     (Publisher::new(senders), receivers)
 }
 
-/// The running shards.
+/// The running shards and their scanner.
 pub struct Engine {
     stop: watch::Sender<bool>,
     shards: Vec<JoinHandle<()>>,
+    scanner: JoinHandle<()>,
     heartbeats: Vec<Arc<Heartbeat>>,
 }
 
 impl Engine {
-    /// Starts one task per intake. `ownership` (cluster mode: one signal per shard) gates
-    /// which shards may start attempts; `None` (embedded): every shard may.
+    /// Starts one task per intake, and the scanner of the `due` table. `ownership`
+    /// (cluster mode: one signal per shard) gates which shards may start attempts; `None`
+    /// (embedded): every shard may.
     pub fn start(
         ctx: Arc<AttemptCtx>,
         intakes: Vec<mpsc::Receiver<DueJob>>,
@@ -68,19 +74,25 @@ impl Engine {
         let (stop, stopped) = watch::channel(false);
         let count = intakes.len();
         let mut ownership = ownership.map(Vec::into_iter);
-        let heartbeats: Vec<Arc<Heartbeat>> =
-            (0..count).map(|_| Arc::new(Heartbeat::default())).collect();
+        // One per shard, and the scanner's last.
+        let heartbeats: Vec<Arc<Heartbeat>> = (0..=count)
+            .map(|_| Arc::new(Heartbeat::default()))
+            .collect();
+        let scan_soon = Arc::new(Notify::new());
+        let (scan_senders, scan_receivers): (Vec<_>, Vec<_>) = (0..count)
+            .map(|_| mpsc::channel(SCAN_READS_WAITING_MAX))
+            .unzip();
         let shards = intakes
             .into_iter()
+            .zip(scan_receivers)
             .enumerate()
-            .map(|(index, intake)| {
+            .map(|(index, (intake, scanned))| {
                 heartbeats[index].beat();
                 let mut seed = [0u8; 8];
                 crate::ids::fill_random(&mut seed);
                 let (answered, answers) = mpsc::channel(SHARD_IN_FLIGHT_MAX + SHARD_RECORDING_MAX);
                 let task = ShardTask {
                     index,
-                    count,
                     ctx: Arc::clone(&ctx),
                     shard: Shard::new(),
                     attempts: JoinSet::new(),
@@ -88,18 +100,32 @@ impl Engine {
                     rng: u64::from_le_bytes(seed) | 1,
                     heartbeat: Arc::clone(&heartbeats[index]),
                     ownership: ownership.as_mut().and_then(Iterator::next),
+                    scan_soon: Arc::clone(&scan_soon),
                 };
-                tokio::spawn(task.run(intake, answers, stopped.clone()))
+                let inputs = Inputs {
+                    intake,
+                    answers,
+                    scanned,
+                };
+                tokio::spawn(task.run(inputs, stopped.clone()))
             })
             .collect();
+        let scanner = tokio::spawn(super::scan::run(
+            ctx,
+            scan_senders,
+            scan_soon,
+            stopped,
+            Arc::clone(&heartbeats[count]),
+        ));
         Engine {
             stop,
             shards,
+            scanner,
             heartbeats,
         }
     }
 
-    /// Every shard's heartbeat (for the watchdog).
+    /// Every shard's heartbeat and the scanner's (for the watchdog).
     pub fn heartbeats(&self) -> Vec<Arc<Heartbeat>> {
         self.heartbeats.clone()
     }
@@ -110,13 +136,13 @@ impl Engine {
         for shard in self.shards {
             let _ = shard.await;
         }
+        let _ = self.scanner.await;
     }
 }
 
 /// One shard's task: the owner of its `Shard`, the performer of its actions.
 struct ShardTask {
     index: usize,
-    count: usize,
     ctx: Arc<AttemptCtx>,
     shard: Shard,
     /// Every attempt task, each ending with its number and the (endpoint, seq) the shard
@@ -130,6 +156,18 @@ struct ShardTask {
     heartbeat: Arc<Heartbeat>,
     /// Cluster mode: this shard's lease. `None`: always owned (embedded).
     ownership: Option<Ownership>,
+    /// Asks the scanner for a read of the `due` table sooner than its interval.
+    scan_soon: Arc<Notify>,
+}
+
+/// What a shard's task listens to.
+struct Inputs {
+    /// The writer's hand-offs.
+    intake: mpsc::Receiver<DueJob>,
+    /// Attempts' answers.
+    answers: mpsc::Receiver<Finished>,
+    /// The scanner's reads of this shard's `due` rows.
+    scanned: mpsc::Receiver<Vec<DueJob>>,
 }
 
 /// Waits for a change of the shard's lease (never, without one).
@@ -141,16 +179,16 @@ async fn lease_changed(ownership: Option<&mut Ownership>) {
 }
 
 impl ShardTask {
-    async fn run(
-        mut self,
-        mut intake: mpsc::Receiver<DueJob>,
-        mut answers: mpsc::Receiver<Finished>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut next_scan = tokio::time::Instant::now();
+    async fn run(mut self, inputs: Inputs, mut stop: watch::Receiver<bool>) {
+        let Inputs {
+            mut intake,
+            mut answers,
+            mut scanned,
+        } = inputs;
+        let mut next_interval = tokio::time::Instant::now();
         loop {
             self.heartbeat.beat();
-            let wake = self.wake_at().min(next_scan);
+            let wake = self.wake_at().min(next_interval);
             let event = tokio::select! {
                 biased;
                 _ = stop.changed() => None,
@@ -167,21 +205,22 @@ impl ShardTask {
                     Some(_) if !self.owns() => Some(Event::Tick),
                     job => job.map(Event::HandedOff),
                 },
+                Some(jobs) = scanned.recv() => {
+                    Some(if self.owns() { Event::DueRows(jobs) } else { Event::Tick })
+                }
                 () = lease_changed(self.ownership.as_mut()) => {
                     // Gained: look for the shard's work in the log now, not at the next
                     // scan. (Lost: attempts stop by themselves, see `perform`.)
                     if self.owns() {
-                        next_scan = tokio::time::Instant::now() + SCAN_INTERVAL;
-                        Some(Event::ScanDue)
-                    } else {
-                        Some(Event::Tick)
+                        self.scan_soon.notify_one();
                     }
+                    Some(Event::Tick)
                 }
                 () = tokio::time::sleep_until(wake) => {
                     let now = tokio::time::Instant::now();
-                    if now >= next_scan {
-                        next_scan = now + SCAN_INTERVAL;
-                        Some(if self.owns() { Event::ScanDue } else { Event::Tick })
+                    if now >= next_interval {
+                        next_interval = now + SCAN_INTERVAL;
+                        Some(Event::Interval)
                     } else {
                         Some(Event::Tick)
                     }
@@ -231,19 +270,9 @@ impl ShardTask {
                 endpoint_key,
                 settings: self.read_settings(endpoint_key),
             }),
-            Action::ReadDue { after, until_ms } => {
-                let (index, count) = (self.index, self.count);
-                let ours = |endpoint_key| Publisher::shard_of(endpoint_key, count) == index;
-                let read = self.ctx.log.read(|rtxn, dbs| {
-                    tables::due_rows(rtxn, dbs, after, until_ms, SCAN_ROWS_MAX, ours)
-                });
-                match read {
-                    Ok((jobs, resume)) => Some(Event::DueRows { jobs, resume }),
-                    Err(error) => {
-                        tracing::error!(shard = self.index, %error, "Scan of due deliveries failed.");
-                        None
-                    }
-                }
+            Action::ScanSoon => {
+                self.scan_soon.notify_one();
+                None
             }
             Action::Refill {
                 endpoint_key,

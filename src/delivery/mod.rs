@@ -1,7 +1,7 @@
 //! Delivery: turning committed deliveries into signed HTTP attempts, retries and records.
 //!
 //! `engine` runs the shards' tasks, each driving a pure `shard` state machine and its
-//! lanes (`lane`); `attempt` runs one attempt through the `client` transport under the
+//! lanes (`lane`), and the one `scan` of the `due` table for them all; `attempt` runs one attempt through the `client` transport under the
 //! destination `policy`; `classify` and `schedule` are the pure decisions.
 
 pub mod attempt;
@@ -10,5 +10,6 @@ pub mod client;
 pub mod engine;
 pub mod lane;
 pub mod policy;
+pub mod scan;
 pub mod schedule;
 pub mod shard;

@@ -3,7 +3,8 @@
 //!
 //! `Shard::on(event, now_ms)` applies one event and returns the actions it calls for; the
 //! shard's task (`engine.rs`) performs them — spawns attempts, reads the log, sets gauges —
-//! and feeds what the reads found back as events. No I/O, no clock and no randomness here:
+//! and feeds what the reads found back as events. The `due` table is read for every shard
+//! at once by one scanner (`scan.rs`), which hands each shard its rows. No I/O, no clock and no randomness here:
 //! time comes in with each event, and the retry jitter is drawn by the task.
 
 use std::collections::hash_map::Entry;
@@ -33,19 +34,16 @@ pub enum Event {
     },
     /// The time `wake_at_ms` named has come: a lane or a retry timer may be due.
     Tick,
-    /// The scan interval has passed: as `Tick`, and read the `due` table.
-    ScanDue,
+    /// The scan interval has passed: as `Tick`, and export the gauges.
+    Interval,
     /// An endpoint's lane settings, as `Action::ReadSettings` asked.
     Settings {
         endpoint_key: u64,
         settings: LaneSettings,
     },
-    /// This shard's due rows, as `Action::ReadDue` asked; the next read resumes after
-    /// `resume` (`None`: from the first row).
-    DueRows {
-        jobs: Vec<DueJob>,
-        resume: Option<DueJob>,
-    },
+    /// This shard's rows of the `due` table due within the horizon, from the scanner's
+    /// latest read (some may be held already).
+    DueRows(Vec<DueJob>),
     /// An endpoint's delivery rows from `from_seq` on, in seq order, as `Action::Refill`
     /// asked; `ended`: there are no more.
     Refilled {
@@ -64,11 +62,9 @@ pub enum Action {
     Start { attempt: u64, job: DueJob },
     /// Read the endpoint's lane settings (answer: `Settings`).
     ReadSettings { endpoint_key: u64 },
-    /// Read this shard's `due` rows after `after`, due by `until_ms` (answer: `DueRows`).
-    ReadDue {
-        after: Option<DueJob>,
-        until_ms: u64,
-    },
+    /// Ask the scanner to read the `due` table soon, not only at its interval (answer, in
+    /// time: `DueRows`).
+    ScanSoon,
     /// Read the endpoint's delivery rows from `from_seq` on (answer: `Refilled`).
     Refill { endpoint_key: u64, from_seq: u64 },
     /// Export these samples.
@@ -119,8 +115,6 @@ pub struct Shard {
     unanswered: usize,
     /// Attempts answered whose record is not yet durable.
     recording: usize,
-    /// The `due` row after which the next scan resumes; `None` starts from the earliest.
-    scan_from: Option<DueJob>,
     /// A delivery due soon was left in the log because the timer map was full: scan soon.
     spilled: bool,
     /// Endpoints whose lane overflowed, with the seq their refill resumes at. Their
@@ -171,7 +165,7 @@ impl Shard {
             }
             Event::Recorded { attempt, release } => self.recorded(attempt, release),
             Event::Tick => self.tick(now_ms, false, &mut out),
-            Event::ScanDue => self.tick(now_ms, true, &mut out),
+            Event::Interval => self.tick(now_ms, true, &mut out),
             Event::Settings {
                 endpoint_key,
                 settings,
@@ -182,8 +176,7 @@ impl Shard {
                     self.touched.push(endpoint_key);
                 }
             }
-            Event::DueRows { jobs, resume } => {
-                self.scan_from = resume;
+            Event::DueRows(jobs) => {
                 for job in jobs {
                     let held = self.known.contains(&(job.endpoint_key, job.seq));
                     if !held && !self.left_to_refill(&job) {
@@ -220,20 +213,19 @@ impl Shard {
         self.unanswered < SHARD_IN_FLIGHT_MAX && self.recording < SHARD_RECORDING_MAX
     }
 
-    /// Fires the due timers, refills drained spilled lanes, and reads the `due` table if
-    /// `scan` or a spill asks for it.
-    fn tick(&mut self, now_ms: u64, scan: bool, out: &mut Vec<Action>) {
+    /// Fires the due timers, refills drained spilled lanes, asks for a scan soon if a
+    /// spill left work due soon in the log, and exports the gauges at each `interval`.
+    fn tick(&mut self, now_ms: u64, interval: bool, out: &mut Vec<Action>) {
         self.fire_timers(now_ms, out);
         let spilled: Vec<u64> = self.spilled_lanes.keys().copied().collect();
         for endpoint_key in spilled {
             self.refill_if_drained(endpoint_key, out);
         }
-        if scan || self.spilled {
+        if self.spilled {
             self.spilled = false;
-            out.push(Action::ReadDue {
-                after: self.scan_from,
-                until_ms: now_ms + HORIZON_MS,
-            });
+            out.push(Action::ScanSoon);
+        }
+        if interval {
             out.push(Action::ExportGauges(self.gauges(now_ms)));
         }
     }
@@ -578,18 +570,7 @@ mod tests {
                                 settings: settings.unwrap_or(unordered(4)),
                             });
                         }
-                        Action::ReadDue { after, until_ms } => {
-                            self.reads.push(action.clone());
-                            let after = after.map(|j| (j.due_ms, j.endpoint_key, j.seq));
-                            let jobs = self
-                                .due
-                                .iter()
-                                .filter(|row| after.is_none_or(|after| **row > after))
-                                .take_while(|row| row.0 <= until_ms)
-                                .map(|&(due_ms, endpoint_key, seq)| job(endpoint_key, seq, due_ms))
-                                .collect();
-                            events.push_back(Event::DueRows { jobs, resume: None });
-                        }
+                        Action::ScanSoon => self.reads.push(action.clone()),
                         Action::Refill {
                             endpoint_key,
                             from_seq,
@@ -612,6 +593,19 @@ mod tests {
                 }
             }
             started
+        }
+
+        /// The scanner reads the `due` table now and hands the shard what is due within
+        /// the horizon.
+        fn scan(&mut self) -> Vec<DueJob> {
+            let until_ms = self.now + HORIZON_MS;
+            let jobs = self
+                .due
+                .iter()
+                .take_while(|row| row.0 <= until_ms)
+                .map(|&(due_ms, endpoint_key, seq)| job(endpoint_key, seq, due_ms))
+                .collect();
+            self.on(Event::DueRows(jobs))
         }
 
         fn hand_off(&mut self, endpoint_key: u64, seq: u64) -> Vec<DueJob> {
@@ -853,7 +847,7 @@ mod tests {
         world.complete(far, Some(Step::RetryAt(far_at)));
         assert_eq!(world.shard.timers.len(), 1, "only the near retry in memory");
         // A scan finds the near one held already, and the far one beyond the horizon.
-        assert!(world.on(Event::ScanDue).is_empty());
+        assert!(world.scan().is_empty());
         assert_eq!(world.shard.timers.len(), 1);
         assert_eq!(
             World::seqs(&world.advance_to(near_at)),
@@ -861,40 +855,10 @@ mod tests {
             "its timer fired"
         );
         world.now = far_at - HORIZON_MS / 2;
-        assert!(
-            world.on(Event::ScanDue).is_empty(),
-            "due later: now a timer"
-        );
+        assert!(world.scan().is_empty(), "due later: now a timer");
         assert_eq!(world.shard.timers.len(), 1);
         assert_eq!(World::seqs(&world.advance_to(far_at)), [2]);
-        let after = world
-            .reads
-            .iter()
-            .filter(|r| matches!(r, Action::ReadDue { .. }));
-        assert_eq!(after.count(), 2);
-    }
-
-    #[test]
-    fn a_scan_resumes_where_the_last_one_stopped() {
-        let mut shard = Shard::new();
-        let actions = shard.on(Event::ScanDue, 0);
-        assert!(actions.contains(&Action::ReadDue {
-            after: None,
-            until_ms: HORIZON_MS
-        }));
-        let resume = Some(job(7, 3, 50));
-        shard.on(
-            Event::DueRows {
-                jobs: Vec::new(),
-                resume,
-            },
-            0,
-        );
-        let actions = shard.on(Event::ScanDue, 10);
-        assert!(actions.contains(&Action::ReadDue {
-            after: resume,
-            until_ms: 10 + HORIZON_MS
-        }));
+        assert!(world.reads.is_empty(), "no early scan was needed");
     }
 
     #[test]
@@ -908,8 +872,12 @@ mod tests {
         assert!(shard.spilled, "one left in the log though due soon");
         let actions = shard.on(Event::Tick, 1);
         assert!(
-            actions.iter().any(|a| matches!(a, Action::ReadDue { .. })),
-            "the next tick scans"
+            actions.contains(&Action::ScanSoon),
+            "the next tick asks for a scan soon"
+        );
+        assert!(
+            !shard.on(Event::Tick, 2).contains(&Action::ScanSoon),
+            "once"
         );
     }
 
@@ -957,10 +925,7 @@ mod tests {
         );
         let stale = (first.due_ms, 1, 1);
         world.due.insert(stale); // The skip is not durable: a scan still sees it due.
-        assert!(
-            world.on(Event::ScanDue).is_empty(),
-            "and does not send it again"
-        );
+        assert!(world.scan().is_empty(), "and does not send it again");
         world.record(attempt, first, None);
         world.due.remove(&stale);
         assert!(!world.shard.known.contains(&(1, 1)), "released");
