@@ -10,6 +10,7 @@ use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply};
 use crate::clock::format_rfc3339;
 use crate::limits::PAGE_SCAN_ROWS_MAX;
+use crate::log::Seq;
 use crate::log::ops::Op;
 use crate::log::schema::{AttemptRecord, MessageRecord, Trigger};
 use crate::log::tables::{self, AttemptsOf, Walk};
@@ -171,7 +172,7 @@ fn list_from(
                 let kept = match last {
                     Some((seq, kept)) if seq == attempt.seq => kept,
                     _ => {
-                        let kept = tables::message_by_seq(rtxn, dbs, attempt.seq)?
+                        let kept = tables::message_by_seq(rtxn, dbs, Seq(attempt.seq))?
                             .is_some_and(|m| filter.keeps_message(&m));
                         last = Some((attempt.seq, kept));
                         kept

@@ -19,6 +19,7 @@ use crate::log::ops::Op;
 use crate::log::schema::{DeliveryRecord, DeliveryState};
 use crate::log::tables::{self, Walk};
 use crate::log::tasks;
+use crate::log::{EndpointKey, Seq};
 
 /// Svix's message status of a delivery: (code, text, next attempt). A skipped delivery
 /// (its endpoint was disabled) reads as failed: the SDKs know no other status.
@@ -93,7 +94,8 @@ pub(super) fn destinations(
             rows_max: PAGE_SCAN_ROWS_MAX,
         };
         let capped = tables::scan_app_endpoints(rtxn, dbs, app.key, walk, |endpoint| {
-            let Some(delivery) = tables::delivery(rtxn, dbs, endpoint.key, seq)? else {
+            let Some(delivery) = tables::delivery(rtxn, dbs, EndpointKey(endpoint.key), Seq(seq))?
+            else {
                 return Ok(false);
             };
             Ok(page.push(WithStatus {
@@ -148,7 +150,7 @@ pub(super) fn messages(
                 if status.is_some_and(|s| s != shown.status) {
                     return Ok(false);
                 }
-                let Some(message) = tables::message_by_seq(rtxn, dbs, seq)? else {
+                let Some(message) = tables::message_by_seq(rtxn, dbs, Seq(seq))? else {
                     return Ok(false); // Pruned by retention.
                 };
                 let in_window = before.is_none_or(|t| message.created_ms < t)

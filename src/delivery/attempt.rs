@@ -28,7 +28,7 @@ use crate::log::schema::{
     AttemptRecord, DeliveryRecord, DeliveryState, EndpointRecord, MessageRecord, Signing, Trigger,
 };
 use crate::log::tables::{self, Step};
-use crate::log::{DueJob, Log, QueuedWrite};
+use crate::log::{DueJob, EndpointKey, Log, QueuedWrite, Seq};
 use crate::signing;
 
 const USER_AGENT: &str = concat!("Sluice/", env!("CARGO_PKG_VERSION"));
@@ -53,7 +53,7 @@ pub struct AttemptCtx {
 /// opening of sealed secrets).
 #[derive(Default)]
 pub struct EndpointCache {
-    entries: Mutex<HashMap<u64, CachedEndpoint>>,
+    entries: Mutex<HashMap<EndpointKey, CachedEndpoint>>,
 }
 
 /// The stored row and what it decoded to.
@@ -64,7 +64,7 @@ impl EndpointCache {
     /// cached record if the row is unchanged, else `decode(stored)`, then cached.
     fn get(
         &self,
-        key: u64,
+        key: EndpointKey,
         stored: Option<&[u8]>,
         decode: impl FnOnce(&[u8]) -> Result<EndpointRecord, crate::log::LogError>,
     ) -> Result<Option<Arc<EndpointRecord>>, crate::log::LogError> {
@@ -140,7 +140,7 @@ pub async fn run(
     job: DueJob,
     random: f64,
     answered: mpsc::Sender<Finished>,
-) -> Option<(u64, u64)> {
+) -> Option<(EndpointKey, Seq)> {
     let (finished, recording) = attempt(ctx, number, job, random).await;
     let release =
         (!matches!(finished.step, Some(Step::RetryAt(_)))).then_some((job.endpoint_key, job.seq));
@@ -274,7 +274,7 @@ async fn record(
         id: ids::new_id(IdKind::Attempt, now_ms),
         msg_id: message.id.clone(),
         endpoint_id: endpoint.id.clone(),
-        seq: job.seq,
+        seq: job.seq.0,
         endpoint_key: endpoint.key,
         app_key: endpoint.app_key,
         created_ms: now_ms,
@@ -362,8 +362,8 @@ fn count_attempt(
 
 async fn skip(ctx: &AttemptCtx, job: DueJob) {
     let op = Op::SkipDelivery {
-        endpoint_key: job.endpoint_key,
-        seq: job.seq,
+        endpoint_key: job.endpoint_key.0,
+        seq: job.seq.0,
     };
     let result = ctx.log.submit(Envelope::new(op, ctx.clock.now_ms())).await;
     match result {

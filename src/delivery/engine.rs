@@ -40,7 +40,7 @@ use crate::limits::{
     REFILL_ROWS_MAX, SCAN_INTERVAL, SHARD_IN_FLIGHT_MAX, SHARD_INTAKE_MAX, SHARD_RECORDING_MAX,
 };
 use crate::log::tables;
-use crate::log::{DueJob, Publisher};
+use crate::log::{DueJob, EndpointKey, Publisher, Seq};
 
 /// Reads of the `due` table a shard may have waiting (the scanner skips a shard that
 /// has not taken the last one: its rows stay in the log for the next round).
@@ -147,7 +147,7 @@ struct ShardTask {
     shard: Shard,
     /// Every attempt task, each ending with its number and the (endpoint, seq) the shard
     /// may then release (`Event::Recorded`).
-    attempts: JoinSet<(u64, Option<(u64, u64)>)>,
+    attempts: JoinSet<(u64, Option<(EndpointKey, Seq)>)>,
     /// Where attempt tasks report their answers (the task holds the receiver).
     answered: mpsc::Sender<Finished>,
     /// xorshift64* state for retry jitter.
@@ -348,7 +348,7 @@ impl ShardTask {
 
     /// The endpoint's lane settings; defaults if it is gone or cannot be read (its
     /// attempts then skip it, or find out).
-    fn read_settings(&self, endpoint_key: u64) -> LaneSettings {
+    fn read_settings(&self, endpoint_key: EndpointKey) -> LaneSettings {
         let endpoint = self
             .ctx
             .log

@@ -185,11 +185,12 @@ impl Lane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{EndpointKey, Seq};
 
     fn job(seq: u64) -> DueJob {
         DueJob {
-            endpoint_key: 1,
-            seq,
+            endpoint_key: EndpointKey(1),
+            seq: Seq(seq),
             due_ms: 0,
         }
     }
@@ -208,11 +209,11 @@ mod tests {
         for seq in 0..5 {
             assert!(lane.push(job(seq)));
         }
-        assert_eq!(lane.start(0).map(|j| j.seq), Some(0));
-        assert_eq!(lane.start(0).map(|j| j.seq), Some(1));
+        assert_eq!(lane.start(0).map(|j| j.seq.0), Some(0));
+        assert_eq!(lane.start(0).map(|j| j.seq.0), Some(1));
         assert_eq!(lane.start(0), None, "limit reached");
         lane.finish();
-        assert_eq!(lane.start(0).map(|j| j.seq), Some(2));
+        assert_eq!(lane.start(0).map(|j| j.seq.0), Some(2));
         assert_eq!(lane.in_flight(), 2);
     }
 
@@ -223,14 +224,14 @@ mod tests {
             lane.push(job(seq));
         }
         let head = lane.start(0).expect("head");
-        assert_eq!(head.seq, 1);
+        assert_eq!(head.seq, Seq(1));
         assert_eq!(lane.start(0), None, "one in flight");
         lane.finish();
         lane.hold_head(head, 500);
         assert_eq!(lane.start(499), None, "waits for the head's retry");
         assert_eq!(lane.wake_at(), Some(500));
         assert_eq!(
-            lane.start(500).map(|j| j.seq),
+            lane.start(500).map(|j| j.seq.0),
             Some(1),
             "the same head again, before 2 and 3"
         );
@@ -280,7 +281,7 @@ mod tests {
         lane.push(job(1));
         assert_eq!(lane.start(2_000), None, "the next delivery waits too");
         assert_eq!(lane.wake_at(), Some(6_000));
-        assert_eq!(lane.start(6_000).map(|j| j.seq), Some(1));
+        assert_eq!(lane.start(6_000).map(|j| j.seq.0), Some(1));
         lane.finish();
         assert!(lane.is_idle(6_000));
     }
@@ -307,7 +308,7 @@ mod tests {
         let order: Vec<u64> = std::iter::from_fn(|| {
             let job = lane.start(0)?;
             lane.finish();
-            Some(job.seq)
+            Some(job.seq.0)
         })
         .collect();
         assert_eq!(order, [1, 2, 3]);

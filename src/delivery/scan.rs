@@ -68,9 +68,9 @@ pub async fn run(
             () = soon.notified() => tokio::time::sleep_until(last_read + SCAN_SOON_GAP).await,
         }
         let (after, until_ms) = scan.next_read(ctx.clock.now_ms());
-        let read = ctx.log.read(|rtxn, dbs| {
-            tables::due_rows(rtxn, dbs, after, until_ms, SCAN_ROWS_MAX, |_| true)
-        });
+        let read = ctx
+            .log
+            .read(|rtxn, dbs| tables::due_rows(rtxn, dbs, after, until_ms, SCAN_ROWS_MAX));
         match read {
             Ok((jobs, resume)) => {
                 let split = scan.found(jobs, resume, shards.len());
@@ -90,11 +90,12 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{EndpointKey, Seq};
 
     fn job(endpoint_key: u64, seq: u64, due_ms: u64) -> DueJob {
         DueJob {
-            endpoint_key,
-            seq,
+            endpoint_key: EndpointKey(endpoint_key),
+            seq: Seq(seq),
             due_ms,
         }
     }

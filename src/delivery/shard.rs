@@ -15,9 +15,9 @@ use super::lane::{Lane, LaneSettings, Later};
 use crate::limits::{
     HORIZON_MS, LANE_QUEUE_MAX, SHARD_IN_FLIGHT_MAX, SHARD_RECORDING_MAX, TIMERS_MAX,
 };
-use crate::log::DueJob;
 use crate::log::schema::{DeliveryRecord, DeliveryState};
 use crate::log::tables::Step;
+use crate::log::{DueJob, EndpointKey, Seq};
 
 /// What happens to a shard.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub enum Event {
     /// delivery the shard may stop holding (none while a retry holds it).
     Recorded {
         attempt: u64,
-        release: Option<(u64, u64)>,
+        release: Option<(EndpointKey, Seq)>,
     },
     /// The time `wake_at_ms` named has come: a lane or a retry timer may be due.
     Tick,
@@ -38,7 +38,7 @@ pub enum Event {
     Interval,
     /// An endpoint's lane settings, as `Action::ReadSettings` asked.
     Settings {
-        endpoint_key: u64,
+        endpoint_key: EndpointKey,
         settings: LaneSettings,
     },
     /// This shard's rows of the `due` table due within the horizon, from the scanner's
@@ -47,9 +47,9 @@ pub enum Event {
     /// An endpoint's delivery rows from `from_seq` on, in seq order, as `Action::Refill`
     /// asked; `ended`: there are no more.
     Refilled {
-        endpoint_key: u64,
-        from_seq: u64,
-        rows: Vec<(u64, DeliveryRecord)>,
+        endpoint_key: EndpointKey,
+        from_seq: Seq,
+        rows: Vec<(Seq, DeliveryRecord)>,
         ended: bool,
     },
 }
@@ -61,12 +61,15 @@ pub enum Action {
     /// `Answered` and `Recorded` with this number).
     Start { attempt: u64, job: DueJob },
     /// Read the endpoint's lane settings (answer: `Settings`).
-    ReadSettings { endpoint_key: u64 },
+    ReadSettings { endpoint_key: EndpointKey },
     /// Ask the scanner to read the `due` table soon, not only at its interval (answer, in
     /// time: `DueRows`).
     ScanSoon,
     /// Read the endpoint's delivery rows from `from_seq` on (answer: `Refilled`).
-    Refill { endpoint_key: u64, from_seq: u64 },
+    Refill {
+        endpoint_key: EndpointKey,
+        from_seq: Seq,
+    },
     /// Export these samples.
     ExportGauges(Gauges),
 }
@@ -101,13 +104,13 @@ const UNSETTLED: LaneSettings = LaneSettings {
 /// One shard's state: every delivery it holds and every attempt it has started.
 #[derive(Debug, Default)]
 pub struct Shard {
-    lanes: HashMap<u64, Lane>,
+    lanes: HashMap<EndpointKey, Lane>,
     /// Lanes whose settings were asked for and have not arrived: they start nothing yet.
-    unsettled: HashSet<u64>,
+    unsettled: HashSet<EndpointKey>,
     /// Every (endpoint, seq) this shard holds in a lane, a timer or in flight.
-    known: HashSet<(u64, u64)>,
+    known: HashSet<(EndpointKey, Seq)>,
     /// Retries waiting in memory: (due ms, endpoint, seq).
-    timers: BTreeSet<(u64, u64, u64)>,
+    timers: BTreeSet<(u64, EndpointKey, Seq)>,
     /// Every attempt whose answer or end has not been seen, by number.
     attempts: HashMap<u64, Phase>,
     next_attempt: u64,
@@ -121,25 +124,25 @@ pub struct Shard {
     /// hand-offs and scanned rows are left in the log too: the lane refills only from its
     /// delivery rows, in seq order, so a newer delivery never overtakes an older spilled
     /// one (which keeps `fifo` strict and the oldest first).
-    spilled_lanes: HashMap<u64, u64>,
+    spilled_lanes: HashMap<EndpointKey, Seq>,
     /// Lanes the current event changed. After an event the shard looks only at these, the
     /// lanes whose time came (`wakes`) and the lanes its bounds held back (`waiting`):
     /// looking at every lane after every event cost a shard of a thousand endpoints more
     /// than its attempts did.
-    touched: Vec<u64>,
+    touched: Vec<EndpointKey>,
     /// Lanes with an attempt ready that the shard's in-flight or recording bound held
     /// back, oldest first: each freed slot goes to the lane that has waited longest.
-    waiting: VecDeque<u64>,
+    waiting: VecDeque<EndpointKey>,
     /// The lanes in `waiting` (each is queued once).
-    waiting_set: HashSet<u64>,
+    waiting_set: HashSet<EndpointKey>,
     /// (ms, endpoint): when a lane's pause or pacing ends and it may start again; the
     /// shard wakes for these.
-    wakes: BTreeSet<(u64, u64)>,
+    wakes: BTreeSet<(u64, EndpointKey)>,
     /// (ms, endpoint): when an idle lane's pause or pacing ends and it may be dropped; the
     /// shard drops it at its first turn after then.
-    expiries: BTreeSet<(u64, u64)>,
+    expiries: BTreeSet<(u64, EndpointKey)>,
     /// The one entry each lane has in `wakes` or `expiries`.
-    noted: HashMap<u64, Later>,
+    noted: HashMap<EndpointKey, Later>,
 }
 
 impl Shard {
@@ -217,7 +220,7 @@ impl Shard {
     /// spill left work due soon in the log, and exports the gauges at each `interval`.
     fn tick(&mut self, now_ms: u64, interval: bool, out: &mut Vec<Action>) {
         self.fire_timers(now_ms, out);
-        let spilled: Vec<u64> = self.spilled_lanes.keys().copied().collect();
+        let spilled: Vec<EndpointKey> = self.spilled_lanes.keys().copied().collect();
         for endpoint_key in spilled {
             self.refill_if_drained(endpoint_key, out);
         }
@@ -306,7 +309,7 @@ impl Shard {
 
     /// Asks for a spilled lane's refill once its queue has drained to half (not after
     /// every attempt: one read refills many slots).
-    fn refill_if_drained(&self, endpoint_key: u64, out: &mut Vec<Action>) {
+    fn refill_if_drained(&self, endpoint_key: EndpointKey, out: &mut Vec<Action>) {
         let Some(&from_seq) = self.spilled_lanes.get(&endpoint_key) else {
             return;
         };
@@ -327,9 +330,9 @@ impl Shard {
     /// if they were the last).
     fn refilled(
         &mut self,
-        endpoint_key: u64,
-        from_seq: u64,
-        rows: Vec<(u64, DeliveryRecord)>,
+        endpoint_key: EndpointKey,
+        from_seq: Seq,
+        rows: Vec<(Seq, DeliveryRecord)>,
         ended: bool,
         now_ms: u64,
         out: &mut Vec<Action>,
@@ -337,7 +340,7 @@ impl Shard {
         if self.spilled_lanes.get(&endpoint_key) != Some(&from_seq) {
             return; // Stale: the next refill reads from where the lane resumes now.
         }
-        let resume = rows.last().map_or(from_seq, |(seq, _)| seq + 1);
+        let resume = rows.last().map_or(from_seq, |(seq, _)| Seq(seq.0 + 1));
         for (seq, delivery) in rows {
             let pending = delivery.state == DeliveryState::Pending;
             if !pending || self.known.contains(&(endpoint_key, seq)) {
@@ -404,7 +407,7 @@ impl Shard {
         }
     }
 
-    fn recorded(&mut self, attempt: u64, release: Option<(u64, u64)>) {
+    fn recorded(&mut self, attempt: u64, release: Option<(EndpointKey, Seq)>) {
         if let Some(key) = release {
             self.known.remove(&key);
         }
@@ -451,7 +454,7 @@ impl Shard {
 
     /// Starts what lane `endpoint_key` may start now; queues it to wait for a slot if the
     /// shard's bounds stop it; drops it if it is idle, or notes when to look again.
-    fn look_at(&mut self, endpoint_key: u64, now_ms: u64, out: &mut Vec<Action>) {
+    fn look_at(&mut self, endpoint_key: EndpointKey, now_ms: u64, out: &mut Vec<Action>) {
         // An unsettled lane starts nothing; the arrival of its settings touches it.
         if !self.unsettled.is_empty() && self.unsettled.contains(&endpoint_key) {
             return;
@@ -531,8 +534,8 @@ mod tests {
 
     fn job(endpoint_key: u64, seq: u64, due_ms: u64) -> DueJob {
         DueJob {
-            endpoint_key,
-            seq,
+            endpoint_key: EndpointKey(endpoint_key),
+            seq: Seq(seq),
             due_ms,
         }
     }
@@ -564,7 +567,7 @@ mod tests {
                             started.push(job);
                         }
                         Action::ReadSettings { endpoint_key } => {
-                            let settings = self.settings.get(&endpoint_key).copied();
+                            let settings = self.settings.get(&endpoint_key.0).copied();
                             events.push_back(Event::Settings {
                                 endpoint_key,
                                 settings: settings.unwrap_or(unordered(4)),
@@ -578,8 +581,8 @@ mod tests {
                             self.reads.push(action.clone());
                             let rows = self
                                 .deliveries
-                                .range((endpoint_key, from_seq)..=(endpoint_key, u64::MAX))
-                                .map(|(&(_, seq), row)| (seq, *row))
+                                .range((endpoint_key.0, from_seq.0)..=(endpoint_key.0, u64::MAX))
+                                .map(|(&(_, seq), row)| (Seq(seq), *row))
                                 .collect();
                             events.push_back(Event::Refilled {
                                 endpoint_key,
@@ -620,7 +623,7 @@ mod tests {
         /// made in the log, not yet durable as far as the shard knows.
         fn answer(&mut self, attempt: u64, step: Option<Step>, pause: Option<u64>) -> Vec<DueJob> {
             let job = self.started.remove(&attempt).expect("started");
-            let settings = self.settings.get(&job.endpoint_key).copied();
+            let settings = self.settings.get(&job.endpoint_key.0).copied();
             self.log_step(job, step);
             let finished = Finished {
                 attempt,
@@ -657,7 +660,7 @@ mod tests {
 
         /// What recording `step` does to the log's rows.
         fn log_step(&mut self, job: DueJob, step: Option<Step>) {
-            let key = (job.endpoint_key, job.seq);
+            let key = (job.endpoint_key.0, job.seq.0);
             let Some(row) = self.deliveries.get_mut(&key) else {
                 return;
             };
@@ -678,7 +681,7 @@ mod tests {
         }
 
         fn seqs(jobs: &[DueJob]) -> Vec<u64> {
-            jobs.iter().map(|j| j.seq).collect()
+            jobs.iter().map(|j| j.seq.0).collect()
         }
     }
 
@@ -708,10 +711,10 @@ mod tests {
         let mut delivered = Vec::new();
         let mut queue: VecDeque<DueJob> = in_flight.into();
         while let Some(job) = queue.pop_front() {
-            let step = if job.endpoint_key == 1 {
+            let step = if job.endpoint_key == EndpointKey(1) {
                 Step::RetryAt(retry_at)
             } else {
-                delivered.push(job.seq);
+                delivered.push(job.seq.0);
                 Step::Succeeded
             };
             queue.extend(world.complete(job, Some(step)));
@@ -727,7 +730,7 @@ mod tests {
         assert!(world.advance_to(retry_at - 1).is_empty());
         let retried = world.advance_to(retry_at);
         assert_eq!(retried.len(), 2, "the retries start, two at a time");
-        assert!(retried.iter().all(|j| j.endpoint_key == 1));
+        assert!(retried.iter().all(|j| j.endpoint_key == EndpointKey(1)));
     }
 
     #[test]
@@ -891,10 +894,10 @@ mod tests {
         }
         // One in flight, a full queue, the rest in the log.
         assert_eq!(
-            world.shard.spilled_lanes.get(&1),
-            Some(&(LANE_QUEUE_MAX as u64 + 2))
+            world.shard.spilled_lanes.get(&EndpointKey(1)),
+            Some(&Seq(LANE_QUEUE_MAX as u64 + 2))
         );
-        let mut order = vec![world.started.values().next().expect("one").seq];
+        let mut order = vec![world.started.values().next().expect("one").seq.0];
         while let Some(&job) = world.started.values().next() {
             let next = world.complete(job, Some(Step::Succeeded));
             order.extend(World::seqs(&next));
@@ -920,7 +923,7 @@ mod tests {
         let next = world.answer(attempt, None, None);
         assert_eq!(World::seqs(&next), [2], "the slot is free for the next");
         assert!(
-            world.shard.known.contains(&(1, 1)),
+            world.shard.known.contains(&(EndpointKey(1), Seq(1))),
             "held until the skip is durable"
         );
         let stale = (first.due_ms, 1, 1);
@@ -928,7 +931,10 @@ mod tests {
         assert!(world.scan().is_empty(), "and does not send it again");
         world.record(attempt, first, None);
         world.due.remove(&stale);
-        assert!(!world.shard.known.contains(&(1, 1)), "released");
+        assert!(
+            !world.shard.known.contains(&(EndpointKey(1), Seq(1))),
+            "released"
+        );
         // Deleted meanwhile: its attempt knows no settings; the lane keeps its own.
         let attempt = world.attempt_of(next[0]);
         world.started.remove(&attempt);
@@ -941,7 +947,11 @@ mod tests {
         };
         let last = world.on(Event::Answered(finished));
         assert_eq!(World::seqs(&last), [3]);
-        let settings = world.shard.lanes.get(&1).map(|lane| lane.settings);
+        let settings = world
+            .shard
+            .lanes
+            .get(&EndpointKey(1))
+            .map(|lane| lane.settings);
         assert_eq!(settings, Some(unordered(1)));
     }
 
@@ -1019,7 +1029,7 @@ mod tests {
         let first_lane: Vec<u64> = world
             .started
             .iter()
-            .filter(|(_, job)| job.endpoint_key == 1)
+            .filter(|(_, job)| job.endpoint_key == EndpointKey(1))
             .map(|(attempt, _)| *attempt)
             .collect();
         // Each answer frees one slot; the held-back lanes take them in the order they
@@ -1028,7 +1038,7 @@ mod tests {
         for attempt in first_lane.into_iter().take(4) {
             let started = world.answer(attempt, Some(Step::Succeeded), None);
             assert_eq!(started.len(), 1, "one freed slot, one start");
-            took.push(started[0].endpoint_key);
+            took.push(started[0].endpoint_key.0);
         }
         assert_eq!(
             took,

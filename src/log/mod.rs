@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use crate::config::StorageConfig;
 use crate::heartbeat::Heartbeat;
 use ops::{Envelope, Outcome, RenderReply};
+pub use schema::{AppKey, AttemptKey, EndpointKey, Seq};
 pub(in crate::log) use writer::{WriteCtx, WriterState};
 
 /// A database of raw byte keys and values; `schema.rs` gives the bytes their meaning.
@@ -204,8 +205,8 @@ pub struct StreamOp {
 /// A pending delivery the writer has just committed, or one a scan found due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DueJob {
-    pub endpoint_key: u64,
-    pub seq: u64,
+    pub endpoint_key: EndpointKey,
+    pub seq: Seq,
     pub due_ms: u64,
 }
 
@@ -224,8 +225,8 @@ impl Publisher {
     }
 
     /// Which shard owns `endpoint_key` (a fixed, well-mixed function of the key).
-    pub fn shard_of(endpoint_key: u64, shards: usize) -> usize {
-        let mixed = endpoint_key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    pub fn shard_of(endpoint_key: EndpointKey, shards: usize) -> usize {
+        let mixed = endpoint_key.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         usize::try_from(mixed % shards as u64).unwrap_or(0)
     }
 

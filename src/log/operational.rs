@@ -16,7 +16,7 @@ use heed::RoTxn;
 use serde_json::{Value, json};
 
 use super::schema::{self, AttemptRecord, EndpointRecord, MessageRecord, db_name};
-use super::{Dbs, LogError, WriteCtx, tables};
+use super::{Dbs, LogError, Seq, WriteCtx, tables};
 use crate::ids::{self, IdKind};
 use crate::limits::{DAY_MS, RETENTION_DAYS_DEFAULT};
 
@@ -106,7 +106,7 @@ pub(in crate::log) fn attempt(
     attempt: &AttemptRecord,
 ) -> Result<(), LogError> {
     let app = tables::app_by_key(w.wtxn, w.dbs, attempt.app_key)?;
-    let message = tables::message_by_seq(w.wtxn, w.dbs, attempt.seq)?;
+    let message = tables::message_by_seq(w.wtxn, w.dbs, Seq(attempt.seq))?;
     let data = json!({
         "appId": app.as_ref().map(|a| a.id.clone()),
         "appUid": app.and_then(|a| a.uid),

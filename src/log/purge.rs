@@ -5,7 +5,9 @@
 //! the sweeper submits one after another, so the space is reused without one long write.
 
 use super::schema::{
-    self, DeliveryRecord, MessageRecord, db_name, due_key, id_key, pair_key, u64_key, uid_key,
+    self, AppKey, AttemptKey, DeliveryRecord, EndpointKey, MessageRecord, Seq, app_message_key,
+    db_name, delivery_key, due_key, endpoint_attempt_key, id_key, message_attempt_key, u64_key,
+    uid_key,
 };
 use super::{LogError, WriteCtx, tables};
 
@@ -151,7 +153,7 @@ fn delete_message(
     let dbs = w.dbs;
     let mut rows = 1;
     for endpoint_key in endpoint_keys {
-        let key = pair_key(*endpoint_key, seq);
+        let key = delivery_key(EndpointKey(*endpoint_key), Seq(seq));
         if let Some(value) = dbs.deliveries.get(w.wtxn, &key)? {
             let delivery = DeliveryRecord::decode(value)?;
             delete_delivery(w, *endpoint_key, seq, &delivery)?;
@@ -175,7 +177,8 @@ fn delete_message(
         }
         dbs.msgs.delete(w.wtxn, &u64_key(seq))?;
     }
-    dbs.app_msgs.delete(w.wtxn, &pair_key(app_key, seq))?;
+    dbs.app_msgs
+        .delete(w.wtxn, &app_message_key(AppKey(app_key), Seq(seq)))?;
     Ok(rows)
 }
 
@@ -185,12 +188,13 @@ fn delete_delivery(
     seq: u64,
     delivery: &DeliveryRecord,
 ) -> Result<(), LogError> {
-    w.dbs
-        .due
-        .delete(w.wtxn, &due_key(delivery.next_due_ms, endpoint_key, seq))?;
+    w.dbs.due.delete(
+        w.wtxn,
+        &due_key(delivery.next_due_ms, EndpointKey(endpoint_key), Seq(seq)),
+    )?;
     w.dbs
         .deliveries
-        .delete(w.wtxn, &pair_key(endpoint_key, seq))?;
+        .delete(w.wtxn, &delivery_key(EndpointKey(endpoint_key), Seq(seq)))?;
     Ok(())
 }
 
@@ -198,10 +202,14 @@ fn delete_attempt(w: &mut WriteCtx<'_, '_>, attempt_key: u64) -> Result<(), LogE
     let dbs = w.dbs;
     if let Some(attempt) = tables::attempt_by_key(w.wtxn, dbs, attempt_key)? {
         dbs.attempt_ids.delete(w.wtxn, &id_key(&attempt.id))?;
-        dbs.endpoint_attempts
-            .delete(w.wtxn, &pair_key(attempt.endpoint_key, attempt_key))?;
-        dbs.msg_attempts
-            .delete(w.wtxn, &pair_key(attempt.seq, attempt_key))?;
+        dbs.endpoint_attempts.delete(
+            w.wtxn,
+            &endpoint_attempt_key(EndpointKey(attempt.endpoint_key), AttemptKey(attempt_key)),
+        )?;
+        dbs.msg_attempts.delete(
+            w.wtxn,
+            &message_attempt_key(Seq(attempt.seq), AttemptKey(attempt_key)),
+        )?;
     }
     dbs.attempts.delete(w.wtxn, &u64_key(attempt_key))?;
     Ok(())

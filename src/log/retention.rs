@@ -9,7 +9,9 @@
 //! young.
 
 use super::schema::{
-    self, DeliveryRecord, DeliveryState, MessageRecord, db_name, id_key, pair_key, u64_key, uid_key,
+    self, AppKey, AttemptKey, DeliveryRecord, DeliveryState, EndpointKey, MessageRecord, Seq,
+    app_message_key, db_name, delivery_key, endpoint_attempt_key, id_key, message_attempt_key,
+    u64_key, uid_key,
 };
 use super::{LogError, WriteCtx, tables};
 use crate::limits::{DAY_MS, RETENTION_DAYS_MIN, RETENTION_SWEEP_LOOKUPS_MAX};
@@ -130,7 +132,10 @@ fn delete_message(
     let endpoints = ctx.state.endpoints.keys_of(message.app_key);
     let mut rows = Vec::new();
     for endpoint_key in endpoints {
-        if let Some(value) = dbs.deliveries.get(ctx.wtxn, &pair_key(endpoint_key, seq))? {
+        if let Some(value) = dbs
+            .deliveries
+            .get(ctx.wtxn, &delivery_key(EndpointKey(endpoint_key), Seq(seq)))?
+        {
             if DeliveryRecord::decode(value)?.state == DeliveryState::Pending {
                 return Ok(false);
             }
@@ -139,7 +144,7 @@ fn delete_message(
     }
     for endpoint_key in rows {
         dbs.deliveries
-            .delete(ctx.wtxn, &pair_key(endpoint_key, seq))?;
+            .delete(ctx.wtxn, &delivery_key(EndpointKey(endpoint_key), Seq(seq)))?;
     }
     let mut attempt_keys = Vec::new();
     for row in dbs.msg_attempts.prefix_iter(ctx.wtxn, &u64_key(seq))? {
@@ -149,20 +154,26 @@ fn delete_message(
     for attempt_key in attempt_keys {
         if let Some(attempt) = tables::attempt_by_key(ctx.wtxn, dbs, attempt_key)? {
             dbs.attempt_ids.delete(ctx.wtxn, &id_key(&attempt.id))?;
-            dbs.endpoint_attempts
-                .delete(ctx.wtxn, &pair_key(attempt.endpoint_key, attempt_key))?;
+            dbs.endpoint_attempts.delete(
+                ctx.wtxn,
+                &endpoint_attempt_key(EndpointKey(attempt.endpoint_key), AttemptKey(attempt_key)),
+            )?;
         }
         dbs.attempts.delete(ctx.wtxn, &u64_key(attempt_key))?;
-        dbs.msg_attempts
-            .delete(ctx.wtxn, &pair_key(seq, attempt_key))?;
+        dbs.msg_attempts.delete(
+            ctx.wtxn,
+            &message_attempt_key(Seq(seq), AttemptKey(attempt_key)),
+        )?;
     }
     dbs.msg_ids.delete(ctx.wtxn, &id_key(&message.id))?;
     if let Some(event_id) = &message.event_id {
         dbs.msg_ids
             .delete(ctx.wtxn, &uid_key(message.app_key, event_id))?;
     }
-    dbs.app_msgs
-        .delete(ctx.wtxn, &pair_key(message.app_key, seq))?;
+    dbs.app_msgs.delete(
+        ctx.wtxn,
+        &app_message_key(AppKey(message.app_key), Seq(seq)),
+    )?;
     dbs.msgs.delete(ctx.wtxn, &u64_key(seq))?;
     Ok(true)
 }

@@ -133,18 +133,80 @@ pub fn u64_key(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
 
-pub fn pair_key(a: u64, b: u64) -> [u8; 16] {
+// The keys of the tables indexed by two numbers: each says which two, in which order, so
+// that a message's seq can never be passed where an attempt's key belongs (or the other
+// way round). They are built from the newtypes below; the tables themselves store the
+// same big-endian bytes as ever.
+
+/// A message's place in the log (`msgs`' key): given out by the writer, only grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seq(pub u64);
+
+/// An endpoint's numeric key (`endpoints`' key), given out by the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointKey(pub u64);
+
+/// An application's numeric key (`apps`' key), given out by the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppKey(pub u64);
+
+/// An attempt's numeric key (`attempts`' key), given out by the writer; only grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptKey(pub u64);
+
+/// A source's numeric key (`sources`' key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceKey(pub u64);
+
+fn pair(a: u64, b: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&a.to_be_bytes());
     key[8..].copy_from_slice(&b.to_be_bytes());
     key
 }
 
-pub fn due_key(due_ms: u64, endpoint_key: u64, seq: u64) -> [u8; 24] {
+/// `deliveries`: one row per (endpoint, message), an endpoint's rows in seq order.
+pub fn delivery_key(endpoint: EndpointKey, seq: Seq) -> [u8; 16] {
+    pair(endpoint.0, seq.0)
+}
+
+/// `app_msgs`: an application's messages in seq order.
+pub fn app_message_key(app: AppKey, seq: Seq) -> [u8; 16] {
+    pair(app.0, seq.0)
+}
+
+/// `msg_attempts`: a message's attempts in the order they were recorded.
+pub fn message_attempt_key(seq: Seq, attempt: AttemptKey) -> [u8; 16] {
+    pair(seq.0, attempt.0)
+}
+
+/// `endpoint_attempts`: an endpoint's attempts in the order they were recorded.
+pub fn endpoint_attempt_key(endpoint: EndpointKey, attempt: AttemptKey) -> [u8; 16] {
+    pair(endpoint.0, attempt.0)
+}
+
+/// `app_endpoints`: an application's endpoints in creation order.
+pub fn app_endpoint_key(app: AppKey, endpoint: EndpointKey) -> [u8; 16] {
+    pair(app.0, endpoint.0)
+}
+
+/// `source_errors`: a source's recent errors, numbered from 0.
+pub fn source_error_key(source: SourceKey, n: u64) -> [u8; 16] {
+    pair(source.0, n)
+}
+
+/// The key of `child` under `parent` in any of the tables above, for the generic walk
+/// of a parent's rows (`tables::scan_children`), which knows only that the key is a pair.
+pub fn child_key(parent: u64, child: u64) -> [u8; 16] {
+    pair(parent, child)
+}
+
+/// `due`: pending deliveries in the order they come due.
+pub fn due_key(due_ms: u64, endpoint: EndpointKey, seq: Seq) -> [u8; 24] {
     let mut key = [0u8; 24];
     key[..8].copy_from_slice(&due_ms.to_be_bytes());
-    key[8..16].copy_from_slice(&endpoint_key.to_be_bytes());
-    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key[8..16].copy_from_slice(&endpoint.0.to_be_bytes());
+    key[16..].copy_from_slice(&seq.0.to_be_bytes());
     key
 }
 
@@ -1036,8 +1098,8 @@ mod tests {
 
     #[test]
     fn keys_sort_numerically() {
-        assert!(pair_key(1, u64::MAX) < pair_key(2, 0));
-        assert!(due_key(5, 9, 9) < due_key(6, 0, 0));
+        assert!(child_key(1, u64::MAX) < child_key(2, 0));
+        assert!(due_key(5, EndpointKey(9), Seq(9)) < due_key(6, EndpointKey(0), Seq(0)));
         assert!(uid_key(1, "z") < uid_key(2, "a"));
     }
 }

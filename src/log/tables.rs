@@ -7,8 +7,10 @@
 use heed::{RoTxn, RwTxn};
 
 use super::schema::{
-    self, AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, TokenRecord, db_name, id_key,
-    pair_key, u64_key, uid_key,
+    self, AppKey, AppRecord, AttemptKey, EndpointKey, EndpointRecord, EventTypeRecord,
+    MessageRecord, Seq, SourceKey, TokenRecord, app_endpoint_key, app_message_key, child_key,
+    db_name, delivery_key, endpoint_attempt_key, id_key, message_attempt_key, source_error_key,
+    u64_key, uid_key,
 };
 use super::{Dbs, LogError};
 use crate::ids::IdKind;
@@ -119,10 +121,10 @@ pub fn endpoint_row_by_key(
 pub fn endpoint_by_key(
     txn: &RoTxn,
     dbs: &Dbs,
-    key: u64,
+    key: EndpointKey,
 ) -> Result<Option<EndpointRecord>, LogError> {
     dbs.endpoints
-        .get(txn, &u64_key(key))?
+        .get(txn, &u64_key(key.0))?
         .map(|stored| decode_endpoint(dbs, stored))
         .transpose()
 }
@@ -226,8 +228,11 @@ pub fn put_endpoint(
     }
     if previous.is_none() {
         dbs.endpoint_ids.put(wtxn, &id_key(&endpoint.id), &key)?;
-        dbs.app_endpoints
-            .put(wtxn, &pair_key(endpoint.app_key, endpoint.key), &[])?;
+        dbs.app_endpoints.put(
+            wtxn,
+            &app_endpoint_key(AppKey(endpoint.app_key), EndpointKey(endpoint.key)),
+            &[],
+        )?;
     }
     // Written as given: secrets arrive in their stored form (sealed before the op).
     dbs.endpoints
@@ -247,8 +252,10 @@ pub fn delete_endpoint(
             .delete(wtxn, &uid_key(endpoint.app_key, uid))?;
     }
     dbs.endpoint_ids.delete(wtxn, &id_key(&endpoint.id))?;
-    dbs.app_endpoints
-        .delete(wtxn, &pair_key(endpoint.app_key, endpoint.key))?;
+    dbs.app_endpoints.delete(
+        wtxn,
+        &app_endpoint_key(AppKey(endpoint.app_key), EndpointKey(endpoint.key)),
+    )?;
     dbs.endpoints.delete(wtxn, &u64_key(endpoint.key))?;
     // Its poller consumers and poller token go with it (the token stops working).
     let endpoint_prefix = u64_key(endpoint.key);
@@ -307,9 +314,9 @@ pub fn put_event_type(
 
 // === messages ===
 
-pub fn message_by_seq(txn: &RoTxn, dbs: &Dbs, seq: u64) -> Result<Option<MessageRecord>, LogError> {
+pub fn message_by_seq(txn: &RoTxn, dbs: &Dbs, seq: Seq) -> Result<Option<MessageRecord>, LogError> {
     dbs.msgs
-        .get(txn, &u64_key(seq))?
+        .get(txn, &u64_key(seq.0))?
         .map(MessageRecord::decode)
         .transpose()
 }
@@ -331,7 +338,7 @@ pub fn message_by_ref(
         None => message_seq_by_event_id(txn, dbs, app_key, reference)?,
     };
     let Some(seq) = seq else { return Ok(None) };
-    Ok(message_by_seq(txn, dbs, seq)?
+    Ok(message_by_seq(txn, dbs, Seq(seq))?
         .filter(|m| m.app_key == app_key)
         .map(|m| (seq, m)))
 }
@@ -465,8 +472,11 @@ pub(in crate::log) fn append_message(
         dbs.msg_ids
             .put(ctx.wtxn, &uid_key(record.app_key, event_id), &seq_key)?;
     }
-    dbs.app_msgs
-        .put(ctx.wtxn, &pair_key(record.app_key, seq), &[])?;
+    dbs.app_msgs.put(
+        ctx.wtxn,
+        &app_message_key(AppKey(record.app_key), Seq(seq)),
+        &[],
+    )?;
     let targets: Vec<(u64, bool)> = match fanout {
         Fanout::Matching => ctx
             .state
@@ -501,9 +511,13 @@ pub(in crate::log) fn append_message(
             next_due_ms: due_ms,
             updated_ms: ctx.now_ms,
         };
-        dbs.deliveries
-            .put(ctx.wtxn, &pair_key(endpoint_key, seq), &row.encode())?;
+        dbs.deliveries.put(
+            ctx.wtxn,
+            &delivery_key(EndpointKey(endpoint_key), Seq(seq)),
+            &row.encode(),
+        )?;
         if state == DeliveryState::Pending {
+            let (endpoint_key, seq) = (EndpointKey(endpoint_key), Seq(seq));
             dbs.due
                 .put(ctx.wtxn, &due_key(due_ms, endpoint_key, seq), &[])?;
             ctx.state.outbox.push(super::DueJob {
@@ -536,7 +550,8 @@ pub(in crate::log) fn requeue(
     manual: bool,
 ) -> Result<Requeued, LogError> {
     use super::schema::{DeliveryRecord, DeliveryState, due_key};
-    let row_key = pair_key(endpoint_key, seq);
+    let (endpoint_key, seq) = (EndpointKey(endpoint_key), Seq(seq));
+    let row_key = delivery_key(endpoint_key, seq);
     let previous = delivery(ctx.wtxn, ctx.dbs, endpoint_key, seq)?;
     if previous.is_some_and(|p| p.state == DeliveryState::Pending) {
         return Ok(Requeued::AlreadyPending);
@@ -656,7 +671,7 @@ fn scan_children(
     walk: Walk<u64>,
     mut visit: impl FnMut(u64, &[u8]) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let cursor = walk.after.map(|child| pair_key(parent, child));
+    let cursor = walk.after.map(|child| child_key(parent, child));
     scan(
         txn,
         table,
@@ -703,7 +718,7 @@ pub fn scan_app_messages(
         app_key,
         walk,
         |seq, _| {
-            let message = message_by_seq(txn, dbs, seq)?
+            let message = message_by_seq(txn, dbs, Seq(seq))?
                 .ok_or_else(|| LogError::corrupt(db_name::APP_MSGS, "row for a missing message"))?;
             visit(seq, message)
         },
@@ -826,8 +841,8 @@ pub fn each_delivery_in(
     rows_max: usize,
     mut visit: impl FnMut(u64, schema::DeliveryRecord),
 ) -> Result<bool, LogError> {
-    let lower = pair_key(endpoint_key, from_seq);
-    let upper = pair_key(endpoint_key, to_seq);
+    let lower = delivery_key(EndpointKey(endpoint_key), Seq(from_seq));
+    let upper = delivery_key(EndpointKey(endpoint_key), Seq(to_seq));
     let range = (
         std::ops::Bound::Included(&lower[..]),
         std::ops::Bound::Excluded(&upper[..]),
@@ -896,12 +911,18 @@ pub(in crate::log) fn record_attempt(
     let key = u64_key(attempt_key);
     dbs.attempts.put(ctx.wtxn, &key, &record.stored)?;
     dbs.attempt_ids.put(ctx.wtxn, &id_key(&record.id), &key)?;
-    dbs.msg_attempts
-        .put(ctx.wtxn, &pair_key(record.seq, attempt_key), &[])?;
-    dbs.endpoint_attempts
-        .put(ctx.wtxn, &pair_key(record.endpoint_key, attempt_key), &[])?;
+    dbs.msg_attempts.put(
+        ctx.wtxn,
+        &message_attempt_key(Seq(record.seq), AttemptKey(attempt_key)),
+        &[],
+    )?;
+    dbs.endpoint_attempts.put(
+        ctx.wtxn,
+        &endpoint_attempt_key(EndpointKey(record.endpoint_key), AttemptKey(attempt_key)),
+        &[],
+    )?;
 
-    let row_key = pair_key(record.endpoint_key, record.seq);
+    let row_key = delivery_key(EndpointKey(record.endpoint_key), Seq(record.seq));
     let previous = dbs
         .deliveries
         .get(ctx.wtxn, &row_key)?
@@ -911,14 +932,21 @@ pub(in crate::log) fn record_attempt(
     if let Some(previous) = previous.filter(|p| p.state == DeliveryState::Pending) {
         dbs.due.delete(
             ctx.wtxn,
-            &due_key(previous.next_due_ms, record.endpoint_key, record.seq),
+            &due_key(
+                previous.next_due_ms,
+                EndpointKey(record.endpoint_key),
+                Seq(record.seq),
+            ),
         )?;
     }
     let (state, next_due_ms) = match step {
         Step::Succeeded => (DeliveryState::Succeeded, now_ms),
         Step::RetryAt(at) => {
-            dbs.due
-                .put(ctx.wtxn, &due_key(at, record.endpoint_key, record.seq), &[])?;
+            dbs.due.put(
+                ctx.wtxn,
+                &due_key(at, EndpointKey(record.endpoint_key), Seq(record.seq)),
+                &[],
+            )?;
             (DeliveryState::Pending, at)
         }
         Step::Exhausted | Step::Gone | Step::Failed => (DeliveryState::Failed, now_ms),
@@ -1019,7 +1047,7 @@ pub(in crate::log) fn skip_delivery(
     seq: u64,
 ) -> Result<(), LogError> {
     use super::schema::{DeliveryRecord, DeliveryState, due_key};
-    let row_key = pair_key(endpoint_key, seq);
+    let row_key = delivery_key(EndpointKey(endpoint_key), Seq(seq));
     let Some(row) = ctx
         .dbs
         .deliveries
@@ -1032,9 +1060,10 @@ pub(in crate::log) fn skip_delivery(
     if row.state != DeliveryState::Pending {
         return Ok(());
     }
-    ctx.dbs
-        .due
-        .delete(ctx.wtxn, &due_key(row.next_due_ms, endpoint_key, seq))?;
+    ctx.dbs.due.delete(
+        ctx.wtxn,
+        &due_key(row.next_due_ms, EndpointKey(endpoint_key), Seq(seq)),
+    )?;
     let skipped = DeliveryRecord {
         state: DeliveryState::Skipped,
         updated_ms: ctx.now_ms,
@@ -1049,11 +1078,11 @@ pub(in crate::log) fn skip_delivery(
 pub fn delivery(
     txn: &RoTxn,
     dbs: &Dbs,
-    endpoint_key: u64,
-    seq: u64,
+    endpoint_key: EndpointKey,
+    seq: Seq,
 ) -> Result<Option<schema::DeliveryRecord>, LogError> {
     dbs.deliveries
-        .get(txn, &pair_key(endpoint_key, seq))?
+        .get(txn, &delivery_key(endpoint_key, seq))?
         .map(schema::DeliveryRecord::decode)
         .transpose()
 }
@@ -1129,13 +1158,13 @@ pub(in crate::log) fn expire_idempotency(
 pub fn endpoint_deliveries_from(
     txn: &RoTxn,
     dbs: &Dbs,
-    endpoint_key: u64,
-    from_seq: u64,
+    endpoint_key: EndpointKey,
+    from_seq: Seq,
     rows_max: usize,
-) -> Result<(Vec<(u64, schema::DeliveryRecord)>, bool), LogError> {
+) -> Result<(Vec<(Seq, schema::DeliveryRecord)>, bool), LogError> {
     use std::ops::Bound;
-    let lower = pair_key(endpoint_key, from_seq);
-    let end = prefix_end(&u64_key(endpoint_key));
+    let lower = delivery_key(endpoint_key, from_seq);
+    let end = prefix_end(&u64_key(endpoint_key.0));
     let upper = match &end {
         Some(end) => Bound::Excluded(end.as_slice()),
         None => Bound::Unbounded,
@@ -1149,7 +1178,7 @@ pub fn endpoint_deliveries_from(
         if rows.len() >= rows_max {
             return Ok((rows, false));
         }
-        let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
+        let seq = Seq(schema::read_u64(db_name::DELIVERIES, key, 8)?);
         rows.push((seq, schema::DeliveryRecord::decode(value)?));
     }
     Ok((rows, true))
@@ -1158,14 +1187,13 @@ pub fn endpoint_deliveries_from(
 /// Reads the `due` table in due order, strictly after the row `after` (`None`: from the
 /// first row), until a row due after `until_ms` or the end (then the next read starts
 /// over: `None`), or until `rows_max` rows were read (then the next read resumes after the
-/// last one, returned). Returns the rows whose endpoint `keep` accepts (a shard's own).
+/// last one, returned).
 pub fn due_rows(
     txn: &RoTxn,
     dbs: &Dbs,
     after: Option<super::DueJob>,
     until_ms: u64,
     rows_max: usize,
-    keep: impl Fn(u64) -> bool,
 ) -> Result<(Vec<super::DueJob>, Option<super::DueJob>), LogError> {
     use std::ops::Bound;
     let after = after.map(|job| schema::due_key(job.due_ms, job.endpoint_key, job.seq));
@@ -1179,15 +1207,13 @@ pub fn due_rows(
         let (key, _) = row?;
         let job = super::DueJob {
             due_ms: schema::read_u64(db_name::DUE, key, 0)?,
-            endpoint_key: schema::read_u64(db_name::DUE, key, 8)?,
-            seq: schema::read_u64(db_name::DUE, key, 16)?,
+            endpoint_key: EndpointKey(schema::read_u64(db_name::DUE, key, 8)?),
+            seq: Seq(schema::read_u64(db_name::DUE, key, 16)?),
         };
         if job.due_ms > until_ms {
             return Ok((found, None));
         }
-        if keep(job.endpoint_key) {
-            found.push(job);
-        }
+        found.push(job);
         rows += 1;
         if rows >= rows_max {
             return Ok((found, Some(job)));
@@ -1202,9 +1228,9 @@ pub fn due_rows(
 pub fn endpoint_stored<'t>(
     txn: &'t RoTxn,
     dbs: &Dbs,
-    key: u64,
+    key: EndpointKey,
 ) -> Result<Option<&'t [u8]>, LogError> {
-    Ok(dbs.endpoints.get(txn, &u64_key(key))?)
+    Ok(dbs.endpoints.get(txn, &u64_key(key.0))?)
 }
 
 // === polling ===
@@ -1466,11 +1492,14 @@ pub(in crate::log) fn put_source_error(
     n: u64,
     error: &schema::SourceErrorRecord,
 ) -> Result<(), LogError> {
-    dbs.source_errors
-        .put(wtxn, &pair_key(source_key, n), &schema::encode_json(error))?;
+    dbs.source_errors.put(
+        wtxn,
+        &source_error_key(SourceKey(source_key), n),
+        &schema::encode_json(error),
+    )?;
     if let Some(dropped) = n.checked_sub(crate::limits::SOURCE_ERRORS_MAX) {
         dbs.source_errors
-            .delete(wtxn, &pair_key(source_key, dropped))?;
+            .delete(wtxn, &source_error_key(SourceKey(source_key), dropped))?;
     }
     Ok(())
 }
@@ -1536,16 +1565,21 @@ mod tests {
         for (endpoint_key, seq) in [(6, 1), (7, 1), (7, 2), (7, 3), (8, 4), (u64::MAX, 9)] {
             let row = pending(seq);
             dbs.deliveries
-                .put(&mut wtxn, &pair_key(endpoint_key, seq), &row.encode())
+                .put(
+                    &mut wtxn,
+                    &delivery_key(EndpointKey(endpoint_key), Seq(seq)),
+                    &row.encode(),
+                )
                 .expect("put");
         }
         wtxn.commit().expect("commit");
         let rtxn = env.read_txn().expect("rtxn");
-        let seqs = |(rows, ended): (Vec<(u64, DeliveryRecord)>, bool)| {
-            (rows.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), ended)
+        let seqs = |(rows, ended): (Vec<(Seq, DeliveryRecord)>, bool)| {
+            (rows.iter().map(|(seq, _)| seq.0).collect::<Vec<_>>(), ended)
         };
         let read = |endpoint_key, from, max| {
-            endpoint_deliveries_from(&rtxn, &dbs, endpoint_key, from, max).map(seqs)
+            endpoint_deliveries_from(&rtxn, &dbs, EndpointKey(endpoint_key), Seq(from), max)
+                .map(seqs)
         };
         assert_eq!(read(7, 0, 10), Ok((vec![1, 2, 3], true)));
         assert_eq!(read(7, 2, 10), Ok((vec![2, 3], true)));
@@ -1576,28 +1610,30 @@ mod tests {
         ];
         for (due_ms, endpoint_key, seq) in rows {
             dbs.due
-                .put(&mut wtxn, &schema::due_key(due_ms, endpoint_key, seq), &[])
+                .put(
+                    &mut wtxn,
+                    &schema::due_key(due_ms, EndpointKey(endpoint_key), Seq(seq)),
+                    &[],
+                )
                 .expect("put");
         }
         wtxn.commit().expect("commit");
         let rtxn = env.read_txn().expect("rtxn");
         let job = |due_ms, endpoint_key, seq| DueJob {
-            endpoint_key,
-            seq,
+            endpoint_key: EndpointKey(endpoint_key),
+            seq: Seq(seq),
             due_ms,
         };
-        let ones = |endpoint_key: u64| endpoint_key == 1;
-        // The cap counts every row read, kept or not.
-        let (found, resume) = due_rows(&rtxn, &dbs, None, 500, 2, ones).expect("read");
-        assert_eq!(found, [job(100, 1, 1)]);
+        let (found, resume) = due_rows(&rtxn, &dbs, None, 500, 2).expect("read");
+        assert_eq!(found, [job(100, 1, 1), job(100, 2, 2)]);
         assert_eq!(resume, Some(job(100, 2, 2)));
-        let (found, resume) = due_rows(&rtxn, &dbs, resume, 500, 2, ones).expect("read");
-        assert_eq!(found, [job(200, 1, 3)]);
+        let (found, resume) = due_rows(&rtxn, &dbs, resume, 500, 2).expect("read");
+        assert_eq!(found, [job(200, 1, 3), job(300, 2, 4)]);
         assert_eq!(resume, Some(job(300, 2, 4)));
-        let (found, resume) = due_rows(&rtxn, &dbs, resume, 500, 2, ones).expect("read");
+        let (found, resume) = due_rows(&rtxn, &dbs, resume, 500, 2).expect("read");
         assert_eq!(found, [], "the next row lies past the horizon");
         assert_eq!(resume, None, "start over");
-        let (found, resume) = due_rows(&rtxn, &dbs, None, 1_000, 10, |_| true).expect("read");
+        let (found, resume) = due_rows(&rtxn, &dbs, None, 1_000, 10).expect("read");
         assert_eq!(found.len(), 5);
         assert_eq!(resume, None, "the end: start over");
     }
@@ -1611,7 +1647,10 @@ mod tests {
             .expect("put");
         wtxn.commit().expect("commit");
         let rtxn = env.read_txn().expect("rtxn");
-        assert_eq!(endpoint_stored(&rtxn, &dbs, 3), Ok(Some(&b"\x01{}"[..])));
-        assert_eq!(endpoint_stored(&rtxn, &dbs, 4), Ok(None));
+        assert_eq!(
+            endpoint_stored(&rtxn, &dbs, EndpointKey(3)),
+            Ok(Some(&b"\x01{}"[..]))
+        );
+        assert_eq!(endpoint_stored(&rtxn, &dbs, EndpointKey(4)), Ok(None));
     }
 }

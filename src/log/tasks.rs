@@ -11,7 +11,8 @@ use heed::RoTxn;
 
 use super::index::{EndpointFilter, matches};
 use super::schema::{
-    self, ReplayFilter, TaskKind, TaskRecord, TaskStatus, db_name, id_key, pair_key, u64_key,
+    self, AppKey, EndpointKey, ReplayFilter, Seq, TaskKind, TaskRecord, TaskStatus,
+    app_message_key, db_name, delivery_key, id_key, u64_key,
 };
 use super::tables::{self, Requeued};
 use super::{Dbs, LogError, WriteCtx};
@@ -222,8 +223,8 @@ fn recover_batch(
     let mut candidates = Vec::new();
     let mut next_seq = task.end_seq;
     {
-        let lower = pair_key(task.endpoint_key, task.next_seq);
-        let upper = pair_key(task.endpoint_key, task.end_seq);
+        let lower = delivery_key(EndpointKey(task.endpoint_key), Seq(task.next_seq));
+        let upper = delivery_key(EndpointKey(task.endpoint_key), Seq(task.end_seq));
         let range = (
             std::ops::Bound::Included(&lower[..]),
             std::ops::Bound::Excluded(&upper[..]),
@@ -276,8 +277,8 @@ fn replay_batch(
     let mut candidates = Vec::new();
     let mut next_seq = task.end_seq;
     {
-        let lower = pair_key(task.app_key, task.next_seq);
-        let upper = pair_key(task.app_key, task.end_seq);
+        let lower = app_message_key(AppKey(task.app_key), Seq(task.next_seq));
+        let upper = app_message_key(AppKey(task.app_key), Seq(task.end_seq));
         let range = (
             std::ops::Bound::Included(&lower[..]),
             std::ops::Bound::Excluded(&upper[..]),
@@ -289,10 +290,17 @@ fn replay_batch(
                 next_seq = seq;
                 break;
             }
-            if tables::delivery(ctx.wtxn, ctx.dbs, filter.endpoint_key, seq)?.is_some() {
+            if tables::delivery(
+                ctx.wtxn,
+                ctx.dbs,
+                EndpointKey(filter.endpoint_key),
+                Seq(seq),
+            )?
+            .is_some()
+            {
                 continue;
             }
-            let Some(message) = tables::message_by_seq(ctx.wtxn, ctx.dbs, seq)? else {
+            let Some(message) = tables::message_by_seq(ctx.wtxn, ctx.dbs, Seq(seq))? else {
                 continue;
             };
             // A send-example message was for its one endpoint: never replayed to others.
@@ -331,7 +339,7 @@ fn replay_matches(
     filter: &ReplayFilter,
     seq: u64,
 ) -> Result<bool, LogError> {
-    let Some(message) = tables::message_by_seq(ctx.wtxn, ctx.dbs, seq)? else {
+    let Some(message) = tables::message_by_seq(ctx.wtxn, ctx.dbs, Seq(seq))? else {
         return Ok(false);
     };
     let type_ok = filter
@@ -352,5 +360,5 @@ fn replay_matches(
 }
 
 fn message_has_payload(ctx: &WriteCtx<'_, '_>, seq: u64) -> Result<bool, LogError> {
-    Ok(tables::message_by_seq(ctx.wtxn, ctx.dbs, seq)?.is_some_and(|m| m.payload.is_some()))
+    Ok(tables::message_by_seq(ctx.wtxn, ctx.dbs, Seq(seq))?.is_some_and(|m| m.payload.is_some()))
 }

@@ -202,8 +202,9 @@ fn deliveries_of(sluice: &sluice::app::Running, msg_id: &str) -> Vec<(String, De
             let (seq, _) = tables::message_by_ref(rtxn, dbs, app.key, msg_id)?.expect("message");
             let mut out = Vec::new();
             for key in tables::app_endpoint_keys(rtxn, dbs, app.key)? {
+                let key = sluice::log::EndpointKey(key);
                 let endpoint = tables::endpoint_by_key(rtxn, dbs, key)?.expect("endpoint");
-                if let Some(row) = tables::delivery(rtxn, dbs, key, seq)? {
+                if let Some(row) = tables::delivery(rtxn, dbs, key, sluice::log::Seq(seq))? {
                     out.push((endpoint.uid.unwrap_or_default(), row.state));
                 }
             }
