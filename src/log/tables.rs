@@ -468,18 +468,13 @@ pub(in crate::log) fn append_message(
     dbs.app_msgs
         .put(ctx.wtxn, &pair_key(record.app_key, seq), &[])?;
     let targets: Vec<(u64, bool)> = match fanout {
-        Fanout::Matching => ctx
-            .state
-            .endpoints
-            .matching(
-                record.app_key,
-                &record.event_type,
-                record.channels.as_deref(),
-            )
-            // A polling-only endpoint is read by its consumers, never pushed to.
-            .filter(|filter| !filter.polling_only)
-            .map(|filter| (filter.endpoint_key, filter.disabled))
-            .collect(),
+        // Polling-only endpoints are read by their consumers, never pushed to (the index
+        // leaves them out).
+        Fanout::Matching => ctx.state.endpoints.matching(
+            record.app_key,
+            &record.event_type,
+            record.channels.as_deref(),
+        ),
         Fanout::Only(endpoint_key) => endpoint_row_by_key(ctx.wtxn, dbs, endpoint_key)?
             .map(|e| (e.key, e.disabled))
             .into_iter()
