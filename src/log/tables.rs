@@ -207,6 +207,33 @@ pub fn endpoint_uid_taken(
     )
 }
 
+/// The most endpoints an application may have, as the log holds it.
+pub fn endpoints_per_app_max(txn: &RoTxn, dbs: &Dbs) -> Result<u32, LogError> {
+    let stored = key_of(
+        "meta",
+        dbs.meta.get(txn, schema::meta_key::ENDPOINTS_PER_APP_MAX)?,
+    )?;
+    // Stored only by `put_endpoints_per_app_max`, from a u32.
+    Ok(
+        stored.map_or(crate::limits::ENDPOINTS_PER_APP_DEFAULT, |max| {
+            u32::try_from(max).unwrap_or(u32::MAX)
+        }),
+    )
+}
+
+pub(in crate::log) fn put_endpoints_per_app_max(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    max: u32,
+) -> Result<(), LogError> {
+    dbs.meta.put(
+        wtxn,
+        schema::meta_key::ENDPOINTS_PER_APP_MAX,
+        &u64_key(u64::from(max)),
+    )?;
+    Ok(())
+}
+
 pub fn put_endpoint(
     wtxn: &mut RwTxn,
     dbs: &Dbs,
