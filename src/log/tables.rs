@@ -497,11 +497,17 @@ pub(in crate::log) fn append_message(
     let targets: Vec<(u64, bool)> = match fanout {
         // Polling-only endpoints are read by their consumers, never pushed to (the index
         // leaves them out).
-        Fanout::Matching => ctx.state.endpoints.matching(
-            record.app_key,
-            &record.event_type,
-            record.channels.as_deref(),
-        ),
+        Fanout::Matching => {
+            let started = std::time::Instant::now();
+            let targets = ctx.state.endpoints.matching(
+                record.app_key,
+                &record.event_type,
+                record.channels.as_deref(),
+            );
+            metrics::histogram!(crate::telemetry::name::FANOUT_MATCH_DURATION)
+                .record(started.elapsed().as_secs_f64());
+            targets
+        }
         Fanout::Only(endpoint_key) => endpoint_row_by_key(ctx.wtxn, dbs, endpoint_key)?
             .map(|e| (e.key, e.disabled))
             .into_iter()
