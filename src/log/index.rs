@@ -5,19 +5,24 @@
 //! Svix: an endpoint matches when its event-type filter is absent or names the message's
 //! type, and its channel filter is absent or shares a channel with the message.
 //!
-//! An application may have up to `limits::ENDPOINTS_PER_APP_CEILING` endpoints, so a
-//! message must not cost a look at each of them. Each application's push endpoints are
-//! filed twice: by event type (with a set of those that take every type) and by channel
-//! (with a set of those that take every channel). A message takes the smaller of the two
-//! candidate sets that can hold its endpoints, checks each candidate against the full rule
-//! and answers in ascending endpoint key (creation order), so the cost is that of the
-//! candidates, not of the application, and the answer the same as a look at every
-//! endpoint in key order.
+//! An application may have up to `limits::ENDPOINTS_PER_APP_MAX` endpoints, so a message
+//! must not cost a look at each of them. Each application's push endpoints are filed
+//! twice: by event type (with a file of those that take every type) and by channel (with
+//! a file of those that take every channel). A message takes the smaller of the two
+//! candidate sets that can hold its endpoints, checks each candidate against the rest of
+//! the rule and answers in ascending endpoint key (creation order): the cost is that of
+//! the candidates, not of the application, and the answer that of a look at every
+//! endpoint in key order. A filed endpoint carries its disabled flag and whether it has a
+//! filter of the other kind, so that a candidate without one is decided without looking
+//! the endpoint up.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::schema::EndpointRecord;
+
+/// Most answers `matching` reserves room for at once.
+const MATCHED_RESERVED_MAX: usize = 1_024;
 
 /// The part of an endpoint that decides whether a message is for it (the pollers' and
 /// replay tasks' view of one endpoint).
@@ -50,13 +55,26 @@ pub struct EndpointIndex {
 struct AppEndpoints {
     entries: BTreeMap<u64, Entry>,
     /// Push endpoints without an event-type filter.
-    any_type: BTreeSet<u64>,
+    any_type: File,
     /// Push endpoints by each event type their filter names.
-    by_type: HashMap<Arc<str>, BTreeSet<u64>>,
+    by_type: HashMap<Arc<str>, File>,
     /// Push endpoints without a channel filter.
-    any_channel: BTreeSet<u64>,
+    any_channel: File,
     /// Push endpoints by each channel their filter names.
-    by_channel: HashMap<Arc<str>, BTreeSet<u64>>,
+    by_channel: HashMap<Arc<str>, File>,
+}
+
+/// Filed endpoints by key, in key order.
+type File = BTreeMap<u64, Filed>;
+
+/// What a file holds of an endpoint: enough to decide a candidate without a lookup when
+/// the endpoint has no filter of the other kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Filed {
+    disabled: bool,
+    /// In the type files: the endpoint has a channel filter; in the channel files: an
+    /// event-type filter.
+    other_filter: bool,
 }
 
 /// What the index keeps of one endpoint.
@@ -152,41 +170,71 @@ impl EndpointIndex {
                 .iter()
                 .filter_map(|c| app.by_channel.get(c.as_str()))
         };
-        let by_type_len = app.any_type.len() + typed.map_or(0, BTreeSet::len);
+        let by_type_len = app.any_type.len() + typed.map_or(0, BTreeMap::len);
         let by_channel_len =
-            app.any_channel.len() + channel_files().map(BTreeSet::len).sum::<usize>();
-        let mut candidates: Vec<u64>;
+            app.any_channel.len() + channel_files().map(BTreeMap::len).sum::<usize>();
+        let filed = |(key, filed): (&u64, &Filed)| (*key, *filed);
         if by_type_len <= by_channel_len {
-            candidates = Vec::with_capacity(by_type_len);
-            candidates.extend(app.any_type.iter().chain(typed.into_iter().flatten()));
+            let sources = usize::from(!app.any_type.is_empty()) + usize::from(typed.is_some());
+            let candidates = app
+                .any_type
+                .iter()
+                .chain(typed.into_iter().flatten())
+                .map(filed);
+            app.decide(candidates, by_type_len, sources, event_type, channels)
         } else {
-            candidates = Vec::with_capacity(by_channel_len);
-            candidates.extend(app.any_channel.iter());
-            for file in channel_files() {
-                candidates.extend(file.iter());
-            }
+            let sources = usize::from(!app.any_channel.is_empty()) + channel_files().count();
+            let candidates = app
+                .any_channel
+                .iter()
+                .chain(channel_files().flatten())
+                .map(filed);
+            app.decide(candidates, by_channel_len, sources, event_type, channels)
         }
-        // Files overlap (an endpoint on two of the message's channels): one answer each,
-        // in key order whichever side was read.
-        candidates.sort_unstable();
-        candidates.dedup();
-        candidates
-            .into_iter()
-            .filter_map(|key| {
-                let entry = app.entries.get(&key)?;
-                rule(
-                    entry.event_types.as_deref(),
-                    entry.channels.as_deref(),
-                    event_type,
-                    channels,
-                )
-                .then_some((key, entry.disabled))
-            })
-            .collect()
     }
 }
 
 impl AppEndpoints {
+    /// The candidates (`count` of them, from `sources` files, each in key order) that a
+    /// message of `event_type` on `channels` is for, in key order, once each.
+    fn decide(
+        &self,
+        candidates: impl Iterator<Item = (u64, Filed)>,
+        count: usize,
+        sources: usize,
+        event_type: &str,
+        channels: Option<&[String]>,
+    ) -> Vec<(u64, bool)> {
+        // The side read already holds for every candidate; without a filter of the other
+        // kind the endpoint matches, else the rest of the rule decides.
+        let decide = |(key, filed): (u64, Filed)| {
+            let matches = !filed.other_filter
+                || self.entries.get(&key).is_some_and(|entry| {
+                    rule(
+                        entry.event_types.as_deref(),
+                        entry.channels.as_deref(),
+                        event_type,
+                        channels,
+                    )
+                });
+            matches.then_some((key, filed.disabled))
+        };
+        // Room for every candidate up to a bound: most match, and a message to thousands
+        // of endpoints grows its list rather than reserving for candidates that fail.
+        let mut matched = Vec::with_capacity(count.min(MATCHED_RESERVED_MAX));
+        if sources > 1 {
+            // Several files are merged into key order, one answer per endpoint (an
+            // endpoint on two of the message's channels is in both files).
+            let mut merged: Vec<(u64, Filed)> = candidates.collect();
+            merged.sort_unstable_by_key(|(key, _)| *key);
+            merged.dedup_by_key(|(key, _)| *key);
+            matched.extend(merged.into_iter().filter_map(decide));
+        } else {
+            matched.extend(candidates.filter_map(decide));
+        }
+        matched
+    }
+
     /// Takes endpoint `key` out, with its filing.
     fn take(&mut self, key: u64) -> Option<Entry> {
         let old = self.entries.remove(&key)?;
@@ -222,17 +270,28 @@ impl AppEndpoints {
                 .map(|n| shared(&self.by_channel, n)),
         };
         if !entry.polling_only {
+            let (types, channels) = (entry.event_types.as_deref(), entry.channels.as_deref());
+            let by_type = Filed {
+                disabled: entry.disabled,
+                other_filter: channels.is_some(),
+            };
             file(
                 &mut self.any_type,
                 &mut self.by_type,
-                entry.event_types.as_deref(),
+                types,
                 record.key,
+                by_type,
             );
+            let by_channel = Filed {
+                disabled: entry.disabled,
+                other_filter: types.is_some(),
+            };
             file(
                 &mut self.any_channel,
                 &mut self.by_channel,
-                entry.channels.as_deref(),
+                channels,
                 record.key,
+                by_channel,
             );
         }
         self.entries.insert(record.key, entry);
@@ -240,7 +299,7 @@ impl AppEndpoints {
 }
 
 /// `names` as shared names, reusing a file's name where there is one.
-fn shared(files: &HashMap<Arc<str>, BTreeSet<u64>>, names: &[String]) -> Box<[Arc<str>]> {
+fn shared(files: &HashMap<Arc<str>, File>, names: &[String]) -> Box<[Arc<str>]> {
     names
         .iter()
         .map(|name| {
@@ -254,18 +313,22 @@ fn shared(files: &HashMap<Arc<str>, BTreeSet<u64>>, names: &[String]) -> Box<[Ar
 
 /// Files `key` under each of `names`, or under `any` without a filter.
 fn file(
-    any: &mut BTreeSet<u64>,
-    files: &mut HashMap<Arc<str>, BTreeSet<u64>>,
+    any: &mut File,
+    files: &mut HashMap<Arc<str>, File>,
     names: Option<&[Arc<str>]>,
     key: u64,
+    filed: Filed,
 ) {
     match names {
         None => {
-            any.insert(key);
+            any.insert(key, filed);
         }
         Some(names) => {
             for name in names {
-                files.entry(Arc::clone(name)).or_default().insert(key);
+                files
+                    .entry(Arc::clone(name))
+                    .or_default()
+                    .insert(key, filed);
             }
         }
     }
@@ -273,8 +336,8 @@ fn file(
 
 /// Undoes `file`; a name's file goes with its last endpoint.
 fn unfile(
-    any: &mut BTreeSet<u64>,
-    files: &mut HashMap<Arc<str>, BTreeSet<u64>>,
+    any: &mut File,
+    files: &mut HashMap<Arc<str>, File>,
     names: Option<&[Arc<str>]>,
     key: u64,
 ) {
