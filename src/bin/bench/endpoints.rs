@@ -349,3 +349,27 @@ async fn load(
     .await;
     accepted.into_iter().flatten().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::match_line;
+
+    #[test]
+    fn the_match_time_is_read_from_the_histogram() {
+        let metrics = "\
+sluice_fanout_match_duration_seconds_bucket{le=\"0.000001\"} 10
+sluice_fanout_match_duration_seconds_bucket{le=\"0.000002\"} 60
+sluice_fanout_match_duration_seconds_bucket{le=\"0.00001\"} 99
+sluice_fanout_match_duration_seconds_bucket{le=\"0.0001\"} 100
+sluice_fanout_match_duration_seconds_bucket{le=\"+Inf\"} 100
+sluice_fanout_match_duration_seconds_sum 0.0002
+sluice_fanout_match_duration_seconds_count 100
+";
+        assert_eq!(
+            match_line(metrics, "in one app", 1_000),
+            "match among 1000 endpoints in one app: mean 2.00 µs over 100 messages, \
+             p50 <= 2 µs, p99 <= 10 µs"
+        );
+        assert!(match_line("", "in one app", 1).contains("no sluice_fanout_match"));
+    }
+}
