@@ -145,12 +145,12 @@ pub async fn start_with_resolver(
     let (log, writer) = open_log(config, publisher).await.map_err(log_error)?;
     // Before anything submits: in cluster mode every op goes through the stream.
     let (cluster, shard_leases, singleton) = start_cluster(config, &log, &clock).await?;
-    let first_admin_token = match admin_token {
-        Some(_) => None,
-        None => first_admin_token(config, &log, &clock)
-            .await
-            .map_err(log_error)?,
-    };
+    record_log_settings(config, &log, &clock)
+        .await
+        .map_err(log_error)?;
+    let first_admin_token = first_admin_token(config, admin_token, &log, &clock)
+        .await
+        .map_err(log_error)?;
     let (listener, addr) = bind(config.api.listen).await?;
     let metrics_listener = bind_metrics(config).await?;
     let (ctx, policy) = attempt_ctx(config, &log, &clock, resolver)?;
@@ -344,19 +344,38 @@ async fn until_stopped(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-/// With no token at all, creates an org token and keeps it in a 0600 file for the
-/// operator; returns it and the file.
+/// Without an admin token given, and with no token at all, creates an org token and keeps
+/// it in a 0600 file for the operator; returns it and the file.
 async fn first_admin_token(
     config: &Config,
+    admin_token: Option<&str>,
     log: &Log,
     clock: &Clock,
 ) -> Result<Option<(String, std::path::PathBuf)>, LogError> {
+    if admin_token.is_some() {
+        return Ok(None);
+    }
     let Some(token) = ensure_some_token(log, clock).await? else {
         return Ok(None);
     };
     let file = write_token_file(&config.data_dir, &token)
         .map_err(|e| LogError::Io(format!("cannot keep the first admin token: {e}")))?;
     Ok(Some((token, file)))
+}
+
+/// Records the settings apply decides by (`api.endpoints_per_app_max`) in the log when it
+/// holds other values: bounds are decided at apply time, from the log, so that every node
+/// agrees on them.
+async fn record_log_settings(config: &Config, log: &Log, clock: &Clock) -> Result<(), LogError> {
+    let max = config.api.endpoints_per_app_max;
+    if log.read(|txn, dbs| tables::endpoints_per_app_max(txn, dbs))? != max {
+        log.submit(Envelope::new(
+            Op::SetEndpointsPerAppMax { max },
+            clock.now_ms(),
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// SHA-256 of the token in `metrics.token_file`, if one is configured.

@@ -157,6 +157,10 @@ pub struct ApiConfig {
     /// How far ahead a message's `deliverAt` may be, seconds; later is a 422. 0 refuses
     /// every future `deliverAt`. Default 604,800 (7 days), 0–`DELIVER_AT_HORIZON_SECONDS_MAX`.
     pub deliver_at_horizon_seconds: u64,
+    /// Most endpoints one application may have. The log holds the value (set at start),
+    /// so every node of a cluster refuses the same creates. Default 1,000,
+    /// 1–`ENDPOINTS_PER_APP_MAX` (100,000).
+    pub endpoints_per_app_max: u32,
 }
 
 /// `[storage]`: the LMDB environment and its writer thread.
@@ -302,6 +306,7 @@ impl Config {
                 source_token_grace_seconds: 0,
                 source_rate_per_second: 0,
                 deliver_at_horizon_seconds: 0,
+                endpoints_per_app_max: 0,
             },
             storage: StorageConfig {
                 map_size_bytes: 0,

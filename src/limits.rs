@@ -69,8 +69,13 @@ pub const COMMIT_BATCH_OPS_MAX: usize = 4_096;
 pub const URI_LEN_MAX: usize = 8_192;
 /// Most applications (tenants) one Sluice holds.
 pub const APPS_MAX: u64 = 1_000_000;
-/// Most endpoints one application may have.
-pub const ENDPOINTS_PER_APP_MAX: usize = 1_000;
+/// Most endpoints one application may have unless `api.endpoints_per_app_max` says
+/// otherwise.
+pub const ENDPOINTS_PER_APP_DEFAULT: u32 = 1_000;
+/// The highest `api.endpoints_per_app_max` may go. Matching a message costs its candidate
+/// endpoints, not the application's (`log::index`), but deleting a message by retention
+/// still looks up its delivery to each endpoint of its application.
+pub const ENDPOINTS_PER_APP_MAX: u32 = 100_000;
 /// Most messages one retention-sweep batch deletes, and most it checks for an expired
 /// payload: one batch is one short write.
 pub const RETENTION_SWEEP_ROWS_MAX: usize = 500;

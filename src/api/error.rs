@@ -7,8 +7,8 @@ use hyper::StatusCode;
 use serde::Serialize;
 
 use crate::limits::{
-    APPS_MAX, ENDPOINT_HEADERS_MAX, ENDPOINTS_PER_APP_MAX, OLD_SECRETS_MAX, POLLER_CONSUMERS_MAX,
-    TASKS_RUNNING_MAX, TOKENS_MAX,
+    APPS_MAX, ENDPOINT_HEADERS_MAX, OLD_SECRETS_MAX, POLLER_CONSUMERS_MAX, TASKS_RUNNING_MAX,
+    TOKENS_MAX,
 };
 use crate::log::LogError;
 use crate::log::ops::Refusal;
@@ -275,11 +275,9 @@ impl From<Refusal> for ApiError {
                 "limit_reached",
                 format!("Sluice holds the most applications it allows ({APPS_MAX})."),
             ),
-            Refusal::EndpointsLimit => ApiError::bad_request(
+            Refusal::EndpointsLimit { max } => ApiError::bad_request(
                 "limit_reached",
-                format!(
-                    "The application has the most endpoints allowed ({ENDPOINTS_PER_APP_MAX})."
-                ),
+                format!("The application has the most endpoints allowed ({max})."),
             ),
             Refusal::UnknownEventTypes(names) => ApiError::field(
                 &["body", "eventTypes"],

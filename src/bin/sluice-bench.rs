@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 #[path = "bench/chart.rs"]
 mod chart;
+#[path = "bench/endpoints.rs"]
+mod endpoints;
 #[path = "bench/growth.rs"]
 mod growth;
 #[path = "bench/portal.rs"]
@@ -67,8 +69,9 @@ static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 struct Args {
     /// raw, ingest, deliver, fanout, ingest-source, isolation, latency, payloads, mix,
     /// retries, idle, or all; growth (it writes `--messages`), portal (100,000 messages,
-    /// then every portal page) and cluster (three nats-servers and three Sluice nodes on
-    /// this machine) are not in `all`. With
+    /// then every portal page), endpoints (`--endpoints` in `--apps` applications: memory
+    /// per endpoint, match time, fan-out) and cluster (three nats-servers and three Sluice
+    /// nodes on this machine) are not in `all`. With
     /// `--rate 500`, deliver gives the CPU per message at a fixed rate.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -96,9 +99,13 @@ struct Args {
     /// (the connection is closed without an answer), hang (never answers).
     #[arg(long, default_value = "fast=70,slow=10,fail=10,close=5,hang=5")]
     mix: String,
-    /// Endpoints of the `mix` scenario; each message goes to all of them.
+    /// Endpoints of the `mix` scenario (each message goes to all of them), and of the
+    /// `endpoints` scenario (each message goes to 10 of its application's).
     #[arg(long, default_value_t = 100)]
     endpoints: usize,
+    /// Applications the `endpoints` scenario spreads its endpoints over.
+    #[arg(long, default_value_t = 1)]
+    apps: usize,
     /// How long a slow receiver waits before it answers, ms.
     #[arg(long, default_value_t = 50)]
     slow_ms: u64,
@@ -249,7 +256,7 @@ fn main() -> ExitCode {
     let mut refused = runtime.block_on(scenarios_of_their_own(&args, &subject));
     for name in names
         .into_iter()
-        .filter(|n| !["retries", "idle", "growth", "portal"].contains(n))
+        .filter(|n| !["retries", "idle", "growth", "portal", "endpoints"].contains(n))
     {
         for report in runtime.block_on(scenario(name, &args, &subject)) {
             refused |= report.refused.is_some();
@@ -274,6 +281,17 @@ async fn scenarios_of_their_own(args: &Args, subject: &Subject) -> bool {
         let (messages, payload) = (args.messages, args.payload);
         let out = args.out.as_deref();
         refused |= !growth::growth(subject, messages, payload, args.clients, out).await;
+    }
+    if args.scenario == "endpoints" {
+        let shape = endpoints::Shape {
+            endpoints: args.endpoints,
+            apps: args.apps,
+            clients: args.clients,
+            secs: args.secs,
+            in_flight: args.in_flight,
+            payload: args.payload,
+        };
+        refused |= !endpoints::endpoints(subject, &shape).await;
     }
     if args.scenario == "portal" {
         refused |= !portal::portal(subject, args.clients, args.portal_messages).await;

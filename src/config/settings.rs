@@ -307,6 +307,16 @@ pub static SETTINGS: &[Setting] = &[
         |c| c.api.deliver_at_horizon_seconds
     ),
     int!(
+        "api.endpoints_per_app_max",
+        "1000",
+        1,
+        i64::from(crate::limits::ENDPOINTS_PER_APP_MAX),
+        Restart,
+        "1–100,000",
+        "most endpoints one application may have (more is a 400 `limit_reached`); recorded in the log at start, so in a cluster the node that started last sets it for all; an application already past a lowered value keeps its endpoints",
+        |c| c.api.endpoints_per_app_max
+    ),
+    int!(
         "storage.map_size_bytes",
         "17179869184",
         1 << 20,

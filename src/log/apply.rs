@@ -240,6 +240,13 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             }
             Ok(Outcome::Done)
         }
+        Op::SetEndpointsPerAppMax { max } => {
+            // The config's range, again: the op may come from another node's stream.
+            let max = max.clamp(1, ENDPOINTS_PER_APP_MAX);
+            tables::put_endpoints_per_app_max(w.wtxn, w.dbs, max)?;
+            w.state.endpoints_per_app_max = max;
+            Ok(Outcome::Done)
+        }
         Op::PurgeDeletedApps { rows_max } => {
             Ok(Outcome::Purged(purge::purge(w, rows_max as usize)?))
         }
@@ -932,8 +939,9 @@ fn create_endpoint(
     if !tables::app_exists(w.wtxn, w.dbs, app_key)? {
         return refused(Refusal::AppNotFound);
     }
-    if w.state.endpoints.count_for_app(app_key) >= ENDPOINTS_PER_APP_MAX {
-        return refused(Refusal::EndpointsLimit);
+    let max = w.state.endpoints_per_app_max;
+    if w.state.endpoints.count_for_app(app_key) >= max as usize {
+        return refused(Refusal::EndpointsLimit { max });
     }
     let event_types = fields.event_types.filter(|l| !l.is_empty());
     // Operational endpoints filter on Sluice's own events, not the org's event types.

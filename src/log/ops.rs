@@ -364,6 +364,12 @@ pub enum Op {
         session_ids: Option<Vec<String>>,
         expires_ms: u64,
     },
+    /// Makes `max` the most endpoints an application may have (`api.endpoints_per_app_max`,
+    /// submitted at start when the log holds another value), so that every node refuses
+    /// the same creates. Applications already past it keep their endpoints.
+    SetEndpointsPerAppMax {
+        max: u32,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -383,7 +389,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 40] = [
+    pub const NAMES: [&'static str; 41] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -424,6 +430,7 @@ impl Op {
         "create_portal_access",
         "open_portal_session",
         "expire_portal_access",
+        "set_endpoints_per_app_max",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -469,6 +476,7 @@ impl Op {
             Op::CreatePortalAccess { .. } => "create_portal_access",
             Op::OpenPortalSession { .. } => "open_portal_session",
             Op::ExpirePortalAccess { .. } => "expire_portal_access",
+            Op::SetEndpointsPerAppMax { .. } => "set_endpoints_per_app_max",
         }
     }
 }
@@ -668,8 +676,11 @@ pub enum Refusal {
     EventTypeExists,
     /// `limits::APPS_MAX` applications exist.
     AppsLimit,
-    /// The application has `limits::ENDPOINTS_PER_APP_MAX` endpoints.
-    EndpointsLimit,
+    /// The application has the most endpoints allowed (`max`, the log's
+    /// `api.endpoints_per_app_max`).
+    EndpointsLimit {
+        max: u32,
+    },
     /// These filtered event types do not exist or are archived.
     UnknownEventTypes(Vec<String>),
     /// `limits::OLD_SECRETS_MAX` previous keys are still within their grace.

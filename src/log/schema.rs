@@ -125,6 +125,9 @@ pub mod meta_key {
     /// Cluster mode: the op stream's sequence of the last op applied (absent in the
     /// embedded mode). Written in the same transaction as that op's effects.
     pub const APPLIED_SEQ: &[u8] = b"applied_seq";
+    /// The most endpoints an application may have (`Op::SetEndpointsPerAppMax`; absent:
+    /// `limits::ENDPOINTS_PER_APP_DEFAULT`).
+    pub const ENDPOINTS_PER_APP_MAX: &[u8] = b"endpoints_per_app_max";
 }
 
 // === keys ===

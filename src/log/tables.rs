@@ -209,6 +209,33 @@ pub fn endpoint_uid_taken(
     )
 }
 
+/// The most endpoints an application may have, as the log holds it.
+pub fn endpoints_per_app_max(txn: &RoTxn, dbs: &Dbs) -> Result<u32, LogError> {
+    let stored = key_of(
+        "meta",
+        dbs.meta.get(txn, schema::meta_key::ENDPOINTS_PER_APP_MAX)?,
+    )?;
+    // Stored only by `put_endpoints_per_app_max`, from a u32.
+    Ok(
+        stored.map_or(crate::limits::ENDPOINTS_PER_APP_DEFAULT, |max| {
+            u32::try_from(max).unwrap_or(u32::MAX)
+        }),
+    )
+}
+
+pub(in crate::log) fn put_endpoints_per_app_max(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    max: u32,
+) -> Result<(), LogError> {
+    dbs.meta.put(
+        wtxn,
+        schema::meta_key::ENDPOINTS_PER_APP_MAX,
+        &u64_key(u64::from(max)),
+    )?;
+    Ok(())
+}
+
 pub fn put_endpoint(
     wtxn: &mut RwTxn,
     dbs: &Dbs,
@@ -478,18 +505,19 @@ pub(in crate::log) fn append_message(
         &[],
     )?;
     let targets: Vec<(u64, bool)> = match fanout {
-        Fanout::Matching => ctx
-            .state
-            .endpoints
-            .matching(
+        // Polling-only endpoints are read by their consumers, never pushed to (the index
+        // leaves them out).
+        Fanout::Matching => {
+            let started = std::time::Instant::now();
+            let targets = ctx.state.endpoints.matching(
                 record.app_key,
                 &record.event_type,
                 record.channels.as_deref(),
-            )
-            // A polling-only endpoint is read by its consumers, never pushed to.
-            .filter(|filter| !filter.polling_only)
-            .map(|filter| (filter.endpoint_key, filter.disabled))
-            .collect(),
+            );
+            metrics::histogram!(crate::telemetry::name::FANOUT_MATCH_DURATION)
+                .record(started.elapsed().as_secs_f64());
+            targets
+        }
         Fanout::Only(endpoint_key) => endpoint_row_by_key(ctx.wtxn, dbs, endpoint_key)?
             .map(|e| (e.key, e.disabled))
             .into_iter()

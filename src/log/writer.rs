@@ -46,6 +46,8 @@ pub(in crate::log) struct WriterState {
     pub(in crate::log) outbox: Vec<super::DueJob>,
     /// Which endpoints each application's messages fan out to.
     pub(in crate::log) endpoints: EndpointIndex,
+    /// The most endpoints an application may have (as `meta` holds it).
+    pub(in crate::log) endpoints_per_app_max: u32,
     counters_dirty: bool,
     /// The endpoint counts last set on the `sluice_endpoints` gauge.
     published_endpoint_counts: Option<(u64, u64)>,
@@ -85,8 +87,10 @@ impl WriterState {
             Some(value) => schema::read_u64("meta", value, 0)?,
             None => 0,
         };
+        let endpoints_per_app_max = super::tables::endpoints_per_app_max(&rtxn, dbs)?;
         Ok(WriterState {
             applied_seq,
+            endpoints_per_app_max,
             next_seq: counter(meta_key::NEXT_SEQ)?,
             next_app_key: counter(meta_key::NEXT_APP_KEY)?,
             next_endpoint_key: counter(meta_key::NEXT_ENDPOINT_KEY)?,

@@ -661,7 +661,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             session_hash: rng.bytes(32).try_into().expect("32 bytes"),
             session_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
         },
-        _ => Op::ExpirePortalAccess {
+        39 => Op::ExpirePortalAccess {
             app_key: app_key(rng, world),
             link: match rng.pick(&world.portal_links) {
                 Some(link) if rng.chance(40) => Some(link.clone()),
@@ -673,6 +673,10 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             } else {
                 1_700_000_000_000 + rng.below(4_000_000)
             },
+        },
+        // Low enough that later creates meet it (a refusal), or back to the default.
+        _ => Op::SetEndpointsPerAppMax {
+            max: *rng.pick(&[0, 3, 50, 1_000]).expect("values"),
         },
     }
 }

@@ -423,7 +423,7 @@ async fn an_application_cannot_grow_past_its_endpoint_limit() {
             .status,
         201
     );
-    let limit = sluice::limits::ENDPOINTS_PER_APP_MAX;
+    let limit = sluice::limits::ENDPOINTS_PER_APP_DEFAULT as usize;
     let creates: Vec<_> = (0..4)
         .map(|c| {
             tokio::spawn(async move {
@@ -448,6 +448,62 @@ async fn an_application_cannot_grow_past_its_endpoint_limit() {
         (over.status, over.json["code"].as_str()),
         (400, Some("limit_reached"))
     );
+    sluice.stop().await;
+}
+
+/// `api.endpoints_per_app_max` is kept in the log from the start that sets it: raised,
+/// more endpoints fit; lowered, an application past it keeps its endpoints and gets no
+/// more, with the bound in the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_limit_is_a_setting_the_log_keeps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let started = |max: u32| {
+        let mut config = crate::harness::test_config(dir.path());
+        config.api.endpoints_per_app_max = max;
+        async move {
+            sluice::app::start(&config, Some(TOKEN), sluice::clock::Clock::System)
+                .await
+                .expect("sluice starts")
+        }
+    };
+    let create = |addr, n: u32| async move {
+        let body = json!({"url": format!("https://e{n}.example/hook")});
+        post(addr, "/api/v1/app/e/endpoint", &body).await
+    };
+    let refused = |resp: &crate::harness::Resp, max: u32| {
+        assert_eq!(
+            (resp.status, resp.json["code"].as_str()),
+            (400, Some("limit_reached"))
+        );
+        let detail = resp.json["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(&format!("({max})")), "{detail}");
+    };
+
+    let sluice = started(3).await;
+    let app = post(
+        sluice.addr,
+        "/api/v1/app",
+        &json!({"name": "e", "uid": "e"}),
+    )
+    .await;
+    assert_eq!(app.status, 201);
+    for n in 0..3 {
+        assert_eq!(create(sluice.addr, n).await.status, 201);
+    }
+    refused(&create(sluice.addr, 3).await, 3);
+    sluice.stop().await;
+
+    let sluice = started(5).await;
+    for n in 3..5 {
+        assert_eq!(create(sluice.addr, n).await.status, 201);
+    }
+    refused(&create(sluice.addr, 5).await, 5);
+    sluice.stop().await;
+
+    let sluice = started(2).await;
+    refused(&create(sluice.addr, 5).await, 2);
+    let listed = get(sluice.addr, "/api/v1/app/e/endpoint?limit=50").await;
+    assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(5));
     sluice.stop().await;
 }
 
