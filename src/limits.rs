@@ -160,6 +160,9 @@ pub const SCAN_ROWS_MAX: usize = 20_000;
 /// than `SCAN_INTERVAL` (a full timer map left work due soon in the log): asking cannot
 /// make the scanner spin.
 pub const SCAN_SOON_GAP: Duration = Duration::from_millis(50);
+/// Reads of the `due` table a shard may have waiting: the scanner skips a shard that has
+/// not taken the last one (its rows stay in the log for the next round).
+pub const SCAN_READS_WAITING_MAX: usize = 1;
 /// Most retries a shard holds in its timer map.
 pub const TIMERS_MAX: usize = 100_000;
 /// Most delivery rows one refill of a spilled lane reads.

@@ -37,14 +37,12 @@ use super::shard::{Action, Event, Gauges, Shard};
 use crate::cluster::Ownership;
 use crate::heartbeat::Heartbeat;
 use crate::limits::{
-    REFILL_ROWS_MAX, SCAN_INTERVAL, SHARD_IN_FLIGHT_MAX, SHARD_INTAKE_MAX, SHARD_RECORDING_MAX,
+    REFILL_ROWS_MAX, SCAN_INTERVAL, SCAN_READS_WAITING_MAX, SHARD_IN_FLIGHT_MAX, SHARD_INTAKE_MAX,
+    SHARD_RECORDING_MAX,
 };
 use crate::log::tables;
 use crate::log::{DueJob, EndpointKey, Publisher, Seq};
 
-/// Reads of the `due` table a shard may have waiting (the scanner skips a shard that
-/// has not taken the last one: its rows stay in the log for the next round).
-const SCAN_READS_WAITING_MAX: usize = 1;
 use crate::telemetry;
 
 /// Makes the writer's hand-off queues: the publisher for `Log::open`, the receivers for
