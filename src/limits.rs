@@ -104,6 +104,15 @@ pub const STATS_WINDOW_DEFAULT_MS: u64 = 28 * 86_400_000;
 /// Cluster mode: most ops of one node published and not yet applied here; beyond it a
 /// submit is refused as busy (503), like a full writer queue.
 pub const CLUSTER_IN_FLIGHT_MAX: usize = 16_384;
+/// Cluster mode: most ops in one stream message (a batch of ops the node's requests
+/// submitted while its earlier publishes were on their way).
+pub const CLUSTER_BATCH_OPS_MAX: usize = 256;
+/// Cluster mode: most bytes of ops in one stream message (the NATS servers' default
+/// `max_payload` is 1 MB; an op larger than this goes alone).
+pub const CLUSTER_BATCH_BYTES_MAX: usize = 512 * 1024;
+/// Cluster mode: batches one node publishes at once; while they are on their way, the next
+/// batch gathers the ops that arrive.
+pub const CLUSTER_PUBLISHES_IN_FLIGHT: usize = 4;
 /// Cluster mode: how long one op may take to be stored by the stream, retries included
 /// (a NATS leader election stalls publishing about 5 s), ms.
 pub const CLUSTER_PUBLISH_DEADLINE_MS: u64 = 15_000;

@@ -58,6 +58,7 @@ pub mod name {
     pub const CLUSTER_LEASE_CHANGES: &str = "sluice_cluster_lease_changes_total";
     pub const CLUSTER_PUBLISH_DURATION: &str = "sluice_cluster_publish_duration_seconds";
     pub const CLUSTER_PUBLISH_RETRIES: &str = "sluice_cluster_publish_retries_total";
+    pub const CLUSTER_PUBLISH_BATCH_OPS: &str = "sluice_cluster_publish_batch_ops";
     pub const CLUSTER_PUBLISH_TO_APPLY: &str = "sluice_cluster_publish_to_apply_seconds";
     pub const CLUSTER_SNAPSHOT_AGE: &str = "sluice_cluster_snapshot_age_seconds";
     pub const CLUSTER_SNAPSHOTS: &str = "sluice_cluster_snapshots_total";
@@ -99,6 +100,7 @@ fn build() -> PrometheusHandle {
         (name::CLUSTER_PUBLISH_DURATION, &FAST_BUCKETS[..]),
         (name::CLUSTER_PUBLISH_TO_APPLY, &FAST_BUCKETS[..]),
         (name::COMMIT_OPERATIONS, &BATCH_BUCKETS[..]),
+        (name::CLUSTER_PUBLISH_BATCH_OPS, &BATCH_BUCKETS[..]),
         (name::FANOUT_MATCH_DURATION, &MATCH_BUCKETS[..]),
     ];
     let mut builder = PrometheusBuilder::new();
@@ -274,6 +276,10 @@ fn describe_cluster() {
     describe_counter!(
         CLUSTER_PUBLISH_RETRIES,
         "Cluster: op publishes sent again (same id) after a timeout or no leader."
+    );
+    describe_histogram!(
+        CLUSTER_PUBLISH_BATCH_OPS,
+        "Cluster: ops in each stream message this node published (one batch)."
     );
     describe_histogram!(
         CLUSTER_PUBLISH_TO_APPLY,

@@ -1,6 +1,7 @@
 //! The applier: reads the op stream in order, from just after this node's `applied_seq`,
-//! and feeds every op to the node's writer thread, which applies it and stores its
-//! sequence as `applied_seq` in the same transaction.
+//! and feeds every message (a batch of ops, `batch.rs`) to the node's writer thread,
+//! which applies its ops and stores its sequence as `applied_seq` in the same
+//! transaction.
 //!
 //! Order is everything: the applier never skips a sequence. A gap (a consumer that lost
 //! messages) or a consumer error makes it start a new consumer right after the last op it
@@ -15,8 +16,8 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::Waiters;
-use crate::log::ops::Envelope;
-use crate::log::{Log, LogError, StreamOp};
+use super::batch;
+use crate::log::{Log, LogError, StreamMessage};
 use crate::telemetry;
 
 /// The pause before a new consumer after an error (a NATS election takes about 5 s).
@@ -91,8 +92,13 @@ async fn consume(
         if seq != *last_fed + 1 {
             return Err(format!("gap: expected {}, got {seq}", *last_fed + 1));
         }
-        let envelope = match Envelope::decode(&message.payload) {
-            Ok(envelope) => envelope,
+        let message_id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .and_then(|id| batch::id_from_hex(id.as_str()));
+        let ops = match batch::decode(&message.payload, message_id) {
+            Ok(ops) => ops,
             Err(error) => {
                 // Skipping it would diverge this node; applying is impossible. Stay
                 // here (the lag shows it) until a build that reads it runs.
@@ -100,34 +106,27 @@ async fn consume(
                 return Err(format!("undecodable op at {seq}"));
             }
         };
-        let waiter = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            .and_then(|id| waiters.lock().ok()?.remove(id.as_str()));
-        feed(
-            log,
-            StreamOp {
-                envelope,
-                seq,
-                waiter,
-            },
-        )
-        .await?;
+        let ops = {
+            let mut waiting = waiters.lock().map_err(|_| "waiters poisoned".to_owned())?;
+            ops.into_iter()
+                .map(|op| (op.envelope, waiting.remove(&op.id)))
+                .collect()
+        };
+        feed(log, StreamMessage { seq, ops }).await?;
         *last_fed = seq;
         metrics::gauge!(telemetry::name::CLUSTER_APPLIER_LAG).set(info.pending as f64);
     }
     Err("the consumer ended".to_owned())
 }
 
-/// Hands `op` to the writer, waiting while its queue is full: never skipped.
-async fn feed(log: &Log, mut op: StreamOp) -> Result<(), String> {
+/// Hands `message` to the writer, waiting while its queue is full: never skipped.
+async fn feed(log: &Log, mut message: StreamMessage) -> Result<(), String> {
     loop {
-        match log.feed(op) {
+        match log.feed(message) {
             Ok(()) => return Ok(()),
             Err(refused) => match *refused {
                 (back, LogError::Busy) => {
-                    op = back;
+                    message = back;
                     tokio::time::sleep(FEED_PAUSE).await;
                 }
                 (_, error) => return Err(format!("writer: {error}")),

@@ -13,6 +13,7 @@
 //! Nothing here runs without a `[cluster]` section.
 
 pub mod applier;
+pub mod batch;
 pub mod lease;
 pub mod snapshot;
 
@@ -22,16 +23,17 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ClusterConfig, NatsAuth};
 use crate::limits::{
-    CLUSTER_API_TIMEOUT_MS, CLUSTER_APPLY_WAIT_MS, CLUSTER_CATCH_UP_MAX_MS, CLUSTER_IN_FLIGHT_MAX,
-    CLUSTER_PUBLISH_DEADLINE_MS, CLUSTER_PUBLISH_RETRY_PAUSE_MS,
+    CLUSTER_API_TIMEOUT_MS, CLUSTER_APPLY_WAIT_MS, CLUSTER_BATCH_BYTES_MAX, CLUSTER_BATCH_OPS_MAX,
+    CLUSTER_CATCH_UP_MAX_MS, CLUSTER_IN_FLIGHT_MAX, CLUSTER_PUBLISH_DEADLINE_MS,
+    CLUSTER_PUBLISH_RETRY_PAUSE_MS, CLUSTER_PUBLISHES_IN_FLIGHT,
 };
 use crate::log::ops::{Envelope, Outcome};
-use crate::log::{Log, LogError, Replicate};
+use crate::log::{Log, LogError, Replicate, Waiter};
 use crate::telemetry;
 
 pub use lease::Ownership;
@@ -79,8 +81,8 @@ pub fn lease_bucket(stream: &str) -> String {
     format!("{stream}_LEASES")
 }
 
-/// Requests that wait for their op to be applied here, by op id (the `Nats-Msg-Id`).
-pub type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Result<Outcome, LogError>>>>>;
+/// Requests that wait for their op to be applied here, by op id.
+pub type Waiters = Arc<Mutex<HashMap<batch::OpId, Waiter>>>;
 
 /// What a cluster node knows about itself, for health, metrics and status.
 #[derive(Debug, Default, Clone)]
@@ -140,12 +142,7 @@ impl Cluster {
             Arc::clone(&waiters),
             stopped.clone(),
         ));
-        let replicator = Replicator {
-            js: js.clone(),
-            subject: subject(&config.stream),
-            waiters,
-            in_flight: Arc::new(Semaphore::new(CLUSTER_IN_FLIGHT_MAX)),
-        };
+        let replicator = Replicator::start(js.clone(), subject(&config.stream), waiters);
         log.replicate_through(Arc::new(replicator))
             .map_err(|e| ClusterError::JetStream(e.to_string()))?;
         let limit = Duration::from_millis(CLUSTER_CATCH_UP_MAX_MS);
@@ -599,12 +596,35 @@ pub async fn caught_up(log: &Log, seq: u64, limit: Duration) -> bool {
     true
 }
 
-/// Publishes ops to the stream and hands each its own node's apply outcome.
+/// Hands this node's ops to its batch publisher (`publish_batches`) and each request its
+/// own node's apply outcome.
 struct Replicator {
-    js: jetstream::Context,
-    subject: String,
+    /// As long as `in_flight` allows: each op holds one of its permits until answered.
+    queue: mpsc::Sender<Queued>,
     waiters: Waiters,
     in_flight: Arc<Semaphore>,
+}
+
+impl Replicator {
+    /// A replicator publishing to `subject`, with its batch publisher started.
+    fn start(js: jetstream::Context, subject: String, waiters: Waiters) -> Replicator {
+        let (queue, queued) = mpsc::channel(CLUSTER_IN_FLIGHT_MAX);
+        tokio::spawn(publish_batches(js, subject, queued, Arc::clone(&waiters)));
+        Replicator {
+            queue,
+            waiters,
+            in_flight: Arc::new(Semaphore::new(CLUSTER_IN_FLIGHT_MAX)),
+        }
+    }
+}
+
+/// An op waiting for its batch to be published.
+struct Queued {
+    op: batch::BatchedOp,
+    /// Its outcome, once applied here (registered in `Waiters` under its id).
+    applied: oneshot::Receiver<Result<Outcome, LogError>>,
+    reply: oneshot::Sender<Result<Outcome, LogError>>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Replicate for Replicator {
@@ -616,55 +636,125 @@ impl Replicate for Replicator {
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| LogError::Busy)?;
-        let mut id = [0u8; 16];
+        let mut id = batch::OpId::default();
         crate::ids::fill_random(&mut id);
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
         // Registered before the publish: the applier may apply the op before the
         // publish's acknowledgement arrives here.
         let (applied_tx, applied) = oneshot::channel();
         self.waiters
             .lock()
             .map_err(|_| LogError::Cluster("waiters poisoned".to_owned()))?
-            .insert(id.clone(), applied_tx);
-        let (js, subject, waiters) = (
-            self.js.clone(),
-            self.subject.clone(),
-            Arc::clone(&self.waiters),
-        );
-        let payload = Bytes::from(envelope.encode());
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let result = match publish(&js, &subject, &id, payload).await {
-                Ok(_) => {
-                    let wait = Duration::from_millis(CLUSTER_APPLY_WAIT_MS);
-                    match tokio::time::timeout(wait, applied).await {
-                        Ok(Ok(result)) => {
-                            metrics::histogram!(telemetry::name::CLUSTER_PUBLISH_TO_APPLY)
-                                .record(started.elapsed().as_secs_f64());
-                            result
-                        }
-                        Ok(Err(_)) => Err(LogError::WriterGone),
-                        Err(_) => Err(LogError::Cluster(
-                            "the op is in the stream but was not applied here in time".to_owned(),
-                        )),
-                    }
-                }
-                Err(error) => Err(error),
-            };
-            if result.is_err()
-                && let Ok(mut waiters) = waiters.lock()
-            {
+            .insert(id, applied_tx);
+        let queued = Queued {
+            // Encoded here, on the request's task, not on the publisher's.
+            op: batch::BatchedOp {
+                id,
+                op: envelope.encode(),
+            },
+            applied,
+            reply,
+            _permit: permit,
+        };
+        // Never full: it holds as many as `in_flight` has permits.
+        self.queue.try_send(queued).map_err(|_| {
+            if let Ok(mut waiters) = self.waiters.lock() {
                 waiters.remove(&id);
             }
-            let _ = reply.send(result);
-            drop(permit);
-        });
-        Ok(())
+            LogError::Cluster("the op publisher has stopped".to_owned())
+        })
     }
 }
 
-/// Publishes one op with `Nats-Msg-Id` = `id` and waits for the stream's acknowledgement
-/// (stored by a quorum). During an election the publish times out or finds no stream: it
+/// Publishes the queued ops in batches: at most `CLUSTER_PUBLISHES_IN_FLIGHT` batches on
+/// their way at once, each with what was queued when a slot came free (at most
+/// `CLUSTER_BATCH_OPS_MAX` ops and `CLUSTER_BATCH_BYTES_MAX` bytes, or one larger op).
+/// Under load the batches grow; alone, an op goes at once. Ends when the node's log and
+/// its replicator are gone.
+async fn publish_batches(
+    js: jetstream::Context,
+    subject: String,
+    mut queue: mpsc::Receiver<Queued>,
+    waiters: Waiters,
+) {
+    let slots = Arc::new(Semaphore::new(CLUSTER_PUBLISHES_IN_FLIGHT));
+    let mut carried: Option<Queued> = None;
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut bytes = first.op.op.len();
+        let mut batch = vec![first];
+        while batch.len() < CLUSTER_BATCH_OPS_MAX {
+            let Ok(next) = queue.try_recv() else { break };
+            if bytes + next.op.op.len() > CLUSTER_BATCH_BYTES_MAX {
+                carried = Some(next); // The first of the next batch.
+                break;
+            }
+            bytes += next.op.op.len();
+            batch.push(next);
+        }
+        let (js, subject, waiters) = (js.clone(), subject.clone(), Arc::clone(&waiters));
+        tokio::spawn(async move {
+            publish_batch(&js, &subject, batch, &waiters, slot).await;
+        });
+    }
+}
+
+/// Publishes one batch, frees its slot once the stream has stored it (or gave up), then
+/// answers each op's request with its outcome here.
+async fn publish_batch(
+    js: &jetstream::Context,
+    subject: &str,
+    batch: Vec<Queued>,
+    waiters: &Waiters,
+    slot: OwnedSemaphorePermit,
+) {
+    let started = tokio::time::Instant::now();
+    let (ops, waiting): (Vec<batch::BatchedOp>, Vec<_>) = batch
+        .into_iter()
+        .map(|queued| (queued.op, (queued.applied, queued.reply, queued._permit)))
+        .unzip();
+    metrics::histogram!(telemetry::name::CLUSTER_PUBLISH_BATCH_OPS).record(ops.len() as f64);
+    let mut batch_id = batch::OpId::default();
+    crate::ids::fill_random(&mut batch_id);
+    let payload = Bytes::from(batch::encode(&ops));
+    let published = publish(js, subject, &batch::id_hex(&batch_id), payload).await;
+    drop(slot);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(CLUSTER_APPLY_WAIT_MS);
+    for (op, (applied, reply, permit)) in ops.iter().zip(waiting) {
+        let result = match &published {
+            Ok(_) => match tokio::time::timeout_at(deadline, applied).await {
+                Ok(Ok(result)) => {
+                    metrics::histogram!(telemetry::name::CLUSTER_PUBLISH_TO_APPLY)
+                        .record(started.elapsed().as_secs_f64());
+                    result
+                }
+                Ok(Err(_)) => Err(LogError::WriterGone),
+                Err(_) => Err(LogError::Cluster(
+                    "the op is in the stream but was not applied here in time".to_owned(),
+                )),
+            },
+            Err(error) => Err(error.clone()),
+        };
+        if result.is_err()
+            && let Ok(mut waiters) = waiters.lock()
+        {
+            waiters.remove(&op.id);
+        }
+        let _ = reply.send(result);
+        drop(permit);
+    }
+}
+
+/// Publishes one stream message (a batch of ops) with `Nats-Msg-Id` = `id` and waits
+/// for the stream's acknowledgement (stored by a quorum). During an election the publish times out or finds no stream: it
 /// is sent again with the same id after a pause (the stream drops a duplicate id), until
 /// `CLUSTER_PUBLISH_DEADLINE_MS`. Returns the op's stream sequence.
 async fn publish(

@@ -194,13 +194,16 @@ pub trait Replicate: Send + Sync {
     ) -> Result<(), LogError>;
 }
 
-/// An op read from the replicated stream, for this node's writer, with the waiter of the
-/// request on this node that published it (if any).
-pub struct StreamOp {
-    pub envelope: Envelope,
+/// A message read from the replicated stream, for this node's writer: its sequence and
+/// its ops in order, each with the waiter of the request on this node that published it
+/// (if any). Its ops are applied in one transaction.
+pub struct StreamMessage {
     pub seq: u64,
-    pub waiter: Option<oneshot::Sender<Result<Outcome, LogError>>>,
+    pub ops: Vec<(Envelope, Option<Waiter>)>,
 }
+
+/// Where a request waits for its op's outcome.
+pub type Waiter = oneshot::Sender<Result<Outcome, LogError>>;
 
 /// A pending delivery the writer has just committed, or one a scan found due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -358,6 +361,7 @@ impl Log {
             envelope,
             waiter: Some(waiter),
             stream_seq: 0,
+            stream_part: 0,
         }))?;
         Ok(QueuedWrite(rx))
     }
@@ -370,32 +374,38 @@ impl Log {
             .map_err(|_| LogError::Cluster("the log already replicates".to_owned()))
     }
 
-    /// Cluster mode: hands an op read from the stream to the writer, which applies it and
-    /// stores `seq` as `applied_seq` in the same transaction. The applier calls this in
-    /// stream order; a full queue gives the op back (to retry, never to skip).
-    pub fn feed(&self, op: StreamOp) -> Result<(), Box<(StreamOp, LogError)>> {
-        let job = writer::Job {
-            envelope: op.envelope,
-            waiter: op.waiter,
-            stream_seq: op.seq,
-        };
+    /// Cluster mode: hands a message read from the stream to the writer, which applies its
+    /// ops and stores its `seq` as `applied_seq` in the same transaction. The applier
+    /// calls this in stream order; a full queue gives the message back (to retry, never to
+    /// skip).
+    pub fn feed(&self, message: StreamMessage) -> Result<(), Box<(StreamMessage, LogError)>> {
+        let seq = message.seq;
+        let jobs = message
+            .ops
+            .into_iter()
+            .zip(0u32..)
+            .map(|((envelope, waiter), part)| writer::Job {
+                envelope,
+                waiter,
+                stream_seq: seq,
+                stream_part: part,
+            })
+            .collect();
         self.shared
             .intake
-            .try_send(writer::Intake::Apply(job))
+            .try_send(writer::Intake::ApplyStream(jobs))
             .map_err(|e| {
                 let error = match &e {
                     crossbeam_channel::TrySendError::Full(_) => LogError::Busy,
                     crossbeam_channel::TrySendError::Disconnected(_) => LogError::WriterGone,
                 };
-                let Some(job) = e.into_inner().into_job() else {
-                    unreachable!("an apply job was sent")
-                };
-                let op = StreamOp {
-                    envelope: job.envelope,
-                    seq: job.stream_seq,
-                    waiter: job.waiter,
-                };
-                Box::new((op, error))
+                let ops = e
+                    .into_inner()
+                    .into_jobs()
+                    .into_iter()
+                    .map(|job| (job.envelope, job.waiter))
+                    .collect();
+                Box::new((StreamMessage { seq, ops }, error))
             })
     }
 

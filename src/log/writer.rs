@@ -56,6 +56,9 @@ pub(in crate::log) struct WriterState {
     /// Cluster mode: the stream sequence of the last op applied (stored in `meta` with
     /// the op's effects, so a restart resumes right after it). 0: none, or embedded.
     pub(in crate::log) applied_seq: u64,
+    /// The part of the stream message at `applied_seq` applied last (a message carries a
+    /// batch of ops, all applied in one transaction; `u32::MAX` once it is committed).
+    applied_part: u32,
 }
 
 impl WriterState {
@@ -90,6 +93,8 @@ impl WriterState {
         let endpoints_per_app_max = super::tables::endpoints_per_app_max(&rtxn, dbs)?;
         Ok(WriterState {
             applied_seq,
+            // A stream message's ops commit together: the one at `applied_seq` is whole.
+            applied_part: u32::MAX,
             endpoints_per_app_max,
             next_seq: counter(meta_key::NEXT_SEQ)?,
             next_app_key: counter(meta_key::NEXT_APP_KEY)?,
@@ -251,6 +256,8 @@ pub(super) struct Job {
     /// Cluster mode: the op's sequence in the replicated stream (sequences start at 1;
     /// 0: an op of the embedded mode).
     pub(super) stream_seq: u64,
+    /// Cluster mode: the op's place in its stream message's batch.
+    pub(super) stream_part: u32,
 }
 
 type Waiter = Option<oneshot::Sender<Result<Outcome, LogError>>>;
@@ -263,15 +270,11 @@ fn answer(waiter: Waiter, result: Result<Outcome, LogError>) {
 }
 
 /// What the writer's intake carries.
-#[cfg_attr(
-    debug_assertions,
-    expect(
-        clippy::large_enum_variant,
-        reason = "Apply is the only real variant (Wedge is a test hook); boxing it would cost an allocation per op"
-    )
-)]
 pub(super) enum Intake {
     Apply(Job),
+    /// Cluster mode: the ops of one stream message, in order. They are queued together
+    /// and so applied in one transaction: `applied_seq` never falls inside a message.
+    ApplyStream(Vec<Job>),
     /// Test hook (`SLUICE_TEST_HOOKS`, debug builds only): the writer parks for good, as
     /// a deadlock would.
     #[cfg(debug_assertions)]
@@ -279,12 +282,14 @@ pub(super) enum Intake {
 }
 
 impl Intake {
-    /// The job an `Apply` carries (a full intake gives back what it could not take).
-    pub(super) fn into_job(self) -> Option<Job> {
+    /// The jobs an `Apply` or `ApplyStream` carries (a full intake gives back what it
+    /// could not take).
+    pub(super) fn into_jobs(self) -> Vec<Job> {
         match self {
-            Intake::Apply(job) => Some(job),
+            Intake::Apply(job) => vec![job],
+            Intake::ApplyStream(jobs) => jobs,
             #[cfg(debug_assertions)]
-            Intake::Wedge => None,
+            Intake::Wedge => Vec::new(),
         }
     }
 }
@@ -318,6 +323,7 @@ pub(super) fn run(
     let mut report = FailureReport::default();
     let take = |item: Intake, queued: &mut VecDeque<Job>| match item {
         Intake::Apply(job) => queued.push_back(job),
+        Intake::ApplyStream(jobs) => queued.extend(jobs),
         #[cfg(debug_assertions)]
         Intake::Wedge => loop {
             std::thread::park();
@@ -414,14 +420,17 @@ fn run_batch(
                 envelope,
                 waiter,
                 stream_seq,
+                stream_part,
             } = job;
             if stream_seq > 0 {
-                if stream_seq <= ctx.state.applied_seq {
+                let applied = (ctx.state.applied_seq, ctx.state.applied_part);
+                if (stream_seq, stream_part) <= applied {
                     // Already in the log (a consumer that re-read the stream): applying
                     // it twice would diverge; it changes nothing, and nobody here waits.
                     continue;
                 }
                 ctx.state.applied_seq = stream_seq;
+                ctx.state.applied_part = stream_part;
                 ctx.state.counters_dirty = true;
             }
             match apply_one(&mut ctx, envelope, render) {
