@@ -1,11 +1,11 @@
 //! Applying ops is deterministic: the same seeded sequence of every kind of op (refusals
 //! included) applied to two fresh logs — one op per commit on one, batched on the other —
 //! gives the same outcome for every op and byte-identical tables. And every op survives
-//! its binary encoding, while garbage decodes to a typed error.
+//! its binary encoding, while garbage decodes to a typed error. Ops fed from a stream
+//! (cluster mode) apply a message's batch whole and each message once.
 
 use std::collections::BTreeSet;
 
-use sluice::log::Log;
 use sluice::log::ops::{
     AppChanges, AppFields, AttemptRow, Change, EndpointChanges, EndpointFields, Envelope,
     EventTypeChanges, EventTypeFields, MessageApp, NewMessage, Op, OpDecodeError, Outcome,
@@ -16,6 +16,7 @@ use sluice::log::schema::{
     SourceErrorRecord, TaskKind, TokenScope, Trigger, encode_json,
 };
 use sluice::log::tables::Step;
+use sluice::log::{Log, StreamMessage};
 
 use crate::harness::test_config;
 
@@ -760,6 +761,100 @@ async fn the_same_ops_make_the_same_log_whether_batched_or_not() {
     let c = empty.table_digests().expect("c");
     assert_ne!(a, c);
     for (log, writer) in [(batched, writer_a), (single, writer_b), (empty, writer_c)] {
+        drop(log);
+        tokio::task::spawn_blocking(move || writer.wait())
+            .await
+            .expect("writer");
+    }
+}
+
+/// Feeds `ops` as the stream message `seq` and waits until every op is applied; returns
+/// their outcomes.
+async fn feed(log: &Log, seq: u64, ops: Vec<Envelope>) -> Vec<Outcome> {
+    let (ops, applied): (Vec<_>, Vec<_>) = ops
+        .into_iter()
+        .map(|envelope| {
+            let (waiter, applied) = tokio::sync::oneshot::channel();
+            ((envelope, Some(waiter)), applied)
+        })
+        .unzip();
+    if log.feed(StreamMessage { seq, ops }).is_err() {
+        panic!("the writer took the message");
+    }
+    let mut outcomes = Vec::new();
+    for applied in applied {
+        outcomes.push(applied.await.expect("answered").expect("applied"));
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_message_applies_whole_and_once() {
+    const MESSAGES: u64 = 200;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let ((twice, writer_a), (once, writer_b)) = (open(dir_a.path()), open(dir_b.path()));
+    let mut rng = Rng(0x5EED_1234_ABCD_0002);
+    let mut world = World::default();
+    let mut at_ms = 1_700_000_000_000u64;
+    let mut sent: Vec<(u64, Vec<Envelope>)> = Vec::new();
+    for seq in 1..=MESSAGES {
+        // Batches of 1 to 16 ops, mostly messages and attempts.
+        let size = 1 + rng.below(16);
+        let ops: Vec<Envelope> = (0..size)
+            .map(|_| {
+                let kind = if rng.chance(60) {
+                    [13, 19, 8][usize::try_from(rng.below(3)).unwrap_or(0)]
+                } else {
+                    usize::try_from(rng.below(Op::NAMES.len() as u64)).unwrap_or(0)
+                };
+                at_ms += rng.below(1_000);
+                Envelope::new(op_of_kind(kind, &mut rng, &mut world), at_ms)
+            })
+            .collect();
+        let outcomes = feed(&once, seq, ops.clone()).await;
+        for outcome in &outcomes {
+            world.learn(outcome);
+        }
+        assert_eq!(
+            feed(&twice, seq, ops.clone()).await,
+            outcomes,
+            "message {seq}"
+        );
+        sent.push((seq, ops));
+        // A consumer that reads the stream again: an earlier message, fed again, changes
+        // nothing (its ops are answered as done by nobody: they are skipped).
+        if rng.chance(20) {
+            let (old_seq, old_ops) = &sent[usize::try_from(rng.below(seq)).unwrap_or(0)];
+            let (ops, _applied): (Vec<_>, Vec<_>) = old_ops
+                .iter()
+                .cloned()
+                .map(|envelope| {
+                    let (waiter, applied) = tokio::sync::oneshot::channel();
+                    ((envelope, Some(waiter)), applied)
+                })
+                .unzip();
+            if twice.feed(StreamMessage { seq: *old_seq, ops }).is_err() {
+                panic!("the writer took the message again");
+            }
+        }
+    }
+    // One more message to each, so the re-fed ones are behind us on both.
+    let last = vec![Envelope::new(Op::AdvanceTask { task_key: 1 }, at_ms + 1)];
+    feed(&once, MESSAGES + 1, last.clone()).await;
+    feed(&twice, MESSAGES + 1, last).await;
+    assert_eq!(once.applied_seq(), MESSAGES + 1);
+    assert_eq!(twice.applied_seq(), MESSAGES + 1);
+    let (a, b) = (
+        twice.table_digests().expect("a"),
+        once.table_digests().expect("b"),
+    );
+    for ((name, da), (_, db)) in a.iter().zip(&b) {
+        assert_eq!(da, db, "table {name} differs");
+    }
+    for (log, writer) in [(twice, writer_a), (once, writer_b)] {
         drop(log);
         tokio::task::spawn_blocking(move || writer.wait())
             .await
