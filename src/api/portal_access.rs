@@ -255,3 +255,60 @@ pub(crate) async fn open_session(state: &ApiState, code: &str) -> Result<String,
 pub(crate) async fn close_session(state: &ApiState, session_hash: [u8; 32]) {
     let _ = submit(state, None, Op::RevokeToken { hash: session_hash }).await;
 }
+
+/// An operator's access: a new login code and the op that stores it (org-scoped, every
+/// capability, alive `code_lifetime_seconds`). `sluice portal-link` submits the op from
+/// the CLI and prints `operator_link`; the portal's operator form submits it and
+/// exchanges the code at once.
+pub(crate) fn operator_access(now_ms: u64, code_lifetime_seconds: u64) -> (String, Op) {
+    let code = new_secret();
+    let op = Op::CreateOperatorAccess {
+        grant: Box::new(PortalGrant {
+            kind: PortalKind::LoginCode,
+            link: format!("operator_{}", &new_secret()[..22]),
+            capabilities: capability::ALL,
+            feature_flags: Vec::new(),
+            session_id: None,
+        }),
+        code_hash: super::hash_token(&code),
+        code_expires_ms: now_ms + code_lifetime_seconds * 1_000,
+    };
+    (code, op)
+}
+
+/// The portal link of an operator's login code, under `base` (where Sluice is reached).
+pub(crate) fn operator_link(base: &str, code: &str) -> String {
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"code": code}).to_string());
+    format!("{}/portal/login#key={key}", base.trim_end_matches('/'))
+}
+
+/// An operator session for an org-wide API token (the portal's operator form): the
+/// session token, or `Unauthorized` unless `org_token` is the admin token or a valid
+/// org-scoped API token (not a portal credential, not an application's).
+pub(crate) async fn operator_session(
+    state: &ApiState,
+    org_token: &str,
+    peer: std::net::IpAddr,
+) -> Result<String, ApiError> {
+    let now_ms = state.clock.now_ms();
+    // Guessing tokens here is throttled like guessing them on `/api/v1`.
+    state.auth_throttle.check(peer, now_ms)?;
+    let hash = super::hash_token(org_token.trim());
+    let is_org = state.admin_token_hash == Some(hash)
+        || state
+            .log
+            .read(|rtxn, dbs| crate::log::tables::token(rtxn, dbs, &hash))?
+            .is_some_and(|r| {
+                r.is_valid_at(now_ms)
+                    && r.portal.is_none()
+                    && r.scope == crate::log::schema::TokenScope::Org
+            });
+    if !is_org {
+        state.auth_throttle.failed(peer, now_ms);
+        return Err(ApiError::Unauthorized);
+    }
+    let (code, op) = operator_access(now_ms, state.portal.login_code_lifetime_seconds);
+    submit(state, None, op).await?;
+    open_session(state, &code).await
+}

@@ -364,6 +364,15 @@ pub enum Op {
         session_ids: Option<Vec<String>>,
         expires_ms: u64,
     },
+    /// An operator's single-use login code (`sluice portal-link`, or an org token given
+    /// to the portal's operator form): org-scoped, every capability, no bearer token.
+    /// Exchanged by `OpenPortalSession` like a tenant's. Refused when the token table
+    /// is full (expired portal rows are dropped first to make room).
+    CreateOperatorAccess {
+        grant: Box<PortalGrant>,
+        code_hash: [u8; 32],
+        code_expires_ms: u64,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -383,7 +392,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 40] = [
+    pub const NAMES: [&'static str; 41] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -424,6 +433,7 @@ impl Op {
         "create_portal_access",
         "open_portal_session",
         "expire_portal_access",
+        "create_operator_access",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -469,6 +479,7 @@ impl Op {
             Op::CreatePortalAccess { .. } => "create_portal_access",
             Op::OpenPortalSession { .. } => "open_portal_session",
             Op::ExpirePortalAccess { .. } => "expire_portal_access",
+            Op::CreateOperatorAccess { .. } => "create_operator_access",
         }
     }
 }

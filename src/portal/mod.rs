@@ -29,6 +29,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::api::{ApiError, ApiState, Auth};
 use crate::limits::{PORTAL_FORM_BYTES_MAX, URI_LEN_MAX};
+use crate::log::schema::TokenScope;
 
 /// Whether `path` is the portal's.
 pub fn serves(path: &str) -> bool {
@@ -142,7 +143,11 @@ pub(super) enum Answer {
 pub(super) struct Visit<'a> {
     pub(super) state: &'a ApiState,
     pub(super) auth: Auth,
+    /// The application the pages show: the session's, or the one an operator chose
+    /// (empty until an operator chooses one).
     pub(super) app_id: String,
+    /// An operator's session (org-wide, every capability): the list of applications.
+    pub(super) operator: bool,
     pub(super) csrf: String,
     pub(super) query: String,
     pub(super) form: Vec<(String, String)>,
@@ -246,6 +251,19 @@ fn session_cookie<'h>(state: &ApiState, headers: &'h hyper::HeaderMap) -> Option
 /// The theme cookie's name (the session's name with `_theme`).
 fn theme_cookie_name(state: &ApiState) -> String {
     format!("{}_theme", cookie_name(state))
+}
+
+/// The cookie naming the application an operator works on.
+fn app_cookie_name(state: &ApiState) -> String {
+    format!("{}_app", cookie_name(state))
+}
+
+/// A cookie of this portal's (`HttpOnly`, `SameSite=Strict`, `Secure` when served so).
+fn portal_cookie(state: &ApiState, name: &str, value: &str, max_age_seconds: u64) -> String {
+    format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}{}",
+        if secure(state) { "; Secure" } else { "" }
+    )
 }
 
 fn cookie<'h>(headers: &'h hyper::HeaderMap, name: &str) -> Option<&'h str> {
@@ -425,7 +443,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, ApiE
 pub async fn handle(
     state: &ApiState,
     req: Request<Incoming>,
-    _peer: IpAddr,
+    peer: IpAddr,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > URI_LEN_MAX {
@@ -455,6 +473,10 @@ pub async fn handle(
         }
         (&Method::GET, ["login"]) => return respond(state, pages::login(state), None),
         (&Method::POST, ["session"]) => return open_session(state, req).await,
+        (&Method::GET, ["operator"]) => {
+            return respond(state, pages::operator_login(state, None), None);
+        }
+        (&Method::POST, ["operator"]) => return operator_login(state, req, peer).await,
         _ => {}
     }
     let now_ms = state.clock.now_ms();
@@ -464,15 +486,36 @@ pub async fn handle(
     }) else {
         return respond(state, pages::expired(state), None);
     };
-    let crate::log::schema::TokenScope::App(app_key) = auth.scope else {
-        return respond(state, pages::expired(state), None);
-    };
-    let app_id = match state
-        .log
-        .read(|rtxn, dbs| crate::log::tables::app_by_key(rtxn, dbs, app_key))
-    {
-        Ok(Some(app)) => app.id,
-        _ => return respond(state, pages::expired(state), None),
+    // A tenant's session is one application's, with its link's grant. An operator's
+    // (org-scoped) acts as the org on every application, and works on the one it chose
+    // last (a cookie naming it: a choice, not a credential).
+    let (auth, app_id, operator) = match auth.scope {
+        TokenScope::App(app_key) => match state
+            .log
+            .read(|rtxn, dbs| crate::log::tables::app_by_key(rtxn, dbs, app_key))
+        {
+            Ok(Some(app)) => (auth, app.id, false),
+            _ => return respond(state, pages::expired(state), None),
+        },
+        TokenScope::Org => {
+            let chosen = cookie(req.headers(), &app_cookie_name(state))
+                .and_then(|id| {
+                    state
+                        .log
+                        .read(|rtxn, dbs| crate::log::tables::app_by_ref(rtxn, dbs, id))
+                        .ok()
+                        .flatten()
+                })
+                .map(|app| app.id)
+                .unwrap_or_default();
+            let org = Auth {
+                scope: TokenScope::Org,
+                token_hash: auth.token_hash,
+                portal: None,
+            };
+            (org, chosen, true)
+        }
+        TokenScope::Poller { .. } => return respond(state, pages::expired(state), None),
     };
     let csrf = csrf_of(&session);
     let theme = cookie(req.headers(), &theme_cookie_name(state))
@@ -494,6 +537,7 @@ pub async fn handle(
         state,
         auth,
         app_id,
+        operator,
         csrf,
         query,
         form,
@@ -513,6 +557,11 @@ pub async fn handle(
             if secure(state) { "; Secure" } else { "" }
         );
         return respond(state, pages::logged_out(state), Some(gone));
+    }
+    if operator && method == Method::GET {
+        if let ["apps", chosen] = segs.as_slice() {
+            return choose_app(&visit, chosen).await;
+        }
     }
     let answer = match pages::route(&visit, &method, &segs).await {
         Ok(answer) => answer,
@@ -614,5 +663,64 @@ mod tests {
         ] {
             assert_eq!(super::deep_link(bad), "/portal/", "{bad}");
         }
+    }
+}
+
+/// GET /portal/apps/{app} for an operator: work on that application (its pages with every
+/// capability) from now on.
+async fn choose_app(visit: &Visit<'_>, app_ref: &str) -> Response<Full<Bytes>> {
+    let state = visit.state;
+    let app = match visit
+        .api(
+            Method::GET,
+            &format!("app/{}", pages::seg(app_ref)),
+            "",
+            None,
+        )
+        .await
+    {
+        Ok(app) => app,
+        Err(error) => return respond(state, pages::error_page(state, &error), None),
+    };
+    let id = app["id"].as_str().unwrap_or_default();
+    let cookie = portal_cookie(
+        state,
+        &app_cookie_name(state),
+        id,
+        state.portal.session_lifetime_seconds,
+    );
+    respond(state, Answer::Redirect("/portal/".to_owned()), Some(cookie))
+}
+
+/// POST /portal/operator: an org-wide API token (typed into the operator form) for an
+/// operator's session cookie.
+async fn operator_login(
+    state: &ApiState,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Full<Bytes>> {
+    if !same_origin(req.headers()) {
+        return respond(state, pages::error_page(state, &ApiError::Forbidden), None);
+    }
+    let form = match read_form(req).await {
+        Ok(form) => form,
+        Err(e) => return respond(state, pages::error_page(state, &e), None),
+    };
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map_or("", |(_, v)| v.as_str());
+    match crate::api::portal_access::operator_session(state, token, peer).await {
+        Ok(session) => {
+            let lifetime = state.portal.session_lifetime_seconds;
+            let cookies = vec![
+                portal_cookie(state, cookie_name(state), &session, lifetime),
+                // A new operator starts at the list of applications.
+                portal_cookie(state, &app_cookie_name(state), "", 0),
+                portal_cookie(state, &theme_cookie_name(state), "", 0),
+            ];
+            respond_with(state, Answer::Redirect("/portal/".to_owned()), cookies)
+        }
+        Err(error) => respond(state, pages::operator_login(state, Some(&error)), None),
     }
 }

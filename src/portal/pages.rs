@@ -10,6 +10,7 @@ use super::{Answer, Theme, Visit};
 use crate::api::{ApiError, ApiState, capability as cap};
 use crate::clock::format_rfc3339;
 use crate::limits::{PORTAL_BODY_SHOWN_BYTES_MAX, PORTAL_PAGE_ROWS_MAX};
+use crate::log::{tables, tasks};
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -34,7 +35,7 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'.');
 
 /// A path segment, percent-encoded (ids and uids are plain, but nothing is assumed).
-fn seg(text: &str) -> String {
+pub(super) fn seg(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
@@ -110,9 +111,60 @@ fn hidden_csrf(h: &mut Html, csrf: &str) {
 }
 
 fn page(v: &Visit<'_>, title: &str, body: &Html) -> Answer {
+    let mut framed = Html::new();
+    if v.operator {
+        // The operator's bar: which application, and the way back to all of them.
+        framed
+            .raw("<nav class=\"operator\" aria-label=\"Operator\">")
+            .link("/portal/apps", "All applications");
+        if !v.app_id.is_empty() {
+            framed
+                .raw(" <span class=\"muted\">Application <code>")
+                .text(&v.app_id)
+                .raw("</code></span>");
+        }
+        framed.raw("</nav>");
+    }
+    framed.append(body);
     Answer::Page(
         StatusCode::OK,
-        layout(v.state, title, true, Some(&v.csrf), &v.theme, body),
+        layout(v.state, title, true, Some(&v.csrf), &v.theme, &framed),
+    )
+}
+
+/// The operator's sign-in: an org-wide API token for a session that sees every
+/// application (or use a link from `sluice portal-link`).
+pub(super) fn operator_login(state: &ApiState, error: Option<&ApiError>) -> Answer {
+    let mut b = Html::new();
+    b.raw("<h1>Operator sign-in</h1><p>Sign in with an org-wide API token to see every ")
+        .raw("application, or open a link from <code>sluice portal-link</code>.</p>");
+    let status = match error {
+        None => StatusCode::OK,
+        Some(ApiError::AuthThrottled { .. }) => {
+            b.raw("<div class=\"banner\" role=\"alert\">Too many failed sign-ins; wait a ")
+                .raw("moment.</div>");
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        Some(_) => {
+            b.raw("<div class=\"banner\" role=\"alert\">That is not a valid org-wide API ")
+                .raw("token.</div>");
+            StatusCode::UNAUTHORIZED
+        }
+    };
+    b.raw("<form method=\"post\" action=\"/portal/operator\">")
+        .raw("<label for=\"token\">Org-wide API token</label>")
+        .raw("<input id=\"token\" name=\"token\" type=\"password\" required autocomplete=\"off\">")
+        .raw("<p><button type=\"submit\">Sign in</button></p></form>");
+    Answer::Page(
+        status,
+        layout(
+            state,
+            "Operator sign-in",
+            false,
+            None,
+            &Theme::default(),
+            &b,
+        ),
     )
 }
 
@@ -207,6 +259,14 @@ pub(super) async fn route(
     method: &Method,
     segs: &[&str],
 ) -> Result<Answer, ApiError> {
+    if v.operator {
+        match (method.clone(), segs) {
+            (Method::GET, ["apps"]) => return applications(v).await,
+            // Nothing chosen yet: every page is the list of applications.
+            _ if v.app_id.is_empty() => return Ok(Answer::Redirect("/portal/apps".to_owned())),
+            _ => {}
+        }
+    }
     match (method.clone(), segs) {
         (Method::GET, []) => endpoints(v).await,
         (Method::GET, ["endpoints", "new"]) => new_endpoint(v, None).await,
@@ -295,6 +355,98 @@ pub(super) async fn route(
         (Method::GET, ["event-types"]) => event_types(v).await,
         _ => Err(ApiError::NotFound("Page not found.")),
     }
+}
+
+/// Applications on a page of the operator's list, and the delivery rows counted for
+/// their health at most (split evenly among them): index-bounded whatever the log holds.
+const HEALTH_ROWS_PER_PAGE_MAX: usize = 200_000;
+
+/// The operator's list: every application (a page of them) with its endpoints' health
+/// (endpoints, failing, disabled, the last 24 hours' successes and failures).
+async fn applications(v: &Visit<'_>) -> Result<Answer, ApiError> {
+    let mut q = format!("limit={PORTAL_PAGE_ROWS_MAX}");
+    if let Some(iterator) = v.query_param("iterator").filter(|i| !i.is_empty()) {
+        q.push_str("&iterator=");
+        q.push_str(&seg(&iterator));
+    }
+    let list = v.api(Method::GET, "app", &q, None).await?;
+    let rows = data(&list);
+    let now = v.state.clock.now_ms();
+    let per_app = HEALTH_ROWS_PER_PAGE_MAX / rows.len().max(1);
+    let ids: Vec<String> = rows.iter().map(|a| s(a, "id").to_owned()).collect();
+    let health = v.state.log.read(|rtxn, dbs| {
+        let next_seq = tables::next_seq(rtxn, dbs)?;
+        let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            out.push(match tables::app_by_ref(rtxn, dbs, id)? {
+                Some(app) => tables::app_health(rtxn, dbs, app.key, (from, next_seq), per_app)?,
+                None => tables::AppHealth::default(),
+            });
+        }
+        Ok(out)
+    })?;
+    let mut b = Html::new();
+    b.raw("<h1>Applications</h1>");
+    if rows.is_empty() {
+        b.raw("<div class=\"notice\">No applications yet.</div>");
+    } else {
+        b.raw(
+            "<table><caption class=\"muted\">Applications and their endpoints</caption><thead><tr>",
+        )
+        .raw("<th scope=\"col\">Application</th><th scope=\"col\">Endpoints</th>")
+        .raw("<th scope=\"col\">Failing</th><th scope=\"col\">Disabled</th>")
+        .raw("<th scope=\"col\">Last 24 hours</th></tr></thead><tbody>");
+        for (app, h) in rows.iter().zip(&health) {
+            let name = match s(app, "name") {
+                "" => s(app, "id"),
+                name => name,
+            };
+            b.raw("<tr><td>")
+                .link(&format!("/portal/apps/{}", seg(s(app, "id"))), name)
+                .raw(" <code class=\"muted\">")
+                .text(s(app, "id"))
+                .raw("</code></td><td>")
+                .num(h.endpoints)
+                .raw("</td><td")
+                .raw(if h.failing > 0 {
+                    " class=\"bad\">"
+                } else {
+                    ">"
+                })
+                .num(h.failing)
+                .raw("</td><td")
+                .raw(if h.disabled > 0 {
+                    " class=\"warn\">"
+                } else {
+                    ">"
+                })
+                .num(h.disabled)
+                .raw("</td><td>");
+            day_counts(&mut b, h.deliveries);
+            b.raw("</td></tr>");
+        }
+        b.raw("</tbody></table>");
+    }
+    if list["done"].as_bool() == Some(false) {
+        if let Some(next) = list["iterator"].as_str() {
+            b.raw("<p><a class=\"button secondary\" href=\"/portal/apps?iterator=")
+                .text(&seg(next))
+                .raw("\">Next page</a></p>");
+        }
+    }
+    Ok(page(v, "Applications", &b))
+}
+
+/// "N succeeded · M failed" (with "+" when the count stopped at its budget).
+fn day_counts(b: &mut Html, counts: tables::DeliveryCounts) {
+    let more = if counts.complete { "" } else { "+" };
+    b.num(counts.success)
+        .raw(more)
+        .raw(" succeeded · ")
+        .num(counts.fail)
+        .raw(more)
+        .raw(" failed");
 }
 
 fn endpoint_path(v: &Visit<'_>, ep: &str) -> String {

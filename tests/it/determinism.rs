@@ -661,7 +661,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             session_hash: rng.bytes(32).try_into().expect("32 bytes"),
             session_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
         },
-        _ => Op::ExpirePortalAccess {
+        39 => Op::ExpirePortalAccess {
             app_key: app_key(rng, world),
             link: match rng.pick(&world.portal_links) {
                 Some(link) if rng.chance(40) => Some(link.clone()),
@@ -674,6 +674,22 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 1_700_000_000_000 + rng.below(4_000_000)
             },
         },
+        // An operator's code (org-scoped, no bearer token); 38 may open it.
+        _ => {
+            let code_hash: [u8; 32] = rng.bytes(32).try_into().expect("32 bytes");
+            world.portal_codes.push(code_hash);
+            Op::CreateOperatorAccess {
+                grant: Box::new(PortalGrant {
+                    kind: PortalKind::LoginCode,
+                    link: world.fresh("operator"),
+                    capabilities: 63,
+                    feature_flags: Vec::new(),
+                    session_id: None,
+                }),
+                code_hash,
+                code_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
+            }
+        }
     }
 }
 

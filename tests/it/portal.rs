@@ -634,3 +634,245 @@ async fn login_codes_and_sessions_expire_on_the_logs_clock() {
 async fn sign_in_after(addr: SocketAddr, access: &Value) -> String {
     sign_in(addr, access["url"].as_str().expect("url")).await.0
 }
+
+/// The `name=value` of the cookie `name` among a response's `Set-Cookie` headers.
+fn set_cookie(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|c| c.split_once('=').is_some_and(|(n, _)| n == name))
+        .map(str::to_owned)
+}
+
+/// A portal GET with these cookies: status, headers, page.
+async fn portal_get(
+    addr: SocketAddr,
+    path: &str,
+    cookies: &str,
+) -> (u16, hyper::HeaderMap, String) {
+    let (status, headers, body) = call_raw(addr, "GET", path, None, &[("cookie", cookies)], b"")
+        .await
+        .expect("portal get");
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Signs in on the operator form with `token`: the status and the session cookie.
+async fn operator_sign_in(addr: SocketAddr, token: &str) -> (u16, Option<String>) {
+    let (status, headers, _) = call_raw(
+        addr,
+        "POST",
+        "/portal/operator",
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("token={token}").as_bytes(),
+    )
+    .await
+    .expect("operator sign-in");
+    (status, set_cookie(&headers, "sluice_portal"))
+}
+
+/// An operator signs in with an org-wide token, sees every application with its endpoints'
+/// health a page at a time, opens one with every capability, and logs out; tenants'
+/// sessions and other tokens get no such view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_sign_in_with_an_org_token_and_see_every_application() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    post(addr, "/api/v1/app", &json!({"name": "Acme", "uid": "acme"})).await;
+    post(
+        addr,
+        "/api/v1/app",
+        &json!({"name": "Globex", "uid": "globex"}),
+    )
+    .await;
+    for url in ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"] {
+        post(addr, "/api/v1/app/acme/endpoint", &json!({"url": url})).await;
+    }
+    let disabled = post(
+        addr,
+        "/api/v1/app/globex/endpoint",
+        &json!({"url": "http://127.0.0.1:9/g", "disabled": true}),
+    )
+    .await;
+    assert_eq!(disabled.status, 201, "{:?}", disabled.json);
+    // More applications than a page holds.
+    for i in 0..50 {
+        post(
+            addr,
+            "/api/v1/app",
+            &json!({"name": format!("Filler {i:02}")}),
+        )
+        .await;
+    }
+
+    // Tokens that are not org-wide API tokens are refused, on a page.
+    let app_token = crate::harness::app_token(&sluice, "acme").await;
+    for bad in ["nope", app_token.as_str()] {
+        let (status, cookie) = operator_sign_in(addr, bad).await;
+        assert_eq!((status, cookie), (401, None), "{bad}");
+    }
+    let (status, cookie) = operator_sign_in(addr, TOKEN).await;
+    assert_eq!(status, 303);
+    let session = cookie.expect("an operator session cookie");
+
+    // Nothing chosen yet: the portal is the list of applications.
+    let (status, headers, _) = portal_get(addr, "/portal/", &session).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers.get("location").expect("location"), "/portal/apps");
+    let (status, _, list) = portal_get(addr, "/portal/apps", &session).await;
+    assert_eq!(status, 200, "{list}");
+    assert!(list.contains("Acme") && list.contains("Globex"), "{list}");
+    assert_eq!(list.matches("<tr><td>").count(), 50, "a page holds 50 rows");
+    // Acme: two endpoints, none failing or disabled; Globex: one, disabled.
+    let row = |page: &str, name: &str| {
+        page.split("<tr><td>")
+            .find(|r| r.contains(name))
+            .unwrap_or_else(|| panic!("{name} in {page}"))
+            .split("</tr>")
+            .next()
+            .expect("row")
+            .to_owned()
+    };
+    let acme = row(&list, "Acme");
+    assert!(
+        acme.contains("</code></td><td>2</td><td>0</td><td>0</td>"),
+        "{acme}"
+    );
+    let globex = row(&list, "Globex");
+    assert!(
+        globex.contains("</code></td><td>1</td><td>0</td><td class=\"warn\">1</td>"),
+        "{globex}"
+    );
+    let next = list
+        .split("href=\"/portal/apps?iterator=")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a next page link")
+        .to_owned();
+    let (status, _, second) =
+        portal_get(addr, &format!("/portal/apps?iterator={next}"), &session).await;
+    assert_eq!(status, 200);
+    assert_eq!(second.matches("<tr><td>").count(), 2, "{second}");
+
+    // Opening an application: its pages, with every capability.
+    let acme_id = get(addr, "/api/v1/app/acme").await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, headers, _) = portal_get(addr, &format!("/portal/apps/{acme_id}"), &session).await;
+    assert_eq!(status, 303);
+    let chosen = set_cookie(&headers, "sluice_portal_app").expect("the chosen application");
+    let both = format!("{session}; {chosen}");
+    let (status, _, home) = portal_get(addr, "/portal/", &both).await;
+    assert_eq!(status, 200);
+    assert!(
+        home.contains("http://127.0.0.1:9/a") && home.contains("Add endpoint"),
+        "{home}"
+    );
+    let csrf = home
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form token")
+        .to_owned();
+    let operator = (both.clone(), csrf);
+    assert_eq!(
+        portal_post(
+            addr,
+            &operator,
+            "/portal/endpoints/new",
+            "url=http%3A%2F%2F127.0.0.1%3A9%2Fc"
+        )
+        .await,
+        303,
+        "the operator manages endpoints"
+    );
+    assert_eq!(
+        get(addr, "/api/v1/app/acme/endpoint").await.json["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // An application that is not there.
+    let (status, _, _) = portal_get(addr, "/portal/apps/app_nope", &session).await;
+    assert_eq!(status, 404);
+
+    // A tenant's session sees no list and no other application, whatever its cookies say.
+    let access = post(addr, "/api/v1/auth/app-portal-access/globex", &json!({})).await;
+    let tenant = sign_in_after(addr, &access.json).await;
+    let (status, _, page) = portal_get(addr, "/portal/apps", &tenant).await;
+    assert_eq!(status, 404, "{page}");
+    assert!(!page.contains("Acme"));
+    let (status, headers, _) = portal_get(addr, &format!("/portal/apps/{acme_id}"), &tenant).await;
+    assert_eq!(status, 404);
+    assert!(set_cookie(&headers, "sluice_portal_app").is_none());
+    let (status, _, home) = portal_get(addr, "/portal/", &format!("{tenant}; {chosen}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        home.contains("http://127.0.0.1:9/g") && !home.contains("http://127.0.0.1:9/a"),
+        "a tenant sees its own application only: {home}"
+    );
+
+    // Logging out ends the operator's session.
+    assert_eq!(
+        portal_post(addr, &operator, "/portal/logout", "").await,
+        200
+    );
+    let (status, _, _) = portal_get(addr, "/portal/apps", &session).await;
+    assert_eq!(status, 401);
+    sluice.stop().await;
+}
+
+/// `sluice portal-link` prints an operator's link that works once, next to a running
+/// daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_portal_link_prints_a_single_use_operator_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = crate::harness::Daemon::spawn(dir.path());
+    let addr = daemon.addr;
+    post(
+        addr,
+        "/api/v1/app",
+        &json!({"name": "Initech", "uid": "initech"}),
+    )
+    .await;
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["portal-link", "--data-dir"])
+            .arg(dir.path()),
+    );
+    let link = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert!(link.contains("/portal/login#key="), "{link}");
+    let key = link.split("#key=").nth(1).expect("key");
+    let exchange = || async {
+        let (status, headers, _) = call_raw(
+            addr,
+            "POST",
+            "/portal/session",
+            None,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("key={key}").as_bytes(),
+        )
+        .await
+        .expect("session");
+        (status, set_cookie(&headers, "sluice_portal"))
+    };
+    let (status, session) = exchange().await;
+    assert_eq!(status, 303);
+    let session = session.expect("an operator session cookie");
+    let (status, _, list) = portal_get(addr, "/portal/apps", &session).await;
+    assert_eq!(status, 200);
+    assert!(list.contains("Initech"), "{list}");
+    assert_eq!(exchange().await, (401, None), "the link works once");
+}
