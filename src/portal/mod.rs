@@ -558,10 +558,11 @@ pub async fn handle(
         );
         return respond(state, pages::logged_out(state), Some(gone));
     }
-    if operator && method == Method::GET {
-        if let ["apps", chosen] = segs.as_slice() {
-            return choose_app(&visit, chosen).await;
-        }
+    if operator
+        && method == Method::GET
+        && let ["apps", chosen] = segs.as_slice()
+    {
+        return choose_app(&visit, chosen).await;
     }
     let answer = match pages::route(&visit, &method, &segs).await {
         Ok(answer) => answer,
@@ -645,27 +646,6 @@ async fn open_session(state: &ApiState, req: Request<Incoming>) -> Response<Full
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn deep_links_stay_inside_the_portal() {
-        assert_eq!(
-            super::deep_link("/endpoints/ep_1"),
-            "/portal/endpoints/ep_1"
-        );
-        for bad in [
-            "//evil.example",
-            "https://evil.example",
-            "/../api",
-            "/a?b",
-            "x",
-            "/a\\b",
-        ] {
-            assert_eq!(super::deep_link(bad), "/portal/", "{bad}");
-        }
-    }
-}
-
 /// GET /portal/apps/{app} for an operator: work on that application (its pages with every
 /// capability) from now on.
 async fn choose_app(visit: &Visit<'_>, app_ref: &str) -> Response<Full<Bytes>> {
@@ -722,5 +702,26 @@ async fn operator_login(
             respond_with(state, Answer::Redirect("/portal/".to_owned()), cookies)
         }
         Err(error) => respond(state, pages::operator_login(state, Some(&error)), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn deep_links_stay_inside_the_portal() {
+        assert_eq!(
+            super::deep_link("/endpoints/ep_1"),
+            "/portal/endpoints/ep_1"
+        );
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/../api",
+            "/a?b",
+            "x",
+            "/a\\b",
+        ] {
+            assert_eq!(super::deep_link(bad), "/portal/", "{bad}");
+        }
     }
 }

@@ -371,21 +371,7 @@ async fn applications(v: &Visit<'_>) -> Result<Answer, ApiError> {
     }
     let list = v.api(Method::GET, "app", &q, None).await?;
     let rows = data(&list);
-    let now = v.state.clock.now_ms();
-    let per_app = HEALTH_ROWS_PER_PAGE_MAX / rows.len().max(1);
-    let ids: Vec<String> = rows.iter().map(|a| s(a, "id").to_owned()).collect();
-    let health = v.state.log.read(|rtxn, dbs| {
-        let next_seq = tables::next_seq(rtxn, dbs)?;
-        let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in &ids {
-            out.push(match tables::app_by_ref(rtxn, dbs, id)? {
-                Some(app) => tables::app_health(rtxn, dbs, app.key, (from, next_seq), per_app)?,
-                None => tables::AppHealth::default(),
-            });
-        }
-        Ok(out)
-    })?;
+    let health = health_of(v, rows)?;
     let mut b = Html::new();
     b.raw("<h1>Applications</h1>");
     if rows.is_empty() {
@@ -428,14 +414,33 @@ async fn applications(v: &Visit<'_>) -> Result<Answer, ApiError> {
         }
         b.raw("</tbody></table>");
     }
-    if list["done"].as_bool() == Some(false) {
-        if let Some(next) = list["iterator"].as_str() {
-            b.raw("<p><a class=\"button secondary\" href=\"/portal/apps?iterator=")
-                .text(&seg(next))
-                .raw("\">Next page</a></p>");
-        }
+    if list["done"].as_bool() == Some(false)
+        && let Some(next) = list["iterator"].as_str()
+    {
+        b.raw("<p><a class=\"button secondary\" href=\"/portal/apps?iterator=")
+            .text(&seg(next))
+            .raw("\">Next page</a></p>");
     }
     Ok(page(v, "Applications", &b))
+}
+
+/// The applications' health over the last 24 hours, within `HEALTH_ROWS_PER_PAGE_MAX`
+/// delivery rows in all.
+fn health_of(v: &Visit<'_>, apps: &[Value]) -> Result<Vec<tables::AppHealth>, ApiError> {
+    let now = v.state.clock.now_ms();
+    let per_app = HEALTH_ROWS_PER_PAGE_MAX / apps.len().max(1);
+    Ok(v.state.log.read(|rtxn, dbs| {
+        let next_seq = tables::next_seq(rtxn, dbs)?;
+        let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
+        let mut out = Vec::with_capacity(apps.len());
+        for app in apps {
+            out.push(match tables::app_by_ref(rtxn, dbs, s(app, "id"))? {
+                Some(app) => tables::app_health(rtxn, dbs, app.key, (from, next_seq), per_app)?,
+                None => tables::AppHealth::default(),
+            });
+        }
+        Ok(out)
+    })?)
 }
 
 /// "N succeeded · M failed" (with "+" when the count stopped at its budget).
