@@ -42,8 +42,8 @@ struct AccessIn {
     feature_flags: Option<Vec<String>>,
     #[serde(default)]
     session_id: Option<String>,
-    /// Svix creates the application on the fly with this; Sluice needs it to exist and
-    /// accepts the field (the SDK may send it) only when it is null.
+    /// Svix's `ApplicationIn`: the application is made with it when the path names none
+    /// (ignored when it exists).
     #[serde(default)]
     application: Option<serde_json::Value>,
 }
@@ -134,14 +134,23 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     if let Some(session) = &input.session_id {
         problems.text("sessionId", session, true);
     }
-    if input.application.as_ref().is_some_and(|a| !a.is_null()) {
-        problems.add(
-            &["body", "application"],
-            "Sluice does not create applications here; create it first",
-        );
-    }
+    let application = match input.application.clone().filter(|a| !a.is_null()) {
+        None => None,
+        Some(value) => match serde_json::from_value::<apps::AppIn>(value) {
+            Ok(app) => Some(app),
+            Err(error) => {
+                problems.add(&["body", "application"], error.to_string());
+                None
+            }
+        },
+    };
     problems.finish()?;
-    let app = apps::resolve(state, ctx, app_ref)?;
+    let app = match (apps::resolve(state, ctx, app_ref), application) {
+        (Err(ApiError::NotFound(_)), Some(application)) => {
+            inline_app(state, ctx, app_ref, application).await?
+        }
+        (found, _) => found?,
+    };
     let now_ms = state.clock.now_ms();
     let link = format!("portal_{}", &new_secret()[..22]);
     let (token, code) = (format!("appsk_{}", new_secret()), new_secret());
@@ -172,6 +181,36 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
         StatusCode::OK,
         &serde_json::json!({"url": url, "token": token}),
     )
+}
+
+/// Makes the access request's `application` (the path names none yet), as message
+/// create's inline `application` does: its uid is the path's (taken from the path when
+/// absent), and it is one `CreateApp` op with `get_if_exists`, so two requests racing to
+/// make it both get the one application.
+async fn inline_app(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    mut application: apps::AppIn,
+) -> Result<crate::log::schema::AppRecord, ApiError> {
+    match application.uid.as_deref() {
+        None => application.uid = Some(app_ref.to_owned()),
+        Some(uid) if uid != app_ref => {
+            return Err(ApiError::field(
+                &["body", "application", "uid"],
+                "application_uid_mismatch: must equal the application named by the path",
+            ));
+        }
+        Some(_) => {}
+    }
+    apps::validate(&application)?;
+    let op = Op::CreateApp {
+        id: crate::ids::new_id(crate::ids::IdKind::App, state.clock.now_ms()),
+        fields: application.into_fields(),
+        get_if_exists: true,
+    };
+    super::reply_of(submit(state, None, op).await?)?;
+    apps::resolve(state, ctx, app_ref)
 }
 
 /// POST /auth/app/{app}/expire-all: ends the application's links (all, or those of

@@ -844,8 +844,8 @@ pub fn each_delivery_in(
 }
 
 /// Successes and failures among an endpoint's deliveries of seqs in `[from_seq, to_seq)`,
-/// counting at most `rows_max` rows; `complete` is false when there were more (the
-/// counts are then lower bounds). For the portal's per-row summaries: an index range,
+/// counting at most `rows_max` rows; `cut` when there were more (the counts are then
+/// lower bounds). For the portal's per-row summaries: an index range,
 /// never more than the caller's budget.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryCounts {
@@ -853,7 +853,7 @@ pub struct DeliveryCounts {
     pub fail: u64,
     /// Rows read (pending ones too).
     pub rows: u64,
-    pub complete: bool,
+    pub cut: bool,
 }
 
 pub fn delivery_counts(
@@ -864,7 +864,7 @@ pub fn delivery_counts(
     rows_max: usize,
 ) -> Result<DeliveryCounts, LogError> {
     let mut counts = DeliveryCounts::default();
-    counts.complete = each_delivery_in(txn, dbs, endpoint_key, seqs, rows_max, |_, d| {
+    counts.cut = !each_delivery_in(txn, dbs, endpoint_key, seqs, rows_max, |_, d| {
         counts.rows += 1;
         match d.state {
             schema::DeliveryState::Succeeded => counts.success += 1,
@@ -895,13 +895,7 @@ pub fn app_health(
     seqs: (u64, u64),
     rows_max: usize,
 ) -> Result<AppHealth, LogError> {
-    let mut health = AppHealth {
-        deliveries: DeliveryCounts {
-            complete: true,
-            ..DeliveryCounts::default()
-        },
-        ..AppHealth::default()
-    };
+    let mut health = AppHealth::default();
     let mut budget = rows_max;
     for key in app_endpoint_keys(txn, dbs, app_key)? {
         let Some(endpoint) = endpoint_row_by_key(txn, dbs, key)? else {
@@ -914,7 +908,7 @@ pub fn app_health(
         health.deliveries.success += counts.success;
         health.deliveries.fail += counts.fail;
         health.deliveries.rows += counts.rows;
-        health.deliveries.complete &= counts.complete;
+        health.deliveries.cut |= counts.cut;
         budget = budget.saturating_sub(usize::try_from(counts.rows).unwrap_or(usize::MAX));
     }
     Ok(health)

@@ -349,6 +349,7 @@ pub(super) async fn route(
                 seg(msg)
             )))
         }
+        (Method::POST, ["messages", msg, "recover", ep]) => recover_from(v, msg, ep).await,
         (Method::GET, ["messages", msg, "attempts", attempt]) => {
             attempt_page(v, msg, attempt).await
         }
@@ -443,9 +444,42 @@ fn health_of(v: &Visit<'_>, apps: &[Value]) -> Result<Vec<tables::AppHealth>, Ap
     })?)
 }
 
+/// Delivery rows counted for the endpoints list's 24-hour summaries, split evenly among
+/// the page's rows: one index range per endpoint, bounded whatever the day holds.
+const SUMMARY_ROWS_PER_PAGE_MAX: usize = 200_000;
+
+/// Each endpoint's successes and failures over the last 24 hours (messages created in
+/// them), within `SUMMARY_ROWS_PER_PAGE_MAX` delivery rows in all.
+fn day_counts_of(
+    v: &Visit<'_>,
+    endpoints: &[Value],
+) -> Result<Vec<tables::DeliveryCounts>, ApiError> {
+    let now = v.state.clock.now_ms();
+    let per_row = SUMMARY_ROWS_PER_PAGE_MAX / endpoints.len().max(1);
+    Ok(v.state.log.read(|rtxn, dbs| {
+        let next_seq = tables::next_seq(rtxn, dbs)?;
+        let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
+        let app_key = tables::app_by_ref(rtxn, dbs, &v.app_id)?.map(|a| a.key);
+        let mut out = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let endpoint = match app_key {
+                Some(app_key) => tables::endpoint_row_by_ref(rtxn, dbs, app_key, s(e, "id"))?,
+                None => None,
+            };
+            out.push(match endpoint {
+                Some(endpoint) => {
+                    tables::delivery_counts(rtxn, dbs, endpoint.key, (from, next_seq), per_row)?
+                }
+                None => tables::DeliveryCounts::default(),
+            });
+        }
+        Ok(out)
+    })?)
+}
+
 /// "N succeeded · M failed" (with "+" when the count stopped at its budget).
 fn day_counts(b: &mut Html, counts: tables::DeliveryCounts) {
-    let more = if counts.complete { "" } else { "+" };
+    let more = if counts.cut { "+" } else { "" };
     b.num(counts.success)
         .raw(more)
         .raw(" succeeded · ")
@@ -499,9 +533,11 @@ async fn endpoints(v: &Visit<'_>) -> Result<Answer, ApiError> {
     if rows.is_empty() {
         b.raw("<div class=\"notice\">No endpoints yet.</div>");
     } else {
+        let counts = day_counts_of(v, rows)?;
         b.raw("<table><caption class=\"muted\">Endpoints</caption><thead><tr><th scope=\"col\">URL</th>")
-            .raw("<th scope=\"col\">Description</th><th scope=\"col\">Status</th></tr></thead><tbody>");
-        for e in rows {
+            .raw("<th scope=\"col\">Description</th><th scope=\"col\">Status</th>")
+            .raw("<th scope=\"col\">Last 24 hours</th></tr></thead><tbody>");
+        for (e, counts) in rows.iter().zip(counts) {
             b.raw("<tr><td>")
                 .link(
                     &format!("/portal/endpoints/{}", seg(s(e, "id"))),
@@ -515,7 +551,9 @@ async fn endpoints(v: &Visit<'_>) -> Result<Answer, ApiError> {
                 } else {
                     "<span class=\"ok\">Enabled</span>"
                 })
-                .raw("</td></tr>");
+                .raw("</td><td>");
+            day_counts(&mut b, counts);
+            b.raw("</td></tr>");
         }
         b.raw("</tbody></table>");
     }
@@ -1002,6 +1040,34 @@ async fn recover(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
     )))
 }
 
+/// "Replay from here" (Svix's "replay all failed messages since this time"): recover the
+/// endpoint's failed messages since this message's time; the endpoint's page then shows
+/// the task's progress.
+async fn recover_from(v: &Visit<'_>, msg: &str, ep: &str) -> Result<Answer, ApiError> {
+    let m = v
+        .api(
+            Method::GET,
+            &format!("app/{}/msg/{}", seg(&v.app_id), seg(msg)),
+            "with_content=false",
+            None,
+        )
+        .await?;
+    let path = format!("{}/recover", endpoint_path(v, ep));
+    let task = v
+        .api(
+            Method::POST,
+            &path,
+            "",
+            Some(json!({"since": s(&m, "timestamp")})),
+        )
+        .await?;
+    Ok(Answer::Redirect(format!(
+        "/portal/endpoints/{}?task={}",
+        seg(ep),
+        seg(s(&task, "id"))
+    )))
+}
+
 /// 5 — the signing secret: masked; revealed on request with the capability; rotated.
 async fn secret(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
     let e = v.api(Method::GET, &endpoint_path(v, ep), "", None).await?;
@@ -1237,6 +1303,14 @@ async fn message(v: &Visit<'_>, msg: &str) -> Result<Answer, ApiError> {
                     "Resend",
                     "secondary",
                     None,
+                );
+                form_button(
+                    &mut b,
+                    v,
+                    &format!("/portal/messages/{}/recover/{}", seg(&id), seg(s(d, "id"))),
+                    "Recover failed from here",
+                    "secondary",
+                    Some("Send this endpoint's failed messages again, from this one on?"),
                 );
             }
             b.raw("</td></tr>");

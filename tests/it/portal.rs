@@ -876,3 +876,176 @@ async fn sluice_portal_link_prints_a_single_use_operator_link() {
     assert!(list.contains("Initech"), "{list}");
     assert_eq!(exchange().await, (401, None), "the link works once");
 }
+
+/// Svix's `application` in an access request makes the application when the path names
+/// none (its uid the path's), and is ignored when it exists; a bad one is a 422 and makes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_request_with_an_application_makes_it_when_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = sluice::app::start(&test_config(dir.path()), Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    for (path, body) in [
+        (
+            "newco",
+            json!({"application": {"name": "NewCo", "uid": "other"}}),
+        ),
+        ("newco", json!({"application": {"uid": "newco"}})),
+        (
+            "newco",
+            json!({"application": {"name": "NewCo", "throttleRate": "fast"}}),
+        ),
+        ("bad uid!", json!({"application": {"name": "Bad"}})),
+    ] {
+        let out = post(
+            addr,
+            &format!(
+                "/api/v1/auth/app-portal-access/{}",
+                path.replace(' ', "%20")
+            ),
+            &body,
+        )
+        .await;
+        assert!(
+            matches!(out.status, 404 | 422),
+            "{path} {body}: {} {:?}",
+            out.status,
+            out.json
+        );
+    }
+    assert_eq!(
+        get(addr, "/api/v1/app/newco").await.status,
+        404,
+        "nothing made"
+    );
+    let out = post(
+        addr,
+        "/api/v1/auth/app-portal-access/newco",
+        &json!({"application": {"name": "NewCo", "metadata": {"plan": "pro"}}}),
+    )
+    .await;
+    assert_eq!(out.status, 200, "{:?}", out.json);
+    let app = get(addr, "/api/v1/app/newco").await;
+    assert_eq!(app.status, 200);
+    assert_eq!(app.json["name"], "NewCo");
+    assert_eq!(app.json["metadata"]["plan"], "pro");
+    // The link opens the new application's portal.
+    let (session, _) = sign_in(addr, out.json["url"].as_str().expect("url")).await;
+    let (status, _, home) = portal_get(addr, "/portal/", &session).await;
+    assert_eq!(status, 200);
+    assert!(home.contains("NewCo"), "{home}");
+    // It exists now: the field is ignored, and no second application is made.
+    let again = post(
+        addr,
+        "/api/v1/auth/app-portal-access/newco",
+        &json!({"application": {"name": "Renamed", "uid": "newco"}}),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{:?}", again.json);
+    assert_eq!(get(addr, "/api/v1/app/newco").await.json["name"], "NewCo");
+    let apps = get(addr, "/api/v1/app").await;
+    assert_eq!(apps.json["data"].as_array().map(Vec::len), Some(1));
+    sluice.stop().await;
+}
+
+/// The endpoints list shows each endpoint's last 24 hours, and the message page recovers
+/// an endpoint's failed messages from that message on ("replay from here") with
+/// `CreateAttempts` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_rows_count_the_day_and_a_message_recovers_from_here() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    // A failed attempt fails the delivery at once.
+    config.delivery.retry_schedule_ms = Vec::new();
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    post(addr, "/api/v1/app", &json!({"name": "Day", "uid": "day"})).await;
+    // Port 9 (discard) refuses on loopback: every delivery fails.
+    let ep = post(
+        addr,
+        "/api/v1/app/day/endpoint",
+        &json!({"url": "http://127.0.0.1:9/day"}),
+    )
+    .await;
+    let ep_id = ep.json["id"].as_str().expect("endpoint id").to_owned();
+    let mut msgs = Vec::new();
+    for i in 0..3 {
+        let m = post(
+            addr,
+            "/api/v1/app/day/msg",
+            &json!({"eventType": "user.created", "payload": {"i": i}}),
+        )
+        .await;
+        msgs.push(m.json["id"].as_str().expect("message id").to_owned());
+    }
+    let attempts = format!("/api/v1/app/day/attempt/endpoint/{ep_id}");
+    assert!(
+        crate::harness::eventually_json(addr, &attempts, |j| {
+            j["data"].as_array().is_some_and(|a| a.len() == 3)
+        })
+        .await,
+        "three failed attempts"
+    );
+    let full = post(addr, "/api/v1/auth/app-portal-access/day", &json!({})).await;
+    let session = sign_in(addr, full.json["url"].as_str().expect("url")).await;
+    let (status, _, home) = portal_get(addr, "/portal/", &session.0).await;
+    assert_eq!(status, 200);
+    assert!(home.contains("0 succeeded · 3 failed"), "{home}");
+
+    // Replay from the second message: the second and third are sent again.
+    let (_, _, page) = portal_get(addr, &format!("/portal/messages/{}", msgs[1]), &session.0).await;
+    assert!(page.contains("Recover failed from here"), "{page}");
+    let form = format!("/portal/messages/{}/recover/{ep_id}", msgs[1]);
+    let body = format!("_csrf={}", session.1);
+    let (status, headers, _) = call_raw(
+        addr,
+        "POST",
+        &form,
+        None,
+        &[
+            ("cookie", &session.0),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+    .expect("recover");
+    assert_eq!(status, 303);
+    let to = headers
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("location")
+        .to_owned();
+    assert!(
+        to.starts_with(&format!("/portal/endpoints/{ep_id}?task=")),
+        "{to}"
+    );
+    assert!(
+        crate::harness::eventually_json(addr, &attempts, |j| {
+            j["data"].as_array().is_some_and(|a| a.len() == 5)
+        })
+        .await,
+        "the second and third message were attempted again, the first was not"
+    );
+    let first = get(addr, &format!("/api/v1/app/day/attempt/msg/{}", msgs[0])).await;
+    assert_eq!(first.json["data"].as_array().map(Vec::len), Some(1));
+
+    // Without CreateAttempts: no button, and the forged POST is refused.
+    let view = post(
+        addr,
+        "/api/v1/auth/app-portal-access/day",
+        &json!({"capabilities": ["ViewBase", "ManageEndpoint"]}),
+    )
+    .await;
+    let viewer = sign_in(addr, view.json["url"].as_str().expect("url")).await;
+    let (_, _, page) = portal_get(addr, &format!("/portal/messages/{}", msgs[1]), &viewer.0).await;
+    assert!(!page.contains("Recover failed from here"), "{page}");
+    assert_eq!(portal_post(addr, &viewer, &form, "").await, 403);
+    sluice.stop().await;
+}
