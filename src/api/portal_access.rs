@@ -91,6 +91,14 @@ fn capability_bits(input: &AccessIn, problems: &mut Problems) -> u8 {
     bits | capability::VIEW_BASE
 }
 
+/// The request's `application` (null is none); a malformed one is a problem.
+fn application_of(input: &AccessIn, problems: &mut Problems) -> Option<apps::AppIn> {
+    let value = input.application.clone().filter(|a| !a.is_null())?;
+    serde_json::from_value::<apps::AppIn>(value)
+        .map_err(|error| problems.add(&["body", "application"], error.to_string()))
+        .ok()
+}
+
 /// Where this Sluice is reached: `[portal] public_url`, else this listener's scheme and
 /// the request's `Host`.
 pub(crate) fn public_base(state: &ApiState, host: Option<&str>) -> String {
@@ -134,16 +142,7 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     if let Some(session) = &input.session_id {
         problems.text("sessionId", session, true);
     }
-    let application = match input.application.clone().filter(|a| !a.is_null()) {
-        None => None,
-        Some(value) => match serde_json::from_value::<apps::AppIn>(value) {
-            Ok(app) => Some(app),
-            Err(error) => {
-                problems.add(&["body", "application"], error.to_string());
-                None
-            }
-        },
-    };
+    let application = application_of(&input, &mut problems);
     problems.finish()?;
     let app = match (apps::resolve(state, ctx, app_ref), application) {
         (Err(ApiError::NotFound(_)), Some(application)) => {
