@@ -81,6 +81,9 @@ pub(super) struct Theme {
     pub(super) dark_mode: Option<bool>,
     pub(super) hide_navigation: bool,
     pub(super) no_gutters: bool,
+    /// Svix's `icon`: a logo for this link's pages (`https://` only), in place of
+    /// `[portal] logo_url`.
+    pub(super) icon: Option<String>,
 }
 
 fn hex_colour(text: &str) -> Option<String> {
@@ -104,6 +107,11 @@ impl Theme {
                 "darkMode" | "m" => theme.dark_mode = Some(on),
                 "hideNavigation" | "n" => theme.hide_navigation = on,
                 "noGutters" | "g" => theme.no_gutters = on,
+                "icon" | "i" => {
+                    theme.icon = Some(value.clone()).filter(|url| {
+                        matches!(crate::config::image_url_origin(url), Some(Some(_)))
+                    });
+                }
                 _ => {}
             }
         }
@@ -127,6 +135,11 @@ impl Theme {
         }
         if self.no_gutters {
             parts.push("g=1".to_owned());
+        }
+        if let Some(icon) = &self.icon {
+            let encoded =
+                percent_encoding::utf8_percent_encode(icon, percent_encoding::NON_ALPHANUMERIC);
+            parts.push(format!("i={encoded}"));
         }
         parts.join("&")
     }
@@ -301,19 +314,8 @@ fn same_origin(headers: &hyper::HeaderMap) -> bool {
 /// The headers every portal response carries: CSP without `unsafe-inline`, framing by
 /// `[portal] frame_ancestors` only, no referrer, no sniffing, no caching of pages.
 fn security_headers(state: &ApiState, response: &mut Response<Full<Bytes>>) {
-    let ancestors = if state.portal.frame_ancestors.is_empty() {
-        "'none'".to_owned()
-    } else {
-        state.portal.frame_ancestors.join(" ")
-    };
-    let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"
-    );
+    set_csp(state, response, None);
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -322,6 +324,33 @@ fn security_headers(state: &ApiState, response: &mut Response<Full<Bytes>>) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+}
+
+/// The CSP: images from this server, `[portal] logo_url`'s origin and a link's `icon`'s
+/// (both validated as bare `https://` origins), nothing else from anywhere else.
+fn set_csp(state: &ApiState, response: &mut Response<Full<Bytes>>, icon: Option<&str>) {
+    let ancestors = if state.portal.frame_ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        state.portal.frame_ancestors.join(" ")
+    };
+    let mut images = "'self' data:".to_owned();
+    let logo = state.portal.logo_url.as_deref();
+    for url in [logo, icon].into_iter().flatten() {
+        if let Some(Some(origin)) = crate::config::image_url_origin(url) {
+            images.push(' ');
+            images.push_str(&origin);
+        }
+    }
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src {images}; \
+         connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
 }
 
 fn respond(state: &ApiState, answer: Answer, cookie: Option<String>) -> Response<Full<Bytes>> {
@@ -568,7 +597,9 @@ pub async fn handle(
         Ok(answer) => answer,
         Err(error) => pages::error_page(state, &error),
     };
-    respond(state, answer, None)
+    let mut response = respond(state, answer, None);
+    set_csp(state, &mut response, visit.theme.icon.as_deref());
+    response
 }
 
 /// Constant-time equality of two byte strings of public length.

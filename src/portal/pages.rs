@@ -78,9 +78,14 @@ fn layout(
         .raw("<link rel=\"stylesheet\" href=\"/portal/assets/theme.css?")
         .text(&theme.encode())
         .raw("\">")
-        .raw(
-            "<script src=\"/portal/assets/portal.js\" defer></script></head><body><header><strong>",
-        )
+        .raw("<script src=\"/portal/assets/portal.js\" defer></script></head><body><header>");
+    // Validated when read (config, link): an https:// URL or a path here; escaped anyway.
+    if let Some(logo) = theme.icon.as_deref().or(state.portal.logo_url.as_deref()) {
+        h.raw("<img class=\"logo\" alt=\"\" src=\"")
+            .text(logo)
+            .raw("\">");
+    }
+    h.raw("<strong>")
         .text(&state.portal.display_name)
         .raw("</strong>");
     if nav && !theme.hide_navigation {

@@ -1049,3 +1049,81 @@ async fn endpoint_rows_count_the_day_and_a_message_recovers_from_here() {
     assert_eq!(portal_post(addr, &viewer, &form, "").await, 403);
     sluice.stop().await;
 }
+
+/// `[portal] logo_url` and a link's `icon` show in the header, escaped, and only their
+/// origins join the CSP's `img-src`; an icon that is not `https://` is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logo_shows_in_the_header_and_the_csp_allows_its_origin_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.portal.logo_url = Some("https://cdn.example.com/logo.svg?a=1&b=2".to_owned());
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    post(addr, "/api/v1/app", &json!({"name": "Logo", "uid": "logo"})).await;
+    let session_with = |theme: &'static str| async move {
+        let access = post(addr, "/api/v1/auth/app-portal-access/logo", &json!({})).await;
+        let url = access.json["url"].as_str().expect("url").to_owned();
+        let key = url.split("#key=").nth(1).expect("key").to_owned();
+        let form = format!(
+            "key={key}&theme={}",
+            percent_encoding::utf8_percent_encode(theme, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let (status, headers, _) = call_raw(
+            addr,
+            "POST",
+            "/portal/session",
+            None,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            form.as_bytes(),
+        )
+        .await
+        .expect("session");
+        assert_eq!(status, 303);
+        let cookies: Vec<String> = ["sluice_portal", "sluice_portal_theme"]
+            .iter()
+            .filter_map(|name| set_cookie(&headers, name))
+            .collect();
+        let (status, headers, page) = portal_get(addr, "/portal/", &cookies.join("; ")).await;
+        assert_eq!(status, 200);
+        let csp = headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .expect("csp")
+            .to_owned();
+        (page, csp)
+    };
+    let (page, csp) = session_with("").await;
+    assert!(
+        page.contains(
+            "<img class=\"logo\" alt=\"\" src=\"https://cdn.example.com/logo.svg?a=1&amp;b=2\">"
+        ),
+        "{page}"
+    );
+    assert!(
+        csp.contains("img-src 'self' data: https://cdn.example.com;"),
+        "{csp}"
+    );
+    let (page, csp) = session_with("icon=https://icons.example.org/i.png").await;
+    assert!(
+        page.contains("src=\"https://icons.example.org/i.png\""),
+        "{page}"
+    );
+    assert!(
+        csp.contains("img-src 'self' data: https://cdn.example.com https://icons.example.org;"),
+        "{csp}"
+    );
+    for bad in [
+        "icon=javascript:alert(1)",
+        "icon=http://icons.example.org/i.png",
+    ] {
+        let (page, csp) = session_with(bad).await;
+        assert!(
+            page.contains("src=\"https://cdn.example.com/logo.svg"),
+            "{bad}: {page}"
+        );
+        assert!(!csp.contains("icons.example.org"), "{bad}: {csp}");
+    }
+    sluice.stop().await;
+}
