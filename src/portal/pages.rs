@@ -9,7 +9,9 @@ use super::html::Html;
 use super::{Answer, Theme, Visit};
 use crate::api::{ApiError, ApiState, capability as cap};
 use crate::clock::format_rfc3339;
-use crate::limits::{PORTAL_BODY_SHOWN_BYTES_MAX, PORTAL_PAGE_ROWS_MAX};
+use crate::limits::{
+    PORTAL_BODY_SHOWN_BYTES_MAX, PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX, PORTAL_PAGE_ROWS_MAX,
+};
 use crate::log::{tables, tasks};
 
 const HOUR_MS: u64 = 3_600_000;
@@ -363,10 +365,6 @@ pub(super) async fn route(
     }
 }
 
-/// Applications on a page of the operator's list, and the delivery rows counted for
-/// their health at most (split evenly among them): index-bounded whatever the log holds.
-const HEALTH_ROWS_PER_PAGE_MAX: usize = 200_000;
-
 /// The operator's list: every application (a page of them) with its endpoints' health
 /// (endpoints, failing, disabled, the last 24 hours' successes and failures).
 async fn applications(v: &Visit<'_>) -> Result<Answer, ApiError> {
@@ -430,11 +428,11 @@ async fn applications(v: &Visit<'_>) -> Result<Answer, ApiError> {
     Ok(page(v, "Applications", &b))
 }
 
-/// The applications' health over the last 24 hours, within `HEALTH_ROWS_PER_PAGE_MAX`
-/// delivery rows in all.
+/// The applications' health over the last 24 hours, within
+/// `PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX` delivery rows in all.
 fn health_of(v: &Visit<'_>, apps: &[Value]) -> Result<Vec<tables::AppHealth>, ApiError> {
     let now = v.state.clock.now_ms();
-    let per_app = HEALTH_ROWS_PER_PAGE_MAX / apps.len().max(1);
+    let per_app = PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX / apps.len().max(1);
     Ok(v.state.log.read(|rtxn, dbs| {
         let next_seq = tables::next_seq(rtxn, dbs)?;
         let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
@@ -449,18 +447,14 @@ fn health_of(v: &Visit<'_>, apps: &[Value]) -> Result<Vec<tables::AppHealth>, Ap
     })?)
 }
 
-/// Delivery rows counted for the endpoints list's 24-hour summaries, split evenly among
-/// the page's rows: one index range per endpoint, bounded whatever the day holds.
-const SUMMARY_ROWS_PER_PAGE_MAX: usize = 200_000;
-
 /// Each endpoint's successes and failures over the last 24 hours (messages created in
-/// them), within `SUMMARY_ROWS_PER_PAGE_MAX` delivery rows in all.
+/// them), within `PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX` delivery rows in all.
 fn day_counts_of(
     v: &Visit<'_>,
     endpoints: &[Value],
 ) -> Result<Vec<tables::DeliveryCounts>, ApiError> {
     let now = v.state.clock.now_ms();
-    let per_row = SUMMARY_ROWS_PER_PAGE_MAX / endpoints.len().max(1);
+    let per_row = PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX / endpoints.len().max(1);
     Ok(v.state.log.read(|rtxn, dbs| {
         let next_seq = tables::next_seq(rtxn, dbs)?;
         let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
