@@ -1,6 +1,6 @@
 //! The command line's work besides serving: loading and checking the config (with the
 //! secrets key from systemd's credentials), and the tools that open the log, do one thing
-//! and close it (`backup`, `rekey`, `token create|list|revoke`).
+//! and close it (`backup`, `rekey`, `token create|list|revoke`, `portal-link`).
 //!
 //! Exit status: 0 on success, 64 (EX_USAGE) for a bad config or command line, 1 for any
 //! other failure.
@@ -426,6 +426,50 @@ pub fn revoke_token(config: &Config, which: &str) -> ExitCode {
     match result {
         Ok(id) => {
             eprintln!("revoked {id}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an operator's link into the portal (`sluice portal-link`): single use, alive
+/// `portal.login_code_lifetime_seconds`, opening a session that sees every application.
+/// The link is on `portal.public_url`, else on `api.listen` (`https` with `api.tls_*`).
+pub fn portal_link(config: &Config) -> ExitCode {
+    if let Some(refused) = refuse_in_cluster(config, "portal-link") {
+        return refused;
+    }
+    let result = with_log(config, |log, runtime| {
+        let now_ms = Clock::System.now_ms();
+        let (code, op) = crate::api::portal_access::operator_access(
+            now_ms,
+            config.portal.login_code_lifetime_seconds,
+        );
+        match runtime
+            .block_on(log.submit(Envelope::new(op, now_ms)))
+            .map_err(|e| e.to_string())?
+        {
+            Outcome::Refused(refusal) => Err(format!("the log refused the link: {refusal:?}")),
+            _ => Ok(code),
+        }
+    });
+    let base = config.portal.public_url.clone().unwrap_or_else(|| {
+        let scheme = if config.api.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", config.api.listen)
+    });
+    match result {
+        Ok(code) => {
+            #[expect(clippy::print_stdout, reason = "the link is the command's output")]
+            {
+                println!("{}", crate::api::portal_access::operator_link(&base, &code));
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

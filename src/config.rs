@@ -38,6 +38,8 @@ pub struct Config {
 pub struct PortalConfig {
     /// The name in the portal's header. Default `Webhooks`; 1–64 characters.
     pub display_name: String,
+    /// A logo for the header: an `https://` URL or a path on this server. Default none.
+    pub logo_url: Option<String>,
     /// The accent colour, light and dark scheme (`#rrggbb`). Defaults `#2563eb`, `#60a5fa`.
     pub primary_color_light: String,
     pub primary_color_dark: String,
@@ -339,6 +341,7 @@ impl Config {
                 primary_color_dark: String::new(),
                 public_url: None,
                 refresh_url: None,
+                logo_url: None,
                 frame_ancestors: Vec::new(),
                 login_code_lifetime_seconds: 0,
                 session_lifetime_seconds: 0,
@@ -450,6 +453,27 @@ fn is_hex_colour(text: &str) -> bool {
 
 /// An `http(s)://host[:port]` origin with nothing after it (no path, query, spaces or
 /// characters that would break a CSP or a URL).
+/// Where a logo may come from (`[portal] logo_url`, Svix's per-link `icon`): a relative
+/// path on this server (`/…`, not `//…`) → `Some(None)`, or an `https://` URL → `Some(Some(
+/// origin))` (for the CSP's `img-src`); anything else (other schemes, whitespace, quotes,
+/// backslashes, over 2,048 bytes) → `None`.
+pub fn image_url_origin(url: &str) -> Option<Option<String>> {
+    let clean = url.len() <= 2048
+        && !url.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\' | '<' | '>')
+        });
+    if !clean {
+        return None;
+    }
+    if url.starts_with('/') && !url.starts_with("//") {
+        return Some(None);
+    }
+    let rest = url.strip_prefix("https://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let origin = format!("https://{host}");
+    (!host.is_empty() && !host.contains('@') && is_web_origin(&origin)).then_some(Some(origin))
+}
+
 pub fn is_web_origin(text: &str) -> bool {
     let Some(rest) = text
         .strip_prefix("https://")
@@ -625,6 +649,7 @@ mod tests {
         let text = r##"
             [portal]
             display_name = "Acme webhooks"
+            logo_url = "https://cdn.example.com/acme.svg"
             primary_color_light = "#112233"
             public_url = "https://hooks.example.com/"
             frame_ancestors = ["'self'", "https://app.example.com"]
@@ -637,11 +662,16 @@ mod tests {
             config.portal.public_url.as_deref(),
             Some("https://hooks.example.com")
         );
+        assert_eq!(
+            config.portal.logo_url.as_deref(),
+            Some("https://cdn.example.com/acme.svg")
+        );
         assert_eq!(config.portal.frame_ancestors.len(), 2);
         assert_eq!(config.portal.login_code_lifetime_seconds, 60);
         let bad = r##"
             [portal]
             display_name = ""
+            logo_url = "javascript:alert(1)"
             primary_color_dark = "blue"
             public_url = "ftp://x"
             frame_ancestors = ["https://a.example.com; script-src *"]
@@ -652,6 +682,7 @@ mod tests {
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         for key in [
             "portal.display_name",
+            "portal.logo_url",
             "portal.primary_color_dark",
             "portal.public_url",
             "portal.frame_ancestors",
@@ -659,6 +690,29 @@ mod tests {
             "portal.colour",
         ] {
             assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn logo_urls_are_https_or_a_path_here() {
+        use super::image_url_origin as origin;
+        assert_eq!(origin("/static/logo.png"), Some(None));
+        assert_eq!(
+            origin("https://cdn.example.com:8443/a/logo.svg?v=2"),
+            Some(Some("https://cdn.example.com:8443".to_owned()))
+        );
+        for bad in [
+            "http://cdn.example.com/logo.png",
+            "//cdn.example.com/logo.png",
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "https://",
+            "https://user@cdn.example.com/x",
+            "https://cdn.example.com/x\"onerror=\"alert(1)",
+            "https://cdn.example.com; script-src *",
+            "/a b",
+        ] {
+            assert_eq!(origin(bad), None, "{bad}");
         }
     }
 

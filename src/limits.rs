@@ -252,6 +252,10 @@ pub const PORTAL_FEATURE_FLAGS_MAX: usize = 64;
 pub const PORTAL_SESSION_IDS_MAX: usize = 1_000;
 /// Most rows a portal list page shows (and asks the API for).
 pub const PORTAL_PAGE_ROWS_MAX: usize = 50;
+/// Most delivery rows one portal page reads for its 24-hour counts (the endpoints list's
+/// rows, the operator's applications), split evenly among the page's rows; a count that
+/// reaches its share stops there and shows as a lower bound.
+pub const PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX: usize = 200_000;
 /// Most bytes of a receiver's response body or a payload a portal page shows.
 pub const PORTAL_BODY_SHOWN_BYTES_MAX: usize = 64 * 1024;
 /// Largest form body a portal page accepts.

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sluice::cli::{
-    Overrides, backup, create_token, list_tokens, load_config, load_for_tool, rekey, revoke_token,
+    Overrides, backup, create_token, list_tokens, load_config, load_for_tool, portal_link, rekey,
+    revoke_token,
 };
 use sluice::daemon::serve;
 
@@ -89,6 +90,17 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Print an operator's link into the tenant portal: single use, short-lived, opening
+    /// a session that lists every application with its endpoints' health and opens any
+    /// application's pages.
+    PortalLink {
+        /// The config file (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (overrides `data_dir` of the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Write the man pages and shell completions into a directory (for packaging).
     #[command(hide = true)]
@@ -267,6 +279,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Token { command } => token(command, &tool),
+        Command::PortalLink { config, data_dir } => tool(config, data_dir, &portal_link),
     }
 }
 

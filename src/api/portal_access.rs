@@ -42,8 +42,8 @@ struct AccessIn {
     feature_flags: Option<Vec<String>>,
     #[serde(default)]
     session_id: Option<String>,
-    /// Svix creates the application on the fly with this; Sluice needs it to exist and
-    /// accepts the field (the SDK may send it) only when it is null.
+    /// Svix's `ApplicationIn`: the application is made with it when the path names none
+    /// (ignored when it exists).
     #[serde(default)]
     application: Option<serde_json::Value>,
 }
@@ -91,6 +91,14 @@ fn capability_bits(input: &AccessIn, problems: &mut Problems) -> u8 {
     bits | capability::VIEW_BASE
 }
 
+/// The request's `application` (null is none); a malformed one is a problem.
+fn application_of(input: &AccessIn, problems: &mut Problems) -> Option<apps::AppIn> {
+    let value = input.application.clone().filter(|a| !a.is_null())?;
+    serde_json::from_value::<apps::AppIn>(value)
+        .map_err(|error| problems.add(&["body", "application"], error.to_string()))
+        .ok()
+}
+
 /// Where this Sluice is reached: `[portal] public_url`, else this listener's scheme and
 /// the request's `Host`.
 pub(crate) fn public_base(state: &ApiState, host: Option<&str>) -> String {
@@ -134,14 +142,14 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     if let Some(session) = &input.session_id {
         problems.text("sessionId", session, true);
     }
-    if input.application.as_ref().is_some_and(|a| !a.is_null()) {
-        problems.add(
-            &["body", "application"],
-            "Sluice does not create applications here; create it first",
-        );
-    }
+    let application = application_of(&input, &mut problems);
     problems.finish()?;
-    let app = apps::resolve(state, ctx, app_ref)?;
+    let app = match (apps::resolve(state, ctx, app_ref), application) {
+        (Err(ApiError::NotFound(_)), Some(application)) => {
+            inline_app(state, ctx, app_ref, application).await?
+        }
+        (found, _) => found?,
+    };
     let now_ms = state.clock.now_ms();
     let link = format!("portal_{}", &new_secret()[..22]);
     let (token, code) = (format!("appsk_{}", new_secret()), new_secret());
@@ -172,6 +180,36 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
         StatusCode::OK,
         &serde_json::json!({"url": url, "token": token}),
     )
+}
+
+/// Makes the access request's `application` (the path names none yet), as message
+/// create's inline `application` does: its uid is the path's (taken from the path when
+/// absent), and it is one `CreateApp` op with `get_if_exists`, so two requests racing to
+/// make it both get the one application.
+async fn inline_app(
+    state: &ApiState,
+    ctx: &Ctx,
+    app_ref: &str,
+    mut application: apps::AppIn,
+) -> Result<crate::log::schema::AppRecord, ApiError> {
+    match application.uid.as_deref() {
+        None => application.uid = Some(app_ref.to_owned()),
+        Some(uid) if uid != app_ref => {
+            return Err(ApiError::field(
+                &["body", "application", "uid"],
+                "application_uid_mismatch: must equal the application named by the path",
+            ));
+        }
+        Some(_) => {}
+    }
+    apps::validate(&application)?;
+    let op = Op::CreateApp {
+        id: crate::ids::new_id(crate::ids::IdKind::App, state.clock.now_ms()),
+        fields: application.into_fields(),
+        get_if_exists: true,
+    };
+    super::reply_of(submit(state, None, op).await?)?;
+    apps::resolve(state, ctx, app_ref)
 }
 
 /// POST /auth/app/{app}/expire-all: ends the application's links (all, or those of
@@ -254,4 +292,61 @@ pub(crate) async fn open_session(state: &ApiState, code: &str) -> Result<String,
 /// Ends one browser session (the portal's logout button).
 pub(crate) async fn close_session(state: &ApiState, session_hash: [u8; 32]) {
     let _ = submit(state, None, Op::RevokeToken { hash: session_hash }).await;
+}
+
+/// An operator's access: a new login code and the op that stores it (org-scoped, every
+/// capability, alive `code_lifetime_seconds`). `sluice portal-link` submits the op from
+/// the CLI and prints `operator_link`; the portal's operator form submits it and
+/// exchanges the code at once.
+pub(crate) fn operator_access(now_ms: u64, code_lifetime_seconds: u64) -> (String, Op) {
+    let code = new_secret();
+    let op = Op::CreateOperatorAccess {
+        grant: Box::new(PortalGrant {
+            kind: PortalKind::LoginCode,
+            link: format!("operator_{}", &new_secret()[..22]),
+            capabilities: capability::ALL,
+            feature_flags: Vec::new(),
+            session_id: None,
+        }),
+        code_hash: super::hash_token(&code),
+        code_expires_ms: now_ms + code_lifetime_seconds * 1_000,
+    };
+    (code, op)
+}
+
+/// The portal link of an operator's login code, under `base` (where Sluice is reached).
+pub(crate) fn operator_link(base: &str, code: &str) -> String {
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"code": code}).to_string());
+    format!("{}/portal/login#key={key}", base.trim_end_matches('/'))
+}
+
+/// An operator session for an org-wide API token (the portal's operator form): the
+/// session token, or `Unauthorized` unless `org_token` is the admin token or a valid
+/// org-scoped API token (not a portal credential, not an application's).
+pub(crate) async fn operator_session(
+    state: &ApiState,
+    org_token: &str,
+    peer: std::net::IpAddr,
+) -> Result<String, ApiError> {
+    let now_ms = state.clock.now_ms();
+    // Guessing tokens here is throttled like guessing them on `/api/v1`.
+    state.auth_throttle.check(peer, now_ms)?;
+    let hash = super::hash_token(org_token.trim());
+    let is_org = state.admin_token_hash == Some(hash)
+        || state
+            .log
+            .read(|rtxn, dbs| crate::log::tables::token(rtxn, dbs, &hash))?
+            .is_some_and(|r| {
+                r.is_valid_at(now_ms)
+                    && r.portal.is_none()
+                    && r.scope == crate::log::schema::TokenScope::Org
+            });
+    if !is_org {
+        state.auth_throttle.failed(peer, now_ms);
+        return Err(ApiError::Unauthorized);
+    }
+    let (code, op) = operator_access(now_ms, state.portal.login_code_lifetime_seconds);
+    submit(state, None, op).await?;
+    open_session(state, &code).await
 }

@@ -589,6 +589,23 @@ pub static SETTINGS: &[Setting] = &[
         |c| c.portal.display_name
     ),
     custom!(
+        "portal.logo_url",
+        None,
+        "`https://…` URL or `/…` path",
+        Restart,
+        "a logo shown in the tenant portal's header (its origin is added to the CSP's `img-src`)",
+        |r, key, v, d| {
+            if let Some(url) = r.string(key, v) {
+                if super::image_url_origin(&url).is_some() {
+                    d.config.portal.logo_url = Some(url);
+                } else {
+                    r.problem(key, "must be an https:// URL or a path starting with /");
+                }
+            }
+        },
+        |c| c.portal.logo_url
+    ),
+    custom!(
         "portal.primary_color_light",
         Some("\"#2563eb\""),
         "`#rrggbb`",

@@ -213,6 +213,11 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             session_hash,
             session_expires_ms,
         } => open_portal_session(w, code_hash, session_hash, session_expires_ms),
+        Op::CreateOperatorAccess {
+            grant,
+            code_hash,
+            code_expires_ms,
+        } => create_operator_access(w, *grant, code_hash, code_expires_ms),
         Op::ExpirePortalAccess {
             app_key,
             link,
@@ -376,15 +381,8 @@ fn create_portal_access(
     if tables::app_by_key(w.wtxn, w.dbs, app_key)?.is_none() {
         return refused(Refusal::AppNotFound);
     }
-    if w.dbs.tokens.len(w.wtxn)? + 2 > TOKENS_MAX {
-        for (hash, record) in tables::portal_tokens(w.wtxn, w.dbs)? {
-            if !record.is_valid_at(w.now_ms) {
-                tables::delete_token(w.wtxn, w.dbs, &hash)?;
-            }
-        }
-        if w.dbs.tokens.len(w.wtxn)? + 2 > TOKENS_MAX {
-            return refused(Refusal::TokensLimit);
-        }
+    if !room_for_tokens(w, 2)? {
+        return refused(Refusal::TokensLimit);
     }
     for (hash, expires_ms, kind) in [
         (token_hash, token_expires_ms, PortalKind::Bearer),
@@ -407,6 +405,43 @@ fn create_portal_access(
         };
         tables::put_token(w.wtxn, w.dbs, &hash, &record)?;
     }
+    Ok(Outcome::Done)
+}
+
+/// Whether `rows` more token rows fit in the table, once expired portal rows are gone.
+fn room_for_tokens(w: &mut WriteCtx<'_, '_>, rows: u64) -> Result<bool, LogError> {
+    if w.dbs.tokens.len(w.wtxn)? + rows > TOKENS_MAX {
+        for (hash, record) in tables::portal_tokens(w.wtxn, w.dbs)? {
+            if !record.is_valid_at(w.now_ms) {
+                tables::delete_token(w.wtxn, w.dbs, &hash)?;
+            }
+        }
+    }
+    Ok(w.dbs.tokens.len(w.wtxn)? + rows <= TOKENS_MAX)
+}
+
+/// An operator's login code: org-scoped, every capability. `Done`, or `TokensLimit`.
+fn create_operator_access(
+    w: &mut WriteCtx<'_, '_>,
+    grant: PortalGrant,
+    code_hash: [u8; 32],
+    code_expires_ms: u64,
+) -> Result<Outcome, LogError> {
+    if !room_for_tokens(w, 1)? {
+        return refused(Refusal::TokensLimit);
+    }
+    let record = TokenRecord {
+        scope: TokenScope::Org,
+        created_ms: w.now_ms,
+        name: String::new(),
+        expires_ms: Some(code_expires_ms),
+        last_used_ms: None,
+        portal: Some(PortalGrant {
+            kind: PortalKind::LoginCode,
+            ..grant
+        }),
+    };
+    tables::put_token(w.wtxn, w.dbs, &code_hash, &record)?;
     Ok(Outcome::Done)
 }
 
@@ -433,16 +468,21 @@ fn open_portal_session(
         return refused(Refusal::LoginCodeInvalid);
     }
     // The session ends no later than the link's bearer token (a code's expiry is capped
-    // by it when the link is made, and the token's is the grant's outer bound).
-    let token_bound = tables::portal_tokens(w.wtxn, w.dbs)?
-        .into_iter()
-        .filter_map(|(_, r)| {
-            r.portal
-                .as_ref()
-                .filter(|g| g.kind == PortalKind::Bearer && g.link == grant.link)
-                .and(r.expires_ms)
-        })
-        .next();
+    // by it when the link is made, and the token's is the grant's outer bound). An
+    // operator's link has no bearer token: its session lives its own lifetime.
+    let token_bound = if code.scope == TokenScope::Org {
+        Some(session_expires_ms)
+    } else {
+        tables::portal_tokens(w.wtxn, w.dbs)?
+            .into_iter()
+            .filter_map(|(_, r)| {
+                r.portal
+                    .as_ref()
+                    .filter(|g| g.kind == PortalKind::Bearer && g.link == grant.link)
+                    .and(r.expires_ms)
+            })
+            .next()
+    };
     let Some(token_bound) = token_bound else {
         // The link was expired (expire-all, logout) after the code was made.
         return refused(Refusal::LoginCodeInvalid);

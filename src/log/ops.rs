@@ -370,6 +370,15 @@ pub enum Op {
     SetEndpointsPerAppMax {
         max: u32,
     },
+    /// An operator's single-use login code (`sluice portal-link`, or an org token given
+    /// to the portal's operator form): org-scoped, every capability, no bearer token.
+    /// Exchanged by `OpenPortalSession` like a tenant's. Refused when the token table
+    /// is full (expired portal rows are dropped first to make room).
+    CreateOperatorAccess {
+        grant: Box<PortalGrant>,
+        code_hash: [u8; 32],
+        code_expires_ms: u64,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -389,7 +398,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 41] = [
+    pub const NAMES: [&'static str; 42] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -431,6 +440,7 @@ impl Op {
         "open_portal_session",
         "expire_portal_access",
         "set_endpoints_per_app_max",
+        "create_operator_access",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -477,6 +487,7 @@ impl Op {
             Op::OpenPortalSession { .. } => "open_portal_session",
             Op::ExpirePortalAccess { .. } => "expire_portal_access",
             Op::SetEndpointsPerAppMax { .. } => "set_endpoints_per_app_max",
+            Op::CreateOperatorAccess { .. } => "create_operator_access",
         }
     }
 }

@@ -886,6 +886,77 @@ pub fn each_delivery_in(
     Ok(true)
 }
 
+/// Successes and failures among an endpoint's deliveries of seqs in `[from_seq, to_seq)`,
+/// counting at most `rows_max` rows; `cut` when there were more (the counts are then
+/// lower bounds). For the portal's per-row summaries: an index range,
+/// never more than the caller's budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub success: u64,
+    pub fail: u64,
+    /// Rows read (pending ones too).
+    pub rows: u64,
+    pub cut: bool,
+}
+
+pub fn delivery_counts(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint_key: u64,
+    seqs: (u64, u64),
+    rows_max: usize,
+) -> Result<DeliveryCounts, LogError> {
+    let mut counts = DeliveryCounts::default();
+    counts.cut = !each_delivery_in(txn, dbs, endpoint_key, seqs, rows_max, |_, d| {
+        counts.rows += 1;
+        match d.state {
+            schema::DeliveryState::Succeeded => counts.success += 1,
+            schema::DeliveryState::Failed | schema::DeliveryState::Skipped => counts.fail += 1,
+            schema::DeliveryState::Pending | schema::DeliveryState::Sending => {}
+        }
+    })?;
+    Ok(counts)
+}
+
+/// An application's endpoint health, for the operator's list of applications.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppHealth {
+    pub endpoints: u64,
+    pub disabled: u64,
+    /// Endpoints whose deliveries have been exhausting their schedule with no success.
+    pub failing: u64,
+    /// Over all its endpoints, within the caller's row budget.
+    pub deliveries: DeliveryCounts,
+}
+
+/// The health of application `app_key`: its endpoints (at most `ENDPOINTS_PER_APP_MAX`)
+/// and their deliveries of seqs in `seqs`, counting at most `rows_max` delivery rows.
+pub fn app_health(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    app_key: u64,
+    seqs: (u64, u64),
+    rows_max: usize,
+) -> Result<AppHealth, LogError> {
+    let mut health = AppHealth::default();
+    let mut budget = rows_max;
+    for key in app_endpoint_keys(txn, dbs, app_key)? {
+        let Some(endpoint) = endpoint_row_by_key(txn, dbs, key)? else {
+            continue;
+        };
+        health.endpoints += 1;
+        health.disabled += u64::from(endpoint.disabled);
+        health.failing += u64::from(endpoint.failing_since_ms.is_some());
+        let counts = delivery_counts(txn, dbs, key, seqs, budget)?;
+        health.deliveries.success += counts.success;
+        health.deliveries.fail += counts.fail;
+        health.deliveries.rows += counts.rows;
+        health.deliveries.cut |= counts.cut;
+        budget = budget.saturating_sub(usize::try_from(counts.rows).unwrap_or(usize::MAX));
+    }
+    Ok(health)
+}
+
 /// Whether the log answers a read at all (for health).
 pub fn check_readable(txn: &RoTxn, dbs: &Dbs) -> Result<(), LogError> {
     dbs.meta.len(txn)?;

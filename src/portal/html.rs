@@ -53,6 +53,12 @@ impl Html {
             .raw("</a>")
     }
 
+    /// Another builder's page part (itself built by these rules).
+    pub(super) fn append(&mut self, part: &Html) -> &mut Html {
+        self.0.push_str(&part.0);
+        self
+    }
+
     pub(super) fn as_str(&self) -> &str {
         &self.0
     }

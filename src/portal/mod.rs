@@ -29,6 +29,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::api::{ApiError, ApiState, Auth};
 use crate::limits::{PORTAL_FORM_BYTES_MAX, URI_LEN_MAX};
+use crate::log::schema::TokenScope;
 
 /// Whether `path` is the portal's.
 pub fn serves(path: &str) -> bool {
@@ -80,6 +81,9 @@ pub(super) struct Theme {
     pub(super) dark_mode: Option<bool>,
     pub(super) hide_navigation: bool,
     pub(super) no_gutters: bool,
+    /// Svix's `icon`: a logo for this link's pages (`https://` only), in place of
+    /// `[portal] logo_url`.
+    pub(super) icon: Option<String>,
 }
 
 fn hex_colour(text: &str) -> Option<String> {
@@ -103,6 +107,11 @@ impl Theme {
                 "darkMode" | "m" => theme.dark_mode = Some(on),
                 "hideNavigation" | "n" => theme.hide_navigation = on,
                 "noGutters" | "g" => theme.no_gutters = on,
+                "icon" | "i" => {
+                    theme.icon = Some(value.clone()).filter(|url| {
+                        matches!(crate::config::image_url_origin(url), Some(Some(_)))
+                    });
+                }
                 _ => {}
             }
         }
@@ -127,6 +136,11 @@ impl Theme {
         if self.no_gutters {
             parts.push("g=1".to_owned());
         }
+        if let Some(icon) = &self.icon {
+            let encoded =
+                percent_encoding::utf8_percent_encode(icon, percent_encoding::NON_ALPHANUMERIC);
+            parts.push(format!("i={encoded}"));
+        }
         parts.join("&")
     }
 }
@@ -142,7 +156,11 @@ pub(super) enum Answer {
 pub(super) struct Visit<'a> {
     pub(super) state: &'a ApiState,
     pub(super) auth: Auth,
+    /// The application the pages show: the session's, or the one an operator chose
+    /// (empty until an operator chooses one).
     pub(super) app_id: String,
+    /// An operator's session (org-wide, every capability): the list of applications.
+    pub(super) operator: bool,
     pub(super) csrf: String,
     pub(super) query: String,
     pub(super) form: Vec<(String, String)>,
@@ -248,6 +266,19 @@ fn theme_cookie_name(state: &ApiState) -> String {
     format!("{}_theme", cookie_name(state))
 }
 
+/// The cookie naming the application an operator works on.
+fn app_cookie_name(state: &ApiState) -> String {
+    format!("{}_app", cookie_name(state))
+}
+
+/// A cookie of this portal's (`HttpOnly`, `SameSite=Strict`, `Secure` when served so).
+fn portal_cookie(state: &ApiState, name: &str, value: &str, max_age_seconds: u64) -> String {
+    format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_seconds}{}",
+        if secure(state) { "; Secure" } else { "" }
+    )
+}
+
 fn cookie<'h>(headers: &'h hyper::HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
@@ -283,19 +314,8 @@ fn same_origin(headers: &hyper::HeaderMap) -> bool {
 /// The headers every portal response carries: CSP without `unsafe-inline`, framing by
 /// `[portal] frame_ancestors` only, no referrer, no sniffing, no caching of pages.
 fn security_headers(state: &ApiState, response: &mut Response<Full<Bytes>>) {
-    let ancestors = if state.portal.frame_ancestors.is_empty() {
-        "'none'".to_owned()
-    } else {
-        state.portal.frame_ancestors.join(" ")
-    };
-    let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"
-    );
+    set_csp(state, response, None);
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -304,6 +324,33 @@ fn security_headers(state: &ApiState, response: &mut Response<Full<Bytes>>) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+}
+
+/// The CSP: images from this server, `[portal] logo_url`'s origin and a link's `icon`'s
+/// (both validated as bare `https://` origins), nothing else from anywhere else.
+fn set_csp(state: &ApiState, response: &mut Response<Full<Bytes>>, icon: Option<&str>) {
+    let ancestors = if state.portal.frame_ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        state.portal.frame_ancestors.join(" ")
+    };
+    let mut images = "'self' data:".to_owned();
+    let logo = state.portal.logo_url.as_deref();
+    for url in [logo, icon].into_iter().flatten() {
+        if let Some(Some(origin)) = crate::config::image_url_origin(url) {
+            images.push(' ');
+            images.push_str(&origin);
+        }
+    }
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src {images}; \
+         connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {ancestors}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
 }
 
 fn respond(state: &ApiState, answer: Answer, cookie: Option<String>) -> Response<Full<Bytes>> {
@@ -425,7 +472,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, ApiE
 pub async fn handle(
     state: &ApiState,
     req: Request<Incoming>,
-    _peer: IpAddr,
+    peer: IpAddr,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > URI_LEN_MAX {
@@ -455,6 +502,10 @@ pub async fn handle(
         }
         (&Method::GET, ["login"]) => return respond(state, pages::login(state), None),
         (&Method::POST, ["session"]) => return open_session(state, req).await,
+        (&Method::GET, ["operator"]) => {
+            return respond(state, pages::operator_login(state, None), None);
+        }
+        (&Method::POST, ["operator"]) => return operator_login(state, req, peer).await,
         _ => {}
     }
     let now_ms = state.clock.now_ms();
@@ -464,15 +515,36 @@ pub async fn handle(
     }) else {
         return respond(state, pages::expired(state), None);
     };
-    let crate::log::schema::TokenScope::App(app_key) = auth.scope else {
-        return respond(state, pages::expired(state), None);
-    };
-    let app_id = match state
-        .log
-        .read(|rtxn, dbs| crate::log::tables::app_by_key(rtxn, dbs, app_key))
-    {
-        Ok(Some(app)) => app.id,
-        _ => return respond(state, pages::expired(state), None),
+    // A tenant's session is one application's, with its link's grant. An operator's
+    // (org-scoped) acts as the org on every application, and works on the one it chose
+    // last (a cookie naming it: a choice, not a credential).
+    let (auth, app_id, operator) = match auth.scope {
+        TokenScope::App(app_key) => match state
+            .log
+            .read(|rtxn, dbs| crate::log::tables::app_by_key(rtxn, dbs, app_key))
+        {
+            Ok(Some(app)) => (auth, app.id, false),
+            _ => return respond(state, pages::expired(state), None),
+        },
+        TokenScope::Org => {
+            let chosen = cookie(req.headers(), &app_cookie_name(state))
+                .and_then(|id| {
+                    state
+                        .log
+                        .read(|rtxn, dbs| crate::log::tables::app_by_ref(rtxn, dbs, id))
+                        .ok()
+                        .flatten()
+                })
+                .map(|app| app.id)
+                .unwrap_or_default();
+            let org = Auth {
+                scope: TokenScope::Org,
+                token_hash: auth.token_hash,
+                portal: None,
+            };
+            (org, chosen, true)
+        }
+        TokenScope::Poller { .. } => return respond(state, pages::expired(state), None),
     };
     let csrf = csrf_of(&session);
     let theme = cookie(req.headers(), &theme_cookie_name(state))
@@ -494,6 +566,7 @@ pub async fn handle(
         state,
         auth,
         app_id,
+        operator,
         csrf,
         query,
         form,
@@ -514,11 +587,19 @@ pub async fn handle(
         );
         return respond(state, pages::logged_out(state), Some(gone));
     }
+    if operator
+        && method == Method::GET
+        && let ["apps", chosen] = segs.as_slice()
+    {
+        return choose_app(&visit, chosen).await;
+    }
     let answer = match pages::route(&visit, &method, &segs).await {
         Ok(answer) => answer,
         Err(error) => pages::error_page(state, &error),
     };
-    respond(state, answer, None)
+    let mut response = respond(state, answer, None);
+    set_csp(state, &mut response, visit.theme.icon.as_deref());
+    response
 }
 
 /// Constant-time equality of two byte strings of public length.
@@ -593,6 +674,65 @@ async fn open_session(state: &ApiState, req: Request<Incoming>) -> Response<Full
             respond_with(state, Answer::Redirect(next), vec![cookie, theme_cookie])
         }
         Err(_) => respond(state, pages::expired(state), None),
+    }
+}
+
+/// GET /portal/apps/{app} for an operator: work on that application (its pages with every
+/// capability) from now on.
+async fn choose_app(visit: &Visit<'_>, app_ref: &str) -> Response<Full<Bytes>> {
+    let state = visit.state;
+    let app = match visit
+        .api(
+            Method::GET,
+            &format!("app/{}", pages::seg(app_ref)),
+            "",
+            None,
+        )
+        .await
+    {
+        Ok(app) => app,
+        Err(error) => return respond(state, pages::error_page(state, &error), None),
+    };
+    let id = app["id"].as_str().unwrap_or_default();
+    let cookie = portal_cookie(
+        state,
+        &app_cookie_name(state),
+        id,
+        state.portal.session_lifetime_seconds,
+    );
+    respond(state, Answer::Redirect("/portal/".to_owned()), Some(cookie))
+}
+
+/// POST /portal/operator: an org-wide API token (typed into the operator form) for an
+/// operator's session cookie.
+async fn operator_login(
+    state: &ApiState,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Full<Bytes>> {
+    if !same_origin(req.headers()) {
+        return respond(state, pages::error_page(state, &ApiError::Forbidden), None);
+    }
+    let form = match read_form(req).await {
+        Ok(form) => form,
+        Err(e) => return respond(state, pages::error_page(state, &e), None),
+    };
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map_or("", |(_, v)| v.as_str());
+    match crate::api::portal_access::operator_session(state, token, peer).await {
+        Ok(session) => {
+            let lifetime = state.portal.session_lifetime_seconds;
+            let cookies = vec![
+                portal_cookie(state, cookie_name(state), &session, lifetime),
+                // A new operator starts at the list of applications.
+                portal_cookie(state, &app_cookie_name(state), "", 0),
+                portal_cookie(state, &theme_cookie_name(state), "", 0),
+            ];
+            respond_with(state, Answer::Redirect("/portal/".to_owned()), cookies)
+        }
+        Err(error) => respond(state, pages::operator_login(state, Some(&error)), None),
     }
 }
 

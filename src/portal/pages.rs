@@ -9,7 +9,10 @@ use super::html::Html;
 use super::{Answer, Theme, Visit};
 use crate::api::{ApiError, ApiState, capability as cap};
 use crate::clock::format_rfc3339;
-use crate::limits::{PORTAL_BODY_SHOWN_BYTES_MAX, PORTAL_PAGE_ROWS_MAX};
+use crate::limits::{
+    PORTAL_BODY_SHOWN_BYTES_MAX, PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX, PORTAL_PAGE_ROWS_MAX,
+};
+use crate::log::{tables, tasks};
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -34,7 +37,7 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'.');
 
 /// A path segment, percent-encoded (ids and uids are plain, but nothing is assumed).
-fn seg(text: &str) -> String {
+pub(super) fn seg(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
@@ -77,9 +80,14 @@ fn layout(
         .raw("<link rel=\"stylesheet\" href=\"/portal/assets/theme.css?")
         .text(&theme.encode())
         .raw("\">")
-        .raw(
-            "<script src=\"/portal/assets/portal.js\" defer></script></head><body><header><strong>",
-        )
+        .raw("<script src=\"/portal/assets/portal.js\" defer></script></head><body><header>");
+    // Validated when read (config, link): an https:// URL or a path here; escaped anyway.
+    if let Some(logo) = theme.icon.as_deref().or(state.portal.logo_url.as_deref()) {
+        h.raw("<img class=\"logo\" alt=\"\" src=\"")
+            .text(logo)
+            .raw("\">");
+    }
+    h.raw("<strong>")
         .text(&state.portal.display_name)
         .raw("</strong>");
     if nav && !theme.hide_navigation {
@@ -110,9 +118,60 @@ fn hidden_csrf(h: &mut Html, csrf: &str) {
 }
 
 fn page(v: &Visit<'_>, title: &str, body: &Html) -> Answer {
+    let mut framed = Html::new();
+    if v.operator {
+        // The operator's bar: which application, and the way back to all of them.
+        framed
+            .raw("<nav class=\"operator\" aria-label=\"Operator\">")
+            .link("/portal/apps", "All applications");
+        if !v.app_id.is_empty() {
+            framed
+                .raw(" <span class=\"muted\">Application <code>")
+                .text(&v.app_id)
+                .raw("</code></span>");
+        }
+        framed.raw("</nav>");
+    }
+    framed.append(body);
     Answer::Page(
         StatusCode::OK,
-        layout(v.state, title, true, Some(&v.csrf), &v.theme, body),
+        layout(v.state, title, true, Some(&v.csrf), &v.theme, &framed),
+    )
+}
+
+/// The operator's sign-in: an org-wide API token for a session that sees every
+/// application (or use a link from `sluice portal-link`).
+pub(super) fn operator_login(state: &ApiState, error: Option<&ApiError>) -> Answer {
+    let mut b = Html::new();
+    b.raw("<h1>Operator sign-in</h1><p>Sign in with an org-wide API token to see every ")
+        .raw("application, or open a link from <code>sluice portal-link</code>.</p>");
+    let status = match error {
+        None => StatusCode::OK,
+        Some(ApiError::AuthThrottled { .. }) => {
+            b.raw("<div class=\"banner\" role=\"alert\">Too many failed sign-ins; wait a ")
+                .raw("moment.</div>");
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        Some(_) => {
+            b.raw("<div class=\"banner\" role=\"alert\">That is not a valid org-wide API ")
+                .raw("token.</div>");
+            StatusCode::UNAUTHORIZED
+        }
+    };
+    b.raw("<form method=\"post\" action=\"/portal/operator\">")
+        .raw("<label for=\"token\">Org-wide API token</label>")
+        .raw("<input id=\"token\" name=\"token\" type=\"password\" required autocomplete=\"off\">")
+        .raw("<p><button type=\"submit\">Sign in</button></p></form>");
+    Answer::Page(
+        status,
+        layout(
+            state,
+            "Operator sign-in",
+            false,
+            None,
+            &Theme::default(),
+            &b,
+        ),
     )
 }
 
@@ -207,6 +266,14 @@ pub(super) async fn route(
     method: &Method,
     segs: &[&str],
 ) -> Result<Answer, ApiError> {
+    if v.operator {
+        match (method.clone(), segs) {
+            (Method::GET, ["apps"]) => return applications(v).await,
+            // Nothing chosen yet: every page is the list of applications.
+            _ if v.app_id.is_empty() => return Ok(Answer::Redirect("/portal/apps".to_owned())),
+            _ => {}
+        }
+    }
     match (method.clone(), segs) {
         (Method::GET, []) => endpoints(v).await,
         (Method::GET, ["endpoints", "new"]) => new_endpoint(v, None).await,
@@ -289,12 +356,135 @@ pub(super) async fn route(
                 seg(msg)
             )))
         }
+        (Method::POST, ["messages", msg, "recover", ep]) => recover_from(v, msg, ep).await,
         (Method::GET, ["messages", msg, "attempts", attempt]) => {
             attempt_page(v, msg, attempt).await
         }
         (Method::GET, ["event-types"]) => event_types(v).await,
         _ => Err(ApiError::NotFound("Page not found.")),
     }
+}
+
+/// The operator's list: every application (a page of them) with its endpoints' health
+/// (endpoints, failing, disabled, the last 24 hours' successes and failures).
+async fn applications(v: &Visit<'_>) -> Result<Answer, ApiError> {
+    let mut q = format!("limit={PORTAL_PAGE_ROWS_MAX}");
+    if let Some(iterator) = v.query_param("iterator").filter(|i| !i.is_empty()) {
+        q.push_str("&iterator=");
+        q.push_str(&seg(&iterator));
+    }
+    let list = v.api(Method::GET, "app", &q, None).await?;
+    let rows = data(&list);
+    let health = health_of(v, rows)?;
+    let mut b = Html::new();
+    b.raw("<h1>Applications</h1>");
+    if rows.is_empty() {
+        b.raw("<div class=\"notice\">No applications yet.</div>");
+    } else {
+        b.raw(
+            "<table><caption class=\"muted\">Applications and their endpoints</caption><thead><tr>",
+        )
+        .raw("<th scope=\"col\">Application</th><th scope=\"col\">Endpoints</th>")
+        .raw("<th scope=\"col\">Failing</th><th scope=\"col\">Disabled</th>")
+        .raw("<th scope=\"col\">Last 24 hours</th></tr></thead><tbody>");
+        for (app, h) in rows.iter().zip(&health) {
+            let name = match s(app, "name") {
+                "" => s(app, "id"),
+                name => name,
+            };
+            b.raw("<tr><td>")
+                .link(&format!("/portal/apps/{}", seg(s(app, "id"))), name)
+                .raw(" <code class=\"muted\">")
+                .text(s(app, "id"))
+                .raw("</code></td><td>")
+                .num(h.endpoints)
+                .raw("</td><td")
+                .raw(if h.failing > 0 {
+                    " class=\"bad\">"
+                } else {
+                    ">"
+                })
+                .num(h.failing)
+                .raw("</td><td")
+                .raw(if h.disabled > 0 {
+                    " class=\"warn\">"
+                } else {
+                    ">"
+                })
+                .num(h.disabled)
+                .raw("</td><td>");
+            day_counts(&mut b, h.deliveries);
+            b.raw("</td></tr>");
+        }
+        b.raw("</tbody></table>");
+    }
+    if list["done"].as_bool() == Some(false)
+        && let Some(next) = list["iterator"].as_str()
+    {
+        b.raw("<p><a class=\"button secondary\" href=\"/portal/apps?iterator=")
+            .text(&seg(next))
+            .raw("\">Next page</a></p>");
+    }
+    Ok(page(v, "Applications", &b))
+}
+
+/// The applications' health over the last 24 hours, within
+/// `PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX` delivery rows in all.
+fn health_of(v: &Visit<'_>, apps: &[Value]) -> Result<Vec<tables::AppHealth>, ApiError> {
+    let now = v.state.clock.now_ms();
+    let per_app = PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX / apps.len().max(1);
+    Ok(v.state.log.read(|rtxn, dbs| {
+        let next_seq = tables::next_seq(rtxn, dbs)?;
+        let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
+        let mut out = Vec::with_capacity(apps.len());
+        for app in apps {
+            out.push(match tables::app_by_ref(rtxn, dbs, s(app, "id"))? {
+                Some(app) => tables::app_health(rtxn, dbs, app.key, (from, next_seq), per_app)?,
+                None => tables::AppHealth::default(),
+            });
+        }
+        Ok(out)
+    })?)
+}
+
+/// Each endpoint's successes and failures over the last 24 hours (messages created in
+/// them), within `PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX` delivery rows in all.
+fn day_counts_of(
+    v: &Visit<'_>,
+    endpoints: &[Value],
+) -> Result<Vec<tables::DeliveryCounts>, ApiError> {
+    let now = v.state.clock.now_ms();
+    let per_row = PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX / endpoints.len().max(1);
+    Ok(v.state.log.read(|rtxn, dbs| {
+        let next_seq = tables::next_seq(rtxn, dbs)?;
+        let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
+        let app_key = tables::app_by_ref(rtxn, dbs, &v.app_id)?.map(|a| a.key);
+        let mut out = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let endpoint = match app_key {
+                Some(app_key) => tables::endpoint_row_by_ref(rtxn, dbs, app_key, s(e, "id"))?,
+                None => None,
+            };
+            out.push(match endpoint {
+                Some(endpoint) => {
+                    tables::delivery_counts(rtxn, dbs, endpoint.key, (from, next_seq), per_row)?
+                }
+                None => tables::DeliveryCounts::default(),
+            });
+        }
+        Ok(out)
+    })?)
+}
+
+/// "N succeeded · M failed" (with "+" when the count stopped at its budget).
+fn day_counts(b: &mut Html, counts: tables::DeliveryCounts) {
+    let more = if counts.cut { "+" } else { "" };
+    b.num(counts.success)
+        .raw(more)
+        .raw(" succeeded · ")
+        .num(counts.fail)
+        .raw(more)
+        .raw(" failed");
 }
 
 fn endpoint_path(v: &Visit<'_>, ep: &str) -> String {
@@ -342,9 +532,11 @@ async fn endpoints(v: &Visit<'_>) -> Result<Answer, ApiError> {
     if rows.is_empty() {
         b.raw("<div class=\"notice\">No endpoints yet.</div>");
     } else {
+        let counts = day_counts_of(v, rows)?;
         b.raw("<table><caption class=\"muted\">Endpoints</caption><thead><tr><th scope=\"col\">URL</th>")
-            .raw("<th scope=\"col\">Description</th><th scope=\"col\">Status</th></tr></thead><tbody>");
-        for e in rows {
+            .raw("<th scope=\"col\">Description</th><th scope=\"col\">Status</th>")
+            .raw("<th scope=\"col\">Last 24 hours</th></tr></thead><tbody>");
+        for (e, counts) in rows.iter().zip(counts) {
             b.raw("<tr><td>")
                 .link(
                     &format!("/portal/endpoints/{}", seg(s(e, "id"))),
@@ -358,7 +550,9 @@ async fn endpoints(v: &Visit<'_>) -> Result<Answer, ApiError> {
                 } else {
                     "<span class=\"ok\">Enabled</span>"
                 })
-                .raw("</td></tr>");
+                .raw("</td><td>");
+            day_counts(&mut b, counts);
+            b.raw("</td></tr>");
         }
         b.raw("</tbody></table>");
     }
@@ -845,6 +1039,34 @@ async fn recover(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
     )))
 }
 
+/// "Replay from here" (Svix's "replay all failed messages since this time"): recover the
+/// endpoint's failed messages since this message's time; the endpoint's page then shows
+/// the task's progress.
+async fn recover_from(v: &Visit<'_>, msg: &str, ep: &str) -> Result<Answer, ApiError> {
+    let m = v
+        .api(
+            Method::GET,
+            &format!("app/{}/msg/{}", seg(&v.app_id), seg(msg)),
+            "with_content=false",
+            None,
+        )
+        .await?;
+    let path = format!("{}/recover", endpoint_path(v, ep));
+    let task = v
+        .api(
+            Method::POST,
+            &path,
+            "",
+            Some(json!({"since": s(&m, "timestamp")})),
+        )
+        .await?;
+    Ok(Answer::Redirect(format!(
+        "/portal/endpoints/{}?task={}",
+        seg(ep),
+        seg(s(&task, "id"))
+    )))
+}
+
 /// 5 — the signing secret: masked; revealed on request with the capability; rotated.
 async fn secret(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
     let e = v.api(Method::GET, &endpoint_path(v, ep), "", None).await?;
@@ -1080,6 +1302,14 @@ async fn message(v: &Visit<'_>, msg: &str) -> Result<Answer, ApiError> {
                     "Resend",
                     "secondary",
                     None,
+                );
+                form_button(
+                    &mut b,
+                    v,
+                    &format!("/portal/messages/{}/recover/{}", seg(&id), seg(s(d, "id"))),
+                    "Recover failed from here",
+                    "secondary",
+                    Some("Send this endpoint's failed messages again, from this one on?"),
                 );
             }
             b.raw("</td></tr>");

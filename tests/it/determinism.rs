@@ -676,9 +676,25 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             },
         },
         // Low enough that later creates meet it (a refusal), or back to the default.
-        _ => Op::SetEndpointsPerAppMax {
+        40 => Op::SetEndpointsPerAppMax {
             max: *rng.pick(&[0, 3, 50, 1_000]).expect("values"),
         },
+        // An operator's code (org-scoped, no bearer token); 38 may open it.
+        _ => {
+            let code_hash: [u8; 32] = rng.bytes(32).try_into().expect("32 bytes");
+            world.portal_codes.push(code_hash);
+            Op::CreateOperatorAccess {
+                grant: Box::new(PortalGrant {
+                    kind: PortalKind::LoginCode,
+                    link: world.fresh("operator"),
+                    capabilities: 63,
+                    feature_flags: Vec::new(),
+                    session_id: None,
+                }),
+                code_hash,
+                code_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
+            }
+        }
     }
 }
 

@@ -634,3 +634,496 @@ async fn login_codes_and_sessions_expire_on_the_logs_clock() {
 async fn sign_in_after(addr: SocketAddr, access: &Value) -> String {
     sign_in(addr, access["url"].as_str().expect("url")).await.0
 }
+
+/// The `name=value` of the cookie `name` among a response's `Set-Cookie` headers.
+fn set_cookie(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|c| c.split_once('=').is_some_and(|(n, _)| n == name))
+        .map(str::to_owned)
+}
+
+/// A portal GET with these cookies: status, headers, page.
+async fn portal_get(
+    addr: SocketAddr,
+    path: &str,
+    cookies: &str,
+) -> (u16, hyper::HeaderMap, String) {
+    let (status, headers, body) = call_raw(addr, "GET", path, None, &[("cookie", cookies)], b"")
+        .await
+        .expect("portal get");
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Signs in on the operator form with `token`: the status and the session cookie.
+async fn operator_sign_in(addr: SocketAddr, token: &str) -> (u16, Option<String>) {
+    let (status, headers, _) = call_raw(
+        addr,
+        "POST",
+        "/portal/operator",
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("token={token}").as_bytes(),
+    )
+    .await
+    .expect("operator sign-in");
+    (status, set_cookie(&headers, "sluice_portal"))
+}
+
+/// An operator signs in with an org-wide token, sees every application with its endpoints'
+/// health a page at a time, opens one with every capability, and logs out; tenants'
+/// sessions and other tokens get no such view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_sign_in_with_an_org_token_and_see_every_application() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    post(addr, "/api/v1/app", &json!({"name": "Acme", "uid": "acme"})).await;
+    post(
+        addr,
+        "/api/v1/app",
+        &json!({"name": "Globex", "uid": "globex"}),
+    )
+    .await;
+    for url in ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"] {
+        post(addr, "/api/v1/app/acme/endpoint", &json!({"url": url})).await;
+    }
+    let disabled = post(
+        addr,
+        "/api/v1/app/globex/endpoint",
+        &json!({"url": "http://127.0.0.1:9/g", "disabled": true}),
+    )
+    .await;
+    assert_eq!(disabled.status, 201, "{:?}", disabled.json);
+    // More applications than a page holds.
+    for i in 0..50 {
+        post(
+            addr,
+            "/api/v1/app",
+            &json!({"name": format!("Filler {i:02}")}),
+        )
+        .await;
+    }
+
+    // Tokens that are not org-wide API tokens are refused, on a page.
+    let app_token = crate::harness::app_token(&sluice, "acme").await;
+    for bad in ["nope", app_token.as_str()] {
+        let (status, cookie) = operator_sign_in(addr, bad).await;
+        assert_eq!((status, cookie), (401, None), "{bad}");
+    }
+    let (status, cookie) = operator_sign_in(addr, TOKEN).await;
+    assert_eq!(status, 303);
+    let session = cookie.expect("an operator session cookie");
+
+    // Nothing chosen yet: the portal is the list of applications.
+    let (status, headers, _) = portal_get(addr, "/portal/", &session).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers.get("location").expect("location"), "/portal/apps");
+    let (status, _, list) = portal_get(addr, "/portal/apps", &session).await;
+    assert_eq!(status, 200, "{list}");
+    assert!(list.contains("Acme") && list.contains("Globex"), "{list}");
+    assert_eq!(list.matches("<tr><td>").count(), 50, "a page holds 50 rows");
+    // Acme: two endpoints, none failing or disabled; Globex: one, disabled.
+    let row = |page: &str, name: &str| {
+        page.split("<tr><td>")
+            .find(|r| r.contains(name))
+            .unwrap_or_else(|| panic!("{name} in {page}"))
+            .split("</tr>")
+            .next()
+            .expect("row")
+            .to_owned()
+    };
+    let acme = row(&list, "Acme");
+    assert!(
+        acme.contains("</code></td><td>2</td><td>0</td><td>0</td>"),
+        "{acme}"
+    );
+    let globex = row(&list, "Globex");
+    assert!(
+        globex.contains("</code></td><td>1</td><td>0</td><td class=\"warn\">1</td>"),
+        "{globex}"
+    );
+    let next = list
+        .split("href=\"/portal/apps?iterator=")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a next page link")
+        .to_owned();
+    let (status, _, second) =
+        portal_get(addr, &format!("/portal/apps?iterator={next}"), &session).await;
+    assert_eq!(status, 200);
+    assert_eq!(second.matches("<tr><td>").count(), 2, "{second}");
+
+    // Opening an application: its pages, with every capability.
+    let acme_id = get(addr, "/api/v1/app/acme").await.json["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, headers, _) = portal_get(addr, &format!("/portal/apps/{acme_id}"), &session).await;
+    assert_eq!(status, 303);
+    let chosen = set_cookie(&headers, "sluice_portal_app").expect("the chosen application");
+    let both = format!("{session}; {chosen}");
+    let (status, _, home) = portal_get(addr, "/portal/", &both).await;
+    assert_eq!(status, 200);
+    assert!(
+        home.contains("http://127.0.0.1:9/a") && home.contains("Add endpoint"),
+        "{home}"
+    );
+    let csrf = home
+        .split("name=\"_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form token")
+        .to_owned();
+    let operator = (both.clone(), csrf);
+    assert_eq!(
+        portal_post(
+            addr,
+            &operator,
+            "/portal/endpoints/new",
+            "url=http%3A%2F%2F127.0.0.1%3A9%2Fc"
+        )
+        .await,
+        303,
+        "the operator manages endpoints"
+    );
+    assert_eq!(
+        get(addr, "/api/v1/app/acme/endpoint").await.json["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // An application that is not there.
+    let (status, _, _) = portal_get(addr, "/portal/apps/app_nope", &session).await;
+    assert_eq!(status, 404);
+
+    // A tenant's session sees no list and no other application, whatever its cookies say.
+    let access = post(addr, "/api/v1/auth/app-portal-access/globex", &json!({})).await;
+    let tenant = sign_in_after(addr, &access.json).await;
+    let (status, _, page) = portal_get(addr, "/portal/apps", &tenant).await;
+    assert_eq!(status, 404, "{page}");
+    assert!(!page.contains("Acme"));
+    let (status, headers, _) = portal_get(addr, &format!("/portal/apps/{acme_id}"), &tenant).await;
+    assert_eq!(status, 404);
+    assert!(set_cookie(&headers, "sluice_portal_app").is_none());
+    let (status, _, home) = portal_get(addr, "/portal/", &format!("{tenant}; {chosen}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        home.contains("http://127.0.0.1:9/g") && !home.contains("http://127.0.0.1:9/a"),
+        "a tenant sees its own application only: {home}"
+    );
+
+    // Logging out ends the operator's session.
+    assert_eq!(
+        portal_post(addr, &operator, "/portal/logout", "").await,
+        200
+    );
+    let (status, _, _) = portal_get(addr, "/portal/apps", &session).await;
+    assert_eq!(status, 401);
+    sluice.stop().await;
+}
+
+/// `sluice portal-link` prints an operator's link that works once, next to a running
+/// daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_portal_link_prints_a_single_use_operator_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = crate::harness::Daemon::spawn(dir.path());
+    let addr = daemon.addr;
+    post(
+        addr,
+        "/api/v1/app",
+        &json!({"name": "Initech", "uid": "initech"}),
+    )
+    .await;
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["portal-link", "--data-dir"])
+            .arg(dir.path()),
+    );
+    let link = String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned();
+    assert!(link.contains("/portal/login#key="), "{link}");
+    let key = link.split("#key=").nth(1).expect("key");
+    let exchange = || async {
+        let (status, headers, _) = call_raw(
+            addr,
+            "POST",
+            "/portal/session",
+            None,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("key={key}").as_bytes(),
+        )
+        .await
+        .expect("session");
+        (status, set_cookie(&headers, "sluice_portal"))
+    };
+    let (status, session) = exchange().await;
+    assert_eq!(status, 303);
+    let session = session.expect("an operator session cookie");
+    let (status, _, list) = portal_get(addr, "/portal/apps", &session).await;
+    assert_eq!(status, 200);
+    assert!(list.contains("Initech"), "{list}");
+    assert_eq!(exchange().await, (401, None), "the link works once");
+}
+
+/// Svix's `application` in an access request makes the application when the path names
+/// none (its uid the path's), and is ignored when it exists; a bad one is a 422 and makes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_request_with_an_application_makes_it_when_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = sluice::app::start(&test_config(dir.path()), Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    for (path, body) in [
+        (
+            "newco",
+            json!({"application": {"name": "NewCo", "uid": "other"}}),
+        ),
+        ("newco", json!({"application": {"uid": "newco"}})),
+        (
+            "newco",
+            json!({"application": {"name": "NewCo", "throttleRate": "fast"}}),
+        ),
+        ("bad uid!", json!({"application": {"name": "Bad"}})),
+    ] {
+        let out = post(
+            addr,
+            &format!(
+                "/api/v1/auth/app-portal-access/{}",
+                path.replace(' ', "%20")
+            ),
+            &body,
+        )
+        .await;
+        assert!(
+            matches!(out.status, 404 | 422),
+            "{path} {body}: {} {:?}",
+            out.status,
+            out.json
+        );
+    }
+    assert_eq!(
+        get(addr, "/api/v1/app/newco").await.status,
+        404,
+        "nothing made"
+    );
+    let out = post(
+        addr,
+        "/api/v1/auth/app-portal-access/newco",
+        &json!({"application": {"name": "NewCo", "metadata": {"plan": "pro"}}}),
+    )
+    .await;
+    assert_eq!(out.status, 200, "{:?}", out.json);
+    let app = get(addr, "/api/v1/app/newco").await;
+    assert_eq!(app.status, 200);
+    assert_eq!(app.json["name"], "NewCo");
+    assert_eq!(app.json["metadata"]["plan"], "pro");
+    // The link opens the new application's portal.
+    let (session, _) = sign_in(addr, out.json["url"].as_str().expect("url")).await;
+    let (status, _, home) = portal_get(addr, "/portal/", &session).await;
+    assert_eq!(status, 200);
+    assert!(home.contains("NewCo"), "{home}");
+    // It exists now: the field is ignored, and no second application is made.
+    let again = post(
+        addr,
+        "/api/v1/auth/app-portal-access/newco",
+        &json!({"application": {"name": "Renamed", "uid": "newco"}}),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{:?}", again.json);
+    assert_eq!(get(addr, "/api/v1/app/newco").await.json["name"], "NewCo");
+    let apps = get(addr, "/api/v1/app").await;
+    assert_eq!(apps.json["data"].as_array().map(Vec::len), Some(1));
+    sluice.stop().await;
+}
+
+/// The endpoints list shows each endpoint's last 24 hours, and the message page recovers
+/// an endpoint's failed messages from that message on ("replay from here") with
+/// `CreateAttempts` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_rows_count_the_day_and_a_message_recovers_from_here() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    // A failed attempt fails the delivery at once.
+    config.delivery.retry_schedule_ms = Vec::new();
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    post(addr, "/api/v1/app", &json!({"name": "Day", "uid": "day"})).await;
+    // Port 9 (discard) refuses on loopback: every delivery fails.
+    let ep = post(
+        addr,
+        "/api/v1/app/day/endpoint",
+        &json!({"url": "http://127.0.0.1:9/day"}),
+    )
+    .await;
+    let ep_id = ep.json["id"].as_str().expect("endpoint id").to_owned();
+    let mut msgs = Vec::new();
+    for i in 0..3 {
+        let m = post(
+            addr,
+            "/api/v1/app/day/msg",
+            &json!({"eventType": "user.created", "payload": {"i": i}}),
+        )
+        .await;
+        msgs.push(m.json["id"].as_str().expect("message id").to_owned());
+    }
+    let attempts = format!("/api/v1/app/day/attempt/endpoint/{ep_id}");
+    assert!(
+        crate::harness::eventually_json(addr, &attempts, |j| {
+            j["data"].as_array().is_some_and(|a| a.len() == 3)
+        })
+        .await,
+        "three failed attempts"
+    );
+    let full = post(addr, "/api/v1/auth/app-portal-access/day", &json!({})).await;
+    let session = sign_in(addr, full.json["url"].as_str().expect("url")).await;
+    let (status, _, home) = portal_get(addr, "/portal/", &session.0).await;
+    assert_eq!(status, 200);
+    assert!(home.contains("0 succeeded · 3 failed"), "{home}");
+
+    // Replay from the second message: the second and third are sent again.
+    let (_, _, page) = portal_get(addr, &format!("/portal/messages/{}", msgs[1]), &session.0).await;
+    assert!(page.contains("Recover failed from here"), "{page}");
+    let form = format!("/portal/messages/{}/recover/{ep_id}", msgs[1]);
+    let body = format!("_csrf={}", session.1);
+    let (status, headers, _) = call_raw(
+        addr,
+        "POST",
+        &form,
+        None,
+        &[
+            ("cookie", &session.0),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        body.as_bytes(),
+    )
+    .await
+    .expect("recover");
+    assert_eq!(status, 303);
+    let to = headers
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("location")
+        .to_owned();
+    assert!(
+        to.starts_with(&format!("/portal/endpoints/{ep_id}?task=")),
+        "{to}"
+    );
+    assert!(
+        crate::harness::eventually_json(addr, &attempts, |j| {
+            j["data"].as_array().is_some_and(|a| a.len() == 5)
+        })
+        .await,
+        "the second and third message were attempted again, the first was not"
+    );
+    let first = get(addr, &format!("/api/v1/app/day/attempt/msg/{}", msgs[0])).await;
+    assert_eq!(first.json["data"].as_array().map(Vec::len), Some(1));
+
+    // Without CreateAttempts: no button, and the forged POST is refused.
+    let view = post(
+        addr,
+        "/api/v1/auth/app-portal-access/day",
+        &json!({"capabilities": ["ViewBase", "ManageEndpoint"]}),
+    )
+    .await;
+    let viewer = sign_in(addr, view.json["url"].as_str().expect("url")).await;
+    let (_, _, page) = portal_get(addr, &format!("/portal/messages/{}", msgs[1]), &viewer.0).await;
+    assert!(!page.contains("Recover failed from here"), "{page}");
+    assert_eq!(portal_post(addr, &viewer, &form, "").await, 403);
+    sluice.stop().await;
+}
+
+/// `[portal] logo_url` and a link's `icon` show in the header, escaped, and only their
+/// origins join the CSP's `img-src`; an icon that is not `https://` is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logo_shows_in_the_header_and_the_csp_allows_its_origin_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.portal.logo_url = Some("https://cdn.example.com/logo.svg?a=1&b=2".to_owned());
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("sluice starts");
+    let addr = sluice.addr;
+    post(addr, "/api/v1/app", &json!({"name": "Logo", "uid": "logo"})).await;
+    let session_with = |theme: &'static str| async move {
+        let access = post(addr, "/api/v1/auth/app-portal-access/logo", &json!({})).await;
+        let url = access.json["url"].as_str().expect("url").to_owned();
+        let key = url.split("#key=").nth(1).expect("key").to_owned();
+        let form = format!(
+            "key={key}&theme={}",
+            percent_encoding::utf8_percent_encode(theme, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let (status, headers, _) = call_raw(
+            addr,
+            "POST",
+            "/portal/session",
+            None,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            form.as_bytes(),
+        )
+        .await
+        .expect("session");
+        assert_eq!(status, 303);
+        let cookies: Vec<String> = ["sluice_portal", "sluice_portal_theme"]
+            .iter()
+            .filter_map(|name| set_cookie(&headers, name))
+            .collect();
+        let (status, headers, page) = portal_get(addr, "/portal/", &cookies.join("; ")).await;
+        assert_eq!(status, 200);
+        let csp = headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .expect("csp")
+            .to_owned();
+        (page, csp)
+    };
+    let (page, csp) = session_with("").await;
+    assert!(
+        page.contains(
+            "<img class=\"logo\" alt=\"\" src=\"https://cdn.example.com/logo.svg?a=1&amp;b=2\">"
+        ),
+        "{page}"
+    );
+    assert!(
+        csp.contains("img-src 'self' data: https://cdn.example.com;"),
+        "{csp}"
+    );
+    let (page, csp) = session_with("icon=https://icons.example.org/i.png").await;
+    assert!(
+        page.contains("src=\"https://icons.example.org/i.png\""),
+        "{page}"
+    );
+    assert!(
+        csp.contains("img-src 'self' data: https://cdn.example.com https://icons.example.org;"),
+        "{csp}"
+    );
+    for bad in [
+        "icon=javascript:alert(1)",
+        "icon=http://icons.example.org/i.png",
+    ] {
+        let (page, csp) = session_with(bad).await;
+        assert!(
+            page.contains("src=\"https://cdn.example.com/logo.svg"),
+            "{bad}: {page}"
+        );
+        assert!(!csp.contains("icons.example.org"), "{bad}: {csp}");
+    }
+    sluice.stop().await;
+}
