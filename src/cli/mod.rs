@@ -5,6 +5,8 @@
 //! Exit status: 0 on success, 64 (EX_USAGE) for a bad config or command line, 1 for any
 //! other failure.
 
+pub mod args;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
