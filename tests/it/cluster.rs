@@ -618,8 +618,13 @@ async fn cluster_writes_stall_and_resume_when_the_stream_leader_dies() {
         "stream leader kill: {} accepted, slowest write {slowest:?}",
         accepted.len()
     );
-    // The stall is the election (about 5 s here), within the publish deadline.
-    assert!(slowest < Duration::from_secs(14), "{slowest:?}");
+    // The stall is the election (about 5 s here; 7–9 s for the slowest write of this test
+    // on an idle machine, 17.5 s seen with two builds beside it). What must hold whatever
+    // the load: no write hangs. Each is answered within the publish deadline (then a 503
+    // the client may retry), plus the time to answer.
+    let answer_bound =
+        Duration::from_millis(sluice::limits::CLUSTER_PUBLISH_DEADLINE_MS) + Duration::from_secs(5);
+    assert!(slowest < answer_bound, "{slowest:?}");
     // Writes refused during the election (a 503 the client may retry) are not
     // acknowledged; once a leader is elected every write is accepted again. How many the
     // election catches depends on the machine's load, so the test asserts the recovery:
