@@ -125,6 +125,11 @@ pub struct Shard {
     /// delivery rows, in seq order, so a newer delivery never overtakes an older spilled
     /// one (which keeps `fifo` strict and the oldest first).
     spilled_lanes: HashMap<EndpointKey, Seq>,
+    /// Deliveries answered with a retry that waits in the log (beyond the horizon), by
+    /// attempt, until that attempt's record is durable. Until then the log still shows
+    /// them due now, so a due row read before the record (the scanner's reads reach the
+    /// shard later than they are made) must not start them again: they stay `known`.
+    parked: HashMap<u64, (EndpointKey, Seq)>,
     /// Lanes the current event changed. After an event the shard looks only at these, the
     /// lanes whose time came (`wakes`) and the lanes its bounds held back (`waiting`):
     /// looking at every lane after every event cost a shard of a thousand endpoints more
@@ -372,16 +377,18 @@ impl Shard {
     }
 
     fn answered(&mut self, finished: Finished, now_ms: u64, out: &mut Vec<Action>) {
-        match self.attempts.get(&finished.attempt) {
+        let record_pending = match self.attempts.get(&finished.attempt) {
             Some(Phase::Unanswered) => {
                 self.attempts.insert(finished.attempt, Phase::Recording);
                 self.recording += 1;
+                true
             }
             Some(Phase::Ended) => {
                 self.attempts.remove(&finished.attempt);
+                false
             }
             Some(Phase::Recording) | None => unreachable!("an attempt answers once"),
-        }
+        };
         self.unanswered -= 1;
         let job = finished.job;
         let Some(lane) = self.lanes.get_mut(&job.endpoint_key) else {
@@ -399,8 +406,13 @@ impl Shard {
             Some(Step::RetryAt(at)) if lane.settings.fifo => lane.hold_head(job, at),
             Some(Step::RetryAt(at)) => {
                 // The retry's timer holds the delivery from here, recorded or not.
-                self.known.remove(&(job.endpoint_key, job.seq));
+                let key = (job.endpoint_key, job.seq);
+                self.known.remove(&key);
                 self.accept(DueJob { due_ms: at, ..job }, now_ms, out);
+                if record_pending && self.known.insert(key) {
+                    // No timer took it: it waits in the log, held until its record is.
+                    self.parked.insert(finished.attempt, key);
+                }
             }
             // Held until the attempt's record is durable (`Event::Recorded`).
             _ => {}
@@ -408,7 +420,7 @@ impl Shard {
     }
 
     fn recorded(&mut self, attempt: u64, release: Option<(EndpointKey, Seq)>) {
-        if let Some(key) = release {
+        if let Some(key) = release.or_else(|| self.parked.remove(&attempt)) {
             self.known.remove(&key);
         }
         match self.attempts.get(&attempt) {
@@ -1044,5 +1056,32 @@ mod tests {
             took,
             [held_back[0], held_back[1], held_back[2], held_back[0]]
         );
+    }
+
+    #[test]
+    fn a_retry_beyond_the_horizon_is_not_started_again_before_its_record_is_durable() {
+        let mut world = World::new();
+        let first = world.hand_off(1, 1)[0];
+        let attempt = world.attempt_of(first);
+        let retry_at = world.now + HORIZON_MS + 1_000;
+        world.answer(attempt, Some(Step::RetryAt(retry_at)), None);
+        assert!(
+            world.shard.timers.is_empty(),
+            "beyond the horizon: in the log"
+        );
+        // A read of the due table made before the record: the delivery still due now.
+        let stale = world.on(Event::DueRows(vec![first]));
+        assert!(
+            stale.is_empty(),
+            "not started again before its record is durable"
+        );
+        world.record(attempt, first, Some(Step::RetryAt(retry_at)));
+        assert!(
+            world.shard.known.is_empty() && world.shard.parked.is_empty(),
+            "released by its record"
+        );
+        // After the record the log shows it due later: a scan leaves it in the log.
+        assert!(world.scan().is_empty());
+        assert!(world.shard.timers.is_empty());
     }
 }

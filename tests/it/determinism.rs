@@ -784,9 +784,10 @@ async fn the_same_ops_make_the_same_log_whether_batched_or_not() {
     }
 }
 
-/// Feeds `ops` as the stream message `seq` and waits until every op is applied; returns
-/// their outcomes.
-async fn feed(log: &Log, seq: u64, ops: Vec<Envelope>) -> Vec<Outcome> {
+type Applied = tokio::sync::oneshot::Receiver<Result<Outcome, sluice::log::LogError>>;
+
+/// Hands `ops` to the writer as the stream message `seq`; where each op's outcome comes.
+fn feed_only(log: &Log, seq: u64, ops: Vec<Envelope>) -> Vec<Applied> {
     let (ops, applied): (Vec<_>, Vec<_>) = ops
         .into_iter()
         .map(|envelope| {
@@ -795,8 +796,15 @@ async fn feed(log: &Log, seq: u64, ops: Vec<Envelope>) -> Vec<Outcome> {
         })
         .unzip();
     if log.feed(StreamMessage { seq, ops }).is_err() {
-        panic!("the writer took the message");
+        panic!("the writer took message {seq}");
     }
+    applied
+}
+
+/// Feeds `ops` as the stream message `seq` and waits until every op is applied; returns
+/// their outcomes.
+async fn feed(log: &Log, seq: u64, ops: Vec<Envelope>) -> Vec<Outcome> {
+    let applied = feed_only(log, seq, ops);
     let mut outcomes = Vec::new();
     for applied in applied {
         outcomes.push(applied.await.expect("answered").expect("applied"));
@@ -844,17 +852,7 @@ async fn a_stream_message_applies_whole_and_once() {
         // nothing (its ops are answered as done by nobody: they are skipped).
         if rng.chance(20) {
             let (old_seq, old_ops) = &sent[usize::try_from(rng.below(seq)).unwrap_or(0)];
-            let (ops, _applied): (Vec<_>, Vec<_>) = old_ops
-                .iter()
-                .cloned()
-                .map(|envelope| {
-                    let (waiter, applied) = tokio::sync::oneshot::channel();
-                    ((envelope, Some(waiter)), applied)
-                })
-                .unzip();
-            if twice.feed(StreamMessage { seq: *old_seq, ops }).is_err() {
-                panic!("the writer took the message again");
-            }
+            feed_only(&twice, *old_seq, old_ops.clone());
         }
     }
     // One more message to each, so the re-fed ones are behind us on both.

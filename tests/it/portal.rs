@@ -178,20 +178,20 @@ async fn the_python_and_js_sdks_portal_links_open_the_portal() {
     sluice.stop().await;
 }
 
+/// Posts a form with no session yet (the login code's exchange, the operator's sign-in):
+/// the status and the headers.
+async fn post_form(addr: SocketAddr, path: &str, body: &str) -> (u16, hyper::HeaderMap) {
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, headers, _) = call_raw(addr, "POST", path, None, &form, body.as_bytes())
+        .await
+        .expect(path);
+    (status, headers)
+}
+
 /// A portal session for an access link: the cookie header and the form token.
 async fn sign_in(addr: SocketAddr, url: &str) -> (String, String) {
     let key = url.split("#key=").nth(1).expect("key in the fragment");
-    let body = format!("key={key}");
-    let (status, headers, _) = call_raw(
-        addr,
-        "POST",
-        "/portal/session",
-        None,
-        &[("content-type", "application/x-www-form-urlencoded")],
-        body.as_bytes(),
-    )
-    .await
-    .expect("session");
+    let (status, headers) = post_form(addr, "/portal/session", &format!("key={key}")).await;
     assert_eq!(status, 303, "the login code opens a session");
     let cookie = headers
         .get("set-cookie")
@@ -550,17 +550,9 @@ async fn login_codes_and_sessions_expire_on_the_logs_clock() {
     };
     let exchange = |url: String| async move {
         let key = url.split("#key=").nth(1).expect("key").to_owned();
-        call_raw(
-            addr,
-            "POST",
-            "/portal/session",
-            None,
-            &[("content-type", "application/x-www-form-urlencoded")],
-            format!("key={key}").as_bytes(),
-        )
-        .await
-        .expect("session")
-        .0
+        post_form(addr, "/portal/session", &format!("key={key}"))
+            .await
+            .0
     };
     // A code past its ten minutes is refused.
     let late = mint().await;
@@ -660,16 +652,7 @@ async fn portal_get(
 
 /// Signs in on the operator form with `token`: the status and the session cookie.
 async fn operator_sign_in(addr: SocketAddr, token: &str) -> (u16, Option<String>) {
-    let (status, headers, _) = call_raw(
-        addr,
-        "POST",
-        "/portal/operator",
-        None,
-        &[("content-type", "application/x-www-form-urlencoded")],
-        format!("token={token}").as_bytes(),
-    )
-    .await
-    .expect("operator sign-in");
+    let (status, headers) = post_form(addr, "/portal/operator", &format!("token={token}")).await;
     (status, set_cookie(&headers, "sluice_portal"))
 }
 
@@ -856,16 +839,7 @@ async fn sluice_portal_link_prints_a_single_use_operator_link() {
     assert!(link.contains("/portal/login#key="), "{link}");
     let key = link.split("#key=").nth(1).expect("key");
     let exchange = || async {
-        let (status, headers, _) = call_raw(
-            addr,
-            "POST",
-            "/portal/session",
-            None,
-            &[("content-type", "application/x-www-form-urlencoded")],
-            format!("key={key}").as_bytes(),
-        )
-        .await
-        .expect("session");
+        let (status, headers) = post_form(addr, "/portal/session", &format!("key={key}")).await;
         (status, set_cookie(&headers, "sluice_portal"))
     };
     let (status, session) = exchange().await;
@@ -1070,16 +1044,7 @@ async fn the_logo_shows_in_the_header_and_the_csp_allows_its_origin_only() {
             "key={key}&theme={}",
             percent_encoding::utf8_percent_encode(theme, percent_encoding::NON_ALPHANUMERIC)
         );
-        let (status, headers, _) = call_raw(
-            addr,
-            "POST",
-            "/portal/session",
-            None,
-            &[("content-type", "application/x-www-form-urlencoded")],
-            form.as_bytes(),
-        )
-        .await
-        .expect("session");
+        let (status, headers) = post_form(addr, "/portal/session", &form).await;
         assert_eq!(status, 303);
         let cookies: Vec<String> = ["sluice_portal", "sluice_portal_theme"]
             .iter()
