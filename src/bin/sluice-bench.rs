@@ -1452,6 +1452,16 @@ fn histogram_percentiles(metrics: &str, name: &str) -> Option<[f64; 2]> {
     Some([at(0.5), at(0.99)])
 }
 
+/// A receiver whose endpoints all answer 200 at once (`plan` has only fast ones).
+async fn start_fast_sink(seen: Arc<Mutex<Seen>>, plan: Plan) -> SocketAddr {
+    let receivers = Receivers {
+        plan,
+        slow: Duration::ZERO,
+        fail_status: 500,
+    };
+    start_sink(seen, receivers).await
+}
+
 /// The receiver: answers each endpoint as its behaviour says (fast, slow, failing, or
 /// closing the connection), verifies every signature it reads with ring against the
 /// endpoint key, and records the first arrival of each (message, endpoint) it accepted.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sluice::app::Running;
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, call, get, post, run_ok, test_config};
+use crate::harness::{TOKEN, call, get, loopback_config, post, run_ok, test_config};
 use crate::receiver::{Answer, Receiver};
 
 /// Sluice with deliveries to loopback allowed and `schedule_ms` as the retry schedule.
@@ -22,9 +22,7 @@ pub(crate) async fn start_delivering_clocked(
     schedule_ms: &[u64],
     clock: Clock,
 ) -> Running {
-    let mut config = test_config(dir);
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let mut config = loopback_config(dir);
     config.delivery.retry_schedule_ms = schedule_ms.to_vec();
     config.delivery.endpoint_in_flight_max = 4;
     sluice::app::start(&config, Some(TOKEN), clock)
@@ -796,9 +794,7 @@ pub(crate) fn assert_signed(got: &crate::receiver::Received, whsec: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disable_after_zero_disables_at_the_first_exhausted_message() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let mut config = loopback_config(dir.path());
     config.delivery.retry_schedule_ms = vec![];
     config.delivery.disable_after_ms = 0;
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)

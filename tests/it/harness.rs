@@ -42,6 +42,15 @@ pub(crate) fn test_config(dir: &Path) -> Config {
     config
 }
 
+/// `test_config` that may deliver to plain-HTTP receivers on loopback (the tests'
+/// receivers).
+pub(crate) fn loopback_config(dir: &Path) -> Config {
+    let mut config = test_config(dir);
+    config.delivery.allow_http = true;
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    config
+}
+
 /// Starts Sluice in this process with `TOKEN` as the admin token.
 pub(crate) async fn start(dir: &Path) -> Running {
     start_clocked(dir, Clock::System).await

@@ -1181,9 +1181,7 @@ async fn a_full_disk_answers_507_and_recovers_when_an_application_is_deleted() {
 async fn deleting_an_application_purges_its_messages_deliveries_and_attempts() {
     use crate::receiver::{Answer, Receiver};
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = crate::harness::test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let config = crate::harness::loopback_config(dir.path());
     // Failing answers: deliveries stay pending (with due rows) and attempts pile up.
     let hook = Receiver::start(|_| Answer::Status(500)).await;
     let sluice = sluice::app::start(&config, Some(TOKEN), sluice::clock::Clock::System)

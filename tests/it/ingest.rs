@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 
-use crate::harness::{TOKEN, call, call_raw, get, post, test_config};
+use crate::harness::{TOKEN, call, call_raw, get, loopback_config, post};
 use crate::receiver::{Answer, Receiver};
 use sluice::clock::Clock;
 use sluice::verify::hmac_sha256_hex;
@@ -107,9 +107,7 @@ async fn send(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_source_type_verifies_forwards_logs_and_refuses() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let mut config = loopback_config(dir.path());
     config.api.source_rate_per_second = 30;
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, call, eventually_json, get, post, run_ok, test_config};
+use crate::harness::{TOKEN, call, eventually_json, get, loopback_config, post, run_ok};
 use crate::receiver::{Answer, Receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operational_webhooks_tell_the_platform_what_happens() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let mut config = loopback_config(dir.path());
     // Five attempts (four retries), quickly; the first exhausted message disables.
     config.delivery.retry_schedule_ms = vec![10, 10, 10, 10];
     config.delivery.disable_after_ms = 0;

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, call, call_raw, get, post, run_ok, test_config};
+use crate::harness::{TOKEN, call, call_raw, get, loopback_config, post, run_ok, test_config};
 
 /// The page a platform would put the portal in: it frames `?src=` and sizes the frame
 /// by the portal's `svix.iframe-resizer-height` messages, as svix-react's `AppPortal`.
@@ -78,9 +78,7 @@ async fn the_portal_works_end_to_end_in_chromium() {
     let (python, chromium) = (python(), chromium());
     let host = serve_host_page();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let mut config = loopback_config(dir.path());
     // A failed attempt fails the delivery at once: recover has something to recover.
     config.delivery.retry_schedule_ms = Vec::new();
     config.portal.frame_ancestors = vec![format!("http://{host}")];
@@ -237,9 +235,7 @@ async fn portal_post(addr: SocketAddr, session: &(String, String), path: &str, f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_capability_is_enforced_on_the_portal_and_on_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let config = loopback_config(dir.path());
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await
         .expect("sluice starts");
@@ -662,9 +658,7 @@ async fn operator_sign_in(addr: SocketAddr, token: &str) -> (u16, Option<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_sign_in_with_an_org_token_and_see_every_application() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let config = loopback_config(dir.path());
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
         .await
         .expect("sluice starts");
@@ -930,9 +924,7 @@ async fn an_access_request_with_an_application_makes_it_when_missing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_rows_count_the_day_and_a_message_recovers_from_here() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let mut config = loopback_config(dir.path());
     // A failed attempt fails the delivery at once.
     config.delivery.retry_schedule_ms = Vec::new();
     let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)

@@ -465,9 +465,7 @@ async fn retention_drops_payloads_then_messages_but_never_pending_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t0 = 1_800_000_000_000;
     let clock = Clock::manual(t0);
-    let mut config = crate::harness::test_config(dir.path());
-    config.delivery.allow_http = true;
-    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().expect("net")];
+    let mut config = crate::harness::loopback_config(dir.path());
     config.delivery.retry_schedule_ms = vec![60_000];
     config.storage.retention_days = 2;
     let sluice = sluice::app::start(&config, Some(crate::harness::TOKEN), clock.clone())

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 use super::{
-    BASE64, Behaviour, DRAIN_TIME_MAX, KEY, MsgKey, Plan, RUNS, Receivers, Seen, Sluice, Subject,
-    connect, deliveries, histogram_percentiles, http_get, message_id, msg_key, on_clients, post,
-    start_sink,
+    BASE64, Behaviour, DRAIN_TIME_MAX, KEY, MsgKey, Plan, RUNS, Seen, Sluice, Subject, connect,
+    deliveries, histogram_percentiles, http_get, message_id, msg_key, on_clients, post,
+    start_fast_sink,
 };
 
 /// Endpoints of its application each message matches (its event type's endpoints).
@@ -100,12 +100,7 @@ pub(super) async fn endpoints(subject: &Subject, shape: &Shape) -> bool {
         rate: None,
     };
     debug_assert_eq!(plan.behaviour(total - 1), Behaviour::Fast);
-    let receivers = Receivers {
-        plan,
-        slow: Duration::ZERO,
-        fail_status: 500,
-    };
-    let sink = start_sink(Arc::clone(&seen), receivers).await;
+    let sink = start_fast_sink(Arc::clone(&seen), plan).await;
     let mut child = match subject.target {
         Some(addr) => Sluice::running(addr, subject.pid),
         None => {

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
 use super::{
-    Behaviour, KEY, Plan, RUNS, Receivers, Seen, Sender, Sluice, Subject, connect, create_app,
-    create_endpoint, http_get, on_clients, post, start_sink,
+    Behaviour, KEY, Plan, RUNS, Seen, Sender, Sluice, Subject, connect, create_app,
+    create_endpoint, http_get, on_clients, post, start_fast_sink,
 };
 
 /// Fetches of each page.
@@ -43,12 +43,7 @@ pub(super) async fn portal(subject: &Subject, clients: usize, messages: usize) -
         rate: None,
     };
     debug_assert!(plan.behaviour(0) == Behaviour::Fast);
-    let receivers = Receivers {
-        plan,
-        slow: Duration::ZERO,
-        fail_status: 500,
-    };
-    let sink = start_sink(Arc::clone(&seen), receivers).await;
+    let sink = start_fast_sink(Arc::clone(&seen), plan).await;
     let mut child = match subject.target {
         Some(addr) => Sluice::running(addr, subject.pid),
         None => Sluice::spawn(&subject.binary, &dir, "", true),
