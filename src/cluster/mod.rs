@@ -624,7 +624,8 @@ struct Queued {
     /// Its outcome, once applied here (registered in `Waiters` under its id).
     applied: oneshot::Receiver<Result<Outcome, LogError>>,
     reply: oneshot::Sender<Result<Outcome, LogError>>,
-    _permit: OwnedSemaphorePermit,
+    /// One of `CLUSTER_IN_FLIGHT_MAX`, held until the request is answered.
+    permit: OwnedSemaphorePermit,
 }
 
 impl Replicate for Replicator {
@@ -653,7 +654,7 @@ impl Replicate for Replicator {
             },
             applied,
             reply,
-            _permit: permit,
+            permit,
         };
         // Never full: it holds as many as `in_flight` has permits.
         self.queue.try_send(queued).map_err(|_| {
@@ -719,7 +720,7 @@ async fn publish_batch(
     let started = tokio::time::Instant::now();
     let (ops, waiting): (Vec<batch::BatchedOp>, Vec<_>) = batch
         .into_iter()
-        .map(|queued| (queued.op, (queued.applied, queued.reply, queued._permit)))
+        .map(|queued| (queued.op, (queued.applied, queued.reply, queued.permit)))
         .unzip();
     metrics::histogram!(telemetry::name::CLUSTER_PUBLISH_BATCH_OPS).record(ops.len() as f64);
     let mut batch_id = batch::OpId::default();
