@@ -899,6 +899,13 @@ pub struct DeliveryCounts {
     pub cut: bool,
 }
 
+/// The seqs of the messages created at or after `at_ms`: `[from, next_seq)`.
+pub fn seqs_created_since(txn: &RoTxn, dbs: &Dbs, at_ms: u64) -> Result<(u64, u64), LogError> {
+    let next_seq = next_seq(txn, dbs)?;
+    let from = super::tasks::first_seq_at(txn, dbs, at_ms, next_seq)?;
+    Ok((from, next_seq))
+}
+
 pub fn delivery_counts(
     txn: &RoTxn,
     dbs: &Dbs,

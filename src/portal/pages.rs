@@ -12,7 +12,7 @@ use crate::clock::format_rfc3339;
 use crate::limits::{
     PORTAL_BODY_SHOWN_BYTES_MAX, PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX, PORTAL_PAGE_ROWS_MAX,
 };
-use crate::log::{tables, tasks};
+use crate::log::tables;
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -434,12 +434,11 @@ fn health_of(v: &Visit<'_>, apps: &[Value]) -> Result<Vec<tables::AppHealth>, Ap
     let now = v.state.clock.now_ms();
     let per_app = PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX / apps.len().max(1);
     Ok(v.state.log.read(|rtxn, dbs| {
-        let next_seq = tables::next_seq(rtxn, dbs)?;
-        let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
+        let day = tables::seqs_created_since(rtxn, dbs, now.saturating_sub(24 * HOUR_MS))?;
         let mut out = Vec::with_capacity(apps.len());
         for app in apps {
             out.push(match tables::app_by_ref(rtxn, dbs, s(app, "id"))? {
-                Some(app) => tables::app_health(rtxn, dbs, app.key, (from, next_seq), per_app)?,
+                Some(app) => tables::app_health(rtxn, dbs, app.key, day, per_app)?,
                 None => tables::AppHealth::default(),
             });
         }
@@ -456,8 +455,7 @@ fn day_counts_of(
     let now = v.state.clock.now_ms();
     let per_row = PORTAL_COUNTED_DELIVERIES_PER_PAGE_MAX / endpoints.len().max(1);
     Ok(v.state.log.read(|rtxn, dbs| {
-        let next_seq = tables::next_seq(rtxn, dbs)?;
-        let from = tasks::first_seq_at(rtxn, dbs, now.saturating_sub(24 * HOUR_MS), next_seq)?;
+        let day = tables::seqs_created_since(rtxn, dbs, now.saturating_sub(24 * HOUR_MS))?;
         let app_key = tables::app_by_ref(rtxn, dbs, &v.app_id)?.map(|a| a.key);
         let mut out = Vec::with_capacity(endpoints.len());
         for e in endpoints {
@@ -466,9 +464,7 @@ fn day_counts_of(
                 None => None,
             };
             out.push(match endpoint {
-                Some(endpoint) => {
-                    tables::delivery_counts(rtxn, dbs, endpoint.key, (from, next_seq), per_row)?
-                }
+                Some(endpoint) => tables::delivery_counts(rtxn, dbs, endpoint.key, day, per_row)?,
                 None => tables::DeliveryCounts::default(),
             });
         }
