@@ -34,6 +34,10 @@ struct NatsServer {
     child: Child,
     client: u16,
     http: u16,
+    /// Its config file, to start it again after a kill.
+    conf: PathBuf,
+    /// Its log file (stderr).
+    log: PathBuf,
 }
 
 /// Three nats-servers in one NATS cluster, each with its own store.
@@ -60,6 +64,9 @@ impl Nats {
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
+        // A name of its own: a server of another test that happens to take a killed
+        // server's port must not join this cluster.
+        let cluster_name = format!("sluice_{}", ports[0].0);
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, route, _)| format!("nats-route://127.0.0.1:{route}"))
@@ -71,24 +78,26 @@ impl Nats {
                 "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
                  max_payload: 8MB\n\
                  jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
-                 cluster {{\n  name: sluice\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+                 cluster {{\n  name: {cluster_name}\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
                 store.display(),
                 routes.join(", ")
             );
             let path = dir.join(format!("n{i}.conf"));
             std::fs::write(&path, conf).expect("write nats config");
-            let log = std::fs::File::create(dir.join(format!("n{i}.log"))).expect("log file");
+            let log = dir.join(format!("n{i}.log"));
             let child = Command::new(&binary)
                 .arg("-c")
                 .arg(&path)
                 .stdout(Stdio::null())
-                .stderr(log)
+                .stderr(std::fs::File::create(&log).expect("log file"))
                 .spawn()
                 .expect("spawn nats-server");
             servers.push(NatsServer {
                 child,
                 client: *client,
                 http: *http,
+                conf: path,
+                log,
             });
         }
         let nats = Nats { servers };
@@ -96,6 +105,25 @@ impl Nats {
             server.wait_ready().await;
         }
         nats
+    }
+
+    /// The last `lines` lines of each server's log, for a failing test's message.
+    fn log_tails(&self, lines: usize) -> String {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, server)| {
+                let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+                // A killed peer's route is dialled every second; those lines say nothing.
+                let all: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.contains("Error trying to connect to route"))
+                    .collect();
+                let tail = all[all.len().saturating_sub(lines)..].join("\n");
+                format!("--- nats-server n{i} ---\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn urls(&self) -> Vec<String> {
@@ -107,6 +135,24 @@ impl Nats {
 }
 
 impl NatsServer {
+    /// Starts the server again (after a kill) on its config and store, appending to its
+    /// log, and waits until it is ready.
+    async fn restart(&mut self) {
+        let binary = std::env::var("SLUICE_NATS_SERVER").expect("SLUICE_NATS_SERVER");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        self.child = Command::new(binary)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        self.wait_ready().await;
+    }
+
     async fn wait_ready(&self) {
         let http = SocketAddr::from(([127, 0, 0, 1], self.http));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -529,24 +575,32 @@ fn cluster_config_without_a_secrets_key_exits_64() {
 
 /// The index (n0, n1, n2) of the server that leads the op stream now.
 async fn stream_leader(nats: &Nats) -> usize {
+    stream_leader_within(nats, Duration::from_secs(10))
+        .await
+        .expect("the stream has no leader")
+}
+
+/// The index of the server that leads the op stream, if NATS names one within `limit`.
+async fn stream_leader_within(nats: &Nats, limit: Duration) -> Option<usize> {
     let addrs: Vec<async_nats::ServerAddr> = nats
         .urls()
         .iter()
         .map(|u| u.parse().expect("NATS URL"))
         .collect();
-    let client = async_nats::connect(addrs).await.expect("connect to NATS");
-    let js = async_nats::jetstream::new(client);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut stream) = js.get_stream("SLUICE_OPS").await
-            && let Ok(info) = stream.info().await
-            && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
-        {
-            return leader.trim_start_matches('n').parse().expect("leader name");
+    let ask = async {
+        let client = async_nats::connect(addrs).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        loop {
+            if let Ok(mut stream) = js.get_stream("SLUICE_OPS").await
+                && let Ok(info) = stream.info().await
+                && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
+            {
+                return leader.trim_start_matches('n').parse().expect("leader name");
+            }
+            pause(Duration::from_millis(50)).await;
         }
-        assert!(Instant::now() < deadline, "the stream has no leader");
-        pause(Duration::from_millis(50)).await;
-    }
+    };
+    tokio::time::timeout(limit, ask).await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -582,16 +636,40 @@ async fn cluster_writes_stall_and_resume_when_the_stream_leader_dies() {
     .await;
     assert_eq!(endpoint.status, 201, "{:?}", endpoint.json);
 
-    // Steady load round-robin; the stream's leader is killed part-way.
+    // Steady load round-robin; the stream's leader is killed after the first
+    // `BEFORE_KILL` writes. Writes refused during the election (a 503 the client may
+    // retry) are not acknowledged. The election takes about 5 s here (17.5 s seen with
+    // two builds beside it); once a write succeeds after it, the next `AFTER_RECOVERY`
+    // writes must all succeed. What must hold whatever the load: no write hangs. Each is
+    // answered within the publish deadline (then a 503), plus the time to answer.
+    //
+    // NATS itself can wedge an R3 stream that lost its leader under load, with no leader
+    // elected for minutes (nats-server issue 8519; one CI run on a loaded machine saw no
+    // write succeed for 15 minutes). Sluice cannot elect the stream's leader, so if no
+    // write has succeeded `ELECTION_PATIENCE` after the kill, the test asks NATS: if the
+    // stream has a leader, Sluice is at fault and the test fails; if it has none, the
+    // test starts the killed server again (an operator's remedy) and then asserts the
+    // same recovery.
+    const BEFORE_KILL: usize = 30;
+    const AFTER_RECOVERY: usize = 30;
+    const ELECTION_PATIENCE: Duration = Duration::from_secs(45);
+    const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+    let answer_bound =
+        Duration::from_millis(sluice::limits::CLUSTER_PUBLISH_DEADLINE_MS) + Duration::from_secs(5);
     let mut accepted: Vec<String> = Vec::new();
-    let mut refused_after: Option<usize> = None;
+    let mut killed: Option<(usize, Instant)> = None;
+    let mut restarted_at: Option<Instant> = None;
+    let mut recovered_at: Option<usize> = None;
+    let mut last_refusal = String::new();
     let mut slowest = Duration::ZERO;
-    for n in 0..90usize {
-        if n == 30 {
+    let mut n = 0usize;
+    while recovered_at.is_none_or(|r| n < r + AFTER_RECOVERY) {
+        if n == BEFORE_KILL {
             let leader = stream_leader(&nats).await;
             let server = &mut nats.servers[leader];
             server.child.kill().expect("kill -9 the stream leader");
             server.child.wait().expect("reap");
+            killed = Some((leader, Instant::now()));
         }
         let body = json!({"eventType": "nats.tick", "payload": {"n": n}});
         let started = Instant::now();
@@ -605,35 +683,65 @@ async fn cluster_writes_stall_and_resume_when_the_stream_leader_dies() {
         )
         .await;
         slowest = slowest.max(started.elapsed());
-        if let Ok(resp) = resp
-            && (200..300).contains(&resp.status)
-        {
-            accepted.push(resp.json["id"].as_str().expect("id").to_owned());
-        } else {
-            refused_after = Some(n);
+        match resp {
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                accepted.push(resp.json["id"].as_str().expect("id").to_owned());
+                if killed.is_some() && recovered_at.is_none() {
+                    recovered_at = Some(n);
+                }
+            }
+            refused => {
+                last_refusal = format!("write {n} to node {}: {refused:?}", n % 3);
+                let diagnosis = |nats: &Nats| {
+                    format!(
+                        "{last_refusal}\n{}\n{}",
+                        nats.log_tails(40),
+                        node_warnings(&nodes)
+                    )
+                };
+                let Some((leader, killed_at)) = killed else {
+                    panic!("refused before the kill: {}", diagnosis(&nats));
+                };
+                assert!(
+                    recovered_at.is_none(),
+                    "refused after the recovery: {}",
+                    diagnosis(&nats)
+                );
+                if let Some(restarted_at) = restarted_at {
+                    assert!(
+                        restarted_at.elapsed() < RECOVERY_LIMIT,
+                        "no write accepted {RECOVERY_LIMIT:?} after the killed NATS server \
+                         came back: {}",
+                        diagnosis(&nats)
+                    );
+                } else if killed_at.elapsed() > ELECTION_PATIENCE {
+                    let elected = stream_leader_within(&nats, Duration::from_secs(5)).await;
+                    assert!(
+                        elected.is_none(),
+                        "the stream leads on n{elected:?}, yet no write was accepted \
+                         {ELECTION_PATIENCE:?} after the kill: {}",
+                        diagnosis(&nats)
+                    );
+                    eprintln!(
+                        "NATS elected no stream leader {ELECTION_PATIENCE:?} after the kill; \
+                         starting n{leader} again:\n{}",
+                        diagnosis(&nats)
+                    );
+                    nats.servers[leader].restart().await;
+                    restarted_at = Some(Instant::now());
+                }
+            }
         }
+        assert!(slowest < answer_bound, "{slowest:?}");
+        n += 1;
         pause(Duration::from_millis(10)).await;
     }
     eprintln!(
-        "stream leader kill: {} accepted, slowest write {slowest:?}",
-        accepted.len()
+        "stream leader kill: {} accepted of {n}, recovered at write {recovered_at:?}, \
+         slowest write {slowest:?}, killed server restarted: {}; last refusal: {last_refusal}",
+        accepted.len(),
+        restarted_at.is_some()
     );
-    // The stall is the election (about 5 s here; 7–9 s for the slowest write of this test
-    // on an idle machine, 17.5 s seen with two builds beside it). What must hold whatever
-    // the load: no write hangs. Each is answered within the publish deadline (then a 503
-    // the client may retry), plus the time to answer.
-    let answer_bound =
-        Duration::from_millis(sluice::limits::CLUSTER_PUBLISH_DEADLINE_MS) + Duration::from_secs(5);
-    assert!(slowest < answer_bound, "{slowest:?}");
-    // Writes refused during the election (a 503 the client may retry) are not
-    // acknowledged; once a leader is elected every write is accepted again. How many the
-    // election catches depends on the machine's load, so the test asserts the recovery:
-    // the last third of the writes all succeed.
-    assert!(
-        refused_after.is_none_or(|n| n < 60),
-        "write {refused_after:?} was refused long after the election"
-    );
-    assert!(accepted.len() >= 60, "only {} accepted", accepted.len());
 
     // Nothing acknowledged is lost: every accepted message is delivered, signed.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -655,6 +763,24 @@ async fn cluster_writes_stall_and_resume_when_the_stream_leader_dies() {
     }
     assert_same_state(&files.iter().collect::<Vec<_>>());
     drop(nats);
+}
+
+/// The warnings and errors the daemons logged, for a failing test's message.
+fn node_warnings(nodes: &[Daemon]) -> String {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let lines: Vec<String> = node
+                .log_lines()
+                .into_iter()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            format!("--- sluice node {i} ---\n{tail}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `sluice cluster status` through `node`'s config.
@@ -910,18 +1036,20 @@ async fn lone_nats(dir: &Path, extra: &str) -> Nats {
     );
     let path = dir.join("lone.conf");
     std::fs::write(&path, conf).expect("write nats config");
-    let log = std::fs::File::create(dir.join("lone.log")).expect("log file");
+    let log = dir.join("lone.log");
     let child = Command::new(binary)
         .arg("-c")
         .arg(&path)
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn nats-server");
     let server = NatsServer {
         child,
         client,
         http,
+        conf: path,
+        log,
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], http));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -929,7 +1057,7 @@ async fn lone_nats(dir: &Path, extra: &str) -> Nats {
         assert!(
             Instant::now() < deadline,
             "the lone nats-server never became healthy:\n{}",
-            std::fs::read_to_string(dir.join("lone.log")).unwrap_or_default()
+            std::fs::read_to_string(&server.log).unwrap_or_default()
         );
         pause(Duration::from_millis(50)).await;
     }
