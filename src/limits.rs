@@ -73,17 +73,22 @@ pub const APPS_MAX: u64 = 1_000_000;
 /// otherwise.
 pub const ENDPOINTS_PER_APP_DEFAULT: u32 = 1_000;
 /// The highest `api.endpoints_per_app_max` may go. Matching a message costs its candidate
-/// endpoints, not the application's (`log::index`), but deleting a message by retention
-/// still looks up its delivery to each endpoint of its application.
+/// endpoints, not the application's (`log::index`); retention seeks each endpoint of
+/// the application once per batch.
 pub const ENDPOINTS_PER_APP_MAX: u32 = 100_000;
 /// Most messages one retention-sweep batch deletes, and most it checks for an expired
 /// payload: one batch is one short write.
 pub const RETENTION_SWEEP_ROWS_MAX: usize = 500;
-/// Most delivery-row lookups one retention batch makes (a message costs one per endpoint
-/// of its application), so an application with many endpoints cannot make a batch long.
+/// Most delivery-row seeks one retention batch makes (one per endpoint of each
+/// application among the batch's messages), so applications with many endpoints cannot
+/// make a batch long.
 pub const RETENTION_SWEEP_LOOKUPS_MAX: usize = 20_000;
 /// Most retention batches in one sweep; the rest waits for the next sweep.
 pub const RETENTION_SWEEP_BATCHES_MAX: usize = 1_000;
+/// The share of the writer's time the retention sweep may take, in percent: after each
+/// batch it waits long enough that its batches fill at most this share, so ingest keeps
+/// the rest while an old log is deleted.
+pub const RETENTION_WRITER_SHARE_PERCENT: u32 = 25;
 /// Most rows (messages, deliveries, due rows, attempts) one purge batch of a deleted
 /// application deletes, about: one batch is one short write.
 pub const PURGE_BATCH_ROWS_MAX: usize = 2_000;
@@ -308,6 +313,7 @@ const _: () = assert!(TASK_BATCH_REQUEUES_MAX <= TASK_BATCH_ROWS_MAX);
 const _: () = assert!(SECRET_BYTES_MIN <= SECRET_BYTES_GENERATED);
 const _: () = assert!(SECRET_BYTES_GENERATED <= SECRET_BYTES_MAX);
 const _: () = assert!(SECRET_GRACE_SECONDS_DEFAULT <= SECRET_GRACE_SECONDS_MAX);
+const _: () = assert!(RETENTION_WRITER_SHARE_PERCENT > 0 && RETENTION_WRITER_SHARE_PERCENT <= 100);
 const _: () = assert!(RETENTION_DAYS_MIN <= RETENTION_DAYS_DEFAULT);
 const _: () = assert!(RETENTION_DAYS_DEFAULT <= RETENTION_DAYS_MAX);
 // Lengths are stored as u16 in message records.

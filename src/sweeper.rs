@@ -10,7 +10,8 @@ use crate::clock::Clock;
 use crate::cluster::Ownership;
 use crate::limits::{
     DAY_MS, IDEMPOTENCY_SWEEP_ROWS_MAX, PAYLOAD_PASS_INTERVAL_MS, PURGE_BATCH_ROWS_MAX,
-    RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX, SWEEP_INTERVAL,
+    RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX, RETENTION_WRITER_SHARE_PERCENT,
+    SWEEP_INTERVAL,
 };
 use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::{Log, LogError};
@@ -67,13 +68,19 @@ async fn retention(
             payload_cursor: in_pass.then_some(cursors.payload),
             rows_max: RETENTION_SWEEP_ROWS_MAX as u32,
         };
+        let started = tokio::time::Instant::now();
         let Outcome::Swept(swept) = log.submit(Envelope::new(op, now_ms)).await? else {
             return Ok(());
         };
+        let took = started.elapsed();
         cursors.payload = swept.payload_cursor;
         if in_pass && swept.payload_pass_done {
             cursors.next_pass_ms = clock.now_ms() + PAYLOAD_PASS_INTERVAL_MS;
         }
+        metrics::counter!(crate::telemetry::name::RETENTION_MESSAGES_DELETED)
+            .increment(swept.messages_deleted);
+        metrics::counter!(crate::telemetry::name::RETENTION_PAYLOADS_DROPPED)
+            .increment(swept.payloads_dropped);
         if swept.messages_deleted + swept.payloads_dropped > 0 {
             tracing::info!(
                 messages_deleted = swept.messages_deleted,
@@ -84,8 +91,15 @@ async fn retention(
         if !swept.more {
             break;
         }
+        tokio::time::sleep(pause_after_batch(took)).await;
     }
     Ok(())
+}
+
+/// How long the sweep waits after a batch that took `took` (its submit to its commit),
+/// so that its batches take at most `RETENTION_WRITER_SHARE_PERCENT` of the writer's time.
+fn pause_after_batch(took: std::time::Duration) -> std::time::Duration {
+    took * (100 - RETENTION_WRITER_SHARE_PERCENT) / RETENTION_WRITER_SHARE_PERCENT
 }
 
 /// Purges what deleted applications left, batch after batch while there is more (at most
@@ -128,4 +142,22 @@ async fn expire_idempotency(
         cursors.idempotency = resume;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_batch_is_followed_by_a_pause_that_keeps_the_sweep_to_its_share() {
+        let took = Duration::from_millis(8);
+        let pause = pause_after_batch(took);
+        let share = took.as_secs_f64() / (took + pause).as_secs_f64();
+        assert!(
+            (share - f64::from(RETENTION_WRITER_SHARE_PERCENT) / 100.0).abs() < 1e-9,
+            "{share}"
+        );
+        assert_eq!(pause_after_batch(Duration::ZERO), Duration::ZERO);
+    }
 }

@@ -36,6 +36,8 @@ pub mod name {
     pub const RETRIES_SCHEDULED: &str = "sluice_retries_scheduled_total";
     pub const DELIVERIES_EXHAUSTED: &str = "sluice_deliveries_exhausted_total";
     pub const DELIVERIES_SKIPPED: &str = "sluice_deliveries_skipped_total";
+    pub const RETENTION_MESSAGES_DELETED: &str = "sluice_retention_messages_deleted_total";
+    pub const RETENTION_PAYLOADS_DROPPED: &str = "sluice_retention_payloads_dropped_total";
     pub const DELIVERIES_PENDING: &str = "sluice_deliveries_pending";
     pub const BACKLOG_AGE: &str = "sluice_deliveries_overdue_seconds";
     pub const DELIVERIES_IN_FLIGHT: &str = "sluice_deliveries_in_flight";
@@ -127,6 +129,8 @@ fn build() -> PrometheusHandle {
         name::DELIVERIES_EXHAUSTED,
         name::DELIVERIES_SKIPPED,
         name::COMMITS_FAILED,
+        name::RETENTION_MESSAGES_DELETED,
+        name::RETENTION_PAYLOADS_DROPPED,
     ] {
         counter!(counter).absolute(0);
     }
@@ -241,6 +245,15 @@ fn describe() {
          handshake (a provider's URL validation, nothing appended), rejected (a bad signature, \
          a body too large or not JSON, or a wrong method; nothing appended), throttled \
          (429, the source's rate), unknown_url (no source at that URL)."
+    );
+    describe_counter!(
+        RETENTION_MESSAGES_DELETED,
+        "Messages the retention sweep deleted (older than storage.retention_days, none \
+         of their deliveries pending)."
+    );
+    describe_counter!(
+        RETENTION_PAYLOADS_DROPPED,
+        "Message payloads the retention sweep dropped (their payloadRetentionPeriod passed)."
     );
     describe_counter!(
         AUTH_FAILURES,

@@ -36,6 +36,8 @@ mod endpoints;
 mod growth;
 #[path = "bench/portal.rs"]
 mod portal;
+#[path = "bench/retention.rs"]
+mod retention;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -70,8 +72,9 @@ struct Args {
     /// raw, ingest, deliver, fanout, ingest-source, isolation, latency, payloads, mix,
     /// retries, idle, or all; growth (it writes `--messages`), portal (100,000 messages,
     /// then every portal page), endpoints (`--endpoints` in `--apps` applications: memory
-    /// per endpoint, match time, fan-out) and cluster (three nats-servers and three Sluice
-    /// nodes on this machine) are not in `all`. With
+    /// per endpoint, match time, fan-out), retention (ingest while the sweep deletes
+    /// `--messages` old messages with `--endpoints` endpoints) and cluster (three
+    /// nats-servers and three Sluice nodes on this machine) are not in `all`. With
     /// `--rate 500`, deliver gives the CPU per message at a fixed rate.
     #[arg(long, default_value = "all")]
     scenario: String,
@@ -124,7 +127,8 @@ struct Args {
     /// The process id of the `--target` Sluice, for its CPU and memory figures.
     #[arg(long)]
     pid: Option<u32>,
-    /// Messages the `growth` scenario accepts before it stops (at most an hour).
+    /// Messages the `growth` scenario accepts before it stops (at most an hour), and the
+    /// old messages the `retention` scenario writes for its sweep.
     #[arg(long, default_value_t = 10_000_000)]
     messages: usize,
     /// Messages the `portal` scenario fills its application with.
@@ -254,10 +258,17 @@ fn main() -> ExitCode {
         in_flight: args.in_flight,
     };
     let mut refused = runtime.block_on(scenarios_of_their_own(&args, &subject));
-    for name in names
-        .into_iter()
-        .filter(|n| !["retries", "idle", "growth", "portal", "endpoints"].contains(n))
-    {
+    for name in names.into_iter().filter(|n| {
+        ![
+            "retries",
+            "idle",
+            "growth",
+            "portal",
+            "endpoints",
+            "retention",
+        ]
+        .contains(n)
+    }) {
         for report in runtime.block_on(scenario(name, &args, &subject)) {
             refused |= report.refused.is_some();
             print_report(&report, raw);
@@ -292,6 +303,16 @@ async fn scenarios_of_their_own(args: &Args, subject: &Subject) -> bool {
             payload: args.payload,
         };
         refused |= !endpoints::endpoints(subject, &shape).await;
+    }
+    if args.scenario == "retention" {
+        let shape = retention::Shape {
+            old_messages: args.messages,
+            endpoints: args.endpoints,
+            payload: args.payload,
+            clients: args.clients,
+            secs: args.secs,
+        };
+        refused |= !retention::retention(subject, &shape, args.out.as_deref()).await;
     }
     if args.scenario == "portal" {
         refused |= !portal::portal(subject, args.clients, args.portal_messages).await;

@@ -8,6 +8,8 @@
 //! so the deletion walks from the oldest message and stops at the first one that is too
 //! young.
 
+use std::collections::BTreeMap;
+
 use super::schema::{
     self, AppKey, AttemptKey, DeliveryRecord, DeliveryState, EndpointKey, MessageRecord, Seq,
     app_message_key, db_name, delivery_key, endpoint_attempt_key, id_key, message_attempt_key,
@@ -52,26 +54,83 @@ pub(in crate::log) fn sweep(
         }
         doomed.push((seq, message));
     }
-    // Deleting a message looks up its delivery to each endpoint of its application, so
-    // the batch is bounded by those lookups too, not only by messages.
-    let mut lookups = 0;
+    // A message's delivery rows are keyed by (endpoint, seq): they are found by reading,
+    // for each endpoint of each application in the batch, the batch's seq range of that
+    // endpoint — one seek per endpoint per batch, not one lookup per endpoint per
+    // message. The batch is bounded by those seeks too, not only by messages.
+    let mut spans: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut seeks = 0;
+    let mut taken = 0;
+    for (seq, message) in &doomed {
+        if let Some(span) = spans.get_mut(&message.app_key) {
+            span.1 = *seq;
+        } else {
+            let cost = ctx.state.endpoints.count_for_app(message.app_key).max(1);
+            if seeks > 0 && seeks + cost > RETENTION_SWEEP_LOOKUPS_MAX {
+                swept.more = true;
+                break;
+            }
+            seeks += cost;
+            spans.insert(message.app_key, (*seq, *seq));
+        }
+        taken += 1;
+    }
+    doomed.truncate(taken);
+    let (rows, first_pending) = delivery_rows(ctx, &spans)?;
     for (seq, message) in doomed {
-        let cost = ctx.state.endpoints.count_for_app(message.app_key).max(1);
-        if lookups > 0 && lookups + cost > RETENTION_SWEEP_LOOKUPS_MAX {
-            swept.more = true;
+        if seq >= first_pending {
+            // A pending delivery: it and everything younger wait, and there is nothing
+            // to do until it is done.
+            swept.more = false;
             break;
         }
-        lookups += cost;
-        if !delete_message(ctx, seq, &message)? {
-            break; // A pending delivery: it and everything younger wait.
-        }
+        delete_message(ctx, seq, &message)?;
         swept.messages_deleted += 1;
+    }
+    for (endpoint_key, seq) in rows {
+        if seq < first_pending {
+            ctx.dbs
+                .deliveries
+                .delete(ctx.wtxn, &delivery_key(endpoint_key, Seq(seq)))?;
+        }
     }
 
     if let Some(cursor) = payload_cursor {
         drop_expired_payloads(ctx, cursor, rows_max, &mut swept)?;
     }
     Ok(swept)
+}
+
+/// The delivery rows of each application's messages in its seq span (first, last), and
+/// the lowest seq among them with a pending delivery (`u64::MAX` if none).
+fn delivery_rows(
+    ctx: &WriteCtx<'_, '_>,
+    spans: &BTreeMap<u64, (u64, u64)>,
+) -> Result<(Vec<(EndpointKey, u64)>, u64), LogError> {
+    let mut rows = Vec::new();
+    let mut first_pending = u64::MAX;
+    for (&app_key, &(first, last)) in spans {
+        for endpoint_key in ctx.state.endpoints.keys_of(app_key) {
+            let endpoint_key = EndpointKey(endpoint_key);
+            let (low, high) = (
+                delivery_key(endpoint_key, Seq(first)),
+                delivery_key(endpoint_key, Seq(last)),
+            );
+            let range = (
+                std::ops::Bound::Included(&low[..]),
+                std::ops::Bound::Included(&high[..]),
+            );
+            for row in ctx.dbs.deliveries.range(ctx.wtxn, &range)? {
+                let (key, value) = row?;
+                let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
+                if DeliveryRecord::decode(value)?.state == DeliveryState::Pending {
+                    first_pending = first_pending.min(seq);
+                }
+                rows.push((endpoint_key, seq));
+            }
+        }
+    }
+    Ok((rows, first_pending))
 }
 
 /// One batch of a payload pass: reads up to `rows_max` messages after `cursor`, in seq
@@ -121,31 +180,14 @@ fn drop_expired_payloads(
     Ok(())
 }
 
-/// Deletes one message and everything that hangs off it; `false` (and nothing deleted) if
-/// one of its deliveries is still pending.
+/// Deletes one message and everything that hangs off it but its delivery rows (the
+/// caller deletes those: `delivery_rows`).
 fn delete_message(
     ctx: &mut WriteCtx<'_, '_>,
     seq: u64,
     message: &MessageRecord,
-) -> Result<bool, LogError> {
+) -> Result<(), LogError> {
     let dbs = ctx.dbs;
-    let endpoints = ctx.state.endpoints.keys_of(message.app_key);
-    let mut rows = Vec::new();
-    for endpoint_key in endpoints {
-        if let Some(value) = dbs
-            .deliveries
-            .get(ctx.wtxn, &delivery_key(EndpointKey(endpoint_key), Seq(seq)))?
-        {
-            if DeliveryRecord::decode(value)?.state == DeliveryState::Pending {
-                return Ok(false);
-            }
-            rows.push(endpoint_key);
-        }
-    }
-    for endpoint_key in rows {
-        dbs.deliveries
-            .delete(ctx.wtxn, &delivery_key(EndpointKey(endpoint_key), Seq(seq)))?;
-    }
     let mut attempt_keys = Vec::new();
     for row in dbs.msg_attempts.prefix_iter(ctx.wtxn, &u64_key(seq))? {
         let (key, _) = row?;
@@ -175,5 +217,5 @@ fn delete_message(
         &app_message_key(AppKey(message.app_key), Seq(seq)),
     )?;
     dbs.msgs.delete(ctx.wtxn, &u64_key(seq))?;
-    Ok(true)
+    Ok(())
 }
