@@ -38,6 +38,8 @@ struct NatsServer {
     conf: PathBuf,
     /// Its log file (stderr).
     log: PathBuf,
+    /// The routes it has once ready (the other servers of its cluster).
+    peers: u64,
 }
 
 /// Three nats-servers in one NATS cluster, each with its own store.
@@ -56,8 +58,50 @@ impl Drop for Nats {
 
 impl Nats {
     /// Starts three servers under `dir` and waits until each is healthy (JetStream
-    /// ready) and routed to the two others.
+    /// ready) and routed to the two others. The ports are found free, then released for
+    /// the servers to bind: another test's process may take one in between, and then a
+    /// server exits at once. So a start whose server exits or never gets ready is
+    /// abandoned (its servers killed) and tried again on new ports and a new store, at
+    /// most `NATS_START_ATTEMPTS` times.
     async fn start(dir: &Path) -> Nats {
+        const NATS_START_ATTEMPTS: usize = 3;
+        let mut failures = Vec::new();
+        for attempt in 0..NATS_START_ATTEMPTS {
+            let attempt_dir = dir.join(format!("nats-{attempt}"));
+            std::fs::create_dir_all(&attempt_dir).expect("nats dir");
+            let mut nats = Nats::spawn(&attempt_dir);
+            let ready = nats.wait_all_ready().await;
+            match ready {
+                Ok(()) => return nats,
+                Err(why) => failures.push(format!("attempt {attempt}: {why}")),
+            }
+        }
+        panic!("the NATS cluster never started:\n{}", failures.join("\n"));
+    }
+
+    /// Waits (at most 30 s) until every server is ready; why not, as soon as one exits.
+    async fn wait_all_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut all = true;
+            for server in &mut self.servers {
+                all &= server.ready().await?;
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not every nats-server became healthy:\n{}",
+                    self.log_tails(10)
+                ));
+            }
+            pause(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Spawns three servers under `dir` on ports free a moment ago, not yet ready.
+    fn spawn(dir: &Path) -> Nats {
         let binary = std::env::var("SLUICE_NATS_SERVER").expect(
             "set SLUICE_NATS_SERVER to a nats-server >= 2.10 (scripts/test installs one into .venv)",
         );
@@ -98,13 +142,10 @@ impl Nats {
                 http: *http,
                 conf: path,
                 log,
+                peers: 2,
             });
         }
-        let nats = Nats { servers };
-        for server in &nats.servers {
-            server.wait_ready().await;
-        }
-        nats
+        Nats { servers }
     }
 
     /// The last `lines` lines of each server's log, for a failing test's message.
@@ -150,25 +191,54 @@ impl NatsServer {
             .stderr(log)
             .spawn()
             .expect("spawn nats-server");
-        self.wait_ready().await;
+        if let Err(why) = self.wait_ready().await {
+            panic!("the killed nats-server did not come back: {why}");
+        }
     }
 
-    async fn wait_ready(&self) {
-        let http = SocketAddr::from(([127, 0, 0, 1], self.http));
+    /// Waits (at most 30 s) until the server is healthy and routed to its `peers`;
+    /// if it exits or the time runs out, why, with the end of its log.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let healthy = matches!(try_text(http, "/healthz").await, Some((200, _)));
-            let routed = match try_text(http, "/routez").await {
-                Some((200, body)) => serde_json::from_str::<Value>(&body)
-                    .is_ok_and(|v| v["num_routes"].as_u64().unwrap_or(0) >= 2),
-                _ => false,
-            };
-            if healthy && routed {
-                return;
+        while !self.ready().await? {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "nats-server on {} never became healthy:\n{}",
+                    self.client,
+                    self.log_tail()
+                ));
             }
             pause(Duration::from_millis(50)).await;
         }
-        panic!("nats-server on {} never became healthy", self.client);
+        Ok(())
+    }
+
+    /// Whether the server is healthy and routed to its `peers` now; why not, if it has
+    /// exited.
+    async fn ready(&mut self) -> Result<bool, String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!(
+                "nats-server on {} exited ({status}):\n{}",
+                self.client,
+                self.log_tail()
+            ));
+        }
+        let http = SocketAddr::from(([127, 0, 0, 1], self.http));
+        let healthy = matches!(try_text(http, "/healthz").await, Some((200, _)));
+        let routed = self.peers == 0
+            || match try_text(http, "/routez").await {
+                Some((200, body)) => serde_json::from_str::<Value>(&body)
+                    .is_ok_and(|v| v["num_routes"].as_u64().unwrap_or(0) >= self.peers),
+                _ => false,
+            };
+        Ok(healthy && routed)
+    }
+
+    /// The last ten lines of its log.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
     }
 }
 
@@ -1025,45 +1095,46 @@ async fn cluster_node_joins_empty_from_a_snapshot_and_serves_the_same_state() {
 }
 
 /// One nats-server alone (JetStream, its own store) with `extra` in its config
-/// (authorization, TLS), ready to serve.
+/// (authorization, TLS), ready to serve; tried again on new ports as `Nats::start` is.
 async fn lone_nats(dir: &Path, extra: &str) -> Nats {
     let binary = std::env::var("SLUICE_NATS_SERVER").expect("SLUICE_NATS_SERVER");
-    let (client, http) = (free_port(), free_port());
-    let conf = format!(
-        "server_name: lone\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
-         jetstream {{\n  store_dir: \"{}\"\n}}\n{extra}\n",
-        dir.join("lone").display()
-    );
-    let path = dir.join("lone.conf");
-    std::fs::write(&path, conf).expect("write nats config");
-    let log = dir.join("lone.log");
-    let child = Command::new(binary)
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn nats-server");
-    let server = NatsServer {
-        child,
-        client,
-        http,
-        conf: path,
-        log,
-    };
-    let addr = SocketAddr::from(([127, 0, 0, 1], http));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(try_text(addr, "/healthz").await, Some((200, _))) {
-        assert!(
-            Instant::now() < deadline,
-            "the lone nats-server never became healthy:\n{}",
-            std::fs::read_to_string(&server.log).unwrap_or_default()
+    let mut failures = Vec::new();
+    for attempt in 0..3 {
+        let (client, http) = (free_port(), free_port());
+        let conf = format!(
+            "server_name: lone\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+             jetstream {{\n  store_dir: \"{}\"\n}}\n{extra}\n",
+            dir.join(format!("lone-{attempt}")).display()
         );
-        pause(Duration::from_millis(50)).await;
+        let path = dir.join(format!("lone-{attempt}.conf"));
+        std::fs::write(&path, conf).expect("write nats config");
+        let log = dir.join(format!("lone-{attempt}.log"));
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn nats-server");
+        let mut nats = Nats {
+            servers: vec![NatsServer {
+                child,
+                client,
+                http,
+                conf: path,
+                log,
+                peers: 0,
+            }],
+        };
+        match nats.servers[0].wait_ready().await {
+            Ok(()) => return nats,
+            Err(why) => failures.push(format!("attempt {attempt}: {why}")),
+        }
     }
-    Nats {
-        servers: vec![server],
-    }
+    panic!(
+        "the lone nats-server never started:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// A node on `urls` with `extra` in its `[cluster]` section starts, and serves a write.
