@@ -345,10 +345,7 @@ pub(super) fn run(
             }
         }
         let replicated = queued.iter().any(|job| job.stream_seq > 0);
-        let result = run_batch(env, &dbs, &mut state, &mut queued, render);
-        if result.is_ok() {
-            applied_seq.store(state.applied_seq, Ordering::Release);
-        }
+        let result = run_batch(env, &dbs, &mut state, &mut queued, render, applied_seq);
         let committed = std::mem::take(&mut state.outbox);
         if let (Ok(()), Some(publisher)) = (&result, publisher) {
             publisher.publish(committed.into_iter());
@@ -388,12 +385,16 @@ pub(super) fn run(
     }
 }
 
+/// Applies the queued jobs in one write transaction and commits it; then, on success,
+/// publishes the new `applied_seq` *before* answering any waiter, so a request answered
+/// for a stream op always finds that op counted in `Log::applied_seq`.
 fn run_batch(
     env: &Env<WithoutTls>,
     dbs: &Dbs,
     state: &mut WriterState,
     queued: &mut VecDeque<Job>,
     render: Option<RenderReply>,
+    applied_seq: &AtomicU64,
 ) -> Result<(), LogError> {
     let mut wtxn = match env.write_txn() {
         Ok(wtxn) => wtxn,
@@ -450,6 +451,7 @@ fn run_batch(
             .and_then(|()| wtxn.commit().map_err(LogError::from)),
     };
     if result.is_ok() {
+        applied_seq.store(state.applied_seq, Ordering::Release);
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!(telemetry::name::COMMIT_DURATION).record(elapsed);
         metrics::histogram!(telemetry::name::COMMIT_OPERATIONS).record(applied.len() as f64);
