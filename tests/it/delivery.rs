@@ -444,6 +444,7 @@ async fn sigkill_during_delivery_loses_no_delivery() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     const MESSAGES: usize = 10_000;
+    const SENDERS: usize = 16;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("sluice.toml");
     let text = "[delivery]\nallow_http = true\nallowed_networks = [\"127.0.0.0/8\"]\nretry_schedule_ms = [300, 600, 1200]\n";
@@ -476,12 +477,12 @@ async fn sigkill_during_delivery_loses_no_delivery() {
     endpoint(addr, "k", json!({"url": steady.url()})).await;
     endpoint(addr, "k", json!({"url": flaky.url()})).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let senders: Vec<_> = (0..16)
+    let senders: Vec<_> = (0..SENDERS)
         .map(|c| {
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
                 let mut acked = Vec::new();
-                for n in (c..MESSAGES).step_by(16) {
+                for n in (c..MESSAGES).step_by(SENDERS) {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
@@ -514,7 +515,13 @@ async fn sigkill_during_delivery_loses_no_delivery() {
     for s in senders {
         acked.extend(s.await.expect("sender"));
     }
-    assert!(acked.len() >= 2_000, "{} acknowledged", acked.len());
+    // 2,000 were delivered, so they were committed; a sender's one request in flight may
+    // have lost its 202 to the kill (the delivery can start before the reply is read).
+    assert!(
+        acked.len() + SENDERS >= 2_000,
+        "{} acknowledged",
+        acked.len()
+    );
 
     let daemon = crate::harness::Daemon::spawn_with(&data, Some(&config));
     let ids = |r: &Receiver| -> BTreeSet<String> {
