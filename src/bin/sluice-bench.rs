@@ -1238,6 +1238,43 @@ where
     results
 }
 
+/// `clients` keep-alive clients post messages of about `payload` bytes, of event type
+/// `event_type`, to `path` while `go()` holds, counting the accepted (202) in `accepted`.
+async fn post_while(
+    addr: SocketAddr,
+    clients: usize,
+    path: &str,
+    event_type: &'static str,
+    payload: usize,
+    accepted: &Arc<std::sync::atomic::AtomicUsize>,
+    go: Arc<dyn Fn() -> bool + Send + Sync>,
+) {
+    let pad = "x".repeat(payload.saturating_sub(48).max(1));
+    on_clients(clients, |c| {
+        let (accepted, path, pad, go) = (
+            Arc::clone(accepted),
+            path.to_owned(),
+            pad.clone(),
+            Arc::clone(&go),
+        );
+        async move {
+            let mut sender = connect(addr).await;
+            let mut n = 0u64;
+            while go() {
+                let body = format!(
+                    r#"{{"eventType":"{event_type}","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}}}"#
+                );
+                n += 1;
+                let (status, _) = post(&mut sender, addr, &path, body.into_bytes()).await;
+                if status == 202 {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    })
+    .await;
+}
+
 /// Creates the application and its endpoints: endpoint i listens on channel `c{i % g}`
 /// where `g` groups make each message (on one channel) reach `fanout` endpoints. Returns
 /// the path the load posts to: the application's message create, or (`via_source`) the

@@ -129,13 +129,7 @@ impl Nats {
             let path = dir.join(format!("n{i}.conf"));
             std::fs::write(&path, conf).expect("write nats config");
             let log = dir.join(format!("n{i}.log"));
-            let child = Command::new(&binary)
-                .arg("-c")
-                .arg(&path)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"))
-                .spawn()
-                .expect("spawn nats-server");
+            let child = spawn_nats_server(&binary, &path, &log, false);
             servers.push(NatsServer {
                 child,
                 client: *client,
@@ -180,17 +174,7 @@ impl NatsServer {
     /// log, and waits until it is ready.
     async fn restart(&mut self) {
         let binary = std::env::var("SLUICE_NATS_SERVER").expect("SLUICE_NATS_SERVER");
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        self.child = Command::new(binary)
-            .arg("-c")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn nats-server");
+        self.child = spawn_nats_server(&binary, &self.conf, &self.log, true);
         if let Err(why) = self.wait_ready().await {
             panic!("the killed nats-server did not come back: {why}");
         }
@@ -240,6 +224,25 @@ impl NatsServer {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(10)..].join("\n")
     }
+}
+
+/// Starts `binary` on the config file `conf`, its stderr into `log` (appended to, if
+/// `append`, as after a kill).
+fn spawn_nats_server(binary: &str, conf: &Path, log: &Path, append: bool) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .expect("log file");
+    Command::new(binary)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn nats-server")
 }
 
 /// A GET of text that tolerates a server still starting.
@@ -1109,13 +1112,7 @@ async fn lone_nats(dir: &Path, extra: &str) -> Nats {
         let path = dir.join(format!("lone-{attempt}.conf"));
         std::fs::write(&path, conf).expect("write nats config");
         let log = dir.join(format!("lone-{attempt}.log"));
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn nats-server");
+        let child = spawn_nats_server(&binary, &path, &log, false);
         let mut nats = Nats {
             servers: vec![NatsServer {
                 child,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{RUNS, Sluice, Subject, chart, connect, create_app, on_clients, post, resident_mib_of};
+use super::{RUNS, Sluice, Subject, chart, create_app, post_while, resident_mib_of};
 
 /// The longest a growth run may take, whatever `--messages` asks.
 const GROWTH_TIME_MAX: Duration = Duration::from_secs(3_600);
@@ -81,25 +81,11 @@ pub(super) async fn growth(
         })
     };
     let path = format!("/api/v1/app/{app}/msg?with_content=false");
-    let pad = "x".repeat(payload.saturating_sub(48).max(1));
-    on_clients(clients, |c| {
-        let (accepted, path, pad) = (Arc::clone(&accepted), path.clone(), pad.clone());
-        async move {
-            let mut sender = connect(addr).await;
-            let mut n = 0u64;
-            while accepted.load(Ordering::Relaxed) < messages && Instant::now() < deadline {
-                let body = format!(
-                    r#"{{"eventType":"bench.growth","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}}}"#
-                );
-                n += 1;
-                let (status, _) = post(&mut sender, addr, &path, body.into_bytes()).await;
-                if status == 202 {
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    })
-    .await;
+    let go = {
+        let accepted = Arc::clone(&accepted);
+        Arc::new(move || accepted.load(Ordering::Relaxed) < messages && Instant::now() < deadline)
+    };
+    post_while(addr, clients, &path, "bench.growth", payload, &accepted, go).await;
     let samples = sampler.await.unwrap_or_default();
     child.stop();
     let _ = std::fs::remove_dir_all(&dir);

@@ -23,7 +23,7 @@ use sluice::log::ops::{
     AppFields, EndpointFields, Envelope, EventTypeFields, MessageApp, NewMessage, Op, Outcome,
 };
 
-use super::{RUNS, Sluice, Subject, chart, connect, create_app, http_get, on_clients, post};
+use super::{RUNS, Sluice, Subject, chart, create_app, http_get, on_clients, post_while};
 
 /// How old the written messages are: past the shortest retention (one day).
 const OLD_BY_MS: u64 = 2 * 86_400_000;
@@ -97,29 +97,20 @@ pub(super) async fn retention(subject: &Subject, shape: &Shape, out: Option<&Pat
         Arc::clone(&stop),
     ));
     let path = format!("/api/v1/app/{app}/msg?with_content=false");
-    let pad = "x".repeat(shape.payload.saturating_sub(48).max(1));
-    on_clients(shape.clients, |c| {
-        let (accepted, stop, path, pad) = (
-            Arc::clone(&accepted),
-            Arc::clone(&stop),
-            path.clone(),
-            pad.clone(),
-        );
-        async move {
-            let mut sender = connect(addr).await;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let body = format!(
-                    r#"{{"eventType":"bench.retention","payload":{{"c":{c},"n":{n},"pad":"{pad}"}}}}"#
-                );
-                n += 1;
-                let (status, _) = post(&mut sender, addr, &path, body.into_bytes()).await;
-                if status == 202 {
-                    accepted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    })
+    let go = {
+        let stop = Arc::clone(&stop);
+        Arc::new(move || !stop.load(Ordering::Relaxed) && Instant::now() < deadline)
+    };
+    let (clients, payload) = (shape.clients, shape.payload);
+    post_while(
+        addr,
+        clients,
+        &path,
+        "bench.retention",
+        payload,
+        &accepted,
+        go,
+    )
     .await;
     let samples = sampler.await.unwrap_or_default();
     child.stop();
