@@ -87,7 +87,21 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
         .ok()
         .filter(|t| !t.is_empty());
     let code = runtime.block_on(async {
-        let running = match crate::app::start(config, admin_token.as_deref(), Clock::System).await {
+        // Installed before anything starts: a SIGTERM or SIGHUP that arrives while Sluice
+        // starts must not meet the default action (which ends the process at once, or
+        // for HUP ends it instead of reloading).
+        let Some(mut signals) = Signals::install() else {
+            tracing::error!("Cannot install signal handlers.");
+            return ExitCode::FAILURE;
+        };
+        let started = tokio::select! {
+            started = crate::app::start(config, admin_token.as_deref(), Clock::System) => started,
+            () = signals.stop() => {
+                tracing::info!("Stopped while starting.");
+                return ExitCode::SUCCESS;
+            }
+        };
+        let running = match started {
             Ok(running) => running,
             Err(error) => {
                 tracing::error!(%error, "Sluice could not start.");
@@ -99,45 +113,62 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
                 };
             }
         };
-        if let Some((token, file)) = &running.first_admin_token {
-            // Only its hash is in the log; the token itself is in a 0600 file, and on the
-            // terminal when there is one (never in a journal or a log collector).
-            let shown = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                format!("{token} (also in {})", file.display())
-            } else {
-                format!("written to {} (mode 0600)", file.display())
-            };
-            #[expect(
-                clippy::print_stdout,
-                reason = "where the one-time token is, is the command's output"
-            )]
-            {
-                println!("Created an admin token: {shown}");
-                println!("API listening on http://{}", running.addr);
-            }
-        }
+        announce_first_token(&running);
         let status = format!("Serving on {}", running.addr);
         service::ready(&status);
         let watchdog = service::watchdog_interval()
             .map(|interval| tokio::spawn(service::watchdog(interval, running.liveness())));
         let drain = Duration::from_millis(config.drain_timeout_ms);
-        run_until_stopped(&running, path.as_deref(), overrides, &logging, &status).await;
+        run_until_stopped(
+            &running,
+            &mut signals,
+            path.as_deref(),
+            overrides,
+            &logging,
+            &status,
+        )
+        .await;
         service::stopping();
         tracing::info!("Stopping: finishing requests and attempts in progress.");
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
-        drain_or_exit(running, drain).await
+        drain_or_exit(running, drain, &mut signals).await
     });
     // Blocking tasks still running after a missed deadline must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }
 
+/// The admin token made on a first start: where it is (and it, on a terminal).
+fn announce_first_token(running: &crate::app::Running) {
+    if let Some((token, file)) = &running.first_admin_token {
+        // Only its hash is in the log; the token itself is in a 0600 file, and on the
+        // terminal when there is one (never in a journal or a log collector).
+        let shown = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            format!("{token} (also in {})", file.display())
+        } else {
+            format!("written to {} (mode 0600)", file.display())
+        };
+        #[expect(
+            clippy::print_stdout,
+            reason = "where the one-time token is, is the command's output"
+        )]
+        {
+            println!("Created an admin token: {shown}");
+            println!("API listening on http://{}", running.addr);
+        }
+    }
+}
+
 /// Stops `running` within `drain`. A second SIGTERM or SIGINT during the drain means
 /// "now": an operator pressing Ctrl-C twice, or a supervisor that will not wait. What is
 /// in flight is made again on the next start (at-least-once).
-async fn drain_or_exit(running: crate::app::Running, drain: Duration) -> ExitCode {
+async fn drain_or_exit(
+    running: crate::app::Running,
+    drain: Duration,
+    signals: &mut Signals,
+) -> ExitCode {
     tokio::select! {
         drained = tokio::time::timeout(drain, running.stop()) => match drained {
             Ok(()) => {
@@ -152,61 +183,62 @@ async fn drain_or_exit(running: crate::app::Running, drain: Duration) -> ExitCod
                 ExitCode::FAILURE
             }
         },
-        () = second_stop_signal() => {
+        () = signals.stop() => {
             tracing::warn!("A second stop signal: exiting now, with work in flight (it is retried on the next start).");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Resolves on the next SIGTERM or SIGINT (never, if the handlers cannot be installed).
-async fn second_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+/// The signals the serving process handles, installed once, before it starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// `None` if the handlers cannot be installed.
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Signals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+            usr2: signal(SignalKind::user_defined2()).ok()?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-        _ => std::future::pending().await,
     }
 }
 
 /// Handles signals until SIGTERM or SIGINT: SIGHUP reloads the config file.
 async fn run_until_stopped(
     running: &crate::app::Running,
+    signals: &mut Signals,
     path: Option<&Path>,
     overrides: &Overrides,
     logging: &Logging,
     status: &str,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let signals = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined2()),
-    );
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = signals else {
-        tracing::error!("Cannot install signal handlers; stop with SIGKILL.");
-        std::future::pending::<()>().await;
-        return;
-    };
     let test_hooks = std::env::var("SLUICE_TEST_HOOKS").is_ok_and(|v| v == "1");
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => {
+            _ = signals.term.recv() => return,
+            _ = signals.int.recv() => return,
+            _ = signals.hup.recv() => {
                 service::reloading();
                 reload(running, path, overrides, logging);
                 service::ready(status);
             }
-            _ = usr2.recv() => if test_hooks {
+            _ = signals.usr2.recv() => if test_hooks {
                 wedge_writer(running);
             },
         }

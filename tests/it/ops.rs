@@ -463,6 +463,63 @@ async fn count_attempts(addr: SocketAddr, path: &str) -> usize {
     }
 }
 
+/// The handlers are installed before Sluice starts: a SIGTERM or SIGHUP while it is
+/// still starting (a supervisor that stops or reloads it at once) is handled — TERM stops
+/// it cleanly, HUP is a reload once it serves — never the default action, which ends the
+/// process by the signal. The signal is sent on Sluice's first log line, tens of
+/// milliseconds before it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_while_starting_are_handled() {
+    use std::io::{BufRead, BufReader};
+    for signal in ["TERM", "HUP"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("SLUICE_ADMIN_TOKEN", crate::harness::TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let first = lines.next().expect("a first line").expect("read");
+        let kill = |signal: &str| {
+            let sent = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "kill -{signal}");
+        };
+        kill(signal);
+        let mut seen = vec![first];
+        if signal == "HUP" {
+            // Still alive: it serves, then reloads (no config file: nothing to re-read).
+            for line in lines.by_ref() {
+                let line = line.expect("read");
+                let reloaded = line.contains("no config file to re-read");
+                seen.push(line);
+                if reloaded {
+                    break;
+                }
+            }
+            kill("TERM");
+        }
+        seen.extend(lines.map_while(Result::ok));
+        let status = child.wait().expect("wait");
+        assert!(
+            status.success(),
+            "{signal} while starting: {status}\n{}",
+            seen.join("\n")
+        );
+        assert!(
+            seen.iter().any(|l| l.contains("Stopped")),
+            "{}",
+            seen.join("\n")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_a_restart_finds_everything_once() {
     use std::collections::BTreeMap;
