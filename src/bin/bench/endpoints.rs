@@ -23,13 +23,13 @@ use super::{
 };
 
 /// Endpoints of its application each message matches (its event type's endpoints).
-const MATCHED_PER_MESSAGE: usize = 10;
+pub(super) const MATCHED_PER_MESSAGE: usize = 10;
 /// The longest the creates (event types, applications, endpoints) may take together.
 const CREATE_TIME_MAX: Duration = Duration::from_secs(1_800);
 /// Most endpoints one run creates, whatever `--endpoints` asks.
 const ENDPOINTS_MAX: usize = 1_000_000;
 /// The most endpoints Sluice lets one application have (`api.endpoints_per_app_max`).
-const PER_APP_MAX: usize = 100_000;
+const PER_APP_MAX: usize = sluice::limits::ENDPOINTS_PER_APP_MAX as usize;
 /// Most messages one client posts in the load, whatever the duration.
 const MESSAGES_PER_CLIENT_MAX: usize = 1_000_000;
 

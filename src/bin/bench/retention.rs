@@ -23,6 +23,7 @@ use sluice::log::ops::{
     AppFields, EndpointFields, Envelope, EventTypeFields, MessageApp, NewMessage, Op, Outcome,
 };
 
+use super::endpoints::MATCHED_PER_MESSAGE;
 use super::{RUNS, Sluice, Subject, chart, create_app, http_get, on_clients, post_while};
 
 /// How old the written messages are: past the shortest retention (one day).
@@ -35,10 +36,8 @@ const RUN_TIME_MAX: Duration = Duration::from_secs(1_800);
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most old messages one run writes, whatever `--messages` asks.
 const OLD_MESSAGES_MAX: usize = 20_000_000;
-/// Most endpoints the old application has.
-const OLD_ENDPOINTS_MAX: usize = 100_000;
-/// Endpoints of the old application each old message matches (its event type's).
-const MATCHED_PER_MESSAGE: usize = 10;
+/// Most endpoints the old application has: Sluice's own bound per application.
+const OLD_ENDPOINTS_MAX: usize = sluice::limits::ENDPOINTS_PER_APP_MAX as usize;
 
 /// One sample: seconds into the load, messages accepted and old messages deleted so far.
 #[derive(Clone, Copy)]
@@ -211,7 +210,7 @@ async fn write_old_log(data_dir: &Path, old: usize, endpoints: usize, payload: u
 /// disabled endpoints, endpoint e filtering on type `e % types`. Returns its key.
 async fn create_old_app(log: &Log, then_ms: u64, endpoints: usize, types: usize) -> u64 {
     let bound = Op::SetEndpointsPerAppMax {
-        max: OLD_ENDPOINTS_MAX as u32,
+        max: sluice::limits::ENDPOINTS_PER_APP_MAX,
     };
     log.submit(Envelope::new(bound, then_ms))
         .await
