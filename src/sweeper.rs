@@ -1,8 +1,11 @@
 //! The sweeper: applies the log's retention rules (`log::retention`), purges what deleted
 //! applications left (`log::purge`) and expires remembered idempotent replies, in bounded
-//! batches — every `SWEEP_INTERVAL`, and batch
-//! after batch while there is more — so that old data leaves the log continuously, under
-//! steady load as when idle, and no single write is long.
+//! batches — every `SWEEP_INTERVAL`, and batch after batch while there is more — so that
+//! old data leaves the log continuously, under steady load as when idle, and no single
+//! write is long. The three sweeps run side by side, each on its own tick: a long
+//! retention pass (a backlog of millions of old messages, paced to a share of the writer)
+//! does not hold back the expiry of idempotent replies, which a platform posting through
+//! the Svix SDKs makes one of per message.
 
 use tokio::task::JoinHandle;
 
@@ -16,12 +19,11 @@ use crate::limits::{
 use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::{Log, LogError};
 
-/// Where the retention sweep and the idempotency sweep stand between ticks.
+/// Where the retention sweep's payload pass stands between ticks.
 #[derive(Default)]
-struct Cursors {
+struct RetentionCursor {
     payload: Option<u64>,
     next_pass_ms: u64,
-    idempotency: Option<Vec<u8>>,
 }
 
 /// Starts the sweeper; it runs until the handle is aborted. In cluster mode it sweeps
@@ -34,23 +36,43 @@ pub fn start(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let keep_ms = u64::from(retention_days) * DAY_MS;
-        let mut cursors = Cursors::default();
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-        loop {
-            tick.tick().await;
-            if singleton.as_ref().is_some_and(|s| !s.owned()) {
-                continue;
+        let owned = || singleton.as_ref().is_none_or(Ownership::owned);
+        let retention = async {
+            let mut cursor = RetentionCursor::default();
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                if owned()
+                    && let Err(error) = retention(&log, &clock, keep_ms, &mut cursor).await
+                {
+                    tracing::warn!(%error, "Retention sweep failed; will retry.");
+                }
             }
-            if let Err(error) = retention(&log, &clock, keep_ms, &mut cursors).await {
-                tracing::warn!(%error, "Retention sweep failed; will retry.");
+        };
+        let purge = async {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                if owned()
+                    && let Err(error) = purge_deleted_apps(&log, &clock).await
+                {
+                    tracing::warn!(%error, "Purge of deleted applications failed; will retry.");
+                }
             }
-            if let Err(error) = purge_deleted_apps(&log, &clock).await {
-                tracing::warn!(%error, "Purge of deleted applications failed; will retry.");
+        };
+        let idempotency = async {
+            let mut legacy_cursor = None;
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                if owned()
+                    && let Err(error) = expire_idempotency(&log, &clock, &mut legacy_cursor).await
+                {
+                    tracing::warn!(%error, "Idempotency sweep failed; will retry.");
+                }
             }
-            if let Err(error) = expire_idempotency(&log, &clock, &mut cursors).await {
-                tracing::warn!(%error, "Idempotency sweep failed; will retry.");
-            }
-        }
+        };
+        tokio::join!(retention, purge, idempotency);
     })
 }
 
@@ -58,7 +80,7 @@ async fn retention(
     log: &Log,
     clock: &Clock,
     keep_ms: u64,
-    cursors: &mut Cursors,
+    cursors: &mut RetentionCursor,
 ) -> Result<(), LogError> {
     for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
         let now_ms = clock.now_ms();
@@ -125,22 +147,47 @@ async fn purge_deleted_apps(log: &Log, clock: &Clock) -> Result<(), LogError> {
     Ok(())
 }
 
-/// One bounded batch of expired idempotency rows per tick, resuming where the last
-/// stopped: the table is cleaned continuously, never by one long transaction.
+/// Deletes the idempotent replies whose 24 h are up, oldest first, batch after batch while
+/// there is more (at most `RETENTION_SWEEP_BATCHES_MAX` batches a tick, paced like the
+/// retention sweep); then sets the `sluice_idempotency_replies` gauge. Rows written before
+/// `idempotency_due` existed are found by the old scan of the whole table, one batch a
+/// tick, for as long as some remain.
 async fn expire_idempotency(
     log: &Log,
     clock: &Clock,
-    cursors: &mut Cursors,
+    legacy_cursor: &mut Option<Vec<u8>>,
 ) -> Result<(), LogError> {
-    let op = Op::ExpireIdempotency {
-        after: cursors.idempotency.take(),
-        rows_max: IDEMPOTENCY_SWEEP_ROWS_MAX as u32,
-    };
-    if let Outcome::IdempotencyExpired { resume, .. } =
-        log.submit(Envelope::new(op, clock.now_ms())).await?
-    {
-        cursors.idempotency = resume;
+    for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
+        let op = Op::ExpireIdempotencyDue {
+            rows_max: IDEMPOTENCY_SWEEP_ROWS_MAX as u32,
+        };
+        let started = tokio::time::Instant::now();
+        let Outcome::IdempotencyDueExpired(expired) =
+            log.submit(Envelope::new(op, clock.now_ms())).await?
+        else {
+            break;
+        };
+        metrics::counter!(crate::telemetry::name::IDEMPOTENCY_EXPIRED).increment(expired.deleted);
+        if !expired.more {
+            break;
+        }
+        tokio::time::sleep(pause_after_batch(started.elapsed())).await;
     }
+    let (rows, filed) = log.idempotency_rows()?;
+    if rows > filed {
+        let op = Op::ExpireIdempotency {
+            after: legacy_cursor.take(),
+            rows_max: IDEMPOTENCY_SWEEP_ROWS_MAX as u32,
+        };
+        if let Outcome::IdempotencyExpired { resume, deleted } =
+            log.submit(Envelope::new(op, clock.now_ms())).await?
+        {
+            *legacy_cursor = resume;
+            metrics::counter!(crate::telemetry::name::IDEMPOTENCY_EXPIRED).increment(deleted);
+        }
+    }
+    let (rows, _) = log.idempotency_rows()?;
+    metrics::gauge!(crate::telemetry::name::IDEMPOTENCY_REPLIES).set(rows as f64);
     Ok(())
 }
 

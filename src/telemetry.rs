@@ -38,6 +38,8 @@ pub mod name {
     pub const DELIVERIES_SKIPPED: &str = "sluice_deliveries_skipped_total";
     pub const RETENTION_MESSAGES_DELETED: &str = "sluice_retention_messages_deleted_total";
     pub const RETENTION_PAYLOADS_DROPPED: &str = "sluice_retention_payloads_dropped_total";
+    pub const IDEMPOTENCY_EXPIRED: &str = "sluice_idempotency_expired_total";
+    pub const IDEMPOTENCY_REPLIES: &str = "sluice_idempotency_replies";
     pub const DELIVERIES_PENDING: &str = "sluice_deliveries_pending";
     pub const BACKLOG_AGE: &str = "sluice_deliveries_overdue_seconds";
     pub const DELIVERIES_IN_FLIGHT: &str = "sluice_deliveries_in_flight";
@@ -131,6 +133,7 @@ fn build() -> PrometheusHandle {
         name::COMMITS_FAILED,
         name::RETENTION_MESSAGES_DELETED,
         name::RETENTION_PAYLOADS_DROPPED,
+        name::IDEMPOTENCY_EXPIRED,
     ] {
         counter!(counter).absolute(0);
     }
@@ -254,6 +257,14 @@ fn describe() {
     describe_counter!(
         RETENTION_PAYLOADS_DROPPED,
         "Message payloads the retention sweep dropped (their payloadRetentionPeriod passed)."
+    );
+    describe_counter!(
+        IDEMPOTENCY_EXPIRED,
+        "Remembered idempotent replies the sweeper deleted once their 24 h were up."
+    );
+    describe_gauge!(
+        IDEMPOTENCY_REPLIES,
+        "Idempotent replies the log remembers (set by the sweeper after each pass)."
     );
     describe_counter!(
         AUTH_FAILURES,

@@ -1128,7 +1128,8 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
         | Outcome::AttemptRecorded { .. }
         | Outcome::Swept(_)
         | Outcome::Purged(_)
-        | Outcome::IdempotencyExpired { .. } => Err(ApiError::Internal(
+        | Outcome::IdempotencyExpired { .. }
+        | Outcome::IdempotencyDueExpired(_) => Err(ApiError::Internal(
             "an outcome with no reply of its own".to_owned(),
         )),
     }

@@ -92,7 +92,7 @@ impl From<heed::Error> for LogError {
 
 impl Dbs {
     /// Every table, in `schema::db_name::ALL` order.
-    fn all_tables(&self) -> [&Table; 27] {
+    fn all_tables(&self) -> [&Table; 28] {
         [
             &self.meta,
             &self.msgs,
@@ -121,6 +121,7 @@ impl Dbs {
             &self.source_ids,
             &self.source_tokens,
             &self.source_errors,
+            &self.idempotency_due,
         ]
     }
 }
@@ -151,6 +152,8 @@ pub struct Dbs {
     pub(in crate::log) event_types: Table,
     pub(in crate::log) tokens: Table,
     pub(in crate::log) idempotency: Table,
+    /// `idempotency` rows by the time they were made (expiry reads it from the front).
+    pub(in crate::log) idempotency_due: Table,
     pub(in crate::log) attempts: Table,
     pub(in crate::log) attempt_ids: Table,
     pub(in crate::log) msg_attempts: Table,
@@ -560,6 +563,13 @@ impl Log {
         Ok(digests)
     }
 
+    /// How many idempotent replies are remembered, and how many of them are filed by
+    /// time in `idempotency_due` (fewer only while rows of an earlier layout remain).
+    pub fn idempotency_rows(&self) -> Result<(u64, u64), LogError> {
+        let rtxn = self.shared.env.read_txn()?;
+        tables::idempotency_rows(&rtxn, &self.shared.dbs)
+    }
+
     /// Size facts for health and metrics: (map size, bytes in use, reader slots in use).
     pub fn usage(&self) -> (u64, u64, u32) {
         let info = self.shared.env.info();
@@ -737,15 +747,15 @@ fn reseal_source_secrets(
 )]
 fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     let wtxn = env.write_txn()?;
-    let tables: [Table; 27] = env
+    let tables: [Table; 28] = env
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
             let mut tables = Vec::with_capacity(schema::db_name::ALL.len());
             for name in schema::db_name::ALL {
                 tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let tables: [Database<'_, Bytes, Bytes>; 27] = tables
+            let tables: [Database<'_, Bytes, Bytes>; 28] = tables
                 .try_into()
-                .unwrap_or_else(|_| unreachable!("ALL has 27 names"));
+                .unwrap_or_else(|_| unreachable!("ALL has 28 names"));
             Ok(heed::CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();
@@ -777,6 +787,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         source_ids,
         source_tokens,
         source_errors,
+        idempotency_due,
     ] = tables;
     Ok(Dbs {
         sealer: None,
@@ -808,6 +819,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         source_ids,
         source_tokens,
         source_errors,
+        idempotency_due,
     })
 }
 

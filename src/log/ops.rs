@@ -24,7 +24,7 @@ use super::schema::{
     AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, PortalGrant,
     ReplayFilter, Signing, SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
 };
-use super::tables::{Requeued, Step};
+use super::tables::{IdempotencyDueExpired, Requeued, Step};
 
 /// Version byte that starts every encoded envelope written by this build.
 pub const OP_VERSION: u8 = 1;
@@ -379,6 +379,11 @@ pub enum Op {
         code_hash: [u8; 32],
         code_expires_ms: u64,
     },
+    /// Deletes up to `rows_max` idempotency rows whose time is up, oldest first (read
+    /// from the front of `idempotency_due`).
+    ExpireIdempotencyDue {
+        rows_max: u32,
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -398,7 +403,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 42] = [
+    pub const NAMES: [&'static str; 43] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -441,6 +446,7 @@ impl Op {
         "expire_portal_access",
         "set_endpoints_per_app_max",
         "create_operator_access",
+        "expire_idempotency_due",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -488,6 +494,7 @@ impl Op {
             Op::ExpirePortalAccess { .. } => "expire_portal_access",
             Op::SetEndpointsPerAppMax { .. } => "set_endpoints_per_app_max",
             Op::CreateOperatorAccess { .. } => "create_operator_access",
+            Op::ExpireIdempotencyDue { .. } => "expire_idempotency_due",
         }
     }
 }
@@ -659,6 +666,7 @@ pub enum Outcome {
         resume: Option<Vec<u8>>,
         deleted: u64,
     },
+    IdempotencyDueExpired(IdempotencyDueExpired),
     /// A consumer's position was stored: after `seq` of `endpoint`'s application.
     ConsumerSet {
         endpoint: Box<EndpointRecord>,

@@ -35,10 +35,13 @@
 //! | `source_ids`   | `i` id / `u` uid                      | source key u64             |
 //! | `source_tokens`| SHA-256 of the URL token              | `SourceTokenRecord` (JSON) |
 //! | `source_errors`| source key u64, error number u64      | `SourceErrorRecord` (JSON) |
+//! | `idempotency_due` | created_ms u64, SHA-256 of the key  | empty                      |
 //!
 //! `seq` is the global message sequence: assigned by the writer, strictly increasing, never
 //! reused. `app_msgs` is each application's ordered log, so "messages of this application
-//! after offset N" is one range read.
+//! after offset N" is one range read. `idempotency_due` files each `idempotency` row by
+//! its time, so expired rows are found from the front of one range, whatever the table
+//! holds (the rows of a layout before it have no entry: see `tables::expire_idempotency`).
 
 use std::collections::BTreeMap;
 
@@ -80,7 +83,8 @@ pub mod db_name {
     pub const SOURCE_IDS: &str = "source_ids";
     pub const SOURCE_TOKENS: &str = "source_tokens";
     pub const SOURCE_ERRORS: &str = "source_errors";
-    pub const ALL: [&str; 27] = [
+    pub const IDEMPOTENCY_DUE: &str = "idempotency_due";
+    pub const ALL: [&str; 28] = [
         META,
         MSGS,
         MSG_IDS,
@@ -108,6 +112,7 @@ pub mod db_name {
         SOURCE_IDS,
         SOURCE_TOKENS,
         SOURCE_ERRORS,
+        IDEMPOTENCY_DUE,
     ];
 }
 
@@ -219,6 +224,15 @@ pub fn id_key(id: &str) -> Vec<u8> {
     key.push(b'i');
     key.extend_from_slice(id.as_bytes());
     key
+}
+
+/// `idempotency_due`: an idempotency row (its key, a SHA-256) filed by the time it was
+/// made, so the oldest come first.
+pub fn idempotency_due_key(created_ms: u64, key: &[u8; 32]) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&created_ms.to_be_bytes());
+    out[8..].copy_from_slice(key);
+    out
 }
 
 /// Key of a uid in an id index: `u`, the parent's key (0 for org-wide) and the uid.

@@ -1221,10 +1221,11 @@ pub fn idempotency(
         .transpose()
 }
 
-/// Deletes the expired idempotency rows among the next `rows_max` after `after`, so the
-/// table is cleaned continuously without a long transaction. Returns where the next sweep
-/// resumes (`None`: from the start) and how many rows were deleted.
-pub(in crate::log) fn expire_idempotency(
+/// The legacy expiry: reads up to `rows_max` rows of `idempotency` after `after` in key
+/// order and deletes the expired ones. Only rows written before `idempotency_due` existed
+/// need it (the sweeper runs it while some row has no entry there); it removes an
+/// expired row's entry too, if it has one.
+pub(in crate::log) fn expire_idempotency_scan(
     ctx: &mut super::WriteCtx<'_, '_>,
     after: Option<&[u8]>,
     rows_max: usize,
@@ -1246,14 +1247,77 @@ pub(in crate::log) fn expire_idempotency(
                 .saturating_add(crate::limits::IDEMPOTENCY_TTL_MS)
                 <= ctx.now_ms
             {
-                expired.push(key.to_vec());
+                expired.push((key.to_vec(), record.created_ms));
             }
         }
     }
-    for key in &expired {
+    for (key, created_ms) in &expired {
         ctx.dbs.idempotency.delete(ctx.wtxn, key)?;
+        if let Ok(hash) = <[u8; 32]>::try_from(key.as_slice()) {
+            ctx.dbs
+                .idempotency_due
+                .delete(ctx.wtxn, &schema::idempotency_due_key(*created_ms, &hash))?;
+        }
     }
     Ok((last, expired.len() as u64))
+}
+
+/// What one `ExpireIdempotencyDue` batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdempotencyDueExpired {
+    /// Remembered replies deleted.
+    pub deleted: u64,
+    /// The batch stopped at its bound: more may have expired.
+    pub more: bool,
+}
+
+/// Deletes up to `rows_max` idempotency rows whose `IDEMPOTENCY_TTL_MS` is up, oldest
+/// first: one range from the front of `idempotency_due`, so a batch costs the rows it
+/// deletes, however many replies are remembered.
+pub(in crate::log) fn expire_idempotency_due(
+    ctx: &mut super::WriteCtx<'_, '_>,
+    rows_max: usize,
+) -> Result<IdempotencyDueExpired, LogError> {
+    let mut expired: Vec<(u64, [u8; 32])> = Vec::new();
+    for row in ctx.dbs.idempotency_due.iter(ctx.wtxn)?.take(rows_max) {
+        let (key, _) = row?;
+        let created_ms = schema::read_u64(db_name::IDEMPOTENCY_DUE, key, 0)?;
+        if created_ms.saturating_add(crate::limits::IDEMPOTENCY_TTL_MS) > ctx.now_ms {
+            break;
+        }
+        let hash = key
+            .get(8..)
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .ok_or_else(|| LogError::Corrupt {
+                table: db_name::IDEMPOTENCY_DUE,
+                detail: format!("a key of {} bytes", key.len()),
+            })?;
+        expired.push((created_ms, hash));
+    }
+    for (created_ms, hash) in &expired {
+        ctx.dbs
+            .idempotency_due
+            .delete(ctx.wtxn, &schema::idempotency_due_key(*created_ms, hash))?;
+        // The row filed here, not a newer one under the same key (a replaced row's entry
+        // is deleted when it is replaced; this guards the rule).
+        let filed_here = match ctx.dbs.idempotency.get(ctx.wtxn, hash)? {
+            Some(value) => schema::IdempotencyRecord::decode(value)?.created_ms == *created_ms,
+            None => false,
+        };
+        if filed_here {
+            ctx.dbs.idempotency.delete(ctx.wtxn, hash)?;
+        }
+    }
+    Ok(IdempotencyDueExpired {
+        deleted: expired.len() as u64,
+        more: expired.len() == rows_max,
+    })
+}
+
+/// How many replies are remembered, and how many of them are filed in
+/// `idempotency_due` (fewer only while rows of an earlier layout remain).
+pub fn idempotency_rows(txn: &RoTxn, dbs: &Dbs) -> Result<(u64, u64), LogError> {
+    Ok((dbs.idempotency.len(txn)?, dbs.idempotency_due.len(txn)?))
 }
 
 // === reads for the delivery engine ===

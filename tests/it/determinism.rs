@@ -680,7 +680,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             max: *rng.pick(&[0, 3, 50, 1_000]).expect("values"),
         },
         // An operator's code (org-scoped, no bearer token); 38 may open it.
-        _ => {
+        41 => {
             let code_hash: [u8; 32] = rng.bytes(32).try_into().expect("32 bytes");
             world.portal_codes.push(code_hash);
             Op::CreateOperatorAccess {
@@ -695,6 +695,9 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 code_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
             }
         }
+        _ => Op::ExpireIdempotencyDue {
+            rows_max: 1 + rng.below(20) as u32,
+        },
     }
 }
 
@@ -767,7 +770,7 @@ async fn the_same_ops_make_the_same_log_whether_batched_or_not() {
         batched.table_digests().expect("a"),
         single.table_digests().expect("b"),
     );
-    assert_eq!(a.len(), 27);
+    assert_eq!(a.len(), 28);
     for ((name, da), (_, db)) in a.iter().zip(&b) {
         assert_eq!(da, db, "table {name} differs");
     }
@@ -899,4 +902,78 @@ fn garbage_never_decodes_into_a_panic() {
         }
     }
     assert_eq!(Envelope::decode(&[]), Err(OpDecodeError::Empty));
+}
+
+/// Remembered replies leave the log when their day is up, oldest first, in batches of
+/// at most `rows_max`, through the time index (`ExpireIdempotencyDue`); a key remembered
+/// again keeps only its new time; the old scan (`ExpireIdempotency`, for rows of an
+/// earlier layout) removes a row's index entry with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_replies_expire_oldest_first_in_bounded_batches() {
+    use sluice::limits::IDEMPOTENCY_TTL_MS as TTL;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, writer) = open(dir.path());
+    let t0 = 1_700_000_000_000u64;
+    let remember = |n: u8, at_ms: u64| {
+        let op = Op::CreateApp {
+            id: format!("app_{n}_{at_ms}"),
+            fields: AppFields {
+                uid: None,
+                name: format!("app {n}"),
+                throttle_rate: None,
+                metadata: std::collections::BTreeMap::new(),
+            },
+            get_if_exists: false,
+        };
+        Envelope::new(op, at_ms).remembered(Some([n; 32]))
+    };
+    for n in 0..7u8 {
+        let at = t0 + u64::from(n) * 1_000;
+        log.submit(remember(n, at)).await.expect("remembered");
+    }
+    assert_eq!(log.idempotency_rows().expect("rows"), (7, 7));
+    assert_eq!(
+        expire_due(&log, t0 + TTL - 1).await,
+        (0, false),
+        "none is a day old"
+    );
+    // Four are a day old (0 to 3): a batch of three, then the one left.
+    assert_eq!(expire_due(&log, t0 + TTL + 3_500).await, (3, true));
+    assert_eq!(expire_due(&log, t0 + TTL + 3_500).await, (1, false));
+    assert_eq!(log.idempotency_rows().expect("rows"), (3, 3));
+    // Key 4, remembered again, is a day old only a day after that.
+    log.submit(remember(4, t0 + TTL + 3_600))
+        .await
+        .expect("remembered again");
+    assert_eq!(log.idempotency_rows().expect("rows"), (3, 3), "replaced");
+    assert_eq!(
+        expire_due(&log, t0 + TTL + 6_500).await,
+        (2, false),
+        "5 and 6, not 4"
+    );
+    assert_eq!(log.idempotency_rows().expect("rows"), (1, 1));
+    let scan = Op::ExpireIdempotency {
+        after: None,
+        rows_max: 100,
+    };
+    let outcome = log
+        .submit(Envelope::new(scan, t0 + 3 * TTL))
+        .await
+        .expect("applied");
+    assert!(
+        matches!(outcome, Outcome::IdempotencyExpired { deleted: 1, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(log.idempotency_rows().expect("rows"), (0, 0));
+    drop(log);
+    writer.wait();
+}
+
+/// One `ExpireIdempotencyDue` batch of at most 3 rows at `at_ms`: (deleted, more).
+async fn expire_due(log: &Log, at_ms: u64) -> (u64, bool) {
+    let op = Op::ExpireIdempotencyDue { rows_max: 3 };
+    match log.submit(Envelope::new(op, at_ms)).await.expect("applied") {
+        Outcome::IdempotencyDueExpired(expired) => (expired.deleted, expired.more),
+        other => panic!("{other:?}"),
+    }
 }

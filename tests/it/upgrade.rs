@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use sluice::clock::Clock;
 
-use crate::harness::{TOKEN, call, get, test_config};
+use crate::harness::{TOKEN, call, get, pause, test_config};
 use crate::receiver::{Answer, Receiver};
 
 fn fixtures() -> Vec<PathBuf> {
@@ -207,5 +207,80 @@ async fn opens_and_serves(fixture: &Path) {
         .collect();
     waiting.sort_unstable();
     assert_eq!(amounts, waiting, "{name}: every waiting message once");
+    if let Some(idempotent) = made.get("idempotent") {
+        let token = made["org_token"]["token"].as_str().expect("token");
+        remembered_replies_are_served_then_expire(&sluice, &clock, idempotent, token, &name).await;
+    }
     sluice.stop().await;
+}
+
+/// A reply remembered under an idempotency key (with the org token: a reply belongs to
+/// the token that made it) by the earlier build is served again
+/// while its day lasts; then the sweeper deletes it (a row of the earlier layout, found by
+/// the old scan), and the key makes a new message, remembered in the new layout.
+async fn remembered_replies_are_served_then_expire(
+    sluice: &sluice::app::Running,
+    clock: &Clock,
+    idempotent: &Value,
+    token: &str,
+    name: &str,
+) {
+    let addr = sluice.addr;
+    let app = idempotent["app"].as_str().expect("app");
+    let key = idempotent["key"].as_str().expect("key");
+    let body = idempotent["body"].to_string();
+    let path = format!("/api/v1/app/{app}/msg");
+    let headers = [("idempotency-key", key)];
+    let post = || call(addr, "POST", &path, Some(token), &headers, body.as_bytes());
+    let again = post().await;
+    assert_eq!(
+        (again.status, &again.json["id"]),
+        (202, &idempotent["messageId"]),
+        "{name}: the remembered reply"
+    );
+    let log = sluice.log();
+    assert_eq!(
+        log.idempotency_rows().expect("rows"),
+        (1, 0),
+        "{name}: one row, not filed by time (the earlier layout)"
+    );
+    clock.advance_ms(sluice::limits::IDEMPOTENCY_TTL_MS);
+    wait_for_rows(log, (0, 0), name).await;
+    // The key is free again: the same request is a new one now (its eventId, taken by
+    // the first message, is refused), and another body under the key makes a message.
+    let again = post().await;
+    assert_eq!(again.status, 409, "{name}: {}", again.json);
+    let mut other = idempotent["body"].clone();
+    other.as_object_mut().expect("body").remove("eventId");
+    let fresh = call(
+        addr,
+        "POST",
+        &path,
+        Some(token),
+        &headers,
+        other.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(fresh.status, 202, "{name}: {}", fresh.json);
+    assert_ne!(
+        fresh.json["id"], idempotent["messageId"],
+        "{name}: a new message"
+    );
+    assert_eq!(log.idempotency_rows().expect("rows"), (1, 1), "{name}");
+    // A day later the sweeper finds that one through the time index.
+    clock.advance_ms(sluice::limits::IDEMPOTENCY_TTL_MS);
+    wait_for_rows(log, (0, 0), name).await;
+}
+
+/// Waits (at most 30 s: the sweeper ticks every 2 s) until the log remembers `rows`.
+async fn wait_for_rows(log: &sluice::log::Log, rows: (u64, u64), name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while log.idempotency_rows().expect("rows") != rows {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: the sweeper leaves {rows:?} within 30 s, not {:?}",
+            log.idempotency_rows()
+        );
+        pause(std::time::Duration::from_millis(50)).await;
+    }
 }
