@@ -58,6 +58,12 @@ static TOKEN_IN_USE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 fn token() -> &'static str {
     TOKEN_IN_USE.get().map_or(TOKEN, String::as_str)
 }
+
+/// `--idempotency-keys`: every message POST carries a key of its own, as the Svix SDKs
+/// send one (`auto_` and a UUID) on every POST.
+static IDEMPOTENCY_KEYS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The number in the next `--idempotency-keys` key (unique within the run).
+static NEXT_IDEMPOTENCY_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const KEY: [u8; 24] = [7; 24];
 /// Most requests one client makes, whatever the duration.
 const REQUESTS_PER_CLIENT_MAX: usize = 2_000_000;
@@ -134,6 +140,10 @@ struct Args {
     /// Messages the `portal` scenario fills its application with.
     #[arg(long, default_value_t = 100_000)]
     portal_messages: usize,
+    /// Every message POST carries an `idempotency-key` of its own, as the official Svix
+    /// SDKs send on every POST: the cost of the remembered replies.
+    #[arg(long)]
+    idempotency_keys: bool,
     /// Also write each run as JSON and as an SVG chart (accepted and delivered per second,
     /// end-to-end latency, resident memory, over the run) into this directory.
     #[arg(long)]
@@ -226,6 +236,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let _ = TOKEN_IN_USE.set(args.token.clone());
+    IDEMPOTENCY_KEYS.store(args.idempotency_keys, std::sync::atomic::Ordering::Relaxed);
     let sluice = args.sluice.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .expect("exe")
@@ -1441,6 +1452,22 @@ async fn post_with(
         .header("content-type", "application/json");
     if let Some((name, value)) = extra {
         req = req.header(name, value);
+    }
+    if path
+        .split('?')
+        .next()
+        .is_some_and(|route| route.ends_with("/msg"))
+        && IDEMPOTENCY_KEYS.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let n = NEXT_IDEMPOTENCY_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // As random as the SDKs' UUIDs: the key is hashed before it is stored.
+        req = req.header(
+            "idempotency-key",
+            format!(
+                "auto_{:032x}",
+                u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+            ),
+        );
     }
     let req = req.body(Full::new(Bytes::from(body))).expect("request");
     let resp = sender.send_request(req).await.expect("response");
