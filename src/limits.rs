@@ -55,6 +55,12 @@ pub const PAGE_SCAN_ROWS_MAX: usize = 10_000;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 /// How long a successful POST is remembered under its idempotency key: 24 h (Svix: 12 h).
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3_600_000;
+/// Most idempotent replies remembered at once: past it the oldest leave before their day
+/// is up. It bounds the reply index's memory (about 20 B a reply, 71 MiB at the bound)
+/// and the `replies` table (about 0.5 KiB a reply). At 40 idempotent POSTs a second (the
+/// Svix SDKs send a key with every POST) it holds the whole day; at 500 a second, the
+/// last 1.9 hours (Svix keeps 12 hours).
+pub const IDEMPOTENCY_REPLIES_MAX: u64 = 3_500_000;
 /// Most expired idempotency records one sweep deletes, so a sweep never makes a batch slow.
 pub const IDEMPOTENCY_SWEEP_ROWS_MAX: usize = 1_000;
 /// One day, in ms.

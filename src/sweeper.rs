@@ -147,22 +147,22 @@ async fn purge_deleted_apps(log: &Log, clock: &Clock) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Deletes the idempotent replies whose 24 h are up, oldest first, batch after batch while
+/// Deletes the remembered replies whose 24 h are up, oldest first, batch after batch while
 /// there is more (at most `RETENTION_SWEEP_BATCHES_MAX` batches a tick, paced like the
-/// retention sweep); then sets the `sluice_idempotency_replies` gauge. Rows written before
-/// `idempotency_due` existed are found by the old scan of the whole table, one batch a
-/// tick, for as long as some remain.
+/// retention sweep); then sets the `sluice_idempotency_replies` gauge. Replies an earlier
+/// layout remembered are found by its scan of their table, one batch a tick, for as long
+/// as some remain.
 async fn expire_idempotency(
     log: &Log,
     clock: &Clock,
     legacy_cursor: &mut Option<Vec<u8>>,
 ) -> Result<(), LogError> {
     for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
-        let op = Op::ExpireIdempotencyDue {
+        let op = Op::ExpireReplies {
             rows_max: IDEMPOTENCY_SWEEP_ROWS_MAX as u32,
         };
         let started = tokio::time::Instant::now();
-        let Outcome::IdempotencyDueExpired(expired) =
+        let Outcome::RepliesExpired(expired) =
             log.submit(Envelope::new(op, clock.now_ms())).await?
         else {
             break;
@@ -173,8 +173,8 @@ async fn expire_idempotency(
         }
         tokio::time::sleep(pause_after_batch(started.elapsed())).await;
     }
-    let (rows, filed) = log.idempotency_rows()?;
-    if rows > filed {
+    let (_, legacy) = log.idempotency_rows()?;
+    if legacy > 0 {
         let op = Op::ExpireIdempotency {
             after: legacy_cursor.take(),
             rows_max: IDEMPOTENCY_SWEEP_ROWS_MAX as u32,
@@ -186,8 +186,8 @@ async fn expire_idempotency(
             metrics::counter!(crate::telemetry::name::IDEMPOTENCY_EXPIRED).increment(deleted);
         }
     }
-    let (rows, _) = log.idempotency_rows()?;
-    metrics::gauge!(crate::telemetry::name::IDEMPOTENCY_REPLIES).set(rows as f64);
+    let (replies, legacy) = log.idempotency_rows()?;
+    metrics::gauge!(crate::telemetry::name::IDEMPOTENCY_REPLIES).set((replies + legacy) as f64);
     Ok(())
 }
 

@@ -1129,7 +1129,7 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
         | Outcome::Swept(_)
         | Outcome::Purged(_)
         | Outcome::IdempotencyExpired { .. }
-        | Outcome::IdempotencyDueExpired(_) => Err(ApiError::Internal(
+        | Outcome::RepliesExpired(_) => Err(ApiError::Internal(
             "an outcome with no reply of its own".to_owned(),
         )),
     }

@@ -260,9 +260,10 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
                 tables::expire_idempotency_scan(w, after.as_deref(), rows_max as usize)?;
             Ok(Outcome::IdempotencyExpired { resume, deleted })
         }
-        Op::ExpireIdempotencyDue { rows_max } => Ok(Outcome::IdempotencyDueExpired(
-            tables::expire_idempotency_due(w, rows_max as usize)?,
-        )),
+        Op::ExpireReplies { rows_max } => Ok(Outcome::RepliesExpired(tables::expire_replies(
+            w,
+            rows_max as usize,
+        )?)),
         Op::SetConsumer {
             app_key,
             endpoint,
@@ -685,26 +686,12 @@ pub(super) fn remember_reply(
     status: u16,
     body: Vec<u8>,
 ) -> Result<(), LogError> {
-    // A key used again after its reply expired replaces the old row: its entry in
-    // `idempotency_due` goes with it, so each row has exactly one.
-    if let Some(old) = w.dbs.idempotency.get(w.wtxn, key)? {
-        let old = schema::IdempotencyRecord::decode(old)?;
-        w.dbs
-            .idempotency_due
-            .delete(w.wtxn, &schema::idempotency_due_key(old.created_ms, key))?;
-    }
     let record = schema::IdempotencyRecord {
         created_ms: w.now_ms,
         status,
         body,
     };
-    w.dbs.idempotency.put(w.wtxn, key, &record.encode())?;
-    w.dbs.idempotency_due.put(
-        w.wtxn,
-        &schema::idempotency_due_key(record.created_ms, key),
-        &[],
-    )?;
-    Ok(())
+    tables::remember_reply(w, key, &record)
 }
 
 // === applications ===

@@ -16,6 +16,7 @@ pub mod index;
 pub mod operational;
 pub mod ops;
 pub mod purge;
+pub mod replies;
 pub mod retention;
 pub mod schema;
 pub mod seal;
@@ -121,7 +122,7 @@ impl Dbs {
             &self.source_ids,
             &self.source_tokens,
             &self.source_errors,
-            &self.idempotency_due,
+            &self.replies,
         ]
     }
 }
@@ -151,9 +152,12 @@ pub struct Dbs {
     pub(in crate::log) app_endpoints: Table,
     pub(in crate::log) event_types: Table,
     pub(in crate::log) tokens: Table,
+    /// Remembered replies of layouts before `replies` (read until they expire).
     pub(in crate::log) idempotency: Table,
-    /// `idempotency` rows by the time they were made (expiry reads it from the front).
-    pub(in crate::log) idempotency_due: Table,
+    /// Remembered replies by the time they were made (expiry reads it from the front).
+    pub(in crate::log) replies: Table,
+    /// Where each reply of `replies` is (built when the log opens, kept by the writer).
+    pub(in crate::log) reply_index: Arc<replies::ReplyIndex>,
     pub(in crate::log) attempts: Table,
     pub(in crate::log) attempt_ids: Table,
     pub(in crate::log) msg_attempts: Table,
@@ -563,8 +567,8 @@ impl Log {
         Ok(digests)
     }
 
-    /// How many idempotent replies are remembered, and how many of them are filed by
-    /// time in `idempotency_due` (fewer only while rows of an earlier layout remain).
+    /// How many idempotent replies are remembered: in `replies`, and in the table of
+    /// earlier layouts (until they expire).
     pub fn idempotency_rows(&self) -> Result<(u64, u64), LogError> {
         let rtxn = self.shared.env.read_txn()?;
         tables::idempotency_rows(&rtxn, &self.shared.dbs)
@@ -787,7 +791,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         source_ids,
         source_tokens,
         source_errors,
-        idempotency_due,
+        replies,
     ] = tables;
     Ok(Dbs {
         sealer: None,
@@ -819,7 +823,8 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         source_ids,
         source_tokens,
         source_errors,
-        idempotency_due,
+        replies,
+        reply_index: Arc::default(),
     })
 }
 

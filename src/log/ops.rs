@@ -24,7 +24,7 @@ use super::schema::{
     AppRecord, EndpointRecord, EventTypeRecord, MessageRecord, PollerTokenRecord, PortalGrant,
     ReplayFilter, Signing, SourceErrorRecord, SourceRecord, TaskKind, TaskRecord, TokenScope,
 };
-use super::tables::{IdempotencyDueExpired, Requeued, Step};
+use super::tables::{RepliesExpired, Requeued, Step};
 
 /// Version byte that starts every encoded envelope written by this build.
 pub const OP_VERSION: u8 = 1;
@@ -380,8 +380,8 @@ pub enum Op {
         code_expires_ms: u64,
     },
     /// Deletes up to `rows_max` idempotency rows whose time is up, oldest first (read
-    /// from the front of `idempotency_due`).
-    ExpireIdempotencyDue {
+    /// from the front of `replies`).
+    ExpireReplies {
         rows_max: u32,
     },
 }
@@ -446,7 +446,7 @@ impl Op {
         "expire_portal_access",
         "set_endpoints_per_app_max",
         "create_operator_access",
-        "expire_idempotency_due",
+        "expire_replies",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -494,7 +494,7 @@ impl Op {
             Op::ExpirePortalAccess { .. } => "expire_portal_access",
             Op::SetEndpointsPerAppMax { .. } => "set_endpoints_per_app_max",
             Op::CreateOperatorAccess { .. } => "create_operator_access",
-            Op::ExpireIdempotencyDue { .. } => "expire_idempotency_due",
+            Op::ExpireReplies { .. } => "expire_replies",
         }
     }
 }
@@ -666,7 +666,7 @@ pub enum Outcome {
         resume: Option<Vec<u8>>,
         deleted: u64,
     },
-    IdempotencyDueExpired(IdempotencyDueExpired),
+    RepliesExpired(RepliesExpired),
     /// A consumer's position was stored: after `seq` of `endpoint`'s application.
     ConsumerSet {
         endpoint: Box<EndpointRecord>,

@@ -21,7 +21,7 @@
 //! | `app_endpoints`| app_key u64, endpoint_key u64         | empty                      |
 //! | `event_types`  | name                                  | `EventTypeRecord` (JSON)   |
 //! | `tokens`       | SHA-256 of the token                  | `TokenRecord` (JSON)       |
-//! | `idempotency`  | SHA-256 of (token, key, URI)          | `IdempotencyRecord` (bin)  |
+//! | `idempotency`  | SHA-256 of (token, key, URI)          | `IdempotencyRecord` (bin), written by layouts before `replies` only |
 //! | `attempts`     | attempt_key u64                       | `AttemptRecord` (JSON)     |
 //! | `attempt_ids`  | `i` id                                | attempt_key u64            |
 //! | `msg_attempts` | seq u64, attempt_key u64              | empty                      |
@@ -35,13 +35,13 @@
 //! | `source_ids`   | `i` id / `u` uid                      | source key u64             |
 //! | `source_tokens`| SHA-256 of the URL token              | `SourceTokenRecord` (JSON) |
 //! | `source_errors`| source key u64, error number u64      | `SourceErrorRecord` (JSON) |
-//! | `idempotency_due` | created_ms u64, SHA-256 of the key  | empty                      |
+//! | `replies`      | created_ms u64, SHA-256 of (token, key, URI) | `IdempotencyRecord` (bin) |
 //!
 //! `seq` is the global message sequence: assigned by the writer, strictly increasing, never
 //! reused. `app_msgs` is each application's ordered log, so "messages of this application
-//! after offset N" is one range read. `idempotency_due` files each `idempotency` row by
-//! its time, so expired rows are found from the front of one range, whatever the table
-//! holds (the rows of a layout before it have no entry: see `tables::expire_idempotency`).
+//! after offset N" is one range read. `replies` files remembered idempotent replies by
+//! time: remembering appends near its end, expiry deletes from its front, and a lookup by
+//! key finds the time in `log::replies::ReplyIndex`.
 
 use std::collections::BTreeMap;
 
@@ -83,7 +83,7 @@ pub mod db_name {
     pub const SOURCE_IDS: &str = "source_ids";
     pub const SOURCE_TOKENS: &str = "source_tokens";
     pub const SOURCE_ERRORS: &str = "source_errors";
-    pub const IDEMPOTENCY_DUE: &str = "idempotency_due";
+    pub const REPLIES: &str = "replies";
     pub const ALL: [&str; 28] = [
         META,
         MSGS,
@@ -112,7 +112,7 @@ pub mod db_name {
         SOURCE_IDS,
         SOURCE_TOKENS,
         SOURCE_ERRORS,
-        IDEMPOTENCY_DUE,
+        REPLIES,
     ];
 }
 
@@ -226,9 +226,9 @@ pub fn id_key(id: &str) -> Vec<u8> {
     key
 }
 
-/// `idempotency_due`: an idempotency row (its key, a SHA-256) filed by the time it was
+/// `replies`: a remembered reply (under its key, a SHA-256) filed by the time it was
 /// made, so the oldest come first.
-pub fn idempotency_due_key(created_ms: u64, key: &[u8; 32]) -> [u8; 40] {
+pub fn reply_key(created_ms: u64, key: &[u8; 32]) -> [u8; 40] {
     let mut out = [0u8; 40];
     out[..8].copy_from_slice(&created_ms.to_be_bytes());
     out[8..].copy_from_slice(key);

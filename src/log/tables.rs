@@ -1210,21 +1210,93 @@ pub fn attempt_key_of_id(txn: &RoTxn, dbs: &Dbs, id: &str) -> Result<Option<u64>
 
 // === idempotency ===
 
+/// The reply remembered under `key` (expired or not: the caller judges its age): found
+/// through the reply index in `replies`, else among the rows of earlier layouts.
 pub fn idempotency(
     txn: &RoTxn,
     dbs: &Dbs,
     key: &[u8; 32],
 ) -> Result<Option<schema::IdempotencyRecord>, LogError> {
+    if let Some(created_ms) = dbs.reply_index.created_ms(key)
+        && let Some(value) = dbs.replies.get(txn, &schema::reply_key(created_ms, key))?
+    {
+        return schema::IdempotencyRecord::decode(value).map(Some);
+    }
     dbs.idempotency
         .get(txn, key)?
         .map(schema::IdempotencyRecord::decode)
         .transpose()
 }
 
-/// The legacy expiry: reads up to `rows_max` rows of `idempotency` after `after` in key
-/// order and deletes the expired ones. Only rows written before `idempotency_due` existed
-/// need it (the sweeper runs it while some row has no entry there); it removes an
-/// expired row's entry too, if it has one.
+/// Files the reply to the request under `key` in `replies`. A reply remembered under the
+/// key before (its day was up: a live one is answered, never replaced) leaves. Past
+/// `replies_max` remembered replies, the oldest leave: memory and disk stay bounded
+/// whatever the rate of idempotent POSTs.
+pub(in crate::log) fn remember_reply(
+    ctx: &mut super::WriteCtx<'_, '_>,
+    key: &[u8; 32],
+    record: &schema::IdempotencyRecord,
+) -> Result<(), LogError> {
+    let dbs = ctx.dbs;
+    let pending = &mut ctx.state.reply_changes;
+    if let Some(old_ms) = pending.created_ms(&dbs.reply_index, key) {
+        dbs.replies
+            .delete(ctx.wtxn, &schema::reply_key(old_ms, key))?;
+    }
+    if !dbs.idempotency.is_empty(ctx.wtxn)? {
+        dbs.idempotency.delete(ctx.wtxn, key)?;
+    }
+    dbs.replies.put(
+        ctx.wtxn,
+        &schema::reply_key(record.created_ms, key),
+        &record.encode(),
+    )?;
+    pending.filed(key, record.created_ms);
+    while dbs.replies.len(ctx.wtxn)? > ctx.state.replies_max {
+        let Some((oldest, _)) = dbs.replies.first(ctx.wtxn)? else {
+            break;
+        };
+        let (created_ms, hash) = reply_of_key(oldest)?;
+        dbs.replies
+            .delete(ctx.wtxn, &schema::reply_key(created_ms, &hash))?;
+        ctx.state
+            .reply_changes
+            .removed(&dbs.reply_index, &hash, created_ms);
+    }
+    Ok(())
+}
+
+/// The (created_ms, key hash) a key of `replies` holds.
+fn reply_of_key(key: &[u8]) -> Result<(u64, [u8; 32]), LogError> {
+    let created_ms = schema::read_u64(db_name::REPLIES, key, 0)?;
+    let hash = key
+        .get(8..)
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or_else(|| LogError::Corrupt {
+            table: db_name::REPLIES,
+            detail: format!("a key of {} bytes", key.len()),
+        })?;
+    Ok((created_ms, hash))
+}
+
+/// The reply index's entries, from the whole of `replies` (oldest first).
+pub(in crate::log) fn reply_index_rows(
+    txn: &RoTxn,
+    dbs: &Dbs,
+) -> Result<Vec<(u64, u64)>, LogError> {
+    let mut rows = Vec::new();
+    for row in dbs.replies.iter(txn)? {
+        let (key, _) = row?;
+        let (created_ms, hash) = reply_of_key(key)?;
+        rows.push((super::replies::prefix(&hash), created_ms));
+    }
+    Ok(rows)
+}
+
+/// The expiry of earlier layouts' rows: reads up to `rows_max` rows of `idempotency`
+/// after `after` in key order and deletes the expired ones. The sweeper runs it while
+/// that table holds rows. Returns where the next batch resumes (`None`: from the start)
+/// and how many rows were deleted.
 pub(in crate::log) fn expire_idempotency_scan(
     ctx: &mut super::WriteCtx<'_, '_>,
     after: Option<&[u8]>,
@@ -1247,77 +1319,59 @@ pub(in crate::log) fn expire_idempotency_scan(
                 .saturating_add(crate::limits::IDEMPOTENCY_TTL_MS)
                 <= ctx.now_ms
             {
-                expired.push((key.to_vec(), record.created_ms));
+                expired.push(key.to_vec());
             }
         }
     }
-    for (key, created_ms) in &expired {
+    for key in &expired {
         ctx.dbs.idempotency.delete(ctx.wtxn, key)?;
-        if let Ok(hash) = <[u8; 32]>::try_from(key.as_slice()) {
-            ctx.dbs
-                .idempotency_due
-                .delete(ctx.wtxn, &schema::idempotency_due_key(*created_ms, &hash))?;
-        }
     }
     Ok((last, expired.len() as u64))
 }
 
-/// What one `ExpireIdempotencyDue` batch did.
+/// What one `ExpireReplies` batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IdempotencyDueExpired {
+pub struct RepliesExpired {
     /// Remembered replies deleted.
     pub deleted: u64,
     /// The batch stopped at its bound: more may have expired.
     pub more: bool,
 }
 
-/// Deletes up to `rows_max` idempotency rows whose `IDEMPOTENCY_TTL_MS` is up, oldest
-/// first: one range from the front of `idempotency_due`, so a batch costs the rows it
-/// deletes, however many replies are remembered.
-pub(in crate::log) fn expire_idempotency_due(
+/// Deletes up to `rows_max` remembered replies whose `IDEMPOTENCY_TTL_MS` is up, oldest
+/// first: one range from the front of `replies`, so a batch costs the rows it deletes,
+/// however many replies are remembered.
+pub(in crate::log) fn expire_replies(
     ctx: &mut super::WriteCtx<'_, '_>,
     rows_max: usize,
-) -> Result<IdempotencyDueExpired, LogError> {
+) -> Result<RepliesExpired, LogError> {
     let mut expired: Vec<(u64, [u8; 32])> = Vec::new();
-    for row in ctx.dbs.idempotency_due.iter(ctx.wtxn)?.take(rows_max) {
+    for row in ctx.dbs.replies.iter(ctx.wtxn)?.take(rows_max) {
         let (key, _) = row?;
-        let created_ms = schema::read_u64(db_name::IDEMPOTENCY_DUE, key, 0)?;
+        let (created_ms, hash) = reply_of_key(key)?;
         if created_ms.saturating_add(crate::limits::IDEMPOTENCY_TTL_MS) > ctx.now_ms {
             break;
         }
-        let hash = key
-            .get(8..)
-            .and_then(|h| <[u8; 32]>::try_from(h).ok())
-            .ok_or_else(|| LogError::Corrupt {
-                table: db_name::IDEMPOTENCY_DUE,
-                detail: format!("a key of {} bytes", key.len()),
-            })?;
         expired.push((created_ms, hash));
     }
     for (created_ms, hash) in &expired {
         ctx.dbs
-            .idempotency_due
-            .delete(ctx.wtxn, &schema::idempotency_due_key(*created_ms, hash))?;
-        // The row filed here, not a newer one under the same key (a replaced row's entry
-        // is deleted when it is replaced; this guards the rule).
-        let filed_here = match ctx.dbs.idempotency.get(ctx.wtxn, hash)? {
-            Some(value) => schema::IdempotencyRecord::decode(value)?.created_ms == *created_ms,
-            None => false,
-        };
-        if filed_here {
-            ctx.dbs.idempotency.delete(ctx.wtxn, hash)?;
-        }
+            .replies
+            .delete(ctx.wtxn, &schema::reply_key(*created_ms, hash))?;
+        ctx.state
+            .reply_changes
+            .removed(&ctx.dbs.reply_index, hash, *created_ms);
     }
-    Ok(IdempotencyDueExpired {
+    Ok(RepliesExpired {
         deleted: expired.len() as u64,
         more: expired.len() == rows_max,
     })
 }
 
-/// How many replies are remembered, and how many of them are filed in
-/// `idempotency_due` (fewer only while rows of an earlier layout remain).
+/// How many idempotent replies are remembered: in `replies`, and in the table of
+/// earlier layouts.
 pub fn idempotency_rows(txn: &RoTxn, dbs: &Dbs) -> Result<(u64, u64), LogError> {
-    Ok((dbs.idempotency.len(txn)?, dbs.idempotency_due.len(txn)?))
+    Ok((dbs.replies.len(txn)?, dbs.idempotency.len(txn)?))
 }
 
 // === reads for the delivery engine ===
@@ -1726,6 +1780,54 @@ mod tests {
             next_due_ms,
             updated_ms: 0,
         }
+    }
+
+    #[test]
+    fn past_the_bound_the_oldest_replies_leave_and_lookups_find_the_rest() {
+        let (_dir, env, dbs) = open();
+        let mut state = crate::log::writer::WriterState::load(&env, &dbs).expect("state");
+        state.replies_max = 3;
+        let key = |n: u8| [n; 32];
+        let mut wtxn = env.write_txn().expect("wtxn");
+        {
+            let mut ctx = crate::log::WriteCtx {
+                wtxn: &mut wtxn,
+                dbs: &dbs,
+                state: &mut state,
+                now_ms: 0,
+            };
+            for n in 1..=5u8 {
+                let record = schema::IdempotencyRecord {
+                    created_ms: 1_000 * u64::from(n),
+                    status: 202,
+                    body: vec![n],
+                };
+                remember_reply(&mut ctx, &key(n), &record).expect("remembered");
+            }
+        }
+        wtxn.commit().expect("commit");
+        dbs.reply_index.apply(&mut state.reply_changes);
+        let rtxn = env.read_txn().expect("rtxn");
+        assert_eq!(idempotency_rows(&rtxn, &dbs), Ok((3, 0)));
+        let body = |n: u8| {
+            idempotency(&rtxn, &dbs, &key(n))
+                .expect("read")
+                .map(|r| r.body)
+        };
+        assert_eq!(
+            (1..=5).map(body).collect::<Vec<_>>(),
+            [None, None, Some(vec![3]), Some(vec![4]), Some(vec![5])]
+        );
+        assert_eq!(
+            dbs.reply_index.len(),
+            3,
+            "the index holds what the table holds"
+        );
+        // Opening the log again builds the same index from the table.
+        dbs.reply_index.rebuild(std::iter::empty());
+        crate::log::writer::WriterState::load(&env, &dbs).expect("state");
+        assert_eq!(body(4), Some(vec![4]));
+        assert_eq!(dbs.reply_index.len(), 3);
     }
 
     #[test]

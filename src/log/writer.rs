@@ -23,7 +23,10 @@ use super::ops::{Envelope, Outcome, RenderReply};
 use super::schema::{self, EndpointRecord, meta_key};
 use super::{Dbs, LogError, apply};
 use crate::heartbeat::Heartbeat;
-use crate::limits::{COMMIT_BATCH_OPS_MAX, IDLE_WAKE_INTERVAL, WRITE_FAILURE_REPORT_INTERVAL};
+use crate::limits::{
+    COMMIT_BATCH_OPS_MAX, IDEMPOTENCY_REPLIES_MAX, IDLE_WAKE_INTERVAL,
+    WRITE_FAILURE_REPORT_INTERVAL,
+};
 use crate::telemetry;
 
 /// What applying an op sees: the batch transaction, the databases and the writer's state.
@@ -59,6 +62,10 @@ pub(in crate::log) struct WriterState {
     /// The part of the stream message at `applied_seq` applied last (a message carries a
     /// batch of ops, all applied in one transaction; `u32::MAX` once it is committed).
     applied_part: u32,
+    /// The reply index's changes in the batch being applied (applied after its commit).
+    pub(in crate::log) reply_changes: super::replies::Pending,
+    /// The most replies `replies` keeps (`IDEMPOTENCY_REPLIES_MAX`; tests set fewer).
+    pub(in crate::log) replies_max: u64,
 }
 
 impl WriterState {
@@ -91,6 +98,8 @@ impl WriterState {
             None => 0,
         };
         let endpoints_per_app_max = super::tables::endpoints_per_app_max(&rtxn, dbs)?;
+        dbs.reply_index
+            .rebuild(super::tables::reply_index_rows(&rtxn, dbs)?.into_iter());
         Ok(WriterState {
             applied_seq,
             // A stream message's ops commit together: the one at `applied_seq` is whole.
@@ -105,6 +114,8 @@ impl WriterState {
             counters_dirty: false,
             published_endpoint_counts: None,
             last_now_ms,
+            reply_changes: super::replies::Pending::default(),
+            replies_max: IDEMPOTENCY_REPLIES_MAX,
         })
     }
 
@@ -452,11 +463,15 @@ fn run_batch(
     };
     if result.is_ok() {
         applied_seq.store(state.applied_seq, Ordering::Release);
+        // Before any waiter hears of the commit: a retry of a request answered now finds
+        // its remembered reply.
+        dbs.reply_index.apply(&mut state.reply_changes);
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!(telemetry::name::COMMIT_DURATION).record(elapsed);
         metrics::histogram!(telemetry::name::COMMIT_OPERATIONS).record(applied.len() as f64);
         state.publish_endpoint_counts();
     } else {
+        state.reply_changes.clear();
         metrics::counter!(telemetry::name::COMMITS_FAILED).increment(1);
     }
     for (waiter, outcome) in applied {

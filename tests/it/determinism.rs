@@ -695,7 +695,7 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 code_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
             }
         }
-        _ => Op::ExpireIdempotencyDue {
+        _ => Op::ExpireReplies {
             rows_max: 1 + rng.below(20) as u32,
         },
     }
@@ -905,9 +905,8 @@ fn garbage_never_decodes_into_a_panic() {
 }
 
 /// Remembered replies leave the log when their day is up, oldest first, in batches of
-/// at most `rows_max`, through the time index (`ExpireIdempotencyDue`); a key remembered
-/// again keeps only its new time; the old scan (`ExpireIdempotency`, for rows of an
-/// earlier layout) removes a row's index entry with it.
+/// at most `rows_max`, from the front of `replies` (`ExpireReplies`); a key remembered
+/// again keeps only its new reply, found by a lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_replies_expire_oldest_first_in_bounded_batches() {
     use sluice::limits::IDEMPOTENCY_TTL_MS as TTL;
@@ -931,7 +930,13 @@ async fn idempotent_replies_expire_oldest_first_in_bounded_batches() {
         let at = t0 + u64::from(n) * 1_000;
         log.submit(remember(n, at)).await.expect("remembered");
     }
-    assert_eq!(log.idempotency_rows().expect("rows"), (7, 7));
+    assert_eq!(log.idempotency_rows().expect("rows"), (7, 0));
+    let app_of = |n: u8| {
+        log.read(|rtxn, dbs| sluice::log::tables::idempotency(rtxn, dbs, &[n; 32]))
+            .expect("read")
+            .map(|reply| String::from_utf8_lossy(&reply.body).into_owned())
+    };
+    assert!(app_of(3).expect("remembered").contains("\"app 3\""));
     assert_eq!(
         expire_due(&log, t0 + TTL - 1).await,
         (0, false),
@@ -940,40 +945,36 @@ async fn idempotent_replies_expire_oldest_first_in_bounded_batches() {
     // Four are a day old (0 to 3): a batch of three, then the one left.
     assert_eq!(expire_due(&log, t0 + TTL + 3_500).await, (3, true));
     assert_eq!(expire_due(&log, t0 + TTL + 3_500).await, (1, false));
-    assert_eq!(log.idempotency_rows().expect("rows"), (3, 3));
-    // Key 4, remembered again, is a day old only a day after that.
+    assert_eq!(log.idempotency_rows().expect("rows"), (3, 0));
+    assert_eq!(app_of(3), None, "expired and deleted");
+    // Key 4, remembered again (for another app), is a day old only a day after that.
     log.submit(remember(4, t0 + TTL + 3_600))
         .await
         .expect("remembered again");
-    assert_eq!(log.idempotency_rows().expect("rows"), (3, 3), "replaced");
+    assert_eq!(log.idempotency_rows().expect("rows"), (3, 0), "replaced");
+    let created = format!("\"app_4_{}\"", t0 + TTL + 3_600);
+    assert!(
+        app_of(4).expect("remembered").contains(&created),
+        "the new reply"
+    );
     assert_eq!(
         expire_due(&log, t0 + TTL + 6_500).await,
         (2, false),
         "5 and 6, not 4"
     );
-    assert_eq!(log.idempotency_rows().expect("rows"), (1, 1));
-    let scan = Op::ExpireIdempotency {
-        after: None,
-        rows_max: 100,
-    };
-    let outcome = log
-        .submit(Envelope::new(scan, t0 + 3 * TTL))
-        .await
-        .expect("applied");
-    assert!(
-        matches!(outcome, Outcome::IdempotencyExpired { deleted: 1, .. }),
-        "{outcome:?}"
-    );
+    assert_eq!(log.idempotency_rows().expect("rows"), (1, 0));
+    assert_eq!(expire_due(&log, t0 + 3 * TTL).await, (1, false));
     assert_eq!(log.idempotency_rows().expect("rows"), (0, 0));
+    assert_eq!(app_of(4), None);
     drop(log);
     writer.wait();
 }
 
-/// One `ExpireIdempotencyDue` batch of at most 3 rows at `at_ms`: (deleted, more).
+/// One `ExpireReplies` batch of at most 3 rows at `at_ms`: (deleted, more).
 async fn expire_due(log: &Log, at_ms: u64) -> (u64, bool) {
-    let op = Op::ExpireIdempotencyDue { rows_max: 3 };
+    let op = Op::ExpireReplies { rows_max: 3 };
     match log.submit(Envelope::new(op, at_ms)).await.expect("applied") {
-        Outcome::IdempotencyDueExpired(expired) => (expired.deleted, expired.more),
+        Outcome::RepliesExpired(expired) => (expired.deleted, expired.more),
         other => panic!("{other:?}"),
     }
 }

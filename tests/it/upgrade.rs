@@ -215,9 +215,9 @@ async fn opens_and_serves(fixture: &Path) {
 }
 
 /// A reply remembered under an idempotency key (with the org token: a reply belongs to
-/// the token that made it) by the earlier build is served again
-/// while its day lasts; then the sweeper deletes it (a row of the earlier layout, found by
-/// the old scan), and the key makes a new message, remembered in the new layout.
+/// the token that made it) by the earlier build is served again while its day lasts; then
+/// the sweeper deletes it (the earlier layout's table, by its scan), and the key makes a
+/// new message, remembered in `replies` and deleted from there a day later.
 async fn remembered_replies_are_served_then_expire(
     sluice: &sluice::app::Running,
     clock: &Clock,
@@ -241,8 +241,8 @@ async fn remembered_replies_are_served_then_expire(
     let log = sluice.log();
     assert_eq!(
         log.idempotency_rows().expect("rows"),
-        (1, 0),
-        "{name}: one row, not filed by time (the earlier layout)"
+        (0, 1),
+        "{name}: one reply, in the table of the earlier layout"
     );
     clock.advance_ms(sluice::limits::IDEMPOTENCY_TTL_MS);
     wait_for_rows(log, (0, 0), name).await;
@@ -266,8 +266,12 @@ async fn remembered_replies_are_served_then_expire(
         fresh.json["id"], idempotent["messageId"],
         "{name}: a new message"
     );
-    assert_eq!(log.idempotency_rows().expect("rows"), (1, 1), "{name}");
-    // A day later the sweeper finds that one through the time index.
+    assert_eq!(
+        log.idempotency_rows().expect("rows"),
+        (1, 0),
+        "{name}: in `replies`"
+    );
+    // A day later the sweeper deletes that one from the front of `replies`.
     clock.advance_ms(sluice::limits::IDEMPOTENCY_TTL_MS);
     wait_for_rows(log, (0, 0), name).await;
 }
