@@ -1246,20 +1246,12 @@ pub(in crate::log) fn remember_reply(
     if !dbs.idempotency.is_empty(ctx.wtxn)? {
         dbs.idempotency.delete(ctx.wtxn, key)?;
     }
-    let row_key = schema::reply_key(record.created_ms, key);
-    let row = record.encode();
-    // Replies come in time order, so a row nearly always goes last: appended, the leaves
-    // fill up instead of splitting in half. Two in one millisecond may not be in hash
-    // order; such a row is put in its place.
-    match dbs
-        .replies
-        .put_with_flags(ctx.wtxn, heed::PutFlags::APPEND, &row_key, &row)
-    {
-        Err(heed::Error::Mdb(heed::MdbError::KeyExist)) => {
-            dbs.replies.put(ctx.wtxn, &row_key, &row)?;
-        }
-        other => other?,
-    }
+    // Replies come in time order, so a row goes at or near the end of `replies`.
+    dbs.replies.put(
+        ctx.wtxn,
+        &schema::reply_key(record.created_ms, key),
+        &record.encode(),
+    )?;
     pending.filed(key, record.created_ms);
     while dbs.replies.len(ctx.wtxn)? > ctx.state.replies_max {
         let Some((oldest, _)) = dbs.replies.first(ctx.wtxn)? else {
