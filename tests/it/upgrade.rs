@@ -244,8 +244,7 @@ async fn remembered_replies_are_served_then_expire(
         (0, 1),
         "{name}: one reply, in the table of the earlier layout"
     );
-    clock.advance_ms(sluice::limits::IDEMPOTENCY_TTL_MS);
-    wait_for_rows(log, (0, 0), name).await;
+    a_day_later_none_remain(log, clock, name).await;
     // The key is free again: the same request is a new one now (its eventId, taken by
     // the first message, is refused), and another body under the key makes a message.
     let again = post().await;
@@ -272,12 +271,14 @@ async fn remembered_replies_are_served_then_expire(
         "{name}: in `replies`"
     );
     // A day later the sweeper deletes that one from the front of `replies`.
-    clock.advance_ms(sluice::limits::IDEMPOTENCY_TTL_MS);
-    wait_for_rows(log, (0, 0), name).await;
+    a_day_later_none_remain(log, clock, name).await;
 }
 
-/// Waits (at most 30 s: the sweeper ticks every 2 s) until the log remembers `rows`.
-async fn wait_for_rows(log: &sluice::log::Log, rows: (u64, u64), name: &str) {
+/// Moves the clock on by a day and waits (at most 30 s: the sweeper ticks every 2 s)
+/// until the sweeper has deleted every remembered reply.
+async fn a_day_later_none_remain(log: &sluice::log::Log, clock: &Clock, name: &str) {
+    clock.advance_ms(sluice::limits::IDEMPOTENCY_TTL_MS);
+    let rows = (0, 0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while log.idempotency_rows().expect("rows") != rows {
         assert!(
