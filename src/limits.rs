@@ -57,11 +57,12 @@ pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 256;
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 3_600_000;
 /// Most idempotent replies remembered at once: past it the oldest leave before their day
 /// is up. It bounds the reply index's memory (about 20 B a reply, 71 MiB at the bound)
-/// and the `replies` table (about 0.5 KiB a reply). At 40 idempotent POSTs a second (the
+/// and the `replies` table (about 0.3 KiB a reply). At 40 idempotent POSTs a second (the
 /// Svix SDKs send a key with every POST) it holds the whole day; at 500 a second, the
 /// last 1.9 hours (Svix keeps 12 hours).
 pub const IDEMPOTENCY_REPLIES_MAX: u64 = 3_500_000;
-/// Most expired idempotency records one sweep deletes, so a sweep never makes a batch slow.
+/// Most remembered replies one expiry batch deletes (or, in the table of earlier layouts,
+/// looks at), so a batch is one short write.
 pub const IDEMPOTENCY_SWEEP_ROWS_MAX: usize = 1_000;
 /// One day, in ms.
 pub const DAY_MS: u64 = 86_400_000;
@@ -89,12 +90,13 @@ pub const RETENTION_SWEEP_ROWS_MAX: usize = 500;
 /// application among the batch's messages), so applications with many endpoints cannot
 /// make a batch long.
 pub const RETENTION_SWEEP_LOOKUPS_MAX: usize = 20_000;
-/// Most retention batches in one sweep; the rest waits for the next sweep.
-pub const RETENTION_SWEEP_BATCHES_MAX: usize = 1_000;
-/// The share of the writer's time the retention sweep may take, in percent: after each
-/// batch it waits long enough that its batches fill at most this share, so ingest keeps
-/// the rest while an old log is deleted.
-pub const RETENTION_WRITER_SHARE_PERCENT: u32 = 25;
+/// Most batches one sweep (retention, purge, idempotency expiry) runs in a tick; the rest
+/// waits for the next tick.
+pub const SWEEP_BATCHES_MAX: usize = 1_000;
+/// The share of the writer's time each sweep may take, in percent: after each batch it
+/// waits long enough that its batches fill at most this share, so ingest keeps the rest
+/// while an old log is deleted.
+pub const SWEEP_WRITER_SHARE_PERCENT: u32 = 25;
 /// Most rows (messages, deliveries, due rows, attempts) one purge batch of a deleted
 /// application deletes, about: one batch is one short write.
 pub const PURGE_BATCH_ROWS_MAX: usize = 2_000;
@@ -319,7 +321,7 @@ const _: () = assert!(TASK_BATCH_REQUEUES_MAX <= TASK_BATCH_ROWS_MAX);
 const _: () = assert!(SECRET_BYTES_MIN <= SECRET_BYTES_GENERATED);
 const _: () = assert!(SECRET_BYTES_GENERATED <= SECRET_BYTES_MAX);
 const _: () = assert!(SECRET_GRACE_SECONDS_DEFAULT <= SECRET_GRACE_SECONDS_MAX);
-const _: () = assert!(RETENTION_WRITER_SHARE_PERCENT > 0 && RETENTION_WRITER_SHARE_PERCENT <= 100);
+const _: () = assert!(SWEEP_WRITER_SHARE_PERCENT > 0 && SWEEP_WRITER_SHARE_PERCENT <= 100);
 const _: () = assert!(RETENTION_DAYS_MIN <= RETENTION_DAYS_DEFAULT);
 const _: () = assert!(RETENTION_DAYS_DEFAULT <= RETENTION_DAYS_MAX);
 // Lengths are stored as u16 in message records.

@@ -2,10 +2,11 @@
 //! applications left (`log::purge`) and expires remembered idempotent replies, in bounded
 //! batches — every `SWEEP_INTERVAL`, and batch after batch while there is more — so that
 //! old data leaves the log continuously, under steady load as when idle, and no single
-//! write is long. The three sweeps run side by side, each on its own tick: a long
-//! retention pass (a backlog of millions of old messages, paced to a share of the writer)
-//! does not hold back the expiry of idempotent replies, which a platform posting through
-//! the Svix SDKs makes one of per message.
+//! write is long. The three sweeps run side by side, each on its own tick
+//! (`on_every_tick`): a long retention pass (a backlog of millions of old messages) does
+//! not hold back the expiry of idempotent replies, which a platform posting through the
+//! Svix SDKs makes one of per message. Each pauses after every batch (`Batch::pause`) so
+//! that it takes at most a share of the writer's time.
 
 use tokio::task::JoinHandle;
 
@@ -13,8 +14,7 @@ use crate::clock::Clock;
 use crate::cluster::Ownership;
 use crate::limits::{
     DAY_MS, IDEMPOTENCY_SWEEP_ROWS_MAX, PAYLOAD_PASS_INTERVAL_MS, PURGE_BATCH_ROWS_MAX,
-    RETENTION_SWEEP_BATCHES_MAX, RETENTION_SWEEP_ROWS_MAX, RETENTION_WRITER_SHARE_PERCENT,
-    SWEEP_INTERVAL,
+    RETENTION_SWEEP_ROWS_MAX, SWEEP_BATCHES_MAX, SWEEP_INTERVAL, SWEEP_WRITER_SHARE_PERCENT,
 };
 use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::{Log, LogError};
@@ -24,6 +24,26 @@ use crate::log::{Log, LogError};
 struct RetentionCursor {
     payload: Option<u64>,
     next_pass_ms: u64,
+}
+
+/// A loop that runs `$sweep` (a future, made anew each time) every `SWEEP_INTERVAL`
+/// while `$owned()` holds; a failure is logged and the next tick tries again. A macro, not
+/// a function taking a closure: the sweep borrows its cursor, so the closure would be an
+/// async closure, whose future rustc cannot yet prove `Send` for `tokio::spawn`.
+macro_rules! on_every_tick {
+    ($owned:expr, $name:literal, $sweep:expr) => {
+        async {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                if $owned()
+                    && let Err(error) = $sweep.await
+                {
+                    tracing::warn!(%error, sweep = $name, "A sweep failed; the next tick tries again.");
+                }
+            }
+        }
+    };
 }
 
 /// Starts the sweeper; it runs until the handle is aborted. In cluster mode it sweeps
@@ -37,67 +57,71 @@ pub fn start(
     tokio::spawn(async move {
         let keep_ms = u64::from(retention_days) * DAY_MS;
         let owned = || singleton.as_ref().is_none_or(Ownership::owned);
-        let retention = async {
-            let mut cursor = RetentionCursor::default();
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tick.tick().await;
-                if owned()
-                    && let Err(error) = retention(&log, &clock, keep_ms, &mut cursor).await
-                {
-                    tracing::warn!(%error, "Retention sweep failed; will retry.");
-                }
-            }
-        };
-        let purge = async {
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tick.tick().await;
-                if owned()
-                    && let Err(error) = purge_deleted_apps(&log, &clock).await
-                {
-                    tracing::warn!(%error, "Purge of deleted applications failed; will retry.");
-                }
-            }
-        };
-        let idempotency = async {
-            let mut legacy_cursor = None;
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tick.tick().await;
-                if owned()
-                    && let Err(error) = expire_idempotency(&log, &clock, &mut legacy_cursor).await
-                {
-                    tracing::warn!(%error, "Idempotency sweep failed; will retry.");
-                }
-            }
-        };
-        tokio::join!(retention, purge, idempotency);
+        let mut cursor = RetentionCursor::default();
+        let mut legacy_cursor = None;
+        tokio::join!(
+            on_every_tick!(
+                owned,
+                "retention",
+                retention(&log, &clock, keep_ms, &mut cursor)
+            ),
+            on_every_tick!(
+                owned,
+                "purge of deleted applications",
+                purge_deleted_apps(&log, &clock)
+            ),
+            on_every_tick!(
+                owned,
+                "idempotency expiry",
+                expire_idempotency(&log, &clock, &mut legacy_cursor)
+            ),
+        );
     })
+}
+
+/// A batch's start, for the pause after it: every sweep runs at most `SWEEP_BATCHES_MAX`
+/// batches a tick, each followed by `Batch::pause`.
+struct Batch(tokio::time::Instant);
+
+impl Batch {
+    fn start() -> Batch {
+        Batch(tokio::time::Instant::now())
+    }
+
+    /// Waits so that the sweep's batches take at most `SWEEP_WRITER_SHARE_PERCENT` of the
+    /// writer's time.
+    async fn pause(self) {
+        tokio::time::sleep(pause_after_batch(self.0.elapsed())).await;
+    }
+}
+
+/// How long a sweep waits after a batch that took `took` (its submit to its commit), so
+/// that its batches take at most `SWEEP_WRITER_SHARE_PERCENT` of the writer's time.
+fn pause_after_batch(took: std::time::Duration) -> std::time::Duration {
+    took * (100 - SWEEP_WRITER_SHARE_PERCENT) / SWEEP_WRITER_SHARE_PERCENT
 }
 
 async fn retention(
     log: &Log,
     clock: &Clock,
     keep_ms: u64,
-    cursors: &mut RetentionCursor,
+    cursor: &mut RetentionCursor,
 ) -> Result<(), LogError> {
-    for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
+    for _ in 0..SWEEP_BATCHES_MAX {
+        let batch = Batch::start();
         let now_ms = clock.now_ms();
-        let in_pass = cursors.payload.is_some() || now_ms >= cursors.next_pass_ms;
+        let in_pass = cursor.payload.is_some() || now_ms >= cursor.next_pass_ms;
         let op = Op::RetentionSweep {
             delete_before_ms: now_ms.saturating_sub(keep_ms),
-            payload_cursor: in_pass.then_some(cursors.payload),
+            payload_cursor: in_pass.then_some(cursor.payload),
             rows_max: RETENTION_SWEEP_ROWS_MAX as u32,
         };
-        let started = tokio::time::Instant::now();
         let Outcome::Swept(swept) = log.submit(Envelope::new(op, now_ms)).await? else {
-            return Ok(());
+            break;
         };
-        let took = started.elapsed();
-        cursors.payload = swept.payload_cursor;
+        cursor.payload = swept.payload_cursor;
         if in_pass && swept.payload_pass_done {
-            cursors.next_pass_ms = clock.now_ms() + PAYLOAD_PASS_INTERVAL_MS;
+            cursor.next_pass_ms = clock.now_ms() + PAYLOAD_PASS_INTERVAL_MS;
         }
         metrics::counter!(crate::telemetry::name::RETENTION_MESSAGES_DELETED)
             .increment(swept.messages_deleted);
@@ -113,22 +137,16 @@ async fn retention(
         if !swept.more {
             break;
         }
-        tokio::time::sleep(pause_after_batch(took)).await;
+        batch.pause().await;
     }
     Ok(())
 }
 
-/// How long the sweep waits after a batch that took `took` (its submit to its commit),
-/// so that its batches take at most `RETENTION_WRITER_SHARE_PERCENT` of the writer's time.
-fn pause_after_batch(took: std::time::Duration) -> std::time::Duration {
-    took * (100 - RETENTION_WRITER_SHARE_PERCENT) / RETENTION_WRITER_SHARE_PERCENT
-}
-
-/// Purges what deleted applications left, batch after batch while there is more (at most
-/// `RETENTION_SWEEP_BATCHES_MAX` batches a tick).
+/// Purges what deleted applications left, batch after batch while there is more.
 async fn purge_deleted_apps(log: &Log, clock: &Clock) -> Result<(), LogError> {
     let (mut rows, mut apps) = (0, 0);
-    for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
+    for _ in 0..SWEEP_BATCHES_MAX {
+        let batch = Batch::start();
         let op = Op::PurgeDeletedApps {
             rows_max: PURGE_BATCH_ROWS_MAX as u32,
         };
@@ -140,6 +158,7 @@ async fn purge_deleted_apps(log: &Log, clock: &Clock) -> Result<(), LogError> {
         if !purged.more {
             break;
         }
+        batch.pause().await;
     }
     if rows + apps > 0 {
         tracing::info!(rows, apps, "Purged what deleted applications left.");
@@ -148,8 +167,7 @@ async fn purge_deleted_apps(log: &Log, clock: &Clock) -> Result<(), LogError> {
 }
 
 /// Deletes the remembered replies whose 24 h are up, oldest first, batch after batch while
-/// there is more (at most `RETENTION_SWEEP_BATCHES_MAX` batches a tick, paced like the
-/// retention sweep); then sets the `sluice_idempotency_replies` gauge. Replies an earlier
+/// there is more; then sets the `sluice_idempotency_replies` gauge. Replies an earlier
 /// layout remembered are found by its scan of their table, one batch a tick, for as long
 /// as some remain.
 async fn expire_idempotency(
@@ -157,11 +175,11 @@ async fn expire_idempotency(
     clock: &Clock,
     legacy_cursor: &mut Option<Vec<u8>>,
 ) -> Result<(), LogError> {
-    for _ in 0..RETENTION_SWEEP_BATCHES_MAX {
+    for _ in 0..SWEEP_BATCHES_MAX {
+        let batch = Batch::start();
         let op = Op::ExpireReplies {
             rows_max: IDEMPOTENCY_SWEEP_ROWS_MAX as u32,
         };
-        let started = tokio::time::Instant::now();
         let Outcome::RepliesExpired(expired) =
             log.submit(Envelope::new(op, clock.now_ms())).await?
         else {
@@ -171,9 +189,9 @@ async fn expire_idempotency(
         if !expired.more {
             break;
         }
-        tokio::time::sleep(pause_after_batch(started.elapsed())).await;
+        batch.pause().await;
     }
-    let (_, legacy) = log.idempotency_rows()?;
+    let (replies, mut legacy) = log.idempotency_rows()?;
     if legacy > 0 {
         let op = Op::ExpireIdempotency {
             after: legacy_cursor.take(),
@@ -183,10 +201,10 @@ async fn expire_idempotency(
             log.submit(Envelope::new(op, clock.now_ms())).await?
         {
             *legacy_cursor = resume;
+            legacy -= deleted;
             metrics::counter!(crate::telemetry::name::IDEMPOTENCY_EXPIRED).increment(deleted);
         }
     }
-    let (replies, legacy) = log.idempotency_rows()?;
     metrics::gauge!(crate::telemetry::name::IDEMPOTENCY_REPLIES).set((replies + legacy) as f64);
     Ok(())
 }
@@ -202,7 +220,7 @@ mod tests {
         let pause = pause_after_batch(took);
         let share = took.as_secs_f64() / (took + pause).as_secs_f64();
         assert!(
-            (share - f64::from(RETENTION_WRITER_SHARE_PERCENT) / 100.0).abs() < 1e-9,
+            (share - f64::from(SWEEP_WRITER_SHARE_PERCENT) / 100.0).abs() < 1e-9,
             "{share}"
         );
         assert_eq!(pause_after_batch(Duration::ZERO), Duration::ZERO);
