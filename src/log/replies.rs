@@ -44,11 +44,9 @@ impl ReplyIndex {
         self.len() == 0
     }
 
-    /// Replaces the whole index (the log was opened, or a failed batch reloaded it):
-    /// `rows` in table order, oldest first, so a later reply wins its prefix.
-    pub(in crate::log) fn rebuild(&self, rows: impl Iterator<Item = (u64, u64)>) {
-        let mut by_prefix = HashMap::new();
-        by_prefix.extend(rows);
+    /// Replaces the whole index (the log was opened, or a failed batch reloaded it) with
+    /// `by_prefix`, read from the table (`tables::reply_index_map`).
+    pub(in crate::log) fn rebuild(&self, by_prefix: HashMap<u64, u64>) {
         *self.write() = by_prefix;
     }
 
@@ -129,7 +127,7 @@ mod tests {
     #[test]
     fn a_batch_sees_its_own_changes_and_the_index_gets_them_once_applied() {
         let index = ReplyIndex::default();
-        index.rebuild([(prefix(&key(1, 0)), 10)].into_iter());
+        index.rebuild(HashMap::from([(prefix(&key(1, 0)), 10)]));
         let mut pending = Pending::default();
         pending.filed(&key(2, 0), 20);
         assert_eq!(pending.created_ms(&index, &key(2, 0)), Some(20));

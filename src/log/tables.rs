@@ -1280,18 +1280,19 @@ fn reply_of_key(key: &[u8]) -> Result<(u64, [u8; 32]), LogError> {
     Ok((created_ms, hash))
 }
 
-/// The reply index's entries, from the whole of `replies` (oldest first).
-pub(in crate::log) fn reply_index_rows(
+/// The reply index's map, from the whole of `replies`: read oldest first, so the newest
+/// reply wins a prefix two keys share.
+pub(in crate::log) fn reply_index_map(
     txn: &RoTxn,
     dbs: &Dbs,
-) -> Result<Vec<(u64, u64)>, LogError> {
-    let mut rows = Vec::new();
+) -> Result<std::collections::HashMap<u64, u64>, LogError> {
+    let mut by_prefix = std::collections::HashMap::new();
     for row in dbs.replies.iter(txn)? {
         let (key, _) = row?;
         let (created_ms, hash) = reply_of_key(key)?;
-        rows.push((super::replies::prefix(&hash), created_ms));
+        by_prefix.insert(super::replies::prefix(&hash), created_ms);
     }
-    Ok(rows)
+    Ok(by_prefix)
 }
 
 /// The expiry of earlier layouts' rows: reads up to `rows_max` rows of `idempotency`
@@ -1825,7 +1826,7 @@ mod tests {
             "the index holds what the table holds"
         );
         // Opening the log again builds the same index from the table.
-        dbs.reply_index.rebuild(std::iter::empty());
+        dbs.reply_index.rebuild(std::collections::HashMap::new());
         crate::log::writer::WriterState::load(&env, &dbs).expect("state");
         assert_eq!(body(4), Some(vec![4]));
         assert_eq!(dbs.reply_index.len(), 3);

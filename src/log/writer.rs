@@ -99,7 +99,7 @@ impl WriterState {
         };
         let endpoints_per_app_max = super::tables::endpoints_per_app_max(&rtxn, dbs)?;
         dbs.reply_index
-            .rebuild(super::tables::reply_index_rows(&rtxn, dbs)?.into_iter());
+            .rebuild(super::tables::reply_index_map(&rtxn, dbs)?);
         Ok(WriterState {
             applied_seq,
             // A stream message's ops commit together: the one at `applied_seq` is whole.

@@ -938,13 +938,13 @@ async fn idempotent_replies_expire_oldest_first_in_bounded_batches() {
     };
     assert!(app_of(3).expect("remembered").contains("\"app 3\""));
     assert_eq!(
-        expire_due(&log, t0 + TTL - 1).await,
+        expire_replies(&log, t0 + TTL - 1).await,
         (0, false),
         "none is a day old"
     );
     // Four are a day old (0 to 3): a batch of three, then the one left.
-    assert_eq!(expire_due(&log, t0 + TTL + 3_500).await, (3, true));
-    assert_eq!(expire_due(&log, t0 + TTL + 3_500).await, (1, false));
+    assert_eq!(expire_replies(&log, t0 + TTL + 3_500).await, (3, true));
+    assert_eq!(expire_replies(&log, t0 + TTL + 3_500).await, (1, false));
     assert_eq!(log.idempotency_rows().expect("rows"), (3, 0));
     assert_eq!(app_of(3), None, "expired and deleted");
     // Key 4, remembered again (for another app), is a day old only a day after that.
@@ -958,12 +958,12 @@ async fn idempotent_replies_expire_oldest_first_in_bounded_batches() {
         "the new reply"
     );
     assert_eq!(
-        expire_due(&log, t0 + TTL + 6_500).await,
+        expire_replies(&log, t0 + TTL + 6_500).await,
         (2, false),
         "5 and 6, not 4"
     );
     assert_eq!(log.idempotency_rows().expect("rows"), (1, 0));
-    assert_eq!(expire_due(&log, t0 + 3 * TTL).await, (1, false));
+    assert_eq!(expire_replies(&log, t0 + 3 * TTL).await, (1, false));
     assert_eq!(log.idempotency_rows().expect("rows"), (0, 0));
     assert_eq!(app_of(4), None);
     drop(log);
@@ -971,7 +971,7 @@ async fn idempotent_replies_expire_oldest_first_in_bounded_batches() {
 }
 
 /// One `ExpireReplies` batch of at most 3 rows at `at_ms`: (deleted, more).
-async fn expire_due(log: &Log, at_ms: u64) -> (u64, bool) {
+async fn expire_replies(log: &Log, at_ms: u64) -> (u64, bool) {
     let op = Op::ExpireReplies { rows_max: 3 };
     match log.submit(Envelope::new(op, at_ms)).await.expect("applied") {
         Outcome::RepliesExpired(expired) => (expired.deleted, expired.more),
