@@ -29,6 +29,7 @@ pub mod name {
     pub const COMMIT_OPERATIONS: &str = "sluice_log_commit_operations";
     pub const FANOUT_MATCH_DURATION: &str = "sluice_fanout_match_duration_seconds";
     pub const COMMITS_FAILED: &str = "sluice_log_commits_failed_total";
+    pub const LOG_RESERVE_BYTES: &str = "sluice_log_reserve_bytes";
     pub const ATTEMPTS: &str = "sluice_delivery_attempts_total";
     pub const ATTEMPT_DURATION: &str = "sluice_delivery_attempt_duration_seconds";
     pub const ATTEMPTS_OVER_BUDGET: &str = "sluice_delivery_attempts_over_budget_total";
@@ -159,6 +160,11 @@ fn build() -> PrometheusHandle {
 fn describe() {
     use name::*;
     describe_gauge!(BUILD_INFO, "Always 1; the version is a label.");
+    describe_gauge!(
+        LOG_RESERVE_BYTES,
+        Unit::Bytes,
+        "Zeroed space kept past the data file's last written page, at the last top-up."
+    );
     describe_counter!(
         MESSAGES_ACCEPTED,
         "Messages accepted (committed) by message create."
@@ -240,7 +246,7 @@ fn describe() {
     describe_gauge!(
         LMDB_REUSABLE,
         Unit::Bytes,
-        "Bytes of the data file freed by deletes, reused before the file grows."
+        "Bytes of the data file freed by deletes, or zeroed past its data, filled before the file grows."
     );
     describe_counter!(
         SOURCE_REQUESTS,

@@ -68,9 +68,9 @@ pub(super) async fn serve_once(
     handler: impl Future<Output = Result<Reply, ApiError>>,
 ) -> Result<Reply, ApiError> {
     loop {
-        if let Some(reply) = remembered(state, &key)? {
-            return Ok(reply);
-        }
+        // Claim first, then look: a previous owner releases the key only after its reply
+        // is committed (and findable), so one look under the claim sees it. A new key,
+        // the common case, costs one look, not two.
         let claimed = {
             let mut in_flight = state
                 .in_flight
@@ -92,14 +92,12 @@ pub(super) async fn serve_once(
                     key,
                     _done: done,
                 };
-                // A previous owner may have committed and released the key between our
-                // first look and the claim; look again now that nobody else can.
                 if let Some(reply) = remembered(state, &key)? {
                     return Ok(reply);
                 }
                 return handler.await;
             }
-            // Returns once the owner's sender is dropped; then look again.
+            // Returns once the owner's sender is dropped; then claim and look again.
             Err(mut rx) => while rx.changed().await.is_ok() {},
         }
     }

@@ -17,6 +17,7 @@ pub mod operational;
 pub mod ops;
 pub mod purge;
 pub mod replies;
+pub mod reserve;
 pub mod retention;
 pub mod schema;
 pub mod seal;
@@ -265,15 +266,22 @@ impl QueuedWrite {
     }
 }
 
-/// Joins the writer thread once every `Log` handle is gone.
-pub struct WriterJoin(std::thread::JoinHandle<()>);
+/// Joins the writer thread (and the data file's reserve) once every `Log` handle is gone.
+pub struct WriterJoin {
+    writer: std::thread::JoinHandle<()>,
+    reserve: Option<reserve::Reserve>,
+}
 
 impl WriterJoin {
-    /// Waits for the writer to commit what it has and stop. Call after dropping every `Log`.
+    /// Waits for the writer to commit what it has and stop, then stops the reserve. Call
+    /// after dropping every `Log`.
     pub fn wait(self) {
         // A panic in the writer already aborted the process (panic = "abort" in release);
         // in tests the panic message has been printed and there is nothing left to do.
-        let _ = self.0.join();
+        let _ = self.writer.join();
+        if let Some(reserve) = self.reserve {
+            reserve.join();
+        }
     }
 }
 
@@ -299,6 +307,16 @@ impl Log {
         let writer_dbs = dbs.clone();
         let writer_health = Arc::new(writer::WriterHealth::default());
         let health = Arc::clone(&writer_health);
+        let written_pages = Arc::new(reserve::WrittenPages::default());
+        written_pages.set(env.info().last_page_number as u64 + 1);
+        let writer_written = Arc::clone(&written_pages);
+        let reserve = reserve::Reserve::start(
+            &dir.join("data.mdb"),
+            u64::from(env.unnamed_database_stat().page_size),
+            storage.map_size_bytes,
+            storage.disk_reserve_bytes,
+            written_pages,
+        );
         let join = std::thread::Builder::new()
             .name("sluice-writer".to_owned())
             .spawn(move || {
@@ -314,6 +332,7 @@ impl Log {
                         heartbeat: &beats,
                         health: &health,
                         applied_seq: &writer_applied,
+                        written_pages: &writer_written,
                     },
                 );
             })
@@ -332,7 +351,10 @@ impl Log {
             Log {
                 shared: Arc::new(shared),
             },
-            WriterJoin(join),
+            WriterJoin {
+                writer: join,
+                reserve,
+            },
         ))
     }
 
@@ -488,10 +510,10 @@ impl Log {
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
-    /// Bytes of the data file that deletes have freed and LMDB will reuse before it
-    /// grows the file: the pages up to the last one written, less the pages the tables
-    /// (and LMDB's two meta pages) hold. An estimate that counts the free list's own few
-    /// pages as free.
+    /// Bytes of the data file LMDB will fill before the file needs more disk: the pages
+    /// deletes have freed (up to the last page written, less the pages the tables and
+    /// LMDB's two meta pages hold; an estimate that counts the free list's own few pages
+    /// as free), and the zeroed reserve past the last page (`reserve.rs`).
     pub fn reusable_bytes(&self) -> Result<u64, LogError> {
         let env = &self.shared.env;
         let info = env.info();
@@ -506,7 +528,9 @@ impl Log {
             used += pages(table.stat(&rtxn)?);
         }
         let written = info.last_page_number as u64 + 1;
-        Ok(written.saturating_sub(used) * page)
+        let file_len = std::fs::metadata(self.shared.dir.join("data.mdb")).map_or(0, |m| m.len());
+        let reserve = file_len.saturating_sub(written * page);
+        Ok(written.saturating_sub(used) * page + reserve)
     }
 
     /// The writer thread's heartbeat (for the watchdog).
@@ -598,7 +622,9 @@ fn open_env(dir: &Path, storage: &StorageConfig) -> Result<(Env<WithoutTls>, Dbs
     // SAFETY: heed requires that the same environment is not opened twice in one process
     // and that the file is not modified by other means while open. Sluice opens its data
     // directory once per process (`app::run` or one CLI command), and other processes
-    // (the CLI next to a daemon) go through LMDB's own lock file, which is safe.
+    // (the CLI next to a daemon) go through LMDB's own lock file, which is safe. The one
+    // other writer of `data.mdb`, the zeroed reserve, only appends past every byte
+    // written (`reserve.rs`, ARCHITECTURE invariant 27).
     let env = unsafe { options.open(dir) }?;
     env.clear_stale_readers()?;
     let mut dbs = create_databases(&env)?;

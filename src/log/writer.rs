@@ -313,6 +313,8 @@ pub(super) struct Signals<'a> {
     pub(super) health: &'a WriterHealth,
     /// Cluster mode: the stream sequence of the last op committed.
     pub(super) applied_seq: &'a AtomicU64,
+    /// How many pages of the file LMDB has written, after each commit (for the reserve).
+    pub(super) written_pages: &'a super::reserve::WrittenPages,
 }
 
 /// The writer thread's loop; returns when every `Log` handle has been dropped.
@@ -329,6 +331,7 @@ pub(super) fn run(
         heartbeat,
         health,
         applied_seq,
+        written_pages,
     } = signals;
     let mut queued: VecDeque<Job> = VecDeque::new();
     let mut report = FailureReport::default();
@@ -363,6 +366,7 @@ pub(super) fn run(
         }
         match &result {
             Ok(()) => {
+                written_pages.set(env.info().last_page_number as u64 + 1);
                 if report.since_success > 0 {
                     health.set(None);
                 }
