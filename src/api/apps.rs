@@ -89,6 +89,16 @@ pub(super) fn resolve(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<AppR
         .check_app(app.ok_or(ApiError::NotFound("Application not found."))?)
 }
 
+/// `resolve` for a caller that needs the application's key alone (message create, on
+/// every request): the same lookups and scope check, without decoding the record.
+pub(super) fn resolve_key(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result<u64, ApiError> {
+    let key = state
+        .log
+        .read(|rtxn, dbs| tables::app_key_by_ref(rtxn, dbs, app_ref))?
+        .ok_or(ApiError::NotFound("Application not found."))?;
+    ctx.auth.check_app_key(key).map(|()| key)
+}
+
 pub(super) fn list(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiError> {
     ctx.auth.require_org()?;
     let limit = ctx.query.limit()?;

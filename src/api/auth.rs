@@ -81,11 +81,16 @@ impl Auth {
 
     /// Whether this token may see `app`; a token of another app gets "not found".
     pub fn check_app(&self, app: AppRecord) -> Result<AppRecord, ApiError> {
+        self.check_app_key(app.key).map(|()| app)
+    }
+
+    /// `check_app` for an application known by its key alone.
+    pub fn check_app_key(&self, app_key: u64) -> Result<(), ApiError> {
         match self.scope {
-            TokenScope::App(key) | TokenScope::Poller { app: key, .. } if key != app.key => {
+            TokenScope::App(key) | TokenScope::Poller { app: key, .. } if key != app_key => {
                 Err(ApiError::NotFound("Application not found."))
             }
-            _ => Ok(app),
+            _ => Ok(()),
         }
     }
 }

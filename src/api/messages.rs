@@ -5,7 +5,7 @@ use hyper::StatusCode;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::apps::{AppIn, resolve};
+use super::apps::{AppIn, resolve, resolve_key};
 use super::idempotency::submit_reply;
 use super::query::{Collector, invalid};
 use super::{ApiError, ApiState, Ctx, Reply, message_in};
@@ -72,8 +72,8 @@ pub(super) async fn create(state: &ApiState, ctx: &Ctx, app_ref: &str) -> Result
     state.ensure_room_for_messages()?;
     // Resolved here, in a read transaction, to keep the single writer's work short; the
     // writer only checks that the application was not deleted in between.
-    let app = match resolve(state, ctx, app_ref) {
-        Ok(app) => MessageApp::Existing(app.key),
+    let app = match resolve_key(state, ctx, app_ref) {
+        Ok(key) => MessageApp::Existing(key),
         Err(ApiError::NotFound(_)) if input.has_application => inline_app(state, ctx, app_ref)?,
         Err(e) => return Err(e),
     };

@@ -345,19 +345,25 @@ fn count_attempt(
         "status_class" => telemetry::status_class(result.outcome.status_code()),
     )
     .increment(1);
-    metrics::histogram!(name::ATTEMPT_DURATION).record(seconds);
     if seconds > telemetry::ATTEMPT_BUDGET_SECONDS {
         metrics::counter!(name::ATTEMPTS_OVER_BUDGET).increment(1);
     }
-    match step {
+    let first_success_latency = match step {
         Step::Succeeded if !manual => {
             let latency_ms = done_ms.saturating_sub(message.created_ms);
-            metrics::histogram!(name::DELIVERY_LATENCY).record(latency_ms as f64 / 1000.0);
+            Some(latency_ms as f64 / 1000.0)
         }
-        Step::RetryAt(_) => metrics::counter!(name::RETRIES_SCHEDULED).increment(1),
-        Step::Exhausted => metrics::counter!(name::DELIVERIES_EXHAUSTED).increment(1),
-        _ => {}
-    }
+        Step::RetryAt(_) => {
+            metrics::counter!(name::RETRIES_SCHEDULED).increment(1);
+            None
+        }
+        Step::Exhausted => {
+            metrics::counter!(name::DELIVERIES_EXHAUSTED).increment(1);
+            None
+        }
+        _ => None,
+    };
+    telemetry::attempt_timed(seconds, first_success_latency);
 }
 
 async fn skip(ctx: &AttemptCtx, job: DueJob) {

@@ -38,21 +38,36 @@ pub fn app_exists(txn: &RoTxn, dbs: &Dbs, key: u64) -> Result<bool, LogError> {
 
 /// Finds an application by id or uid.
 pub fn app_by_ref(txn: &RoTxn, dbs: &Dbs, reference: &str) -> Result<Option<AppRecord>, LogError> {
+    app_key_of_ref(txn, dbs, reference)?
+        .map(|k| app_by_key(txn, dbs, k))
+        .transpose()
+        .map(Option::flatten)
+}
+
+/// The key of the application with this id or uid, if it exists: `app_by_ref` without
+/// decoding the record (message create needs the key alone, on every request).
+pub fn app_key_by_ref(txn: &RoTxn, dbs: &Dbs, reference: &str) -> Result<Option<u64>, LogError> {
+    match app_key_of_ref(txn, dbs, reference)? {
+        Some(key) if app_exists(txn, dbs, key)? => Ok(Some(key)),
+        _ => Ok(None),
+    }
+}
+
+/// The key the id or uid index holds for `reference` (an id first, when it has the
+/// application prefix; then a uid).
+fn app_key_of_ref(txn: &RoTxn, dbs: &Dbs, reference: &str) -> Result<Option<u64>, LogError> {
     let by_id = if reference.starts_with(IdKind::App.prefix()) {
         key_of(db_name::APP_IDS, dbs.app_ids.get(txn, &id_key(reference))?)?
     } else {
         None
     };
-    let key = match by_id {
-        Some(key) => Some(key),
+    match by_id {
+        Some(key) => Ok(Some(key)),
         None => key_of(
             db_name::APP_IDS,
             dbs.app_ids.get(txn, &uid_key(ORG_PARENT, reference))?,
-        )?,
-    };
-    key.map(|k| app_by_key(txn, dbs, k))
-        .transpose()
-        .map(Option::flatten)
+        ),
+    }
 }
 
 pub fn app_uid_taken(txn: &RoTxn, dbs: &Dbs, uid: &str) -> Result<Option<u64>, LogError> {
@@ -514,8 +529,7 @@ pub(in crate::log) fn append_message(
                 &record.event_type,
                 record.channels.as_deref(),
             );
-            metrics::histogram!(crate::telemetry::name::FANOUT_MATCH_DURATION)
-                .record(started.elapsed().as_secs_f64());
+            crate::telemetry::fanout_matched(started.elapsed());
             targets
         }
         Fanout::Only(endpoint_key) => endpoint_row_by_key(ctx.wtxn, dbs, endpoint_key)?

@@ -470,9 +470,7 @@ fn run_batch(
         // Before any waiter hears of the commit: a retry of a request answered now finds
         // its remembered reply.
         dbs.reply_index.apply(&mut state.reply_changes);
-        let elapsed = started.elapsed().as_secs_f64();
-        metrics::histogram!(telemetry::name::COMMIT_DURATION).record(elapsed);
-        metrics::histogram!(telemetry::name::COMMIT_OPERATIONS).record(applied.len() as f64);
+        telemetry::committed(started.elapsed(), applied.len());
         state.publish_endpoint_counts();
     } else {
         state.reply_changes.clear();
