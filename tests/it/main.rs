@@ -20,6 +20,7 @@ mod poller;
 mod portal;
 mod receiver;
 mod recovery;
+mod reserve;
 mod sdk;
 mod secrets;
 mod tidy;
