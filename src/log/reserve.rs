@@ -40,8 +40,10 @@ pub const RESERVE_AHEAD_MIN_BYTES: u64 = 4 << 20;
 pub const RESERVE_AHEAD_MAX_BYTES: u64 = 256 << 20;
 /// How many seconds of the recent growth the reserve keeps ahead.
 pub const RESERVE_AHEAD_SECONDS: u64 = 2;
-/// How often the reserve looks at the data's end.
+/// How often the reserve looks at the data's end while the data grows.
 pub const RESERVE_TICK: Duration = Duration::from_millis(100);
+/// How often it looks while the data stands still (an idle Sluice wakes it rarely).
+pub const RESERVE_IDLE_TICK: Duration = Duration::from_secs(1);
 /// The reserve never takes the filesystem's free space below this, bytes (on top of the
 /// ingest guard's `storage.disk_reserve_bytes`, which it also respects).
 pub const RESERVE_FREE_FLOOR_BYTES: u64 = 1 << 30;
@@ -65,13 +67,23 @@ pub fn needs_top_up(used: u64, file_end: u64, target: u64) -> bool {
 }
 
 /// The growth estimate after a tick that saw the data grow by `grew` bytes in `elapsed`:
-/// it follows a rise at once and decays by an eighth a tick, so a burst keeps its room.
+/// it follows a rise at once and decays by an eighth a tick (to zero, in time), so a
+/// burst keeps its room.
 pub fn next_growth(previous_per_s: u64, grew: u64, elapsed: Duration) -> u64 {
     let millis = u64::try_from(elapsed.as_millis())
         .unwrap_or(u64::MAX)
         .max(1);
     let observed = grew.saturating_mul(1000) / millis;
-    observed.max(previous_per_s - previous_per_s / 8)
+    observed.max(previous_per_s - previous_per_s.div_ceil(8))
+}
+
+/// How long to wait before the next look: short while the data grows, long while idle.
+pub fn next_tick(growth_per_s: u64) -> Duration {
+    if growth_per_s > 0 {
+        RESERVE_TICK
+    } else {
+        RESERVE_IDLE_TICK
+    }
 }
 
 /// What the writer tells the reserve: how many pages of the file LMDB has written.
@@ -179,7 +191,7 @@ fn run(
     let mut last_tick = Instant::now();
     let mut growth_per_s = 0;
     loop {
-        match stopped.recv_timeout(RESERVE_TICK) {
+        match stopped.recv_timeout(next_tick(growth_per_s)) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
@@ -296,6 +308,16 @@ mod tests {
         assert_eq!(next_growth(0, 3 * MIB, tick), 30 * MIB);
         assert_eq!(next_growth(30 * MIB, 0, tick), 30 * MIB - 30 * MIB / 8);
         assert_eq!(next_growth(8, 0, Duration::ZERO), 7);
+        // Idle again: the estimate reaches zero, and the reserve looks less often.
+        let mut growth = 30 * MIB;
+        let mut ticks = 0;
+        while growth > 0 {
+            growth = next_growth(growth, 0, tick);
+            ticks += 1;
+            assert!(ticks < 200, "the estimate decays to zero");
+        }
+        assert_eq!(next_tick(growth), RESERVE_IDLE_TICK);
+        assert_eq!(next_tick(1), RESERVE_TICK);
     }
 
     #[test]
