@@ -344,15 +344,11 @@ mod tests {
         };
         let used = written.len() as u64;
         let target = reserve_end(used, 0, limits.map_size);
-        top_up(
-            &mut appender,
-            &AlignedZeros::new(),
-            used,
-            target,
-            dir.path(),
-            &limits,
-        )
-        .expect("top up");
+        let zeros = AlignedZeros::new();
+        let mut top_up_now = || {
+            top_up(&mut appender, &zeros, used, target, dir.path(), &limits).expect("top up");
+        };
+        top_up_now();
         let after = std::fs::read(&path).expect("read");
         let reached = after.len() as u64;
         assert!(
@@ -365,15 +361,7 @@ mod tests {
             "zeros after"
         );
         // Nothing to do until half of it is used.
-        top_up(
-            &mut appender,
-            &AlignedZeros::new(),
-            used,
-            target,
-            dir.path(),
-            &limits,
-        )
-        .expect("top up");
+        top_up_now();
         assert_eq!(std::fs::metadata(&path).expect("size").len(), reached);
     }
 }
