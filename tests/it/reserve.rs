@@ -9,7 +9,7 @@ use sluice::log::ops::{AppFields, Envelope, MessageApp, NewMessage, Op, Outcome}
 use sluice::log::reserve::RESERVE_AHEAD_MIN_BYTES;
 use sluice::log::{Log, Seq, tables};
 
-use crate::harness::test_config;
+use crate::harness::{pause, test_config};
 
 const MESSAGES: usize = 40;
 /// Each message's payload: 40 of them are 2.5 MiB of data, past the first top-up.
@@ -84,7 +84,8 @@ async fn a_data_file_ending_in_its_zeroed_reserve_reopens_with_every_message() {
     let (_, used) = lengths(&log, dir.path());
     assert!(used > (2 << 20), "the messages are on disk: {used} bytes");
     if direct_appends {
-        // The reserve tops up on its own tick; wait for it (bounded), not for a fixed time.
+        // The reserve tops up on its own tick, and no event reaches the test: poll the
+        // file (bounded), as `eventually_json` polls state the delivery engine changes.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (file, used) = lengths(&log, dir.path());
@@ -95,7 +96,7 @@ async fn a_data_file_ending_in_its_zeroed_reserve_reopens_with_every_message() {
                 Instant::now() < deadline,
                 "no zeroed reserve past the data: file {file}, data {used}"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            pause(Duration::from_millis(20)).await;
         }
     }
     drop(log);
