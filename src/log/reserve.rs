@@ -3,9 +3,9 @@
 //! blocks the filesystem already holds instead of extending the file.
 //!
 //! Why: a commit that extends the file (new blocks, a new size) makes its `fdatasync`
-//! also commit the filesystem's journal, every commit; a commit that overwrites allocated
-//! blocks flushes its pages and no more. On this machine's ext4 that is the difference
-//! BENCHMARKS.md measures ("The zeroed reserve").
+//! also write the inode and the block maps (on a journalled filesystem, commit the
+//! journal), every commit; a commit that overwrites allocated blocks flushes its pages and
+//! no more. BENCHMARKS.md measures the difference ("The zeroed reserve").
 //!
 //! Why writing beside LMDB is safe: the reserve only ever *appends* (`O_APPEND`), so each
 //! write lands at the file's end of that moment, decided under the inode's lock that
@@ -16,8 +16,8 @@
 //!
 //! The zeros are written with `O_DIRECT`: they never sit dirty in the page cache, where a
 //! commit's `fdatasync` would have to flush them in its critical path. Each top-up ends
-//! with its own `fdatasync`, so the new blocks and size are in the journal before LMDB
-//! reaches them. A filesystem without `O_DIRECT` (tmpfs) or without room gets no reserve;
+//! with its own `fdatasync`, so the new blocks and size are on disk before LMDB reaches
+//! them. A filesystem without `O_DIRECT` (tmpfs) or without room gets no reserve;
 //! the log works the same without one.
 
 use std::fs::File;
