@@ -201,7 +201,7 @@ async fn expire_idempotency(
             log.submit(Envelope::new(op, clock.now_ms())).await?
         {
             *legacy_cursor = resume;
-            legacy -= deleted;
+            legacy = legacy.saturating_sub(deleted);
             metrics::counter!(crate::telemetry::name::IDEMPOTENCY_EXPIRED).increment(deleted);
         }
     }

@@ -39,6 +39,9 @@ use ops::{Envelope, Outcome, RenderReply};
 pub use schema::{AppKey, AttemptKey, EndpointKey, Seq};
 pub(in crate::log) use writer::{WriteCtx, WriterState};
 
+/// LMDB's data file in a data directory (beside it, `lock.mdb`).
+const DATA_FILE: &str = "data.mdb";
+
 /// A database of raw byte keys and values; `schema.rs` gives the bytes their meaning.
 pub(in crate::log) type Table = Database<'static, Bytes, Bytes>;
 
@@ -311,7 +314,7 @@ impl Log {
         written_pages.set(env.info().last_page_number as u64 + 1);
         let writer_written = Arc::clone(&written_pages);
         let reserve = reserve::Reserve::start(
-            &dir.join("data.mdb"),
+            dir,
             u64::from(env.unnamed_database_stat().page_size),
             storage.map_size_bytes,
             storage.disk_reserve_bytes,
@@ -528,7 +531,7 @@ impl Log {
             used += pages(table.stat(&rtxn)?);
         }
         let written = info.last_page_number as u64 + 1;
-        let file_len = std::fs::metadata(self.shared.dir.join("data.mdb")).map_or(0, |m| m.len());
+        let file_len = std::fs::metadata(self.shared.dir.join(DATA_FILE)).map_or(0, |m| m.len());
         let reserve = file_len.saturating_sub(written * page);
         Ok(written.saturating_sub(used) * page + reserve)
     }
@@ -549,7 +552,7 @@ impl Log {
     pub fn backup_to(&self, dir: &Path) -> Result<u64, LogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
-        let target = dir.join("data.mdb");
+        let target = dir.join(DATA_FILE);
         if target.exists() {
             return Err(LogError::Io(format!(
                 "{} already holds a log; back up into a new directory",

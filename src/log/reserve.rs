@@ -100,27 +100,29 @@ impl WrittenPages {
     }
 }
 
-/// A running reserve thread. Dropping the handle tells it to stop; `join` waits for it.
+/// A running reserve thread. Dropping the handle drops `stop`, which wakes the thread and
+/// stops it; `join` also waits for it.
 pub struct Reserve {
-    stop: Option<Sender<()>>,
-    join: Option<std::thread::JoinHandle<()>>,
+    stop: Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Reserve {
-    /// Starts the reserve for the data file `file` (LMDB's `data.mdb`), whose pages are
+    /// Starts the reserve for the data file of the log in `dir`, whose pages are
     /// `page_size` bytes; `None` if the file cannot be opened for direct appends (the log
     /// then runs without a reserve, as it would on tmpfs).
     pub fn start(
-        file: &Path,
+        dir: &Path,
         page_size: u64,
         map_size: u64,
         disk_reserve_bytes: u64,
         written: Arc<WrittenPages>,
     ) -> Option<Reserve> {
+        let file = dir.join(super::DATA_FILE);
         let appender = match std::fs::OpenOptions::new()
             .append(true)
             .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-            .open(file)
+            .open(&file)
         {
             Ok(appender) => appender,
             Err(error) => {
@@ -129,35 +131,23 @@ impl Reserve {
             }
         };
         let (stop, stopped) = crossbeam_channel::bounded(0);
-        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = dir.to_path_buf();
         let limits = Limits {
             page_size,
             map_size,
             free_floor: RESERVE_FREE_FLOOR_BYTES.max(disk_reserve_bytes),
         };
-        let join = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sluice-reserve".to_owned())
             .spawn(move || run(appender, &dir, &limits, &written, &stopped))
             .ok()?;
-        Some(Reserve {
-            stop: Some(stop),
-            join: Some(join),
-        })
+        Some(Reserve { stop, thread })
     }
 
     /// Stops the thread and waits for it (it finishes the chunk it is writing).
-    pub fn join(mut self) {
-        self.stop.take();
-        if let Some(join) = self.join.take() {
-            let _ = join.join();
-        }
-    }
-}
-
-impl Drop for Reserve {
-    fn drop(&mut self) {
-        // Dropping the sender wakes the thread, which then stops; nobody waits for it.
-        self.stop.take();
+    pub fn join(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
     }
 }
 
@@ -254,17 +244,16 @@ struct AlignedZeros {
 
 impl AlignedZeros {
     const ALIGN: usize = 4096;
+    const LEN: usize = RESERVE_CHUNK_BYTES as usize;
 
     fn new() -> AlignedZeros {
-        let len = usize::try_from(RESERVE_CHUNK_BYTES).unwrap_or(1 << 20);
-        let buffer = vec![0u8; len + Self::ALIGN];
+        let buffer = vec![0u8; Self::LEN + Self::ALIGN];
         let offset = buffer.as_ptr().align_offset(Self::ALIGN);
         AlignedZeros { buffer, offset }
     }
 
     fn chunk(&self) -> &[u8] {
-        let len = usize::try_from(RESERVE_CHUNK_BYTES).unwrap_or(1 << 20);
-        &self.buffer[self.offset..self.offset + len]
+        &self.buffer[self.offset..self.offset + Self::LEN]
     }
 }
 

@@ -104,12 +104,12 @@ async fn a_data_file_ending_in_its_zeroed_reserve_reopens_with_every_message() {
         .await
         .expect("writer");
 
-    let (file_before, used_before) = {
-        let len = std::fs::metadata(dir.path().join("data.mdb"))
+    let (file_before, used_before) = (
+        std::fs::metadata(dir.path().join("data.mdb"))
             .expect("data")
-            .len();
-        (len, used)
-    };
+            .len(),
+        used,
+    );
     if direct_appends {
         assert!(file_before > used_before, "the file ends in zeros");
     }
