@@ -104,6 +104,9 @@ struct Hot {
     fanout_match: metrics::Histogram,
     attempt_duration: metrics::Histogram,
     delivery_latency: metrics::Histogram,
+    /// `sluice_attempts_total{outcome="success",status_class="2xx"}`: nearly every attempt.
+    attempts_succeeded: metrics::Counter,
+    deliveries_in_flight: metrics::Gauge,
 }
 
 impl Hot {
@@ -116,6 +119,12 @@ impl Hot {
             fanout_match: metrics::histogram!(name::FANOUT_MATCH_DURATION),
             attempt_duration: metrics::histogram!(name::ATTEMPT_DURATION),
             delivery_latency: metrics::histogram!(name::DELIVERY_LATENCY),
+            attempts_succeeded: counter!(
+                name::ATTEMPTS,
+                "outcome" => "success",
+                "status_class" => "2xx",
+            ),
+            deliveries_in_flight: metrics::gauge!(name::DELIVERIES_IN_FLIGHT),
         }
     }
 }
@@ -434,6 +443,20 @@ pub fn committed(elapsed: Duration, operations: usize) {
 /// Records how long finding a new message's endpoints took.
 pub fn fanout_matched(elapsed: Duration) {
     with_hot(|hot| hot.fanout_match.record(elapsed.as_secs_f64()));
+}
+
+/// Counts one attempt by its outcome's label and its status class.
+pub fn attempt_counted(outcome: &'static str, status_class: &'static str) {
+    if (outcome, status_class) == ("success", "2xx") {
+        with_hot(|hot| hot.attempts_succeeded.increment(1));
+    } else {
+        counter!(name::ATTEMPTS, "outcome" => outcome, "status_class" => status_class).increment(1);
+    }
+}
+
+/// Moves the count of attempts in flight by `delta` (one started: 1; one answered: -1).
+pub fn deliveries_in_flight(delta: f64) {
+    with_hot(|hot| hot.deliveries_in_flight.increment(delta));
 }
 
 /// Records an attempt's duration, and the latency to its message's first success.

@@ -1107,10 +1107,10 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
         }
         Outcome::Done => Ok(Reply::no_content()),
         Outcome::Message { message, view, .. } => match view {
-            MessageView::Accepted { with_content } => Reply::json(
-                StatusCode::ACCEPTED,
-                &messages::MessageOut::from(*message, with_content),
-            ),
+            MessageView::Accepted { with_content } => Ok(Reply {
+                status: StatusCode::ACCEPTED,
+                body: messages::accepted_body(&message, with_content)?,
+            }),
             MessageView::Example => {
                 Reply::json(StatusCode::OK, &messages::MessageOut::from(*message, false))
             }

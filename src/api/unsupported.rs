@@ -55,14 +55,20 @@ const INGEST: &[Unsupported] = &[
     ("*", "source/*/endpoint/*/transformation", "Transformations"),
 ];
 
+/// Whether `segments` fit `pattern`, walked segment by segment (checked on every
+/// request, so it allocates nothing).
 fn matches(pattern: &str, segments: &[String]) -> bool {
-    let parts: Vec<&str> = pattern.split('/').collect();
-    if parts.last() == Some(&"**") {
-        let fixed = &parts[..parts.len() - 1];
-        return segments.len() >= fixed.len()
-            && fixed.iter().zip(segments).all(|(p, s)| *p == "*" || p == s);
+    let mut segments = segments.iter();
+    for part in pattern.split('/') {
+        if part == "**" {
+            return true;
+        }
+        match segments.next() {
+            Some(segment) if part == "*" || part == segment => {}
+            _ => return false,
+        }
     }
-    parts.len() == segments.len() && parts.iter().zip(segments).all(|(p, s)| *p == "*" || p == s)
+    segments.next().is_none()
 }
 
 /// The feature a request names that Sluice does not serve, if it does.
@@ -72,4 +78,45 @@ pub(super) fn feature(ingest: bool, method: &str, segments: &[String]) -> Option
         .iter()
         .find(|(m, pattern, _)| (*m == "*" || *m == method) && matches(pattern, segments))
         .map(|(_, _, feature)| *feature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(path: &str) -> Vec<String> {
+        path.split('/').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_pattern_fits_by_segment_with_one_and_any_wildcards() {
+        let cases = [
+            ("app/*/msg/bulk-expunge", "app/a1/msg/bulk-expunge", true),
+            ("app/*/msg/bulk-expunge", "app/a1/msg", false),
+            ("app/*/msg/bulk-expunge", "app/a1/msg/bulk-expunge/x", false),
+            ("app/*/msg/bulk-expunge", "app/a1/msg/other", false),
+            ("app/*/integration/**", "app/a1/integration", true),
+            ("app/*/integration/**", "app/a1/integration/i1/key", true),
+            ("app/*/integration/**", "app/a1", false),
+            ("stats/**", "statistics", false),
+        ];
+        for (pattern, path, fits) in cases {
+            assert_eq!(matches(pattern, &segments(path)), fits, "{pattern} {path}");
+        }
+    }
+
+    #[test]
+    fn the_feature_is_named_for_its_method_only() {
+        let expunge = segments("app/a1/msg/bulk-expunge");
+        assert_eq!(
+            feature(false, "POST", &expunge),
+            Some("Bulk expunge of message content")
+        );
+        assert_eq!(feature(false, "GET", &expunge), None);
+        assert_eq!(feature(false, "POST", &segments("app/a1/msg")), None);
+        assert_eq!(
+            feature(true, "GET", &segments("source/s1/dashboard")),
+            Some("The ingest source dashboard")
+        );
+    }
 }

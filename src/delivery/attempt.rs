@@ -339,12 +339,10 @@ fn count_attempt(
 ) {
     use crate::telemetry::{self, name};
     let seconds = result.duration_ms as f64 / 1000.0;
-    metrics::counter!(
-        name::ATTEMPTS,
-        "outcome" => result.outcome.label(),
-        "status_class" => telemetry::status_class(result.outcome.status_code()),
-    )
-    .increment(1);
+    telemetry::attempt_counted(
+        result.outcome.label(),
+        telemetry::status_class(result.outcome.status_code()),
+    );
     if seconds > telemetry::ATTEMPT_BUDGET_SECONDS {
         metrics::counter!(name::ATTEMPTS_OVER_BUDGET).increment(1);
     }

@@ -191,7 +191,7 @@ impl ShardTask {
                 biased;
                 _ = stop.changed() => None,
                 Some(finished) = answers.recv() => {
-                    metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).decrement(1.0);
+                    telemetry::deliveries_in_flight(-1.0);
                     Some(Event::Answered(finished))
                 }
                 Some(done) = self.attempts.join_next(), if !self.attempts.is_empty() => match done {
@@ -261,7 +261,7 @@ impl ShardTask {
                     let release = attempt::run(ctx, attempt, job, random, answered).await;
                     (attempt, release)
                 });
-                metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).increment(1.0);
+                telemetry::deliveries_in_flight(1.0);
                 None
             }
             Action::ReadSettings { endpoint_key } => Some(Event::Settings {
@@ -320,7 +320,7 @@ impl ShardTask {
             let _ = answered.send(finished).await;
             (attempt, Some((job.endpoint_key, job.seq)))
         });
-        metrics::gauge!(telemetry::name::DELIVERIES_IN_FLIGHT).increment(1.0);
+        telemetry::deliveries_in_flight(1.0);
     }
 
     /// Whether this node may start attempts on this shard now.

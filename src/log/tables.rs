@@ -1029,7 +1029,10 @@ pub(in crate::log) fn record_attempt(
     let dbs = ctx.dbs;
     let attempt_key = ctx.state.take_attempt_key();
     let key = u64_key(attempt_key);
-    dbs.attempts.put(ctx.wtxn, &key, &record.stored)?;
+    // Attempt keys only grow, like seqs: the attempt log is appended to (MDB_APPEND),
+    // which skips the search and fills each page before it starts the next.
+    dbs.attempts
+        .put_with_flags(ctx.wtxn, heed::PutFlags::APPEND, &key, &record.stored)?;
     dbs.attempt_ids.put(ctx.wtxn, &id_key(&record.id), &key)?;
     dbs.msg_attempts.put(
         ctx.wtxn,
