@@ -1149,6 +1149,17 @@ pub fn render_reply(outcome: &Outcome) -> Option<(u16, Vec<u8>)> {
     ) {
         return None;
     }
+    // The common case, on the writer's thread: an accepted message, written without
+    // cloning the outcome (its payload) first.
+    if let Outcome::Message {
+        message,
+        view: MessageView::Accepted { with_content },
+        ..
+    } = outcome
+    {
+        let body = messages::accepted_body(message, *with_content).ok()?;
+        return Some((StatusCode::ACCEPTED.as_u16(), body));
+    }
     reply_of(outcome.clone())
         .ok()
         .map(|reply| (reply.status.as_u16(), reply.body))
