@@ -5,8 +5,9 @@
 //! write is long. The three sweeps run side by side, each on its own tick
 //! (`on_every_tick`): a long retention pass (a backlog of millions of old messages) does
 //! not hold back the expiry of idempotent replies, which a platform posting through the
-//! Svix SDKs makes one of per message. Each pauses after every batch (`Batch::pause`) so
-//! that it takes at most a share of the writer's time.
+//! Svix SDKs makes one of per message. They take turns at the writer, one batch and the
+//! pause after it at a time (`Pacer`), so that together they take at most a share of the
+//! writer's time.
 
 use tokio::task::JoinHandle;
 
@@ -59,56 +60,76 @@ pub fn start(
         let owned = || singleton.as_ref().is_none_or(Ownership::owned);
         let mut cursor = RetentionCursor::default();
         let mut legacy_cursor = None;
+        let pacer = Pacer::default();
         tokio::join!(
             on_every_tick!(
                 owned,
                 "retention",
-                retention(&log, &clock, keep_ms, &mut cursor)
+                retention(&pacer, &log, &clock, keep_ms, &mut cursor)
             ),
             on_every_tick!(
                 owned,
                 "purge of deleted applications",
-                purge_deleted_apps(&log, &clock)
+                purge_deleted_apps(&pacer, &log, &clock)
             ),
             on_every_tick!(
                 owned,
                 "idempotency expiry",
-                expire_idempotency(&log, &clock, &mut legacy_cursor)
+                expire_idempotency(&pacer, &log, &clock, &mut legacy_cursor)
             ),
         );
     })
 }
 
-/// A batch's start, for the pause after it: every sweep runs at most `SWEEP_BATCHES_MAX`
-/// batches a tick, each followed by `Batch::pause`.
-struct Batch(tokio::time::Instant);
+/// The sweeps' turns at the writer: one batch (and the pause after it) at a time, first
+/// come first served, so that the three sweeps *together* take at most
+/// `SWEEP_WRITER_SHARE_PERCENT` of the writer's time, and a long retention pass still
+/// lets the expiry of replies take its turn after each of its batches.
+#[derive(Default)]
+struct Pacer(tokio::sync::Mutex<()>);
 
-impl Batch {
-    fn start() -> Batch {
-        Batch(tokio::time::Instant::now())
-    }
-
-    /// Waits so that the sweep's batches take at most `SWEEP_WRITER_SHARE_PERCENT` of the
-    /// writer's time.
-    async fn pause(self) {
-        tokio::time::sleep(pause_after_batch(self.0.elapsed())).await;
+impl Pacer {
+    /// Waits for the sweeps' turn, and starts a batch.
+    async fn batch(&self) -> Batch<'_> {
+        let turn = self.0.lock().await;
+        Batch {
+            started: tokio::time::Instant::now(),
+            _turn: turn,
+        }
     }
 }
 
-/// How long a sweep waits after a batch that took `took` (its submit to its commit), so
-/// that its batches take at most `SWEEP_WRITER_SHARE_PERCENT` of the writer's time.
+/// A batch in progress, holding the sweeps' turn: every sweep runs at most
+/// `SWEEP_BATCHES_MAX` batches a tick, each followed by `Batch::pause`. Dropped without
+/// a pause (the sweep had nothing more), it gives the turn back at once.
+struct Batch<'a> {
+    started: tokio::time::Instant,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Batch<'_> {
+    /// Waits, still holding the turn, so that the sweeps' batches take at most
+    /// `SWEEP_WRITER_SHARE_PERCENT` of the writer's time.
+    async fn pause(self) {
+        tokio::time::sleep(pause_after_batch(self.started.elapsed())).await;
+    }
+}
+
+/// How long the sweeps wait after a batch that took `took` (its submit to its commit), so
+/// that their batches take at most `SWEEP_WRITER_SHARE_PERCENT` of the writer's time.
 fn pause_after_batch(took: std::time::Duration) -> std::time::Duration {
     took * (100 - SWEEP_WRITER_SHARE_PERCENT) / SWEEP_WRITER_SHARE_PERCENT
 }
 
 async fn retention(
+    pacer: &Pacer,
     log: &Log,
     clock: &Clock,
     keep_ms: u64,
     cursor: &mut RetentionCursor,
 ) -> Result<(), LogError> {
     for _ in 0..SWEEP_BATCHES_MAX {
-        let batch = Batch::start();
+        let batch = pacer.batch().await;
         let now_ms = clock.now_ms();
         let in_pass = cursor.payload.is_some() || now_ms >= cursor.next_pass_ms;
         let op = Op::RetentionSweep {
@@ -143,10 +164,10 @@ async fn retention(
 }
 
 /// Purges what deleted applications left, batch after batch while there is more.
-async fn purge_deleted_apps(log: &Log, clock: &Clock) -> Result<(), LogError> {
+async fn purge_deleted_apps(pacer: &Pacer, log: &Log, clock: &Clock) -> Result<(), LogError> {
     let (mut rows, mut apps) = (0, 0);
     for _ in 0..SWEEP_BATCHES_MAX {
-        let batch = Batch::start();
+        let batch = pacer.batch().await;
         let op = Op::PurgeDeletedApps {
             rows_max: PURGE_BATCH_ROWS_MAX as u32,
         };
@@ -171,12 +192,13 @@ async fn purge_deleted_apps(log: &Log, clock: &Clock) -> Result<(), LogError> {
 /// layout remembered are found by its scan of their table, one batch a tick, for as long
 /// as some remain.
 async fn expire_idempotency(
+    pacer: &Pacer,
     log: &Log,
     clock: &Clock,
     legacy_cursor: &mut Option<Vec<u8>>,
 ) -> Result<(), LogError> {
     for _ in 0..SWEEP_BATCHES_MAX {
-        let batch = Batch::start();
+        let batch = pacer.batch().await;
         let op = Op::ExpireReplies {
             rows_max: IDEMPOTENCY_SWEEP_ROWS_MAX as u32,
         };
@@ -224,5 +246,25 @@ mod tests {
             "{share}"
         );
         assert_eq!(pause_after_batch(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sweeps_take_turns_so_that_together_they_keep_to_the_share() {
+        let pacer = Pacer::default();
+        let first = pacer.batch().await;
+        let started = first.started;
+        // The first sweep's batch takes 8 ms of the writer.
+        tokio::time::advance(Duration::from_millis(8)).await;
+        let (_, second) = tokio::join!(first.pause(), pacer.batch());
+        // The second sweep's batch starts only once the first's pause is over.
+        assert_eq!(
+            second.started - started,
+            Duration::from_millis(8) + pause_after_batch(Duration::from_millis(8))
+        );
+        // A batch dropped without a pause (its sweep had nothing more) gives the turn
+        // back at once.
+        drop(second);
+        let third = pacer.batch().await;
+        assert_eq!(third.started - started, Duration::from_millis(32));
     }
 }
