@@ -85,13 +85,23 @@ pub fn start(
 /// come first served, so that the three sweeps *together* take at most
 /// `SWEEP_WRITER_SHARE_PERCENT` of the writer's time, and a long retention pass still
 /// lets the expiry of replies take its turn after each of its batches.
-#[derive(Default)]
-struct Pacer(tokio::sync::Mutex<()>);
+struct Pacer(tokio::sync::Semaphore);
+
+impl Default for Pacer {
+    fn default() -> Pacer {
+        // One turn; a semaphore's waiters are served in the order they came.
+        Pacer(tokio::sync::Semaphore::new(1))
+    }
+}
 
 impl Pacer {
     /// Waits for the sweeps' turn, and starts a batch.
     async fn batch(&self) -> Batch<'_> {
-        let turn = self.0.lock().await;
+        let turn = self
+            .0
+            .acquire()
+            .await
+            .expect("the pacer's semaphore is never closed");
         Batch {
             started: tokio::time::Instant::now(),
             _turn: turn,
@@ -104,7 +114,7 @@ impl Pacer {
 /// a pause (the sweep had nothing more), it gives the turn back at once.
 struct Batch<'a> {
     started: tokio::time::Instant,
-    _turn: tokio::sync::MutexGuard<'a, ()>,
+    _turn: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl Batch<'_> {
