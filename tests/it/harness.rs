@@ -237,10 +237,13 @@ impl Daemon {
         let mut lines = BufReader::new(stderr).lines();
         let mut before = Vec::new();
         let addr = loop {
-            let line = lines
-                .next()
-                .expect("sluice exited before serving")
-                .expect("read stderr");
+            let Some(line) = lines.next() else {
+                panic!(
+                    "sluice exited before serving; it said:\n{}",
+                    before.join("\n")
+                )
+            };
+            let line = line.expect("read stderr");
             before.push(line.clone());
             if let Some(rest) = line.split("addr=").nth(1) {
                 break rest
