@@ -137,5 +137,5 @@ pub(super) async fn submit_reply(
     idempotency: Option<[u8; 32]>,
     op: Op,
 ) -> Result<Reply, ApiError> {
-    super::reply_of(submit(state, idempotency, op).await?)
+    super::reply_of(&submit(state, idempotency, op).await?)
 }

@@ -1085,7 +1085,11 @@ async fn read_body(state: &ApiState, req: Request<Incoming>) -> Result<Bytes, Ap
 
 /// The reply of a committed op's outcome: one mapping, used for fresh replies and for
 /// the ones remembered under an idempotency key.
-pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
+///
+/// It borrows the outcome: the writer renders a remembered reply from the outcome it then
+/// hands to the request, and an accepted message's payload is written, never copied first.
+/// The other records are small and their routes are not hot, so they are cloned.
+pub(crate) fn reply_of(outcome: &Outcome) -> Result<Reply, ApiError> {
     let status = |created: bool| {
         if created {
             StatusCode::CREATED
@@ -1094,33 +1098,37 @@ pub(crate) fn reply_of(outcome: Outcome) -> Result<Reply, ApiError> {
         }
     };
     match outcome {
-        Outcome::App { app, created } => Reply::json(status(created), &apps::AppOut::from(app)),
+        Outcome::App { app, created } => {
+            Reply::json(status(*created), &apps::AppOut::from(app.clone()))
+        }
         Outcome::EventType {
             event_type,
             created,
         } => Reply::json(
-            status(created),
-            &event_types::EventTypeOut::from(event_type, true),
+            status(*created),
+            &event_types::EventTypeOut::from(event_type.clone(), true),
         ),
-        Outcome::Endpoint { endpoint, created } => {
-            Reply::json(status(created), &endpoints::EndpointOut::from(*endpoint))
-        }
+        Outcome::Endpoint { endpoint, created } => Reply::json(
+            status(*created),
+            &endpoints::EndpointOut::from((**endpoint).clone()),
+        ),
         Outcome::Done => Ok(Reply::no_content()),
         Outcome::Message { message, view, .. } => match view {
             MessageView::Accepted { with_content } => Ok(Reply {
                 status: StatusCode::ACCEPTED,
-                body: messages::accepted_body(&message, with_content)?,
+                body: messages::accepted_body(message, *with_content)?,
             }),
-            MessageView::Example => {
-                Reply::json(StatusCode::OK, &messages::MessageOut::from(*message, false))
-            }
+            MessageView::Example => Reply::json(
+                StatusCode::OK,
+                &messages::MessageOut::from((**message).clone(), false),
+            ),
         },
         Outcome::Requeued(_) => Reply::json(StatusCode::ACCEPTED, &serde_json::json!({})),
         Outcome::TaskCreated(task) => {
-            Reply::json(StatusCode::ACCEPTED, &tasks::TaskStarted::from(&task))
+            Reply::json(StatusCode::ACCEPTED, &tasks::TaskStarted::from(task))
         }
-        Outcome::ConsumerSet { endpoint, seq } => poller::seek_reply(&endpoint, seq),
-        Outcome::Refused(refusal) => Err(ApiError::from(refusal)),
+        Outcome::ConsumerSet { endpoint, seq } => poller::seek_reply(endpoint, *seq),
+        Outcome::Refused(refusal) => Err(ApiError::from(refusal.clone())),
         Outcome::SecretRotated
         | Outcome::PollerToken(_)
         | Outcome::Source { .. }
@@ -1149,18 +1157,7 @@ pub fn render_reply(outcome: &Outcome) -> Option<(u16, Vec<u8>)> {
     ) {
         return None;
     }
-    // The common case, on the writer's thread: an accepted message, written without
-    // cloning the outcome (its payload) first.
-    if let Outcome::Message {
-        message,
-        view: MessageView::Accepted { with_content },
-        ..
-    } = outcome
-    {
-        let body = messages::accepted_body(message, *with_content).ok()?;
-        return Some((StatusCode::ACCEPTED.as_u16(), body));
-    }
-    reply_of(outcome.clone())
+    reply_of(outcome)
         .ok()
         .map(|reply| (reply.status.as_u16(), reply.body))
 }

@@ -208,7 +208,7 @@ async fn inline_app(
         fields: application.into_fields(),
         get_if_exists: true,
     };
-    super::reply_of(submit(state, None, op).await?)?;
+    super::reply_of(&submit(state, None, op).await?)?;
     apps::resolve(state, ctx, app_ref)
 }
 

@@ -104,14 +104,11 @@ async fn a_data_file_ending_in_its_zeroed_reserve_reopens_with_every_message() {
         .await
         .expect("writer");
 
-    let (file_before, used_before) = (
-        std::fs::metadata(dir.path().join("data.mdb"))
-            .expect("data")
-            .len(),
-        used,
-    );
+    let file_before = std::fs::metadata(dir.path().join("data.mdb"))
+        .expect("data")
+        .len();
     if direct_appends {
-        assert!(file_before > used_before, "the file ends in zeros");
+        assert!(file_before > used, "the file ends in zeros");
     }
     let (log, writer) = Log::open(dir.path(), &config.storage, None, None).expect("reopen");
     let read_back = |seq: u64| {
@@ -136,8 +133,8 @@ async fn a_data_file_ending_in_its_zeroed_reserve_reopens_with_every_message() {
     }
     let (_, used_after) = lengths(&log, dir.path());
     assert!(
-        used_after >= used_before + (4 << 20),
-        "the new messages were written where the zeros were: {used_before} -> {used_after} (file was {file_before})"
+        used_after >= used + (4 << 20),
+        "the new messages were written where the zeros were: {used} -> {used_after} (file was {file_before})"
     );
     drop(log);
     tokio::task::spawn_blocking(move || writer.wait())
