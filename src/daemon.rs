@@ -14,6 +14,7 @@ use tracing_subscriber::{Registry, fmt, reload};
 use crate::cli::{Overrides, read_config};
 use crate::clock::Clock;
 use crate::config::{Config, LogFormat};
+use crate::limits::OPEN_FILES_SOFT_MAX;
 use crate::service;
 
 type Filtered = Layered<reload::Layer<LevelFilter, Registry>, Registry>;
@@ -73,6 +74,7 @@ fn init_tracing(config: &Config) -> Logging {
 
 pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> ExitCode {
     let logging = init_tracing(config);
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,6 +140,46 @@ pub fn serve(config: &Config, path: Option<PathBuf>, overrides: &Overrides) -> E
     // Blocking tasks still running after a missed deadline must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// The soft limit on open files to set, given the present (soft, hard) limits (`None`:
+/// unlimited): the hard one (at most `OPEN_FILES_SOFT_MAX`), or nothing if the soft one
+/// is already there.
+fn raised_open_files(soft: Option<u64>, hard: Option<u64>) -> Option<u64> {
+    let wanted = hard.map_or(OPEN_FILES_SOFT_MAX, |hard| hard.min(OPEN_FILES_SOFT_MAX));
+    match soft {
+        Some(soft) if soft < wanted => Some(wanted),
+        _ => None,
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as a server should: the soft
+/// limit a shell gives (1,024 on most Linux systems) is below what the delivery pool
+/// (up to `POOL_IDLE_PER_HOST_MAX` idle connections per destination, and every attempt
+/// in flight), the API's connections and LMDB need together. Under systemd the unit's
+/// `LimitNOFILE` sets both.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let present = getrlimit(Resource::Nofile);
+    let Some(raised) = raised_open_files(present.current, present.maximum) else {
+        return;
+    };
+    let limit = Rlimit {
+        current: Some(raised),
+        maximum: present.maximum,
+    };
+    match setrlimit(Resource::Nofile, limit) {
+        Ok(()) => tracing::info!(
+            from = present.current,
+            to = raised,
+            "Raised the soft limit on open files."
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            soft = present.current,
+            "Cannot raise the soft limit on open files; busy delivery may run out of them."
+        ),
+    }
 }
 
 /// The admin token made on a first start: where it is (and it, on a terminal).
@@ -291,5 +333,32 @@ fn reload(
             }
             tracing::info!(file = %path.display(), "SIGHUP: config reloaded.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_open_files_limit_rises_to_the_hard_one_and_never_falls() {
+        assert_eq!(raised_open_files(Some(1_024), Some(524_288)), Some(524_288));
+        // An unlimited hard limit: Linux's own ceiling.
+        assert_eq!(
+            raised_open_files(Some(1_024), None),
+            Some(OPEN_FILES_SOFT_MAX)
+        );
+        // A hard limit above the ceiling: the ceiling.
+        assert_eq!(
+            raised_open_files(Some(1_024), Some(OPEN_FILES_SOFT_MAX * 4)),
+            Some(OPEN_FILES_SOFT_MAX)
+        );
+        // Already there, or above what Sluice would choose (an operator's choice): kept.
+        assert_eq!(raised_open_files(Some(65_536), Some(65_536)), None);
+        assert_eq!(raised_open_files(None, None), None);
+        assert_eq!(
+            raised_open_files(Some(OPEN_FILES_SOFT_MAX * 2), Some(OPEN_FILES_SOFT_MAX * 4)),
+            None
+        );
     }
 }

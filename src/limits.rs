@@ -215,8 +215,18 @@ pub const RESPONSE_KEPT_BYTES_MAX: usize = 4 * 1024;
 pub const POOL_IDLE: Duration = Duration::from_secs(4);
 /// Longest answer head an egress proxy may send to a CONNECT.
 pub const PROXY_ANSWER_BYTES_MAX: usize = 8 * 1024;
-/// Most idle connections kept per destination.
-pub const POOL_IDLE_PER_HOST_MAX: usize = 256;
+/// Most idle connections kept per destination. Many endpoints often share one host (a
+/// platform's tenants behind one receiver), and one commit hands their deliveries to the
+/// shards at once: with 256, the fan-out bench (1,000 endpoints on one receiver) dialled
+/// a new connection for one attempt in seven, and 1,024 cut that to its first thousand
+/// (see BENCHMARKS.md). An idle connection costs a descriptor and a few KiB, and closes
+/// after `POOL_IDLE`.
+pub const POOL_IDLE_PER_HOST_MAX: usize = 1024;
+
+/// The soft limit on open files Sluice raises itself to when the hard limit is
+/// unlimited (Linux's own default ceiling, `fs.nr_open`); otherwise it raises it to the
+/// hard limit.
+pub const OPEN_FILES_SOFT_MAX: u64 = 1 << 20;
 
 // === timing of the background loops ===
 

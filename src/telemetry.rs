@@ -33,6 +33,7 @@ pub mod name {
     pub const ATTEMPTS: &str = "sluice_delivery_attempts_total";
     pub const ATTEMPT_DURATION: &str = "sluice_delivery_attempt_duration_seconds";
     pub const ATTEMPTS_OVER_BUDGET: &str = "sluice_delivery_attempts_over_budget_total";
+    pub const CONNECTIONS_OPENED: &str = "sluice_delivery_connections_opened_total";
     pub const DELIVERY_LATENCY: &str = "sluice_delivery_latency_seconds";
     pub const RETRIES_SCHEDULED: &str = "sluice_retries_scheduled_total";
     pub const DELIVERIES_EXHAUSTED: &str = "sluice_deliveries_exhausted_total";
@@ -176,6 +177,7 @@ fn build() -> PrometheusHandle {
     for counter in [
         name::MESSAGES_ACCEPTED,
         name::ATTEMPTS_OVER_BUDGET,
+        name::CONNECTIONS_OPENED,
         name::RETRIES_SCHEDULED,
         name::DELIVERIES_EXHAUSTED,
         name::DELIVERIES_SKIPPED,
@@ -245,6 +247,10 @@ fn describe() {
         "Delivery attempts, connect to the last response byte (budget: 5 s)."
     );
     describe_counter!(ATTEMPTS_OVER_BUDGET, "Delivery attempts longer than 5 s.");
+    describe_counter!(
+        CONNECTIONS_OPENED,
+        "Connections the delivery client opened (a pooled one reused is not counted)."
+    );
     describe_histogram!(
         DELIVERY_LATENCY,
         Unit::Seconds,

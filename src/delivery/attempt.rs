@@ -62,7 +62,7 @@ type CachedEndpoint = (Vec<u8>, Arc<EndpointRecord>);
 impl EndpointCache {
     /// The endpoint `key` whose row, as stored, is `stored` (`None`: it is gone): the
     /// cached record if the row is unchanged, else `decode(stored)`, then cached.
-    fn get(
+    pub(super) fn get(
         &self,
         key: EndpointKey,
         stored: Option<&[u8]>,

@@ -239,6 +239,9 @@ impl tower_service::Service<hyper::Uri> for Dialer {
     }
 
     fn call(&mut self, dst: hyper::Uri) -> Self::Future {
+        // Each dial (a reused pooled connection never comes here): a rate near the
+        // attempts' says the pool keeps too few idle connections for the destination.
+        metrics::counter!(crate::telemetry::name::CONNECTIONS_OPENED).increment(1);
         match self {
             Dialer::Direct(http) => {
                 let connecting = http.call(dst);
@@ -369,8 +372,22 @@ fn error_text(error: &hyper_util::client::legacy::Error) -> String {
         text.push_str(&e.to_string());
         source = e.source();
     }
-    text.truncate(RESPONSE_KEPT_BYTES_MAX);
+    truncate_at_char_boundary(&mut text, RESPONSE_KEPT_BYTES_MAX);
     text
+}
+
+/// Cuts `text` to at most `max` bytes without splitting a character: an error's text
+/// can carry names from the other side (a certificate's, a resolver's), and
+/// `String::truncate` panics inside a character.
+fn truncate_at_char_boundary(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
 }
 
 /// Name resolution, replaceable so that tests can play a hostile DNS server.
@@ -432,5 +449,24 @@ impl tower_service::Service<Name> for PolicyResolver {
                 addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect();
             Ok(vetted.into_iter())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_at_char_boundary;
+
+    #[test]
+    fn an_error_text_is_cut_between_characters() {
+        // "é" is two bytes: a cut at 3 would fall inside the second one.
+        let mut text = "aéé".to_string();
+        truncate_at_char_boundary(&mut text, 4);
+        assert_eq!(text, "aé");
+        let mut text = "aéé".to_string();
+        truncate_at_char_boundary(&mut text, 5);
+        assert_eq!(text, "aéé");
+        let mut text = "abc".to_string();
+        truncate_at_char_boundary(&mut text, 2);
+        assert_eq!(text, "ab");
     }
 }

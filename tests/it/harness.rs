@@ -219,7 +219,17 @@ impl Daemon {
         extra: &[std::ffi::OsString],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Daemon {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        Daemon::spawn_via(Command::new(env!("CARGO_BIN_EXE_sluice")), dir, extra, env)
+    }
+
+    /// Starts `sluice serve` through `command`: Sluice itself, or a program that execs it
+    /// with the arguments that follow (`prlimit … sluice`), so the pid is Sluice's.
+    pub(crate) fn spawn_via(
+        mut command: Command,
+        dir: &Path,
+        extra: &[std::ffi::OsString],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)

@@ -308,6 +308,13 @@ async fn metrics_pass_promtool_and_prometheus_reads_the_budget_share() {
         sample(&text, "sluice_delivery_attempts_over_budget_total"),
         Some(2.0 * n)
     );
+    // Each of the four receivers was dialled, and no attempt dialled twice.
+    let opened = sample(&text, "sluice_delivery_connections_opened_total");
+    assert!(
+        opened.is_some_and(|o| (4.0..=4.0 * n).contains(&o)),
+        "connections opened: {opened:?} for {} attempts",
+        4.0 * n
+    );
     let within = "sluice_delivery_attempt_duration_seconds_bucket{le=\"5\"}";
     assert_eq!(sample(&text, within), Some(2.0 * n));
     assert_eq!(
@@ -857,4 +864,41 @@ async fn a_second_sigterm_during_the_drain_exits_at_once() {
         "exited {:?} after the second signal, not at the attempt's end",
         second.elapsed()
     );
+}
+
+/// The soft and hard "Max open files" of process `pid`, from `/proc`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open files line");
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next().expect("soft").to_owned();
+    let hard = fields.next().expect("hard").to_owned();
+    (soft, hard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_soft_open_files_limit_is_raised_to_the_hard_one_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A shell's usual soft limit is 1,024; prlimit sets a lower one and execs Sluice.
+    let mut prlimit = Command::new("prlimit");
+    prlimit
+        .arg("--nofile=256:4096")
+        .arg(env!("CARGO_BIN_EXE_sluice"));
+    let daemon = Daemon::spawn_via(prlimit, &dir.path().join("data"), &[], &[]);
+    assert_eq!(
+        open_files_limits(daemon.child.id()),
+        ("4096".to_owned(), "4096".to_owned())
+    );
+    assert!(
+        daemon
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("Raised the soft limit on open files")),
+        "the raise is logged"
+    );
+    let health = get_text(daemon.addr, "/api/v1/health").await;
+    assert_eq!(health.0, 200, "it serves: {health:?}");
 }
