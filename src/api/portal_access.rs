@@ -278,12 +278,23 @@ pub(super) async fn logout(state: &ApiState, ctx: &Ctx) -> Result<Reply, ApiErro
 /// Exchanges a login code for a new browser session; returns the session token and how
 /// long the cookie may live (s). `Unauthorized` when the code is unknown, used or expired.
 pub(crate) async fn open_session(state: &ApiState, code: &str) -> Result<String, ApiError> {
+    open_session_until(state, code, None).await
+}
+
+/// `open_session`, the session ending by `not_after_ms` if that comes before its
+/// lifetime is up (an operator's session opened with an org token that expires).
+async fn open_session_until(
+    state: &ApiState,
+    code: &str,
+    not_after_ms: Option<u64>,
+) -> Result<String, ApiError> {
     let session = new_secret();
     let now_ms = state.clock.now_ms();
+    let lifetime_end_ms = now_ms + state.portal.session_lifetime_seconds * 1_000;
     let op = Op::OpenPortalSession {
         code_hash: super::hash_token(code),
         session_hash: super::hash_token(&session),
-        session_expires_ms: now_ms + state.portal.session_lifetime_seconds * 1_000,
+        session_expires_ms: not_after_ms.map_or(lifetime_end_ms, |n| n.min(lifetime_end_ms)),
     };
     submit(state, None, op).await?;
     Ok(session)
@@ -297,13 +308,23 @@ pub(crate) async fn close_session(state: &ApiState, session_hash: [u8; 32]) {
 /// An operator's access: a new login code and the op that stores it (org-scoped, every
 /// capability, alive `code_lifetime_seconds`). `sluice portal-link` submits the op from
 /// the CLI and prints `operator_link`; the portal's operator form submits it and
-/// exchanges the code at once.
-pub(crate) fn operator_access(now_ms: u64, code_lifetime_seconds: u64) -> (String, Op) {
+/// exchanges the code at once. `opened_by`: the stored org token given on the form,
+/// named in the link so that revoking the token ends the session
+/// (`Op::RevokeApiToken`); `None` for the CLI and the admin token (which is not stored).
+pub(crate) fn operator_access(
+    now_ms: u64,
+    code_lifetime_seconds: u64,
+    opened_by: Option<&[u8; 32]>,
+) -> (String, Op) {
     let code = new_secret();
+    let link = match opened_by {
+        Some(hash) => crate::log::schema::operator_link_prefix(hash) + &new_secret()[..22],
+        None => format!("operator_{}", &new_secret()[..22]),
+    };
     let op = Op::CreateOperatorAccess {
         grant: Box::new(PortalGrant {
             kind: PortalKind::LoginCode,
-            link: format!("operator_{}", &new_secret()[..22]),
+            link,
             capabilities: capability::ALL,
             feature_flags: Vec::new(),
             session_id: None,
@@ -333,20 +354,29 @@ pub(crate) async fn operator_session(
     // Guessing tokens here is throttled like guessing them on `/api/v1`.
     state.auth_throttle.check(peer, now_ms)?;
     let hash = super::hash_token(org_token.trim());
-    let is_org = state.admin_token_hash == Some(hash)
-        || state
+    // (the stored token's hash, when it ends the session: its revocation or expiry)
+    let (opened_by, not_after_ms) = if state.admin_token_hash == Some(hash) {
+        (None, None)
+    } else {
+        let stored = state
             .log
             .read(|rtxn, dbs| crate::log::tables::token(rtxn, dbs, &hash))?
-            .is_some_and(|r| {
+            .filter(|r| {
                 r.is_valid_at(now_ms)
                     && r.portal.is_none()
                     && r.scope == crate::log::schema::TokenScope::Org
             });
-    if !is_org {
-        state.auth_throttle.failed(peer, now_ms);
-        return Err(ApiError::Unauthorized);
-    }
-    let (code, op) = operator_access(now_ms, state.portal.login_code_lifetime_seconds);
+        let Some(stored) = stored else {
+            state.auth_throttle.failed(peer, now_ms);
+            return Err(ApiError::Unauthorized);
+        };
+        (Some(hash), stored.expires_ms)
+    };
+    let (code, op) = operator_access(
+        now_ms,
+        state.portal.login_code_lifetime_seconds,
+        opened_by.as_ref(),
+    );
     submit(state, None, op).await?;
-    open_session(state, &code).await
+    open_session_until(state, &code, not_after_ms).await
 }

@@ -146,6 +146,6 @@ pub(super) async fn revoke(state: &ApiState, ctx: &Ctx, id: &str) -> Result<Repl
         [(hash, _)] if token_id(hash) == id => *hash,
         _ => return Err(ApiError::NotFound("Token not found.")),
     };
-    submit(state, ctx.idempotency, Op::RevokeToken { hash }).await?;
+    submit(state, ctx.idempotency, Op::RevokeApiToken { hash }).await?;
     Ok(Reply::no_content())
 }

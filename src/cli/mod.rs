@@ -416,7 +416,7 @@ pub fn revoke_token(config: &Config, which: &str) -> ExitCode {
                 }
             }
         };
-        let op = Op::RevokeToken { hash };
+        let op = Op::RevokeApiToken { hash };
         match runtime
             .block_on(log.submit(Envelope::new(op, Clock::System.now_ms())))
             .map_err(|e| e.to_string())?
@@ -449,6 +449,7 @@ pub fn portal_link(config: &Config) -> ExitCode {
         let (code, op) = crate::api::portal_access::operator_access(
             now_ms,
             config.portal.login_code_lifetime_seconds,
+            None,
         );
         match runtime
             .block_on(log.submit(Envelope::new(op, now_ms)))

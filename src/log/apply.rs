@@ -264,6 +264,27 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             w,
             rows_max as usize,
         )?)),
+        Op::RevokeApiToken { hash } => {
+            let Some(record) = tables::token(w.wtxn, w.dbs, &hash)? else {
+                return refused(Refusal::TokenNotFound);
+            };
+            tables::delete_token(w.wtxn, w.dbs, &hash)?;
+            if record.scope == TokenScope::Org && record.portal.is_none() {
+                // The operator sessions (and unused login codes) this token opened.
+                let opened_by = schema::operator_link_prefix(&hash);
+                for (credential, row) in tables::portal_tokens(w.wtxn, w.dbs)? {
+                    if row.scope == TokenScope::Org
+                        && row
+                            .portal
+                            .as_ref()
+                            .is_some_and(|g| g.link.starts_with(&opened_by))
+                    {
+                        tables::delete_token(w.wtxn, w.dbs, &credential)?;
+                    }
+                }
+            }
+            Ok(Outcome::Done)
+        }
         Op::SetConsumer {
             app_key,
             endpoint,

@@ -384,6 +384,12 @@ pub enum Op {
     ExpireReplies {
         rows_max: u32,
     },
+    /// Revokes an API token (`DELETE /auth/token/{id}`, `sluice token revoke`) and, for
+    /// an org token, every operator session and login code opened with it (their link
+    /// names it: `portal_access::operator_link_id`). A portal logout uses `RevokeToken`.
+    RevokeApiToken {
+        hash: [u8; 32],
+    },
 }
 
 /// An ingest source as created or replaced (secrets in their stored form).
@@ -403,7 +409,7 @@ pub struct SourceFields {
 
 impl Op {
     /// Every op's name, one per variant (`name`), in declaration order.
-    pub const NAMES: [&'static str; 43] = [
+    pub const NAMES: [&'static str; 44] = [
         "create_app",
         "put_app",
         "patch_app",
@@ -447,6 +453,7 @@ impl Op {
         "set_endpoints_per_app_max",
         "create_operator_access",
         "expire_replies",
+        "revoke_api_token",
     ];
 
     /// The op's name, for diagnostics and metrics labels.
@@ -495,6 +502,7 @@ impl Op {
             Op::SetEndpointsPerAppMax { .. } => "set_endpoints_per_app_max",
             Op::CreateOperatorAccess { .. } => "create_operator_access",
             Op::ExpireReplies { .. } => "expire_replies",
+            Op::RevokeApiToken { .. } => "revoke_api_token",
         }
     }
 }

@@ -507,6 +507,12 @@ impl TokenRecord {
     }
 }
 
+/// How the link of an operator session opened with the stored org token `hash` begins
+/// (`operator_tok_…_`): revoking the token (`Op::RevokeApiToken`) ends those sessions.
+pub fn operator_link_prefix(hash: &[u8; 32]) -> String {
+    format!("operator_{}_", token_id(hash))
+}
+
 /// A token's public id: `tok_` and the first 8 bytes of its SHA-256 in hex. It names the
 /// token in lists, revocations and diagnostics without revealing it.
 pub fn token_id(hash: &[u8; 32]) -> String {

@@ -686,7 +686,13 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
             Op::CreateOperatorAccess {
                 grant: Box::new(PortalGrant {
                     kind: PortalKind::LoginCode,
-                    link: world.fresh("operator"),
+                    // Half of them opened with a stored token (`RevokeApiToken` ends them).
+                    link: match rng.pick(&world.tokens) {
+                        Some(hash) if rng.chance(50) => {
+                            sluice::log::schema::operator_link_prefix(hash) + &world.fresh("")
+                        }
+                        _ => world.fresh("operator"),
+                    },
                     capabilities: 63,
                     feature_flags: Vec::new(),
                     session_id: None,
@@ -695,8 +701,15 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 code_expires_ms: 1_700_000_000_000 + rng.below(4_000_000),
             }
         }
-        _ => Op::ExpireReplies {
+        42 => Op::ExpireReplies {
             rows_max: 1 + rng.below(20) as u32,
+        },
+        // A token created before (its operator sessions go with it), or one never created.
+        _ => Op::RevokeApiToken {
+            hash: match rng.pick(&world.tokens) {
+                Some(hash) if rng.chance(80) => *hash,
+                _ => rng.bytes(32).try_into().expect("32 bytes"),
+            },
         },
     }
 }

@@ -1084,3 +1084,71 @@ async fn the_logo_shows_in_the_header_and_the_csp_allows_its_origin_only() {
     }
     sluice.stop().await;
 }
+
+/// An operator's session opened with a stored org token ends when the token is revoked,
+/// and no later than the token's expiry; sessions opened otherwise are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_session_ends_with_the_org_token_that_opened_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Clock::manual(1_700_000_000_000);
+    let sluice = crate::harness::start_clocked(dir.path(), clock.clone()).await;
+    let addr = sluice.addr;
+    post(addr, "/api/v1/app", &json!({"name": "Acme", "uid": "acme"})).await;
+    let token = |body: Value| async move {
+        let created = post(addr, "/api/v1/auth/token", &body).await;
+        assert_eq!(created.status, 201, "{}", created.json);
+        let field = |name: &str| created.json[name].as_str().expect(name).to_owned();
+        (field("token"), field("id"))
+    };
+    let (revoked, revoked_id) = token(json!({"name": "revoked"})).await;
+    // A minute from the manual clock's start.
+    let (expiring, _) = token(json!({"name": "short", "expiresAt": "2023-11-14T22:14:20Z"})).await;
+    let (kept, _) = token(json!({"name": "kept"})).await;
+    let mut sessions = Vec::new();
+    for given in [revoked.as_str(), expiring.as_str(), kept.as_str(), TOKEN] {
+        let (status, cookie) = operator_sign_in(addr, given).await;
+        assert_eq!(status, 303, "{given}");
+        sessions.push(cookie.expect("a session cookie"));
+    }
+    let open = |session: String| async move {
+        let (status, _, page) = portal_get(addr, "/portal/apps", &session).await;
+        status == 200 && page.contains("Acme")
+    };
+    for session in &sessions {
+        assert!(open(session.clone()).await, "{session}");
+    }
+
+    let resp = call(
+        addr,
+        "DELETE",
+        &format!("/api/v1/auth/token/{revoked_id}"),
+        Some(TOKEN),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(resp.status, 204, "{}", resp.json);
+    let still_open = |from: usize| {
+        let sessions = sessions.clone();
+        async move {
+            let mut out = Vec::new();
+            for session in &sessions[from..] {
+                out.push(open(session.clone()).await);
+            }
+            out
+        }
+    };
+    assert_eq!(
+        still_open(0).await,
+        [false, true, true, true],
+        "the revoked token's session ended, and only it"
+    );
+
+    // Past the expiring token's end (and well within a session's lifetime).
+    clock.advance_ms(61_000);
+    assert_eq!(
+        still_open(0).await,
+        [false, false, true, true],
+        "the expired token's session ended with it"
+    );
+}
