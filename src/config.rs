@@ -98,6 +98,11 @@ pub struct ClusterConfig {
     /// it, the connection to NATS must be TLS (`tls://` URLs imply TLS as well). Default
     /// none: the system's roots for `tls://` URLs.
     pub tls_ca_file: Option<PathBuf>,
+    /// This node's TLS client certificate chain (PEM), for NATS servers that verify
+    /// their clients (`verify: true`); with `tls_key_file`. Default none.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM). Default none.
+    pub tls_key_file: Option<PathBuf>,
     /// How often the holder of the `singleton` lease writes a snapshot to the object
     /// store (only when ops were applied since the newest one), ms; 0: only on
     /// `sluice cluster snapshot`. Default 3,600,000 (1 h); 0 or 1,000–604,800,000.
@@ -274,6 +279,8 @@ impl ClusterConfig {
             lease_ttl_ms: 0,
             auth: NatsAuth::None,
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             snapshot_interval_ms: 0,
             snapshot_keep: 0,
         }
@@ -511,7 +518,7 @@ fn check_spellings(reader: &mut Reader, table: &toml::Table) {
     }
 }
 
-/// The rules that span keys: TLS files in pairs, `[cluster]`'s required keys and its one
+/// The rules that span keys: TLS files in pairs (the API's and NATS'), `[cluster]`'s required keys and its one
 /// kind of NATS credentials.
 fn check_together(reader: &mut Reader, draft: &mut Draft) {
     let api = &draft.config.api;
@@ -524,6 +531,12 @@ fn check_together(reader: &mut Reader, draft: &mut Draft) {
     let Some(cluster) = draft.config.cluster.as_mut() else {
         return;
     };
+    if cluster.tls_cert_file.is_some() != cluster.tls_key_file.is_some() {
+        reader.problem(
+            "cluster.tls_cert_file",
+            "tls_cert_file and tls_key_file go together",
+        );
+    }
     for (key, missing) in [
         ("cluster.nats_urls", cluster.nats_urls.is_empty()),
         ("cluster.node_id", cluster.node_id.is_empty()),

@@ -290,16 +290,11 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterEr
             _ if tls_failure(&error) => {
                 return Err(ClusterError::Tls(format!(
                     "TLS to NATS failed ({}): {error}",
-                    match &config.tls_ca_file {
-                        Some(path) => format!(
-                            "does cluster.tls_ca_file, {}, hold the CA of the servers' \
-                             certificates?",
-                            path.display()
-                        ),
-                        None => "the servers' certificates are not trusted by the system's \
-                                 roots: set cluster.tls_ca_file"
-                            .to_owned(),
-                    }
+                    tls_hint(
+                        config.tls_ca_file.as_deref(),
+                        config.tls_cert_file.as_deref(),
+                        &error.to_string()
+                    )
                 )));
             }
             _ if tokio::time::Instant::now() < deadline => {
@@ -317,12 +312,45 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ClusterEr
 }
 
 /// Whether a connection failed in the TLS handshake. A certificate the client does not
-/// trust comes back as an I/O error (rustls' own, as text), not as the TLS kind.
+/// trust, and an alert the server sends (it refused this node's certificate, or wanted
+/// one), come back as I/O errors (rustls' own, as text), not as the TLS kind.
 fn tls_failure(error: &async_nats::ConnectError) -> bool {
     let text = error.to_string();
     error.kind() == async_nats::ConnectErrorKind::Tls
         || text.contains("certificate")
         || text.contains("handshake")
+        || text.contains("received fatal alert")
+}
+
+/// Which settings to look at for a failed TLS connection whose error reads `text`. An
+/// alert *received* is the server refusing this node's side (no client certificate, or
+/// one it does not trust); otherwise this node did not trust the server's.
+fn tls_hint(
+    tls_ca_file: Option<&std::path::Path>,
+    tls_cert_file: Option<&std::path::Path>,
+    text: &str,
+) -> String {
+    if text.contains("received fatal alert") {
+        return match tls_cert_file {
+            None => "the servers verify their clients: set cluster.tls_cert_file and \
+                     cluster.tls_key_file to this node's certificate and key"
+                .to_owned(),
+            Some(path) => format!(
+                "the servers did not accept cluster.tls_cert_file, {}: is it signed by a CA \
+                 they trust, and for client authentication?",
+                path.display()
+            ),
+        };
+    }
+    match tls_ca_file {
+        Some(path) => format!(
+            "does cluster.tls_ca_file, {}, hold the CA of the servers' certificates?",
+            path.display()
+        ),
+        None => "the servers' certificates are not trusted by the system's roots: set \
+                 cluster.tls_ca_file"
+            .to_owned(),
+    }
 }
 
 /// The settings that hold this node's NATS credentials (for an error message).
@@ -359,6 +387,26 @@ async fn connect_options(
                 .require_tls(true)
         }
         None => options,
+    };
+    let options = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            for (setting, path) in [
+                ("cluster.tls_cert_file", cert),
+                ("cluster.tls_key_file", key),
+            ] {
+                if !path.is_file() {
+                    return Err(ClusterError::Tls(format!(
+                        "{setting}: {} is not a readable file",
+                        path.display()
+                    )));
+                }
+            }
+            options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true)
+        }
+        // The settings check keeps them in pairs.
+        _ => options,
     };
     Ok(match &config.auth {
         NatsAuth::None => options,
@@ -819,5 +867,23 @@ mod tests {
         ] {
             assert_eq!(supported_server(version), ok, "{version}");
         }
+    }
+
+    #[test]
+    fn a_tls_failure_names_the_side_that_refused() {
+        let (ca, cert) = (
+            std::path::Path::new("/etc/ca.pem"),
+            std::path::Path::new("/etc/node.pem"),
+        );
+        let alert = "IO error: received fatal alert: CertificateRequired";
+        let untrusted = "IO error: invalid peer certificate: UnknownIssuer";
+        // The server refused this node: its client certificate is what to look at.
+        assert!(tls_hint(Some(ca), None, alert).contains("set cluster.tls_cert_file"));
+        assert!(tls_hint(Some(ca), Some(cert), alert).contains("/etc/node.pem"));
+        // This node refused the server: the CA is.
+        assert!(
+            tls_hint(Some(ca), Some(cert), untrusted).contains("cluster.tls_ca_file, /etc/ca.pem")
+        );
+        assert!(tls_hint(None, None, untrusted).contains("set cluster.tls_ca_file"));
     }
 }

@@ -827,6 +827,24 @@ pub static SETTINGS: &[Setting] = &[
         |c| c.cluster.as_ref().map(|k| &k.tls_ca_file)
     ),
     custom!(
+        "cluster.tls_cert_file",
+        None,
+        "PEM path; with `cluster.tls_key_file`",
+        Restart,
+        "this node's TLS client certificate chain, for NATS servers that verify their clients (`verify: true`); the connection to NATS must then be TLS",
+        |r, key, v, d| d.cluster().tls_cert_file = r.path(key, v),
+        |c| c.cluster.as_ref().map(|k| &k.tls_cert_file)
+    ),
+    custom!(
+        "cluster.tls_key_file",
+        None,
+        "PEM path; with `cluster.tls_cert_file`",
+        Restart,
+        "the private key of `cluster.tls_cert_file`",
+        |r, key, v, d| d.cluster().tls_key_file = r.path(key, v),
+        |c| c.cluster.as_ref().map(|k| &k.tls_key_file)
+    ),
+    custom!(
         "cluster.snapshot_interval_ms",
         Some("3600000"),
         "0, or 1,000–7 days",

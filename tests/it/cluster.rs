@@ -1287,6 +1287,56 @@ async fn cluster_nats_tls_trusts_the_configured_ca_and_names_it_otherwise() {
     drop(nats);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nats_mutual_tls_presents_the_node_certificate_and_names_it_otherwise() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let certs = root.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    crate::harness::make_certificates(&certs);
+    crate::harness::make_client_certificate(&certs);
+    let path = |name: &str| certs.join(name).display().to_string();
+    // The server verifies its clients against the same CA.
+    let nats = lone_nats(
+        root.path(),
+        &format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n}}",
+            path("cert.pem"),
+            path("key.pem"),
+            path("ca.pem")
+        ),
+    )
+    .await;
+    let urls = vec![format!("tls://127.0.0.1:{}", nats.servers[0].client)];
+    let ca = format!("tls_ca_file = \"{}\"\n", path("ca.pem"));
+    serves_a_write(
+        root.path(),
+        "mutual",
+        &urls,
+        &format!(
+            "{ca}tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            path("client.pem"),
+            path("client.key")
+        ),
+    )
+    .await;
+    // Without a client certificate the server refuses the node, and the error says where
+    // one is set.
+    let stderr = refused_at_start(root.path(), "anonymous", &urls, &ca);
+    assert!(stderr.contains("cluster.tls_cert_file"), "{stderr}");
+    // Half of the pair is a configuration problem, before any connection.
+    let stderr = refused_at_start(
+        root.path(),
+        "half",
+        &urls,
+        &format!("{ca}tls_cert_file = \"{}\"\n", path("client.pem")),
+    );
+    assert!(
+        stderr.contains("cluster.tls_cert_file") && stderr.contains("go together"),
+        "{stderr}"
+    );
+    drop(nats);
+}
+
 /// A NATS JWT (v2) with `claims`, issued and signed by `issuer`.
 fn nats_jwt(issuer: &nkeys::KeyPair, mut claims: Value) -> String {
     let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);

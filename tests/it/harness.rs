@@ -452,3 +452,47 @@ pub(crate) fn make_certificates(dir: &Path) {
         "leaf.ext",
     ]);
 }
+
+/// A client certificate (`client.pem`, key `client.key`, CN `sluice-node`) signed by the
+/// CA that `make_certificates` wrote in `dir`, for servers that verify their clients.
+pub(crate) fn make_client_certificate(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        run_ok(Command::new("openssl").args(args).current_dir(dir));
+    };
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=sluice-node",
+    ]);
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    ]);
+}
