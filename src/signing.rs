@@ -1,4 +1,5 @@
-//! Standard Webhooks signatures: pure functions over bytes (ring HMAC-SHA256).
+//! Standard Webhooks signatures: pure functions over bytes (ring HMAC-SHA256, and
+//! Ed25519 for endpoints whose secret is a `whsk_` key pair).
 //!
 //! The signed content is `{msg_id}.{timestamp}.{body}` with `body` the exact bytes sent.
 //! During a rotation's grace period every valid key signs, and the signatures are joined
@@ -7,9 +8,68 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::hmac;
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
-/// Signs `body` for message `msg_id` at `timestamp_secs` with each key, as the value of
-/// the `webhook-signature` header: `v1,<base64> v1,<base64> …`.
+/// How an endpoint secret that is an Ed25519 key pair is stored: this prefix, the 32-byte
+/// seed, then the 32-byte public key (79 bytes). Longer than any HMAC secret
+/// (`limits::SECRET_BYTES_MAX`, 75 bytes), so the two kinds cannot be taken for each other,
+/// and an endpoint row keeps its shape (its secret stays one byte string, sealed alike).
+const ED25519_STORED_PREFIX: &[u8; 15] = b"sluice-ed25519:";
+const ED25519_STORED_LEN: usize = ED25519_STORED_PREFIX.len() + 64;
+const _: () = assert!(ED25519_STORED_LEN > crate::limits::SECRET_BYTES_MAX);
+
+/// An endpoint secret as it signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningKey<'a> {
+    /// HMAC-SHA256 with these bytes (`whsec_`), signatures `v1,…`.
+    Hmac(&'a [u8]),
+    /// Ed25519 (`whsk_`), signatures `v1a,…`: the 32-byte seed and public key.
+    Ed25519 { seed: &'a [u8], public: &'a [u8] },
+}
+
+/// What the stored secret `stored` is.
+pub fn signing_key(stored: &[u8]) -> SigningKey<'_> {
+    match stored.strip_prefix(ED25519_STORED_PREFIX.as_slice()) {
+        Some(pair) if stored.len() == ED25519_STORED_LEN => SigningKey::Ed25519 {
+            seed: &pair[..32],
+            public: &pair[32..],
+        },
+        _ => SigningKey::Hmac(stored),
+    }
+}
+
+/// The stored form of an Ed25519 key pair (`seed` ‖ `public`, 64 bytes, as `whsk_` holds
+/// it), or why it is not one: the public key must be the seed's.
+pub fn ed25519_stored(pair: &[u8]) -> Result<Vec<u8>, &'static str> {
+    if pair.len() != 64 {
+        return Err("must decode to 64 bytes: an Ed25519 seed and its public key");
+    }
+    let (seed, public) = pair.split_at(32);
+    Ed25519KeyPair::from_seed_and_public_key(seed, public)
+        .map_err(|_| "the public key (the last 32 bytes) is not the seed's")?;
+    let mut stored = Vec::with_capacity(ED25519_STORED_LEN);
+    stored.extend_from_slice(ED25519_STORED_PREFIX);
+    stored.extend_from_slice(pair);
+    Ok(stored)
+}
+
+/// The stored form of a new Ed25519 key pair made from `seed` (32 random bytes).
+pub fn ed25519_from_seed(seed: &[u8; 32]) -> Vec<u8> {
+    let public = Ed25519KeyPair::from_seed_unchecked(seed)
+        .unwrap_or_else(|_| unreachable!("a 32-byte seed is always a key"))
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let mut stored = Vec::with_capacity(ED25519_STORED_LEN);
+    stored.extend_from_slice(ED25519_STORED_PREFIX);
+    stored.extend_from_slice(seed);
+    stored.extend_from_slice(&public);
+    stored
+}
+
+/// Signs `body` for message `msg_id` at `timestamp_secs` with each stored key, as the
+/// value of the `webhook-signature` header: `v1,<base64>` for an HMAC secret and
+/// `v1a,<base64>` for an Ed25519 one, joined by spaces.
 pub fn signature_header<'k>(
     keys: impl IntoIterator<Item = &'k [u8]>,
     msg_id: &str,
@@ -22,18 +82,36 @@ pub fn signature_header<'k>(
     // characters fit the initial capacity).
     let mut header = String::with_capacity(SIGNATURE_LEN);
     for key in keys {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-        let mut ctx = hmac::Context::with_key(&key);
-        ctx.update(msg_id.as_bytes());
-        ctx.update(b".");
-        ctx.update(timestamp);
-        ctx.update(b".");
-        ctx.update(body);
         if !header.is_empty() {
             header.push(' ');
         }
-        header.push_str("v1,");
-        BASE64.encode_string(ctx.sign().as_ref(), &mut header);
+        match signing_key(key) {
+            SigningKey::Hmac(key) => {
+                let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+                let mut ctx = hmac::Context::with_key(&key);
+                ctx.update(msg_id.as_bytes());
+                ctx.update(b".");
+                ctx.update(timestamp);
+                ctx.update(b".");
+                ctx.update(body);
+                header.push_str("v1,");
+                BASE64.encode_string(ctx.sign().as_ref(), &mut header);
+            }
+            SigningKey::Ed25519 { seed, .. } => {
+                // Ed25519 signs the whole content at once (no streaming in ring).
+                let mut content =
+                    Vec::with_capacity(msg_id.len() + timestamp.len() + body.len() + 2);
+                content.extend_from_slice(msg_id.as_bytes());
+                content.push(b'.');
+                content.extend_from_slice(timestamp);
+                content.push(b'.');
+                content.extend_from_slice(body);
+                let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+                    .unwrap_or_else(|_| unreachable!("stored seeds are 32 bytes"));
+                header.push_str("v1a,");
+                BASE64.encode_string(pair.sign(&content).as_ref(), &mut header);
+            }
+        }
     }
     header
 }
@@ -79,6 +157,44 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn an_ed25519_secret_signs_v1a_and_verifies_with_its_public_key() {
+        use ring::signature::{ED25519, UnparsedPublicKey};
+        let stored = ed25519_from_seed(&[7u8; 32]);
+        let SigningKey::Ed25519 { public, .. } = signing_key(&stored) else {
+            panic!("an Ed25519 key");
+        };
+        let hmac_key = b"new-key-new-key-new-key!".as_slice();
+        // A rotation from HMAC to Ed25519: the new key first, then the old one.
+        let header = signature_header([stored.as_slice(), hmac_key], "msg_1", 9, b"{}");
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 2, "{header}");
+        assert_eq!(parts[1], signature_header([hmac_key], "msg_1", 9, b"{}"));
+        let signature = BASE64
+            .decode(parts[0].strip_prefix("v1a,").expect("v1a,"))
+            .expect("base64");
+        let verifier = UnparsedPublicKey::new(&ED25519, public);
+        assert!(verifier.verify(b"msg_1.9.{}", &signature).is_ok());
+        assert!(verifier.verify(b"msg_1.9.{ }", &signature).is_err());
+        // The same pair given as `whsk_` holds (seed ‖ public) is stored alike.
+        let mut pair = [7u8; 32].to_vec();
+        pair.extend_from_slice(public);
+        assert_eq!(ed25519_stored(&pair), Ok(stored.clone()));
+    }
+
+    #[test]
+    fn only_a_matching_key_pair_is_an_ed25519_secret() {
+        let stored = ed25519_from_seed(&[1u8; 32]);
+        let mut wrong = [2u8; 32].to_vec();
+        wrong.extend_from_slice(&stored[stored.len() - 32..]);
+        assert!(ed25519_stored(&wrong).is_err(), "another seed's public key");
+        assert!(ed25519_stored(&[1u8; 63]).is_err());
+        // Any HMAC secret (at most 75 bytes) is an HMAC secret, whatever its bytes.
+        let mut lookalike = ED25519_STORED_PREFIX.to_vec();
+        lookalike.extend_from_slice(&[0u8; 60]);
+        assert_eq!(signing_key(&lookalike), SigningKey::Hmac(&lookalike));
     }
 
     #[test]

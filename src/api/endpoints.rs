@@ -23,6 +23,7 @@ use crate::limits::{
 use crate::log::ops::{EndpointChanges, EndpointFields, Op, merge_header};
 use crate::log::schema::{EndpointRecord, Signing};
 use crate::log::tables::{self, Walk};
+use crate::signing;
 
 /// Header names an endpoint may not set: the request target (`host`), hop-by-hop and
 /// framing headers (RFC 9110 §7.6.1, RFC 9112), and caching and content headers (Svix's
@@ -324,9 +325,21 @@ fn check_filters(
     }
 }
 
-/// Decodes `whsec_<base64>`, or the base64 alone (the SDK documents the prefix as
-/// optional), into the raw key, or says why not.
+/// Decodes a secret into its stored form, or says why not: `whsec_<base64>` (or the
+/// base64 alone: the SDK documents the prefix as optional), an HMAC key; or
+/// `whsk_<base64>`, an Ed25519 key pair (seed ‖ public key) for asymmetric signatures.
 fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
+    if let Some(encoded) = text.strip_prefix("whsk_") {
+        let pair = BASE64
+            .decode(encoded)
+            .map_err(|_| "whsk_ must be followed by base64".to_owned())?;
+        return signing::ed25519_stored(&pair).map_err(|why| format!("whsk_ {why}"));
+    }
+    if text.starts_with("whpk_") {
+        return Err(
+            "whpk_ is a public key: give the whsk_ secret key (seed and public key)".to_owned(),
+        );
+    }
     let encoded = text.strip_prefix("whsec_").unwrap_or(text);
     let key = BASE64
         .decode(encoded)
@@ -339,8 +352,13 @@ fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-fn format_secret(key: &[u8]) -> String {
-    format!("whsec_{}", BASE64.encode(key))
+/// How a stored secret is shown: `whsec_` and the HMAC key; for an Ed25519 key pair only
+/// its public key, `whpk_` (what a receiver verifies with; the seed is never shown).
+fn format_secret(stored: &[u8]) -> String {
+    match signing::signing_key(stored) {
+        signing::SigningKey::Hmac(key) => format!("whsec_{}", BASE64.encode(key)),
+        signing::SigningKey::Ed25519 { public, .. } => format!("whpk_{}", BASE64.encode(public)),
+    }
 }
 
 /// A static token for an endpoint whose create or update named none: 32 random bytes,
@@ -356,6 +374,19 @@ fn generate_secret() -> Vec<u8> {
     let mut key = vec![0u8; SECRET_BYTES_GENERATED];
     ids::fill_random(&mut key);
     key
+}
+
+/// A new secret of the same kind as `current` (a rotation without a key): an Ed25519 key
+/// pair keeps signing asymmetrically.
+fn generate_secret_like(current: &[u8]) -> Vec<u8> {
+    match signing::signing_key(current) {
+        signing::SigningKey::Hmac(_) => generate_secret(),
+        signing::SigningKey::Ed25519 { .. } => {
+            let mut seed = [0u8; 32];
+            ids::fill_random(&mut seed);
+            signing::ed25519_from_seed(&seed)
+        }
+    }
 }
 
 fn check_secret(problems: &mut Problems, field: &str, secret: Option<&String>) -> Option<Vec<u8>> {
@@ -772,7 +803,10 @@ pub(super) async fn rotate_secret(
         );
     }
     problems.finish()?;
-    let new_key = new_key.unwrap_or_else(generate_secret);
+    let new_key = match new_key {
+        Some(key) => key,
+        None => generate_secret_like(&find(state, ctx, app_ref, endpoint_ref)?.secret),
+    };
     let app = resolve(state, ctx, app_ref)?;
     let op = Op::RotateSecret {
         app_key: app.key,
@@ -865,6 +899,37 @@ pub(super) async fn set_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ed25519_secret_is_taken_as_whsk_and_shown_as_its_public_key() {
+        let stored = signing::ed25519_from_seed(&[3u8; 32]);
+        let public = &stored[stored.len() - 32..];
+        let mut pair = [3u8; 32].to_vec();
+        pair.extend_from_slice(public);
+        let whsk = format!("whsk_{}", BASE64.encode(&pair));
+        assert_eq!(parse_secret(&whsk), Ok(stored.clone()));
+        assert_eq!(
+            format_secret(&stored),
+            format!("whpk_{}", BASE64.encode(public))
+        );
+        // A public key is not a secret, and a pair that does not match is refused.
+        assert!(parse_secret(&format_secret(&stored)).is_err());
+        pair[0] ^= 1;
+        let mismatched = parse_secret(&format!("whsk_{}", BASE64.encode(&pair)));
+        assert!(mismatched.is_err_and(|why| why.contains("public key")));
+        // A rotation without a key keeps the kind, with a fresh key.
+        let next = generate_secret_like(&stored);
+        assert!(matches!(
+            signing::signing_key(&next),
+            signing::SigningKey::Ed25519 { .. }
+        ));
+        assert_ne!(next, stored);
+        let hmac = generate_secret_like(&generate_secret());
+        assert!(matches!(
+            signing::signing_key(&hmac),
+            signing::SigningKey::Hmac(_)
+        ));
+    }
 
     #[test]
     fn secrets_round_trip_and_are_checked() {

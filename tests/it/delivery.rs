@@ -835,3 +835,105 @@ async fn disable_after_zero_disables_at_the_first_exhausted_message() {
     );
     sluice.stop().await;
 }
+
+/// Each `v1a,` signature of `got` (in order), checked against the `whpk_` public keys
+/// given: whether each verifies over the exact `{id}.{timestamp}.{body}`.
+fn asymmetric_signatures_verify(got: &crate::receiver::Received, whpks: &[&str]) -> Vec<bool> {
+    use base64::Engine;
+    use ring::signature::{ED25519, UnparsedPublicKey};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let content = [
+        got.header("webhook-id").as_bytes(),
+        b".",
+        got.header("webhook-timestamp").as_bytes(),
+        b".",
+        &got.body,
+    ]
+    .concat();
+    let signatures: Vec<&str> = got.header("webhook-signature").split(' ').collect();
+    assert_eq!(signatures.len(), whpks.len(), "{signatures:?}");
+    signatures
+        .iter()
+        .zip(whpks)
+        .map(|(signature, whpk)| {
+            let signature = b64
+                .decode(signature.strip_prefix("v1a,").expect("a v1a signature"))
+                .expect("base64");
+            let public = b64
+                .decode(whpk.strip_prefix("whpk_").expect("a whpk_ key"))
+                .expect("base64");
+            UnparsedPublicKey::new(&ED25519, public)
+                .verify(&content, &signature)
+                .is_ok()
+        })
+        .collect()
+}
+
+/// An endpoint given a `whsk_` key pair is signed with Ed25519 (`v1a,`), shows only its
+/// public key (`whpk_`), and a rotation without a key makes a new pair that signs beside
+/// the old one through the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asymmetric_endpoint_is_signed_with_ed25519_and_rotates_to_a_new_pair() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = loopback_config(dir.path());
+    let sluice = sluice::app::start(&config, Some(TOKEN), Clock::System)
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    let receiver = Receiver::start(|_| Answer::Status(200)).await;
+    post(addr, "/api/v1/app", &json!({"name": "a", "uid": "a"})).await;
+    // A key pair as Standard Webhooks gives it: base64 of the seed, then the public key.
+    let seed = [42u8; 32];
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).expect("pair");
+    let public = ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let whsk = format!("whsk_{}", b64.encode([seed.as_slice(), &public].concat()));
+    let whpk = format!("whpk_{}", b64.encode(&public));
+    endpoint(
+        addr,
+        "a",
+        json!({"url": receiver.url(), "uid": "ed", "secret": whsk}),
+    )
+    .await;
+    let shown = get(addr, "/api/v1/app/a/endpoint/ed/secret").await;
+    assert_eq!(
+        shown.json["key"],
+        json!(whpk),
+        "only the public key is shown"
+    );
+
+    send(addr, "a", 1).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(asymmetric_signatures_verify(&got[0], &[&whpk]), [true]);
+
+    // Rotated without a key: a new pair, shown as its public key; both sign meanwhile.
+    let rotated = post(addr, "/api/v1/app/a/endpoint/ed/secret/rotate", &json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.json);
+    let new_whpk = rotated.json["key"].as_str().expect("key").to_owned();
+    assert!(
+        new_whpk.starts_with("whpk_") && new_whpk != whpk,
+        "{new_whpk}"
+    );
+    assert_eq!(
+        get(addr, "/api/v1/app/a/endpoint/ed/secret").await.json["key"],
+        json!(new_whpk)
+    );
+    send(addr, "a", 2).await;
+    let got = receiver.wait_for(2).await;
+    assert_eq!(
+        asymmetric_signatures_verify(&got[1], &[&new_whpk, &whpk]),
+        [true, true]
+    );
+    // And a public key is not a secret.
+    let refused = post(
+        addr,
+        "/api/v1/app/a/endpoint",
+        &json!({"url": receiver.url(), "secret": whpk}),
+    )
+    .await;
+    assert_eq!(refused.status, 422, "{}", refused.json);
+    sluice.stop().await;
+}
