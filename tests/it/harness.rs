@@ -384,23 +384,27 @@ pub(crate) async fn app_token(sluice: &sluice::app::Running, app: &str) -> Strin
     .expect("token")
 }
 
+/// Runs openssl (the Debian package of that name, installed by .ci/run) in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    run_ok(Command::new("openssl").args(args).current_dir(dir));
+}
+
+/// The arguments of a new P-256 key, unencrypted.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
 /// A CA and a server certificate for localhost / 127.0.0.1 signed by it, in `dir`.
 pub(crate) fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        // openssl is the Debian package of that name, installed by .ci/run.
-        run_ok(Command::new("openssl").args(args).current_dir(dir));
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
     openssl(
+        dir,
         &[
             &["req", "-x509"][..],
-            &ec,
+            &EC_KEY,
             &[
                 "-keyout",
                 "ca.key",
@@ -414,85 +418,61 @@ pub(crate) fn make_certificates(dir: &Path) {
         ]
         .concat(),
     );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-                "-subj",
-                "/CN=localhost",
-            ],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
+    issue_leaf(
+        dir,
+        "leaf",
+        "key.pem",
         "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ]);
+        "/CN=localhost",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
 }
 
 /// A client certificate (`client.pem`, key `client.key`, CN `sluice-node`) signed by the
 /// CA that `make_certificates` wrote in `dir`, for servers that verify their clients.
 pub(crate) fn make_client_certificate(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        run_ok(Command::new("openssl").args(args).current_dir(dir));
-    };
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
+    issue_leaf(
+        dir,
+        "client",
         "client.key",
-        "-out",
-        "client.csr",
-        "-subj",
-        "/CN=sluice-node",
-    ]);
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .expect("ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
         "client.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "client.ext",
-    ]);
+        "/CN=sluice-node",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
+}
+
+/// A new key (`key`) and its certificate (`cert`) for `subject`, with the extensions
+/// `extensions`, signed by `dir`'s CA (`ca.pem`, `ca.key`); `name` names the request.
+fn issue_leaf(dir: &Path, name: &str, key: &str, cert: &str, subject: &str, extensions: &str) {
+    let (csr, ext) = (format!("{name}.csr"), format!("{name}.ext"));
+    openssl(
+        dir,
+        &[
+            &["req"][..],
+            &EC_KEY,
+            &["-keyout", key, "-out", &csr, "-subj", subject],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join(&ext), extensions).expect("ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
 }
