@@ -88,23 +88,27 @@ fn main() {
 }
 
 fn signing(budget: Duration) {
-    let key = [7u8; 24];
-    for size in [256usize, 4096, 65_536] {
-        let body = vec![b'x'; size];
-        let mut sign = || {
-            black_box(sluice::signing::signature_header(
-                [key.as_slice()],
-                "msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF",
-                1_800_000_000,
-                black_box(&body),
-            ));
-        };
-        let ns = time_per_call(budget, 10_000_000, &mut sign);
-        let allocations = allocations_per_call(1_000, &mut sign);
-        println!(
-            "sign {size:>6} B: {ns:>9.0} ns ({:.0} MB/s), {allocations:.1} allocations",
-            size as f64 / ns * 1e3
-        );
+    let hmac_key = [7u8; 24].to_vec();
+    // An endpoint secret given as `whsk_` (Ed25519, `v1a,` signatures).
+    let ed25519_key = sluice::signing::ed25519_from_seed(&[7u8; 32]);
+    for (kind, key) in [("hmac", &hmac_key), ("ed25519", &ed25519_key)] {
+        for size in [256usize, 4096, 65_536] {
+            let body = vec![b'x'; size];
+            let mut sign = || {
+                black_box(sluice::signing::signature_header(
+                    [key.as_slice()],
+                    "msg_2bCmYSXH7E3zZ3rV8b3KqXhQ1oF",
+                    1_800_000_000,
+                    black_box(&body),
+                ));
+            };
+            let ns = time_per_call(budget, 10_000_000, &mut sign);
+            let allocations = allocations_per_call(1_000, &mut sign);
+            println!(
+                "sign {kind:<7} {size:>6} B: {ns:>9.0} ns ({:.0} MB/s), {allocations:.1} allocations",
+                size as f64 / ns * 1e3
+            );
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Standard Webhooks signatures: pure functions over bytes (ring HMAC-SHA256, and
-//! Ed25519 for endpoints whose secret is a `whsk_` key pair).
+//! Standard Webhooks signatures: functions over bytes (ring HMAC-SHA256, and Ed25519
+//! for endpoints whose secret is a `whsk_` key pair, whose expanded key pairs each thread
+//! keeps in a bounded cache: the only state here, and it never changes a result).
 //!
 //! The signed content is `{msg_id}.{timestamp}.{body}` with `body` the exact bytes sent.
 //! During a rotation's grace period every valid key signs, and the signatures are joined
@@ -106,14 +107,41 @@ pub fn signature_header<'k>(
                 content.extend_from_slice(timestamp);
                 content.push(b'.');
                 content.extend_from_slice(body);
-                let pair = Ed25519KeyPair::from_seed_unchecked(seed)
-                    .unwrap_or_else(|_| unreachable!("stored seeds are 32 bytes"));
+                let signature = with_key_pair(seed, |pair| pair.sign(&content));
                 header.push_str("v1a,");
-                BASE64.encode_string(pair.sign(&content).as_ref(), &mut header);
+                BASE64.encode_string(signature.as_ref(), &mut header);
             }
         }
     }
     header
+}
+
+/// Most Ed25519 key pairs each thread keeps expanded (`with_key_pair`).
+const KEY_PAIRS_KEPT_MAX: usize = 256;
+
+thread_local! {
+    /// Expanded key pairs by seed: expanding one (a SHA-512 and a scalar multiplication)
+    /// costs as much as the signature itself, and the same endpoints sign again and
+    /// again. Per thread, so no lock; cleared when full.
+    static KEY_PAIRS: std::cell::RefCell<std::collections::HashMap<[u8; 32], Ed25519KeyPair>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Runs `f` with the key pair of the 32-byte `seed`, expanded once per thread.
+fn with_key_pair<T>(seed: &[u8], f: impl FnOnce(&Ed25519KeyPair) -> T) -> T {
+    let seed: [u8; 32] = seed
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("stored seeds are 32 bytes"));
+    KEY_PAIRS.with_borrow_mut(|pairs| {
+        if !pairs.contains_key(&seed) && pairs.len() >= KEY_PAIRS_KEPT_MAX {
+            pairs.clear();
+        }
+        let pair = pairs.entry(seed).or_insert_with(|| {
+            Ed25519KeyPair::from_seed_unchecked(&seed)
+                .unwrap_or_else(|_| unreachable!("a 32-byte seed is always a key"))
+        });
+        f(pair)
+    })
 }
 
 /// Length of one `v1,<base64 of a SHA-256 tag>` signature.
@@ -182,6 +210,22 @@ mod tests {
         let mut pair = [7u8; 32].to_vec();
         pair.extend_from_slice(public);
         assert_eq!(ed25519_stored(&pair), Ok(stored.clone()));
+    }
+
+    #[test]
+    fn the_key_pair_cache_stays_bounded_and_signs_as_a_fresh_expansion() {
+        for n in 0..(KEY_PAIRS_KEPT_MAX + 10) {
+            let seed = [
+                u8::try_from(n % 251).expect("byte"),
+                1 + u8::try_from(n / 251).expect("byte"),
+            ]
+            .repeat(16);
+            let seed: [u8; 32] = seed.try_into().expect("32 bytes");
+            let fresh = Ed25519KeyPair::from_seed_unchecked(&seed).expect("pair");
+            let cached = with_key_pair(&seed, |pair| pair.sign(b"m").as_ref().to_vec());
+            assert_eq!(cached, fresh.sign(b"m").as_ref());
+            assert!(KEY_PAIRS.with_borrow(|pairs| pairs.len()) <= KEY_PAIRS_KEPT_MAX);
+        }
     }
 
     #[test]
