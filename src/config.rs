@@ -518,8 +518,8 @@ fn check_spellings(reader: &mut Reader, table: &toml::Table) {
     }
 }
 
-/// The rules that span keys: TLS files in pairs (the API's and NATS'), `[cluster]`'s required keys and its one
-/// kind of NATS credentials.
+/// The rules that span keys: TLS files in pairs (the API's and NATS'), `[cluster]`'s
+/// required keys and its one kind of NATS credentials.
 fn check_together(reader: &mut Reader, draft: &mut Draft) {
     let api = &draft.config.api;
     if api.tls_cert_file.is_some() != api.tls_key_file.is_some() {

@@ -22,4 +22,5 @@ pub mod signing;
 pub mod sweeper;
 pub mod tasks;
 pub mod telemetry;
+pub mod text;
 pub mod verify;

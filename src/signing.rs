@@ -48,23 +48,22 @@ pub fn ed25519_stored(pair: &[u8]) -> Result<Vec<u8>, &'static str> {
     let (seed, public) = pair.split_at(32);
     Ed25519KeyPair::from_seed_and_public_key(seed, public)
         .map_err(|_| "the public key (the last 32 bytes) is not the seed's")?;
-    let mut stored = Vec::with_capacity(ED25519_STORED_LEN);
-    stored.extend_from_slice(ED25519_STORED_PREFIX);
-    stored.extend_from_slice(pair);
-    Ok(stored)
+    Ok(ed25519_stored_form(seed, public))
 }
 
 /// The stored form of a new Ed25519 key pair made from `seed` (32 random bytes).
 pub fn ed25519_from_seed(seed: &[u8; 32]) -> Vec<u8> {
-    let public = Ed25519KeyPair::from_seed_unchecked(seed)
-        .unwrap_or_else(|_| unreachable!("a 32-byte seed is always a key"))
-        .public_key()
-        .as_ref()
-        .to_vec();
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+        .unwrap_or_else(|_| unreachable!("a 32-byte seed is always a key"));
+    ed25519_stored_form(seed, pair.public_key().as_ref())
+}
+
+/// `ED25519_STORED_PREFIX` ‖ `seed` ‖ `public`, of a pair already known to match.
+fn ed25519_stored_form(seed: &[u8], public: &[u8]) -> Vec<u8> {
     let mut stored = Vec::with_capacity(ED25519_STORED_LEN);
     stored.extend_from_slice(ED25519_STORED_PREFIX);
     stored.extend_from_slice(seed);
-    stored.extend_from_slice(&public);
+    stored.extend_from_slice(public);
     stored
 }
 

@@ -803,11 +803,17 @@ pub(super) async fn rotate_secret(
         );
     }
     problems.finish()?;
+    let app = resolve(state, ctx, app_ref)?;
     let new_key = match new_key {
         Some(key) => key,
-        None => generate_secret_like(&find(state, ctx, app_ref, endpoint_ref)?.secret),
+        None => {
+            let current = state
+                .log
+                .read(|rtxn, dbs| tables::endpoint_by_ref(rtxn, dbs, app.key, endpoint_ref))?
+                .ok_or_else(not_found)?;
+            generate_secret_like(&current.secret)
+        }
     };
-    let app = resolve(state, ctx, app_ref)?;
     let op = Op::RotateSecret {
         app_key: app.key,
         endpoint: endpoint_ref.to_owned(),

@@ -372,22 +372,11 @@ fn error_text(error: &hyper_util::client::legacy::Error) -> String {
         text.push_str(&e.to_string());
         source = e.source();
     }
-    truncate_at_char_boundary(&mut text, RESPONSE_KEPT_BYTES_MAX);
+    // An error's text can carry names from the other side (a certificate's, a
+    // resolver's): cut between characters.
+    let kept = crate::text::prefix_within(&text, RESPONSE_KEPT_BYTES_MAX).len();
+    text.truncate(kept);
     text
-}
-
-/// Cuts `text` to at most `max` bytes without splitting a character: an error's text
-/// can carry names from the other side (a certificate's, a resolver's), and
-/// `String::truncate` panics inside a character.
-fn truncate_at_char_boundary(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
 }
 
 /// Name resolution, replaceable so that tests can play a hostile DNS server.
@@ -449,24 +438,5 @@ impl tower_service::Service<Name> for PolicyResolver {
                 addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect();
             Ok(vetted.into_iter())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate_at_char_boundary;
-
-    #[test]
-    fn an_error_text_is_cut_between_characters() {
-        // "é" is two bytes: a cut at 3 would fall inside the second one.
-        let mut text = "aéé".to_string();
-        truncate_at_char_boundary(&mut text, 4);
-        assert_eq!(text, "aé");
-        let mut text = "aéé".to_string();
-        truncate_at_char_boundary(&mut text, 5);
-        assert_eq!(text, "aéé");
-        let mut text = "abc".to_string();
-        truncate_at_char_boundary(&mut text, 2);
-        assert_eq!(text, "ab");
     }
 }

@@ -168,13 +168,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             name,
             expires_ms,
         } => create_token(w, hash, scope, name, expires_ms),
-        Op::RevokeToken { hash } => {
-            if tables::token(w.wtxn, w.dbs, &hash)?.is_none() {
-                return refused(Refusal::TokenNotFound);
-            }
-            w.dbs.tokens.delete(w.wtxn, &hash)?;
-            Ok(Outcome::Done)
-        }
+        Op::RevokeToken { hash } => revoke_token(w, hash, false),
         Op::TouchToken { hash } => {
             if let Some(mut record) = tables::token(w.wtxn, w.dbs, &hash)?
                 && record.last_used_ms.is_none_or(|last| last < w.now_ms)
@@ -264,27 +258,7 @@ pub(super) fn apply(w: &mut WriteCtx<'_, '_>, op: Op) -> Result<Outcome, LogErro
             w,
             rows_max as usize,
         )?)),
-        Op::RevokeApiToken { hash } => {
-            let Some(record) = tables::token(w.wtxn, w.dbs, &hash)? else {
-                return refused(Refusal::TokenNotFound);
-            };
-            tables::delete_token(w.wtxn, w.dbs, &hash)?;
-            if record.scope == TokenScope::Org && record.portal.is_none() {
-                // The operator sessions (and unused login codes) this token opened.
-                let opened_by = schema::operator_link_prefix(&hash);
-                for (credential, row) in tables::portal_tokens(w.wtxn, w.dbs)? {
-                    if row.scope == TokenScope::Org
-                        && row
-                            .portal
-                            .as_ref()
-                            .is_some_and(|g| g.link.starts_with(&opened_by))
-                    {
-                        tables::delete_token(w.wtxn, w.dbs, &credential)?;
-                    }
-                }
-            }
-            Ok(Outcome::Done)
-        }
+        Op::RevokeApiToken { hash } => revoke_token(w, hash, true),
         Op::SetConsumer {
             app_key,
             endpoint,
@@ -467,6 +441,30 @@ fn create_operator_access(
         }),
     };
     tables::put_token(w.wtxn, w.dbs, &code_hash, &record)?;
+    Ok(Outcome::Done)
+}
+
+/// Deletes the token `hash` (`TokenNotFound` if there is none) and, with
+/// `with_operator_sessions` and an org API token, the operator sessions and login codes
+/// opened with it (their link begins with `schema::operator_link_prefix`).
+fn revoke_token(
+    w: &mut WriteCtx<'_, '_>,
+    hash: [u8; 32],
+    with_operator_sessions: bool,
+) -> Result<Outcome, LogError> {
+    let Some(record) = tables::token(w.wtxn, w.dbs, &hash)? else {
+        return refused(Refusal::TokenNotFound);
+    };
+    tables::delete_token(w.wtxn, w.dbs, &hash)?;
+    if with_operator_sessions && record.scope == TokenScope::Org && record.portal.is_none() {
+        let opened_by = schema::operator_link_prefix(&hash);
+        // At most `TOKENS_MAX` rows, and only on a revocation.
+        for (credential, row) in tables::portal_tokens(w.wtxn, w.dbs)? {
+            if row.portal.is_some_and(|g| g.link.starts_with(&opened_by)) {
+                tables::delete_token(w.wtxn, w.dbs, &credential)?;
+            }
+        }
+    }
     Ok(Outcome::Done)
 }
 

@@ -386,7 +386,7 @@ pub enum Op {
     },
     /// Revokes an API token (`DELETE /auth/token/{id}`, `sluice token revoke`) and, for
     /// an org token, every operator session and login code opened with it (their link
-    /// names it: `portal_access::operator_link_id`). A portal logout uses `RevokeToken`.
+    /// names it: `schema::operator_link_prefix`). A portal logout uses `RevokeToken`.
     RevokeApiToken {
         hash: [u8; 32],
     },

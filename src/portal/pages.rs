@@ -43,14 +43,8 @@ pub(super) fn seg(text: &str) -> String {
 
 /// The text cut to `max` bytes at a character boundary, and whether it was cut.
 fn cut(text: &str, max: usize) -> (&str, bool) {
-    if text.len() <= max {
-        return (text, false);
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    (&text[..end], true)
+    let shown = crate::text::prefix_within(text, max);
+    (shown, shown.len() < text.len())
 }
 
 /// The page around `body`.
