@@ -317,14 +317,10 @@ pub(crate) fn operator_access(
     opened_by: Option<&[u8; 32]>,
 ) -> (String, Op) {
     let code = new_secret();
-    let link = match opened_by {
-        Some(hash) => crate::log::schema::operator_link_prefix(hash) + &new_secret()[..22],
-        None => format!("operator_{}", &new_secret()[..22]),
-    };
     let op = Op::CreateOperatorAccess {
         grant: Box::new(PortalGrant {
             kind: PortalKind::LoginCode,
-            link,
+            link: crate::log::schema::operator_link(opened_by, &new_secret()[..22]),
             capabilities: capability::ALL,
             feature_flags: Vec::new(),
             session_id: None,

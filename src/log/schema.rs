@@ -513,6 +513,15 @@ pub fn operator_link_prefix(hash: &[u8; 32]) -> String {
     format!("operator_{}_", token_id(hash))
 }
 
+/// An operator's link id ending in `unique`: named after the stored org token it was
+/// opened with, if any (`operator_link_prefix`), else `operator_<unique>`.
+pub fn operator_link(opened_by: Option<&[u8; 32]>, unique: &str) -> String {
+    match opened_by {
+        Some(hash) => operator_link_prefix(hash) + unique,
+        None => format!("operator_{unique}"),
+    }
+}
+
 /// A token's public id: `tok_` and the first 8 bytes of its SHA-256 in hex. It names the
 /// token in lists, revocations and diagnostics without revealing it.
 pub fn token_id(hash: &[u8; 32]) -> String {

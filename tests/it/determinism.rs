@@ -687,11 +687,9 @@ fn op_of_kind(kind: usize, rng: &mut Rng, world: &mut World) -> Op {
                 grant: Box::new(PortalGrant {
                     kind: PortalKind::LoginCode,
                     // Half of them opened with a stored token (`RevokeApiToken` ends them).
-                    link: match rng.pick(&world.tokens) {
-                        Some(hash) if rng.chance(50) => {
-                            sluice::log::schema::operator_link_prefix(hash) + &world.fresh("")
-                        }
-                        _ => world.fresh("operator"),
+                    link: {
+                        let opened_by = rng.pick(&world.tokens).copied().filter(|_| rng.chance(50));
+                        sluice::log::schema::operator_link(opened_by.as_ref(), &world.fresh(""))
                     },
                     capabilities: 63,
                     feature_flags: Vec::new(),
