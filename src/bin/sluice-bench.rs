@@ -38,6 +38,8 @@ mod growth;
 mod portal;
 #[path = "bench/retention.rs"]
 mod retention;
+#[path = "bench/rounds.rs"]
+mod rounds;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -69,6 +71,8 @@ const KEY: [u8; 24] = [7; 24];
 const REQUESTS_PER_CLIENT_MAX: usize = 2_000_000;
 /// How long the harness waits for deliveries to catch up after the load.
 const DRAIN_TIME_MAX: Duration = Duration::from_secs(120);
+/// Most rounds one invocation runs (`--rounds`).
+const ROUNDS_MAX: usize = 50;
 /// Numbers the runs of this process (their data directories).
 static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -82,8 +86,19 @@ struct Args {
     /// `--messages` old messages with `--endpoints` endpoints) and cluster (three
     /// nats-servers and three Sluice nodes on this machine) are not in `all`. With
     /// `--rate 500`, deliver gives the CPU per message at a fixed rate.
+    /// Several, separated by commas, run in that order (`ingest,deliver,fanout`).
     #[arg(long, default_value = "all")]
     scenario: String,
+    /// Runs the scenarios this many times (at most `ROUNDS_MAX`), measuring the raw
+    /// responder again before each round, then prints each run's mean and range of
+    /// ratios over the rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// A second sluice binary: each round runs every scenario with `--sluice` and with
+    /// this one, alternating which goes first, and the summary adds this one's mean over
+    /// the first's.
+    #[arg(long)]
+    versus: Option<PathBuf>,
     /// Seconds of load per scenario.
     #[arg(long, default_value_t = 10)]
     secs: u64,
@@ -248,51 +263,111 @@ fn main() -> ExitCode {
         .build()
         .expect("runtime");
     let raw = runtime.block_on(measure_machine(&args));
-    let names: Vec<&str> = match args.scenario.as_str() {
-        "all" => vec![
-            "ingest",
-            "deliver",
-            "fanout",
-            "ingest-source",
-            "isolation",
-            "latency",
-            "payloads",
-            "mix",
-        ],
-        "raw" => vec![],
-        one => vec![one],
-    };
+    let names: Vec<&str> = args
+        .scenario
+        .split(',')
+        .flat_map(|name| match name.trim() {
+            "all" => vec![
+                "ingest",
+                "deliver",
+                "fanout",
+                "ingest-source",
+                "isolation",
+                "latency",
+                "payloads",
+                "mix",
+            ],
+            "raw" => vec![],
+            one => vec![one],
+        })
+        .collect();
     let subject = Subject {
         binary: sluice.clone(),
         target: args.target,
         pid: args.pid,
         in_flight: args.in_flight,
     };
+    let versus = args.versus.clone().map(|binary| Subject {
+        binary,
+        ..subject.clone()
+    });
     let mut refused = runtime.block_on(scenarios_of_their_own(&args, &subject));
-    for name in names.into_iter().filter(|n| {
-        ![
-            "retries",
-            "idle",
-            "growth",
-            "portal",
-            "endpoints",
-            "retention",
-        ]
-        .contains(n)
-    }) {
-        for report in runtime.block_on(scenario(name, &args, &subject)) {
-            refused |= report.refused.is_some();
-            print_report(&report, raw);
-            if let Some(dir) = &args.out {
-                write_run(dir, &report, raw);
-            }
-        }
-    }
+    refused |= rounds_of_scenarios(&runtime, &args, &names, raw, &subject, versus.as_ref());
     if refused {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Runs the scenarios that share the harness's way (all but those of
+/// `scenarios_of_their_own`) for `--rounds`, each round with a fresh raw rate (`raw` is the
+/// first round's) and with both builds if `versus` is given; prints every run, then the
+/// summary over the rounds. Returns whether any run refused its figures.
+fn rounds_of_scenarios(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    names: &[&str],
+    mut raw: f64,
+    subject: &Subject,
+    versus: Option<&Subject>,
+) -> bool {
+    let mut refused = false;
+    let round_count = args.rounds.clamp(1, ROUNDS_MAX);
+    let mut samples = Vec::new();
+    for round in 0..round_count {
+        if round > 0 {
+            raw = runtime.block_on(measure_machine(args));
+        }
+        if round_count > 1 {
+            println!("round {} of {round_count}", round + 1);
+        }
+        for &name in names.iter().filter(|n| {
+            ![
+                "retries",
+                "idle",
+                "growth",
+                "portal",
+                "endpoints",
+                "retention",
+            ]
+            .contains(n)
+        }) {
+            for &build in rounds::order(round, versus.is_some()) {
+                let (subject, tag) = match (build, versus) {
+                    (rounds::Build::Second, Some(second)) => (second, " (versus)"),
+                    _ => (subject, ""),
+                };
+                for mut report in runtime.block_on(scenario(name, args, subject)) {
+                    refused |= report.refused.is_some();
+                    if report.refused.is_none() {
+                        samples.push(rounds::Sample {
+                            run: report.name.clone(),
+                            build,
+                            accepted_of_raw: report.accepted_per_s / raw,
+                            delivered_of_raw: report.delivered_per_s.map(|d| d / raw),
+                            cpu_ms_per_message: report.cpu_s * 1e3 / report.accepted.max(1) as f64,
+                        });
+                    }
+                    report.name.push_str(tag);
+                    print_report(&report, raw);
+                    if let Some(dir) = &args.out {
+                        if round_count > 1 {
+                            report.name.push_str(&format!(" round {}", round + 1));
+                        }
+                        write_run(dir, &report, raw);
+                    }
+                }
+            }
+        }
+    }
+    if round_count > 1 || versus.is_some() {
+        println!("summary of {round_count} rounds (ratios to each round's raw rate)");
+        for line in rounds::render(&rounds::summarise(&samples)) {
+            println!("{line}");
+        }
+    }
+    refused
 }
 
 /// The scenarios that run their own Sluice their own way (growth, idle, retries), if
@@ -859,6 +934,7 @@ fn parse_mix(text: &str, total: usize) -> Result<Plan, String> {
 }
 
 /// What a run measures: a Sluice binary to start per run, or a running one.
+#[derive(Clone)]
 struct Subject {
     binary: PathBuf,
     target: Option<SocketAddr>,

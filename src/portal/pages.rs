@@ -1089,8 +1089,10 @@ async fn secret(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
         Some(key) => {
             b.text(key);
         }
+        // No kind prefix: a masked secret may be an HMAC `whsec_` or an Ed25519 pair,
+        // whose revealed form is its public key (`whpk_`).
         None => {
-            b.raw("whsec_••••••••••••••••••••••••");
+            b.raw("••••••••••••••••••••••••");
         }
     }
     b.raw("</code></div>");
@@ -1113,8 +1115,10 @@ async fn secret(v: &Visit<'_>, ep: &str) -> Result<Answer, ApiError> {
     b.raw("<h2>Verifying</h2><p>Every request carries <code>webhook-id</code>, ")
         .raw("<code>webhook-timestamp</code> and <code>webhook-signature</code> headers ")
         .raw("(Standard Webhooks). Verify them with the secret above using any Standard ")
-        .raw("Webhooks or Svix library. During a rotation's grace period requests carry ")
-        .raw("a signature for each secret.</p>");
+        .raw("Webhooks or Svix library: a <code>whsec_</code> secret signs with HMAC-SHA256 ")
+        .raw("(<code>v1,</code>), a <code>whpk_</code> public key verifies Ed25519 ")
+        .raw("signatures (<code>v1a,</code>). During a rotation's grace period requests ")
+        .raw("carry a signature for each secret.</p>");
     Ok(page(v, "Signing secret", &b))
 }
 
