@@ -44,16 +44,59 @@ impl Clock {
 
 /// Formats a time as RFC 3339 UTC with milliseconds: `2024-05-01T12:00:00.123Z`.
 pub fn format_rfc3339(ms: u64) -> String {
+    let mut text = String::with_capacity(RFC3339_LEN);
+    push_rfc3339(&mut text, ms);
+    text
+}
+
+/// The length of `format_rfc3339`'s text for years 0 to 9999.
+pub const RFC3339_LEN: usize = 24;
+
+/// Appends `format_rfc3339(ms)` to `out`.
+pub fn push_rfc3339(out: &mut String, ms: u64) {
+    match rfc3339_text(ms) {
+        // Only ASCII digits and punctuation are in it.
+        Some(text) => out.push_str(std::str::from_utf8(&text).unwrap_or_default()),
+        None => {
+            // Past the year 9999 (only a clamped, absurd time gets here): the general path.
+            let secs = ms / 1000;
+            let (y, mo, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX));
+            let rem = secs % 86_400;
+            out.push_str(&format!(
+                "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                (rem / 60) % 60,
+                rem % 60,
+                ms % 1000
+            ));
+        }
+    }
+}
+
+/// `format_rfc3339(ms)` as bytes, for the years 0 to 9999 (`None` past them). Digits are
+/// written directly, not through `core::fmt`: every accepted message's reply carries a
+/// timestamp, and the formatting machinery was a visible share of the ingest path.
+pub fn rfc3339_text(ms: u64) -> Option<[u8; RFC3339_LEN]> {
     let secs = ms / 1000;
     let (y, mo, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX));
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        ms % 1000
-    )
+    let year = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
+    let field = |v: i64| u32::try_from(v).unwrap_or(0);
+    let rem = field(i64::try_from(secs % 86_400).unwrap_or(0));
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: u32| {
+        for i in (at..at + width).rev() {
+            text[i] = b"0123456789"[(value % 10) as usize];
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, field(mo));
+    put(8, 2, field(d));
+    put(11, 2, rem / 3600);
+    put(14, 2, (rem / 60) % 60);
+    put(17, 2, rem % 60);
+    put(20, 3, field(i64::try_from(ms % 1000).unwrap_or(0)));
+    Some(text)
 }
 
 /// Parses RFC 3339 (`Z` or a numeric offset, optional fraction) into ms since the epoch.
@@ -225,6 +268,17 @@ mod tests {
         assert_eq!(
             format_rfc3339(1_614_265_330_042),
             "2021-02-25T15:02:10.042Z"
+        );
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(0).len(), RFC3339_LEN);
+        assert_eq!(
+            format_rfc3339(253_402_300_799_999),
+            "9999-12-31T23:59:59.999Z"
+        );
+        // Past the year 9999 the text grows a digit instead of wrapping.
+        assert_eq!(
+            format_rfc3339(253_402_300_800_000),
+            "10000-01-01T00:00:00.000Z"
         );
     }
 

@@ -74,8 +74,23 @@ pub(super) fn accepted_body(m: &MessageRecord, with_content: bool) -> Result<Vec
     if let Some(at) = m.deliver_at_ms {
         write_field(&mut body, ",\"deliverAt\":", &format_rfc3339(at))?;
     }
-    write_field(&mut body, ",\"id\":", &m.id)?;
-    write_field(&mut body, ",\"timestamp\":", &format_rfc3339(m.created_ms))?;
+    // Sluice's own id and time need no escaping: written as they are, without a
+    // serializer (the reply is on every accepted message's path).
+    if m.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        body.extend_from_slice(b",\"id\":\"");
+        body.extend_from_slice(m.id.as_bytes());
+        body.push(b'"');
+    } else {
+        write_field(&mut body, ",\"id\":", &m.id)?;
+    }
+    match crate::clock::rfc3339_text(m.created_ms) {
+        Some(text) => {
+            body.extend_from_slice(b",\"timestamp\":\"");
+            body.extend_from_slice(&text);
+            body.push(b'"');
+        }
+        None => write_field(&mut body, ",\"timestamp\":", &format_rfc3339(m.created_ms))?,
+    }
     body.push(b'}');
     Ok(body)
 }
@@ -364,7 +379,11 @@ mod tests {
         full.deliver_at_ms = Some(1_764_500_060_000);
         let expired = record(None);
         let plain = record(Some("{}"));
+        // An id Sluice would not make still comes out as valid JSON.
+        let mut odd = record(Some("{}"));
+        odd.id = "msg_\"odd\"\\".to_owned();
         for (message, with_content) in [
+            (&odd, true),
             (&full, true),
             (&full, false),
             (&expired, true),

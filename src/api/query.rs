@@ -18,7 +18,12 @@ impl Query {
         for part in raw.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = part.split_once('=').unwrap_or((part, ""));
             let decode = |s: &str| {
-                let plus_as_space = s.replace('+', " ");
+                // Copied only when a `+` stands for a space.
+                let plus_as_space = if s.contains('+') {
+                    std::borrow::Cow::Owned(s.replace('+', " "))
+                } else {
+                    std::borrow::Cow::Borrowed(s)
+                };
                 percent_encoding::percent_decode_str(&plus_as_space)
                     .decode_utf8()
                     .map(|c| c.into_owned())
