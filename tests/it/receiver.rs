@@ -50,6 +50,9 @@ pub(crate) struct Receiver {
     pub hanging: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// The longest a test waits for requests to arrive at a receiver.
+const RECEIVER_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Receiver {
     pub(crate) async fn start(
         script: impl Fn(usize) -> Answer + Send + Sync + 'static,
@@ -193,10 +196,21 @@ impl Receiver {
         format!("http://{}/hook", self.addr)
     }
 
-    /// Waits until at least `n` requests arrived; returns them all.
+    /// Waits until at least `n` requests arrived; returns them all. Fails the test if
+    /// they have not after `RECEIVER_WAIT_MAX` (a delivery that never comes is a failure
+    /// that says how many did, not a run that hangs).
     pub(crate) async fn wait_for(&self, n: usize) -> Vec<Received> {
         let mut count = self.count.clone();
-        count.wait_for(|c| *c >= n).await.expect("receiver alive");
+        let arrived = tokio::time::timeout(RECEIVER_WAIT_MAX, count.wait_for(|c| *c >= n)).await;
+        match arrived {
+            Ok(alive) => {
+                alive.expect("receiver alive");
+            }
+            Err(_) => panic!(
+                "{} of {n} requests arrived within {RECEIVER_WAIT_MAX:?}",
+                *self.count.borrow()
+            ),
+        }
         self.received()
     }
 
