@@ -53,24 +53,27 @@ pub fn format_rfc3339(ms: u64) -> String {
 pub const RFC3339_LEN: usize = 24;
 
 /// Appends `format_rfc3339(ms)` to `out`.
-pub fn push_rfc3339(out: &mut String, ms: u64) {
+fn push_rfc3339(out: &mut String, ms: u64) {
     match rfc3339_text(ms) {
         // Only ASCII digits and punctuation are in it.
         Some(text) => out.push_str(std::str::from_utf8(&text).unwrap_or_default()),
-        None => {
-            // Past the year 9999 (only a clamped, absurd time gets here): the general path.
-            let secs = ms / 1000;
-            let (y, mo, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX));
-            let rem = secs % 86_400;
-            out.push_str(&format!(
-                "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-                rem / 3600,
-                (rem / 60) % 60,
-                rem % 60,
-                ms % 1000
-            ));
-        }
+        // Past the year 9999 (only a clamped, absurd time gets here): the general path.
+        None => out.push_str(&rfc3339_by_fmt(ms)),
     }
+}
+
+/// `format_rfc3339` through `core::fmt`, for any year (the fast path's reference).
+fn rfc3339_by_fmt(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (y, mo, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX));
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 /// `format_rfc3339(ms)` as bytes, for the years 0 to 9999 (`None` past them). Digits are
@@ -80,8 +83,9 @@ pub fn rfc3339_text(ms: u64) -> Option<[u8; RFC3339_LEN]> {
     let secs = ms / 1000;
     let (y, mo, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(i64::MAX));
     let year = u32::try_from(y).ok().filter(|y| *y <= 9999)?;
+    // Each value below is under 100,000: the conversions cannot fail.
     let field = |v: i64| u32::try_from(v).unwrap_or(0);
-    let rem = field(i64::try_from(secs % 86_400).unwrap_or(0));
+    let rem = u32::try_from(secs % 86_400).unwrap_or(0);
     let mut text = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, width: usize, mut value: u32| {
         for i in (at..at + width).rev() {
@@ -95,7 +99,7 @@ pub fn rfc3339_text(ms: u64) -> Option<[u8; RFC3339_LEN]> {
     put(11, 2, rem / 3600);
     put(14, 2, (rem / 60) % 60);
     put(17, 2, rem % 60);
-    put(20, 3, field(i64::try_from(ms % 1000).unwrap_or(0)));
+    put(20, 3, u32::try_from(ms % 1000).unwrap_or(0));
     Some(text)
 }
 
@@ -280,6 +284,29 @@ mod tests {
             format_rfc3339(253_402_300_800_000),
             "10000-01-01T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn the_direct_digits_match_the_formatted_text() {
+        // Every field's carries: ends of seconds, minutes, hours, days, months and years,
+        // leap days, and a spread of times in between.
+        let mut times = vec![0, 999, 1_000, 59_999, 3_599_999, 86_399_999, 86_400_000];
+        times.extend([
+            951_782_399_999,
+            951_782_400_000,
+            978_307_199_999,
+            1_764_547_199_999,
+        ]);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            times.push(x % 253_402_300_800_000);
+        }
+        for ms in times {
+            assert_eq!(format_rfc3339(ms), rfc3339_by_fmt(ms), "{ms}");
+        }
     }
 
     #[test]
