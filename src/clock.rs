@@ -44,23 +44,16 @@ impl Clock {
 
 /// Formats a time as RFC 3339 UTC with milliseconds: `2024-05-01T12:00:00.123Z`.
 pub fn format_rfc3339(ms: u64) -> String {
-    let mut text = String::with_capacity(RFC3339_LEN);
-    push_rfc3339(&mut text, ms);
-    text
+    match rfc3339_text(ms) {
+        // Only ASCII digits and punctuation are in it.
+        Some(text) => String::from_utf8_lossy(&text).into_owned(),
+        // Past the year 9999 (only a clamped, absurd time gets here): the general path.
+        None => rfc3339_by_fmt(ms),
+    }
 }
 
 /// The length of `format_rfc3339`'s text for years 0 to 9999.
 pub const RFC3339_LEN: usize = 24;
-
-/// Appends `format_rfc3339(ms)` to `out`.
-fn push_rfc3339(out: &mut String, ms: u64) {
-    match rfc3339_text(ms) {
-        // Only ASCII digits and punctuation are in it.
-        Some(text) => out.push_str(std::str::from_utf8(&text).unwrap_or_default()),
-        // Past the year 9999 (only a clamped, absurd time gets here): the general path.
-        None => out.push_str(&rfc3339_by_fmt(ms)),
-    }
-}
 
 /// `format_rfc3339` through `core::fmt`, for any year (the fast path's reference).
 fn rfc3339_by_fmt(ms: u64) -> String {

@@ -6,6 +6,7 @@ pub fn prefix_within(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
+    // std's `floor_char_boundary` does this from Rust 1.91; Sluice builds with 1.88.
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;

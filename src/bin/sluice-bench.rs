@@ -71,6 +71,16 @@ const KEY: [u8; 24] = [7; 24];
 const REQUESTS_PER_CLIENT_MAX: usize = 2_000_000;
 /// How long the harness waits for deliveries to catch up after the load.
 const DRAIN_TIME_MAX: Duration = Duration::from_secs(120);
+/// The scenarios that run their own Sluice their own way (`scenarios_of_their_own`),
+/// once per invocation whatever `--rounds` says.
+const SCENARIOS_OF_THEIR_OWN: [&str; 6] = [
+    "retries",
+    "idle",
+    "growth",
+    "portal",
+    "endpoints",
+    "retention",
+];
 /// Most rounds one invocation runs (`--rounds`).
 const ROUNDS_MAX: usize = 50;
 /// Numbers the runs of this process (their data directories).
@@ -91,7 +101,8 @@ struct Args {
     scenario: String,
     /// Runs the scenarios this many times (at most `ROUNDS_MAX`), measuring the raw
     /// responder again before each round, then prints each run's mean and range of
-    /// ratios over the rounds.
+    /// ratios over the rounds. Those that run their own way (growth, idle, retries, …)
+    /// run once.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// A second sluice binary: each round runs every scenario with `--sluice` and with
@@ -225,6 +236,13 @@ struct Report {
     series: Series,
 }
 
+impl Report {
+    /// Sluice's CPU per accepted message, ms.
+    fn cpu_ms_per_message(&self) -> f64 {
+        self.cpu_s * 1e3 / self.accepted.max(1) as f64
+    }
+}
+
 /// A run over time: per-second buckets from the start of the load, and memory samples.
 #[derive(Default)]
 struct Series {
@@ -268,6 +286,8 @@ fn main() -> ExitCode {
         .split(',')
         .flat_map(|name| match name.trim() {
             "all" => vec![
+                "idle",
+                "retries",
                 "ingest",
                 "deliver",
                 "fanout",
@@ -291,7 +311,7 @@ fn main() -> ExitCode {
         binary,
         ..subject.clone()
     });
-    let mut refused = runtime.block_on(scenarios_of_their_own(&args, &subject));
+    let mut refused = runtime.block_on(scenarios_of_their_own(&args, &names, &subject));
     refused |= rounds_of_scenarios(&runtime, &args, &names, raw, &subject, versus.as_ref());
     if refused {
         ExitCode::FAILURE
@@ -322,17 +342,7 @@ fn rounds_of_scenarios(
         if round_count > 1 {
             println!("round {} of {round_count}", round + 1);
         }
-        for &name in names.iter().filter(|n| {
-            ![
-                "retries",
-                "idle",
-                "growth",
-                "portal",
-                "endpoints",
-                "retention",
-            ]
-            .contains(n)
-        }) {
+        for &name in names.iter().filter(|n| !SCENARIOS_OF_THEIR_OWN.contains(n)) {
             for &build in rounds::order(round, versus.is_some()) {
                 let (subject, tag) = match (build, versus) {
                     (rounds::Build::Second, Some(second)) => (second, " (versus)"),
@@ -346,7 +356,7 @@ fn rounds_of_scenarios(
                             build,
                             accepted_of_raw: report.accepted_per_s / raw,
                             delivered_of_raw: report.delivered_per_s.map(|d| d / raw),
-                            cpu_ms_per_message: report.cpu_s * 1e3 / report.accepted.max(1) as f64,
+                            cpu_ms_per_message: report.cpu_ms_per_message(),
                         });
                     }
                     report.name.push_str(tag);
@@ -370,16 +380,17 @@ fn rounds_of_scenarios(
     refused
 }
 
-/// The scenarios that run their own Sluice their own way (growth, idle, retries), if
-/// asked for; returns whether any refused its figures.
-async fn scenarios_of_their_own(args: &Args, subject: &Subject) -> bool {
+/// The scenarios of `SCENARIOS_OF_THEIR_OWN` among `names`; returns whether any refused
+/// its figures.
+async fn scenarios_of_their_own(args: &Args, names: &[&str], subject: &Subject) -> bool {
+    let asked = |name: &str| names.contains(&name);
     let mut refused = false;
-    if args.scenario == "growth" {
+    if asked("growth") {
         let (messages, payload) = (args.messages, args.payload);
         let out = args.out.as_deref();
         refused |= !growth::growth(subject, messages, payload, args.clients, out).await;
     }
-    if args.scenario == "endpoints" {
+    if asked("endpoints") {
         let shape = endpoints::Shape {
             endpoints: args.endpoints,
             apps: args.apps,
@@ -390,7 +401,7 @@ async fn scenarios_of_their_own(args: &Args, subject: &Subject) -> bool {
         };
         refused |= !endpoints::endpoints(subject, &shape).await;
     }
-    if args.scenario == "retention" {
+    if asked("retention") {
         let shape = retention::Shape {
             old_messages: args.messages,
             endpoints: args.endpoints,
@@ -400,18 +411,18 @@ async fn scenarios_of_their_own(args: &Args, subject: &Subject) -> bool {
         };
         refused |= !retention::retention(subject, &shape, args.out.as_deref()).await;
     }
-    if args.scenario == "portal" {
+    if asked("portal") {
         refused |= !portal::portal(subject, args.clients, args.portal_messages).await;
     }
-    if args.scenario == "idle" || args.scenario == "all" {
+    if asked("idle") {
         match (args.target, args.pid) {
             (Some(_), None) => eprintln!("the idle scenario needs --pid with --target"),
             _ => idle(subject, Duration::from_secs(args.secs)).await,
         }
     }
-    if args.target.is_some() && args.scenario == "retries" {
+    if args.target.is_some() && asked("retries") {
         eprintln!("the retries scenario restarts Sluice: it cannot run against --target");
-    } else if args.target.is_none() && (args.scenario == "retries" || args.scenario == "all") {
+    } else if args.target.is_none() && asked("retries") {
         refused |= !retries(&subject.binary, args.clients).await;
     }
     refused
@@ -461,7 +472,7 @@ fn print_report(r: &Report, raw: f64) {
             "  commits {commits:.0} ({per_commit:.1} ops each)"
         ));
     }
-    let cpu_ms_per_message = r.cpu_s * 1e3 / r.accepted.max(1) as f64;
+    let cpu_ms_per_message = r.cpu_ms_per_message();
     line.push_str(&format!(
         "  n={} cpu {:.1}s ({cpu_ms_per_message:.3} ms/msg) peak-rss {:.0}MiB",
         r.accepted, r.cpu_s, r.peak_rss_mib
@@ -598,7 +609,7 @@ fn run_json(report: &Report, raw: f64) -> serde_json::Value {
         "attempt_ms_at_most": report.attempt_ms.map(|[p50, p99]| serde_json::json!({"p50": p50, "p99": p99})),
         "commits": report.commits.map(|(commits, per)| serde_json::json!({"commits": commits, "ops_per_commit": per})),
         "cpu_s": report.cpu_s,
-        "cpu_ms_per_message": report.cpu_s * 1e3 / report.accepted.max(1) as f64,
+        "cpu_ms_per_message": report.cpu_ms_per_message(),
         "peak_rss_mib": report.peak_rss_mib,
         "refused": report.refused,
         "series": {

@@ -233,7 +233,7 @@ async fn fan_out(
             report.name,
             report.accepted_per_s,
             delivered.unwrap_or(0.0),
-            report.cpu_s * 1e3 / report.accepted.max(1) as f64,
+            report.cpu_ms_per_message(),
             report.peak_rss_mib
         ),
     }

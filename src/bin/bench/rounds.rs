@@ -64,20 +64,17 @@ pub(crate) struct Summary {
     pub(crate) cpu_ms_per_message: Spread,
 }
 
-/// Groups `samples` by run and build, in the order each run first appears (first build
-/// before second).
+/// Groups `samples` by run and build: runs in the order each first appears, the first
+/// build before the second.
 pub(crate) fn summarise(samples: &[Sample]) -> Vec<Summary> {
-    let mut keys: Vec<(&str, Build)> = Vec::new();
+    let mut runs: Vec<&str> = Vec::new();
     for s in samples {
-        for build in [Build::First, Build::Second] {
-            if samples.iter().any(|o| o.run == s.run && o.build == build)
-                && !keys.contains(&(s.run.as_str(), build))
-            {
-                keys.push((s.run.as_str(), build));
-            }
+        if !runs.contains(&s.run.as_str()) {
+            runs.push(&s.run);
         }
     }
-    keys.into_iter()
+    runs.into_iter()
+        .flat_map(|run| [Build::First, Build::Second].map(|build| (run, build)))
         .filter_map(|(run, build)| {
             let of: Vec<&Sample> = samples
                 .iter()
@@ -89,6 +86,7 @@ pub(crate) fn summarise(samples: &[Sample]) -> Vec<Summary> {
                 run: run.to_owned(),
                 build,
                 runs: of.len(),
+                // `None` (no such group) when no run had this build.
                 accepted_of_raw: spread(&pick(|s| s.accepted_of_raw))?,
                 // Only when every run of the group delivered: a mean over some is no mean.
                 delivered_of_raw: (delivered.len() == of.len())
