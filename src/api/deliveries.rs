@@ -94,7 +94,8 @@ pub(super) fn destinations(
             rows_max: PAGE_SCAN_ROWS_MAX,
         };
         let capped = tables::scan_app_endpoints(rtxn, dbs, app.key, walk, |endpoint| {
-            let Some(delivery) = tables::delivery(rtxn, dbs, EndpointKey(endpoint.key), Seq(seq))?
+            let Some(delivery) =
+                crate::log::deliveries::get(rtxn, dbs, EndpointKey(endpoint.key), Seq(seq))?
             else {
                 return Ok(false);
             };

@@ -173,7 +173,7 @@ async fn attempt(
         let endpoint = ctx.endpoints.get(job.endpoint_key, stored, |stored| {
             tables::decode_endpoint(dbs, stored)
         })?;
-        let delivery = tables::delivery(rtxn, dbs, job.endpoint_key, job.seq)?;
+        let delivery = crate::log::deliveries::get(rtxn, dbs, job.endpoint_key, job.seq)?;
         let message = tables::message_by_seq(rtxn, dbs, job.seq)?;
         Ok((endpoint, delivery, message))
     });

@@ -12,6 +12,7 @@
 //! fan a message out is in `index.rs`.
 
 mod apply;
+pub mod deliveries;
 pub mod index;
 pub mod operational;
 pub mod ops;

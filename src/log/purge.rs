@@ -6,8 +6,7 @@
 
 use super::schema::{
     self, AppKey, AttemptKey, DeliveryRecord, EndpointKey, MessageRecord, Seq, app_message_key,
-    db_name, delivery_key, due_key, endpoint_attempt_key, id_key, message_attempt_key, u64_key,
-    uid_key,
+    db_name, due_key, endpoint_attempt_key, id_key, message_attempt_key, u64_key, uid_key,
 };
 use super::{LogError, WriteCtx, tables};
 
@@ -101,18 +100,16 @@ fn purge_leftovers(
 ) -> Result<bool, LogError> {
     for endpoint_key in endpoint_keys {
         let mut rows = Vec::new();
-        for row in w
-            .dbs
-            .deliveries
-            .prefix_iter(w.wtxn, &u64_key(*endpoint_key))?
-        {
-            let (key, value) = row?;
-            let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
-            rows.push((seq, DeliveryRecord::decode(value)?));
-            if rows.len() >= rows_max {
-                break;
-            }
-        }
+        super::deliveries::each_of_endpoint(
+            w.wtxn,
+            w.dbs,
+            EndpointKey(*endpoint_key),
+            (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+            |seq, delivery| {
+                rows.push((seq.0, delivery));
+                Ok(rows.len() >= rows_max)
+            },
+        )?;
         let mut attempts = Vec::new();
         if rows.len() < rows_max {
             for row in w
@@ -153,9 +150,9 @@ fn delete_message(
     let dbs = w.dbs;
     let mut rows = 1;
     for endpoint_key in endpoint_keys {
-        let key = delivery_key(EndpointKey(*endpoint_key), Seq(seq));
-        if let Some(value) = dbs.deliveries.get(w.wtxn, &key)? {
-            let delivery = DeliveryRecord::decode(value)?;
+        if let Some(delivery) =
+            super::deliveries::get(w.wtxn, dbs, EndpointKey(*endpoint_key), Seq(seq))?
+        {
             delete_delivery(w, *endpoint_key, seq, &delivery)?;
             rows += 1;
         }
@@ -192,10 +189,7 @@ fn delete_delivery(
         w.wtxn,
         &due_key(delivery.next_due_ms, EndpointKey(endpoint_key), Seq(seq)),
     )?;
-    w.dbs
-        .deliveries
-        .delete(w.wtxn, &delivery_key(EndpointKey(endpoint_key), Seq(seq)))?;
-    Ok(())
+    super::deliveries::delete(w.wtxn, w.dbs, EndpointKey(endpoint_key), Seq(seq))
 }
 
 fn delete_attempt(w: &mut WriteCtx<'_, '_>, attempt_key: u64) -> Result<(), LogError> {

@@ -11,9 +11,8 @@
 use std::collections::BTreeMap;
 
 use super::schema::{
-    self, AppKey, AttemptKey, DeliveryRecord, DeliveryState, EndpointKey, MessageRecord, Seq,
-    app_message_key, db_name, delivery_key, endpoint_attempt_key, id_key, message_attempt_key,
-    u64_key, uid_key,
+    self, AppKey, AttemptKey, DeliveryState, EndpointKey, MessageRecord, Seq, app_message_key,
+    db_name, endpoint_attempt_key, id_key, message_attempt_key, u64_key, uid_key,
 };
 use super::{LogError, WriteCtx, tables};
 use crate::limits::{DAY_MS, RETENTION_DAYS_MIN, RETENTION_SWEEP_LOOKUPS_MAX};
@@ -89,9 +88,7 @@ pub(in crate::log) fn sweep(
     }
     for (endpoint_key, seq) in rows {
         if seq < first_pending {
-            ctx.dbs
-                .deliveries
-                .delete(ctx.wtxn, &delivery_key(endpoint_key, Seq(seq)))?;
+            super::deliveries::delete(ctx.wtxn, ctx.dbs, endpoint_key, Seq(seq))?;
         }
     }
 
@@ -112,22 +109,22 @@ fn delivery_rows(
     for (&app_key, &(first, last)) in spans {
         for endpoint_key in ctx.state.endpoints.keys_of(app_key) {
             let endpoint_key = EndpointKey(endpoint_key);
-            let (low, high) = (
-                delivery_key(endpoint_key, Seq(first)),
-                delivery_key(endpoint_key, Seq(last)),
-            );
-            let range = (
-                std::ops::Bound::Included(&low[..]),
-                std::ops::Bound::Included(&high[..]),
-            );
-            for row in ctx.dbs.deliveries.range(ctx.wtxn, &range)? {
-                let (key, value) = row?;
-                let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
-                if DeliveryRecord::decode(value)?.state == DeliveryState::Pending {
-                    first_pending = first_pending.min(seq);
-                }
-                rows.push((endpoint_key, seq));
-            }
+            super::deliveries::each_of_endpoint(
+                ctx.wtxn,
+                ctx.dbs,
+                endpoint_key,
+                (
+                    std::ops::Bound::Included(first),
+                    std::ops::Bound::Included(last),
+                ),
+                |seq, delivery| {
+                    if delivery.state == DeliveryState::Pending {
+                        first_pending = first_pending.min(seq.0);
+                    }
+                    rows.push((endpoint_key, seq.0));
+                    Ok(false)
+                },
+            )?;
         }
     }
     Ok((rows, first_pending))

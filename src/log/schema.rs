@@ -173,8 +173,9 @@ fn pair(a: u64, b: u64) -> [u8; 16] {
     key
 }
 
-/// `deliveries`: one row per (endpoint, message), an endpoint's rows in seq order.
-pub fn delivery_key(endpoint: EndpointKey, seq: Seq) -> [u8; 16] {
+/// `deliveries`: one row per (endpoint, message), an endpoint's rows in seq order. Only
+/// `log::deliveries` builds it: the table's layout is that module's alone.
+pub(in crate::log) fn delivery_key(endpoint: EndpointKey, seq: Seq) -> [u8; 16] {
     pair(endpoint.0, seq.0)
 }
 

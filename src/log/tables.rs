@@ -9,8 +9,7 @@ use heed::{RoTxn, RwTxn};
 use super::schema::{
     self, AppKey, AppRecord, AttemptKey, EndpointKey, EndpointRecord, EventTypeRecord,
     MessageRecord, Seq, SourceKey, TokenRecord, app_endpoint_key, app_message_key, child_key,
-    db_name, delivery_key, endpoint_attempt_key, id_key, message_attempt_key, source_error_key,
-    u64_key, uid_key,
+    db_name, endpoint_attempt_key, id_key, message_attempt_key, source_error_key, u64_key, uid_key,
 };
 use super::{Dbs, LogError};
 use crate::ids::IdKind;
@@ -553,11 +552,7 @@ pub(in crate::log) fn append_message(
             next_due_ms: due_ms,
             updated_ms: ctx.now_ms,
         };
-        dbs.deliveries.put(
-            ctx.wtxn,
-            &delivery_key(EndpointKey(endpoint_key), Seq(seq)),
-            &row.encode(),
-        )?;
+        super::deliveries::put(ctx.wtxn, dbs, EndpointKey(endpoint_key), Seq(seq), &row)?;
         if state == DeliveryState::Pending {
             let (endpoint_key, seq) = (EndpointKey(endpoint_key), Seq(seq));
             dbs.due
@@ -593,8 +588,7 @@ pub(in crate::log) fn requeue(
 ) -> Result<Requeued, LogError> {
     use super::schema::{DeliveryRecord, DeliveryState, due_key};
     let (endpoint_key, seq) = (EndpointKey(endpoint_key), Seq(seq));
-    let row_key = delivery_key(endpoint_key, seq);
-    let previous = delivery(ctx.wtxn, ctx.dbs, endpoint_key, seq)?;
+    let previous = super::deliveries::get(ctx.wtxn, ctx.dbs, endpoint_key, seq)?;
     if previous.is_some_and(|p| p.state == DeliveryState::Pending) {
         return Ok(Requeued::AlreadyPending);
     }
@@ -605,7 +599,7 @@ pub(in crate::log) fn requeue(
         next_due_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
     };
-    ctx.dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
+    super::deliveries::put(ctx.wtxn, ctx.dbs, endpoint_key, seq, &row)?;
     ctx.dbs
         .due
         .put(ctx.wtxn, &due_key(ctx.now_ms, endpoint_key, seq), &[])?;
@@ -705,7 +699,7 @@ fn scan_keyed<T: serde::de::DeserializeOwned>(
 
 /// Walks the rows of a table keyed (parent u64, child u64) under one parent: `visit`
 /// gets each row's child key and value.
-fn scan_children(
+pub(in crate::log) fn scan_children(
     txn: &RoTxn,
     table: &super::Table,
     name: &'static str,
@@ -826,15 +820,9 @@ pub fn scan_endpoint_deliveries(
     walk: Walk<u64>,
     mut visit: impl FnMut(u64, schema::DeliveryRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    let name = db_name::DELIVERIES;
-    scan_children(
-        txn,
-        &dbs.deliveries,
-        name,
-        endpoint_key,
-        walk,
-        |seq, value| visit(seq, schema::DeliveryRecord::decode(value)?),
-    )
+    super::deliveries::walk_endpoint(txn, dbs, EndpointKey(endpoint_key), walk, |seq, row| {
+        visit(seq, row)
+    })
 }
 
 /// Which attempts an attempt list walks.
@@ -883,21 +871,24 @@ pub fn each_delivery_in(
     rows_max: usize,
     mut visit: impl FnMut(u64, schema::DeliveryRecord),
 ) -> Result<bool, LogError> {
-    let lower = delivery_key(EndpointKey(endpoint_key), Seq(from_seq));
-    let upper = delivery_key(EndpointKey(endpoint_key), Seq(to_seq));
-    let range = (
-        std::ops::Bound::Included(&lower[..]),
-        std::ops::Bound::Excluded(&upper[..]),
-    );
-    for (rows, row) in dbs.deliveries.range(txn, &range)?.enumerate() {
-        if rows >= rows_max {
-            return Ok(false);
-        }
-        let (key, value) = row?;
-        let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
-        visit(seq, schema::DeliveryRecord::decode(value)?);
-    }
-    Ok(true)
+    use std::ops::Bound;
+    let (mut rows, mut complete) = (0, true);
+    super::deliveries::each_of_endpoint(
+        txn,
+        dbs,
+        EndpointKey(endpoint_key),
+        (Bound::Included(from_seq), Bound::Excluded(to_seq)),
+        |seq, row| {
+            if rows >= rows_max {
+                complete = false;
+                return Ok(true);
+            }
+            rows += 1;
+            visit(seq.0, row);
+            Ok(false)
+        },
+    )?;
+    Ok(complete)
 }
 
 /// Successes and failures among an endpoint's deliveries of seqs in `[from_seq, to_seq)`,
@@ -1045,12 +1036,8 @@ pub(in crate::log) fn record_attempt(
         &[],
     )?;
 
-    let row_key = delivery_key(EndpointKey(record.endpoint_key), Seq(record.seq));
-    let previous = dbs
-        .deliveries
-        .get(ctx.wtxn, &row_key)?
-        .map(DeliveryRecord::decode)
-        .transpose()?;
+    let (endpoint, seq) = (EndpointKey(record.endpoint_key), Seq(record.seq));
+    let previous = super::deliveries::get(ctx.wtxn, dbs, endpoint, seq)?;
     let now_ms = ctx.now_ms;
     if let Some(previous) = previous.filter(|p| p.state == DeliveryState::Pending) {
         dbs.due.delete(
@@ -1082,7 +1069,7 @@ pub(in crate::log) fn record_attempt(
         next_due_ms,
         updated_ms: now_ms,
     };
-    dbs.deliveries.put(ctx.wtxn, &row_key, &row.encode())?;
+    super::deliveries::put(ctx.wtxn, dbs, endpoint, seq, &row)?;
     // Operational events follow scheduled deliveries only (a manual attempt is a person's).
     let retry_left = matches!(step, Step::RetryAt(_));
     if !row.manual
@@ -1170,44 +1157,22 @@ pub(in crate::log) fn skip_delivery(
     seq: u64,
 ) -> Result<(), LogError> {
     use super::schema::{DeliveryRecord, DeliveryState, due_key};
-    let row_key = delivery_key(EndpointKey(endpoint_key), Seq(seq));
-    let Some(row) = ctx
-        .dbs
-        .deliveries
-        .get(ctx.wtxn, &row_key)?
-        .map(DeliveryRecord::decode)
-        .transpose()?
-    else {
+    let (endpoint, seq) = (EndpointKey(endpoint_key), Seq(seq));
+    let Some(row) = super::deliveries::get(ctx.wtxn, ctx.dbs, endpoint, seq)? else {
         return Ok(());
     };
     if row.state != DeliveryState::Pending {
         return Ok(());
     }
-    ctx.dbs.due.delete(
-        ctx.wtxn,
-        &due_key(row.next_due_ms, EndpointKey(endpoint_key), Seq(seq)),
-    )?;
+    ctx.dbs
+        .due
+        .delete(ctx.wtxn, &due_key(row.next_due_ms, endpoint, seq))?;
     let skipped = DeliveryRecord {
         state: DeliveryState::Skipped,
         updated_ms: ctx.now_ms,
         ..row
     };
-    ctx.dbs
-        .deliveries
-        .put(ctx.wtxn, &row_key, &skipped.encode())?;
-    Ok(())
-}
-
-pub fn delivery(
-    txn: &RoTxn,
-    dbs: &Dbs,
-    endpoint_key: EndpointKey,
-    seq: Seq,
-) -> Result<Option<schema::DeliveryRecord>, LogError> {
-    dbs.deliveries
-        .get(txn, &delivery_key(endpoint_key, seq))?
-        .map(schema::DeliveryRecord::decode)
-        .transpose()
+    super::deliveries::put(ctx.wtxn, ctx.dbs, endpoint, seq, &skipped)
 }
 
 pub fn attempt_by_key(
@@ -1406,25 +1371,22 @@ pub fn endpoint_deliveries_from(
     rows_max: usize,
 ) -> Result<(Vec<(Seq, schema::DeliveryRecord)>, bool), LogError> {
     use std::ops::Bound;
-    let lower = delivery_key(endpoint_key, from_seq);
-    let end = prefix_end(&u64_key(endpoint_key.0));
-    let upper = match &end {
-        Some(end) => Bound::Excluded(end.as_slice()),
-        None => Bound::Unbounded,
-    };
-    let mut rows = Vec::new();
-    for row in dbs
-        .deliveries
-        .range(txn, &(Bound::Included(&lower[..]), upper))?
-    {
-        let (key, value) = row?;
-        if rows.len() >= rows_max {
-            return Ok((rows, false));
-        }
-        let seq = Seq(schema::read_u64(db_name::DELIVERIES, key, 8)?);
-        rows.push((seq, schema::DeliveryRecord::decode(value)?));
-    }
-    Ok((rows, true))
+    let (mut rows, mut complete) = (Vec::new(), true);
+    super::deliveries::each_of_endpoint(
+        txn,
+        dbs,
+        endpoint_key,
+        (Bound::Included(from_seq.0), Bound::Unbounded),
+        |seq, row| {
+            if rows.len() >= rows_max {
+                complete = false;
+                return Ok(true);
+            }
+            rows.push((seq, row));
+            Ok(false)
+        },
+    )?;
+    Ok((rows, complete))
 }
 
 /// Reads the `due` table in due order, strictly after the row `after` (`None`: from the
@@ -1855,12 +1817,7 @@ mod tests {
         let mut wtxn = env.write_txn().expect("wtxn");
         for (endpoint_key, seq) in [(6, 1), (7, 1), (7, 2), (7, 3), (8, 4), (u64::MAX, 9)] {
             let row = pending(seq);
-            dbs.deliveries
-                .put(
-                    &mut wtxn,
-                    &delivery_key(EndpointKey(endpoint_key), Seq(seq)),
-                    &row.encode(),
-                )
+            crate::log::deliveries::put(&mut wtxn, &dbs, EndpointKey(endpoint_key), Seq(seq), &row)
                 .expect("put");
         }
         wtxn.commit().expect("commit");

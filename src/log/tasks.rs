@@ -12,7 +12,7 @@ use heed::RoTxn;
 use super::index::{EndpointFilter, matches};
 use super::schema::{
     self, AppKey, EndpointKey, ReplayFilter, Seq, TaskKind, TaskRecord, TaskStatus,
-    app_message_key, db_name, delivery_key, id_key, u64_key,
+    app_message_key, db_name, id_key, u64_key,
 };
 use super::tables::{self, Requeued};
 use super::{Dbs, LogError, WriteCtx};
@@ -219,37 +219,40 @@ fn recover_batch(
     task: &TaskRecord,
     replay: Option<&ReplayFilter>,
 ) -> Result<Batch, LogError> {
-    use super::schema::{DeliveryRecord, DeliveryState};
+    use super::schema::DeliveryState;
     let mut candidates = Vec::new();
     let mut next_seq = task.end_seq;
     {
-        let lower = delivery_key(EndpointKey(task.endpoint_key), Seq(task.next_seq));
-        let upper = delivery_key(EndpointKey(task.endpoint_key), Seq(task.end_seq));
-        let range = (
-            std::ops::Bound::Included(&lower[..]),
-            std::ops::Bound::Excluded(&upper[..]),
-        );
-        for (rows, row) in ctx.dbs.deliveries.range(ctx.wtxn, &range)?.enumerate() {
-            let (key, value) = row?;
-            let seq = schema::read_u64(db_name::DELIVERIES, key, 8)?;
-            if rows >= TASK_BATCH_ROWS_MAX || candidates.len() >= TASK_BATCH_REQUEUES_MAX {
-                next_seq = seq;
-                break;
-            }
-            let delivery = DeliveryRecord::decode(value)?;
-            let wanted = match replay {
-                None => matches!(
-                    delivery.state,
-                    DeliveryState::Failed | DeliveryState::Skipped
-                ),
-                Some(filter) => filter
-                    .status
-                    .is_none_or(|status| status == svix_status(&delivery)),
-            };
-            if wanted {
-                candidates.push(seq);
-            }
-        }
+        let mut rows = 0;
+        super::deliveries::each_of_endpoint(
+            ctx.wtxn,
+            ctx.dbs,
+            EndpointKey(task.endpoint_key),
+            (
+                std::ops::Bound::Included(task.next_seq),
+                std::ops::Bound::Excluded(task.end_seq),
+            ),
+            |seq, delivery| {
+                if rows >= TASK_BATCH_ROWS_MAX || candidates.len() >= TASK_BATCH_REQUEUES_MAX {
+                    next_seq = seq.0;
+                    return Ok(true);
+                }
+                rows += 1;
+                let wanted = match replay {
+                    None => matches!(
+                        delivery.state,
+                        DeliveryState::Failed | DeliveryState::Skipped
+                    ),
+                    Some(filter) => filter
+                        .status
+                        .is_none_or(|status| status == svix_status(&delivery)),
+                };
+                if wanted {
+                    candidates.push(seq.0);
+                }
+                Ok(false)
+            },
+        )?;
     }
     let mut sent = 0;
     for seq in candidates {
@@ -290,7 +293,7 @@ fn replay_batch(
                 next_seq = seq;
                 break;
             }
-            if tables::delivery(
+            if super::deliveries::get(
                 ctx.wtxn,
                 ctx.dbs,
                 EndpointKey(filter.endpoint_key),

@@ -204,7 +204,9 @@ fn deliveries_of(sluice: &sluice::app::Running, msg_id: &str) -> Vec<(String, De
             for key in tables::app_endpoint_keys(rtxn, dbs, app.key)? {
                 let key = sluice::log::EndpointKey(key);
                 let endpoint = tables::endpoint_by_key(rtxn, dbs, key)?.expect("endpoint");
-                if let Some(row) = tables::delivery(rtxn, dbs, key, sluice::log::Seq(seq))? {
+                if let Some(row) =
+                    sluice::log::deliveries::get(rtxn, dbs, key, sluice::log::Seq(seq))?
+                {
                     out.push((endpoint.uid.unwrap_or_default(), row.state));
                 }
             }
