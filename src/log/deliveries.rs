@@ -146,7 +146,11 @@ mod tests {
         let rtxn = env.read_txn().expect("rtxn");
         let mut seen = Vec::new();
         each_of_endpoint(&rtxn, dbs, EndpointKey(endpoint), seqs, |seq, row| {
-            assert_eq!(row.next_due_ms, seq.0.wrapping_mul(10), "each seq's own row");
+            assert_eq!(
+                row.next_due_ms,
+                seq.0.wrapping_mul(10),
+                "each seq's own row"
+            );
             seen.push(seq.0);
             Ok(seen.len() >= stop)
         })

@@ -239,10 +239,12 @@ async fn remembered_replies_are_served_then_expire(
         "{name}: the remembered reply"
     );
     let log = sluice.log();
+    // Fixtures written before the `replies` layout hold it in the earlier table.
+    let (replies, earlier) = log.idempotency_rows().expect("rows");
     assert_eq!(
-        log.idempotency_rows().expect("rows"),
-        (0, 1),
-        "{name}: one reply, in the table of the earlier layout"
+        replies + earlier,
+        1,
+        "{name}: one reply, in one of the two layouts' tables"
     );
     a_day_later_none_remain(log, clock, name).await;
     // The key is free again: the same request is a new one now (its eventId, taken by
