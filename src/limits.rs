@@ -187,6 +187,12 @@ pub const SCAN_SOON_GAP: Duration = Duration::from_millis(50);
 pub const SCAN_READS_WAITING_MAX: usize = 1;
 /// Most retries a shard holds in its timer map.
 pub const TIMERS_MAX: usize = 100_000;
+/// Delivery rows that wait, side by side at the end of `delivery_rows`, before their
+/// per-endpoint index rows are written together in one apply. Each endpoint's index leaf
+/// is then copied once per this many rows instead of once per commit (BENCHMARKS.md,
+/// "Where fan-out's commits go": 1.37x fan-out); a reader of an endpoint's deliveries
+/// scans at most this many (plus one message's) unindexed rows.
+pub const DELIVERY_INDEX_BATCH_ROWS: u64 = 16_384;
 /// Most delivery rows one refill of a spilled lane reads.
 pub const REFILL_ROWS_MAX: usize = 4_096;
 /// Most attempts in flight in one shard (all its lanes together).

@@ -1,18 +1,32 @@
-//! The `deliveries` table: one row per (endpoint, message) pair, and every way Sluice
-//! reads or changes it. No other code builds a delivery key or walks the table, so its
-//! layout can change here alone. (BENCHMARKS.md, "Where fan-out's commits go", measures
-//! the layout the next change is meant to bring: rows keyed by seq, with the
-//! per-endpoint order kept by an index written thousands of rows at a time.)
+//! Every delivery's row, and every way Sluice reads or changes one. No other code builds
+//! a delivery key or walks these tables, so their layout lives here alone.
+//!
+//! The layout (schema 2) serves fan-out. A message's rows are keyed (seq, endpoint) in
+//! `delivery_rows`, so they are appended side by side at the table's end, and an
+//! attempt's update finds its row among the recent ones. Each endpoint's rows in seq
+//! order come from `endpoint_deliveries`, which is complete below a watermark seq kept
+//! in `meta`. The rows at or past the watermark are the index's buffer: they sit at the
+//! end of `delivery_rows` already, and once `DELIVERY_INDEX_BATCH_ROWS` of them exist,
+//! the apply that made the last one writes all their index rows, sorted, and moves the
+//! watermark. An endpoint's index leaf is then copied once per batch instead of once per
+//! commit (BENCHMARKS.md, "Where fan-out's commits go"). Everything here depends only on
+//! the tables, so two logs that apply the same ops stay byte-identical, and a restart
+//! has nothing to rebuild. Readers take the index below the watermark and scan the
+//! (bounded) rows past it.
 //!
 //! Reads take any transaction; writes take a `RwTxn` and so run on the writer thread.
 
 use std::ops::Bound;
 
-use heed::{RoTxn, RwTxn};
+use heed::{PutFlags, RoTxn, RwTxn};
 
-use super::schema::{self, DeliveryRecord, EndpointKey, Seq, db_name, delivery_key};
+use super::schema::{
+    self, DeliveryRecord, EndpointKey, Seq, db_name, delivery_row_key, endpoint_delivery_key,
+    meta_key, u64_key,
+};
 use super::tables::Walk;
 use super::{Dbs, LogError};
+use crate::limits::DELIVERY_INDEX_BATCH_ROWS;
 
 /// The delivery of message `seq` to `endpoint`, if it has a row.
 pub fn get(
@@ -22,13 +36,13 @@ pub fn get(
     seq: Seq,
 ) -> Result<Option<DeliveryRecord>, LogError> {
     dbs.deliveries
-        .get(txn, &delivery_key(endpoint, seq))?
+        .get(txn, &delivery_row_key(seq, endpoint))?
         .map(DeliveryRecord::decode)
         .transpose()
 }
 
-/// Writes (creates or replaces) the delivery of message `seq` to `endpoint`.
-pub(in crate::log) fn put(
+/// Replaces the row of a delivery that has one (an attempt's outcome, a skip, a requeue).
+pub(in crate::log) fn replace(
     wtxn: &mut RwTxn,
     dbs: &Dbs,
     endpoint: EndpointKey,
@@ -36,8 +50,55 @@ pub(in crate::log) fn put(
     row: &DeliveryRecord,
 ) -> Result<(), LogError> {
     dbs.deliveries
-        .put(wtxn, &delivery_key(endpoint, seq), &row.encode())?;
+        .put(wtxn, &delivery_row_key(seq, endpoint), &row.encode())?;
     Ok(())
+}
+
+/// Creates the row of a delivery that has none (a requeue of a message the endpoint never
+/// had, or an attempt whose row went meanwhile): indexed at once below the watermark,
+/// else counted towards the next batch.
+pub(in crate::log) fn insert(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    endpoint: EndpointKey,
+    seq: Seq,
+    row: &DeliveryRecord,
+) -> Result<(), LogError> {
+    dbs.deliveries
+        .put(wtxn, &delivery_row_key(seq, endpoint), &row.encode())?;
+    if seq.0 < meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)? {
+        dbs.endpoint_deliveries
+            .put(wtxn, &endpoint_delivery_key(endpoint, seq), &[])?;
+        Ok(())
+    } else {
+        count_unindexed(wtxn, dbs, 1)
+    }
+}
+
+/// Creates the rows of a new message, the log's newest (`seq` above every row's): appended
+/// in key order, counted towards the next batch, which they may complete.
+pub(in crate::log) fn insert_new_message(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    seq: Seq,
+    mut rows: Vec<(EndpointKey, DeliveryRecord)>,
+) -> Result<(), LogError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // MDB_APPEND wants each key above the table's last: the seq is, so the endpoints in
+    // order (each once) are too.
+    rows.sort_unstable_by_key(|(endpoint, _)| *endpoint);
+    rows.dedup_by_key(|(endpoint, _)| *endpoint);
+    for (endpoint, row) in &rows {
+        dbs.deliveries.put_with_flags(
+            wtxn,
+            PutFlags::APPEND,
+            &delivery_row_key(seq, *endpoint),
+            &row.encode(),
+        )?;
+    }
+    count_unindexed(wtxn, dbs, rows.len() as u64)
 }
 
 /// Deletes the delivery of message `seq` to `endpoint` (nothing if it has no row).
@@ -47,8 +108,63 @@ pub(in crate::log) fn delete(
     endpoint: EndpointKey,
     seq: Seq,
 ) -> Result<(), LogError> {
-    dbs.deliveries.delete(wtxn, &delivery_key(endpoint, seq))?;
+    if !dbs
+        .deliveries
+        .delete(wtxn, &delivery_row_key(seq, endpoint))?
+    {
+        return Ok(());
+    }
+    if seq.0 < meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)? {
+        dbs.endpoint_deliveries
+            .delete(wtxn, &endpoint_delivery_key(endpoint, seq))?;
+    } else {
+        let unindexed = meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED)?;
+        set_meta_u64(
+            wtxn,
+            dbs,
+            meta_key::DELIVERIES_UNINDEXED,
+            unindexed.saturating_sub(1),
+        )?;
+    }
     Ok(())
+}
+
+/// Counts `added` rows past the watermark; at `DELIVERY_INDEX_BATCH_ROWS`, indexes them.
+fn count_unindexed(wtxn: &mut RwTxn, dbs: &Dbs, added: u64) -> Result<(), LogError> {
+    let unindexed = meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED)?.saturating_add(added);
+    if unindexed >= DELIVERY_INDEX_BATCH_ROWS {
+        index_batch(wtxn, dbs)
+    } else {
+        set_meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED, unindexed)
+    }
+}
+
+/// Writes the index rows of every row past the watermark, in key order, and moves the
+/// watermark past them.
+pub(in crate::log) fn index_batch(wtxn: &mut RwTxn, dbs: &Dbs) -> Result<(), LogError> {
+    let from = meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)?;
+    let lower = delivery_row_key(Seq(from), EndpointKey(0));
+    let (mut keys, mut last_seq) = (Vec::new(), None);
+    for row in dbs
+        .deliveries
+        .range(wtxn, &(Bound::Included(&lower[..]), Bound::Unbounded))?
+    {
+        let (key, _) = row?;
+        let (seq, endpoint) = row_key_parts(key)?;
+        keys.push(endpoint_delivery_key(endpoint, seq));
+        // In key order, so the last row has the highest seq.
+        last_seq = Some(seq);
+    }
+    let Some(last_seq) = last_seq else {
+        return set_meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED, 0);
+    };
+    let next_from = last_seq.0.saturating_add(1);
+    keys.sort_unstable();
+    for key in &keys {
+        dbs.endpoint_deliveries.put(wtxn, key, &[])?;
+    }
+    set_meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM, next_from)?;
+    set_meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED, 0)
 }
 
 /// Visits `endpoint`'s deliveries whose seqs lie in `seqs`, lowest seq first, until
@@ -60,39 +176,16 @@ pub fn each_of_endpoint(
     seqs: (Bound<u64>, Bound<u64>),
     mut visit: impl FnMut(Seq, DeliveryRecord) -> Result<bool, LogError>,
 ) -> Result<(), LogError> {
-    let key_of = |seq| delivery_key(endpoint, Seq(seq));
-    let lower = match seqs.0 {
-        Bound::Included(seq) => Bound::Included(key_of(seq)),
-        Bound::Excluded(seq) => Bound::Excluded(key_of(seq)),
-        Bound::Unbounded => Bound::Included(key_of(0)),
+    let Some(span) = inclusive(seqs) else {
+        return Ok(());
     };
-    let upper = match seqs.1 {
-        Bound::Included(seq) => Bound::Included(key_of(seq)),
-        Bound::Excluded(seq) => Bound::Excluded(key_of(seq)),
-        Bound::Unbounded => Bound::Included(key_of(u64::MAX)),
-    };
-    fn as_slice(bound: &Bound<[u8; 16]>) -> Bound<&[u8]> {
-        match bound {
-            Bound::Included(key) => Bound::Included(key.as_slice()),
-            Bound::Excluded(key) => Bound::Excluded(key.as_slice()),
-            Bound::Unbounded => Bound::Unbounded,
-        }
-    }
-    for row in dbs
-        .deliveries
-        .range(txn, &(as_slice(&lower), as_slice(&upper)))?
-    {
-        let (key, value) = row?;
-        let seq = Seq(schema::read_u64(db_name::DELIVERIES, key, 8)?);
-        if visit(seq, DeliveryRecord::decode(value)?)? {
-            break;
-        }
-    }
+    visit_span(txn, dbs, endpoint, span, false, &mut visit)?;
     Ok(())
 }
 
 /// A list page's walk over `endpoint`'s deliveries in seq order (either direction, from
-/// the row after `walk.after`); returns whether it stopped at `walk.rows_max`.
+/// the row after `walk.after`): `visit` returns `true` when the page is full; returns
+/// whether the walk stopped at `walk.rows_max` rows instead.
 pub fn walk_endpoint(
     txn: &RoTxn,
     dbs: &Dbs,
@@ -100,14 +193,236 @@ pub fn walk_endpoint(
     walk: Walk<u64>,
     mut visit: impl FnMut(u64, DeliveryRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    super::tables::scan_children(
+    let seqs = match (walk.after, walk.toward_lower) {
+        (Some(after), true) => (Bound::Unbounded, Bound::Excluded(after)),
+        (Some(after), false) => (Bound::Excluded(after), Bound::Unbounded),
+        (None, _) => (Bound::Unbounded, Bound::Unbounded),
+    };
+    let Some(span) = inclusive(seqs) else {
+        return Ok(false);
+    };
+    let (mut seen, mut capped) = (0, false);
+    visit_span(
         txn,
-        &dbs.deliveries,
-        db_name::DELIVERIES,
-        endpoint.0,
-        walk,
-        |seq, value| visit(seq, DeliveryRecord::decode(value)?),
-    )
+        dbs,
+        endpoint,
+        span,
+        walk.toward_lower,
+        &mut |seq, row| {
+            seen += 1;
+            if visit(seq.0, row)? {
+                return Ok(true);
+            }
+            capped = seen >= walk.rows_max;
+            Ok(capped)
+        },
+    )?;
+    Ok(capped)
+}
+
+/// `seqs` as an inclusive (lowest, highest), `None` when it holds no seq.
+fn inclusive(seqs: (Bound<u64>, Bound<u64>)) -> Option<(u64, u64)> {
+    let low = match seqs.0 {
+        Bound::Included(seq) => seq,
+        Bound::Excluded(seq) => seq.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let high = match seqs.1 {
+        Bound::Included(seq) => seq,
+        Bound::Excluded(seq) => seq.checked_sub(1)?,
+        Bound::Unbounded => u64::MAX,
+    };
+    (low <= high).then_some((low, high))
+}
+
+/// Visits `endpoint`'s rows of seqs in `(low, high)` (inclusive) in seq order, or in
+/// reverse: the indexed part through the index, the part past the watermark by scanning
+/// it. Returns whether `visit` stopped the walk.
+fn visit_span(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint: EndpointKey,
+    (low, high): (u64, u64),
+    toward_lower: bool,
+    visit: &mut dyn FnMut(Seq, DeliveryRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let from = meta_u64(txn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)?;
+    let indexed = (low < from).then(|| (low, high.min(from - 1)));
+    let unindexed = (high >= from).then(|| (low.max(from), high));
+    let mut parts = [
+        indexed.map(|span| (span, true)),
+        unindexed.map(|span| (span, false)),
+    ];
+    if toward_lower {
+        parts.reverse();
+    }
+    for ((low, high), through_index) in parts.into_iter().flatten() {
+        let stopped = if through_index {
+            visit_indexed(txn, dbs, endpoint, (low, high), toward_lower, visit)?
+        } else {
+            visit_unindexed(txn, dbs, endpoint, (low, high), toward_lower, visit)?
+        };
+        if stopped {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn visit_indexed(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint: EndpointKey,
+    (low, high): (u64, u64),
+    toward_lower: bool,
+    visit: &mut dyn FnMut(Seq, DeliveryRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let (lower, upper) = (
+        endpoint_delivery_key(endpoint, Seq(low)),
+        endpoint_delivery_key(endpoint, Seq(high)),
+    );
+    let bounds = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
+    let mut step = |row: heed::Result<(&[u8], &[u8])>| -> Result<bool, LogError> {
+        let (key, _) = row?;
+        let seq = Seq(schema::read_u64(db_name::ENDPOINT_DELIVERIES, key, 8)?);
+        let row = get(txn, dbs, endpoint, seq)?.ok_or_else(|| {
+            LogError::corrupt(
+                db_name::ENDPOINT_DELIVERIES,
+                "index row of a missing delivery",
+            )
+        })?;
+        visit(seq, row)
+    };
+    if toward_lower {
+        for row in dbs.endpoint_deliveries.rev_range(txn, &bounds)? {
+            if step(row)? {
+                return Ok(true);
+            }
+        }
+    } else {
+        for row in dbs.endpoint_deliveries.range(txn, &bounds)? {
+            if step(row)? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+fn visit_unindexed(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoint: EndpointKey,
+    (low, high): (u64, u64),
+    toward_lower: bool,
+    visit: &mut dyn FnMut(Seq, DeliveryRecord) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
+    let (lower, upper) = (
+        delivery_row_key(Seq(low), EndpointKey(0)),
+        delivery_row_key(Seq(high), EndpointKey(u64::MAX)),
+    );
+    let bounds = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
+    let mut step = |row: heed::Result<(&[u8], &[u8])>| -> Result<bool, LogError> {
+        let (key, value) = row?;
+        let (seq, of) = row_key_parts(key)?;
+        if of != endpoint {
+            return Ok(false);
+        }
+        visit(seq, DeliveryRecord::decode(value)?)
+    };
+    if toward_lower {
+        for row in dbs.deliveries.rev_range(txn, &bounds)? {
+            if step(row)? {
+                return Ok(true);
+            }
+        }
+    } else {
+        for row in dbs.deliveries.range(txn, &bounds)? {
+            if step(row)? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+fn row_key_parts(key: &[u8]) -> Result<(Seq, EndpointKey), LogError> {
+    Ok((
+        Seq(schema::read_u64(db_name::DELIVERY_ROWS, key, 0)?),
+        EndpointKey(schema::read_u64(db_name::DELIVERY_ROWS, key, 8)?),
+    ))
+}
+
+fn meta_u64(txn: &RoTxn, dbs: &Dbs, key: &[u8]) -> Result<u64, LogError> {
+    Ok(dbs
+        .meta
+        .get(txn, key)?
+        .map(|value| schema::read_u64(db_name::META, value, 0))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+fn set_meta_u64(wtxn: &mut RwTxn, dbs: &Dbs, key: &[u8], value: u64) -> Result<(), LogError> {
+    dbs.meta.put(wtxn, key, &u64_key(value))?;
+    Ok(())
+}
+
+/// Schema 1 to 2: every row of schema 1's `deliveries` (keyed (endpoint, seq)) moves to
+/// `delivery_rows`, with its index row, all below the watermark; `deliveries` is left
+/// empty. In the caller's transaction (the open's, before any writer). Returns how many
+/// rows moved.
+pub(in crate::log) fn migrate_from_schema_1(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    schema_1: &super::Table,
+) -> Result<u64, LogError> {
+    /// Rows read before they are written (a cursor cannot stay open across the writes).
+    const CHUNK_ROWS: usize = 8_192;
+    let (mut moved, mut last_seq, mut after) = (0u64, None::<u64>, None::<[u8; 16]>);
+    loop {
+        let lower = match &after {
+            Some(key) => Bound::Excluded(&key[..]),
+            None => Bound::Unbounded,
+        };
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+        for row in schema_1.range(wtxn, &(lower, Bound::Unbounded))? {
+            let (key, value) = row?;
+            let endpoint = EndpointKey(schema::read_u64(db_name::SCHEMA_1_DELIVERIES, key, 0)?);
+            let seq = Seq(schema::read_u64(db_name::SCHEMA_1_DELIVERIES, key, 8)?);
+            chunk.push((endpoint, seq, DeliveryRecord::decode(value)?));
+            if chunk.len() >= CHUNK_ROWS {
+                break;
+            }
+        }
+        let Some(&(endpoint, seq, _)) = chunk.last() else {
+            break;
+        };
+        after = Some(endpoint_delivery_key(endpoint, seq));
+        for (endpoint, seq, row) in &chunk {
+            dbs.deliveries
+                .put(wtxn, &delivery_row_key(*seq, *endpoint), &row.encode())?;
+            // Read in (endpoint, seq) order: the index is written in its own key order.
+            dbs.endpoint_deliveries.put_with_flags(
+                wtxn,
+                PutFlags::APPEND,
+                &endpoint_delivery_key(*endpoint, *seq),
+                &[],
+            )?;
+            last_seq = Some(last_seq.map_or(seq.0, |last| last.max(seq.0)));
+        }
+        moved += chunk.len() as u64;
+    }
+    if let Some(last_seq) = last_seq {
+        set_meta_u64(
+            wtxn,
+            dbs,
+            meta_key::DELIVERIES_UNINDEXED_FROM,
+            last_seq.saturating_add(1),
+        )?;
+    }
+    set_meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED, 0)?;
+    schema_1.clear(wtxn)?;
+    Ok(moved)
 }
 
 #[cfg(test)]
@@ -117,27 +432,30 @@ mod tests {
     use super::*;
     use crate::log::schema::DeliveryState;
 
-    fn open() -> (tempfile::TempDir, heed::Env<heed::WithoutTls>, Dbs) {
+    type Env = heed::Env<heed::WithoutTls>;
+
+    fn open() -> (tempfile::TempDir, Env, Dbs) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut storage = crate::config::Config::embedded_default().storage;
-        storage.map_size_bytes = 16 << 20;
+        storage.map_size_bytes = 64 << 20;
         let (env, dbs) = crate::log::open_env(dir.path(), &storage).expect("open");
         (dir, env, dbs)
     }
 
-    fn row(state: DeliveryState, next_due_ms: u64) -> DeliveryRecord {
+    /// A row that names its own seq (in `next_due_ms`), so a reader's row is checked to be
+    /// its seq's.
+    fn row(state: DeliveryState, seq: u64) -> DeliveryRecord {
         DeliveryRecord {
             state,
             manual: false,
             attempts: 0,
-            next_due_ms,
+            next_due_ms: seq,
             updated_ms: 1,
         }
     }
 
-    /// The seqs of `endpoint` that `each_of_endpoint` visits over `seqs`, stopping after `stop`.
-    fn visited(
-        env: &heed::Env<heed::WithoutTls>,
+    fn seqs_of(
+        env: &Env,
         dbs: &Dbs,
         endpoint: u64,
         seqs: (Bound<u64>, Bound<u64>),
@@ -146,11 +464,7 @@ mod tests {
         let rtxn = env.read_txn().expect("rtxn");
         let mut seen = Vec::new();
         each_of_endpoint(&rtxn, dbs, EndpointKey(endpoint), seqs, |seq, row| {
-            assert_eq!(
-                row.next_due_ms,
-                seq.0.wrapping_mul(10),
-                "each seq's own row"
-            );
+            assert_eq!(row.next_due_ms, seq.0, "each seq's own row");
             seen.push(seq.0);
             Ok(seen.len() >= stop)
         })
@@ -158,89 +472,270 @@ mod tests {
         seen
     }
 
-    #[test]
-    fn an_endpoints_rows_come_in_seq_order_within_the_bounds_and_no_other_endpoints() {
-        let (_dir, env, dbs) = open();
+    /// A list page: (the seqs visited, whether the walk stopped at its row cap); the page
+    /// is full at `page` rows.
+    fn page_of(
+        env: &Env,
+        dbs: &Dbs,
+        endpoint: u64,
+        walk: Walk<u64>,
+        page: usize,
+    ) -> (Vec<u64>, bool) {
+        let rtxn = env.read_txn().expect("rtxn");
+        let mut seen = Vec::new();
+        let capped = walk_endpoint(&rtxn, dbs, EndpointKey(endpoint), walk, |seq, _| {
+            seen.push(seq);
+            Ok(seen.len() >= page)
+        })
+        .expect("walk");
+        (seen, capped)
+    }
+
+    fn meta(env: &Env, dbs: &Dbs) -> (u64, u64) {
+        let rtxn = env.read_txn().expect("rtxn");
+        (
+            meta_u64(&rtxn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM).expect("from"),
+            meta_u64(&rtxn, dbs, meta_key::DELIVERIES_UNINDEXED).expect("count"),
+        )
+    }
+
+    const ROWS: [(u64, u64); 8] = [
+        (7, 1),
+        (6, 2),
+        (7, 3),
+        (8, 4),
+        (7, 5),
+        (u64::MAX, 5),
+        (u64::MAX, 6),
+        (7, 9),
+    ];
+
+    fn insert_row(wtxn: &mut RwTxn, dbs: &Dbs, endpoint: u64, seq: u64, state: DeliveryState) {
+        insert(wtxn, dbs, EndpointKey(endpoint), Seq(seq), &row(state, seq)).expect("insert");
+    }
+
+    /// `ROWS`, indexed through seq `indexed_through` (0: none).
+    fn filled(indexed_through: u64) -> (tempfile::TempDir, Env, Dbs) {
+        let (dir, env, dbs) = open();
         let mut wtxn = env.write_txn().expect("wtxn");
-        for (endpoint, seq) in [(6, 2), (7, 1), (7, 3), (7, 5), (7, u64::MAX), (8, 4)] {
-            let pending = row(DeliveryState::Pending, seq.wrapping_mul(10));
-            put(&mut wtxn, &dbs, EndpointKey(endpoint), Seq(seq), &pending).expect("put");
+        let (early, late): (Vec<_>, Vec<_>) = ROWS
+            .into_iter()
+            .partition(|(_, seq)| *seq <= indexed_through);
+        for (endpoint, seq) in early {
+            insert_row(&mut wtxn, &dbs, endpoint, seq, DeliveryState::Pending);
         }
-        for seq in [1, 2] {
-            let edge = row(DeliveryState::Pending, seq * 10);
-            put(&mut wtxn, &dbs, EndpointKey(u64::MAX), Seq(seq), &edge).expect("put");
+        if indexed_through > 0 {
+            index_batch(&mut wtxn, &dbs).expect("index");
+        }
+        for (endpoint, seq) in late {
+            insert_row(&mut wtxn, &dbs, endpoint, seq, DeliveryState::Pending);
         }
         wtxn.commit().expect("commit");
+        (dir, env, dbs)
+    }
 
-        let all = (Unbounded, Unbounded);
-        let max = u64::MAX;
-        assert_eq!(visited(&env, &dbs, 7, all, 99), [1, 3, 5, max]);
-        assert_eq!(
-            visited(&env, &dbs, 7, (Included(3), Excluded(max)), 99),
-            [3, 5]
-        );
-        assert_eq!(
-            visited(&env, &dbs, 7, (Excluded(3), Included(max)), 99),
-            [5, max]
-        );
-        assert_eq!(
-            visited(&env, &dbs, 7, (Included(2), Included(2)), 99),
-            Vec::<u64>::new()
-        );
-        assert_eq!(
-            visited(&env, &dbs, 7, all, 2),
-            [1, 3],
-            "visit stops the walk"
-        );
-        assert_eq!(
-            visited(&env, &dbs, u64::MAX, all, 99),
-            [1, 2],
-            "the last endpoint"
-        );
-        assert_eq!(visited(&env, &dbs, 9, all, 99), Vec::<u64>::new());
+    /// The same rows, with the watermark nowhere, in the middle (after seq 3's rows), and
+    /// past them all: a range reads alike.
+    #[test]
+    fn an_endpoints_range_reads_alike_whatever_part_is_indexed() {
+        for indexed_through in [0, 3, 9] {
+            let (_dir, env, dbs) = filled(indexed_through);
+            let case = format!("indexed through seq {indexed_through}");
+            let unindexed = ROWS
+                .iter()
+                .filter(|(_, seq)| *seq > indexed_through)
+                .count() as u64;
+            let from = if indexed_through > 0 {
+                indexed_through + 1
+            } else {
+                0
+            };
+            assert_eq!(meta(&env, &dbs), (from, unindexed), "{case}: the watermark");
+            let all = (Unbounded, Unbounded);
+            assert_eq!(seqs_of(&env, &dbs, 7, all, 99), [1, 3, 5, 9], "{case}");
+            assert_eq!(
+                seqs_of(&env, &dbs, 7, (Included(3), Excluded(9)), 99),
+                [3, 5],
+                "{case}"
+            );
+            assert_eq!(
+                seqs_of(&env, &dbs, 7, (Excluded(3), Included(9)), 99),
+                [5, 9],
+                "{case}"
+            );
+            assert_eq!(
+                seqs_of(&env, &dbs, 7, (Included(2), Included(2)), 99),
+                Vec::<u64>::new(),
+                "{case}"
+            );
+            assert_eq!(
+                seqs_of(&env, &dbs, 7, all, 2),
+                [1, 3],
+                "{case}: visit stops the walk"
+            );
+            assert_eq!(
+                seqs_of(&env, &dbs, u64::MAX, all, 99),
+                [5, 6],
+                "{case}: the last endpoint"
+            );
+            assert_eq!(seqs_of(&env, &dbs, 9, all, 99), Vec::<u64>::new(), "{case}");
+        }
+    }
+
+    /// The same three states: a list page reads alike, both ways.
+    #[test]
+    fn an_endpoints_list_pages_read_alike_whatever_part_is_indexed() {
+        for indexed_through in [0, 3, 9] {
+            let (_dir, env, dbs) = filled(indexed_through);
+            let case = format!("indexed through seq {indexed_through}");
+            let walk = |after, toward_lower, rows_max| Walk {
+                after,
+                toward_lower,
+                rows_max,
+            };
+            let page = |walk, page| page_of(&env, &dbs, 7, walk, page);
+            assert_eq!(
+                page(walk(None, false, 10), 10),
+                (vec![1, 3, 5, 9], false),
+                "{case}"
+            );
+            assert_eq!(
+                page(walk(None, true, 10), 10),
+                (vec![9, 5, 3, 1], false),
+                "{case}: newest first"
+            );
+            assert_eq!(
+                page(walk(Some(3), false, 10), 10),
+                (vec![5, 9], false),
+                "{case}: after a cursor"
+            );
+            assert_eq!(
+                page(walk(Some(5), true, 10), 10),
+                (vec![3, 1], false),
+                "{case}: before a cursor"
+            );
+            assert_eq!(
+                page(walk(None, true, 10), 2),
+                (vec![9, 5], false),
+                "{case}: the page fills"
+            );
+            assert_eq!(
+                page(walk(None, false, 3), 10),
+                (vec![1, 3, 5], true),
+                "{case}: the row cap"
+            );
+            assert_eq!(
+                page(walk(Some(0), true, 10), 10),
+                (vec![], false),
+                "{case}: nothing before 0"
+            );
+        }
     }
 
     #[test]
-    fn a_row_is_read_replaced_and_deleted_by_its_endpoint_and_seq() {
+    fn a_row_is_read_replaced_and_deleted_and_its_index_row_or_count_follows() {
         let (_dir, env, dbs) = open();
-        let (endpoint, seq) = (EndpointKey(3), Seq(11));
         let mut wtxn = env.write_txn().expect("wtxn");
-        put(
-            &mut wtxn,
-            &dbs,
-            endpoint,
-            seq,
-            &row(DeliveryState::Pending, 5),
-        )
-        .expect("put");
-        put(
-            &mut wtxn,
-            &dbs,
-            EndpointKey(4),
-            seq,
-            &row(DeliveryState::Failed, 6),
-        )
-        .expect("put");
-        put(
-            &mut wtxn,
-            &dbs,
-            endpoint,
-            seq,
-            &row(DeliveryState::Succeeded, 7),
-        )
-        .expect("put");
+        insert_row(&mut wtxn, &dbs, 3, 11, DeliveryState::Pending);
+        index_batch(&mut wtxn, &dbs).expect("index");
+        insert_row(&mut wtxn, &dbs, 3, 12, DeliveryState::Pending);
+        insert_row(&mut wtxn, &dbs, 4, 12, DeliveryState::Failed);
+        // A requeue of an old message for an endpoint that never had it: below the
+        // watermark, so indexed at once.
+        insert_row(&mut wtxn, &dbs, 4, 5, DeliveryState::Pending);
+        let succeeded = row(DeliveryState::Succeeded, 12);
+        replace(&mut wtxn, &dbs, EndpointKey(3), Seq(12), &succeeded).expect("replace");
+        let read = |wtxn: &RwTxn, endpoint, seq| {
+            get(wtxn, &dbs, EndpointKey(endpoint), Seq(seq)).expect("get")
+        };
+        assert_eq!(read(&wtxn, 3, 12), Some(succeeded), "the replacement");
+        let index_rows = |wtxn: &RwTxn| dbs.endpoint_deliveries.len(wtxn).expect("len");
+        assert_eq!(index_rows(&wtxn), 2, "seqs 11 and 5 indexed");
+        wtxn.commit().expect("commit");
+        assert_eq!(meta(&env, &dbs), (12, 2), "two rows past the watermark");
+
+        let mut wtxn = env.write_txn().expect("wtxn");
+        delete(&mut wtxn, &dbs, EndpointKey(3), Seq(12)).expect("delete");
+        delete(&mut wtxn, &dbs, EndpointKey(3), Seq(12)).expect("deleting no row is no error");
+        delete(&mut wtxn, &dbs, EndpointKey(4), Seq(5)).expect("delete");
+        assert_eq!(read(&wtxn, 3, 12), None);
+        assert_eq!(index_rows(&wtxn), 1, "seq 5's index row went with it");
+        wtxn.commit().expect("commit");
+        assert_eq!(meta(&env, &dbs), (12, 1), "one row past the watermark left");
+        assert_eq!(seqs_of(&env, &dbs, 4, (Unbounded, Unbounded), 99), [12]);
+        assert_eq!(seqs_of(&env, &dbs, 3, (Unbounded, Unbounded), 99), [11]);
+    }
+
+    #[test]
+    fn new_messages_rows_are_indexed_a_batch_at_a_time() {
+        let (_dir, env, dbs) = open();
+        let fanout = 10u64;
+        let messages = DELIVERY_INDEX_BATCH_ROWS / fanout + 1;
+        let mut wtxn = env.write_txn().expect("wtxn");
+        for seq in 1..=messages {
+            // Endpoints in no particular order, one twice: each gets one row.
+            let mut rows: Vec<_> = (0..fanout)
+                .rev()
+                .map(|endpoint| (EndpointKey(endpoint * 3), row(DeliveryState::Pending, seq)))
+                .collect();
+            rows.push(rows[0]);
+            insert_new_message(&mut wtxn, &dbs, Seq(seq), rows).expect("append");
+            let rows_so_far = seq * fanout;
+            let indexed = dbs.endpoint_deliveries.len(&wtxn).expect("len");
+            if rows_so_far < DELIVERY_INDEX_BATCH_ROWS {
+                assert_eq!(indexed, 0, "message {seq}: not a batch yet");
+            } else {
+                assert_eq!(indexed, rows_so_far, "message {seq}: the batch is indexed");
+                break;
+            }
+        }
+        wtxn.commit().expect("commit");
+        let (from, unindexed) = meta(&env, &dbs);
+        assert_eq!(unindexed, 0);
         assert_eq!(
-            get(&wtxn, &dbs, endpoint, seq).expect("get"),
-            Some(row(DeliveryState::Succeeded, 7)),
-            "the later put replaced the row"
+            seqs_of(&env, &dbs, 6, (Excluded(from - 3), Unbounded), 99),
+            [from - 2, from - 1]
         );
-        delete(&mut wtxn, &dbs, endpoint, seq).expect("delete");
-        delete(&mut wtxn, &dbs, endpoint, Seq(12)).expect("deleting no row is no error");
-        assert_eq!(get(&wtxn, &dbs, endpoint, seq).expect("get"), None);
         assert_eq!(
-            get(&wtxn, &dbs, EndpointKey(4), seq).expect("get"),
-            Some(row(DeliveryState::Failed, 6)),
-            "another endpoint's row of the same message stays"
+            seqs_of(&env, &dbs, 6, (Unbounded, Unbounded), usize::MAX).len() as u64,
+            from - 1
         );
+    }
+
+    #[test]
+    fn a_schema_1_table_moves_whole_below_the_watermark() {
+        let (_dir, env, dbs) = open();
+        let wtxn = env.write_txn().expect("wtxn");
+        let schema_1: crate::log::Table = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| {
+                let table = opener.create_database(wtxn, Some(db_name::SCHEMA_1_DELIVERIES))?;
+                Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(table))
+            })
+            .expect("create")
+            .unwrap_commit();
+        let mut wtxn = env.write_txn().expect("wtxn");
+        let rows = 20_000u64;
+        for n in 0..rows {
+            let (endpoint, seq) = (EndpointKey(n % 7), Seq(n / 7 * 3 + 1));
+            let key = endpoint_delivery_key(endpoint, seq);
+            schema_1
+                .put(&mut wtxn, &key, &row(DeliveryState::Failed, seq.0).encode())
+                .expect("put");
+        }
+        let moved = migrate_from_schema_1(&mut wtxn, &dbs, &schema_1).expect("migrate");
+        assert_eq!(moved, rows);
+        assert!(
+            schema_1.is_empty(&wtxn).expect("empty"),
+            "schema 1's table is left empty"
+        );
+        wtxn.commit().expect("commit");
+        let last_seq = (rows - 1) / 7 * 3 + 1;
+        assert_eq!(meta(&env, &dbs), (last_seq + 1, 0), "every row is indexed");
+        let of_0 = seqs_of(&env, &dbs, 0, (Unbounded, Unbounded), usize::MAX);
+        assert_eq!(of_0.len(), rows.div_ceil(7) as usize);
+        assert!(of_0.windows(2).all(|w| w[1] == w[0] + 3), "in seq order");
+        let rtxn = env.read_txn().expect("rtxn");
+        assert_eq!(dbs.deliveries.len(&rtxn).expect("len"), rows);
+        assert_eq!(dbs.endpoint_deliveries.len(&rtxn).expect("len"), rows);
     }
 }

@@ -98,13 +98,14 @@ impl From<heed::Error> for LogError {
 
 impl Dbs {
     /// Every table, in `schema::db_name::ALL` order.
-    fn all_tables(&self) -> [&Table; 28] {
+    fn all_tables(&self) -> [&Table; 29] {
         [
             &self.meta,
             &self.msgs,
             &self.msg_ids,
             &self.app_msgs,
             &self.deliveries,
+            &self.endpoint_deliveries,
             &self.due,
             &self.apps,
             &self.app_ids,
@@ -148,7 +149,10 @@ pub struct Dbs {
     pub(in crate::log) msgs: Table,
     pub(in crate::log) msg_ids: Table,
     pub(in crate::log) app_msgs: Table,
+    /// `delivery_rows`: every delivery, keyed (seq, endpoint) (`log::deliveries` only).
     pub(in crate::log) deliveries: Table,
+    /// Each endpoint's deliveries in seq order, up to a watermark (`log::deliveries` only).
+    pub(in crate::log) endpoint_deliveries: Table,
     pub(in crate::log) due: Table,
     pub(in crate::log) apps: Table,
     pub(in crate::log) app_ids: Table,
@@ -632,7 +636,7 @@ fn open_env(dir: &Path, storage: &StorageConfig) -> Result<(Env<WithoutTls>, Dbs
     let env = unsafe { options.open(dir) }?;
     env.clear_stale_readers()?;
     let mut dbs = create_databases(&env)?;
-    check_schema(&env, &dbs)?;
+    check_schema(dir, &env, &dbs)?;
     if let Some(path) = secrets_key_path(dir, storage, &env, &dbs)? {
         dbs.sealer = Some(Arc::new(seal::Sealer::from_key_file(&path)?));
         dbs.secrets_key_file = Some(path);
@@ -781,15 +785,15 @@ fn reseal_source_secrets(
 )]
 fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
     let wtxn = env.write_txn()?;
-    let tables: [Table; 28] = env
+    let tables: [Table; 29] = env
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
             let mut tables = Vec::with_capacity(schema::db_name::ALL.len());
             for name in schema::db_name::ALL {
                 tables.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
             }
-            let tables: [Database<'_, Bytes, Bytes>; 28] = tables
+            let tables: [Database<'_, Bytes, Bytes>; 29] = tables
                 .try_into()
-                .unwrap_or_else(|_| unreachable!("ALL has 28 names"));
+                .unwrap_or_else(|_| unreachable!("ALL has 29 names"));
             Ok(heed::CommitOrAbort::<_, ()>::Commit(tables))
         })?
         .unwrap_commit();
@@ -799,6 +803,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         msg_ids,
         app_msgs,
         deliveries,
+        endpoint_deliveries,
         due,
         apps,
         app_ids,
@@ -831,6 +836,7 @@ fn create_databases(env: &Env<WithoutTls>) -> Result<Dbs, LogError> {
         msg_ids,
         app_msgs,
         deliveries,
+        endpoint_deliveries,
         due,
         apps,
         app_ids,
@@ -914,8 +920,78 @@ fn check_secrets_key(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
     }
 }
 
-/// Records the schema version in a new environment; refuses one written by another layout.
-fn check_schema(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
+/// The directory, beside the data, that the copy of a log taken before its migration goes
+/// to: `before-schema-<version>`, or with `.1`, `.2`, … after it if that is taken (an
+/// earlier attempt, or an earlier migration of a log restored since).
+fn migration_backup_dir(dir: &Path, version: u64) -> PathBuf {
+    let base = format!("before-schema-{version}");
+    let mut candidate = dir.join(&base);
+    let mut n = 0u32;
+    while candidate.exists() {
+        n += 1;
+        candidate = dir.join(format!("{base}.{n}"));
+    }
+    candidate
+}
+
+/// Schema 1 to 2 (the fan-out layout, `log::deliveries`): first a compacted copy of the
+/// log as it is goes beside it (`before-schema-2/data.mdb`; it opens with the release
+/// before, and with this one, which migrates it again), then one transaction moves the
+/// deliveries and records the new version. A failure before the commit leaves the log as
+/// it was, and Sluice refuses to start, saying why.
+fn migrate_schema_1(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
+    let backup = migration_backup_dir(dir, schema::SCHEMA_VERSION);
+    std::fs::create_dir_all(&backup)
+        .map_err(|e| LogError::Io(format!("{}: {e}", backup.display())))?;
+    let target = backup.join(DATA_FILE);
+    let copied = env
+        .copy_to_path(&target, heed::CompactionOption::Enabled)
+        .map_err(LogError::from)
+        .and_then(|file| {
+            file.sync_all()
+                .map_err(|e| LogError::Io(format!("{}: {e}", target.display())))
+        });
+    if let Err(error) = copied {
+        // A partial copy is no backup; the log itself is untouched.
+        let _ = std::fs::remove_dir_all(&backup);
+        return Err(LogError::Io(format!(
+            "cannot copy the log to {} before migrating it to schema {}: {error}",
+            backup.display(),
+            schema::SCHEMA_VERSION
+        )));
+    }
+    // Opened (and its handle made lasting) in a read transaction of its own: heed opens
+    // databases only through a transaction's commit.
+    let schema_1: Option<Table> = env
+        .open_databases_and_commit(env.read_txn()?, |opener, rtxn| {
+            let table = opener
+                .open_database::<Bytes, Bytes>(rtxn, Some(schema::db_name::SCHEMA_1_DELIVERIES))?;
+            Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(table))
+        })?
+        .unwrap_commit();
+    let mut wtxn = env.write_txn()?;
+    let moved = match schema_1 {
+        Some(table) => deliveries::migrate_from_schema_1(&mut wtxn, dbs, &table)?,
+        None => 0,
+    };
+    dbs.meta.put(
+        &mut wtxn,
+        schema::meta_key::SCHEMA_VERSION,
+        &schema::u64_key(schema::SCHEMA_VERSION),
+    )?;
+    wtxn.commit()?;
+    tracing::info!(
+        deliveries = moved,
+        backup = %backup.display(),
+        "Migrated the log from schema 1 to {}; the log as it was is in the backup.",
+        schema::SCHEMA_VERSION
+    );
+    Ok(())
+}
+
+/// Records the schema version in a new environment, migrates one of schema 1, and refuses
+/// one written by any other layout.
+fn check_schema(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
     let found = {
         let rtxn = env.read_txn()?;
         dbs.meta
@@ -925,6 +1001,7 @@ fn check_schema(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
     };
     match found {
         Some(schema::SCHEMA_VERSION) => Ok(()),
+        Some(1) => migrate_schema_1(dir, env, dbs),
         Some(found) => Err(LogError::SchemaMismatch {
             found,
             supported: schema::SCHEMA_VERSION,

@@ -12,7 +12,8 @@
 //! | `msgs`         | seq u64                               | `MessageRecord` (binary)   |
 //! | `msg_ids`      | `i` id / `u` app_key u64 eventId      | seq u64                    |
 //! | `app_msgs`     | app_key u64, seq u64                  | empty                      |
-//! | `deliveries`   | endpoint_key u64, seq u64             | `DeliveryRecord` (binary)  |
+//! | `delivery_rows`| seq u64, endpoint_key u64             | `DeliveryRecord` (binary)  |
+//! | `endpoint_deliveries` | endpoint_key u64, seq u64      | empty; rows of seqs below `meta`'s `deliveries_unindexed_from` only |
 //! | `due`          | due_ms u64, endpoint_key u64, seq u64 | empty                      |
 //! | `apps`         | app_key u64                           | `AppRecord` (JSON)         |
 //! | `app_ids`      | `i` id / `u` uid                      | app_key u64                |
@@ -38,7 +39,10 @@
 //! | `replies`      | created_ms u64, SHA-256 of (token, key, URI) | `IdempotencyRecord` (bin) |
 //!
 //! `seq` is the global message sequence: assigned by the writer, strictly increasing, never
-//! reused. `app_msgs` is each application's ordered log, so "messages of this application
+//! reused. A message's delivery rows lie side by side at the end of `delivery_rows`;
+//! `endpoint_deliveries` gives each endpoint's in seq order, written many rows at a time
+//! (`log::deliveries`). Schema 1 kept the deliveries in one table keyed (endpoint, seq),
+//! `deliveries`; opening such a log migrates it (`log::deliveries::migrate_from_schema_1`). `app_msgs` is each application's ordered log, so "messages of this application
 //! after offset N" is one range read. `replies` files remembered idempotent replies by
 //! time: remembering appends near its end, expiry deletes from its front, and a lookup by
 //! key finds the time in `log::replies::ReplyIndex`.
@@ -50,7 +54,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use super::LogError;
 
 /// Version of the whole layout, stored in `meta` under `schema_version`.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 /// Version byte that starts every record written by this build.
 pub const RECORD_VERSION: u8 = 1;
 
@@ -60,7 +64,10 @@ pub mod db_name {
     pub const MSGS: &str = "msgs";
     pub const MSG_IDS: &str = "msg_ids";
     pub const APP_MSGS: &str = "app_msgs";
-    pub const DELIVERIES: &str = "deliveries";
+    pub const DELIVERY_ROWS: &str = "delivery_rows";
+    pub const ENDPOINT_DELIVERIES: &str = "endpoint_deliveries";
+    /// Schema 1's deliveries, keyed (endpoint, seq): read once, by the migration.
+    pub const SCHEMA_1_DELIVERIES: &str = "deliveries";
     pub const DUE: &str = "due";
     pub const APPS: &str = "apps";
     pub const APP_IDS: &str = "app_ids";
@@ -84,12 +91,13 @@ pub mod db_name {
     pub const SOURCE_TOKENS: &str = "source_tokens";
     pub const SOURCE_ERRORS: &str = "source_errors";
     pub const REPLIES: &str = "replies";
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 29] = [
         META,
         MSGS,
         MSG_IDS,
         APP_MSGS,
-        DELIVERIES,
+        DELIVERY_ROWS,
+        ENDPOINT_DELIVERIES,
         DUE,
         APPS,
         APP_IDS,
@@ -133,6 +141,11 @@ pub mod meta_key {
     /// The most endpoints an application may have (`Op::SetEndpointsPerAppMax`; absent:
     /// `limits::ENDPOINTS_PER_APP_DEFAULT`).
     pub const ENDPOINTS_PER_APP_MAX: &[u8] = b"endpoints_per_app_max";
+    /// The lowest seq whose delivery rows `endpoint_deliveries` may not hold yet (absent:
+    /// 0, none indexed). Rows of lower seqs are all indexed.
+    pub const DELIVERIES_UNINDEXED_FROM: &[u8] = b"deliveries_unindexed_from";
+    /// How many delivery rows of seqs from `deliveries_unindexed_from` on exist (absent: 0).
+    pub const DELIVERIES_UNINDEXED: &[u8] = b"deliveries_unindexed";
 }
 
 // === keys ===
@@ -173,9 +186,15 @@ fn pair(a: u64, b: u64) -> [u8; 16] {
     key
 }
 
-/// `deliveries`: one row per (endpoint, message), an endpoint's rows in seq order. Only
-/// `log::deliveries` builds it: the table's layout is that module's alone.
-pub(in crate::log) fn delivery_key(endpoint: EndpointKey, seq: Seq) -> [u8; 16] {
+/// `delivery_rows`: one row per (message, endpoint), a message's rows side by side. Only
+/// `log::deliveries` builds it: the tables' layout is that module's alone.
+pub(in crate::log) fn delivery_row_key(seq: Seq, endpoint: EndpointKey) -> [u8; 16] {
+    pair(seq.0, endpoint.0)
+}
+
+/// `endpoint_deliveries` (and schema 1's `deliveries`): an endpoint's deliveries in seq
+/// order.
+pub(in crate::log) fn endpoint_delivery_key(endpoint: EndpointKey, seq: Seq) -> [u8; 16] {
     pair(endpoint.0, seq.0)
 }
 
@@ -874,7 +893,7 @@ impl DeliveryRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<DeliveryRecord, LogError> {
-        let table = db_name::DELIVERIES;
+        let table = db_name::DELIVERY_ROWS;
         if bytes.len() != Self::ENCODED_LEN || bytes[0] != RECORD_VERSION {
             return Err(LogError::corrupt(table, "bad delivery record"));
         }

@@ -539,6 +539,7 @@ pub(in crate::log) fn append_message(
     let due_ms = record
         .deliver_at_ms
         .map_or(ctx.now_ms, |at| at.max(ctx.now_ms));
+    let mut rows = Vec::with_capacity(targets.len());
     for &(endpoint_key, disabled) in &targets {
         let state = if disabled {
             DeliveryState::Skipped
@@ -552,7 +553,7 @@ pub(in crate::log) fn append_message(
             next_due_ms: due_ms,
             updated_ms: ctx.now_ms,
         };
-        super::deliveries::put(ctx.wtxn, dbs, EndpointKey(endpoint_key), Seq(seq), &row)?;
+        rows.push((EndpointKey(endpoint_key), row));
         if state == DeliveryState::Pending {
             let (endpoint_key, seq) = (EndpointKey(endpoint_key), Seq(seq));
             dbs.due
@@ -564,6 +565,7 @@ pub(in crate::log) fn append_message(
             });
         }
     }
+    super::deliveries::insert_new_message(ctx.wtxn, dbs, Seq(seq), rows)?;
     Ok((seq, targets.len()))
 }
 
@@ -599,7 +601,11 @@ pub(in crate::log) fn requeue(
         next_due_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
     };
-    super::deliveries::put(ctx.wtxn, ctx.dbs, endpoint_key, seq, &row)?;
+    if previous.is_some() {
+        super::deliveries::replace(ctx.wtxn, ctx.dbs, endpoint_key, seq, &row)?;
+    } else {
+        super::deliveries::insert(ctx.wtxn, ctx.dbs, endpoint_key, seq, &row)?;
+    }
     ctx.dbs
         .due
         .put(ctx.wtxn, &due_key(ctx.now_ms, endpoint_key, seq), &[])?;
@@ -1069,7 +1075,11 @@ pub(in crate::log) fn record_attempt(
         next_due_ms,
         updated_ms: now_ms,
     };
-    super::deliveries::put(ctx.wtxn, dbs, endpoint, seq, &row)?;
+    if previous.is_some() {
+        super::deliveries::replace(ctx.wtxn, dbs, endpoint, seq, &row)?;
+    } else {
+        super::deliveries::insert(ctx.wtxn, dbs, endpoint, seq, &row)?;
+    }
     // Operational events follow scheduled deliveries only (a manual attempt is a person's).
     let retry_left = matches!(step, Step::RetryAt(_));
     if !row.manual
@@ -1172,7 +1182,7 @@ pub(in crate::log) fn skip_delivery(
         updated_ms: ctx.now_ms,
         ..row
     };
-    super::deliveries::put(ctx.wtxn, ctx.dbs, endpoint, seq, &skipped)
+    super::deliveries::replace(ctx.wtxn, ctx.dbs, endpoint, seq, &skipped)
 }
 
 pub fn attempt_by_key(
@@ -1817,8 +1827,14 @@ mod tests {
         let mut wtxn = env.write_txn().expect("wtxn");
         for (endpoint_key, seq) in [(6, 1), (7, 1), (7, 2), (7, 3), (8, 4), (u64::MAX, 9)] {
             let row = pending(seq);
-            crate::log::deliveries::put(&mut wtxn, &dbs, EndpointKey(endpoint_key), Seq(seq), &row)
-                .expect("put");
+            crate::log::deliveries::insert(
+                &mut wtxn,
+                &dbs,
+                EndpointKey(endpoint_key),
+                Seq(seq),
+                &row,
+            )
+            .expect("put");
         }
         wtxn.commit().expect("commit");
         let rtxn = env.read_txn().expect("rtxn");

@@ -781,7 +781,7 @@ async fn the_same_ops_make_the_same_log_whether_batched_or_not() {
         batched.table_digests().expect("a"),
         single.table_digests().expect("b"),
     );
-    assert_eq!(a.len(), 28);
+    assert_eq!(a.len(), 29);
     for ((name, da), (_, db)) in a.iter().zip(&b) {
         assert_eq!(da, db, "table {name} differs");
     }

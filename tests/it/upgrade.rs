@@ -128,6 +128,22 @@ async fn opens_and_serves(fixture: &Path) {
         5,
         "{name}"
     );
+    // The endpoint's own list walks its deliveries in seq order (the layout the build
+    // migrated them to); the log as it was went beside it first.
+    let listed = get(addr, "/api/v1/app/acme/endpoint/ep-ok/msg?limit=50").await;
+    assert_eq!(listed.status, 200, "{name}: {}", listed.json);
+    assert_eq!(
+        listed.json["data"].as_array().expect("data").len(),
+        5,
+        "{name}: {}",
+        listed.json
+    );
+    let backup = data.join("before-schema-2").join("data.mdb");
+    assert!(
+        std::fs::metadata(&backup).is_ok_and(|m| m.len() > 0),
+        "{name}: the copy of the log before its migration, {}",
+        backup.display()
+    );
     let task = &made["replay_task"];
     let got = get(
         addr,
