@@ -220,6 +220,71 @@ pub fn walk_endpoint(
     Ok(capped)
 }
 
+/// Visits every delivery of the messages of seqs `low..=high`, in (seq, endpoint) order,
+/// until `visit` returns `true`: one range of the table, whatever the endpoints.
+pub fn each_of_messages(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    (low, high): (Seq, Seq),
+    mut visit: impl FnMut(Seq, EndpointKey, DeliveryRecord) -> Result<bool, LogError>,
+) -> Result<(), LogError> {
+    let (lower, upper) = (
+        delivery_row_key(low, EndpointKey(0)),
+        delivery_row_key(high, EndpointKey(u64::MAX)),
+    );
+    for row in dbs.deliveries.range(
+        txn,
+        &(Bound::Included(&lower[..]), Bound::Included(&upper[..])),
+    )? {
+        let (key, value) = row?;
+        let (seq, endpoint) = row_key_parts(key)?;
+        if visit(seq, endpoint, DeliveryRecord::decode(value)?)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Up to `rows_max` deliveries of any of `endpoints` (each endpoint's in seq order): the
+/// indexed ones endpoint by endpoint, then the rows past the watermark in one scan for
+/// all of them, so that many endpoints with no rows cost one scan, not one each.
+pub fn first_of_endpoints(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoints: &[EndpointKey],
+    rows_max: usize,
+) -> Result<Vec<(EndpointKey, Seq, DeliveryRecord)>, LogError> {
+    let mut found = Vec::new();
+    if rows_max == 0 {
+        return Ok(found);
+    }
+    let from = meta_u64(txn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)?;
+    if from > 0 {
+        for &endpoint in endpoints {
+            visit_indexed(txn, dbs, endpoint, (0, from - 1), false, &mut |seq, row| {
+                found.push((endpoint, seq, row));
+                Ok(found.len() >= rows_max)
+            })?;
+            if found.len() >= rows_max {
+                return Ok(found);
+            }
+        }
+    }
+    let wanted: std::collections::HashSet<EndpointKey> = endpoints.iter().copied().collect();
+    each_of_messages(
+        txn,
+        dbs,
+        (Seq(from), Seq(u64::MAX)),
+        |seq, endpoint, row| {
+            if wanted.contains(&endpoint) {
+                found.push((endpoint, seq, row));
+            }
+            Ok(found.len() >= rows_max)
+        },
+    )?;
+    Ok(found)
+}
+
 /// `seqs` as an inclusive (lowest, highest), `None` when it holds no seq.
 fn inclusive(seqs: (Bound<u64>, Bound<u64>)) -> Option<(u64, u64)> {
     let low = match seqs.0 {
@@ -629,6 +694,38 @@ mod tests {
                 (vec![], false),
                 "{case}: nothing before 0"
             );
+        }
+    }
+
+    /// A message's rows, and the rows of many endpoints at once, read alike too.
+    #[test]
+    fn a_messages_rows_and_several_endpoints_rows_read_alike_whatever_part_is_indexed() {
+        for indexed_through in [0, 3, 9] {
+            let (_dir, env, dbs) = filled(indexed_through);
+            let case = format!("indexed through seq {indexed_through}");
+            let rtxn = env.read_txn().expect("rtxn");
+            let mut of_5 = Vec::new();
+            each_of_messages(&rtxn, &dbs, (Seq(4), Seq(5)), |seq, endpoint, row| {
+                assert_eq!(row.next_due_ms, seq.0);
+                of_5.push((seq.0, endpoint.0));
+                Ok(false)
+            })
+            .expect("message rows");
+            assert_eq!(of_5, [(4, 8), (5, 7), (5, u64::MAX)], "{case}");
+            let first = |endpoints: &[u64], rows_max| {
+                let endpoints: Vec<_> = endpoints.iter().copied().map(EndpointKey).collect();
+                first_of_endpoints(&rtxn, &dbs, &endpoints, rows_max)
+                    .expect("first rows")
+                    .into_iter()
+                    .map(|(endpoint, seq, _)| (endpoint.0, seq.0))
+                    .collect::<Vec<_>>()
+            };
+            let mut both = first(&[8, 6, 1], 10);
+            both.sort_unstable();
+            assert_eq!(both, [(6, 2), (8, 4)], "{case}");
+            assert_eq!(first(&[7], 2), [(7, 1), (7, 3)], "{case}: at most rows_max");
+            assert_eq!(first(&[1, 2], 10), [], "{case}: endpoints with none");
+            assert_eq!(first(&[7], 0), [], "{case}");
         }
     }
 

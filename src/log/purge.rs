@@ -69,7 +69,7 @@ pub(in crate::log) fn purge(w: &mut WriteCtx<'_, '_>, rows_max: usize) -> Result
         }
     }
     for seq in &seqs {
-        purged.rows += delete_message(w, app_key, *seq, &endpoint_keys)?;
+        purged.rows += delete_message(w, app_key, *seq)?;
     }
     if !seqs.is_empty() {
         purged.more = true;
@@ -90,46 +90,39 @@ pub(in crate::log) fn purge(w: &mut WriteCtx<'_, '_>, rows_max: usize) -> Result
     Ok(purged)
 }
 
-/// Deletes up to `rows_max` rows left under the first of `endpoint_keys` that has any
-/// (deliveries and attempts of messages already gone); `false` when none has any.
+/// Deletes up to `rows_max` rows left under `endpoint_keys` (deliveries and attempts of
+/// messages already gone): the deliveries of any of them first, then the attempts of
+/// the first that has any; `false` when none has any.
 fn purge_leftovers(
     w: &mut WriteCtx<'_, '_>,
     endpoint_keys: &[u64],
     rows_max: usize,
     purged: &mut Purged,
 ) -> Result<bool, LogError> {
+    let endpoints: Vec<EndpointKey> = endpoint_keys.iter().copied().map(EndpointKey).collect();
+    let rows = super::deliveries::first_of_endpoints(w.wtxn, w.dbs, &endpoints, rows_max)?;
+    if !rows.is_empty() {
+        for (endpoint, seq, delivery) in rows {
+            delete_delivery(w, endpoint.0, seq.0, &delivery)?;
+            purged.rows += 1;
+        }
+        return Ok(true);
+    }
     for endpoint_key in endpoint_keys {
-        let mut rows = Vec::new();
-        super::deliveries::each_of_endpoint(
-            w.wtxn,
-            w.dbs,
-            EndpointKey(*endpoint_key),
-            (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
-            |seq, delivery| {
-                rows.push((seq.0, delivery));
-                Ok(rows.len() >= rows_max)
-            },
-        )?;
         let mut attempts = Vec::new();
-        if rows.len() < rows_max {
-            for row in w
-                .dbs
-                .endpoint_attempts
-                .prefix_iter(w.wtxn, &u64_key(*endpoint_key))?
-            {
-                let (key, _) = row?;
-                attempts.push(schema::read_u64(db_name::ENDPOINT_ATTEMPTS, key, 8)?);
-                if rows.len() + attempts.len() >= rows_max {
-                    break;
-                }
+        for row in w
+            .dbs
+            .endpoint_attempts
+            .prefix_iter(w.wtxn, &u64_key(*endpoint_key))?
+        {
+            let (key, _) = row?;
+            attempts.push(schema::read_u64(db_name::ENDPOINT_ATTEMPTS, key, 8)?);
+            if attempts.len() >= rows_max {
+                break;
             }
         }
-        if rows.is_empty() && attempts.is_empty() {
+        if attempts.is_empty() {
             continue;
-        }
-        for (seq, delivery) in rows {
-            delete_delivery(w, *endpoint_key, seq, &delivery)?;
-            purged.rows += 1;
         }
         for attempt_key in attempts {
             delete_attempt(w, attempt_key)?;
@@ -141,21 +134,17 @@ fn purge_leftovers(
 }
 
 /// Deletes one message of a deleted application and what hangs off it; the rows deleted.
-fn delete_message(
-    w: &mut WriteCtx<'_, '_>,
-    app_key: u64,
-    seq: u64,
-    endpoint_keys: &[u64],
-) -> Result<u64, LogError> {
+fn delete_message(w: &mut WriteCtx<'_, '_>, app_key: u64, seq: u64) -> Result<u64, LogError> {
     let dbs = w.dbs;
     let mut rows = 1;
-    for endpoint_key in endpoint_keys {
-        if let Some(delivery) =
-            super::deliveries::get(w.wtxn, dbs, EndpointKey(*endpoint_key), Seq(seq))?
-        {
-            delete_delivery(w, *endpoint_key, seq, &delivery)?;
-            rows += 1;
-        }
+    let mut deliveries = Vec::new();
+    super::deliveries::each_of_messages(w.wtxn, dbs, (Seq(seq), Seq(seq)), |_, endpoint, row| {
+        deliveries.push((endpoint, row));
+        Ok(false)
+    })?;
+    for (endpoint_key, delivery) in deliveries {
+        delete_delivery(w, endpoint_key.0, seq, &delivery)?;
+        rows += 1;
     }
     let mut attempt_keys = Vec::new();
     for row in dbs.msg_attempts.prefix_iter(w.wtxn, &u64_key(seq))? {

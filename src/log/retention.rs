@@ -53,10 +53,10 @@ pub(in crate::log) fn sweep(
         }
         doomed.push((seq, message));
     }
-    // A message's delivery rows are keyed by (endpoint, seq): they are found by reading,
-    // for each endpoint of each application in the batch, the batch's seq range of that
-    // endpoint — one seek per endpoint per batch, not one lookup per endpoint per
-    // message. The batch is bounded by those seeks too, not only by messages.
+    // A message's delivery rows lie side by side, keyed (seq, endpoint): each application's
+    // span of the batch is one range of them, filtered to its endpoints. The batch is
+    // bounded by its applications' endpoint counts too, not only by messages, which
+    // bounds the rows a span holds per message.
     let mut spans: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     let mut seeks = 0;
     let mut taken = 0;
@@ -107,25 +107,22 @@ fn delivery_rows(
     let mut rows = Vec::new();
     let mut first_pending = u64::MAX;
     for (&app_key, &(first, last)) in spans {
-        for endpoint_key in ctx.state.endpoints.keys_of(app_key) {
-            let endpoint_key = EndpointKey(endpoint_key);
-            super::deliveries::each_of_endpoint(
-                ctx.wtxn,
-                ctx.dbs,
-                endpoint_key,
-                (
-                    std::ops::Bound::Included(first),
-                    std::ops::Bound::Included(last),
-                ),
-                |seq, delivery| {
+        let of_app: std::collections::HashSet<u64> =
+            ctx.state.endpoints.keys_of(app_key).into_iter().collect();
+        super::deliveries::each_of_messages(
+            ctx.wtxn,
+            ctx.dbs,
+            (Seq(first), Seq(last)),
+            |seq, endpoint_key, delivery| {
+                if of_app.contains(&endpoint_key.0) {
                     if delivery.state == DeliveryState::Pending {
                         first_pending = first_pending.min(seq.0);
                     }
                     rows.push((endpoint_key, seq.0));
-                    Ok(false)
-                },
-            )?;
-        }
+                }
+                Ok(false)
+            },
+        )?;
     }
     Ok((rows, first_pending))
 }
