@@ -228,7 +228,14 @@ fn group_commit() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (log, writer) = Log::open(dir.path(), &config.storage, None, None).expect("log");
+    let (log, writer) = Log::open(
+        dir.path(),
+        &config.storage,
+        None,
+        None,
+        sluice::log::Upgrade::Refuse,
+    )
+    .expect("log");
     let app = Op::CreateApp {
         id: "app_bench".to_owned(),
         fields: AppFields {

@@ -315,6 +315,7 @@ async fn open_log(
             &storage,
             Some(api::render_reply),
             Some(publisher),
+            crate::log::Upgrade::Migrate,
         )
     })
     .await

@@ -15,7 +15,7 @@ use crate::clock::format_rfc3339;
 use crate::config::Config;
 use crate::log::ops::{Envelope, Op, Outcome};
 use crate::log::schema::{TokenScope, token_id};
-use crate::log::{Log, tables};
+use crate::log::{Log, Upgrade, tables};
 
 /// EX_USAGE: a bad config or command line, reported before any socket is bound.
 pub const EXIT_USAGE: u8 = 64;
@@ -101,8 +101,14 @@ fn with_log<T>(
     config: &Config,
     work: impl FnOnce(&Log, &tokio::runtime::Runtime) -> Result<T, String>,
 ) -> Result<T, String> {
-    let (log, writer) =
-        Log::open(&config.data_dir, &config.storage, None, None).map_err(|e| e.to_string())?;
+    let (log, writer) = Log::open(
+        &config.data_dir,
+        &config.storage,
+        None,
+        None,
+        Upgrade::Refuse,
+    )
+    .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| e.to_string());
@@ -166,6 +172,7 @@ pub fn cluster_verify(config: &Config) -> ExitCode {
         &config.storage,
         Some(crate::api::render_reply),
         None,
+        Upgrade::Refuse,
     );
     let (log, writer) = match opened {
         Ok(opened) => opened,

@@ -108,22 +108,39 @@ pub(in crate::log) fn delete(
     endpoint: EndpointKey,
     seq: Seq,
 ) -> Result<(), LogError> {
-    if !dbs
-        .deliveries
-        .delete(wtxn, &delivery_row_key(seq, endpoint))?
-    {
-        return Ok(());
+    delete_all(wtxn, dbs, [(endpoint, seq)])
+}
+
+/// Deletes the deliveries `rows` (those that have a row), each with its index row or its
+/// place in the count past the watermark, which is read and written once for them all.
+pub(in crate::log) fn delete_all(
+    wtxn: &mut RwTxn,
+    dbs: &Dbs,
+    rows: impl IntoIterator<Item = (EndpointKey, Seq)>,
+) -> Result<(), LogError> {
+    let from = meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)?;
+    let mut unindexed_deleted = 0u64;
+    for (endpoint, seq) in rows {
+        if !dbs
+            .deliveries
+            .delete(wtxn, &delivery_row_key(seq, endpoint))?
+        {
+            continue;
+        }
+        if seq.0 < from {
+            dbs.endpoint_deliveries
+                .delete(wtxn, &endpoint_delivery_key(endpoint, seq))?;
+        } else {
+            unindexed_deleted += 1;
+        }
     }
-    if seq.0 < meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)? {
-        dbs.endpoint_deliveries
-            .delete(wtxn, &endpoint_delivery_key(endpoint, seq))?;
-    } else {
+    if unindexed_deleted > 0 {
         let unindexed = meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED)?;
         set_meta_u64(
             wtxn,
             dbs,
             meta_key::DELIVERIES_UNINDEXED,
-            unindexed.saturating_sub(1),
+            unindexed.saturating_sub(unindexed_deleted),
         )?;
     }
     Ok(())
@@ -503,7 +520,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut storage = crate::config::Config::embedded_default().storage;
         storage.map_size_bytes = 64 << 20;
-        let (env, dbs) = crate::log::open_env(dir.path(), &storage).expect("open");
+        let (env, dbs) =
+            crate::log::open_env(dir.path(), &storage, crate::log::Upgrade::Refuse).expect("open");
         (dir, env, dbs)
     }
 

@@ -62,6 +62,13 @@ pub enum LogError {
     Corrupt { table: &'static str, detail: String },
     #[error("the data directory has schema version {found}; this build reads version {supported}")]
     SchemaMismatch { found: u64, supported: u64 },
+    #[error(
+        "the data directory has schema version {found}; this build migrates it to version \
+         {supported} when `sluice serve` starts (after copying it beside itself), not from a \
+         command-line tool, which could run beside a daemon of the release before: start the \
+         service of this release first"
+    )]
+    MigrationRefused { found: u64, supported: u64 },
     #[error("LMDB error: {0}")]
     Lmdb(String),
     #[error("cannot use the data directory: {0}")]
@@ -293,6 +300,17 @@ impl WriterJoin {
     }
 }
 
+/// Whether opening a log written by an earlier schema may migrate it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Migrate it (after copying it beside itself): the serving process, which owns the
+    /// data directory.
+    Migrate,
+    /// Refuse with `LogError::MigrationRefused`: the command-line tools, which may run
+    /// beside a daemon of the release before, whose writes a migration would strand.
+    Refuse,
+}
+
 impl Log {
     /// Opens (or creates) the environment in `dir` and starts the writer thread.
     /// `render` gives the replies idempotent requests remember (the API's); `publisher`
@@ -302,8 +320,9 @@ impl Log {
         storage: &StorageConfig,
         render: Option<RenderReply>,
         publisher: Option<Publisher>,
+        upgrade: Upgrade,
     ) -> Result<(Log, WriterJoin), LogError> {
-        let (env, dbs) = open_env(dir, storage)?;
+        let (env, dbs) = open_env(dir, storage, upgrade)?;
         let state = WriterState::load(&env, &dbs)?;
         let applied_seq = Arc::new(AtomicU64::new(state.applied_seq));
         let writer_applied = Arc::clone(&applied_seq);
@@ -621,7 +640,11 @@ impl Log {
 /// Opens the environment in `dir`, checks its schema and secrets key (sealing a clear log
 /// when a key is configured). Runs before any writer thread exists: its write
 /// transactions (the schema version, the sealing migration) are the start-up's own.
-fn open_env(dir: &Path, storage: &StorageConfig) -> Result<(Env<WithoutTls>, Dbs), LogError> {
+fn open_env(
+    dir: &Path,
+    storage: &StorageConfig,
+    upgrade: Upgrade,
+) -> Result<(Env<WithoutTls>, Dbs), LogError> {
     std::fs::create_dir_all(dir).map_err(|e| LogError::Io(format!("{}: {e}", dir.display())))?;
     let map_size = usize::try_from(storage.map_size_bytes).unwrap_or(usize::MAX);
     let mut options = EnvOpenOptions::new().read_txn_without_tls();
@@ -635,8 +658,10 @@ fn open_env(dir: &Path, storage: &StorageConfig) -> Result<(Env<WithoutTls>, Dbs
     // written (`reserve.rs`, ARCHITECTURE invariant 27).
     let env = unsafe { options.open(dir) }?;
     env.clear_stale_readers()?;
+    // Before anything is created: a log this build will not open stays as it was.
+    refuse_foreign_schema(&env, upgrade)?;
     let mut dbs = create_databases(&env)?;
-    check_schema(dir, &env, &dbs)?;
+    check_schema(dir, &env, &dbs, upgrade)?;
     if let Some(path) = secrets_key_path(dir, storage, &env, &dbs)? {
         dbs.sealer = Some(Arc::new(seal::Sealer::from_key_file(&path)?));
         dbs.secrets_key_file = Some(path);
@@ -701,7 +726,7 @@ pub fn reseal_secrets(
     storage: &StorageConfig,
     new: &seal::Sealer,
 ) -> Result<usize, LogError> {
-    let (env, dbs) = open_env(dir, storage)?;
+    let (env, dbs) = open_env(dir, storage, Upgrade::Refuse)?;
     let mut wtxn = env.write_txn()?;
     let mut endpoints = Vec::new();
     for row in dbs.endpoints.iter(&wtxn)? {
@@ -920,6 +945,37 @@ fn check_secrets_key(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
     }
 }
 
+/// Refuses a log of another schema than this build's, unless it is schema 1 and
+/// `upgrade` lets this open migrate it; reads only (a new log has no `meta` yet).
+fn refuse_foreign_schema(env: &Env<WithoutTls>, upgrade: Upgrade) -> Result<(), LogError> {
+    let meta: Option<Table> = env
+        .open_databases_and_commit(env.read_txn()?, |opener, rtxn| {
+            let meta = opener.open_database::<Bytes, Bytes>(rtxn, Some(schema::db_name::META))?;
+            Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(meta))
+        })?
+        .unwrap_commit();
+    let Some(meta) = meta else {
+        return Ok(());
+    };
+    let rtxn = env.read_txn()?;
+    let found = meta
+        .get(&rtxn, schema::meta_key::SCHEMA_VERSION)?
+        .map(|v| schema::read_u64(schema::db_name::META, v, 0))
+        .transpose()?;
+    match found {
+        None | Some(schema::SCHEMA_VERSION) => Ok(()),
+        Some(1) if upgrade == Upgrade::Migrate => Ok(()),
+        Some(1) => Err(LogError::MigrationRefused {
+            found: 1,
+            supported: schema::SCHEMA_VERSION,
+        }),
+        Some(found) => Err(LogError::SchemaMismatch {
+            found,
+            supported: schema::SCHEMA_VERSION,
+        }),
+    }
+}
+
 /// The directory, beside the data, that the copy of a log taken before its migration goes
 /// to: `before-schema-<version>`, or with `.1`, `.2`, … after it if that is taken (an
 /// earlier attempt, or an earlier migration of a log restored since).
@@ -991,7 +1047,12 @@ fn migrate_schema_1(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), 
 
 /// Records the schema version in a new environment, migrates one of schema 1, and refuses
 /// one written by any other layout.
-fn check_schema(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
+fn check_schema(
+    dir: &Path,
+    env: &Env<WithoutTls>,
+    dbs: &Dbs,
+    upgrade: Upgrade,
+) -> Result<(), LogError> {
     let found = {
         let rtxn = env.read_txn()?;
         dbs.meta
@@ -1001,7 +1062,11 @@ fn check_schema(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogE
     };
     match found {
         Some(schema::SCHEMA_VERSION) => Ok(()),
-        Some(1) => migrate_schema_1(dir, env, dbs),
+        Some(1) if upgrade == Upgrade::Migrate => migrate_schema_1(dir, env, dbs),
+        Some(1) => Err(LogError::MigrationRefused {
+            found: 1,
+            supported: schema::SCHEMA_VERSION,
+        }),
         Some(found) => Err(LogError::SchemaMismatch {
             found,
             supported: schema::SCHEMA_VERSION,

@@ -86,11 +86,13 @@ pub(in crate::log) fn sweep(
         delete_message(ctx, seq, &message)?;
         swept.messages_deleted += 1;
     }
-    for (endpoint_key, seq) in rows {
-        if seq < first_pending {
-            super::deliveries::delete(ctx.wtxn, ctx.dbs, endpoint_key, Seq(seq))?;
-        }
-    }
+    super::deliveries::delete_all(
+        ctx.wtxn,
+        ctx.dbs,
+        rows.into_iter()
+            .filter(|&(_, seq)| seq < first_pending)
+            .map(|(endpoint_key, seq)| (endpoint_key, Seq(seq))),
+    )?;
 
     if let Some(cursor) = payload_cursor {
         drop_expired_payloads(ctx, cursor, rows_max, &mut swept)?;

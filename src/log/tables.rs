@@ -1759,7 +1759,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut storage = crate::config::Config::embedded_default().storage;
         storage.map_size_bytes = 16 << 20;
-        let (env, dbs) = crate::log::open_env(dir.path(), &storage).expect("open");
+        let (env, dbs) =
+            crate::log::open_env(dir.path(), &storage, crate::log::Upgrade::Refuse).expect("open");
         (dir, env, dbs)
     }
 

@@ -717,7 +717,14 @@ fn open(dir: &std::path::Path) -> (Log, sluice::log::WriterJoin) {
     // The ops carry their secrets as stored; two logs are compared byte for byte, so
     // neither makes a key of its own (whose check value would differ).
     config.storage.seal_secrets = false;
-    Log::open(dir, &config.storage, Some(sluice::api::render_reply), None).expect("open")
+    Log::open(
+        dir,
+        &config.storage,
+        Some(sluice::api::render_reply),
+        None,
+        sluice::log::Upgrade::Refuse,
+    )
+    .expect("open")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

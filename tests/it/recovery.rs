@@ -401,7 +401,14 @@ async fn a_background_task_resumes_after_a_restart() {
     // While Sluice is down, a recover task is created and runs exactly one batch: as if
     // the process had stopped in the middle of the task.
     let config = test_config(dir.path());
-    let (log, writer) = Log::open(dir.path(), &config.storage, None, None).expect("open");
+    let (log, writer) = Log::open(
+        dir.path(),
+        &config.storage,
+        None,
+        None,
+        sluice::log::Upgrade::Refuse,
+    )
+    .expect("open");
     let app_key = log
         .read(|rtxn, dbs| Ok(tables::app_by_ref(rtxn, dbs, "b")?.expect("app").key))
         .expect("read");

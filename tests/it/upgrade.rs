@@ -306,3 +306,32 @@ async fn a_day_later_none_remain(log: &sluice::log::Log, clock: &Clock, name: &s
         pause(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A command-line tool of this release, run on a log of the schema before (it may run
+/// beside a daemon of the release before, whose later writes a migration would strand),
+/// refuses and says to start the service; it leaves the log as it was, uncopied.
+#[test]
+fn a_command_line_tool_refuses_to_migrate_an_earlier_log() {
+    let fixture = fixtures().pop().expect("a fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(fixture.join("data.mdb"), dir.path().join("data.mdb")).expect("data.mdb");
+    std::fs::copy(fixture.join("secrets.key"), dir.path().join("secrets.key")).expect("key");
+    let before = std::fs::read(dir.path().join("data.mdb")).expect("read");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["token", "list", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains("schema version 1") && stderr.contains("sluice serve"),
+        "says why and what to do: {stderr}"
+    );
+    assert!(!dir.path().join("before-schema-2").exists(), "no copy made");
+    assert_eq!(
+        std::fs::read(dir.path().join("data.mdb")).expect("read"),
+        before,
+        "the log is as it was"
+    );
+}

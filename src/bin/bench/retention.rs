@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice::clock::Clock;
-use sluice::log::Log;
 use sluice::log::ops::{
     AppFields, EndpointFields, Envelope, EventTypeFields, MessageApp, NewMessage, Op, Outcome,
 };
+use sluice::log::{Log, Upgrade};
 
 use super::endpoints::MATCHED_PER_MESSAGE;
 use super::{RUNS, Sluice, Subject, chart, create_app, http_get, on_clients, post_while};
@@ -160,10 +160,12 @@ async fn write_old_log(data_dir: &Path, old: usize, endpoints: usize, payload: u
     config.storage.map_size_bytes = 1 << 36;
     let storage = config.storage.clone();
     let path = data_dir.to_path_buf();
-    let (log, writer) = tokio::task::spawn_blocking(move || Log::open(&path, &storage, None, None))
-        .await
-        .expect("open task")
-        .expect("open the log");
+    let (log, writer) = tokio::task::spawn_blocking(move || {
+        Log::open(&path, &storage, None, None, Upgrade::Migrate)
+    })
+    .await
+    .expect("open task")
+    .expect("open the log");
     let then_ms = Clock::System.now_ms() - OLD_BY_MS;
     let app_key = create_old_app(&log, then_ms, endpoints, types).await;
     let next = Arc::new(AtomicUsize::new(0));
