@@ -20,6 +20,16 @@ pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// Start-up work that may outlast `TimeoutStartSec` is under way (a log's migration): the
+/// service manager waits `by` more from now, and shows `status`.
+pub fn extend_start(by: Duration, status: &str) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    notify(&[
+        NotifyState::ExtendTimeoutUsec(usec),
+        NotifyState::Status(status),
+    ]);
+}
+
 /// A SIGHUP is being handled; `ready` follows when it is done.
 pub fn reloading() {
     match NotifyState::monotonic_usec_now() {

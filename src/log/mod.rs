@@ -996,10 +996,43 @@ fn migration_backup_dir(dir: &Path, version: u64) -> PathBuf {
 /// deliveries and records the new version. A failure before the commit leaves the log as
 /// it was, and Sluice refuses to start, saying why.
 fn migrate_schema_1(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
-    let backup = migration_backup_dir(dir, schema::SCHEMA_VERSION);
-    std::fs::create_dir_all(&backup)
-        .map_err(|e| LogError::Io(format!("{}: {e}", backup.display())))?;
-    let target = backup.join(DATA_FILE);
+    // Copying and migrating a large log can outlast the unit's start timeout: while it
+    // runs, a thread keeps asking the service manager for more time (nothing outside
+    // systemd), so that a migration is never killed and started over.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let extender = scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                crate::service::extend_start(
+                    MIGRATION_START_EXTENSION,
+                    "Migrating the log to a new schema",
+                );
+                std::thread::park_timeout(MIGRATION_START_EXTENSION / 3);
+            }
+        });
+        let migrated = copy_and_migrate_schema_1(dir, env, dbs);
+        done.store(true, std::sync::atomic::Ordering::Release);
+        extender.thread().unpark();
+        migrated
+    })
+}
+
+/// How much more time each request to the service manager asks for during a migration
+/// (it is asked again every third of it).
+const MIGRATION_START_EXTENSION: std::time::Duration = std::time::Duration::from_secs(90);
+
+fn copy_and_migrate_schema_1(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
+    // The copy is made under a name of its own and renamed when it is whole, so that no
+    // directory named `before-schema-*` ever holds half a log; a partial copy an earlier,
+    // interrupted start left is removed first.
+    let partial = dir.join(format!("before-schema-{}.partial", schema::SCHEMA_VERSION));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .map_err(|e| LogError::Io(format!("{}: {e}", partial.display())))?;
+    }
+    std::fs::create_dir_all(&partial)
+        .map_err(|e| LogError::Io(format!("{}: {e}", partial.display())))?;
+    let target = partial.join(DATA_FILE);
     let copied = env
         .copy_to_path(&target, heed::CompactionOption::Enabled)
         .map_err(LogError::from)
@@ -1007,9 +1040,13 @@ fn migrate_schema_1(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), 
             file.sync_all()
                 .map_err(|e| LogError::Io(format!("{}: {e}", target.display())))
         });
-    if let Err(error) = copied {
+    let backup = migration_backup_dir(dir, schema::SCHEMA_VERSION);
+    if let Err(error) = copied.and_then(|()| {
+        std::fs::rename(&partial, &backup)
+            .map_err(|e| LogError::Io(format!("{}: {e}", backup.display())))
+    }) {
         // A partial copy is no backup; the log itself is untouched.
-        let _ = std::fs::remove_dir_all(&backup);
+        let _ = std::fs::remove_dir_all(&partial);
         return Err(LogError::Io(format!(
             "cannot copy the log to {} before migrating it to schema {}: {error}",
             backup.display(),

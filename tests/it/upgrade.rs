@@ -46,6 +46,11 @@ async fn opens_and_serves(fixture: &Path) {
     std::fs::copy(fixture.join("data.mdb"), data.join("data.mdb")).expect("data.mdb");
     let key = dir.path().join("secrets.key");
     std::fs::copy(fixture.join("secrets.key"), &key).expect("secrets.key");
+    // An earlier migration's copy (of a log restored since) and the half copy of a start
+    // that was interrupted: the first is kept, the second removed.
+    std::fs::create_dir_all(data.join("before-schema-2")).expect("earlier copy");
+    std::fs::create_dir_all(data.join("before-schema-2.partial")).expect("partial copy");
+    std::fs::write(data.join("before-schema-2.partial/data.mdb"), b"half").expect("half");
     let mut config = test_config(&data);
     config.storage.secrets_key_file = Some(key);
     config.delivery.allow_http = true;
@@ -138,11 +143,19 @@ async fn opens_and_serves(fixture: &Path) {
         "{name}: {}",
         listed.json
     );
-    let backup = data.join("before-schema-2").join("data.mdb");
+    let backup = data.join("before-schema-2.1").join("data.mdb");
     assert!(
-        std::fs::metadata(&backup).is_ok_and(|m| m.len() > 0),
-        "{name}: the copy of the log before its migration, {}",
+        std::fs::metadata(&backup).is_ok_and(|m| m.len() > 4096),
+        "{name}: the copy of the log before its migration, beside the earlier one, {}",
         backup.display()
+    );
+    assert!(
+        !data.join("before-schema-2/data.mdb").exists(),
+        "{name}: the earlier copy is left as it was"
+    );
+    assert!(
+        !data.join("before-schema-2.partial").exists(),
+        "{name}: the half copy is gone"
     );
     let task = &made["replay_task"];
     let got = get(
