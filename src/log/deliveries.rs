@@ -64,8 +64,7 @@ pub(in crate::log) fn insert(
     seq: Seq,
     row: &DeliveryRecord,
 ) -> Result<(), LogError> {
-    dbs.deliveries
-        .put(wtxn, &delivery_row_key(seq, endpoint), &row.encode())?;
+    replace(wtxn, dbs, endpoint, seq, row)?;
     if seq.0 < meta_u64(wtxn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)? {
         dbs.endpoint_deliveries
             .put(wtxn, &endpoint_delivery_key(endpoint, seq), &[])?;
@@ -364,8 +363,7 @@ fn visit_indexed(
         endpoint_delivery_key(endpoint, Seq(high)),
     );
     let bounds = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
-    let mut step = |row: heed::Result<(&[u8], &[u8])>| -> Result<bool, LogError> {
-        let (key, _) = row?;
+    let step = |key: &[u8], _: &[u8]| -> Result<bool, LogError> {
         let seq = Seq(schema::read_u64(db_name::ENDPOINT_DELIVERIES, key, 8)?);
         let row = get(txn, dbs, endpoint, seq)?.ok_or_else(|| {
             LogError::corrupt(
@@ -375,20 +373,7 @@ fn visit_indexed(
         })?;
         visit(seq, row)
     };
-    if toward_lower {
-        for row in dbs.endpoint_deliveries.rev_range(txn, &bounds)? {
-            if step(row)? {
-                return Ok(true);
-            }
-        }
-    } else {
-        for row in dbs.endpoint_deliveries.range(txn, &bounds)? {
-            if step(row)? {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+    walk_rows(txn, &dbs.endpoint_deliveries, bounds, toward_lower, step)
 }
 
 fn visit_unindexed(
@@ -404,23 +389,36 @@ fn visit_unindexed(
         delivery_row_key(Seq(high), EndpointKey(u64::MAX)),
     );
     let bounds = (Bound::Included(&lower[..]), Bound::Included(&upper[..]));
-    let mut step = |row: heed::Result<(&[u8], &[u8])>| -> Result<bool, LogError> {
-        let (key, value) = row?;
+    let step = |key: &[u8], value: &[u8]| -> Result<bool, LogError> {
         let (seq, of) = row_key_parts(key)?;
         if of != endpoint {
             return Ok(false);
         }
         visit(seq, DeliveryRecord::decode(value)?)
     };
+    walk_rows(txn, &dbs.deliveries, bounds, toward_lower, step)
+}
+
+/// Steps through `table`'s rows within `bounds`, in key order or in reverse, until `step`
+/// returns `true` (then `true`) or the rows end (`false`).
+fn walk_rows(
+    txn: &RoTxn,
+    table: &super::Table,
+    bounds: (Bound<&[u8]>, Bound<&[u8]>),
+    toward_lower: bool,
+    mut step: impl FnMut(&[u8], &[u8]) -> Result<bool, LogError>,
+) -> Result<bool, LogError> {
     if toward_lower {
-        for row in dbs.deliveries.rev_range(txn, &bounds)? {
-            if step(row)? {
+        for row in table.rev_range(txn, &bounds)? {
+            let (key, value) = row?;
+            if step(key, value)? {
                 return Ok(true);
             }
         }
     } else {
-        for row in dbs.deliveries.range(txn, &bounds)? {
-            if step(row)? {
+        for row in table.range(txn, &bounds)? {
+            let (key, value) = row?;
+            if step(key, value)? {
                 return Ok(true);
             }
         }

@@ -661,7 +661,7 @@ fn open_env(
     // Before anything is created: a log this build will not open stays as it was.
     refuse_foreign_schema(&env, upgrade)?;
     let mut dbs = create_databases(&env)?;
-    check_schema(dir, &env, &dbs, upgrade)?;
+    check_schema(dir, &env, &dbs)?;
     if let Some(path) = secrets_key_path(dir, storage, &env, &dbs)? {
         dbs.sealer = Some(Arc::new(seal::Sealer::from_key_file(&path)?));
         dbs.secrets_key_file = Some(path);
@@ -945,16 +945,21 @@ fn check_secrets_key(env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
     }
 }
 
+/// The table `name` if the environment has it, without creating it. Opened in a read
+/// transaction of its own: heed makes a database handle lasting only at a commit.
+fn existing_table(env: &Env<WithoutTls>, name: &str) -> Result<Option<Table>, LogError> {
+    Ok(env
+        .open_databases_and_commit(env.read_txn()?, |opener, rtxn| {
+            let table = opener.open_database::<Bytes, Bytes>(rtxn, Some(name))?;
+            Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(table))
+        })?
+        .unwrap_commit())
+}
+
 /// Refuses a log of another schema than this build's, unless it is schema 1 and
 /// `upgrade` lets this open migrate it; reads only (a new log has no `meta` yet).
 fn refuse_foreign_schema(env: &Env<WithoutTls>, upgrade: Upgrade) -> Result<(), LogError> {
-    let meta: Option<Table> = env
-        .open_databases_and_commit(env.read_txn()?, |opener, rtxn| {
-            let meta = opener.open_database::<Bytes, Bytes>(rtxn, Some(schema::db_name::META))?;
-            Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(meta))
-        })?
-        .unwrap_commit();
-    let Some(meta) = meta else {
+    let Some(meta) = existing_table(env, schema::db_name::META)? else {
         return Ok(());
     };
     let rtxn = env.read_txn()?;
@@ -1053,25 +1058,13 @@ fn copy_and_migrate_schema_1(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Re
             schema::SCHEMA_VERSION
         )));
     }
-    // Opened (and its handle made lasting) in a read transaction of its own: heed opens
-    // databases only through a transaction's commit.
-    let schema_1: Option<Table> = env
-        .open_databases_and_commit(env.read_txn()?, |opener, rtxn| {
-            let table = opener
-                .open_database::<Bytes, Bytes>(rtxn, Some(schema::db_name::SCHEMA_1_DELIVERIES))?;
-            Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(table))
-        })?
-        .unwrap_commit();
+    let schema_1 = existing_table(env, schema::db_name::SCHEMA_1_DELIVERIES)?;
     let mut wtxn = env.write_txn()?;
     let moved = match schema_1 {
         Some(table) => deliveries::migrate_from_schema_1(&mut wtxn, dbs, &table)?,
         None => 0,
     };
-    dbs.meta.put(
-        &mut wtxn,
-        schema::meta_key::SCHEMA_VERSION,
-        &schema::u64_key(schema::SCHEMA_VERSION),
-    )?;
+    put_schema_version(&mut wtxn, dbs)?;
     wtxn.commit()?;
     tracing::info!(
         deliveries = moved,
@@ -1082,14 +1075,19 @@ fn copy_and_migrate_schema_1(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Re
     Ok(())
 }
 
+/// Records this build's schema version.
+fn put_schema_version(wtxn: &mut heed::RwTxn, dbs: &Dbs) -> Result<(), LogError> {
+    dbs.meta.put(
+        wtxn,
+        schema::meta_key::SCHEMA_VERSION,
+        &schema::u64_key(schema::SCHEMA_VERSION),
+    )?;
+    Ok(())
+}
+
 /// Records the schema version in a new environment, migrates one of schema 1, and refuses
 /// one written by any other layout.
-fn check_schema(
-    dir: &Path,
-    env: &Env<WithoutTls>,
-    dbs: &Dbs,
-    upgrade: Upgrade,
-) -> Result<(), LogError> {
+fn check_schema(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
     let found = {
         let rtxn = env.read_txn()?;
         dbs.meta
@@ -1099,22 +1097,15 @@ fn check_schema(
     };
     match found {
         Some(schema::SCHEMA_VERSION) => Ok(()),
-        Some(1) if upgrade == Upgrade::Migrate => migrate_schema_1(dir, env, dbs),
-        Some(1) => Err(LogError::MigrationRefused {
-            found: 1,
-            supported: schema::SCHEMA_VERSION,
-        }),
+        // `refuse_foreign_schema` lets a schema-1 log this far only to be migrated.
+        Some(1) => migrate_schema_1(dir, env, dbs),
         Some(found) => Err(LogError::SchemaMismatch {
             found,
             supported: schema::SCHEMA_VERSION,
         }),
         None => {
             let mut wtxn = env.write_txn()?;
-            dbs.meta.put(
-                &mut wtxn,
-                schema::meta_key::SCHEMA_VERSION,
-                &schema::u64_key(schema::SCHEMA_VERSION),
-            )?;
+            put_schema_version(&mut wtxn, dbs)?;
             wtxn.commit()?;
             Ok(())
         }
