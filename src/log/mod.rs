@@ -659,9 +659,9 @@ fn open_env(
     let env = unsafe { options.open(dir) }?;
     env.clear_stale_readers()?;
     // Before anything is created: a log this build will not open stays as it was.
-    refuse_foreign_schema(&env, upgrade)?;
+    let stored_version = vetted_schema_version(&env, upgrade)?;
     let mut dbs = create_databases(&env)?;
-    check_schema(dir, &env, &dbs)?;
+    check_schema(dir, &env, &dbs, stored_version)?;
     if let Some(path) = secrets_key_path(dir, storage, &env, &dbs)? {
         dbs.sealer = Some(Arc::new(seal::Sealer::from_key_file(&path)?));
         dbs.secrets_key_file = Some(path);
@@ -956,11 +956,12 @@ fn existing_table(env: &Env<WithoutTls>, name: &str) -> Result<Option<Table>, Lo
         .unwrap_commit())
 }
 
-/// Refuses a log of another schema than this build's, unless it is schema 1 and
-/// `upgrade` lets this open migrate it; reads only (a new log has no `meta` yet).
-fn refuse_foreign_schema(env: &Env<WithoutTls>, upgrade: Upgrade) -> Result<(), LogError> {
+/// The stored schema version (`None`: a new log), read before anything is written:
+/// another schema than this build's is refused, unless it is schema 1 and `upgrade` lets
+/// this open migrate it.
+fn vetted_schema_version(env: &Env<WithoutTls>, upgrade: Upgrade) -> Result<Option<u64>, LogError> {
     let Some(meta) = existing_table(env, schema::db_name::META)? else {
-        return Ok(());
+        return Ok(None);
     };
     let rtxn = env.read_txn()?;
     let found = meta
@@ -968,8 +969,8 @@ fn refuse_foreign_schema(env: &Env<WithoutTls>, upgrade: Upgrade) -> Result<(), 
         .map(|v| schema::read_u64(schema::db_name::META, v, 0))
         .transpose()?;
     match found {
-        None | Some(schema::SCHEMA_VERSION) => Ok(()),
-        Some(1) if upgrade == Upgrade::Migrate => Ok(()),
+        None | Some(schema::SCHEMA_VERSION) => Ok(found),
+        Some(1) if upgrade == Upgrade::Migrate => Ok(found),
         Some(1) => Err(LogError::MigrationRefused {
             found: 1,
             supported: schema::SCHEMA_VERSION,
@@ -1085,24 +1086,18 @@ fn put_schema_version(wtxn: &mut heed::RwTxn, dbs: &Dbs) -> Result<(), LogError>
     Ok(())
 }
 
-/// Records the schema version in a new environment, migrates one of schema 1, and refuses
-/// one written by any other layout.
-fn check_schema(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), LogError> {
-    let found = {
-        let rtxn = env.read_txn()?;
-        dbs.meta
-            .get(&rtxn, schema::meta_key::SCHEMA_VERSION)?
-            .map(|v| schema::read_u64("meta", v, 0))
-            .transpose()?
-    };
-    match found {
+/// Records the schema version in a new environment, or migrates one of schema 1 (the
+/// only older version `vetted_schema_version` lets through).
+fn check_schema(
+    dir: &Path,
+    env: &Env<WithoutTls>,
+    dbs: &Dbs,
+    stored_version: Option<u64>,
+) -> Result<(), LogError> {
+    match stored_version {
+        // `vetted_schema_version` lets an older log this far only to be migrated.
         Some(schema::SCHEMA_VERSION) => Ok(()),
-        // `refuse_foreign_schema` lets a schema-1 log this far only to be migrated.
-        Some(1) => migrate_schema_1(dir, env, dbs),
-        Some(found) => Err(LogError::SchemaMismatch {
-            found,
-            supported: schema::SCHEMA_VERSION,
-        }),
+        Some(_) => migrate_schema_1(dir, env, dbs),
         None => {
             let mut wtxn = env.write_txn()?;
             put_schema_version(&mut wtxn, dbs)?;

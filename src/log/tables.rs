@@ -824,11 +824,9 @@ pub fn scan_endpoint_deliveries(
     dbs: &Dbs,
     endpoint_key: u64,
     walk: Walk<u64>,
-    mut visit: impl FnMut(u64, schema::DeliveryRecord) -> Result<bool, LogError>,
+    visit: impl FnMut(u64, schema::DeliveryRecord) -> Result<bool, LogError>,
 ) -> Result<bool, LogError> {
-    super::deliveries::walk_endpoint(txn, dbs, EndpointKey(endpoint_key), walk, |seq, row| {
-        visit(seq, row)
-    })
+    super::deliveries::walk_endpoint(txn, dbs, EndpointKey(endpoint_key), walk, visit)
 }
 
 /// Which attempts an attempt list walks.

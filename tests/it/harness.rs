@@ -42,6 +42,15 @@ pub(crate) fn test_config(dir: &Path) -> Config {
     config
 }
 
+/// The log of `dir` on its own (no API, no delivery), as a command-line tool opens it.
+pub(crate) fn open_log(
+    dir: &Path,
+    storage: &sluice::config::StorageConfig,
+) -> (sluice::log::Log, sluice::log::WriterJoin) {
+    sluice::log::Log::open(dir, storage, None, None, sluice::log::Upgrade::Refuse)
+        .expect("open the log")
+}
+
 /// `test_config` that may deliver to plain-HTTP receivers on loopback (the tests'
 /// receivers).
 pub(crate) fn loopback_config(dir: &Path) -> Config {

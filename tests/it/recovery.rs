@@ -362,7 +362,7 @@ async fn send_example_reaches_only_its_endpoint() {
 async fn a_background_task_resumes_after_a_restart() {
     use sluice::log::ops::{Envelope, Op, Outcome};
     use sluice::log::schema::{TaskKind, TaskStatus};
-    use sluice::log::{Log, tables};
+    use sluice::log::tables;
     let dir = tempfile::tempdir().expect("tempdir");
     let hook = Receiver::start(|_| Answer::Status(200)).await;
     let sluice = start_delivering(dir.path(), &[60_000]).await;
@@ -401,14 +401,7 @@ async fn a_background_task_resumes_after_a_restart() {
     // While Sluice is down, a recover task is created and runs exactly one batch: as if
     // the process had stopped in the middle of the task.
     let config = test_config(dir.path());
-    let (log, writer) = Log::open(
-        dir.path(),
-        &config.storage,
-        None,
-        None,
-        sluice::log::Upgrade::Refuse,
-    )
-    .expect("open");
+    let (log, writer) = crate::harness::open_log(dir.path(), &config.storage);
     let app_key = log
         .read(|rtxn, dbs| Ok(tables::app_by_ref(rtxn, dbs, "b")?.expect("app").key))
         .expect("read");

@@ -59,14 +59,7 @@ async fn a_data_file_ending_in_its_zeroed_reserve_reopens_with_every_message() {
         .is_ok();
     let config = test_config(dir.path());
     let now_ms = sluice::clock::Clock::System.now_ms();
-    let (log, writer) = Log::open(
-        dir.path(),
-        &config.storage,
-        None,
-        None,
-        sluice::log::Upgrade::Refuse,
-    )
-    .expect("open");
+    let (log, writer) = crate::harness::open_log(dir.path(), &config.storage);
     let create = Op::CreateApp {
         id: sluice::ids::new_id(sluice::ids::IdKind::App, now_ms),
         fields: AppFields {
@@ -117,14 +110,7 @@ async fn a_data_file_ending_in_its_zeroed_reserve_reopens_with_every_message() {
     if direct_appends {
         assert!(file_before > used, "the file ends in zeros");
     }
-    let (log, writer) = Log::open(
-        dir.path(),
-        &config.storage,
-        None,
-        None,
-        sluice::log::Upgrade::Refuse,
-    )
-    .expect("reopen");
+    let (log, writer) = crate::harness::open_log(dir.path(), &config.storage);
     let read_back = |seq: u64| {
         log.read(|rtxn, dbs| tables::message_by_seq(rtxn, dbs, Seq(seq)))
             .expect("read")
