@@ -178,7 +178,13 @@ fn delete_delivery(
         w.wtxn,
         &due_key(delivery.next_due_ms, EndpointKey(endpoint_key), Seq(seq)),
     )?;
-    super::deliveries::delete(w.wtxn, w.dbs, EndpointKey(endpoint_key), Seq(seq))
+    super::deliveries::delete(
+        w.wtxn,
+        w.dbs,
+        &mut w.state.unindexed,
+        EndpointKey(endpoint_key),
+        Seq(seq),
+    )
 }
 
 fn delete_attempt(w: &mut WriteCtx<'_, '_>, attempt_key: u64) -> Result<(), LogError> {

@@ -89,6 +89,7 @@ pub(in crate::log) fn sweep(
     super::deliveries::delete_all(
         ctx.wtxn,
         ctx.dbs,
+        &mut ctx.state.unindexed,
         rows.into_iter()
             .filter(|&(_, seq)| seq < first_pending)
             .map(|(endpoint_key, seq)| (endpoint_key, Seq(seq))),

@@ -144,8 +144,6 @@ pub mod meta_key {
     /// The lowest seq whose delivery rows `endpoint_deliveries` may not hold yet (absent:
     /// 0, none indexed). Rows of lower seqs are all indexed.
     pub const DELIVERIES_UNINDEXED_FROM: &[u8] = b"deliveries_unindexed_from";
-    /// How many delivery rows of seqs from `deliveries_unindexed_from` on exist (absent: 0).
-    pub const DELIVERIES_UNINDEXED: &[u8] = b"deliveries_unindexed";
 }
 
 // === keys ===

@@ -565,7 +565,7 @@ pub(in crate::log) fn append_message(
             });
         }
     }
-    super::deliveries::insert_new_message(ctx.wtxn, dbs, Seq(seq), rows)?;
+    super::deliveries::insert_new_message(ctx.wtxn, dbs, &mut ctx.state.unindexed, Seq(seq), rows)?;
     Ok((seq, targets.len()))
 }
 
@@ -604,7 +604,14 @@ pub(in crate::log) fn requeue(
     if previous.is_some() {
         super::deliveries::replace(ctx.wtxn, ctx.dbs, endpoint_key, seq, &row)?;
     } else {
-        super::deliveries::insert(ctx.wtxn, ctx.dbs, endpoint_key, seq, &row)?;
+        super::deliveries::insert(
+            ctx.wtxn,
+            ctx.dbs,
+            &mut ctx.state.unindexed,
+            endpoint_key,
+            seq,
+            &row,
+        )?;
     }
     ctx.dbs
         .due
@@ -1076,7 +1083,7 @@ pub(in crate::log) fn record_attempt(
     if previous.is_some() {
         super::deliveries::replace(ctx.wtxn, dbs, endpoint, seq, &row)?;
     } else {
-        super::deliveries::insert(ctx.wtxn, dbs, endpoint, seq, &row)?;
+        super::deliveries::insert(ctx.wtxn, dbs, &mut ctx.state.unindexed, endpoint, seq, &row)?;
     }
     // Operational events follow scheduled deliveries only (a manual attempt is a person's).
     let retry_left = matches!(step, Step::RetryAt(_));
@@ -1824,11 +1831,13 @@ mod tests {
     fn endpoint_deliveries_stay_within_the_endpoint_and_the_row_cap() {
         let (_dir, env, dbs) = open();
         let mut wtxn = env.write_txn().expect("wtxn");
+        let mut unindexed = crate::log::deliveries::Unindexed::load(&wtxn, &dbs).expect("load");
         for (endpoint_key, seq) in [(6, 1), (7, 1), (7, 2), (7, 3), (8, 4), (u64::MAX, 9)] {
             let row = pending(seq);
             crate::log::deliveries::insert(
                 &mut wtxn,
                 &dbs,
+                &mut unindexed,
                 EndpointKey(endpoint_key),
                 Seq(seq),
                 &row,

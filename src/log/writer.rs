@@ -51,6 +51,8 @@ pub(in crate::log) struct WriterState {
     pub(in crate::log) endpoints: EndpointIndex,
     /// The most endpoints an application may have (as `meta` holds it).
     pub(in crate::log) endpoints_per_app_max: u32,
+    /// Where the delivery index stands (counted from the tables on load).
+    pub(in crate::log) unindexed: super::deliveries::Unindexed,
     counters_dirty: bool,
     /// The endpoint counts last set on the `sluice_endpoints` gauge.
     published_endpoint_counts: Option<(u64, u64)>,
@@ -98,6 +100,7 @@ impl WriterState {
             None => 0,
         };
         let endpoints_per_app_max = super::tables::endpoints_per_app_max(&rtxn, dbs)?;
+        let unindexed = super::deliveries::Unindexed::load(&rtxn, dbs)?;
         dbs.reply_index
             .rebuild(super::tables::reply_index_map(&rtxn, dbs)?);
         Ok(WriterState {
@@ -105,6 +108,7 @@ impl WriterState {
             // A stream message's ops commit together: the one at `applied_seq` is whole.
             applied_part: u32::MAX,
             endpoints_per_app_max,
+            unindexed,
             next_seq: counter(meta_key::NEXT_SEQ)?,
             next_app_key: counter(meta_key::NEXT_APP_KEY)?,
             next_endpoint_key: counter(meta_key::NEXT_ENDPOINT_KEY)?,

@@ -805,6 +805,111 @@ async fn the_same_ops_make_the_same_log_whether_batched_or_not() {
     }
 }
 
+/// The writer holds how many delivery rows await their index rows and counts them again
+/// from the tables when it loads: a log whose writer restarts between ops indexes its
+/// batches at the same places as one that ran throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_index_batches_alike_across_restarts() {
+    const ENDPOINTS: usize = 48;
+    const MESSAGES: usize = 1_200;
+    const RESTART_EVERY: usize = 250;
+    // 48 rows a message: 57,600 rows, three batches and more.
+    assert!((ENDPOINTS * MESSAGES) as u64 > 3 * sluice::limits::DELIVERY_INDEX_BATCH_ROWS);
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (steady, writer_a) = open(dir_a.path());
+    let (mut restarted, mut writer_b) = open(dir_b.path());
+    let mut rng = Rng(0x5EED_0000_0BA7_C4E5);
+    let mut world = World::default();
+    let mut ops = vec![op_of_kind(0, &mut rng, &mut world)];
+    let mut at_ms = 1_700_000_000_000u64;
+    for i in 0..1 + ENDPOINTS + MESSAGES {
+        let op = if i == 0 {
+            ops.pop().expect("the application")
+        } else if i <= ENDPOINTS {
+            // Every endpoint takes every message.
+            let mut op = op_of_kind(8, &mut rng, &mut world);
+            if let Op::CreateEndpoint {
+                app_key, fields, ..
+            } = &mut op
+            {
+                *app_key = world.apps[0].0;
+                // Uids drawn from a few would collide.
+                fields.uid = None;
+                fields.event_types = None;
+                fields.channels = None;
+                fields.disabled = false;
+                fields.polling_only = false;
+            }
+            op
+        } else {
+            Op::CreateMessage {
+                app: MessageApp::Existing(world.apps[0].0),
+                message: Box::new(NewMessage {
+                    id: world.fresh("msg"),
+                    event_type: EVENT_TYPES[0].to_owned(),
+                    event_id: None,
+                    channels: None,
+                    payload: format!(r#"{{"n":{i}}}"#).into_bytes(),
+                    retention_days: 30,
+                    tags: None,
+                    deliver_at_ms: None,
+                }),
+                with_content: false,
+            }
+        };
+        at_ms += 1 + rng.below(50);
+        let envelope = Envelope::new(op, at_ms);
+        let want = steady.submit(envelope.clone()).await.expect("applied");
+        world.learn(&want);
+        assert_eq!(
+            restarted.submit(envelope).await.expect("applied"),
+            want,
+            "op {i}"
+        );
+        if i % RESTART_EVERY == RESTART_EVERY - 1 {
+            drop(restarted);
+            tokio::task::spawn_blocking(move || writer_b.wait())
+                .await
+                .expect("writer");
+            (restarted, writer_b) = open(dir_b.path());
+        }
+    }
+    assert_eq!(world.endpoints.len(), ENDPOINTS);
+    assert_eq!(world.messages.len(), MESSAGES);
+    let (a, b) = (
+        steady.table_digests().expect("a"),
+        restarted.table_digests().expect("b"),
+    );
+    for ((name, da), (_, db)) in a.iter().zip(&b) {
+        assert_eq!(da, db, "table {name} differs");
+    }
+    // The batches did run: the index is not empty.
+    let empty_dir = tempfile::tempdir().expect("c");
+    let (empty, writer_c) = open(empty_dir.path());
+    let index_of = |digests: &[(&str, [u8; 32])]| {
+        digests
+            .iter()
+            .find(|(name, _)| *name == "endpoint_deliveries")
+            .map(|(_, digest)| *digest)
+    };
+    let empty_digests = empty.table_digests().expect("c");
+    assert!(index_of(&a).is_some());
+    assert_ne!(
+        index_of(&a),
+        index_of(&empty_digests),
+        "no batch was indexed"
+    );
+    for (log, writer) in [(steady, writer_a), (restarted, writer_b), (empty, writer_c)] {
+        drop(log);
+        tokio::task::spawn_blocking(move || writer.wait())
+            .await
+            .expect("writer");
+    }
+}
+
 type Applied = tokio::sync::oneshot::Receiver<Result<Outcome, sluice::log::LogError>>;
 
 /// Hands `ops` to the writer as the stream message `seq`; where each op's outcome comes.
