@@ -86,10 +86,10 @@ pub const ENDPOINTS_PER_APP_MAX: u32 = 100_000;
 /// Most messages one retention-sweep batch deletes, and most it checks for an expired
 /// payload: one batch is one short write.
 pub const RETENTION_SWEEP_ROWS_MAX: usize = 500;
-/// Most delivery-row seeks one retention batch makes (one per endpoint of each
-/// application among the batch's messages), so applications with many endpoints cannot
-/// make a batch long.
-pub const RETENTION_SWEEP_LOOKUPS_MAX: usize = 20_000;
+/// Most delivery rows one retention batch expects to read (each message counts one per
+/// endpoint of its application; the first message is taken whatever it counts), so
+/// applications with many endpoints cannot make a batch long.
+pub const RETENTION_SWEEP_DELIVERY_ROWS_MAX: usize = 20_000;
 /// Most batches one sweep (retention, purge, idempotency expiry) runs in a tick; the rest
 /// waits for the next tick.
 pub const SWEEP_BATCHES_MAX: usize = 1_000;

@@ -8,14 +8,14 @@
 //! so the deletion walks from the oldest message and stops at the first one that is too
 //! young.
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 
 use super::schema::{
     self, AppKey, AttemptKey, DeliveryState, EndpointKey, MessageRecord, Seq, app_message_key,
-    db_name, endpoint_attempt_key, id_key, message_attempt_key, u64_key, uid_key,
+    db_name, due_key, endpoint_attempt_key, id_key, message_attempt_key, u64_key, uid_key,
 };
 use super::{LogError, WriteCtx, tables};
-use crate::limits::{DAY_MS, RETENTION_DAYS_MIN, RETENTION_SWEEP_LOOKUPS_MAX};
+use crate::limits::{DAY_MS, RETENTION_DAYS_MIN, RETENTION_SWEEP_DELIVERY_ROWS_MAX};
 
 /// What one sweep batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,29 +53,14 @@ pub(in crate::log) fn sweep(
         }
         doomed.push((seq, message));
     }
-    // A message's delivery rows lie side by side, keyed (seq, endpoint): each application's
-    // span of the batch is one range of them, filtered to its endpoints. The batch is
-    // bounded by its applications' endpoint counts too, not only by messages, which
-    // bounds the rows a span holds per message.
-    let mut spans: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    let mut seeks = 0;
-    let mut taken = 0;
-    for (seq, message) in &doomed {
-        if let Some(span) = spans.get_mut(&message.app_key) {
-            span.1 = *seq;
-        } else {
-            let cost = ctx.state.endpoints.count_for_app(message.app_key).max(1);
-            if seeks > 0 && seeks + cost > RETENTION_SWEEP_LOOKUPS_MAX {
-                swept.more = true;
-                break;
-            }
-            seeks += cost;
-            spans.insert(message.app_key, (*seq, *seq));
-        }
-        taken += 1;
+    // The batch reads at most `RETENTION_SWEEP_DELIVERY_ROWS_MAX` delivery rows (and the
+    // rest of the message it is in): the messages past them wait for the next batch.
+    let rows = delivery_rows(ctx, &doomed)?;
+    if let Some(unread_from) = rows.unread_from {
+        doomed.retain(|(seq, _)| *seq < unread_from);
+        swept.more = true;
     }
-    doomed.truncate(taken);
-    let (rows, first_pending) = delivery_rows(ctx, &spans)?;
+    let (rows, first_pending) = (rows.rows, rows.first_pending);
     for (seq, message) in doomed {
         if seq >= first_pending {
             // A pending delivery: it and everything younger wait, and there is nothing
@@ -86,13 +71,22 @@ pub(in crate::log) fn sweep(
         delete_message(ctx, seq, &message)?;
         swept.messages_deleted += 1;
     }
+    let rows: Vec<DoomedRow> = rows
+        .into_iter()
+        .filter(|row| row.seq < first_pending)
+        .collect();
+    for row in &rows {
+        if let Some(due_ms) = row.orphan_due_ms {
+            ctx.dbs
+                .due
+                .delete(ctx.wtxn, &due_key(due_ms, row.endpoint_key, Seq(row.seq)))?;
+        }
+    }
     super::deliveries::delete_all(
         ctx.wtxn,
         ctx.dbs,
         &mut ctx.state.unindexed,
-        rows.into_iter()
-            .filter(|&(_, seq)| seq < first_pending)
-            .map(|(endpoint_key, seq)| (endpoint_key, Seq(seq))),
+        rows.iter().map(|row| (row.endpoint_key, Seq(row.seq))),
     )?;
 
     if let Some(cursor) = payload_cursor {
@@ -101,33 +95,83 @@ pub(in crate::log) fn sweep(
     Ok(swept)
 }
 
-/// The delivery rows of each application's messages in its seq span (first, last), and
-/// the lowest seq among them with a pending delivery (`u64::MAX` if none).
+/// A delivery row that goes with its message.
+struct DoomedRow {
+    endpoint_key: EndpointKey,
+    seq: u64,
+    /// The due row of a delivery still pending to an endpoint deleted since (such a
+    /// delivery would only be skipped), which goes with it.
+    orphan_due_ms: Option<u64>,
+}
+
+/// What a batch read of its messages' delivery rows.
+struct BatchRows {
+    rows: Vec<DoomedRow>,
+    /// The lowest seq among them with a delivery pending to an endpoint that still exists
+    /// (`u64::MAX` if none).
+    first_pending: u64,
+    /// The read stopped at its bound before this seq's rows.
+    unread_from: Option<u64>,
+}
+
+/// The delivery rows of the batch's messages, up to `RETENTION_SWEEP_DELIVERY_ROWS_MAX`
+/// and a message's. The batch is a prefix of the log and a message's rows lie side by
+/// side, keyed (seq, endpoint), so they are one range of `delivery_rows`; every row in
+/// it is a batch message's (or one left by a message already gone), whichever endpoint
+/// it names, so the rows of endpoints deleted since go with their messages too.
 fn delivery_rows(
     ctx: &WriteCtx<'_, '_>,
-    spans: &BTreeMap<u64, (u64, u64)>,
-) -> Result<(Vec<(EndpointKey, u64)>, u64), LogError> {
-    let mut rows = Vec::new();
-    let mut first_pending = u64::MAX;
-    for (&app_key, &(first, last)) in spans {
-        let of_app: std::collections::HashSet<u64> =
-            ctx.state.endpoints.keys_of(app_key).into_iter().collect();
-        super::deliveries::each_of_messages(
-            ctx.wtxn,
-            ctx.dbs,
-            (Seq(first), Seq(last)),
-            |seq, endpoint_key, delivery| {
-                if of_app.contains(&endpoint_key.0) {
-                    if delivery.state == DeliveryState::Pending {
-                        first_pending = first_pending.min(seq.0);
-                    }
-                    rows.push((endpoint_key, seq.0));
-                }
-                Ok(false)
-            },
-        )?;
+    doomed: &[(u64, MessageRecord)],
+) -> Result<BatchRows, LogError> {
+    let mut read = BatchRows {
+        rows: Vec::new(),
+        first_pending: u64::MAX,
+        unread_from: None,
+    };
+    let (Some((first, _)), Some((last, _))) = (doomed.first(), doomed.last()) else {
+        return Ok(read);
+    };
+    let app_of: HashMap<u64, u64> = doomed
+        .iter()
+        .map(|(seq, message)| (*seq, message.app_key))
+        .collect();
+    let mut endpoints_of: HashMap<u64, HashSet<u64>> = HashMap::new();
+    for app_key in app_of.values() {
+        endpoints_of
+            .entry(*app_key)
+            .or_insert_with(|| ctx.state.endpoints.keys_of(*app_key).into_iter().collect());
     }
-    Ok((rows, first_pending))
+    super::deliveries::each_of_messages(
+        ctx.wtxn,
+        ctx.dbs,
+        (Seq(*first), Seq(*last)),
+        |seq, endpoint_key, delivery| {
+            let message_done = read.rows.last().is_some_and(|row| row.seq != seq.0);
+            if message_done && read.rows.len() >= RETENTION_SWEEP_DELIVERY_ROWS_MAX {
+                read.unread_from = Some(seq.0);
+                return Ok(true);
+            }
+            let mut orphan_due_ms = None;
+            if delivery.state == DeliveryState::Pending {
+                let endpoint_exists = app_of
+                    .get(&seq.0)
+                    .and_then(|app_key| endpoints_of.get(app_key))
+                    .is_some_and(|keys| keys.contains(&endpoint_key.0));
+                if endpoint_exists {
+                    read.first_pending = read.first_pending.min(seq.0);
+                } else {
+                    orphan_due_ms = Some(delivery.next_due_ms);
+                }
+            }
+            read.rows.push(DoomedRow {
+                endpoint_key,
+                seq: seq.0,
+                orphan_due_ms,
+            });
+            Ok(false)
+        },
+    )?;
+    Ok(read)
 }
 
 /// One batch of a payload pass: reads up to `rows_max` messages after `cursor`, in seq

@@ -515,6 +515,83 @@ async fn retention_drops_payloads_then_messages_but_never_pending_work() {
     sluice.stop().await;
 }
 
+/// An endpoint deleted after its messages leaves its delivery rows behind (one still
+/// pending, due long after the retention): retention takes them with their messages,
+/// and the log ends with no row of either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_takes_a_deleted_endpoints_rows_with_their_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = 1_800_000_000_000;
+    let clock = Clock::manual(t0);
+    let mut config = crate::harness::loopback_config(dir.path());
+    // A failed attempt waits ten days for its retry.
+    config.delivery.retry_schedule_ms = vec![10 * 86_400_000];
+    config.storage.retention_days = 2;
+    let sluice = sluice::app::start(&config, Some(crate::harness::TOKEN), clock.clone())
+        .await
+        .expect("start");
+    let addr = sluice.addr;
+    let kept = Receiver::start(|_| Answer::Status(200)).await;
+    let failing = Receiver::start(|_| Answer::Status(500)).await;
+    let created = post(addr, "/api/v1/app", &json!({"name": "r", "uid": "r"})).await;
+    assert_eq!(created.status, 201);
+    endpoint(addr, "r", json!({"url": kept.url()})).await;
+    let doomed = endpoint(addr, "r", json!({"url": failing.url()})).await;
+    let doomed_id = doomed["id"].as_str().expect("id");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let resp = post(
+            addr,
+            "/api/v1/app/r/msg",
+            &json!({"eventType": "t", "payload": {"n": n}}),
+        )
+        .await;
+        assert_eq!(resp.status, 202);
+        ids.push(resp.json["id"].as_str().expect("id").to_owned());
+    }
+    kept.wait_for(3).await;
+    failing.wait_for(3).await;
+    // Each failed attempt is recorded, its retry ten days away: three pending rows.
+    let attempts = format!("/api/v1/app/r/attempt/endpoint/{doomed_id}");
+    assert!(
+        eventually_json(addr, &attempts, |page| page["data"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3))
+        .await
+    );
+    let path = format!("/api/v1/app/r/endpoint/{doomed_id}");
+    let deleted = call(addr, "DELETE", &path, Some(TOKEN), &[], b"").await;
+    assert_eq!(deleted.status, 204, "{}", deleted.json);
+
+    clock.advance_ms(3 * 86_400_000);
+    for id in &ids {
+        let path = format!("/api/v1/app/r/msg/{id}");
+        assert!(
+            eventually_json(addr, &path, |m| m["code"] == "not_found").await,
+            "{id} is swept"
+        );
+    }
+    let empty = ring::digest::digest(&ring::digest::SHA256, b"");
+    let swept_tables = [
+        "msgs",
+        "delivery_rows",
+        "endpoint_deliveries",
+        "due",
+        "attempts",
+        "msg_attempts",
+        "endpoint_attempts",
+    ];
+    let digests = sluice.log().table_digests().expect("digests");
+    for table in swept_tables {
+        let (_, digest) = digests
+            .iter()
+            .find(|(name, _)| *name == table)
+            .unwrap_or_else(|| panic!("the log has no table {table}"));
+        assert_eq!(digest[..], *empty.as_ref(), "rows left in {table}");
+    }
+    sluice.stop().await;
+}
+
 /// A send-example test message was for its one endpoint: replay-missing on another
 /// endpoint does not deliver it there (it did before), while real messages it missed
 /// are replayed.
