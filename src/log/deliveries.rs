@@ -345,6 +345,74 @@ pub fn first_of_endpoints(
     Ok(found)
 }
 
+/// Visits the deliveries of each of `endpoints` whose seqs lie in `seqs`, at most
+/// `rows_max_each` of each: the indexed ones endpoint by endpoint, then the rows past the
+/// watermark in one scan for all of them, so that a page of endpoints costs one scan of
+/// that part, not one each. `visit` gets the endpoint's place in `endpoints` and returns
+/// `true` to end the walk. Returns, for each endpoint, whether all its rows were visited
+/// (once `visit` ends the walk, only the rows seen so far count).
+pub fn each_of_endpoints(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    endpoints: &[EndpointKey],
+    seqs: (Bound<u64>, Bound<u64>),
+    rows_max_each: usize,
+    mut visit: impl FnMut(usize, Seq, DeliveryRecord) -> Result<bool, LogError>,
+) -> Result<Vec<bool>, LogError> {
+    let mut complete = vec![true; endpoints.len()];
+    let Some((low, high)) = inclusive(seqs) else {
+        return Ok(complete);
+    };
+    let mut visited = vec![0usize; endpoints.len()];
+    let ended = std::cell::Cell::new(false);
+    // One endpoint's row: counted against its cap, then visited; `true` when the
+    // endpoint is capped or the walk ended.
+    let mut take = |place: usize, seq: Seq, row: DeliveryRecord| -> Result<bool, LogError> {
+        if visited[place] >= rows_max_each {
+            complete[place] = false;
+            return Ok(true);
+        }
+        visited[place] += 1;
+        ended.set(visit(place, seq, row)?);
+        Ok(ended.get())
+    };
+    let from = meta_u64(txn, dbs, meta_key::DELIVERIES_UNINDEXED_FROM)?;
+    if low < from {
+        for (place, &endpoint) in endpoints.iter().enumerate() {
+            visit_indexed(
+                txn,
+                dbs,
+                endpoint,
+                (low, high.min(from - 1)),
+                false,
+                &mut |seq, row| take(place, seq, row),
+            )?;
+            if ended.get() {
+                break;
+            }
+        }
+    }
+    if high >= from && !ended.get() {
+        let mut places = std::collections::HashMap::with_capacity(endpoints.len());
+        for (place, &endpoint) in endpoints.iter().enumerate() {
+            places.entry(endpoint).or_insert(place);
+        }
+        each_of_messages(
+            txn,
+            dbs,
+            (Seq(low.max(from)), Seq(high)),
+            |seq, endpoint, row| {
+                match places.get(&endpoint) {
+                    // A capped endpoint's row says only that it has more.
+                    Some(&place) => Ok(take(place, seq, row)? && ended.get()),
+                    None => Ok(false),
+                }
+            },
+        )?;
+    }
+    Ok(complete)
+}
+
 /// `seqs` as an inclusive (lowest, highest), `None` when it holds no seq.
 fn inclusive(seqs: (Bound<u64>, Bound<u64>)) -> Option<(u64, u64)> {
     let low = match seqs.0 {
@@ -803,6 +871,52 @@ mod tests {
             assert_eq!(first(&[7], 2), [(7, 1), (7, 3)], "{case}: at most rows_max");
             assert_eq!(first(&[1, 2], 10), [], "{case}: endpoints with none");
             assert_eq!(first(&[7], 0), [], "{case}");
+        }
+    }
+
+    /// Several endpoints' rows in one walk, each capped: alike whatever part is indexed.
+    #[test]
+    fn several_endpoints_rows_are_visited_within_each_cap_whatever_part_is_indexed() {
+        for indexed_through in [0, 3, 9] {
+            let (_dir, env, dbs, _) = filled(indexed_through);
+            let case = format!("indexed through seq {indexed_through}");
+            let rtxn = env.read_txn().expect("rtxn");
+            let endpoints = [7, 9, 6, u64::MAX].map(EndpointKey);
+            let walk = |seqs, cap, stop_after: usize| {
+                let mut seen = vec![Vec::new(); endpoints.len()];
+                let mut visits = 0;
+                let complete =
+                    each_of_endpoints(&rtxn, &dbs, &endpoints, seqs, cap, |place, seq, row| {
+                        assert_eq!(row.next_due_ms, seq.0);
+                        seen[place].push(seq.0);
+                        visits += 1;
+                        Ok(visits >= stop_after)
+                    })
+                    .expect("walk");
+                (seen, complete)
+            };
+            let (seen, complete) = walk((Unbounded, Unbounded), 2, usize::MAX);
+            assert_eq!(seen, [vec![1, 3], vec![], vec![2], vec![5, 6]], "{case}");
+            assert_eq!(
+                complete,
+                [false, true, true, true],
+                "{case}: seq 7 has more"
+            );
+            let (seen, complete) = walk((Included(3), Excluded(9)), 99, usize::MAX);
+            assert_eq!(seen, [vec![3, 5], vec![], vec![], vec![5, 6]], "{case}");
+            assert_eq!(complete, [true; 4], "{case}");
+            let (seen, _) = walk((Unbounded, Unbounded), 99, 3);
+            assert_eq!(
+                seen.iter().map(Vec::len).sum::<usize>(),
+                3,
+                "{case}: visit ends the walk"
+            );
+            let (seen, complete) = walk((Included(4), Included(3)), 99, usize::MAX);
+            assert_eq!(
+                (seen, complete),
+                (vec![Vec::new(); 4], vec![true; 4]),
+                "{case}: no seq"
+            );
         }
     }
 

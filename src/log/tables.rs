@@ -922,23 +922,44 @@ pub fn seqs_created_since(txn: &RoTxn, dbs: &Dbs, at_ms: u64) -> Result<(u64, u6
     Ok((from, next_seq))
 }
 
+/// The counts of each of `endpoint_keys` (in that order), each over at most
+/// `rows_max_each` rows; the rows past the index's watermark are read once for them all.
 pub fn delivery_counts(
     txn: &RoTxn,
     dbs: &Dbs,
-    endpoint_key: u64,
-    seqs: (u64, u64),
-    rows_max: usize,
-) -> Result<DeliveryCounts, LogError> {
-    let mut counts = DeliveryCounts::default();
-    counts.cut = !each_delivery_in(txn, dbs, endpoint_key, seqs, rows_max, |_, d| {
-        counts.rows += 1;
-        match d.state {
-            schema::DeliveryState::Succeeded => counts.success += 1,
-            schema::DeliveryState::Failed | schema::DeliveryState::Skipped => counts.fail += 1,
+    endpoint_keys: &[u64],
+    (from_seq, to_seq): (u64, u64),
+    rows_max_each: usize,
+) -> Result<Vec<DeliveryCounts>, LogError> {
+    use std::ops::Bound;
+    let endpoints: Vec<EndpointKey> = endpoint_keys.iter().copied().map(EndpointKey).collect();
+    let mut counts = vec![DeliveryCounts::default(); endpoints.len()];
+    let complete = super::deliveries::each_of_endpoints(
+        txn,
+        dbs,
+        &endpoints,
+        (Bound::Included(from_seq), Bound::Excluded(to_seq)),
+        rows_max_each,
+        |place, _, row| {
+            counts[place].count(&row);
+            Ok(false)
+        },
+    )?;
+    for (counts, complete) in counts.iter_mut().zip(complete) {
+        counts.cut = !complete;
+    }
+    Ok(counts)
+}
+
+impl DeliveryCounts {
+    fn count(&mut self, row: &schema::DeliveryRecord) {
+        self.rows += 1;
+        match row.state {
+            schema::DeliveryState::Succeeded => self.success += 1,
+            schema::DeliveryState::Failed | schema::DeliveryState::Skipped => self.fail += 1,
             schema::DeliveryState::Pending | schema::DeliveryState::Sending => {}
         }
-    })?;
-    Ok(counts)
+    }
 }
 
 /// An application's endpoint health, for the operator's list of applications.
@@ -961,8 +982,9 @@ pub fn app_health(
     seqs: (u64, u64),
     rows_max: usize,
 ) -> Result<AppHealth, LogError> {
+    use std::ops::Bound;
     let mut health = AppHealth::default();
-    let mut budget = rows_max;
+    let mut endpoints = Vec::new();
     for key in app_endpoint_keys(txn, dbs, app_key)? {
         let Some(endpoint) = endpoint_row_by_key(txn, dbs, key)? else {
             continue;
@@ -970,13 +992,26 @@ pub fn app_health(
         health.endpoints += 1;
         health.disabled += u64::from(endpoint.disabled);
         health.failing += u64::from(endpoint.failing_since_ms.is_some());
-        let counts = delivery_counts(txn, dbs, key, seqs, budget)?;
-        health.deliveries.success += counts.success;
-        health.deliveries.fail += counts.fail;
-        health.deliveries.rows += counts.rows;
-        health.deliveries.cut |= counts.cut;
-        budget = budget.saturating_sub(usize::try_from(counts.rows).unwrap_or(usize::MAX));
+        endpoints.push(EndpointKey(key));
     }
+    // One budget for all the endpoints' rows: the walk ends when it is spent.
+    let deliveries = &mut health.deliveries;
+    let complete = super::deliveries::each_of_endpoints(
+        txn,
+        dbs,
+        &endpoints,
+        (Bound::Included(seqs.0), Bound::Excluded(seqs.1)),
+        rows_max,
+        |_, _, row| {
+            if deliveries.rows >= rows_max as u64 {
+                deliveries.cut = true;
+                return Ok(true);
+            }
+            deliveries.count(&row);
+            Ok(false)
+        },
+    )?;
+    deliveries.cut |= complete.contains(&false);
     Ok(health)
 }
 

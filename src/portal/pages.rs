@@ -451,18 +451,24 @@ fn day_counts_of(
     Ok(v.state.log.read(|rtxn, dbs| {
         let day = tables::seqs_created_since(rtxn, dbs, now.saturating_sub(24 * HOUR_MS))?;
         let app_key = tables::app_by_ref(rtxn, dbs, &v.app_id)?.map(|a| a.key);
-        let mut out = Vec::with_capacity(endpoints.len());
+        // An endpoint deleted since the page listed it counts nothing.
+        let mut keys = Vec::with_capacity(endpoints.len());
         for e in endpoints {
             let endpoint = match app_key {
                 Some(app_key) => tables::endpoint_row_by_ref(rtxn, dbs, app_key, s(e, "id"))?,
                 None => None,
             };
-            out.push(match endpoint {
-                Some(endpoint) => tables::delivery_counts(rtxn, dbs, endpoint.key, day, per_row)?,
-                None => tables::DeliveryCounts::default(),
-            });
+            keys.push(endpoint.map(|endpoint| endpoint.key));
         }
-        Ok(out)
+        let found: Vec<u64> = keys.iter().flatten().copied().collect();
+        let mut counted = tables::delivery_counts(rtxn, dbs, &found, day, per_row)?.into_iter();
+        Ok(keys
+            .iter()
+            .map(|key| match key {
+                Some(_) => counted.next().unwrap_or_default(),
+                None => tables::DeliveryCounts::default(),
+            })
+            .collect())
     })?)
 }
 
