@@ -166,6 +166,10 @@ struct Args {
     /// Messages the `portal` scenario fills its application with.
     #[arg(long, default_value_t = 100_000)]
     portal_messages: usize,
+    /// Endpoints of the `portal` scenario's application: each message goes to all of
+    /// them, and the endpoints page counts each one's day of deliveries.
+    #[arg(long, default_value_t = 1)]
+    portal_endpoints: usize,
     /// Every message POST carries an `idempotency-key` of its own, as the official Svix
     /// SDKs send on every POST: the cost of the remembered replies.
     #[arg(long)]
@@ -412,7 +416,11 @@ async fn scenarios_of_their_own(args: &Args, names: &[&str], subject: &Subject) 
         refused |= !retention::retention(subject, &shape, args.out.as_deref()).await;
     }
     if asked("portal") {
-        refused |= !portal::portal(subject, args.clients, args.portal_messages).await;
+        let shape = portal::Shape {
+            messages: args.portal_messages,
+            endpoints: args.portal_endpoints,
+        };
+        refused |= !portal::portal(subject, args.clients, shape).await;
     }
     if asked("idle") {
         match (args.target, args.pid) {

@@ -1,6 +1,6 @@
 //! The `portal` scenario: how fast the tenant portal's pages render with a large log.
 //! It fills one application with `--portal-messages` messages (default 100,000) delivered
-//! to one endpoint,
+//! to each of its `--portal-endpoints` endpoints (default 1),
 //! opens a portal session the way a browser does (an access link, its login code posted
 //! to `/portal/session`, the cookie), then fetches every page kind `PAGE_FETCHES` times
 //! in turn on one keep-alive connection and reports each page's p50 and p99.
@@ -22,15 +22,26 @@ const PAGE_FETCHES: usize = 200;
 /// The longest the fill and its deliveries may take.
 const FILL_TIME_MAX: Duration = Duration::from_secs(900);
 
+/// The log a run fills.
+pub(super) struct Shape {
+    pub(super) messages: usize,
+    pub(super) endpoints: usize,
+}
+
 /// Runs the scenario; returns false if a page failed or the fill did not finish.
-pub(super) async fn portal(subject: &Subject, clients: usize, messages: usize) -> bool {
+pub(super) async fn portal(subject: &Subject, clients: usize, shape: Shape) -> bool {
+    let Shape {
+        messages,
+        endpoints,
+    } = shape;
+    let endpoints = endpoints.max(1);
     let run_number = RUNS.fetch_add(1, Ordering::Relaxed);
     let dir =
         std::env::temp_dir().join(format!("sluice-bench-{}-{run_number}", std::process::id()));
     let app = format!("bench-{}-{run_number}", std::process::id());
     let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
     let plan = Plan {
-        endpoints: 1,
+        endpoints,
         slow: 0,
         failing: 0,
         closing: 0,
@@ -51,16 +62,18 @@ pub(super) async fn portal(subject: &Subject, clients: usize, messages: usize) -
     let addr = child.addr;
     let mut sender = create_app(addr, &app).await;
     let secret = format!("whsec_{}", base64::Engine::encode(&super::BASE64, KEY));
-    let body = format!(r#"{{"url":"http://{sink}/hook/0","secret":"{secret}"}}"#);
-    create_endpoint(&mut sender, addr, &app, body).await;
+    for n in 0..endpoints {
+        let body = format!(r#"{{"url":"http://{sink}/hook/{n}","secret":"{secret}"}}"#);
+        create_endpoint(&mut sender, addr, &app, body).await;
+    }
     let started = Instant::now();
     let filled = fill(addr, &app, clients, messages).await;
     let deadline = started + FILL_TIME_MAX;
-    while seen.lock().expect("lock").first.len() < filled && Instant::now() < deadline {
+    while seen.lock().expect("lock").first.len() < filled * endpoints && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "portal: {filled} messages accepted and delivered in {:.0} s",
+        "portal: {filled} messages accepted and delivered to {endpoints} endpoints in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     drop(sender);
