@@ -1005,15 +1005,23 @@ fn migrate_schema_1(dir: &Path, env: &Env<WithoutTls>, dbs: &Dbs) -> Result<(), 
     // Copying and migrating a large log can outlast the unit's start timeout: while it
     // runs, a thread keeps asking the service manager for more time (nothing outside
     // systemd), so that a migration is never killed and started over.
+    // The first request goes before the migration begins, however short it turns out.
+    let extend = || {
+        crate::service::extend_start(
+            MIGRATION_START_EXTENSION,
+            "Migrating the log to a new schema",
+        );
+    };
+    extend();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let extender = scope.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                crate::service::extend_start(
-                    MIGRATION_START_EXTENSION,
-                    "Migrating the log to a new schema",
-                );
+            loop {
                 std::thread::park_timeout(MIGRATION_START_EXTENSION / 3);
+                if done.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                extend();
             }
         });
         let migrated = copy_and_migrate_schema_1(dir, env, dbs);

@@ -454,6 +454,50 @@ async fn systemd_sees_ready_then_health_gated_watchdog_pings_then_stopping() {
     assert_eq!(code, Some(1), "a missed drain deadline is not a clean stop");
 }
 
+/// A start that migrates the log (a schema-1 fixture) asks the service manager for more
+/// start time before it migrates, then says READY=1 once it serves; the log before the
+/// migration is kept beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrating_start_asks_systemd_for_more_time_before_ready() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upgrade/v1-2026-12-01");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::copy(fixture.join("data.mdb"), data.join("data.mdb")).expect("data.mdb");
+    let key = dir.path().join("secrets.key");
+    std::fs::copy(fixture.join("secrets.key"), &key).expect("secrets.key");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nsecrets_key_file = {:?}\n",
+            key.display().to_string()
+        ),
+    )
+    .expect("config");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind");
+    let args = ["--config".into(), config.into_os_string()];
+    let env = [("NOTIFY_SOCKET", socket_path.as_os_str())];
+    let mut daemon = Daemon::spawn_env(&data, &args, &env);
+    let first = next_notification(&socket, Duration::from_secs(30)).await;
+    assert!(
+        first
+            .as_deref()
+            .is_some_and(|t| t.lines().any(|l| l == "EXTEND_TIMEOUT_USEC=90000000")),
+        "the migration asks for 90 s more first: {first:?}"
+    );
+    expect_notification(&socket, "READY=1", Duration::from_secs(30)).await;
+    assert!(
+        data.join("before-schema-2/data.mdb").is_file(),
+        "the copy is kept"
+    );
+    daemon.signal("TERM");
+    let code = daemon.exit_code(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "a clean stop");
+}
+
 /// Counts every attempt listed at `path`, page by page.
 async fn count_attempts(addr: SocketAddr, path: &str) -> usize {
     let mut attempts = 0;
