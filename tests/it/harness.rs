@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use bytes::Bytes;
@@ -49,6 +49,38 @@ pub(crate) fn open_log(
 ) -> (sluice::log::Log, sluice::log::WriterJoin) {
     sluice::log::Log::open(dir, storage, None, None, sluice::log::Upgrade::Refuse)
         .expect("open the log")
+}
+
+/// Which of `tables` hold rows in `log` (by their digests); panics if the log has no
+/// table of one of the names, so that a renamed table cannot pass unseen.
+pub(crate) fn tables_with_rows<'a>(log: &sluice::log::Log, tables: &[&'a str]) -> Vec<&'a str> {
+    let empty = ring::digest::digest(&ring::digest::SHA256, b"");
+    let digests = log.table_digests().expect("digests");
+    tables
+        .iter()
+        .copied()
+        .filter(|table| {
+            let (_, digest) = digests
+                .iter()
+                .find(|(name, _)| name == table)
+                .unwrap_or_else(|| panic!("the log has no table {table}"));
+            digest[..] != *empty.as_ref()
+        })
+        .collect()
+}
+
+/// Copies the upgrade fixture `name` (its `data.mdb` and `secrets.key`) under `dir`;
+/// returns the data directory and the key's path.
+pub(crate) fn copy_upgrade_fixture(name: &str, dir: &Path) -> (PathBuf, PathBuf) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/upgrade")
+        .join(name);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::copy(fixture.join("data.mdb"), data.join("data.mdb")).expect("data.mdb");
+    let key = dir.join("secrets.key");
+    std::fs::copy(fixture.join("secrets.key"), &key).expect("secrets.key");
+    (data, key)
 }
 
 /// `test_config` that may deliver to plain-HTTP receivers on loopback (the tests'

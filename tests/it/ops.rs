@@ -459,14 +459,8 @@ async fn systemd_sees_ready_then_health_gated_watchdog_pings_then_stopping() {
 /// migration is kept beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrating_start_asks_systemd_for_more_time_before_ready() {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upgrade/v1-2026-12-01");
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    std::fs::copy(fixture.join("data.mdb"), data.join("data.mdb")).expect("data.mdb");
-    let key = dir.path().join("secrets.key");
-    std::fs::copy(fixture.join("secrets.key"), &key).expect("secrets.key");
+    let (data, key) = crate::harness::copy_upgrade_fixture("v1-2026-12-01", dir.path());
     let config = dir.path().join("sluice.toml");
     std::fs::write(
         &config,

@@ -41,11 +41,8 @@ async fn opens_and_serves(fixture: &Path) {
         serde_json::from_slice(&std::fs::read(fixture.join("fixture.json")).expect("fixture.json"))
             .expect("fixture.json is JSON");
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    std::fs::copy(fixture.join("data.mdb"), data.join("data.mdb")).expect("data.mdb");
-    let key = dir.path().join("secrets.key");
-    std::fs::copy(fixture.join("secrets.key"), &key).expect("secrets.key");
+    let fixture_name = fixture.file_name().and_then(|n| n.to_str()).expect("name");
+    let (data, key) = crate::harness::copy_upgrade_fixture(fixture_name, dir.path());
     // An earlier migration's copy (of a log restored since) and the half copy of a start
     // that was interrupted: the first is kept, the second removed.
     std::fs::create_dir_all(data.join("before-schema-2")).expect("earlier copy");
