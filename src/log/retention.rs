@@ -60,7 +60,7 @@ pub(in crate::log) fn sweep(
         doomed.retain(|(seq, _)| *seq < unread_from);
         swept.more = true;
     }
-    let (rows, first_pending) = (rows.rows, rows.first_pending);
+    let (mut rows, first_pending) = (rows.rows, rows.first_pending);
     for (seq, message) in doomed {
         if seq >= first_pending {
             // A pending delivery: it and everything younger wait, and there is nothing
@@ -71,10 +71,8 @@ pub(in crate::log) fn sweep(
         delete_message(ctx, seq, &message)?;
         swept.messages_deleted += 1;
     }
-    let rows: Vec<DoomedRow> = rows
-        .into_iter()
-        .filter(|row| row.seq < first_pending)
-        .collect();
+    // The rows of messages held back by a pending delivery stay with them.
+    rows.retain(|row| row.seq < first_pending);
     for row in &rows {
         if let Some(due_ms) = row.orphan_due_ms {
             ctx.dbs
