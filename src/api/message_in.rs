@@ -1,9 +1,11 @@
 //! Parsing a message-create body: the ingest hot path.
 //!
 //! simd-json validates the whole document and gives typed access to the small fields; the
-//! payload is kept as the exact bytes the client sent (found by a scanner over the original
-//! body), because those bytes are what gets stored, delivered and signed. simd-json parses
-//! in place, so it works on a copy in a per-thread scratch buffer, never on the original.
+//! payload is kept as the exact bytes the client sent, because those bytes are what gets
+//! stored, delivered and signed. simd-json unescapes strings in place, so it works on a
+//! padded copy in a per-thread scratch buffer, never on the original. Its first stage
+//! records the offset of every structural character, which are the same in the copy and
+//! the original: the payload's span is found by walking those offsets, not the bytes.
 
 use std::cell::RefCell;
 
@@ -35,8 +37,9 @@ pub struct MessageIn {
     pub has_application: bool,
 }
 
-/// A thread's reusable buffers: the body's copy simd-json parses in place, its internal
-/// buffers, and the tape's node vector (kept empty between calls).
+/// A thread's reusable buffers: the body's padded copy simd-json parses in place, its
+/// internal buffers (with the structural offsets of the last parse), and the tape's node
+/// vector (kept empty between calls).
 struct Scratch {
     copy: Vec<u8>,
     buffers: simd_json::Buffers,
@@ -60,12 +63,15 @@ pub fn parse(body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
             buffers,
             nodes,
         } = &mut *scratch;
+        // The padding lets simd-json read past the end with whole vectors; with it,
+        // `fill_tape_padded` parses this copy directly instead of copying it once more.
         copy.clear();
         copy.extend_from_slice(body);
+        copy.resize(body.len() + simd_json::INPUT_PADDING, b' ');
         // The tape borrows the copy; its vector comes back empty (`reset`) afterwards.
         let mut tape = Tape(std::mem::take(nodes)).reset();
-        let result = match simd_json::fill_tape(copy, buffers, &mut tape) {
-            Ok(()) => fields(&tape, body),
+        let result = match simd_json::fill_tape_padded(copy, body.len(), buffers, &mut tape) {
+            Ok(()) => fields(&tape, body, buffers.structural_indexes()),
             Err(e) => Err(vec![FieldError::json_decode(
                 vec!["body".to_owned()],
                 format!("Invalid JSON: {e}"),
@@ -90,7 +96,8 @@ const NODES_KEPT_MAX: usize = 1 << 16;
 type Object<'t, 'i> = simd_json::tape::Object<'t, 'i>;
 type Value<'t, 'i> = simd_json::tape::Value<'t, 'i>;
 
-fn fields(tape: &Tape<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
+/// The fields of a body simd-json accepted; `structurals` are its stage-1 offsets.
+fn fields(tape: &Tape<'_>, body: &[u8], structurals: &[u32]) -> Result<MessageIn, Vec<FieldError>> {
     let Some(object) = tape.as_value().as_object() else {
         return Err(vec![FieldError::json_decode(
             vec!["body".to_owned()],
@@ -117,7 +124,11 @@ fn fields(tape: &Tape<'_>, body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
     let tags = note(&mut problems, "tags", tags(&object));
     let deliver_at_ms = note(&mut problems, "deliverAt", deliver_at(&object));
     let has_application = optional(&object, "application").is_some();
-    let payload = note(&mut problems, "payload", payload(&object, body));
+    let payload = note(
+        &mut problems,
+        "payload",
+        payload(&object, body, structurals),
+    );
     match (
         event_type,
         event_id,
@@ -333,7 +344,11 @@ fn retention_days(object: &Object<'_, '_>) -> Result<Option<u16>, &'static str> 
         .ok_or("must be an integer from 1 to 90 (days)")
 }
 
-fn payload(object: &Object<'_, '_>, body: &[u8]) -> Result<Vec<u8>, &'static str> {
+fn payload(
+    object: &Object<'_, '_>,
+    body: &[u8],
+    structurals: &[u32],
+) -> Result<Vec<u8>, &'static str> {
     let value = object
         .get("payload")
         .or_else(|| object.get("data"))
@@ -341,7 +356,7 @@ fn payload(object: &Object<'_, '_>, body: &[u8]) -> Result<Vec<u8>, &'static str
     if !value.is_object() {
         return Err("Payload must be an object.");
     }
-    match payload_span(body) {
+    match payload_span(body, structurals) {
         Ok(Some((start, end))) => Ok(body[start..end].to_vec()),
         Ok(None) | Err(_) => Err("must appear exactly once (as payload or data)"),
     }
@@ -350,47 +365,82 @@ fn payload(object: &Object<'_, '_>, body: &[u8]) -> Result<Vec<u8>, &'static str
 /// Why `payload_span` found no single payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpanError {
-    /// Not a JSON object (or cut short).
+    /// Not a JSON object, or offsets that do not describe `body`.
     Malformed,
     /// `payload`/`data` appears more than once.
     Duplicate,
 }
 
 /// The byte range of the top-level `payload` (or `data`) value in a JSON object that
-/// simd-json has already validated. `Err` if the key appears twice (which copy a parser
-/// keeps is not something to leave to chance) or the text is not an object.
-pub fn payload_span(body: &[u8]) -> Result<Option<(usize, usize)>, SpanError> {
-    let mut pos = skip_ws(body, 0);
-    if body.get(pos) != Some(&b'{') {
+/// simd-json has validated, from `structurals`: the offsets its first stage found of every
+/// `{ } [ ] : ,` and of the first byte of every string, number and literal (strings'
+/// contents hold none). One step per token of the top level and of the values skipped,
+/// none per byte. `Err` if the key appears twice (which copy a parser keeps is not
+/// something to leave to chance) or the offsets do not fit the body; never a range
+/// outside it, whatever the offsets.
+pub fn payload_span(body: &[u8], structurals: &[u32]) -> Result<Option<(usize, usize)>, SpanError> {
+    // The `i`th structural: its offset and byte.
+    let at = |i: usize| -> Result<(usize, u8), SpanError> {
+        let pos = usize::try_from(*structurals.get(i).ok_or(SpanError::Malformed)?)
+            .map_err(|_| SpanError::Malformed)?;
+        Ok((pos, *body.get(pos).ok_or(SpanError::Malformed)?))
+    };
+    if at(0)?.1 != b'{' {
         return Err(SpanError::Malformed);
     }
-    pos += 1;
+    if at(1)?.1 == b'}' {
+        return Ok(None);
+    }
     let mut found = None;
+    let mut i = 1;
     loop {
-        pos = skip_ws(body, pos);
-        match body.get(pos) {
-            Some(b'}') => return Ok(found),
-            Some(b'"') => {}
-            _ => return Err(SpanError::Malformed),
-        }
-        let key_end = skip_string(body, pos)?;
-        let is_payload = key_is_payload(&body[pos..key_end]);
-        pos = skip_ws(body, key_end);
-        if body.get(pos) != Some(&b':') {
+        // `"key"`, `:`, the value's first byte.
+        let (key_start, quote) = at(i)?;
+        let (colon, separator) = at(i + 1)?;
+        let (value_start, first) = at(i + 2)?;
+        if quote != b'"' || separator != b':' || colon < key_start {
             return Err(SpanError::Malformed);
         }
-        let value_start = skip_ws(body, pos + 1);
-        let value_end = skip_value(body, value_start)?;
+        let is_payload = key_is_payload(&body[key_start..trimmed_end(body, key_start, colon)]);
+        // `next` is the structural after the value: `,` or `}`.
+        let (value_end, next) = match first {
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut j = i + 2;
+                loop {
+                    match at(j)? {
+                        (_, b'{' | b'[') => depth += 1,
+                        (pos, b'}' | b']') => {
+                            depth = depth.checked_sub(1).ok_or(SpanError::Malformed)?;
+                            if depth == 0 {
+                                if pos < value_start {
+                                    return Err(SpanError::Malformed);
+                                }
+                                break (pos + 1, j + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            _ => {
+                let (after, _) = at(i + 3)?;
+                if after < value_start {
+                    return Err(SpanError::Malformed);
+                }
+                (trimmed_end(body, value_start, after), i + 3)
+            }
+        };
         if is_payload {
             if found.is_some() {
                 return Err(SpanError::Duplicate);
             }
             found = Some((value_start, value_end));
         }
-        pos = skip_ws(body, value_end);
-        match body.get(pos) {
-            Some(b',') => pos += 1,
-            Some(b'}') => return Ok(found),
+        match at(next)? {
+            (_, b',') => i = next + 1,
+            (_, b'}') => return Ok(found),
             _ => return Err(SpanError::Malformed),
         }
     }
@@ -405,66 +455,12 @@ fn key_is_payload(quoted: &[u8]) -> bool {
     serde_json::from_slice::<String>(quoted).is_ok_and(|k| k == "payload" || k == "data")
 }
 
-fn skip_ws(body: &[u8], mut pos: usize) -> usize {
-    while matches!(body.get(pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        pos += 1;
+/// `end`, moved back over the whitespace before it, but not before `start`.
+fn trimmed_end(body: &[u8], start: usize, mut end: usize) -> usize {
+    while end > start && matches!(body.get(end - 1), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        end -= 1;
     }
-    pos
-}
-
-/// `pos` is at an opening quote; returns the index after the closing quote. Jumps from
-/// quote or backslash to the next with `memchr2` (vectorised): long strings are the bulk
-/// of large payloads.
-fn skip_string(body: &[u8], mut pos: usize) -> Result<usize, SpanError> {
-    pos += 1;
-    loop {
-        let rest = body.get(pos..).ok_or(SpanError::Malformed)?;
-        let offset = memchr::memchr2(b'"', b'\\', rest).ok_or(SpanError::Malformed)?;
-        pos += offset;
-        if body[pos] == b'"' {
-            return Ok(pos + 1);
-        }
-        pos += 2; // A backslash escapes the next byte.
-    }
-}
-
-fn skip_value(body: &[u8], pos: usize) -> Result<usize, SpanError> {
-    match body.get(pos) {
-        Some(b'"') => skip_string(body, pos),
-        Some(b'{' | b'[') => {
-            let mut depth = 0usize;
-            let mut i = pos;
-            loop {
-                match body.get(i) {
-                    Some(b'"') => i = skip_string(body, i)?,
-                    Some(b'{' | b'[') => {
-                        depth += 1;
-                        i += 1;
-                    }
-                    Some(b'}' | b']') => {
-                        depth -= 1;
-                        i += 1;
-                        if depth == 0 {
-                            return Ok(i);
-                        }
-                    }
-                    Some(_) => i += 1,
-                    None => return Err(SpanError::Malformed),
-                }
-            }
-        }
-        Some(_) => {
-            let mut i = pos;
-            while !matches!(
-                body.get(i),
-                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-            ) {
-                i += 1;
-            }
-            Ok(i)
-        }
-        None => Err(SpanError::Malformed),
-    }
+    end
 }
 
 #[cfg(test)]
@@ -572,11 +568,56 @@ mod tests {
         assert!(parse(wide.as_bytes()).is_ok());
     }
 
+    /// `payload_span` of `body`, with the offsets simd-json's first stage finds in it.
+    fn span_of(body: &[u8]) -> Result<Option<(usize, usize)>, SpanError> {
+        let mut copy = body.to_vec();
+        copy.resize(body.len() + simd_json::INPUT_PADDING, b' ');
+        let mut buffers = simd_json::Buffers::new(body.len());
+        let mut tape = Tape::null();
+        simd_json::fill_tape_padded(&mut copy, body.len(), &mut buffers, &mut tape)
+            .expect("valid JSON");
+        payload_span(body, buffers.structural_indexes())
+    }
+
     #[test]
-    fn span_scanner_handles_scalars_and_nesting() {
+    fn the_span_is_found_from_the_structural_offsets() {
         let body = br#"{"x":-1.5e3,"y":[{"z":"]"}],"payload":{}}"#;
-        assert_eq!(payload_span(body), Ok(Some((38, 40))));
-        assert_eq!(payload_span(br#"{"x":true}"#), Ok(None));
-        assert_eq!(payload_span(b"[]"), Err(SpanError::Malformed));
+        assert_eq!(span_of(body), Ok(Some((38, 40))));
+        assert_eq!(span_of(br#"{"x":true}"#), Ok(None));
+        assert_eq!(span_of(br#"{}"#), Ok(None));
+        assert_eq!(span_of(b"[]"), Err(SpanError::Malformed));
+        // Whitespace around keys and values, a scalar last, brackets inside strings.
+        let body = b" {\n \"payload\" :\t{ \"a\": [\"{\", {\"b\": \"}]\"}] } ,\r\"n\" : 12 } ";
+        let (start, end) = span_of(body).expect("an object").expect("a payload");
+        assert_eq!(&body[start..end], br#"{ "a": ["{", {"b": "}]"}] }"#);
+        // The alias, and both at once.
+        let body = br#"{"eventType":"a","data":[1,[2]],"k":null}"#;
+        let (start, end) = span_of(body).expect("an object").expect("data");
+        assert_eq!(&body[start..end], b"[1,[2]]");
+        assert_eq!(
+            span_of(br#"{"payload":{},"data":{}}"#),
+            Err(SpanError::Duplicate)
+        );
+    }
+
+    #[test]
+    fn offsets_that_do_not_fit_the_body_are_malformed_never_a_panic() {
+        let body = br#"{"payload":{"a":1}}"#;
+        for structurals in [
+            &[][..],
+            &[0][..],
+            &[0, 1, 10, 11][..],
+            &[0, 1, 10, 11, 3][..],
+            &[0, 1, 10, 11, 99][..],
+            &[0, 10, 1, 11, 18][..],
+            &[0, 1, 10, 11, 17, 0][..],
+            &[0, 1, 10, 11, 11, 11, 11][..],
+        ] {
+            let span = payload_span(body, structurals);
+            assert!(
+                matches!(span, Err(SpanError::Malformed)),
+                "{structurals:?}: {span:?}"
+            );
+        }
     }
 }
