@@ -49,7 +49,7 @@ struct Scratch {
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         copy: Vec::new(),
-        buffers: simd_json::Buffers::new(4096),
+        buffers: simd_json::Buffers::new(SCRATCH_INITIAL_BYTES),
         nodes: Vec::new(),
     });
 }
@@ -82,13 +82,23 @@ pub fn parse(body: &[u8]) -> Result<MessageIn, Vec<FieldError>> {
             kept = Vec::new();
         }
         *nodes = kept;
-        // Keep the scratch buffer from staying large after one huge request.
-        if copy.capacity() > 1 << 20 {
+        // Keep the scratch buffers from staying large after one huge request (up to
+        // `api.body_bytes_max`, 64 MiB): simd-json's own grow with the body too, its
+        // structural offsets to four bytes for every byte of a body of brackets.
+        if copy.capacity() > SCRATCH_KEPT_BYTES_MAX {
             *copy = Vec::new();
+            *buffers = simd_json::Buffers::new(SCRATCH_INITIAL_BYTES);
         }
         result
     })
 }
+
+/// The body size a thread's simd-json buffers are first made for.
+const SCRATCH_INITIAL_BYTES: usize = 4096;
+
+/// Largest body copy a thread keeps allocated between requests; past it, the copy and
+/// simd-json's buffers are dropped and made again.
+const SCRATCH_KEPT_BYTES_MAX: usize = 1 << 20;
 
 /// Most tape nodes a thread keeps allocated between requests.
 const NODES_KEPT_MAX: usize = 1 << 16;
@@ -598,6 +608,24 @@ mod tests {
             span_of(br#"{"payload":{},"data":{}}"#),
             Err(SpanError::Duplicate)
         );
+    }
+
+    #[test]
+    fn a_huge_body_leaves_no_large_scratch_buffers_behind() {
+        let items = vec!["[]"; SCRATCH_KEPT_BYTES_MAX / 2].join(",");
+        let body = format!(r#"{{"eventType":"a","payload":{{"l":[{items}]}}}}"#);
+        assert!(body.len() > SCRATCH_KEPT_BYTES_MAX);
+        assert_eq!(
+            parse(body.as_bytes()).expect("valid").payload.len(),
+            body.len() - 28
+        );
+        SCRATCH.with(|scratch| {
+            let scratch = scratch.borrow();
+            assert_eq!(scratch.copy.capacity(), 0);
+            assert!(scratch.buffers.structural_indexes().is_empty());
+        });
+        // A small body after it parses as before.
+        assert!(parse(br#"{"eventType":"a","payload":{}}"#).is_ok());
     }
 
     #[test]
