@@ -134,11 +134,7 @@ fn fields(tape: &Tape<'_>, body: &[u8], structurals: &[u32]) -> Result<MessageIn
     let tags = note(&mut problems, "tags", tags(&object));
     let deliver_at_ms = note(&mut problems, "deliverAt", deliver_at(&object));
     let has_application = optional(&object, "application").is_some();
-    let payload = note(
-        &mut problems,
-        "payload",
-        payload(&object, body, structurals),
-    );
+    let payload = note(&mut problems, "payload", payload(body, structurals));
     match (
         event_type,
         event_id,
@@ -354,21 +350,17 @@ fn retention_days(object: &Object<'_, '_>) -> Result<Option<u16>, &'static str> 
         .ok_or("must be an integer from 1 to 90 (days)")
 }
 
-fn payload(
-    object: &Object<'_, '_>,
-    body: &[u8],
-    structurals: &[u32],
-) -> Result<Vec<u8>, &'static str> {
-    let value = object
-        .get("payload")
-        .or_else(|| object.get("data"))
-        .ok_or("field required")?;
-    if !value.is_object() {
-        return Err("Payload must be an object.");
-    }
+/// The payload's exact bytes: the top-level `payload` (or `data`) value, which must be an
+/// object and appear once. One walk of the structural offsets finds it, checks it and
+/// cuts it out; the tape is not searched for it as well.
+fn payload(body: &[u8], structurals: &[u32]) -> Result<Vec<u8>, &'static str> {
     match payload_span(body, structurals) {
-        Ok(Some((start, end))) => Ok(body[start..end].to_vec()),
-        Ok(None) | Err(_) => Err("must appear exactly once (as payload or data)"),
+        Ok(Some((start, end))) if body.get(start) == Some(&b'{') => Ok(body[start..end].to_vec()),
+        Ok(Some(_)) => Err("Payload must be an object."),
+        Ok(None) => Err("field required"),
+        Err(SpanError::Duplicate) => Err("must appear exactly once (as payload or data)"),
+        // simd-json accepted the body as an object, so its offsets always describe one.
+        Err(SpanError::Malformed) => Err("could not be read from the body"),
     }
 }
 
