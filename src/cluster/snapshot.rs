@@ -32,9 +32,9 @@ use super::{ClusterError, Ownership};
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::limits::{
-    CLUSTER_API_TIMEOUT_MS, CLUSTER_SNAPSHOT_CHECK_MS, CLUSTER_SNAPSHOT_CHUNK_BYTES,
-    CLUSTER_SNAPSHOT_CHUNK_WAIT_MS, CLUSTER_SNAPSHOT_FETCH_CHUNKS, CLUSTER_SNAPSHOT_REQUEST_MS,
-    CLUSTER_SNAPSHOTS_LISTED_MAX,
+    CLUSTER_API_TIMEOUT_MS, CLUSTER_PUBLISH_DEADLINE_MS, CLUSTER_PUBLISH_RETRY_PAUSE_MS,
+    CLUSTER_SNAPSHOT_CHECK_MS, CLUSTER_SNAPSHOT_CHUNK_BYTES, CLUSTER_SNAPSHOT_CHUNK_WAIT_MS,
+    CLUSTER_SNAPSHOT_FETCH_CHUNKS, CLUSTER_SNAPSHOT_REQUEST_MS, CLUSTER_SNAPSHOTS_LISTED_MAX,
 };
 use crate::log::Log;
 use crate::telemetry;
@@ -290,9 +290,6 @@ impl Snapshotter {
             .await
             .map_err(|e| store_error("copy the log", e))?
             .map_err(|e| store_error("copy the log", e))?;
-        let mut file = tokio::fs::File::open(work.join("data.mdb"))
-            .await
-            .map_err(|e| store_error("open the copy", e))?;
         let name = object_name(applied_seq, &self.node_id);
         let meta = ObjectMetadata {
             name: name.clone(),
@@ -308,11 +305,31 @@ impl Snapshotter {
             ]),
             headers: None,
         };
-        let stored = self
-            .store
-            .put(meta, &mut file)
-            .await
-            .map_err(|e| store_error("upload the snapshot", e))?;
+        // Like an op's publish, the upload is tried again until the publish deadline: a
+        // bucket made moments ago (a cluster just started) has no stream behind its
+        // subjects on every server yet, and its first chunk finds no responders.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(CLUSTER_PUBLISH_DEADLINE_MS);
+        let stored = loop {
+            let mut file = tokio::fs::File::open(work.join("data.mdb"))
+                .await
+                .map_err(|e| store_error("open the copy", e))?;
+            match self.store.put(meta.clone(), &mut file).await {
+                Ok(stored) => break stored,
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        object_store::PutErrorKind::PublishChunks
+                            | object_store::PutErrorKind::PublishMetadata
+                            | object_store::PutErrorKind::TimedOut
+                    ) && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(%error, "A snapshot upload failed; trying again.");
+                    tokio::time::sleep(Duration::from_millis(CLUSTER_PUBLISH_RETRY_PAUSE_MS)).await;
+                }
+                Err(error) => return Err(store_error("upload the snapshot", error)),
+            }
+        };
         tracing::info!(
             %name,
             applied_seq,
